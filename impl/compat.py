@@ -1,0 +1,59 @@
+"""Every difference between the torch versions we support (2.11 and 2.13), in one place.
+
+Callers never compare versions themselves; they call a function here that hides the
+difference. Each function says which versions behave which way.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable
+
+import torch
+
+TORCH_VERSION: tuple[int, int] = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])  # type: ignore[assignment]
+SUPPORTED_TORCH = ((2, 11), (2, 14))  # inclusive range of minor versions we test and support
+
+
+def check_torch_version() -> None:
+    """Fail early, with the supported range, on a torch we never ran against."""
+    low, high = SUPPORTED_TORCH
+    if not (low <= TORCH_VERSION <= high):
+        raise ImportError(
+            f"impl supports torch {low[0]}.{low[1]} to {high[0]}.{high[1]}; found {torch.__version__}"
+        )
+
+
+def teach_fx_utils_subgraph_args(hops: Iterable[Any]) -> None:
+    """Tell Inductor's FakeTensorUpdater where our HOPs keep their subgraph and its args.
+
+    torch 2.13 re-runs HOP nodes under fake mode after post-grad passes and, for a HOP it
+    does not know by identity, warns "Please add support for subgraph args" and skips the
+    subgraph. Our ops have PyTorch's invoke_quant calling convention ``(subgraph, *args)``,
+    so we answer the same way it does for its own op. torch 2.11 has no such hook: no-op.
+    """
+    from torch._inductor import fx_utils
+
+    original = getattr(fx_utils, "_extract_subgraphs_and_args", None)
+    if original is None or getattr(original, "_impl_known_hops", None) is not None:
+        if original is not None:
+            original._impl_known_hops.update(hops)  # type: ignore[attr-defined]
+        return
+    known = set(hops)
+
+    @functools.wraps(original)
+    def extract(node: torch.fx.Node, valid_subgraphs: Any, *args: Any, **kwargs: Any):
+        if node.target in known:
+            yield args[0], tuple(args[1:])
+            return
+        yield from original(node, valid_subgraphs, *args, **kwargs)
+
+    extract._impl_known_hops = known  # type: ignore[attr-defined]
+    fx_utils._extract_subgraphs_and_args = extract
+
+
+def register_inductor_lowering(op: Any) -> Callable[[Callable], Callable]:
+    """``torch._inductor.lowering.register_lowering`` for a HOP, without type promotion (same on 2.11 and 2.13)."""
+    from torch._inductor.lowering import register_lowering
+
+    return register_lowering(op, type_promotion_kind=None)

@@ -57,3 +57,16 @@ def register_inductor_lowering(op: Any) -> Callable[[Callable], Callable]:
     from torch._inductor.lowering import register_lowering
 
     return register_lowering(op, type_promotion_kind=None)
+
+
+def mark_hop_cacheable(op: Any) -> None:
+    """Let Inductor's FX graph cache keep graphs holding ``op``.
+
+    Both 2.11 and 2.13 bypass the cache for any HigherOrderOperator not constructed with
+    ``cacheable=True``; BaseHOP's constructor does not pass it through, so we set the flag
+    the constructor would have set. Safe for our ops: the cache key pickles the subgraph
+    modules, whose ``meta`` holds the quant options.
+    """
+    if not hasattr(op, "_cacheable"):
+        raise AssertionError(f"{type(op).__name__}: this torch has no HigherOrderOperator._cacheable")
+    op._cacheable = True

@@ -1,0 +1,57 @@
+"""Triton kernels for weight-only quantized matmul: y (M, N) = x (M, K) @ W.T.
+
+One module per weight scheme (``woq_mm_int8``, ``woq_mm_int4``, ``woq_mm_nf4``), each laid
+out like a Triton tutorial: kernel, launcher, float64 reference. ``common`` holds the
+pieces they share (tile order, split-K epilogue, nibble decoding, config choice).
+
+This package file imports nothing from Triton, so ``import impl.kernels`` works anywhere;
+the scheme modules need ``triton`` importable. ``use_interpreter()`` switches the kernels
+to Triton's CPU interpreter (what CI uses, having no GPU).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+KERNEL_MODULES = (
+    "impl.kernels.common",
+    "impl.kernels.woq_mm_int8",
+    "impl.kernels.woq_mm_int4",
+    "impl.kernels.woq_mm_nf4",
+)
+
+
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported (it is optional for the product)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreter_active() -> bool:
+    """True when Triton runs ``@triton.jit`` functions through its CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def use_interpreter() -> None:
+    """Run the kernels on the CPU through Triton's interpreter from now on in this process.
+
+    Triton decides at decoration time whether ``@triton.jit`` builds a compiled or an
+    interpreted function, so kernel modules imported before this call are re-imported
+    (common first, since the scheme modules call its helpers). Needs numpy < 2.3 with
+    triton 3.6 (newer numpy breaks the interpreter's loops).
+    """
+    if interpreter_active() and not _any_compiled_kernel_loaded():
+        return
+    os.environ["TRITON_INTERPRET"] = "1"
+    for name in KERNEL_MODULES:
+        if name in sys.modules:
+            importlib.reload(sys.modules[name])
+
+
+def _any_compiled_kernel_loaded() -> bool:
+    common = sys.modules.get("impl.kernels.common")
+    if common is None:
+        return False
+    return type(common.store_output_tile).__name__ != "InterpretedFunction"

@@ -1,0 +1,339 @@
+"""Pieces shared by the weight-only quantized matmul kernels.
+
+Every kernel computes y (M, N) = x (M, K) @ W.T, W (N, K) decoded from its packed layout
+tile by tile inside the K loop, with float32 accumulation on the tensor cores (``tl.dot``).
+The program grid is (tiles of (BLOCK_M, BLOCK_N) in grouped order, SPLIT_K). With
+SPLIT_K > 1 each program reduces one slice of K, writes its float32 partial tile to a
+scratch buffer, and the last program to arrive at a tile (counted with an atomic) adds the
+partials in split order and writes the output: one launch, and the same sum order on
+every run, so results are deterministic.
+
+The float64 references of the scheme modules, not anything here, define correctness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from impl.kernels import interpreter_active
+
+SUPPORTED_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
+
+# Programs per SM worth aiming for before split-K stops paying (measured on the H100:
+# see benchmarks/woq_h100.md); the SM count itself is read off the device.
+_DEFAULT_SM_COUNT = 132
+
+
+# ----------------------------------------------------------------------------- kernels
+# The kernels call no jit function of triton.language's standard library (tl.cdiv,
+# tl.zeros, tl.sum, ...): those are compiled-or-interpreted when triton is first imported,
+# so they would not follow ``impl.kernels.use_interpreter()`` when something imported
+# triton earlier. Builtins (tl.full, tl.reduce, ...) work either way.
+
+
+@triton.jit
+def cdiv(a, b):
+    """ceil(a / b) for non-negative integers."""
+    return (a + b - 1) // b
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def row_sums(x):
+    """x (R, C) -> (R,) float32 sums of each row."""
+    return tl.reduce(x.to(tl.float32), 1, _add)
+
+
+@triton.jit
+def zeros_f32(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A (BLOCK_M, BLOCK_N) float32 accumulator."""
+    return tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+
+
+@triton.jit
+def tile_coordinates(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of program ``pid``, visiting GROUP_M row tiles per column of tiles so
+    that programs running together share weight tiles in L2 (Triton tutorial 03 order)."""
+    num_pid_m = cdiv(M, BLOCK_M)
+    num_pid_n = cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def split_k_bounds(pid_k, K, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+    """[k_begin, k_end) of split ``pid_k``: whole BLOCK_K steps, the last split ends at K.
+    A split may be empty (k_begin >= K); it still takes part in the split-K epilogue."""
+    k_steps = cdiv(K, BLOCK_K)
+    steps_per_split = cdiv(k_steps, SPLIT_K)
+    k_begin = pid_k * steps_per_split * BLOCK_K
+    k_end = tl.minimum(k_begin + steps_per_split * BLOCK_K, K)
+    return k_begin, k_end
+
+
+@triton.jit
+def mma(a, b, acc, UPCAST: tl.constexpr):
+    """acc + a @ b on the tensor cores. UPCAST runs the product in float32; only the CPU
+    interpreter needs it (triton 3.6's interpreter multiplies bfloat16 bit patterns as
+    integers)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    else:
+        return tl.dot(a, b, acc)
+
+
+@triton.jit
+def int_to_dot_operand(q, DTYPE: tl.constexpr, UPCAST: tl.constexpr):
+    """Small integers (exact in DTYPE) as a tensor-core operand: DTYPE, or float32 under the
+    interpreter (whose integer-to-bfloat16 cast reinterprets instead of converting)."""
+    if UPCAST:
+        return q.to(tl.float32)
+    else:
+        return q.to(DTYPE)
+
+
+@triton.jit
+def split_even_odd_columns(x, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """x (BLOCK_M, BLOCK_K) -> (x[:, 0::2], x[:, 1::2]), each (BLOCK_M, BLOCK_K // 2): the
+    activations that meet the low and the high nibbles of the packed weight bytes."""
+    return tl.split(tl.reshape(x, (BLOCK_M, BLOCK_K // 2, 2)))
+
+
+@triton.jit
+def nibble_bias(DTYPE: tl.constexpr):
+    """The constant that ``biased_nibbles`` adds: the smallest power of two whose ulp in DTYPE
+    is 1 (bfloat16 128, float16 1024), so bias + u is exact for u in [0, 15]."""
+    if DTYPE == tl.bfloat16:
+        return 128.0
+    else:
+        return 1024.0
+
+
+@triton.jit
+def biased_nibbles(packed, DTYPE: tl.constexpr):
+    """packed (R, C) uint8 -> (low, high) nibbles as DTYPE values bias + u, u in [0, 15].
+
+    Writing u into the mantissa of bias (one OR, no int-to-float conversion) is exact;
+    callers fold the bias into the zero point in float32."""
+    low = (packed & 0xF).to(tl.int16)
+    high = (packed >> 4).to(tl.int16)
+    if DTYPE == tl.bfloat16:
+        return (low | 0x4300).to(tl.bfloat16, bitcast=True), (high | 0x4300).to(tl.bfloat16, bitcast=True)
+    else:
+        return (low | 0x6400).to(tl.float16, bitcast=True), (high | 0x6400).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def lookup_nibble_pairs(packed, pair_table_ptr, DTYPE: tl.constexpr):
+    """packed (R, C) uint8 -> (LEVELS[low nibble], LEVELS[high nibble]) as DTYPE, from a
+    256-entry int32 table holding both decoded 16-bit values of each byte (one gather per
+    byte instead of one per nibble; see ``nibble_pair_table``)."""
+    pair = tl.load(pair_table_ptr + packed.to(tl.int32))
+    low = pair.to(tl.int16).to(DTYPE, bitcast=True)
+    high = (pair >> 16).to(tl.int16).to(DTYPE, bitcast=True)
+    return low, high
+
+
+@triton.jit
+def store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_n, M, N,
+                      stride_om, stride_on, tile_id, pid_k, SPLIT_K: tl.constexpr):
+    """Write the float32 tile acc (BLOCK_M, BLOCK_N) to out (M, N) in out's dtype.
+
+    SPLIT_K > 1: partial (SPLIT_K, M, N) float32 scratch, tile_counter (tiles,) int32 zeros.
+    The last of the SPLIT_K programs of a tile sums the partials in split order, writes the
+    output and resets the counter to zero for the next launch."""
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    else:
+        mn = offs_m[:, None] * N + offs_n[None, :]
+        tl.store(partial_ptr + pid_k * M * N + mn, acc, mask=mask)
+        # Every thread's partial store must be done before the release of the counter.
+        tl.debug_barrier()
+        arrived = tl.atomic_add(tile_counter_ptr + tile_id, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            tl.debug_barrier()
+            total = tl.full(acc.shape, 0.0, tl.float32)
+            for split in tl.static_range(SPLIT_K):
+                # .cg: read from L2, where the other SMs' partials are; never a stale L1 line.
+                total += tl.load(partial_ptr + split * M * N + mn, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.store(out_ptrs, total.to(out_ptr.dtype.element_ty), mask=mask)
+            tl.atomic_xchg(tile_counter_ptr + tile_id, 0)
+
+
+# ---------------------------------------------------------------------------- launchers
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """Tile shape and launch options of one kernel launch.
+
+    block_m, block_n, block_k: tile of x rows, output columns and reduction (unpacked K);
+    split_k: programs sharing one output tile along K; group_m: row tiles per L2 group;
+    scale_after_dot (int4, nf4): multiply the per-group scale into the (BLOCK_M, BLOCK_N)
+    partial product instead of into each weight element (cheaper when BLOCK_M is small);
+    decode (int4): "bits" (nibble written into a float mantissa) or "table" (byte lookup).
+    """
+
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    group_m: int = 8
+    num_warps: int = 4
+    num_stages: int = 3
+    scale_after_dot: bool = True
+    decode: str = "bits"
+
+    def __post_init__(self):
+        for name in ("block_m", "block_n", "block_k"):
+            value = getattr(self, name)
+            if value < 16 or value & (value - 1):
+                raise ValueError(f"KernelConfig.{name}: {value} is not a power of two >= 16 (tl.dot needs that)")
+        if self.split_k < 1:
+            raise ValueError(f"KernelConfig.split_k: {self.split_k} is not >= 1")
+        if self.decode not in ("bits", "table"):
+            raise ValueError(f"KernelConfig.decode: {self.decode!r} is not one of 'bits', 'table'")
+
+    def short(self) -> str:
+        """A compact label such as 'm16n64k256s2w4p4' for tables."""
+        label = (f"m{self.block_m}n{self.block_n}k{self.block_k}s{self.split_k}"
+                 f"w{self.num_warps}p{self.num_stages}")
+        if not self.scale_after_dot:
+            label += "-sbd"
+        if self.decode != "bits":
+            label += f"-{self.decode}"
+        return label
+
+
+def check_activation(x: torch.Tensor, K: int, op: str) -> None:
+    """x must be (M, K) float16/bfloat16 with unit stride along K, on the weights' device."""
+    if x.dim() != 2:
+        raise ValueError(f"{op}: x must be 2-D (M, K); got shape {tuple(x.shape)}")
+    if x.dtype not in SUPPORTED_ACTIVATION_DTYPES:
+        raise TypeError(f"{op}: x dtype {x.dtype} is not one of torch.float16, torch.bfloat16")
+    if x.shape[1] != K:
+        raise ValueError(f"{op}: x has K = {x.shape[1]} columns but the weight has K = {K}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{op}: x has no rows (M = 0)")
+    if x.stride(1) != 1:
+        raise ValueError(f"{op}: x must have unit stride along K; got strides {x.stride()} (call .contiguous())")
+
+
+def check_tensor(t: torch.Tensor, name: str, shape: tuple, dtype: torch.dtype, device: torch.device, op: str) -> None:
+    """One clear error for a wrong shape, dtype, device or layout of a weight-side tensor."""
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}; got {tuple(t.shape)}")
+    if t.dtype != dtype:
+        raise TypeError(f"{op}: {name} must be {dtype}; got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{op}: {name} is on {t.device} but x is on {device}")
+    if not t.is_contiguous():
+        raise ValueError(f"{op}: {name} must be contiguous (row-major); got strides {t.stride()}")
+
+
+def check_device(x: torch.Tensor, op: str) -> None:
+    """Compiled kernels need a CUDA tensor; the interpreter needs a CPU one."""
+    if interpreter_active():
+        if x.device.type != "cpu":
+            raise ValueError(f"{op}: TRITON_INTERPRET=1 runs kernels on the CPU; x is on {x.device}")
+    elif x.device.type != "cuda":
+        raise ValueError(f"{op}: the Triton kernel needs x on a CUDA device (got {x.device}); "
+                         "set TRITON_INTERPRET=1 (impl.kernels.use_interpreter()) to run it on the CPU")
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device: torch.device) -> int:
+    """Multiprocessors on ``device`` (132 on the H100 SXM; a fixed stand-in on the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return _DEFAULT_SM_COUNT
+
+
+def choose_split_k(tiles: int, k_steps: int, sms: int, max_split: int = 8, min_steps_per_split: int = 4) -> int:
+    """Split K until the grid covers the SMs once, keeping each split several K steps long
+    (a short split spends its time on the epilogue, not on streaming weights)."""
+    split = 1
+    while tiles * split < sms and split < max_split and k_steps // (split * 2) >= min_steps_per_split:
+        split *= 2
+    return split
+
+
+def grid_for(M: int, N: int, config: KernelConfig) -> tuple[int, int]:
+    """(output tiles, SPLIT_K)."""
+    return triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), config.split_k
+
+
+class SplitKScratch:
+    """Scratch for the split-K epilogue: float32 partials (split_k, M, N), and a per-device,
+    per-stream int32 counter per tile that the kernel leaves at zero after every launch (so
+    it is zeroed once, not per call). Launches sharing a counter must be stream-ordered,
+    which launches on one stream are."""
+
+    _counters: dict = {}
+
+    @classmethod
+    def buffers(cls, M: int, N: int, config: KernelConfig, device: torch.device,
+                fresh_counters: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(partial, tile_counter). ``fresh_counters`` allocates zeros each call (for traced
+        code such as a triton_op, which cannot hold on to a buffer between calls)."""
+        tiles, split_k = grid_for(M, N, config)
+        if split_k == 1:
+            dummy = torch.empty(1, device=device, dtype=torch.float32)
+            return dummy, dummy.view(torch.int32)
+        partial = torch.empty((split_k, M, N), device=device, dtype=torch.float32)
+        if fresh_counters:
+            return partial, torch.zeros(tiles, device=device, dtype=torch.int32)
+        stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+        key = (device, stream)
+        counter = cls._counters.get(key)
+        if counter is None or counter.numel() < tiles:
+            counter = torch.zeros(max(tiles, 1024), device=device, dtype=torch.int32)
+            cls._counters[key] = counter
+        return partial, counter
+
+
+def upcast_dot() -> bool:
+    """Whether kernels must run tl.dot in float32 (the interpreter's bfloat16 dot is wrong)."""
+    return interpreter_active()
+
+
+def triton_dtype(dtype: torch.dtype):
+    """tl dtype matching a torch activation dtype."""
+    return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}[dtype]
+
+
+# ------------------------------------------------------------------ 4-bit decode tables
+
+
+@functools.lru_cache(maxsize=None)
+def _nibble_pair_table_cached(levels: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    values = torch.tensor(levels, dtype=torch.float32).to(dtype)
+    bits = values.view(torch.int16).to(torch.int64) & 0xFFFF
+    byte = torch.arange(256)
+    pairs = bits[byte & 0xF] | (bits[byte >> 4] << 16)
+    # Stored as int32: pairs whose high value has the sign bit set wrap to negative, which
+    # is what the kernel's arithmetic shift and truncation to int16 expect.
+    pairs = torch.where(pairs >= 1 << 31, pairs - (1 << 32), pairs)
+    return pairs.to(torch.int32).to(device)
+
+
+def nibble_pair_table(levels, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(256,) int32: entry b holds LEVELS[b & 15] in bits 0..15 and LEVELS[b >> 4] in bits
+    16..31, each as a ``dtype`` (float16 or bfloat16) bit pattern. Cached per device."""
+    return _nibble_pair_table_cached(tuple(float(v) for v in levels), dtype, torch.device(device))

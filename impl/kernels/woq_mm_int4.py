@@ -1,0 +1,218 @@
+"""int4 group-wise weight-only matmul: y (M, N) = x (M, K) @ W.T.
+
+Layout (impl/schemes/int4.py), group size G in {32, 64, 128}, K_pad = K rounded up to G:
+qweight (N, K_pad // 2) uint8, byte j of row n holds k = 2j in its low nibble and k = 2j + 1
+in its high nibble, u in [0, 15]; scale and zero (N, K_pad // G) float32, zero holding
+integers in [0, 15]. W[n, k] = (u[n, k] - zero[n, k // G]) * scale[n, k // G] for k < K.
+
+The kernel never interleaves nibbles: the low nibbles of a (BLOCK_K // 2, BLOCK_N) byte tile
+meet x's even columns and the high nibbles its odd columns, two dots per K step. BLOCK_K
+divides G, so one K step sees one group per row and K_pad is a whole number of steps.
+With scale_after_dot each step's nibble product is scaled once per (row, column) in
+float32, (x . u - (zero + bias) * sum(x)) * scale, which keeps the weights exact; without
+it, each nibble is scaled to a float16/bfloat16 weight before the dot (cheaper for tall M).
+
+Tutorial order: kernel, launcher, reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from impl.kernels.common import (
+    KernelConfig,
+    SplitKScratch,
+    biased_nibbles,
+    check_activation,
+    check_device,
+    check_tensor,
+    choose_split_k,
+    grid_for,
+    lookup_nibble_pairs,
+    mma,
+    nibble_bias,
+    nibble_pair_table,
+    row_sums,
+    sm_count,
+    split_even_odd_columns,
+    split_k_bounds,
+    store_output_tile,
+    tile_coordinates,
+    upcast_dot,
+    zeros_f32,
+)
+
+OP = "woq_mm_int4"
+GROUP_SIZES = (32, 64, 128)
+INT4_LEVELS = tuple(float(u) for u in range(16))
+
+
+# ------------------------------------------------------------------------------ kernel
+
+
+@triton.jit
+def woq_mm_int4_kernel(
+    # pointers
+    x_ptr, qweight_ptr, scale_ptr, zero_ptr, pair_table_ptr, out_ptr, partial_ptr, tile_counter_ptr,
+    # sizes
+    M, N, K,
+    # strides (scale and zero share theirs)
+    stride_xm, stride_xk, stride_qn, stride_qk, stride_sn, stride_sg, stride_om, stride_on,
+    # meta-parameters
+    GROUP_SIZE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr,
+    DECODE_TABLE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+):
+    """x (M, K) fp16/bf16, qweight (N, K_pad // 2) uint8, scale/zero (N, K_pad // G) fp32
+    -> out (M, N) in x's dtype. BLOCK_K divides GROUP_SIZE."""
+    DTYPE: tl.constexpr = x_ptr.dtype.element_ty
+    HALF_K: tl.constexpr = BLOCK_K // 2
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m, pid_n = tile_coordinates(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    k_begin, k_end = split_k_bounds(pid_k, K, BLOCK_K, SPLIT_K)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_j = tl.arange(0, HALF_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + offs_k)[None, :] * stride_xk
+    # Byte tile (BLOCK_K // 2, BLOCK_N), bytes contiguous along K. No K mask: K_pad is a
+    # whole number of BLOCK_K steps and the padding bytes meet zeroed activations.
+    q_ptrs = qweight_ptr + offs_n[None, :] * stride_qn + (k_begin // 2 + offs_j)[:, None] * stride_qk
+    s_ptrs = scale_ptr + offs_n * stride_sn
+    z_ptrs = zero_ptr + offs_n * stride_sn
+    if DECODE_TABLE:
+        bias = 0.0
+    else:
+        bias = nibble_bias(DTYPE)
+
+    acc = zeros_f32(BLOCK_M, BLOCK_N)
+    for k in range(k_begin, k_end, BLOCK_K):
+        x = tl.load(x_ptrs, mask=mask_m[:, None] & ((k + offs_k) < K)[None, :], other=0.0)
+        packed = tl.load(q_ptrs, mask=mask_n[None, :], other=0)
+        group = k // GROUP_SIZE
+        scale = tl.load(s_ptrs + group * stride_sg, mask=mask_n, other=0.0)
+        zero = tl.load(z_ptrs + group * stride_sg, mask=mask_n, other=0.0) + bias
+        if DECODE_TABLE:
+            low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
+        else:
+            low, high = biased_nibbles(packed, DTYPE)
+        x_even, x_odd = split_even_odd_columns(x, BLOCK_M, BLOCK_K)
+        if SCALE_AFTER_DOT:
+            part = mma(x_even, low, zeros_f32(BLOCK_M, BLOCK_N), UPCAST_DOT)
+            part = mma(x_odd, high, part, UPCAST_DOT)
+            x_sum = row_sums(x)
+            acc += (part - x_sum[:, None] * zero[None, :]) * scale[None, :]
+        else:
+            w_low = ((low.to(tl.float32) - zero[None, :]) * scale[None, :]).to(DTYPE)
+            w_high = ((high.to(tl.float32) - zero[None, :]) * scale[None, :]).to(DTYPE)
+            acc = mma(x_even, w_low, acc, UPCAST_DOT)
+            acc = mma(x_odd, w_high, acc, UPCAST_DOT)
+        x_ptrs += BLOCK_K * stride_xk
+        q_ptrs += HALF_K * stride_qk
+
+    store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_n, M, N,
+                      stride_om, stride_on, pid, pid_k, SPLIT_K)
+
+
+# ---------------------------------------------------------------------------- launcher
+
+
+def choose_config(M: int, N: int, K: int, group_size: int, device: torch.device) -> KernelConfig:
+    """Tile shape by M, BLOCK_K capped by the group size, split-K to fill the SMs.
+
+    Tuned on the H100 with ``python -m tools.bench_woq_gpu --tune`` (benchmarks/)."""
+    if M <= 16:
+        base = KernelConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
+    elif M <= 32:
+        base = KernelConfig(block_m=32, block_n=64, block_k=128, num_warps=4, num_stages=4)
+    elif M <= 64:
+        base = KernelConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4,
+                            scale_after_dot=False)
+    else:
+        base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
+                            scale_after_dot=False)
+    block_k = min(base.block_k, group_size)
+    tiles = triton.cdiv(M, base.block_m) * triton.cdiv(N, base.block_n)
+    split_k = choose_split_k(tiles, triton.cdiv(K, block_k), sm_count(device))
+    return KernelConfig(**{**base.__dict__, "block_k": block_k, "split_k": split_k})
+
+
+def check_int4_weight(x, qweight, scale, zero, group_size: int) -> tuple[int, int]:
+    """Validate the int4 layout against x; returns (N, K_pad)."""
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"{OP}: group_size {group_size} is not one of {', '.join(map(str, GROUP_SIZES))}")
+    if qweight.dim() != 2:
+        raise ValueError(f"{OP}: qweight must be 2-D (N, K_pad // 2); got shape {tuple(qweight.shape)}")
+    N, K = qweight.shape[0], x.shape[-1]
+    K_pad = triton.cdiv(K, group_size) * group_size
+    check_activation(x, K, OP)
+    check_tensor(qweight, "qweight", (N, K_pad // 2), torch.uint8, x.device, OP)
+    check_tensor(scale, "scale", (N, K_pad // group_size), torch.float32, x.device, OP)
+    check_tensor(zero, "zero", (N, K_pad // group_size), torch.float32, x.device, OP)
+    return N, K_pad
+
+
+def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_counter,
+                       group_size: int, config: KernelConfig, kernel=None):
+    """Launch with buffers already checked and allocated (eager launcher and triton_op)."""
+    M, K = x.shape
+    N = qweight.shape[0]
+    if group_size % config.block_k:
+        raise ValueError(f"{OP}: config.block_k {config.block_k} must divide group_size {group_size}")
+    kernel = woq_mm_int4_kernel if kernel is None else kernel
+    kernel[grid_for(M, N, config)](
+        x, qweight, scale, zero, pair_table, out, partial, tile_counter,
+        M, N, K,
+        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), scale.stride(1),
+        out.stride(0), out.stride(1),
+        GROUP_SIZE=group_size,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
+        DECODE_TABLE=config.decode == "table", UPCAST_DOT=upcast_dot(),
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return out
+
+
+def woq_mm_int4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                group_size: int, config: KernelConfig | None = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T in x's dtype, W decoded from the int4 layout above.
+
+    ``config`` overrides the tile choice (tests and tuning)."""
+    check_device(x, OP)
+    N, _ = check_int4_weight(x, qweight, scale, zero, group_size)
+    M, K = x.shape
+    config = config or choose_config(M, N, K, group_size, x.device)
+    out = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
+    pair_table = nibble_pair_table(INT4_LEVELS, x.dtype, x.device)
+    return launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_counter, group_size, config)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def unpack_nibbles_reference(qweight: torch.Tensor) -> torch.Tensor:
+    """(N, K_pad // 2) uint8 -> (N, K_pad) int64 nibbles, k = 2j low, k = 2j + 1 high."""
+    packed = qweight.cpu().to(torch.int64)
+    return torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
+
+
+def dequantize_int4_reference(qweight, scale, zero, group_size: int, K: int) -> torch.Tensor:
+    """W (N, K) float64 = (u - zero[:, k // G]) * scale[:, k // G], padding sliced off."""
+    u = unpack_nibbles_reference(qweight).to(torch.float64)
+    expand = lambda t: t.cpu().to(torch.float64).repeat_interleave(group_size, dim=1)  # noqa: E731
+    return ((u - expand(zero)) * expand(scale))[:, :K]
+
+
+def woq_mm_int4_reference(x, qweight, scale, zero, group_size: int) -> torch.Tensor:
+    """y (M, N) float64 on the CPU."""
+    W = dequantize_int4_reference(qweight, scale, zero, group_size, x.shape[-1])
+    return x.cpu().to(torch.float64) @ W.T

@@ -1,0 +1,155 @@
+"""int8 per-channel weight-only matmul: y (M, N) = x (M, K) @ (qweight * scale[:, None]).T.
+
+Layout (impl/schemes/int8.py): qweight (N, K) int8 in [-127, 127], scale (N,) float32,
+W[n, k] = qweight[n, k] * scale[n]. The integers are exact in float16 and bfloat16, so the
+kernel feeds them to the tensor cores unscaled and applies scale[n] once per output column
+in float32: the weight is never rounded.
+
+Tutorial order: kernel, launcher, reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from impl.kernels.common import (
+    KernelConfig,
+    SplitKScratch,
+    check_activation,
+    check_device,
+    check_tensor,
+    choose_split_k,
+    grid_for,
+    int_to_dot_operand,
+    mma,
+    sm_count,
+    split_k_bounds,
+    store_output_tile,
+    tile_coordinates,
+    upcast_dot,
+    zeros_f32,
+)
+
+OP = "woq_mm_int8"
+
+
+# ------------------------------------------------------------------------------ kernel
+
+
+@triton.jit
+def woq_mm_int8_kernel(
+    # pointers
+    x_ptr, qweight_ptr, scale_ptr, out_ptr, partial_ptr, tile_counter_ptr,
+    # sizes
+    M, N, K,
+    # strides
+    stride_xm, stride_xk, stride_qn, stride_qk, stride_om, stride_on,
+    # meta-parameters
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, EVEN_K: tl.constexpr, UPCAST_DOT: tl.constexpr,
+):
+    """x (M, K) fp16/bf16, qweight (N, K) int8, scale (N,) fp32 -> out (M, N) in x's dtype.
+
+    Program (tile, split) reduces K range [k_begin, k_end) of a (BLOCK_M, BLOCK_N) tile."""
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m, pid_n = tile_coordinates(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    k_begin, k_end = split_k_bounds(pid_k, K, BLOCK_K, SPLIT_K)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    # x tile (BLOCK_M, BLOCK_K); weight tile read as (BLOCK_K, BLOCK_N), K contiguous.
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + offs_k)[None, :] * stride_xk
+    q_ptrs = qweight_ptr + offs_n[None, :] * stride_qn + (k_begin + offs_k)[:, None] * stride_qk
+
+    acc = zeros_f32(BLOCK_M, BLOCK_N)
+    for k in range(k_begin, k_end, BLOCK_K):
+        if EVEN_K:
+            x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
+            q = tl.load(q_ptrs, mask=mask_n[None, :], other=0)
+        else:
+            mask_k = (k + offs_k) < K
+            x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            q = tl.load(q_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0)
+        acc = mma(x, int_to_dot_operand(q, x_ptr.dtype.element_ty, UPCAST_DOT), acc, UPCAST_DOT)
+        x_ptrs += BLOCK_K * stride_xk
+        q_ptrs += BLOCK_K * stride_qk
+
+    scale = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
+    acc = acc * scale[None, :]
+    store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_n, M, N,
+                      stride_om, stride_on, pid, pid_k, SPLIT_K)
+
+
+# ---------------------------------------------------------------------------- launcher
+
+
+def choose_config(M: int, N: int, K: int, device: torch.device) -> KernelConfig:
+    """Tile shape by M (decode GEMV-like sizes up to prefill), split-K to fill the SMs.
+
+    Tuned on the H100 with ``python -m tools.bench_woq_gpu --tune`` (benchmarks/)."""
+    if M <= 16:
+        base = KernelConfig(block_m=16, block_n=64, block_k=256, num_warps=4, num_stages=4)
+    elif M <= 32:
+        base = KernelConfig(block_m=32, block_n=64, block_k=256, num_warps=4, num_stages=4)
+    elif M <= 64:
+        base = KernelConfig(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=4)
+    else:
+        base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=4)
+    tiles = triton.cdiv(M, base.block_m) * triton.cdiv(N, base.block_n)
+    split_k = choose_split_k(tiles, triton.cdiv(K, base.block_k), sm_count(device))
+    return KernelConfig(**{**base.__dict__, "split_k": split_k})
+
+
+def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: KernelConfig, kernel=None):
+    """Launch with buffers already checked and allocated (shared by the eager launcher and
+    the torch.library.triton_op, which passes ``wrap_triton(woq_mm_int8_kernel)``)."""
+    M, K = x.shape
+    N = qweight.shape[0]
+    kernel = woq_mm_int8_kernel if kernel is None else kernel
+    kernel[grid_for(M, N, config)](
+        x, qweight, scale, out, partial, tile_counter,
+        M, N, K,
+        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        SPLIT_K=config.split_k, GROUP_M=config.group_m, EVEN_K=K % config.block_k == 0,
+        UPCAST_DOT=upcast_dot(), num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return out
+
+
+def woq_mm_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor,
+                config: KernelConfig | None = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ (qweight (N, K) int8 * scale (N,) fp32 [:, None]).T in x's dtype.
+
+    ``config`` overrides the tile choice (tests and tuning)."""
+    check_device(x, OP)
+    if qweight.dim() != 2:
+        raise ValueError(f"{OP}: qweight must be 2-D (N, K); got shape {tuple(qweight.shape)}")
+    N, K = qweight.shape
+    check_activation(x, K, OP)
+    check_tensor(qweight, "qweight", (N, K), torch.int8, x.device, OP)
+    check_tensor(scale, "scale", (N,), torch.float32, x.device, OP)
+    M = x.shape[0]
+    config = config or choose_config(M, N, K, x.device)
+    out = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
+    return launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def dequantize_int8_reference(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """W (N, K) float64 = qweight * scale[:, None], on the CPU."""
+    return qweight.cpu().to(torch.float64) * scale.cpu().to(torch.float64)[:, None]
+
+
+def woq_mm_int8_reference(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """y (M, N) float64 on the CPU: the exact product the kernel approximates."""
+    return x.cpu().to(torch.float64) @ dequantize_int8_reference(qweight, scale).T

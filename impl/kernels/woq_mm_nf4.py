@@ -1,0 +1,240 @@
+"""NF4 weight-only matmul: y (M, N) = x (M, K) @ W.T.
+
+Layout (impl/schemes/nf4.py), block size B along K (default 64), K_pad = K rounded up to B:
+qweight (N, K_pad // 2) uint8 with int4's nibble order (k = 2j low, 2j + 1 high), each
+nibble u indexing NF4_LEVELS; absmax (N, K_pad // B) float32;
+W[n, k] = NF4_LEVELS[u[n, k]] * absmax[n, k // B] for k < K.
+Double-quantized absmax: absmax_q (N, K_pad // B) uint8 codes decoded as
+absmax = absmax_q * absmax_scale[flat_block // 256] + absmax_offset, with
+flat_block = n * (K_pad // B) + k // B, absmax_scale (ceil(N * K_pad / B / 256),) float32
+and absmax_offset () float32.
+
+Decoding is one gather per weight byte from a 256-entry table of level pairs (both nibbles'
+NF4 values as 16-bit floats of x's dtype); absmax, one per (row, block), scales either the
+(BLOCK_M, BLOCK_N) partial product (scale_after_dot) or each weight before the dot.
+
+Tutorial order: kernel, launcher, reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from impl.kernels.common import (
+    KernelConfig,
+    SplitKScratch,
+    check_activation,
+    check_device,
+    check_tensor,
+    choose_split_k,
+    grid_for,
+    lookup_nibble_pairs,
+    mma,
+    nibble_pair_table,
+    sm_count,
+    split_even_odd_columns,
+    split_k_bounds,
+    store_output_tile,
+    tile_coordinates,
+    upcast_dot,
+    zeros_f32,
+)
+
+OP = "woq_mm_nf4"
+BLOCK_SIZES = (32, 64, 128, 256)
+ABSMAX_DOUBLE_QUANT_BLOCK = 256
+
+# The QLoRA / bitsandbytes NF4 levels (quantiles of N(0, 1) scaled to [-1, 1]).
+NF4_LEVELS = (
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+)
+
+
+# ------------------------------------------------------------------------------ kernel
+
+
+@triton.jit
+def woq_mm_nf4_kernel(
+    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT)
+    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr,
+    out_ptr, partial_ptr, tile_counter_ptr,
+    # sizes (blocks_per_row = K_pad // BLOCK_SIZE)
+    M, N, K, blocks_per_row,
+    # strides
+    stride_xm, stride_xk, stride_qn, stride_qk, stride_om, stride_on,
+    # meta-parameters
+    BLOCK_SIZE: tl.constexpr, DOUBLE_QUANT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr, UPCAST_DOT: tl.constexpr,
+):
+    """x (M, K) fp16/bf16, qweight (N, K_pad // 2) uint8, absmax (N, K_pad // B) -> out (M, N)
+    in x's dtype. BLOCK_K divides BLOCK_SIZE."""
+    DTYPE: tl.constexpr = x_ptr.dtype.element_ty
+    HALF_K: tl.constexpr = BLOCK_K // 2
+    pid = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m, pid_n = tile_coordinates(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    k_begin, k_end = split_k_bounds(pid_k, K, BLOCK_K, SPLIT_K)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    offs_j = tl.arange(0, HALF_K)
+    mask_m = offs_m < M
+    mask_n = offs_n < N
+    x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + offs_k)[None, :] * stride_xk
+    q_ptrs = qweight_ptr + offs_n[None, :] * stride_qn + (k_begin // 2 + offs_j)[:, None] * stride_qk
+    if DOUBLE_QUANT:
+        absmax_offset = tl.load(absmax_offset_ptr)
+
+    acc = zeros_f32(BLOCK_M, BLOCK_N)
+    for k in range(k_begin, k_end, BLOCK_K):
+        x = tl.load(x_ptrs, mask=mask_m[:, None] & ((k + offs_k) < K)[None, :], other=0.0)
+        packed = tl.load(q_ptrs, mask=mask_n[None, :], other=0)
+        flat_block = offs_n * blocks_per_row + k // BLOCK_SIZE
+        if DOUBLE_QUANT:
+            code = tl.load(absmax_ptr + flat_block, mask=mask_n, other=0)
+            code_scale = tl.load(absmax_scale_ptr + flat_block // 256, mask=mask_n, other=0.0)
+            absmax = code.to(tl.float32) * code_scale + absmax_offset
+        else:
+            absmax = tl.load(absmax_ptr + flat_block, mask=mask_n, other=0.0)
+        low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
+        x_even, x_odd = split_even_odd_columns(x, BLOCK_M, BLOCK_K)
+        if SCALE_AFTER_DOT:
+            part = mma(x_even, low, zeros_f32(BLOCK_M, BLOCK_N), UPCAST_DOT)
+            part = mma(x_odd, high, part, UPCAST_DOT)
+            acc += part * absmax[None, :]
+        else:
+            w_low = (low.to(tl.float32) * absmax[None, :]).to(DTYPE)
+            w_high = (high.to(tl.float32) * absmax[None, :]).to(DTYPE)
+            acc = mma(x_even, w_low, acc, UPCAST_DOT)
+            acc = mma(x_odd, w_high, acc, UPCAST_DOT)
+        x_ptrs += BLOCK_K * stride_xk
+        q_ptrs += HALF_K * stride_qk
+
+    store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_n, M, N,
+                      stride_om, stride_on, pid, pid_k, SPLIT_K)
+
+
+# ---------------------------------------------------------------------------- launcher
+
+
+def choose_config(M: int, N: int, K: int, block_size: int, device: torch.device) -> KernelConfig:
+    """Tile shape by M, BLOCK_K capped by the NF4 block size, split-K to fill the SMs.
+
+    Tuned on the H100 with ``python -m tools.bench_woq_gpu --tune`` (benchmarks/)."""
+    if M <= 16:
+        base = KernelConfig(block_m=16, block_n=64, block_k=64, num_warps=4, num_stages=5)
+    elif M <= 32:
+        base = KernelConfig(block_m=32, block_n=64, block_k=64, num_warps=4, num_stages=5)
+    elif M <= 64:
+        base = KernelConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4,
+                            scale_after_dot=False)
+    else:
+        base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
+                            scale_after_dot=False)
+    block_k = min(base.block_k, block_size)
+    tiles = triton.cdiv(M, base.block_m) * triton.cdiv(N, base.block_n)
+    split_k = choose_split_k(tiles, triton.cdiv(K, block_k), sm_count(device))
+    return KernelConfig(**{**base.__dict__, "block_k": block_k, "split_k": split_k})
+
+
+def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, absmax_offset=None) -> tuple[int, int]:
+    """Validate the NF4 layout against x; returns (N, K_pad). absmax is float32, or uint8
+    codes when absmax_scale and absmax_offset are given."""
+    if block_size not in BLOCK_SIZES:
+        raise ValueError(f"{OP}: block_size {block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}")
+    if qweight.dim() != 2:
+        raise ValueError(f"{OP}: qweight must be 2-D (N, K_pad // 2); got shape {tuple(qweight.shape)}")
+    N, K = qweight.shape[0], x.shape[-1]
+    K_pad = triton.cdiv(K, block_size) * block_size
+    check_activation(x, K, OP)
+    check_tensor(qweight, "qweight", (N, K_pad // 2), torch.uint8, x.device, OP)
+    double_quant = absmax_scale is not None or absmax_offset is not None
+    if double_quant:
+        if absmax_scale is None or absmax_offset is None:
+            raise ValueError(f"{OP}: double-quantized absmax needs both absmax_scale and absmax_offset")
+        flat_blocks = N * (K_pad // block_size)
+        check_tensor(absmax, "absmax (codes)", (N, K_pad // block_size), torch.uint8, x.device, OP)
+        check_tensor(absmax_scale, "absmax_scale", (triton.cdiv(flat_blocks, ABSMAX_DOUBLE_QUANT_BLOCK),),
+                     torch.float32, x.device, OP)
+        check_tensor(absmax_offset, "absmax_offset", (), torch.float32, x.device, OP)
+    else:
+        check_tensor(absmax, "absmax", (N, K_pad // block_size), torch.float32, x.device, OP)
+    return N, K_pad
+
+
+def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, out, partial, tile_counter,
+                      block_size: int, config: KernelConfig, kernel=None):
+    """Launch with buffers already checked and allocated (eager launcher and triton_op).
+    absmax_scale and absmax_offset are None unless absmax holds double-quantized codes."""
+    M, K = x.shape
+    N = qweight.shape[0]
+    if block_size % config.block_k:
+        raise ValueError(f"{OP}: config.block_k {config.block_k} must divide block_size {block_size}")
+    double_quant = absmax_scale is not None
+    if not double_quant:  # unused by the kernel; any float32 pointer will do
+        absmax_scale = absmax_offset = absmax
+    kernel = woq_mm_nf4_kernel if kernel is None else kernel
+    kernel[grid_for(M, N, config)](
+        x, qweight, absmax, absmax_scale, absmax_offset, pair_table, out, partial, tile_counter,
+        M, N, K, absmax.shape[1],
+        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
+        BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
+        UPCAST_DOT=upcast_dot(), num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    return out
+
+
+def woq_mm_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int = 64,
+               absmax_scale: torch.Tensor | None = None, absmax_offset: torch.Tensor | None = None,
+               config: KernelConfig | None = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T in x's dtype, W decoded from the NF4 layout above.
+
+    ``config`` overrides the tile choice (tests and tuning)."""
+    check_device(x, OP)
+    N, _ = check_nf4_weight(x, qweight, absmax, block_size, absmax_scale, absmax_offset)
+    M, K = x.shape
+    config = config or choose_config(M, N, K, block_size, x.device)
+    out = torch.empty((M, N), device=x.device, dtype=x.dtype)
+    partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
+    pair_table = nibble_pair_table(NF4_LEVELS, x.dtype, x.device)
+    return launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, out, partial,
+                             tile_counter, block_size, config)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def decode_absmax_reference(absmax, absmax_scale=None, absmax_offset=None) -> torch.Tensor:
+    """(N, K_pad // B) float64 absmax, decoding double-quantized codes when given."""
+    if absmax_scale is None:
+        return absmax.cpu().to(torch.float64)
+    codes = absmax.cpu().to(torch.float64)
+    flat = torch.arange(codes.numel()).reshape(codes.shape)
+    code_scale = absmax_scale.cpu().to(torch.float64)[flat // ABSMAX_DOUBLE_QUANT_BLOCK]
+    return codes * code_scale + absmax_offset.cpu().to(torch.float64)
+
+
+def dequantize_nf4_reference(qweight, absmax, block_size: int, K: int, absmax_scale=None,
+                             absmax_offset=None) -> torch.Tensor:
+    """W (N, K) float64 = NF4_LEVELS[u] * absmax[:, k // B], padding sliced off."""
+    packed = qweight.cpu().to(torch.int64)
+    u = torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
+    levels = torch.tensor(NF4_LEVELS, dtype=torch.float64)[u]
+    scale = decode_absmax_reference(absmax, absmax_scale, absmax_offset).repeat_interleave(block_size, dim=1)
+    return (levels * scale)[:, :K]
+
+
+def woq_mm_nf4_reference(x, qweight, absmax, block_size: int = 64, absmax_scale=None,
+                         absmax_offset=None) -> torch.Tensor:
+    """y (M, N) float64 on the CPU."""
+    W = dequantize_nf4_reference(qweight, absmax, block_size, x.shape[-1], absmax_scale, absmax_offset)
+    return x.cpu().to(torch.float64) @ W.T

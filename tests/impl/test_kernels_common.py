@@ -1,0 +1,130 @@
+"""Tests of impl/kernels/common.py, and the helpers the per-scheme kernel tests share.
+
+Kernel tests run the compiled kernels on CUDA when a GPU is present, and otherwise (CI)
+through Triton's CPU interpreter at small shapes. They skip when triton is missing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the Triton kernels need the optional triton package")
+
+ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
+if not ON_GPU:
+    if tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= (2, 3):
+        pytest.skip(f"Triton 3.6's interpreter needs numpy < 2.3 (found {numpy.__version__})", allow_module_level=True)
+    from impl.kernels import use_interpreter
+
+    use_interpreter()
+
+from impl.kernels import common  # noqa: E402  (after the interpreter switch)
+from impl.kernels.common import KernelConfig  # noqa: E402
+
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+DTYPES = (torch.float16, torch.bfloat16)
+gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device (compiled kernels at full size)")
+# numpy deprecation noise from inside triton 3.6's interpreter (integer scalars as indices).
+INTERPRETER_WARNINGS = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
+
+# Unit roundoff of the activation dtypes: the output is rounded once, and weights the kernel
+# rounds to the activation dtype before the dot carry one such error each.
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+
+def assert_matches_reference(y: torch.Tensor, reference: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                             label: str = "") -> None:
+    """y (M, N) from a kernel against the float64 reference (M, N) = x @ weight.T.
+
+    Bound per element: 3 u |ref| (one rounding of the output; the interpreter truncates
+    bfloat16, up to 2 u) + 8 u sqrt(sum_k x_k^2 W_nk^2) (independent roundings of the weights
+    fed to the tensor cores, and float32 accumulation, far below that)."""
+    __tracebackhide__ = True
+    assert y.shape == reference.shape, f"{label}: shape {tuple(y.shape)} != {tuple(reference.shape)}"
+    assert y.dtype == x.dtype, f"{label}: output dtype {y.dtype} != activation dtype {x.dtype}"
+    u = UNIT_ROUNDOFF[x.dtype]
+    got = y.detach().cpu().to(torch.float64)
+    assert torch.isfinite(got).all(), f"{label}: non-finite outputs at {torch.nonzero(~torch.isfinite(got))[:5].tolist()}"
+    x64 = x.detach().cpu().to(torch.float64)
+    magnitude = ((x64**2) @ (weight.to(torch.float64) ** 2).T).sqrt()
+    bound = 3 * u * reference.abs() + 8 * u * magnitude + 1e-30
+    error = (got - reference).abs()
+    bad = error > bound
+    if bad.any():
+        rows = [f"{label}: {int(bad.sum())} / {bad.numel()} elements outside the bound",
+                f"{'index':>12} {'kernel':>14} {'reference':>14} {'|error|':>11} {'bound':>11}"]
+        for m, n in torch.nonzero(bad)[:8].tolist():
+            rows.append(f"{str((m, n)):>12} {got[m, n].item():14.6g} {reference[m, n].item():14.6g} "
+                        f"{error[m, n].item():11.3g} {bound[m, n].item():11.3g}")
+        pytest.fail("\n".join(rows), pytrace=False)
+    relative = float((got - reference).norm() / reference.norm())
+    assert relative < 24 * u, f"{label}: relative error {relative:.2e} over {24 * u:.1e}"
+
+
+def random_activation(M: int, K: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((M, K), generator=g).to(dtype).to(DEVICE)
+
+
+# --------------------------------------------------------------------- tests of common
+
+
+def test_kernel_config_rejects_bad_blocks():
+    with pytest.raises(ValueError, match="block_n: 24 is not a power of two"):
+        KernelConfig(16, 24, 64)
+    with pytest.raises(ValueError, match="block_m: 8 is not a power of two >= 16"):
+        KernelConfig(8, 16, 64)
+    with pytest.raises(ValueError, match="split_k: 0"):
+        KernelConfig(16, 16, 64, split_k=0)
+    with pytest.raises(ValueError, match="decode: 'lut'"):
+        KernelConfig(16, 16, 64, decode="lut")
+
+
+def test_kernel_config_label():
+    assert KernelConfig(16, 64, 256, split_k=2, num_warps=4, num_stages=4).short() == "m16n64k256s2w4p4"
+    assert KernelConfig(64, 128, 64, scale_after_dot=False, decode="table").short() == "m64n128k64s1w4p3-sbd-table"
+
+
+@pytest.mark.parametrize(
+    "tiles, k_steps, sms, expected",
+    [
+        (128, 32, 132, 2),   # one tile short of a wave: split in two
+        (256, 32, 132, 1),   # already two programs per SM
+        (16, 64, 132, 8),    # few tiles, long K: split up to the cap
+        (16, 8, 132, 2),     # short K: keep four steps per split
+        (16, 4, 132, 1),
+    ],
+)
+def test_choose_split_k(tiles, k_steps, sms, expected):
+    assert common.choose_split_k(tiles, k_steps, sms) == expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nibble_pair_table_holds_both_levels(dtype):
+    levels = [(-1.0) ** i * i / 7 for i in range(16)]
+    table = common.nibble_pair_table(levels, dtype, torch.device("cpu"))
+    assert table.shape == (256,) and table.dtype == torch.int32
+    low = (table & 0xFFFF).to(torch.int16).view(dtype).float()
+    high = ((table >> 16) & 0xFFFF).to(torch.int16).view(dtype).float()
+    expected = torch.tensor(levels).to(dtype).float()
+    byte = torch.arange(256)
+    assert torch.equal(low, expected[byte & 0xF])
+    assert torch.equal(high, expected[byte >> 4])
+
+
+def test_activation_checks_name_the_problem():
+    weight_k = 64
+    with pytest.raises(ValueError, match=r"x must be 2-D \(M, K\); got shape \(2, 3, 64\)"):
+        common.check_activation(torch.zeros(2, 3, 64, dtype=torch.float16), weight_k, "op")
+    with pytest.raises(TypeError, match="x dtype torch.float32 is not one of"):
+        common.check_activation(torch.zeros(2, 64), weight_k, "op")
+    with pytest.raises(ValueError, match="x has K = 63 columns but the weight has K = 64"):
+        common.check_activation(torch.zeros(2, 63, dtype=torch.float16), weight_k, "op")
+    with pytest.raises(ValueError, match=r"x has no rows \(M = 0\)"):
+        common.check_activation(torch.zeros(0, 64, dtype=torch.float16), weight_k, "op")
+    with pytest.raises(ValueError, match="unit stride along K"):
+        common.check_activation(torch.zeros(64, 2, dtype=torch.float16).T, weight_k, "op")

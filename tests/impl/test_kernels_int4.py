@@ -1,0 +1,98 @@
+"""impl/kernels/woq_mm_int4.py against its float64 reference: interpreter on CPU, compiled on CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.impl.test_kernels_common import (  # also switches to the interpreter without a GPU
+    DEVICE,
+    DTYPES,
+    INTERPRETER_WARNINGS,
+    assert_matches_reference,
+    gpu_only,
+    random_activation,
+)
+
+from impl.kernels.common import KernelConfig  # noqa: E402
+from impl.kernels.woq_mm_int4 import (  # noqa: E402
+    dequantize_int4_reference,
+    unpack_nibbles_reference,
+    woq_mm_int4,
+    woq_mm_int4_reference,
+)
+
+pytestmark = INTERPRETER_WARNINGS
+
+
+def random_int4_weight(N: int, K: int, group_size: int, seed: int, symmetric: bool = False):
+    """qweight (N, K_pad // 2) uint8, scale and zero (N, K_pad // G) float32, on DEVICE."""
+    g = torch.Generator().manual_seed(seed)
+    K_pad = -(-K // group_size) * group_size
+    qweight = torch.randint(0, 256, (N, K_pad // 2), generator=g, dtype=torch.uint8)
+    scale = torch.rand((N, K_pad // group_size), generator=g) * 0.1 + 1e-3
+    if symmetric:
+        zero = torch.full_like(scale, 8.0)
+    else:
+        zero = torch.randint(0, 16, scale.shape, generator=g).to(torch.float32)
+    return qweight.to(DEVICE), scale.to(DEVICE), zero.to(DEVICE)
+
+
+def check(M, N, K, group_size, dtype, config=None, seed=0, symmetric=False):
+    x = random_activation(M, K, dtype, seed)
+    qweight, scale, zero = random_int4_weight(N, K, group_size, seed + 1, symmetric)
+    y = woq_mm_int4(x, qweight, scale, zero, group_size, config=config)
+    label = f"int4 M={M} N={N} K={K} G={group_size} {dtype} {config.short() if config else 'default'}"
+    weight = dequantize_int4_reference(qweight, scale, zero, group_size, K)
+    assert_matches_reference(y, woq_mm_int4_reference(x, qweight, scale, zero, group_size), x, weight, label)
+    return y
+
+
+def test_reference_unpacks_low_nibble_first():
+    qweight = torch.tensor([[0x21, 0xF0]], dtype=torch.uint8)
+    assert unpack_nibbles_reference(qweight).tolist() == [[1, 2, 0, 15]]
+
+
+# Ragged edges: M odd, N odd, K neither a multiple of the group nor of BLOCK_K.
+SHAPES = [(1, 33, 96), (5, 17, 200)]
+CONFIGS = [
+    None,
+    KernelConfig(16, 16, 32, split_k=3, group_m=2),                    # uneven split-K
+    KernelConfig(32, 32, 32, scale_after_dot=False, decode="table"),   # scale before dot, table decode
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("M, N, K", SHAPES)
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.short() if c else "default")
+def test_matches_float64_reference(M, N, K, group_size, dtype, config):
+    check(M, N, K, group_size, dtype, config)
+
+
+@pytest.mark.parametrize("config", [KernelConfig(16, 16, 64), KernelConfig(16, 16, 64, scale_after_dot=False)],
+                         ids=lambda c: c.short())
+def test_symmetric_zero_point(config):
+    check(3, 20, 128, 64, torch.bfloat16, config, symmetric=True)
+
+
+def test_contract_errors():
+    x = random_activation(2, 100, torch.float16, seed=0)
+    qweight, scale, zero = random_int4_weight(8, 100, 64, seed=0)
+    with pytest.raises(ValueError, match="group_size 48 is not one of 32, 64, 128"):
+        woq_mm_int4(x, qweight, scale, zero, 48)
+    with pytest.raises(ValueError, match=r"qweight must have shape \(8, 64\); got \(8, 50\)"):
+        woq_mm_int4(x, qweight[:, :50].contiguous(), scale, zero, 64)
+    with pytest.raises(ValueError, match=r"zero must have shape \(8, 2\); got \(8, 4\)"):
+        woq_mm_int4(x, qweight, scale, torch.zeros(8, 4, device=DEVICE), 64)
+    with pytest.raises(TypeError, match="scale must be torch.float32; got torch.bfloat16"):
+        woq_mm_int4(x, qweight, scale.bfloat16(), zero, 64)
+    with pytest.raises(ValueError, match="config.block_k 128 must divide group_size 64"):
+        woq_mm_int4(x, qweight, scale, zero, 64, config=KernelConfig(16, 16, 128))
+
+
+@gpu_only
+@pytest.mark.parametrize("M", [1, 4, 16, 64, 256])
+@pytest.mark.parametrize("N, K, group_size", [(4096 + 7, 4096, 128), (1000, 4096 + 40, 32)])
+def test_full_size_default_configs(M, N, K, group_size):
+    check(M, N, K, group_size, torch.bfloat16, seed=M)

@@ -1,0 +1,548 @@
+"""Benchmark (and tune) the weight-only quantized matmul kernels on a CUDA GPU.
+
+    python -m tools.bench_woq_gpu [--quick] [--schemes int8,int4,nf4] [--out DIR]
+    python -m tools.bench_woq_gpu --tune [--out DIR]
+
+Bench: for each scheme, M in {1, 4, 16, 64, 256} and (K, N) in {(4096, 4096), (8192, 8192),
+(8192, 28672)}, times our kernel and its peers:
+  eager     x @ dequantize(W).T in eager PyTorch;
+  compiled  torch.compile(mode="max-autotune-no-cudagraphs") of that plain expression;
+  iq        PyTorch's own torch._higher_order_ops.InvokeQuant around the dequantization,
+            compiled with max-autotune (prologue fusion on);
+  int8pack  torch._weight_int8pack_mm (int8 only).
+Each time is the median of triton.testing.do_bench, with several weight copies rotated so
+that every launch reads its weights from HBM (L2 holds 50 MB on the H100). GB/s counts the
+fewest bytes the product needs (weights with scales, x, y once); "%" is GB/s over the
+device-to-device copy bandwidth measured first in the same run. Compiled peers get a
+time budget (--peer-budget-s); cells past it say so. Writes bench_woq.json and
+bench_woq.md under --out.
+
+Tune: times candidate kernel configs per scheme and M bucket, checks every candidate's
+output, and writes tune_woq.json; the winners go into each module's choose_config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+
+import torch
+
+M_VALUES = (1, 4, 16, 64, 256)
+KN_SHAPES = ((4096, 4096), (8192, 8192), (8192, 28672))
+QUICK_KN_SHAPES = ((8192, 8192),)
+INT4_GROUP = 128
+NF4_BLOCK = 64
+ROTATION_BYTES = 256 * 2**20  # weight bytes cycled through per timing: 5x the H100's L2
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ----------------------------------------------------------------------------- problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One benchmark cell's shape: y (M, N) = x (M, K) @ W.T, W stored as ``scheme``."""
+
+    scheme: str
+    M: int
+    N: int
+    K: int
+    dtype: torch.dtype = torch.bfloat16
+
+    @property
+    def group(self) -> int:
+        return {"int8": 0, "int4": INT4_GROUP, "nf4": NF4_BLOCK}[self.scheme]
+
+    def weight_bytes(self) -> int:
+        """Bytes of one weight copy: codes plus scales (zeros, absmax)."""
+        N, K = self.N, self.K
+        if self.scheme == "int8":
+            return N * K + N * 4
+        K_pad = math.ceil(K / self.group) * self.group
+        per_group = 8 if self.scheme == "int4" else 4  # int4: scale + zero; nf4: absmax
+        return N * K_pad // 2 + N * (K_pad // self.group) * per_group
+
+    def min_bytes(self) -> int:
+        """Fewest bytes the product must move: one weight copy, x and y."""
+        elem = torch.finfo(self.dtype).bits // 8
+        return self.weight_bytes() + self.M * self.K * elem + self.M * self.N * elem
+
+    def make_weights(self, device, seed: int = 0) -> tuple:
+        """Random packed weights in the layout the kernels take (no impl.schemes needed)."""
+        g = torch.Generator(device=device).manual_seed(seed)
+        N, K = self.N, self.K
+        if self.scheme == "int8":
+            q = torch.randint(-127, 128, (N, K), generator=g, device=device, dtype=torch.int8)
+            return q, torch.rand(N, generator=g, device=device) * 2e-3 + 1e-4
+        K_pad = math.ceil(K / self.group) * self.group
+        q = torch.randint(0, 256, (N, K_pad // 2), generator=g, device=device, dtype=torch.uint8)
+        groups = (N, K_pad // self.group)
+        if self.scheme == "int4":
+            scale = torch.rand(groups, generator=g, device=device) * 2e-3 + 1e-4
+            zero = torch.randint(0, 16, groups, generator=g, device=device).to(torch.float32)
+            return q, scale, zero
+        return q, torch.rand(groups, generator=g, device=device) * 0.05 + 1e-3
+
+    def n_copies(self) -> int:
+        return max(2, min(64, math.ceil(ROTATION_BYTES / self.weight_bytes())))
+
+    def label(self) -> str:
+        return f"{self.scheme} M={self.M} K={self.K} N={self.N}"
+
+
+def run_ours(problem: Problem, x, weights, config=None):
+    """Our kernel on one weight copy."""
+    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+
+    if problem.scheme == "int8":
+        return woq_mm_int8.woq_mm_int8(x, *weights, config=config)
+    if problem.scheme == "int4":
+        return woq_mm_int4.woq_mm_int4(x, *weights, group_size=problem.group, config=config)
+    return woq_mm_nf4.woq_mm_nf4(x, *weights, block_size=problem.group, config=config)
+
+
+def dequantize_torch(problem: Problem, dtype, *weights):
+    """W (N, K) in ``dtype`` from packed weights, as a plain PyTorch expression (what a user
+    would write, and what the eager and compiled peers run). Never returns a view, which
+    PyTorch's own InvokeQuant lowering cannot take."""
+    N, K = problem.N, problem.K
+    if problem.scheme == "int8":
+        q, scale = weights
+        return q.to(dtype) * scale[:, None].to(dtype)
+    q = weights[0]
+    G = problem.group
+    nibbles = torch.stack((q & 0xF, q >> 4), dim=-1).reshape(N, -1, G)
+    if problem.scheme == "int4":
+        _, scale, zero = weights
+        w = (nibbles.to(torch.float32) - zero[..., None]) * scale[..., None]
+    else:
+        _, absmax = weights
+        levels = torch.tensor(_nf4_levels(), device=q.device, dtype=torch.float32)
+        w = levels[nibbles.to(torch.int64)] * absmax[..., None]
+    return w.reshape(N, -1)[:, :K].to(dtype)
+
+
+def _nf4_levels():
+    from impl.kernels.woq_mm_nf4 import NF4_LEVELS
+
+    return NF4_LEVELS
+
+
+def make_plain_fn(problem: Problem):
+    """x, *weights -> y: the peers' expression. int8 uses the form the anchors timed,
+    (x @ w8.T.to(dtype)) * scale, which Inductor fuses best."""
+    if problem.scheme == "int8":
+        def plain_int8(x, q, scale):
+            return (x @ q.T.to(x.dtype)) * scale.to(x.dtype)
+        return plain_int8
+
+    def plain(x, *weights):
+        return x @ dequantize_torch(problem, x.dtype, *weights).T
+    return plain
+
+
+def make_invoke_quant_fn(problem: Problem):
+    """PyTorch's own InvokeQuant around the dequantization, then the matmul."""
+    from torch._higher_order_ops import InvokeQuant
+
+    quant = InvokeQuant(codegen_low_precision=True)
+
+    def with_invoke_quant(x, *weights):
+        dtype = x.dtype
+
+        def dequantize(*w):
+            return dequantize_torch(problem, dtype, *w)
+        return x @ quant(dequantize, *weights, scheme=problem.scheme).T
+    return with_invoke_quant
+
+
+# ------------------------------------------------------------------------------ timing
+
+
+def do_bench_median(fn) -> float:
+    """Median milliseconds of fn() (events around each call, after warm-up)."""
+    import triton.testing
+
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def measure_copy_bandwidth(device) -> float:
+    """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    n = 1 << 30
+    src = torch.empty(n, dtype=torch.uint8, device=device).random_()
+    dst = torch.empty_like(src)
+    ms = do_bench_median(lambda: dst.copy_(src))
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * n / (ms * 1e-3) / 1e9
+
+
+def rotating(fn, x, weight_sets):
+    """A zero-argument callable cycling fn(x, *weights) over the weight copies."""
+    state = {"i": 0}
+    count = len(weight_sets)
+
+    def call():
+        i = state["i"]
+        state["i"] = i + 1 if i + 1 < count else 0
+        return fn(x, *weight_sets[i])
+    return call
+
+
+def relative_error(y, ref) -> float:
+    y, ref = y.float(), ref.float()
+    return float((y - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+# ------------------------------------------------------------------- parallel precompile
+
+
+class _WarmupOnly:
+    """Stands in for a @triton.jit kernel in the launchers: compiles, never launches."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.kernel.warmup(*args, grid=grid, **kwargs)
+
+
+def _warm_one(job) -> tuple:
+    """Worker: compile one (problem, config) into Triton's on-disk cache."""
+    scheme, M, N, K, dtype_name, config_fields = job
+    start = time.perf_counter()
+    try:
+        from impl.kernels import common, woq_mm_int4, woq_mm_int8, woq_mm_nf4
+
+        problem = Problem(scheme, M, N, K, DTYPES[dtype_name])
+        device = torch.device("cuda")
+        config = common.KernelConfig(**dict(config_fields))
+        x = torch.empty((M, K), device=device, dtype=problem.dtype)
+        weights = _empty_weights(problem, device)
+        out = torch.empty((M, N), device=device, dtype=problem.dtype)
+        partial, counter = common.SplitKScratch.buffers(M, N, config, device)
+        if scheme == "int8":
+            woq_mm_int8.launch_woq_mm_int8(x, *weights, out, partial, counter, config,
+                                           kernel=_WarmupOnly(woq_mm_int8.woq_mm_int8_kernel))
+        elif scheme == "int4":
+            table = common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, problem.dtype, device)
+            woq_mm_int4.launch_woq_mm_int4(x, *weights, table, out, partial, counter, problem.group, config,
+                                           kernel=_WarmupOnly(woq_mm_int4.woq_mm_int4_kernel))
+        else:
+            table = common.nibble_pair_table(woq_mm_nf4.NF4_LEVELS, problem.dtype, device)
+            woq_mm_nf4.launch_woq_mm_nf4(x, weights[0], weights[1], None, None, table, out, partial, counter,
+                                         problem.group, config, kernel=_WarmupOnly(woq_mm_nf4.woq_mm_nf4_kernel))
+        return job, time.perf_counter() - start, None
+    except Exception as exc:  # reported, and the timing run compiles (and fails) again
+        return job, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
+
+
+def _empty_weights(problem: Problem, device) -> tuple:
+    N, K = problem.N, problem.K
+    if problem.scheme == "int8":
+        return (torch.empty((N, K), device=device, dtype=torch.int8), torch.empty(N, device=device))
+    K_pad = math.ceil(K / problem.group) * problem.group
+    q = torch.empty((N, K_pad // 2), device=device, dtype=torch.uint8)
+    groups = (N, K_pad // problem.group)
+    if problem.scheme == "int4":
+        return q, torch.empty(groups, device=device), torch.empty(groups, device=device)
+    return q, torch.empty(groups, device=device)
+
+
+def precompile(jobs: list, workers: int) -> dict:
+    """Compile kernels in worker processes so the timing loop finds them in Triton's cache.
+    ``jobs`` are ``config_job`` keys. Returns {job: error} for the jobs that failed."""
+    jobs = list(dict.fromkeys(jobs))
+    if not jobs:
+        return {}
+    start = time.perf_counter()
+    errors = {}
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for job, _, error in pool.map(_warm_one, jobs):
+            if error:
+                errors[job] = error
+    print(f"precompiled {len(jobs)} kernels with {workers} workers in {time.perf_counter() - start:.1f} s"
+          f" ({len(errors)} failed)", flush=True)
+    return errors
+
+
+def config_job(problem: Problem, config) -> tuple:
+    """A hashable, picklable description of one kernel compile."""
+    dtype_name = {v: k for k, v in DTYPES.items()}[problem.dtype]
+    return (problem.scheme, problem.M, problem.N, problem.K, dtype_name, tuple(sorted(config.__dict__.items())))
+
+
+# -------------------------------------------------------------------------------- bench
+
+
+def bench(args) -> dict:
+    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+
+    device = torch.device("cuda")
+    dtype = DTYPES[args.dtype]
+    copy_gbs = measure_copy_bandwidth(device)
+    print(f"device: {torch.cuda.get_device_name(device)}; copy bandwidth {copy_gbs:.0f} GB/s", flush=True)
+    shapes = QUICK_KN_SHAPES if args.quick else KN_SHAPES
+    m_values = tuple(int(m) for m in args.m.split(",")) if args.m else M_VALUES
+    problems = [Problem(s, M, N, K, dtype) for s in args.schemes.split(",") for (K, N) in shapes for M in m_values]
+
+    choosers = {
+        "int8": lambda p: woq_mm_int8.choose_config(p.M, p.N, p.K, device),
+        "int4": lambda p: woq_mm_int4.choose_config(p.M, p.N, p.K, p.group, device),
+        "nf4": lambda p: woq_mm_nf4.choose_config(p.M, p.N, p.K, p.group, device),
+    }
+    precompile([config_job(p, choosers[p.scheme](p)) for p in problems], args.workers)
+
+    # Compiled peers go first at the target shapes (K = N = 8192, M <= 16), then the rest,
+    # until the budget is spent.
+    def peer_priority(p: Problem):
+        return (0 if (p.K == p.N == 8192 and p.M <= 16) else 1, p.K * p.N, p.M)
+    peer_order = {p: i for i, p in enumerate(sorted(problems, key=peer_priority))}
+    rows = []
+    peer_deadline = time.perf_counter() + args.peer_budget_s
+    for problem in sorted(problems, key=lambda p: peer_order[p]):
+        rows.append(bench_problem(problem, device, copy_gbs, choosers[problem.scheme](problem),
+                                  peers=not args.no_peers, peer_deadline=peer_deadline))
+        print(format_row(rows[-1]), flush=True)
+    rows.sort(key=lambda r: (["int8", "int4", "nf4"].index(r["scheme"]), r["K"] * r["N"], r["N"], r["M"]))
+    return {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+            "triton": __import__("triton").__version__, "dtype": args.dtype, "copy_GBps": copy_gbs,
+            "int4_group": INT4_GROUP, "nf4_block": NF4_BLOCK, "rows": rows}
+
+
+def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool, peer_deadline: float) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn((problem.M, problem.K), device=device, dtype=problem.dtype)
+    weight_sets = [problem.make_weights(device, seed) for seed in range(problem.n_copies())]
+    row = {"scheme": problem.scheme, "M": problem.M, "K": problem.K, "N": problem.N,
+           "bytes": problem.min_bytes(), "copies": len(weight_sets), "config": config.short(), "paths": {}}
+
+    reference = dequantize_torch(problem, torch.float32, *weight_sets[0])
+    reference = x.float() @ reference.T
+
+    def record(name, fn, compile_first=False):
+        entry = {}
+        try:
+            start = time.perf_counter()
+            y = fn(x, *weight_sets[0])
+            torch.cuda.synchronize()
+            if compile_first:
+                entry["compile_s"] = round(time.perf_counter() - start, 1)
+            entry["rel_err"] = relative_error(y, reference)
+            ms = do_bench_median(rotating(fn, x, weight_sets))
+            gbs = problem.min_bytes() / (ms * 1e-3) / 1e9
+            entry.update(ms=ms, GBps=gbs, pct_copy=100 * gbs / copy_gbs)
+        except Exception as exc:
+            entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            traceback.print_exc(limit=2)
+        row["paths"][name] = entry
+
+    record("ours", lambda x, *w: run_ours(problem, x, w, config))
+    record("eager", make_plain_fn(problem) if problem.scheme == "int8"
+           else (lambda x, *w: x @ dequantize_torch(problem, x.dtype, *w).T))
+    if problem.scheme == "int8":
+        record("int8pack", lambda x, q, s: torch._weight_int8pack_mm(x, q, s.to(x.dtype)))
+    for name, maker in (("compiled", make_plain_fn), ("iq", make_invoke_quant_fn)):
+        if not peers:
+            continue
+        if time.perf_counter() > peer_deadline:
+            row["paths"][name] = {"skipped": "peer time budget spent"}
+            continue
+        torch._dynamo.reset()
+        compiled = torch.compile(maker(problem), mode="max-autotune-no-cudagraphs", dynamic=False)
+        record(name, compiled, compile_first=True)
+    del weight_sets
+    torch.cuda.empty_cache()
+    return row
+
+
+PATHS = ("ours", "eager", "compiled", "iq", "int8pack")
+
+
+def format_cell(entry: dict) -> str:
+    if not entry:
+        return "—"
+    if "ms" in entry:
+        return f"{entry['ms'] * 1e3:.1f} µs ({entry['pct_copy']:.0f} %)"
+    if "skipped" in entry:
+        return "skipped"
+    return "error"
+
+
+def format_row(row: dict) -> str:
+    cells = " | ".join(format_cell(row["paths"].get(p, {})) for p in PATHS)
+    return f"| {row['scheme']} | {row['M']} | {row['K']} | {row['N']} | {cells} | {row['config']} |"
+
+
+def markdown_table(result: dict) -> str:
+    lines = [
+        f"Device: {result['device']}, torch {result['torch']}, triton {result['triton']}, "
+        f"{result['dtype']} activations; int4 group {result['int4_group']} (zero point), "
+        f"nf4 block {result['nf4_block']}.",
+        f"Copy bandwidth measured first: {result['copy_GBps']:.0f} GB/s (read + write). Cells: median "
+        "time from triton.testing.do_bench, weights rotated through several copies; % = "
+        "(fewest bytes / time) / copy bandwidth.",
+        "",
+        "| scheme | M | K | N | ours | eager | compiled max-autotune | InvokeQuant + prologue | "
+        "_weight_int8pack_mm | our config |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [format_row(r) for r in result["rows"]]
+    notes = []
+    for r in result["rows"]:
+        for name, entry in r["paths"].items():
+            if "error" in entry:
+                notes.append(f"- {r['scheme']} M={r['M']} K={r['K']} N={r['N']} {name}: {entry['error']}")
+    if notes:
+        lines += ["", "Errors:", *sorted(set(notes))]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------- tune
+
+
+def tune_candidates(scheme: str, M: int, group: int) -> list:
+    """Configs worth timing for one scheme and M bucket (split_k filled in per shape)."""
+    from impl.kernels.common import KernelConfig
+
+    if M <= 16:
+        if scheme == "int8":
+            shapes = [(32, 256, 4, 4), (64, 256, 4, 4), (64, 128, 4, 6), (128, 128, 4, 4), (128, 256, 8, 3),
+                      (32, 512, 4, 3), (64, 512, 8, 3), (16, 512, 4, 4)]
+        else:
+            shapes = [(32, 128, 4, 4), (64, 128, 4, 4), (64, 64, 4, 6), (128, 128, 4, 4), (128, 64, 4, 6),
+                      (64, 128, 8, 4), (128, 128, 8, 3), (256, 64, 8, 4)]
+        configs = [KernelConfig(16, bn, min(bk, group or bk), num_warps=w, num_stages=s) for bn, bk, w, s in shapes]
+        if scheme == "int4":
+            configs += [dataclasses.replace(c, decode="table") for c in configs[:4]]
+        if scheme != "int8":
+            configs += [dataclasses.replace(c, scale_after_dot=False) for c in configs[:3]]
+        return configs
+    if M <= 64:
+        shapes = [(64, 64, 128, 4, 4), (64, 128, 128, 4, 4), (64, 128, 64, 4, 5), (64, 256, 64, 8, 3),
+                  (32, 128, 128, 4, 4), (64, 128, 128, 8, 3)]
+    else:
+        shapes = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (128, 128, 128, 8, 3), (64, 128, 128, 4, 4),
+                  (128, 64, 128, 4, 4), (64, 256, 64, 8, 3)]
+    configs = [KernelConfig(bm, bn, min(bk, group or bk), num_warps=w, num_stages=s) for bm, bn, bk, w, s in shapes]
+    if scheme != "int8":
+        configs = ([dataclasses.replace(c, scale_after_dot=False) for c in configs]
+                   + [dataclasses.replace(c, scale_after_dot=True) for c in configs[:3]])
+    return configs
+
+
+def with_split_choices(config, problem: Problem, sms: int) -> list:
+    """The config unsplit, and split to fill the SMs if that differs."""
+    import triton
+
+    from impl.kernels.common import choose_split_k
+
+    tiles = triton.cdiv(problem.M, config.block_m) * triton.cdiv(problem.N, config.block_n)
+    auto = choose_split_k(tiles, triton.cdiv(problem.K, config.block_k), sms)
+    splits = sorted({1, auto})
+    return [dataclasses.replace(config, split_k=s) for s in splits]
+
+
+def tune(args) -> dict:
+    device = torch.device("cuda")
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    dtype = DTYPES[args.dtype]
+    copy_gbs = measure_copy_bandwidth(device)
+    print(f"device: {torch.cuda.get_device_name(device)}; copy bandwidth {copy_gbs:.0f} GB/s", flush=True)
+    plan = []
+    for scheme in args.schemes.split(","):
+        shapes = [(M, 8192, 8192) for M in (1, 16, 64, 256)]
+        if not args.quick:
+            shapes += [(1, 4096, 4096), (16, 4096, 4096), (1, 28672, 8192)]
+        for M, N, K in shapes:
+            problem = Problem(scheme, M, N, K, dtype)
+            for base in tune_candidates(scheme, M, problem.group):
+                for config in with_split_choices(base, problem, sms):
+                    plan.append((problem, config))
+    errors = precompile([config_job(p, c) for p, c in plan], args.workers)
+    results = []
+    current, x, weight_sets, reference = None, None, None, None
+    for problem, config in plan:
+        if problem != current:
+            current = problem
+            torch.manual_seed(0)
+            x = torch.randn((problem.M, problem.K), device=device, dtype=dtype)
+            weight_sets = [problem.make_weights(device, seed) for seed in range(problem.n_copies())]
+            reference = x.float() @ dequantize_torch(problem, torch.float32, *weight_sets[0]).T
+        entry = {"scheme": problem.scheme, "M": problem.M, "N": problem.N, "K": problem.K, "config": config.short(),
+                 "fields": config.__dict__}
+        job = config_job(problem, config)
+        try:
+            y = run_ours(problem, x, weight_sets[0], config)
+            entry["rel_err"] = relative_error(y, reference)
+            ms = do_bench_median(rotating(lambda x, *w: run_ours(problem, x, w, config), x, weight_sets))
+            entry.update(ms=ms, pct_copy=100 * problem.min_bytes() / (ms * 1e-3) / 1e9 / copy_gbs)
+        except Exception as exc:
+            entry["error"] = errors.get(job) or f"{type(exc).__name__}: {str(exc)[:300]}"
+        results.append(entry)
+        status = (f"{entry['ms'] * 1e3:8.1f} µs {entry['pct_copy']:5.1f} % err {entry['rel_err']:.1e}"
+                  if "ms" in entry else entry["error"][:120])
+        print(f"{problem.label():32s} {config.short():32s} {status}", flush=True)
+    best = {}
+    for entry in results:
+        if "ms" not in entry or entry["rel_err"] > 2e-2:
+            continue
+        key = f"{entry['scheme']} M={entry['M']} N={entry['N']} K={entry['K']}"
+        if key not in best or entry["ms"] < best[key]["ms"]:
+            best[key] = entry
+    print("\nbest per shape:")
+    for key, entry in best.items():
+        print(f"  {key:32s} {entry['config']:32s} {entry['ms'] * 1e3:8.1f} µs {entry['pct_copy']:5.1f} %")
+    return {"device": torch.cuda.get_device_name(device), "copy_GBps": copy_gbs, "results": results, "best": best}
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tune", action="store_true", help="time candidate kernel configs instead")
+    parser.add_argument("--quick", action="store_true", help="K = N = 8192 only")
+    parser.add_argument("--schemes", default="int8,int4,nf4")
+    parser.add_argument("--m", default="", help="comma-separated M values (default 1,4,16,64,256)")
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--no-peers", action="store_true", help="skip the torch.compile peers")
+    parser.add_argument("--peer-budget-s", type=float, default=240.0,
+                        help="seconds for compiling and timing the torch.compile peers")
+    parser.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
+                        help="processes compiling our kernels ahead of timing")
+    parser.add_argument("--out", default=os.environ.get("OUT", "out"))
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_woq_gpu: needs a CUDA device", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    if args.tune:
+        result = tune(args)
+        with open(os.path.join(args.out, "tune_woq.json"), "w") as f:
+            json.dump(result, f, indent=1, default=str)
+    else:
+        result = bench(args)
+        with open(os.path.join(args.out, "bench_woq.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        table = markdown_table(result)
+        with open(os.path.join(args.out, "bench_woq.md"), "w") as f:
+            f.write(table)
+        print("\n" + table)
+    print(f"total {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -239,7 +239,8 @@ def _warm_one(job) -> tuple:
                                            kernel=_WarmupOnly(woq_mm_int4.woq_mm_int4_kernel))
         else:
             table = common.nibble_pair_table(woq_mm_nf4.NF4_LEVELS, problem.dtype, device)
-            woq_mm_nf4.launch_woq_mm_nf4(x, weights[0], weights[1], None, None, table, out, partial, counter,
+            lut = common.nibble_lut_words(woq_mm_nf4.NF4_LEVELS, problem.dtype, device)
+            woq_mm_nf4.launch_woq_mm_nf4(x, weights[0], weights[1], None, None, table, lut, out, partial, counter,
                                          problem.group, config, kernel=_WarmupOnly(woq_mm_nf4.woq_mm_nf4_kernel))
         return job, time.perf_counter() - start, None
     except Exception as exc:  # reported, and the timing run compiles (and fails) again
@@ -411,8 +412,9 @@ def markdown_table(result: dict) -> str:
 # --------------------------------------------------------------------------------- tune
 
 
-def tune_candidates(scheme: str, M: int, group: int) -> list:
-    """Configs worth timing for one scheme and M bucket (split_k filled in per shape)."""
+def tune_candidates(scheme: str, M: int, group: int, variants: bool = True) -> list:
+    """Configs worth timing for one scheme and M bucket (split_k filled in per shape);
+    ``variants`` adds the decode-table and scale-before-dot variants of the first few."""
     from impl.kernels.common import KernelConfig
 
     if M <= 16:
@@ -423,9 +425,10 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
             shapes = [(32, 128, 4, 4), (64, 128, 4, 4), (64, 64, 4, 6), (128, 128, 4, 4), (128, 64, 4, 6),
                       (64, 128, 8, 4), (128, 128, 8, 3), (256, 64, 8, 4)]
         configs = [KernelConfig(16, bn, min(bk, group or bk), num_warps=w, num_stages=s) for bn, bk, w, s in shapes]
-        if scheme == "int4":
-            configs += [dataclasses.replace(c, decode="table") for c in configs[:4]]
-        if scheme != "int8":
+        if variants and scheme == "int4":
+            configs += [dataclasses.replace(c, decode="bits") for c in configs[:3]]
+        if variants and scheme != "int8":
+            configs += [dataclasses.replace(c, decode="table") for c in configs[:3]]
             configs += [dataclasses.replace(c, scale_after_dot=False) for c in configs[:3]]
         return configs
     if M <= 64:
@@ -461,12 +464,12 @@ def tune(args) -> dict:
     print(f"device: {torch.cuda.get_device_name(device)}; copy bandwidth {copy_gbs:.0f} GB/s", flush=True)
     plan = []
     for scheme in args.schemes.split(","):
-        shapes = [(M, 8192, 8192) for M in (1, 16, 64, 256)]
+        shapes = [(M, 8192, 8192, True) for M in (1, 16, 64, 256)]
         if not args.quick:
-            shapes += [(1, 4096, 4096), (16, 4096, 4096), (1, 28672, 8192)]
-        for M, N, K in shapes:
+            shapes += [(1, 4096, 4096, False), (16, 4096, 4096, False), (1, 28672, 8192, False)]
+        for M, N, K, variants in shapes:
             problem = Problem(scheme, M, N, K, dtype)
-            for base in tune_candidates(scheme, M, problem.group):
+            for base in tune_candidates(scheme, M, problem.group, variants):
                 for config in with_split_choices(base, problem, sms):
                     plan.append((problem, config))
     errors = precompile([config_job(p, c) for p, c in plan], args.workers)

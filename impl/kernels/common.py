@@ -23,6 +23,7 @@ import triton.language as tl
 from impl.kernels import interpreter_active
 
 SUPPORTED_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
+DECODES = ("bits", "prmt", "table")
 
 # Programs per SM worth aiming for before split-K stops paying (measured on the H100:
 # see benchmarks/woq_h100.md); the SM count itself is read off the device.
@@ -87,9 +88,7 @@ def split_k_bounds(pid_k, K, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
 
 @triton.jit
 def mma(a, b, acc, UPCAST: tl.constexpr):
-    """acc + a @ b on the tensor cores. UPCAST runs the product in float32; only the CPU
-    interpreter needs it (triton 3.6's interpreter multiplies bfloat16 bit patterns as
-    integers)."""
+    """acc + a @ b on the tensor cores. UPCAST runs the product in float32 (see upcast_dot)."""
     if UPCAST:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
     else:
@@ -97,11 +96,18 @@ def mma(a, b, acc, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def int_to_dot_operand(q, DTYPE: tl.constexpr, UPCAST: tl.constexpr):
-    """Small integers (exact in DTYPE) as a tensor-core operand: DTYPE, or float32 under the
-    interpreter (whose integer-to-bfloat16 cast reinterprets instead of converting)."""
+def int8_to_dot_operand(q, DTYPE: tl.constexpr, UPCAST: tl.constexpr):
+    """int8 values (exact in DTYPE) as a tensor-core operand of DTYPE.
+
+    bfloat16: Triton's own conversion is already a few bit operations per pair. float16: its
+    conversion is one I2F per element, a quarter-rate unit that would cost about as much as
+    streaming the weights, so write q + 128 into the mantissa of 1024 (exact) and subtract
+    1152 in float16. UPCAST (interpreter only): float32, since the interpreter's
+    integer-to-bfloat16 cast reinterprets instead of converting."""
     if UPCAST:
         return q.to(tl.float32)
+    elif DTYPE == tl.float16:
+        return (q.to(tl.int16) + 0x6480).to(tl.float16, bitcast=True) - 1152.0
     else:
         return q.to(DTYPE)
 
@@ -135,6 +141,100 @@ def biased_nibbles(packed, DTYPE: tl.constexpr):
         return (low | 0x4300).to(tl.bfloat16, bitcast=True), (high | 0x4300).to(tl.bfloat16, bitcast=True)
     else:
         return (low | 0x6400).to(tl.float16, bitcast=True), (high | 0x6400).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def biased_nibbles_prmt(packed, DTYPE: tl.constexpr):
+    """``biased_nibbles`` in PTX, four bytes per call: each byte pair is spread into the two
+    16-bit halves of a register with one PRMT, and one LOP3 keeps the nibble and ORs in the
+    bias exponent. 9 instructions per 8 nibbles where the elementwise form takes about 28.
+    Compiled kernels only (the interpreter cannot run PTX)."""
+    if DTYPE == tl.bfloat16:
+        return tl.inline_asm_elementwise(
+            """
+            {
+            .reg .b32 t, s, z;
+            mov.b32 z, 0;
+            shr.b32 s, $4, 4;
+            prmt.b32 t, $4, z, 0x4140;
+            lop3.b32 $0, t, 0x000F000F, 0x43004300, 0xEA;
+            prmt.b32 t, $4, z, 0x4342;
+            lop3.b32 $1, t, 0x000F000F, 0x43004300, 0xEA;
+            prmt.b32 t, s, z, 0x4140;
+            lop3.b32 $2, t, 0x000F000F, 0x43004300, 0xEA;
+            prmt.b32 t, s, z, 0x4342;
+            lop3.b32 $3, t, 0x000F000F, 0x43004300, 0xEA;
+            }
+            """,
+            "=r,=r,=r,=r,r", [packed], dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+    else:
+        return tl.inline_asm_elementwise(
+            """
+            {
+            .reg .b32 t, s, z;
+            mov.b32 z, 0;
+            shr.b32 s, $4, 4;
+            prmt.b32 t, $4, z, 0x4140;
+            lop3.b32 $0, t, 0x000F000F, 0x64006400, 0xEA;
+            prmt.b32 t, $4, z, 0x4342;
+            lop3.b32 $1, t, 0x000F000F, 0x64006400, 0xEA;
+            prmt.b32 t, s, z, 0x4140;
+            lop3.b32 $2, t, 0x000F000F, 0x64006400, 0xEA;
+            prmt.b32 t, s, z, 0x4342;
+            lop3.b32 $3, t, 0x000F000F, 0x64006400, 0xEA;
+            }
+            """,
+            "=r,=r,=r,=r,r", [packed], dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
+
+
+# PTX for lookup_nibbles_prmt: four packed bytes in $4 -> the levels of their low nibbles in
+# $0 (bytes 0, 1) and $1 (bytes 2, 3), of their high nibbles in $2 and $3, each register two
+# 16-bit floats. The levels' low bytes come in l0..l3 and their high bytes in h0..h3 (see
+# nibble_lut_words), loop-invariant registers that Triton passes four times each (pack=4):
+# l_i is $(5 + 4 i), h_i is $(21 + 4 i). PRMT looks four bytes up at once in an 8-byte table
+# (3-bit index per byte), so both table halves are looked up with the nibbles' low 3 bits,
+# bit 3 picks the half (a byte mask made by one more PRMT, applied by LOP3), and a last PRMT
+# pairs low and high bytes: 12 instructions per 4 nibbles.
+_LUT_HALF = """
+and.b32 sel, {src}, 0x7777;
+shr.b32 m, {src}, 3;
+and.b32 m, m, 0x1111;
+prmt.b32 m, k, k, m;
+prmt.b32 a, $5, $9, sel;
+prmt.b32 b, $13, $17, sel;
+lop3.b32 lb, a, b, m, 0xD8;
+prmt.b32 a, $21, $25, sel;
+prmt.b32 b, $29, $33, sel;
+lop3.b32 hb, a, b, m, 0xD8;
+prmt.b32 {out_low}, lb, hb, 0x6240;
+prmt.b32 {out_high}, lb, hb, 0x7351;
+"""
+LUT_ASM = tl.constexpr("{\n.reg .b32 k, half, sel, m, a, b, lb, hb;\nmov.b32 k, 0x0000FF00;"
+                       + _LUT_HALF.format(src="$4", out_low="$0", out_high="$2")
+                       + "shr.b32 half, $4, 16;"
+                       + _LUT_HALF.format(src="half", out_low="$1", out_high="$3") + "}")
+LUT_CONSTRAINTS = tl.constexpr("=r,=r,=r,=r,r" + ",r,r,r,r" * 8)
+
+
+@triton.jit
+def lookup_nibbles_prmt(packed, lut_ptr, DTYPE: tl.constexpr):
+    """packed (R, C) uint8 -> (LEVELS[low nibble], LEVELS[high nibble]) as DTYPE, looked up
+    in registers by PTX (about 3 instructions a nibble, no memory access); lut_ptr holds the
+    8 words of ``nibble_lut_words``. Compiled kernels only."""
+    l0 = tl.load(lut_ptr)
+    l1 = tl.load(lut_ptr + 1)
+    l2 = tl.load(lut_ptr + 2)
+    l3 = tl.load(lut_ptr + 3)
+    h0 = tl.load(lut_ptr + 4)
+    h1 = tl.load(lut_ptr + 5)
+    h2 = tl.load(lut_ptr + 6)
+    h3 = tl.load(lut_ptr + 7)
+    if DTYPE == tl.bfloat16:
+        return tl.inline_asm_elementwise(LUT_ASM, LUT_CONSTRAINTS, [packed, l0, l1, l2, l3, h0, h1, h2, h3],
+                                         dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+    else:
+        return tl.inline_asm_elementwise(LUT_ASM, LUT_CONSTRAINTS, [packed, l0, l1, l2, l3, h0, h1, h2, h3],
+                                         dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
 
 
 @triton.jit
@@ -187,7 +287,10 @@ class KernelConfig:
     split_k: programs sharing one output tile along K; group_m: row tiles per L2 group;
     scale_after_dot (int4, nf4): multiply the per-group scale into the (BLOCK_M, BLOCK_N)
     partial product instead of into each weight element (cheaper when BLOCK_M is small);
-    decode (int4): "bits" (nibble written into a float mantissa) or "table" (byte lookup).
+    decode (int4, nf4): how nibbles become 16-bit floats. "prmt": inline PTX, four bytes at
+    a time (compiled kernels only; under the interpreter int4 runs "bits" and nf4 "table");
+    "bits" (int4): the nibble written into a float mantissa, elementwise Triton; "table":
+    a gather from a 256-entry table of decoded byte pairs.
     """
 
     block_m: int
@@ -198,7 +301,7 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 3
     scale_after_dot: bool = True
-    decode: str = "bits"
+    decode: str = "prmt"
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "block_k"):
@@ -207,8 +310,8 @@ class KernelConfig:
                 raise ValueError(f"KernelConfig.{name}: {value} is not a power of two >= 16 (tl.dot needs that)")
         if self.split_k < 1:
             raise ValueError(f"KernelConfig.split_k: {self.split_k} is not >= 1")
-        if self.decode not in ("bits", "table"):
-            raise ValueError(f"KernelConfig.decode: {self.decode!r} is not one of 'bits', 'table'")
+        if self.decode not in DECODES:
+            raise ValueError(f"KernelConfig.decode: {self.decode!r} is not one of {', '.join(map(repr, DECODES))}")
 
     def short(self) -> str:
         """A compact label such as 'm16n64k256s2w4p4' for tables."""
@@ -216,7 +319,7 @@ class KernelConfig:
                  f"w{self.num_warps}p{self.num_stages}")
         if not self.scale_after_dot:
             label += "-sbd"
-        if self.decode != "bits":
+        if self.decode != "prmt":
             label += f"-{self.decode}"
         return label
 
@@ -308,9 +411,12 @@ class SplitKScratch:
         return partial, counter
 
 
-def upcast_dot() -> bool:
-    """Whether kernels must run tl.dot in float32 (the interpreter's bfloat16 dot is wrong)."""
-    return interpreter_active()
+def upcast_dot(dtype: torch.dtype) -> bool:
+    """Whether kernels must run tl.dot in float32: only under the interpreter with bfloat16
+    activations (triton 3.6's interpreter multiplies bfloat16 bit patterns as integers and
+    casts integers to bfloat16 by reinterpretation). float16 takes the compiled path's
+    arithmetic there too, so CI checks it."""
+    return interpreter_active() and dtype == torch.bfloat16
 
 
 def triton_dtype(dtype: torch.dtype):
@@ -337,3 +443,21 @@ def nibble_pair_table(levels, dtype: torch.dtype, device: torch.device) -> torch
     """(256,) int32: entry b holds LEVELS[b & 15] in bits 0..15 and LEVELS[b >> 4] in bits
     16..31, each as a ``dtype`` (float16 or bfloat16) bit pattern. Cached per device."""
     return _nibble_pair_table_cached(tuple(float(v) for v in levels), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _nibble_lut_words_cached(levels: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    values = torch.tensor(levels, dtype=torch.float32).to(dtype)
+    bits = [int(b) & 0xFFFF for b in values.view(torch.int16).tolist()]
+    low_bytes = [b & 0xFF for b in bits]
+    high_bytes = [b >> 8 for b in bits]
+    words = [sum(table[4 * i + j] << (8 * j) for j in range(4)) for table in (low_bytes, high_bytes) for i in range(4)]
+    words = [w - (1 << 32) if w >= 1 << 31 else w for w in words]
+    return torch.tensor(words, dtype=torch.int32).to(device)
+
+
+def nibble_lut_words(levels, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(8,) int32 for lookup_nibbles_prmt: words 0..3 hold the low bytes of LEVELS[0..15] as
+    ``dtype`` bit patterns (entry 4 i + j in byte j of word i), words 4..7 their high bytes.
+    Cached per device."""
+    return _nibble_lut_words_cached(tuple(float(v) for v in levels), dtype, torch.device(device))

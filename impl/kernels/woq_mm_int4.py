@@ -21,10 +21,12 @@ import torch
 import triton
 import triton.language as tl
 
+from impl.kernels import interpreter_active
 from impl.kernels.common import (
     KernelConfig,
     SplitKScratch,
     biased_nibbles,
+    biased_nibbles_prmt,
     check_activation,
     check_device,
     check_tensor,
@@ -64,7 +66,7 @@ def woq_mm_int4_kernel(
     GROUP_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr,
-    DECODE_TABLE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    DECODE: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K_pad // 2) uint8, scale/zero (N, K_pad // G) fp32
     -> out (M, N) in x's dtype. BLOCK_K divides GROUP_SIZE."""
@@ -87,7 +89,7 @@ def woq_mm_int4_kernel(
     q_ptrs = qweight_ptr + offs_n[None, :] * stride_qn + (k_begin // 2 + offs_j)[:, None] * stride_qk
     s_ptrs = scale_ptr + offs_n * stride_sn
     z_ptrs = zero_ptr + offs_n * stride_sn
-    if DECODE_TABLE:
+    if DECODE == "table":
         bias = 0.0
     else:
         bias = nibble_bias(DTYPE)
@@ -99,8 +101,10 @@ def woq_mm_int4_kernel(
         group = k // GROUP_SIZE
         scale = tl.load(s_ptrs + group * stride_sg, mask=mask_n, other=0.0)
         zero = tl.load(z_ptrs + group * stride_sg, mask=mask_n, other=0.0) + bias
-        if DECODE_TABLE:
+        if DECODE == "table":
             low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
+        elif DECODE == "prmt":
+            low, high = biased_nibbles_prmt(packed, DTYPE)
         else:
             low, high = biased_nibbles(packed, DTYPE)
         x_even, x_odd = split_even_odd_columns(x, BLOCK_M, BLOCK_K)
@@ -166,6 +170,8 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
     N = qweight.shape[0]
     if group_size % config.block_k:
         raise ValueError(f"{OP}: config.block_k {config.block_k} must divide group_size {group_size}")
+    # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
+    decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
     kernel = woq_mm_int4_kernel if kernel is None else kernel
     kernel[grid_for(M, N, config)](
         x, qweight, scale, zero, pair_table, out, partial, tile_counter,
@@ -175,7 +181,7 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
         GROUP_SIZE=group_size,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
-        DECODE_TABLE=config.decode == "table", UPCAST_DOT=upcast_dot(),
+        DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

@@ -22,7 +22,7 @@ from impl.kernels.common import (
     check_tensor,
     choose_split_k,
     grid_for,
-    int_to_dot_operand,
+    int8_to_dot_operand,
     mma,
     sm_count,
     split_k_bounds,
@@ -76,7 +76,7 @@ def woq_mm_int8_kernel(
             mask_k = (k + offs_k) < K
             x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
             q = tl.load(q_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0)
-        acc = mma(x, int_to_dot_operand(q, x_ptr.dtype.element_ty, UPCAST_DOT), acc, UPCAST_DOT)
+        acc = mma(x, int8_to_dot_operand(q, x_ptr.dtype.element_ty, UPCAST_DOT), acc, UPCAST_DOT)
         x_ptrs += BLOCK_K * stride_xk
         q_ptrs += BLOCK_K * stride_qk
 
@@ -118,7 +118,7 @@ def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: Ke
         x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, EVEN_K=K % config.block_k == 0,
-        UPCAST_DOT=upcast_dot(), num_warps=config.num_warps, num_stages=config.num_stages,
+        UPCAST_DOT=upcast_dot(x.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 

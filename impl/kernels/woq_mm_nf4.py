@@ -9,8 +9,9 @@ absmax = absmax_q * absmax_scale[flat_block // 256] + absmax_offset, with
 flat_block = n * (K_pad // B) + k // B, absmax_scale (ceil(N * K_pad / B / 256),) float32
 and absmax_offset () float32.
 
-Decoding is one gather per weight byte from a 256-entry table of level pairs (both nibbles'
-NF4 values as 16-bit floats of x's dtype); absmax, one per (row, block), scales either the
+Decoding looks the levels up in registers with PRMT (inline PTX, ``lookup_nibbles_prmt``), or
+under the interpreter gathers them from a 256-entry table of level pairs (both nibbles' NF4
+values as 16-bit floats of x's dtype); absmax, one per (row, block), scales either the
 (BLOCK_M, BLOCK_N) partial product (scale_after_dot) or each weight before the dot.
 
 Tutorial order: kernel, launcher, reference.
@@ -22,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from impl.kernels import interpreter_active
 from impl.kernels.common import (
     KernelConfig,
     SplitKScratch,
@@ -31,7 +33,9 @@ from impl.kernels.common import (
     choose_split_k,
     grid_for,
     lookup_nibble_pairs,
+    lookup_nibbles_prmt,
     mma,
+    nibble_lut_words,
     nibble_pair_table,
     sm_count,
     split_even_odd_columns,
@@ -61,7 +65,7 @@ NF4_LEVELS = (
 @triton.jit
 def woq_mm_nf4_kernel(
     # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT)
-    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr,
+    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, lut_ptr,
     out_ptr, partial_ptr, tile_counter_ptr,
     # sizes (blocks_per_row = K_pad // BLOCK_SIZE)
     M, N, K, blocks_per_row,
@@ -70,7 +74,8 @@ def woq_mm_nf4_kernel(
     # meta-parameters
     BLOCK_SIZE: tl.constexpr, DOUBLE_QUANT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr,
+    DECODE: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K_pad // 2) uint8, absmax (N, K_pad // B) -> out (M, N)
     in x's dtype. BLOCK_K divides BLOCK_SIZE."""
@@ -103,7 +108,10 @@ def woq_mm_nf4_kernel(
             absmax = code.to(tl.float32) * code_scale + absmax_offset
         else:
             absmax = tl.load(absmax_ptr + flat_block, mask=mask_n, other=0.0)
-        low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
+        if DECODE == "prmt":
+            low, high = lookup_nibbles_prmt(packed, lut_ptr, DTYPE)
+        else:
+            low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
         x_even, x_odd = split_even_odd_columns(x, BLOCK_M, BLOCK_K)
         if SCALE_AFTER_DOT:
             part = mma(x_even, low, zeros_f32(BLOCK_M, BLOCK_N), UPCAST_DOT)
@@ -169,26 +177,31 @@ def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, abs
     return N, K_pad
 
 
-def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, out, partial, tile_counter,
-                      block_size: int, config: KernelConfig, kernel=None):
+def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial,
+                      tile_counter, block_size: int, config: KernelConfig, kernel=None):
     """Launch with buffers already checked and allocated (eager launcher and triton_op).
-    absmax_scale and absmax_offset are None unless absmax holds double-quantized codes."""
+    absmax_scale and absmax_offset are None unless absmax holds double-quantized codes;
+    pair_table and lut_words decode nibbles (nibble_pair_table, nibble_lut_words)."""
     M, K = x.shape
     N = qweight.shape[0]
     if block_size % config.block_k:
         raise ValueError(f"{OP}: config.block_k {config.block_k} must divide block_size {block_size}")
+    if config.decode not in ("prmt", "table"):
+        raise ValueError(f"{OP}: config.decode {config.decode!r} is not one of 'prmt', 'table'")
     double_quant = absmax_scale is not None
     if not double_quant:  # unused by the kernel; any float32 pointer will do
         absmax_scale = absmax_offset = absmax
+    # The interpreter cannot run inline PTX; the table gather computes the same values.
+    decode = "table" if interpreter_active() else config.decode
     kernel = woq_mm_nf4_kernel if kernel is None else kernel
     kernel[grid_for(M, N, config)](
-        x, qweight, absmax, absmax_scale, absmax_offset, pair_table, out, partial, tile_counter,
+        x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
         M, N, K, absmax.shape[1],
         x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
         BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
-        UPCAST_DOT=upcast_dot(), num_warps=config.num_warps, num_stages=config.num_stages,
+        DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 
@@ -206,7 +219,8 @@ def woq_mm_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, blo
     out = torch.empty((M, N), device=x.device, dtype=x.dtype)
     partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
     pair_table = nibble_pair_table(NF4_LEVELS, x.dtype, x.device)
-    return launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, out, partial,
+    lut_words = nibble_lut_words(NF4_LEVELS, x.dtype, x.device)
+    return launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial,
                              tile_counter, block_size, config)
 
 

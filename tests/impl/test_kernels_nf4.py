@@ -74,6 +74,7 @@ CONFIGS = [
     None,
     KernelConfig(16, 16, 32, split_k=3, group_m=2),
     KernelConfig(32, 32, 32, scale_after_dot=False),
+    KernelConfig(16, 32, 64, decode="table"),   # the gather decode (what the interpreter always runs)
 ]
 
 

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Everything GPU-side in one call: environment, kernel tests on CUDA, then tuning or the
+# benchmark. Logs and JSON go under $OUT (the device tool brings back at most 8 files).
+#
+#   tools/gpu_run.sh            kernel tests + benchmark (all shapes, peers within budget)
+#   tools/gpu_run.sh bench ARGS kernel tests + benchmark with extra bench_woq_gpu ARGS
+#   tools/gpu_run.sh tune ARGS  kernel tests + config sweep (tune_woq.json)
+#   tools/gpu_run.sh tests      kernel tests only
+#
+# Files under $OUT: env.txt, kernel_tests.log, bench.log + bench_woq.json + bench_woq.md
+# (bench), tune.log + tune_woq.json (tune).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+MODE=${1:-bench}
+shift || true
+status=0
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv || true
+  python3 -c 'import torch, triton, numpy; print("torch", torch.__version__, "triton", triton.__version__, "numpy", numpy.__version__, "cuda", torch.version.cuda)'
+  nproc
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+# Kernel tests on CUDA: compiled kernels, full-size default configs included. xdist spreads
+# the Triton compiles over the cores. --noconftest: these tests need no harness plugin.
+start=$(date +%s)
+python3 -m pytest tests/impl/test_kernels_common.py tests/impl/test_kernels_int8.py tests/impl/test_kernels_int4.py \
+  tests/impl/test_kernels_nf4.py -q -p no:cacheprovider --noconftest -n 8 2>&1 | tee "$OUT/kernel_tests.log" \
+  | tail -n 25
+test_status=${PIPESTATUS[0]}
+echo "kernel tests: exit $test_status in $(( $(date +%s) - start )) s"
+[ "$test_status" -eq 0 ] || status=1
+
+case "$MODE" in
+  tests) ;;
+  tune)
+    python3 -m tools.bench_woq_gpu --tune --out "$OUT" "$@" 2>&1 | tee "$OUT/tune.log" | grep -v "^precompiled" | tail -n 80
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    ;;
+  bench)
+    python3 -m tools.bench_woq_gpu --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | tail -n 70
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    ;;
+  *)
+    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, tests)" >&2
+    exit 2
+    ;;
+esac
+exit $status

@@ -59,7 +59,7 @@ CONFIGS = [
     None,
     KernelConfig(16, 16, 32, split_k=3, group_m=2),                    # uneven split-K
     KernelConfig(32, 32, 32, scale_after_dot=False, decode="table"),   # scale before dot, table decode
-X
+    KernelConfig(16, 32, 32, decode="bits"),                           # elementwise twin of "prmt"
 ]
 
 

@@ -43,6 +43,7 @@ INT4_GROUP = 128
 NF4_BLOCK = 64
 ROTATION_BYTES = 256 * 2**20  # weight bytes cycled through per timing: 5x the H100's L2
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TUNE_M_VALUES = (16, 64, 256)  # the M buckets of impl.kernels.common.m_bucket
 
 
 # ----------------------------------------------------------------------------- problems
@@ -168,8 +169,40 @@ def make_invoke_quant_fn(problem: Problem):
 # ------------------------------------------------------------------------------ timing
 
 
+TIMER = {"name": "events"}
+
+
+def time_gpu_ms(fn, reps: int = 100) -> float:
+    """Median GPU milliseconds of fn(), from CUDA events around each call.
+
+    Default ("events"): before each timed call the GPU spins for ~50 us (torch.cuda._sleep),
+    so the CPU's launch overhead hides behind it, and nothing is written to memory.
+    triton.testing.do_bench (--timer do_bench) zeroes a 256 MB buffer before each call to
+    flush L2 instead; the flush leaves up to 50 MB of dirty L2 lines that are written back
+    while the timed kernel runs, which for a kernel moving 30-70 MB adds half again to the
+    bytes it appears to move. The weights here are rotated through copies larger than L2, so
+    no flush is needed."""
+    if TIMER["name"] == "do_bench":
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        torch.cuda._sleep(100_000)
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    times = sorted(start.elapsed_time(end) for start, end in zip(starts, ends))
+    return times[len(times) // 2]
+
+
 def do_bench_median(fn) -> float:
-    """Median milliseconds of fn() (events around each call, after warm-up)."""
+    """triton.testing.do_bench's median (with its L2 flush), for comparison."""
     import triton.testing
 
     return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
@@ -180,7 +213,7 @@ def measure_copy_bandwidth(device) -> float:
     n = 1 << 30
     src = torch.empty(n, dtype=torch.uint8, device=device).random_()
     dst = torch.empty_like(src)
-    ms = do_bench_median(lambda: dst.copy_(src))
+    ms = time_gpu_ms(lambda: dst.copy_(src), reps=20)
     del src, dst
     torch.cuda.empty_cache()
     return 2 * n / (ms * 1e-3) / 1e9
@@ -318,7 +351,7 @@ def bench(args) -> dict:
     rows.sort(key=lambda r: (["int8", "int4", "nf4"].index(r["scheme"]), r["K"] * r["N"], r["N"], r["M"]))
     return {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "dtype": args.dtype, "copy_GBps": copy_gbs,
-            "int4_group": INT4_GROUP, "nf4_block": NF4_BLOCK, "rows": rows}
+            "timer": args.timer, "int4_group": INT4_GROUP, "nf4_block": NF4_BLOCK, "rows": rows}
 
 
 def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool, peer_deadline: float) -> dict:
@@ -340,9 +373,11 @@ def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool
             if compile_first:
                 entry["compile_s"] = round(time.perf_counter() - start, 1)
             entry["rel_err"] = relative_error(y, reference)
-            ms = do_bench_median(rotating(fn, x, weight_sets))
+            ms = time_gpu_ms(rotating(fn, x, weight_sets))
             gbs = problem.min_bytes() / (ms * 1e-3) / 1e9
             entry.update(ms=ms, GBps=gbs, pct_copy=100 * gbs / copy_gbs)
+            if name == "ours" and TIMER["name"] != "do_bench":
+                entry["do_bench_ms"] = do_bench_median(rotating(fn, x, weight_sets))
         except Exception as exc:
             entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             traceback.print_exc(limit=2)
@@ -382,7 +417,9 @@ def format_cell(entry: dict) -> str:
 
 def format_row(row: dict) -> str:
     cells = " | ".join(format_cell(row["paths"].get(p, {})) for p in PATHS)
-    return f"| {row['scheme']} | {row['M']} | {row['K']} | {row['N']} | {cells} | {row['config']} |"
+    ours = row["paths"].get("ours", {})
+    flushed = f"{ours['do_bench_ms'] * 1e3:.1f} µs" if "do_bench_ms" in ours else "—"
+    return f"| {row['scheme']} | {row['M']} | {row['K']} | {row['N']} | {cells} | {flushed} | {row['config']} |"
 
 
 def markdown_table(result: dict) -> str:
@@ -391,12 +428,12 @@ def markdown_table(result: dict) -> str:
         f"{result['dtype']} activations; int4 group {result['int4_group']} (zero point), "
         f"nf4 block {result['nf4_block']}.",
         f"Copy bandwidth measured first: {result['copy_GBps']:.0f} GB/s (read + write). Cells: median "
-        "time from triton.testing.do_bench, weights rotated through several copies; % = "
-        "(fewest bytes / time) / copy bandwidth.",
+        f"GPU time ({result['timer']} timer, see tools/bench_woq_gpu.py time_gpu_ms), weights rotated "
+        "through copies larger than L2; % = (fewest bytes / time) / copy bandwidth.",
         "",
         "| scheme | M | K | N | ours | eager | compiled max-autotune | InvokeQuant + prologue | "
-        "_weight_int8pack_mm | our config |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "_weight_int8pack_mm | ours, do_bench with L2 flush | our config |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [format_row(r) for r in result["rows"]]
     notes = []
@@ -412,48 +449,48 @@ def markdown_table(result: dict) -> str:
 # --------------------------------------------------------------------------------- tune
 
 
-def tune_candidates(scheme: str, M: int, group: int, variants: bool = True) -> list:
-    """Configs worth timing for one scheme and M bucket (split_k filled in per shape);
-    ``variants`` adds the decode-table and scale-before-dot variants of the first few."""
+def tune_candidates(scheme: str, M: int, group: int) -> list:
+    """Configs worth timing for one scheme and M bucket (split_k filled in per shape)."""
     from impl.kernels.common import KernelConfig
+
+    def make(bm, bn, bk, warps, stages, **kw):
+        return KernelConfig(bm, bn, min(bk, group or bk), num_warps=warps, num_stages=stages, **kw)
 
     if M <= 16:
         if scheme == "int8":
-            shapes = [(32, 256, 4, 4), (64, 256, 4, 4), (64, 128, 4, 6), (128, 128, 4, 4), (128, 256, 8, 3),
-                      (32, 512, 4, 3), (64, 512, 8, 3), (16, 512, 4, 4)]
-        else:
-            shapes = [(32, 128, 4, 4), (64, 128, 4, 4), (64, 64, 4, 6), (128, 128, 4, 4), (128, 64, 4, 6),
-                      (64, 128, 8, 4), (128, 128, 8, 3), (256, 64, 8, 4)]
-        configs = [KernelConfig(16, bn, min(bk, group or bk), num_warps=w, num_stages=s) for bn, bk, w, s in shapes]
-        if variants and scheme == "int4":
-            configs += [dataclasses.replace(c, decode="bits") for c in configs[:3]]
-        if variants and scheme != "int8":
-            configs += [dataclasses.replace(c, decode="table") for c in configs[:3]]
-            configs += [dataclasses.replace(c, scale_after_dot=False) for c in configs[:3]]
-        return configs
+            shapes = [(32, 256, 4, 4), (64, 256, 4, 4), (64, 256, 8, 4), (128, 128, 4, 4), (128, 256, 8, 3),
+                      (32, 512, 4, 3), (64, 512, 8, 3), (64, 128, 4, 8)]
+            return [make(16, bn, bk, w, st) for bn, bk, w, st in shapes]
+        shapes = [(64, 128, 4, 4), (128, 128, 4, 4), (128, 128, 8, 3), (64, 128, 8, 4), (64, 64, 4, 8),
+                  (128, 64, 8, 6)]
+        configs = [make(16, bn, bk, w, st, scale_after_dot=sad) for bn, bk, w, st in shapes for sad in (True, False)]
+        return configs + [make(16, 64, 128, 4, 4, scale_after_dot=False, decode="bits")] if scheme == "int4" else configs
     if M <= 64:
-        shapes = [(64, 64, 128, 4, 4), (64, 128, 128, 4, 4), (64, 128, 64, 4, 5), (64, 256, 64, 8, 3),
-                  (32, 128, 128, 4, 4), (64, 128, 128, 8, 3)]
+        shapes = [(64, 64, 128, 4, 4), (64, 128, 128, 4, 4), (32, 128, 128, 4, 4), (64, 128, 64, 4, 5),
+                  (64, 256, 64, 8, 3), (32, 64, 128, 4, 6)]
     else:
-        shapes = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (128, 128, 128, 8, 3), (64, 128, 128, 4, 4),
-                  (128, 64, 128, 4, 4), (64, 256, 64, 8, 3)]
-    configs = [KernelConfig(bm, bn, min(bk, group or bk), num_warps=w, num_stages=s) for bm, bn, bk, w, s in shapes]
+        shapes = [(128, 128, 64, 8, 4), (128, 128, 128, 8, 3), (128, 256, 64, 8, 3), (64, 128, 128, 4, 4),
+                  (128, 64, 128, 4, 4), (256, 128, 64, 8, 3)]
+    configs = [make(bm, bn, bk, w, st, scale_after_dot=False) for bm, bn, bk, w, st in shapes]
+    configs += [make(bm, bn, bk, w, st, scale_after_dot=False, swap_ab=True) for bm, bn, bk, w, st in shapes[:2]]
     if scheme != "int8":
-        configs = ([dataclasses.replace(c, scale_after_dot=False) for c in configs]
-                   + [dataclasses.replace(c, scale_after_dot=True) for c in configs[:3]])
+        configs += [make(bm, bn, bk, w, st, scale_after_dot=True) for bm, bn, bk, w, st in shapes[:2]]
     return configs
 
 
 def with_split_choices(config, problem: Problem, sms: int) -> list:
-    """The config unsplit, and split to fill the SMs if that differs."""
+    """The config unsplit, split to fill the SMs once, and split twice that."""
     import triton
 
     from impl.kernels.common import choose_split_k
 
     tiles = triton.cdiv(problem.M, config.block_m) * triton.cdiv(problem.N, config.block_n)
-    auto = choose_split_k(tiles, triton.cdiv(problem.K, config.block_k), sms)
-    splits = sorted({1, auto})
-    return [dataclasses.replace(config, split_k=s) for s in splits]
+    k_steps = triton.cdiv(problem.K, config.block_k)
+    auto = choose_split_k(tiles, k_steps, sms)
+    double = choose_split_k(tiles, k_steps, 2 * sms, max_split=16)
+    # Small M: one wave of programs already streams too little, so try splitting further.
+    splits = {auto, double} if problem.M <= 16 else {1, auto}
+    return [dataclasses.replace(config, split_k=s) for s in sorted(splits)]
 
 
 def tune(args) -> dict:
@@ -464,14 +501,14 @@ def tune(args) -> dict:
     print(f"device: {torch.cuda.get_device_name(device)}; copy bandwidth {copy_gbs:.0f} GB/s", flush=True)
     plan = []
     for scheme in args.schemes.split(","):
-        shapes = [(M, 8192, 8192, True) for M in (1, 16, 64, 256)]
-        if not args.quick:
-            shapes += [(1, 4096, 4096, False), (16, 4096, 4096, False), (1, 28672, 8192, False)]
-        for M, N, K, variants in shapes:
-            problem = Problem(scheme, M, N, K, dtype)
-            for base in tune_candidates(scheme, M, problem.group, variants):
-                for config in with_split_choices(base, problem, sms):
-                    plan.append((problem, config))
+        kn_shapes = QUICK_KN_SHAPES if args.quick else KN_SHAPES
+        for (K, N) in kn_shapes:
+            for M in TUNE_M_VALUES:
+                problem = Problem(scheme, M, N, K, dtype)
+                for base in tune_candidates(scheme, M, problem.group):
+                    for config in with_split_choices(base, problem, sms):
+                        plan.append((problem, config))
+    plan = list(dict.fromkeys(plan))
     errors = precompile([config_job(p, c) for p, c in plan], args.workers)
     results = []
     current, x, weight_sets, reference = None, None, None, None
@@ -488,7 +525,7 @@ def tune(args) -> dict:
         try:
             y = run_ours(problem, x, weight_sets[0], config)
             entry["rel_err"] = relative_error(y, reference)
-            ms = do_bench_median(rotating(lambda x, *w: run_ours(problem, x, w, config), x, weight_sets))
+            ms = time_gpu_ms(rotating(lambda x, *w: run_ours(problem, x, w, config), x, weight_sets))
             entry.update(ms=ms, pct_copy=100 * problem.min_bytes() / (ms * 1e-3) / 1e9 / copy_gbs)
         except Exception as exc:
             entry["error"] = errors.get(job) or f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -506,7 +543,11 @@ def tune(args) -> dict:
     print("\nbest per shape:")
     for key, entry in best.items():
         print(f"  {key:32s} {entry['config']:32s} {entry['ms'] * 1e3:8.1f} µs {entry['pct_copy']:5.1f} %")
-    return {"device": torch.cuda.get_device_name(device), "copy_GBps": copy_gbs, "results": results, "best": best}
+    table = {f"{e['scheme']}/{e['M']}/{e['N']}/{e['K']}": e["fields"] for e in best.values()}
+    return {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+            "triton": __import__("triton").__version__, "copy_GBps": copy_gbs, "results": results, "best": best,
+            "tuned_configs": {"device": torch.cuda.get_device_name(device), "dtype": args.dtype,
+                              "int4_group": INT4_GROUP, "nf4_block": NF4_BLOCK, "configs": table}}
 
 
 # --------------------------------------------------------------------------------- main
@@ -525,7 +566,14 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
                         help="processes compiling our kernels ahead of timing")
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
+    parser.add_argument("--timer", default="events", choices=("events", "do_bench"),
+                        help="events: CUDA events after a GPU spin (default); do_bench: triton's, with its L2 flush")
+    parser.add_argument("--configs", default="",
+                        help="tuned-config JSON for our kernels (default: impl/kernels/tuned_configs_h100.json)")
     args = parser.parse_args(argv)
+    TIMER["name"] = args.timer
+    if args.configs:
+        os.environ["IMPL_WOQ_TUNED_CONFIGS"] = os.path.abspath(args.configs)
     if not torch.cuda.is_available():
         print("bench_woq_gpu: needs a CUDA device", file=sys.stderr)
         return 2
@@ -535,6 +583,8 @@ def main(argv=None) -> int:
         result = tune(args)
         with open(os.path.join(args.out, "tune_woq.json"), "w") as f:
             json.dump(result, f, indent=1, default=str)
+        with open(os.path.join(args.out, "tuned_configs.json"), "w") as f:
+            json.dump(result["tuned_configs"], f, indent=1, sort_keys=True)
     else:
         result = bench(args)
         with open(os.path.join(args.out, "bench_woq.json"), "w") as f:

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
+import os
+from pathlib import Path
 
 import torch
 import triton
@@ -290,7 +294,9 @@ class KernelConfig:
     decode (int4, nf4): how nibbles become 16-bit floats. "prmt": inline PTX, four bytes at
     a time (compiled kernels only; under the interpreter int4 runs "bits" and nf4 "table");
     "bits" (int4): the nibble written into a float mantissa, elementwise Triton; "table":
-    a gather from a 256-entry table of decoded byte pairs.
+    a gather from a 256-entry table of decoded byte pairs;
+    swap_ab: compute the transposed tile W @ x.T, so the decoded weights are the tensor
+    cores' A operand (on Hopper read from registers instead of shared memory).
     """
 
     block_m: int
@@ -302,6 +308,7 @@ class KernelConfig:
     num_stages: int = 3
     scale_after_dot: bool = True
     decode: str = "prmt"
+    swap_ab: bool = False
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "block_k"):
@@ -321,6 +328,8 @@ class KernelConfig:
             label += "-sbd"
         if self.decode != "prmt":
             label += f"-{self.decode}"
+        if self.swap_ab:
+            label += "-swap"
         return label
 
 
@@ -375,6 +384,54 @@ def choose_split_k(tiles: int, k_steps: int, sms: int, max_split: int = 8, min_s
     while tiles * split < sms and split < max_split and k_steps // (split * 2) >= min_steps_per_split:
         split *= 2
     return split
+
+
+# Configs measured fastest on an H100 per (scheme, M bucket, N, K), written by
+# ``python -m tools.bench_woq_gpu --tune``; IMPL_WOQ_TUNED_CONFIGS points at another file.
+TUNED_CONFIGS_FILE = Path(__file__).with_name("tuned_configs_h100.json")
+TUNED_CONFIGS_ENV = "IMPL_WOQ_TUNED_CONFIGS"
+M_BUCKETS = (16, 64, 256)
+
+
+def m_bucket(M: int) -> int:
+    """The tuned M a launch with M rows uses: 16 (1..16, one BLOCK_M of 16 rows whatever M),
+    64 (17..64) or 256 (more)."""
+    return next((b for b in M_BUCKETS if M <= b), M_BUCKETS[-1])
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tuned_configs(path: str) -> dict:
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except FileNotFoundError:
+        return {}
+    return {key: KernelConfig(**fields) for key, fields in table.get("configs", {}).items()}
+
+
+def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, block_k_limit: int | None = None):
+    """The tuned config for this launch, or None (CPU, a GPU other than Hopper, or no entry
+    for the M bucket). A shape that was not tuned takes the config of the tuned shape with
+    the closest N * K in its bucket, split-K recomputed for its own tile count."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        return None
+    table = _load_tuned_configs(os.environ.get(TUNED_CONFIGS_ENV, str(TUNED_CONFIGS_FILE)))
+    bucket = m_bucket(M)
+    config = table.get(f"{scheme}/{bucket}/{N}/{K}")
+    if config is None:
+        candidates = []
+        for key, value in table.items():
+            key_scheme, key_bucket, key_n, key_k = key.split("/")
+            if key_scheme == scheme and int(key_bucket) == bucket:
+                candidates.append((abs(math.log(int(key_n) * int(key_k) / (N * K))), key, value))
+        if not candidates:
+            return None
+        base = min(candidates)[2]
+        tiles = triton.cdiv(M, base.block_m) * triton.cdiv(N, base.block_n)
+        config = dataclasses.replace(base, split_k=choose_split_k(tiles, triton.cdiv(K, base.block_k), sm_count(device)))
+    if block_k_limit is not None and config.block_k > block_k_limit:
+        config = dataclasses.replace(config, block_k=block_k_limit)
+    return config
 
 
 def grid_for(M: int, N: int, config: KernelConfig) -> tuple[int, int]:

@@ -42,6 +42,7 @@ from impl.kernels.common import (
     split_k_bounds,
     store_output_tile,
     tile_coordinates,
+    tuned_config,
     upcast_dot,
     zeros_f32,
 )
@@ -65,11 +66,11 @@ def woq_mm_int4_kernel(
     # meta-parameters
     GROUP_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr, SWAP_AB: tl.constexpr,
     DECODE: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K_pad // 2) uint8, scale/zero (N, K_pad // G) fp32
-    -> out (M, N) in x's dtype. BLOCK_K divides GROUP_SIZE."""
+    -> out (M, N) in x's dtype. BLOCK_K divides GROUP_SIZE. SWAP_AB: see woq_mm_int8_kernel."""
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     HALF_K: tl.constexpr = BLOCK_K // 2
     pid = tl.program_id(0)
@@ -84,9 +85,9 @@ def woq_mm_int4_kernel(
     mask_m = offs_m < M
     mask_n = offs_n < N
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + offs_k)[None, :] * stride_xk
-    # Byte tile (BLOCK_K // 2, BLOCK_N), bytes contiguous along K. No K mask: K_pad is a
+    # Byte tile (BLOCK_N, BLOCK_K // 2), bytes contiguous along K. No K mask: K_pad is a
     # whole number of BLOCK_K steps and the padding bytes meet zeroed activations.
-    q_ptrs = qweight_ptr + offs_n[None, :] * stride_qn + (k_begin // 2 + offs_j)[:, None] * stride_qk
+    q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
     s_ptrs = scale_ptr + offs_n * stride_sn
     z_ptrs = zero_ptr + offs_n * stride_sn
     if DECODE == "table":
@@ -94,10 +95,13 @@ def woq_mm_int4_kernel(
     else:
         bias = nibble_bias(DTYPE)
 
-    acc = zeros_f32(BLOCK_M, BLOCK_N)
+    if SWAP_AB:
+        acc = zeros_f32(BLOCK_N, BLOCK_M)
+    else:
+        acc = zeros_f32(BLOCK_M, BLOCK_N)
     for k in range(k_begin, k_end, BLOCK_K):
         x = tl.load(x_ptrs, mask=mask_m[:, None] & ((k + offs_k) < K)[None, :], other=0.0)
-        packed = tl.load(q_ptrs, mask=mask_n[None, :], other=0)
+        packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
         group = k // GROUP_SIZE
         scale = tl.load(s_ptrs + group * stride_sg, mask=mask_n, other=0.0)
         zero = tl.load(z_ptrs + group * stride_sg, mask=mask_n, other=0.0) + bias
@@ -109,18 +113,29 @@ def woq_mm_int4_kernel(
             low, high = biased_nibbles(packed, DTYPE)
         x_even, x_odd = split_even_odd_columns(x, BLOCK_M, BLOCK_K)
         if SCALE_AFTER_DOT:
-            part = mma(x_even, low, zeros_f32(BLOCK_M, BLOCK_N), UPCAST_DOT)
-            part = mma(x_odd, high, part, UPCAST_DOT)
             x_sum = row_sums(x)
-            acc += (part - x_sum[:, None] * zero[None, :]) * scale[None, :]
+            if SWAP_AB:
+                part = mma(low, tl.trans(x_even), zeros_f32(BLOCK_N, BLOCK_M), UPCAST_DOT)
+                part = mma(high, tl.trans(x_odd), part, UPCAST_DOT)
+                acc += (part - zero[:, None] * x_sum[None, :]) * scale[:, None]
+            else:
+                part = mma(x_even, tl.trans(low), zeros_f32(BLOCK_M, BLOCK_N), UPCAST_DOT)
+                part = mma(x_odd, tl.trans(high), part, UPCAST_DOT)
+                acc += (part - x_sum[:, None] * zero[None, :]) * scale[None, :]
         else:
-            w_low = ((low.to(tl.float32) - zero[None, :]) * scale[None, :]).to(DTYPE)
-            w_high = ((high.to(tl.float32) - zero[None, :]) * scale[None, :]).to(DTYPE)
-            acc = mma(x_even, w_low, acc, UPCAST_DOT)
-            acc = mma(x_odd, w_high, acc, UPCAST_DOT)
+            w_low = ((low.to(tl.float32) - zero[:, None]) * scale[:, None]).to(DTYPE)
+            w_high = ((high.to(tl.float32) - zero[:, None]) * scale[:, None]).to(DTYPE)
+            if SWAP_AB:
+                acc = mma(w_low, tl.trans(x_even), acc, UPCAST_DOT)
+                acc = mma(w_high, tl.trans(x_odd), acc, UPCAST_DOT)
+            else:
+                acc = mma(x_even, tl.trans(w_low), acc, UPCAST_DOT)
+                acc = mma(x_odd, tl.trans(w_high), acc, UPCAST_DOT)
         x_ptrs += BLOCK_K * stride_xk
         q_ptrs += HALF_K * stride_qk
 
+    if SWAP_AB:
+        acc = tl.trans(acc)
     store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_n, M, N,
                       stride_om, stride_on, pid, pid_k, SPLIT_K)
 
@@ -131,7 +146,10 @@ def woq_mm_int4_kernel(
 def choose_config(M: int, N: int, K: int, group_size: int, device: torch.device) -> KernelConfig:
     """Tile shape by M, BLOCK_K capped by the group size, split-K to fill the SMs.
 
-    Tuned on the H100 with ``python -m tools.bench_woq_gpu --tune`` (benchmarks/)."""
+    The H100-tuned table (common.tuned_config) comes first; this is the fallback."""
+    tuned = tuned_config("int4", M, N, K, device, block_k_limit=group_size)
+    if tuned is not None:
+        return tuned
     if M <= 16:
         base = KernelConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
     elif M <= 32:
@@ -181,7 +199,7 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
         GROUP_SIZE=group_size,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
-        DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype),
+        SWAP_AB=config.swap_ab, DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

@@ -28,6 +28,7 @@ from impl.kernels.common import (
     split_k_bounds,
     store_output_tile,
     tile_coordinates,
+    tuned_config,
     upcast_dot,
     zeros_f32,
 )
@@ -48,11 +49,16 @@ def woq_mm_int8_kernel(
     stride_xm, stride_xk, stride_qn, stride_qk, stride_om, stride_on,
     # meta-parameters
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, EVEN_K: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SWAP_AB: tl.constexpr, EVEN_K: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K) int8, scale (N,) fp32 -> out (M, N) in x's dtype.
 
-    Program (tile, split) reduces K range [k_begin, k_end) of a (BLOCK_M, BLOCK_N) tile."""
+    Program (tile, split) reduces K range [k_begin, k_end) of a (BLOCK_M, BLOCK_N) tile.
+    SWAP_AB computes the transposed tile, W (BLOCK_N, BLOCK_K) @ x.T: the decoded weights are
+    then the tensor cores' A operand, which Hopper's wgmma reads from registers (B must sit
+    in shared memory, so the unswapped form stores each decoded tile there first)."""
+    DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m, pid_n = tile_coordinates(pid, M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -63,25 +69,35 @@ def woq_mm_int8_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
     mask_n = offs_n < N
-    # x tile (BLOCK_M, BLOCK_K); weight tile read as (BLOCK_K, BLOCK_N), K contiguous.
+    # x tile (BLOCK_M, BLOCK_K) and weight tile (BLOCK_N, BLOCK_K), both K-contiguous.
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + offs_k)[None, :] * stride_xk
-    q_ptrs = qweight_ptr + offs_n[None, :] * stride_qn + (k_begin + offs_k)[:, None] * stride_qk
+    q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin + offs_k)[None, :] * stride_qk
 
-    acc = zeros_f32(BLOCK_M, BLOCK_N)
+    if SWAP_AB:
+        acc = zeros_f32(BLOCK_N, BLOCK_M)
+    else:
+        acc = zeros_f32(BLOCK_M, BLOCK_N)
     for k in range(k_begin, k_end, BLOCK_K):
         if EVEN_K:
             x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
-            q = tl.load(q_ptrs, mask=mask_n[None, :], other=0)
+            q = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
         else:
             mask_k = (k + offs_k) < K
             x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-            q = tl.load(q_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0)
-        acc = mma(x, int8_to_dot_operand(q, x_ptr.dtype.element_ty, UPCAST_DOT), acc, UPCAST_DOT)
+            q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0)
+        w = int8_to_dot_operand(q, DTYPE, UPCAST_DOT)
+        if SWAP_AB:
+            acc = mma(w, tl.trans(x), acc, UPCAST_DOT)
+        else:
+            acc = mma(x, tl.trans(w), acc, UPCAST_DOT)
         x_ptrs += BLOCK_K * stride_xk
         q_ptrs += BLOCK_K * stride_qk
 
     scale = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
-    acc = acc * scale[None, :]
+    if SWAP_AB:
+        acc = tl.trans(acc * scale[:, None])
+    else:
+        acc = acc * scale[None, :]
     store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_n, M, N,
                       stride_om, stride_on, pid, pid_k, SPLIT_K)
 
@@ -92,7 +108,10 @@ def woq_mm_int8_kernel(
 def choose_config(M: int, N: int, K: int, device: torch.device) -> KernelConfig:
     """Tile shape by M (decode GEMV-like sizes up to prefill), split-K to fill the SMs.
 
-    Tuned on the H100 with ``python -m tools.bench_woq_gpu --tune`` (benchmarks/)."""
+    The H100-tuned table (common.tuned_config) comes first; this is the fallback."""
+    tuned = tuned_config("int8", M, N, K, device)
+    if tuned is not None:
+        return tuned
     if M <= 16:
         base = KernelConfig(block_m=16, block_n=64, block_k=256, num_warps=4, num_stages=4)
     elif M <= 32:
@@ -117,7 +136,7 @@ def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: Ke
         M, N, K,
         x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        SPLIT_K=config.split_k, GROUP_M=config.group_m, EVEN_K=K % config.block_k == 0,
+        SPLIT_K=config.split_k, GROUP_M=config.group_m, SWAP_AB=config.swap_ab, EVEN_K=K % config.block_k == 0,
         UPCAST_DOT=upcast_dot(x.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

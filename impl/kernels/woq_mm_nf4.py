@@ -42,6 +42,7 @@ from impl.kernels.common import (
     split_k_bounds,
     store_output_tile,
     tile_coordinates,
+    tuned_config,
     upcast_dot,
     zeros_f32,
 )
@@ -74,11 +75,11 @@ def woq_mm_nf4_kernel(
     # meta-parameters
     BLOCK_SIZE: tl.constexpr, DOUBLE_QUANT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr,
+    SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr, SWAP_AB: tl.constexpr,
     DECODE: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K_pad // 2) uint8, absmax (N, K_pad // B) -> out (M, N)
-    in x's dtype. BLOCK_K divides BLOCK_SIZE."""
+    in x's dtype. BLOCK_K divides BLOCK_SIZE. SWAP_AB: see woq_mm_int8_kernel."""
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     HALF_K: tl.constexpr = BLOCK_K // 2
     pid = tl.program_id(0)
@@ -93,14 +94,17 @@ def woq_mm_nf4_kernel(
     mask_m = offs_m < M
     mask_n = offs_n < N
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + offs_k)[None, :] * stride_xk
-    q_ptrs = qweight_ptr + offs_n[None, :] * stride_qn + (k_begin // 2 + offs_j)[:, None] * stride_qk
+    q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
     if DOUBLE_QUANT:
         absmax_offset = tl.load(absmax_offset_ptr)
 
-    acc = zeros_f32(BLOCK_M, BLOCK_N)
+    if SWAP_AB:
+        acc = zeros_f32(BLOCK_N, BLOCK_M)
+    else:
+        acc = zeros_f32(BLOCK_M, BLOCK_N)
     for k in range(k_begin, k_end, BLOCK_K):
         x = tl.load(x_ptrs, mask=mask_m[:, None] & ((k + offs_k) < K)[None, :], other=0.0)
-        packed = tl.load(q_ptrs, mask=mask_n[None, :], other=0)
+        packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
         flat_block = offs_n * blocks_per_row + k // BLOCK_SIZE
         if DOUBLE_QUANT:
             code = tl.load(absmax_ptr + flat_block, mask=mask_n, other=0)
@@ -114,17 +118,28 @@ def woq_mm_nf4_kernel(
             low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
         x_even, x_odd = split_even_odd_columns(x, BLOCK_M, BLOCK_K)
         if SCALE_AFTER_DOT:
-            part = mma(x_even, low, zeros_f32(BLOCK_M, BLOCK_N), UPCAST_DOT)
-            part = mma(x_odd, high, part, UPCAST_DOT)
-            acc += part * absmax[None, :]
+            if SWAP_AB:
+                part = mma(low, tl.trans(x_even), zeros_f32(BLOCK_N, BLOCK_M), UPCAST_DOT)
+                part = mma(high, tl.trans(x_odd), part, UPCAST_DOT)
+                acc += part * absmax[:, None]
+            else:
+                part = mma(x_even, tl.trans(low), zeros_f32(BLOCK_M, BLOCK_N), UPCAST_DOT)
+                part = mma(x_odd, tl.trans(high), part, UPCAST_DOT)
+                acc += part * absmax[None, :]
         else:
-            w_low = (low.to(tl.float32) * absmax[None, :]).to(DTYPE)
-            w_high = (high.to(tl.float32) * absmax[None, :]).to(DTYPE)
-            acc = mma(x_even, w_low, acc, UPCAST_DOT)
-            acc = mma(x_odd, w_high, acc, UPCAST_DOT)
+            w_low = (low.to(tl.float32) * absmax[:, None]).to(DTYPE)
+            w_high = (high.to(tl.float32) * absmax[:, None]).to(DTYPE)
+            if SWAP_AB:
+                acc = mma(w_low, tl.trans(x_even), acc, UPCAST_DOT)
+                acc = mma(w_high, tl.trans(x_odd), acc, UPCAST_DOT)
+            else:
+                acc = mma(x_even, tl.trans(w_low), acc, UPCAST_DOT)
+                acc = mma(x_odd, tl.trans(w_high), acc, UPCAST_DOT)
         x_ptrs += BLOCK_K * stride_xk
         q_ptrs += HALF_K * stride_qk
 
+    if SWAP_AB:
+        acc = tl.trans(acc)
     store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_n, M, N,
                       stride_om, stride_on, pid, pid_k, SPLIT_K)
 
@@ -135,7 +150,10 @@ def woq_mm_nf4_kernel(
 def choose_config(M: int, N: int, K: int, block_size: int, device: torch.device) -> KernelConfig:
     """Tile shape by M, BLOCK_K capped by the NF4 block size, split-K to fill the SMs.
 
-    Tuned on the H100 with ``python -m tools.bench_woq_gpu --tune`` (benchmarks/)."""
+    The H100-tuned table (common.tuned_config) comes first; this is the fallback."""
+    tuned = tuned_config("nf4", M, N, K, device, block_k_limit=block_size)
+    if tuned is not None:
+        return tuned
     if M <= 16:
         base = KernelConfig(block_m=16, block_n=64, block_k=64, num_warps=4, num_stages=5)
     elif M <= 32:
@@ -201,7 +219,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
-        DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
+        SWAP_AB=config.swap_ab, DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 

@@ -60,6 +60,8 @@ CONFIGS = [
     KernelConfig(16, 16, 32, split_k=3, group_m=2),                    # uneven split-K
     KernelConfig(32, 32, 32, scale_after_dot=False, decode="table"),   # scale before dot, table decode
     KernelConfig(16, 32, 32, decode="bits"),                           # elementwise twin of "prmt"
+    KernelConfig(16, 32, 32, split_k=2, swap_ab=True),                 # weights as the A operand
+    KernelConfig(32, 16, 32, swap_ab=True, scale_after_dot=False),
 ]
 
 

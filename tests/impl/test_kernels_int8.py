@@ -49,6 +49,7 @@ CONFIGS = [
     None,                                              # the launcher's own choice
     KernelConfig(16, 16, 32, split_k=3, group_m=2),    # uneven split-K, one split may be empty
     KernelConfig(32, 32, 64, split_k=1),
+    KernelConfig(16, 32, 64, split_k=2, swap_ab=True),   # weights as the A operand
 ]
 
 

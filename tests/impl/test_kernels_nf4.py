@@ -75,6 +75,8 @@ CONFIGS = [
     KernelConfig(16, 16, 32, split_k=3, group_m=2),
     KernelConfig(32, 32, 32, scale_after_dot=False),
     KernelConfig(16, 32, 64, decode="table"),   # the gather decode (what the interpreter always runs)
+    KernelConfig(16, 32, 32, split_k=2, swap_ab=True),
+    KernelConfig(32, 16, 32, swap_ab=True, scale_after_dot=False),
 ]
 
 

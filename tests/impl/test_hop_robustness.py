@@ -16,6 +16,8 @@ from impl.hop import QUANT_OPTIONS_META_KEY
 
 BACKENDS = ["aot_eager", "inductor"]
 DTYPES = [torch.float32, torch.bfloat16]
+# cuda joins the matrix where it exists (the GPU run); no skip noise where it does not.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 NF4_LEVELS = [-1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0,
               0.0796, 0.1609, 0.2461, 0.3379, 0.4407, 0.5626, 0.7230, 1.0]
 
@@ -102,12 +104,13 @@ ROBUSTNESS_CASES = {
 }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", sorted(ROBUSTNESS_CASES))
-def test_region_compiles_as_one_graph_and_matches_eager(case, dtype, backend):
+def test_region_compiles_as_one_graph_and_matches_eager(case, dtype, backend, device):
     region, make_inputs = ROBUSTNESS_CASES[case]
-    inputs = make_inputs(dtype)
+    inputs = [t.to(device) for t in make_inputs(dtype)]
 
     def program(*args):
         return InvokeQuant()(region, *args, scheme="int8")
@@ -131,12 +134,13 @@ def test_dynamic_shapes_compile_once_for_two_sizes(case, backend):
     assert frames.frame_count == 1
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_backward_reaches_op_inputs_and_activations(backend, dtype):
-    q, s = _int8_and_scale(dtype)
+def test_backward_reaches_op_inputs_and_activations(backend, dtype, device):
+    q, s = (t.to(device) for t in _int8_and_scale(dtype))
     s.requires_grad_(True)
-    x = torch.randn(4, 16, dtype=dtype, requires_grad=True)
+    x = torch.randn(4, 16, dtype=dtype, device=device, requires_grad=True)
 
     def program(x, q, s):
         return (x @ InvokeQuant()(dequant_transpose, q, s, scheme="int8")).square().sum()

@@ -102,13 +102,29 @@ class Problem:
 
 def run_ours(problem: Problem, x, weights, config=None):
     """Our kernel on one weight copy."""
-    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+    from impl.kernels.woq_mm_int4 import woq_mm_int4
+    from impl.kernels.woq_mm_int8 import woq_mm_int8
+    from impl.kernels.woq_mm_nf4 import woq_mm_nf4
 
     if problem.scheme == "int8":
-        return woq_mm_int8.woq_mm_int8(x, *weights, config=config)
+        return woq_mm_int8(x, *weights, config=config)
     if problem.scheme == "int4":
-        return woq_mm_int4.woq_mm_int4(x, *weights, group_size=problem.group, config=config)
-    return woq_mm_nf4.woq_mm_nf4(x, *weights, block_size=problem.group, config=config)
+        return woq_mm_int4(x, *weights, group_size=problem.group, config=config)
+    return woq_mm_nf4(x, *weights, block_size=problem.group, config=config)
+
+
+def ours_fn(problem: Problem, config=None):
+    """x, *weights -> y through our launcher, imports resolved once (the timing loop should
+    see the launcher's own CPU cost, not the benchmark's)."""
+    from impl.kernels.woq_mm_int4 import woq_mm_int4
+    from impl.kernels.woq_mm_int8 import woq_mm_int8
+    from impl.kernels.woq_mm_nf4 import woq_mm_nf4
+
+    if problem.scheme == "int8":
+        return lambda x, *w: woq_mm_int8(x, *w, config=config)
+    if problem.scheme == "int4":
+        return lambda x, *w: woq_mm_int4(x, *w, group_size=problem.group, config=config)
+    return lambda x, *w: woq_mm_nf4(x, *w, block_size=problem.group, config=config)
 
 
 def dequantize_torch(problem: Problem, dtype, *weights):
@@ -175,7 +191,7 @@ TIMER = {"name": "events"}
 def time_gpu_ms(fn, reps: int = 100) -> float:
     """Median GPU milliseconds of fn(), from CUDA events around each call.
 
-    Default ("events"): before each timed call the GPU spins for ~50 us (torch.cuda._sleep),
+    Default ("events"): before each timed call the GPU spins for ~0.5 ms (torch.cuda._sleep),
     so the CPU's launch overhead hides behind it, and nothing is written to memory.
     triton.testing.do_bench (--timer do_bench) zeroes a 256 MB buffer before each call to
     flush L2 instead; the flush leaves up to 50 MB of dirty L2 lines that are written back
@@ -192,13 +208,25 @@ def time_gpu_ms(fn, reps: int = 100) -> float:
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     for start, end in zip(starts, ends):
-        torch.cuda._sleep(100_000)
+        torch.cuda._sleep(1_000_000)  # ~0.5 ms: longer than any launch path's CPU time
         start.record()
         fn()
         end.record()
     torch.cuda.synchronize()
     times = sorted(start.elapsed_time(end) for start, end in zip(starts, ends))
     return times[len(times) // 2]
+
+
+def cpu_us_per_call(fn, calls: int = 30) -> float:
+    """Host microseconds one call takes to launch its work (the GPU kept busy meanwhile)."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(20_000_000)  # ~10 ms of GPU work so the launches never wait on it
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
 
 
 def do_bench_median(fn) -> float:
@@ -376,6 +404,7 @@ def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool
             ms = time_gpu_ms(rotating(fn, x, weight_sets))
             gbs = problem.min_bytes() / (ms * 1e-3) / 1e9
             entry.update(ms=ms, GBps=gbs, pct_copy=100 * gbs / copy_gbs)
+            entry["cpu_us"] = cpu_us_per_call(rotating(fn, x, weight_sets))
             if name == "ours" and TIMER["name"] != "do_bench":
                 entry["do_bench_ms"] = do_bench_median(rotating(fn, x, weight_sets))
         except Exception as exc:
@@ -383,7 +412,7 @@ def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool
             traceback.print_exc(limit=2)
         row["paths"][name] = entry
 
-    record("ours", lambda x, *w: run_ours(problem, x, w, config))
+    record("ours", ours_fn(problem, config))
     record("eager", make_plain_fn(problem) if problem.scheme == "int8"
            else (lambda x, *w: x @ dequantize_torch(problem, x.dtype, *w).T))
     if problem.scheme == "int8":
@@ -419,7 +448,9 @@ def format_row(row: dict) -> str:
     cells = " | ".join(format_cell(row["paths"].get(p, {})) for p in PATHS)
     ours = row["paths"].get("ours", {})
     flushed = f"{ours['do_bench_ms'] * 1e3:.1f} µs" if "do_bench_ms" in ours else "—"
-    return f"| {row['scheme']} | {row['M']} | {row['K']} | {row['N']} | {cells} | {flushed} | {row['config']} |"
+    cpu = f"{ours['cpu_us']:.0f} µs" if "cpu_us" in ours else "—"
+    return (f"| {row['scheme']} | {row['M']} | {row['K']} | {row['N']} | {cells} | {flushed} | {cpu} "
+            f"| {row['config']} |")
 
 
 def markdown_table(result: dict) -> str:
@@ -432,8 +463,8 @@ def markdown_table(result: dict) -> str:
         "through copies larger than L2; % = (fewest bytes / time) / copy bandwidth.",
         "",
         "| scheme | M | K | N | ours | eager | compiled max-autotune | InvokeQuant + prologue | "
-        "_weight_int8pack_mm | ours, do_bench with L2 flush | our config |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "_weight_int8pack_mm | ours, do_bench with L2 flush | ours, host time per call | our config |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [format_row(r) for r in result["rows"]]
     notes = []
@@ -525,7 +556,7 @@ def tune(args) -> dict:
         try:
             y = run_ours(problem, x, weight_sets[0], config)
             entry["rel_err"] = relative_error(y, reference)
-            ms = time_gpu_ms(rotating(lambda x, *w: run_ours(problem, x, w, config), x, weight_sets))
+            ms = time_gpu_ms(rotating(ours_fn(problem, config), x, weight_sets), reps=40)
             entry.update(ms=ms, pct_copy=100 * problem.min_bytes() / (ms * 1e-3) / 1e9 / copy_gbs)
         except Exception as exc:
             entry["error"] = errors.get(job) or f"{type(exc).__name__}: {str(exc)[:300]}"

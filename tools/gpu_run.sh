@@ -4,11 +4,13 @@
 #
 #   tools/gpu_run.sh            kernel tests + benchmark (all shapes, peers within budget)
 #   tools/gpu_run.sh bench ARGS kernel tests + benchmark with extra bench_woq_gpu ARGS
-#   tools/gpu_run.sh tune ARGS  kernel tests + config sweep (tune_woq.json)
+#   tools/gpu_run.sh tune ARGS  kernel tests + config sweep (tune_woq.json, tuned_configs.json)
+#   tools/gpu_run.sh all ARGS   kernel tests + sweep + benchmark with the configs just tuned
+#                               (commit $OUT/tuned_configs.json as impl/kernels/tuned_configs_h100.json)
 #   tools/gpu_run.sh tests      kernel tests only
 #
 # Files under $OUT: env.txt, kernel_tests.log, bench.log + bench_woq.json + bench_woq.md
-# (bench), tune.log + tune_woq.json (tune).
+# (bench), tune.log + tune_woq.json + tuned_configs.json (tune).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
@@ -30,7 +32,7 @@ cat "$OUT/env.txt"
 # the Triton compiles over the cores. --noconftest: these tests need no harness plugin.
 start=$(date +%s)
 python3 -m pytest tests/impl/test_kernels_common.py tests/impl/test_kernels_int8.py tests/impl/test_kernels_int4.py \
-  tests/impl/test_kernels_nf4.py -q -p no:cacheprovider --noconftest -n 8 2>&1 | tee "$OUT/kernel_tests.log" \
+  tests/impl/test_kernels_nf4.py -q -p no:cacheprovider --noconftest -n 14 2>&1 | tee "$OUT/kernel_tests.log" \
   | tail -n 25
 test_status=${PIPESTATUS[0]}
 echo "kernel tests: exit $test_status in $(( $(date +%s) - start )) s"
@@ -46,8 +48,16 @@ case "$MODE" in
     python3 -m tools.bench_woq_gpu --out "$OUT" "$@" 2>&1 | tee "$OUT/bench.log" | tail -n 70
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
     ;;
+  all)
+    python3 -m tools.bench_woq_gpu --tune --out "$OUT" > "$OUT/tune.log" 2>&1
+    [ $? -eq 0 ] || status=1
+    sed -n '/^best per shape/,$p' "$OUT/tune.log"
+    python3 -m tools.bench_woq_gpu --out "$OUT" --configs "$OUT/tuned_configs.json" "$@" 2>&1 \
+      | tee "$OUT/bench.log" | grep -v "^precompiled" | tail -n 60
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    ;;
   *)
-    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, tests)" >&2
+    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, all, tests)" >&2
     exit 2
     ;;
 esac

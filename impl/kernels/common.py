@@ -191,54 +191,72 @@ def biased_nibbles_prmt(packed, DTYPE: tl.constexpr):
             "=r,=r,=r,=r,r", [packed], dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
 
 
-# PTX for lookup_nibbles_prmt: four packed bytes in $4 -> the levels of their low nibbles in
-# $0 (bytes 0, 1) and $1 (bytes 2, 3), of their high nibbles in $2 and $3, each register two
-# 16-bit floats. The levels' low bytes come in l0..l3 and their high bytes in h0..h3 (see
-# nibble_lut_words), loop-invariant registers that Triton passes four times each (pack=4):
-# l_i is $(5 + 4 i), h_i is $(21 + 4 i). PRMT looks four bytes up at once in an 8-byte table
-# (3-bit index per byte), so both table halves are looked up with the nibbles' low 3 bits,
-# bit 3 picks the half (a byte mask made by one more PRMT, applied by LOP3), and a last PRMT
-# pairs low and high bytes: 12 instructions per 4 nibbles.
-_LUT_HALF = """
+# PTX for lookup_nibbles_prmt, eight packed bytes per call (pack=8): bytes in $8 and $9 ->
+# the levels of their low nibbles in $0..$3 and of their high nibbles in $4..$7, each
+# register two 16-bit floats (bytes 2r and 2r + 1 of the eight). The levels' low bytes come
+# in l0..l3 and their high bytes in h0..h3 (see nibble_lut_words), loop-invariant values that
+# Triton passes eight times each: l_i is $(10 + 8 i), h_i is $(42 + 8 i). PRMT looks four
+# bytes up at once in an 8-byte table (3-bit index per byte), so both table halves are looked
+# up with the nibbles' low 3 bits, bit 3 picks the half (a byte mask made by one more PRMT,
+# applied by LOP3), and a last PRMT pairs low and high bytes: 12 instructions per 4 nibbles.
+_LUT_QUARTER = """
 and.b32 sel, {src}, 0x7777;
 shr.b32 m, {src}, 3;
 and.b32 m, m, 0x1111;
 prmt.b32 m, k, k, m;
-prmt.b32 a, $5, $9, sel;
-prmt.b32 b, $13, $17, sel;
+prmt.b32 a, $10, $18, sel;
+prmt.b32 b, $26, $34, sel;
 lop3.b32 lb, a, b, m, 0xD8;
-prmt.b32 a, $21, $25, sel;
-prmt.b32 b, $29, $33, sel;
+prmt.b32 a, $42, $50, sel;
+prmt.b32 b, $58, $66, sel;
 lop3.b32 hb, a, b, m, 0xD8;
 prmt.b32 {out_low}, lb, hb, 0x6240;
 prmt.b32 {out_high}, lb, hb, 0x7351;
 """
-LUT_ASM = tl.constexpr("{\n.reg .b32 k, half, sel, m, a, b, lb, hb;\nmov.b32 k, 0x0000FF00;"
-                       + _LUT_HALF.format(src="$4", out_low="$0", out_high="$2")
-                       + "shr.b32 half, $4, 16;"
-                       + _LUT_HALF.format(src="half", out_low="$1", out_high="$3") + "}")
-LUT_CONSTRAINTS = tl.constexpr("=r,=r,=r,=r,r" + ",r,r,r,r" * 8)
+LUT_ASM = tl.constexpr(
+    "{\n.reg .b32 k, half, sel, m, a, b, lb, hb;\nmov.b32 k, 0x0000FF00;"
+    + _LUT_QUARTER.format(src="$8", out_low="$0", out_high="$4")
+    + "shr.b32 half, $8, 16;"
+    + _LUT_QUARTER.format(src="half", out_low="$1", out_high="$5")
+    + _LUT_QUARTER.format(src="$9", out_low="$2", out_high="$6")
+    + "shr.b32 half, $9, 16;"
+    + _LUT_QUARTER.format(src="half", out_low="$3", out_high="$7") + "}")
+LUT_CONSTRAINTS = tl.constexpr("=r," * 8 + "r,r" + ",r,r,r,r,r,r,r,r" * 8)
 
 
 @triton.jit
-def lookup_nibbles_prmt(packed, lut_ptr, DTYPE: tl.constexpr):
+def _per_lane_copy(word):
+    """word + (laneid >> 31), i.e. word, in a form ptxas cannot prove warp-uniform: uniform
+    values live in uniform registers, which PRMT cannot read, and ptxas would copy each table
+    word into an ordinary register at every PRMT that uses it."""
+    return tl.inline_asm_elementwise(
+        "{\n.reg .b32 t;\nmov.u32 t, %laneid;\nshr.b32 t, t, 31;\nadd.u32 $0, $1, t;\n}",
+        "=r,r", [word], dtype=tl.int32, is_pure=True, pack=1)
+
+
+@triton.jit
+def load_nibble_lut(lut_ptr):
+    """The 8 words of ``nibble_lut_words`` as (1, 1) tensors in ordinary registers; load once,
+    before the K loop, and pass to lookup_nibbles_prmt."""
+    word = lut_ptr + tl.full((1, 1), 0, tl.int32)
+    return (_per_lane_copy(tl.load(word)), _per_lane_copy(tl.load(word + 1)),
+            _per_lane_copy(tl.load(word + 2)), _per_lane_copy(tl.load(word + 3)),
+            _per_lane_copy(tl.load(word + 4)), _per_lane_copy(tl.load(word + 5)),
+            _per_lane_copy(tl.load(word + 6)), _per_lane_copy(tl.load(word + 7)))
+
+
+@triton.jit
+def lookup_nibbles_prmt(packed, lut, DTYPE: tl.constexpr):
     """packed (R, C) uint8 -> (LEVELS[low nibble], LEVELS[high nibble]) as DTYPE, looked up
-    in registers by PTX (about 3 instructions a nibble, no memory access); lut_ptr holds the
-    8 words of ``nibble_lut_words``. Compiled kernels only."""
-    l0 = tl.load(lut_ptr)
-    l1 = tl.load(lut_ptr + 1)
-    l2 = tl.load(lut_ptr + 2)
-    l3 = tl.load(lut_ptr + 3)
-    h0 = tl.load(lut_ptr + 4)
-    h1 = tl.load(lut_ptr + 5)
-    h2 = tl.load(lut_ptr + 6)
-    h3 = tl.load(lut_ptr + 7)
+    in registers by PTX (about 3 instructions a nibble, no memory access); lut: the tuple
+    from load_nibble_lut. Compiled kernels only."""
+    l0, l1, l2, l3, h0, h1, h2, h3 = lut
     if DTYPE == tl.bfloat16:
         return tl.inline_asm_elementwise(LUT_ASM, LUT_CONSTRAINTS, [packed, l0, l1, l2, l3, h0, h1, h2, h3],
-                                         dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+                                         dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=8)
     else:
         return tl.inline_asm_elementwise(LUT_ASM, LUT_CONSTRAINTS, [packed, l0, l1, l2, l3, h0, h1, h2, h3],
-                                         dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
+                                         dtype=(tl.float16, tl.float16), is_pure=True, pack=8)
 
 
 @triton.jit
@@ -446,6 +464,7 @@ class SplitKScratch:
     which launches on one stream are."""
 
     _counters: dict = {}
+    _unused: dict = {}
 
     @classmethod
     def buffers(cls, M: int, N: int, config: KernelConfig, device: torch.device,
@@ -453,9 +472,14 @@ class SplitKScratch:
         """(partial, tile_counter). ``fresh_counters`` allocates zeros each call (for traced
         code such as a triton_op, which cannot hold on to a buffer between calls)."""
         tiles, split_k = grid_for(M, N, config)
-        if split_k == 1:
-            dummy = torch.empty(1, device=device, dtype=torch.float32)
-            return dummy, dummy.view(torch.int32)
+        if split_k == 1:  # the kernel touches neither; any pointers will do
+            if fresh_counters:
+                unused = torch.empty(1, device=device, dtype=torch.float32)
+                return unused, unused.view(torch.int32)
+            if device not in cls._unused:
+                unused = torch.empty(1, device=device, dtype=torch.float32)
+                cls._unused[device] = (unused, unused.view(torch.int32))
+            return cls._unused[device]
         partial = torch.empty((split_k, M, N), device=device, dtype=torch.float32)
         if fresh_counters:
             return partial, torch.zeros(tiles, device=device, dtype=torch.int32)

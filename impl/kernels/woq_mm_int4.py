@@ -17,6 +17,8 @@ Tutorial order: kernel, launcher, reference.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -123,8 +125,16 @@ def woq_mm_int4_kernel(
                 part = mma(x_odd, tl.trans(high), part, UPCAST_DOT)
                 acc += (part - x_sum[:, None] * zero[None, :]) * scale[None, :]
         else:
-            w_low = ((low.to(tl.float32) - zero[:, None]) * scale[:, None]).to(DTYPE)
-            w_high = ((high.to(tl.float32) - zero[:, None]) * scale[:, None]).to(DTYPE)
+            if UPCAST_DOT:  # interpreter: its bfloat16 arithmetic is wrong, float32 is exact
+                w_low = ((low.to(tl.float32) - zero[:, None]) * scale[:, None]).to(DTYPE)
+                w_high = ((high.to(tl.float32) - zero[:, None]) * scale[:, None]).to(DTYPE)
+            else:
+                # (biased nibble - biased zero) is an integer in [-15, 15], exact in DTYPE; one
+                # packed subtract and one packed multiply per pair of weights.
+                zero_h = zero.to(DTYPE)[:, None]
+                scale_h = scale.to(DTYPE)[:, None]
+                w_low = (low - zero_h) * scale_h
+                w_high = (high - zero_h) * scale_h
             if SWAP_AB:
                 acc = mma(w_low, tl.trans(x_even), acc, UPCAST_DOT)
                 acc = mma(w_high, tl.trans(x_odd), acc, UPCAST_DOT)
@@ -143,6 +153,7 @@ def woq_mm_int4_kernel(
 # ---------------------------------------------------------------------------- launcher
 
 
+@functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, group_size: int, device: torch.device) -> KernelConfig:
     """Tile shape by M, BLOCK_K capped by the group size, split-K to fill the SMs.
 

@@ -10,6 +10,8 @@ Tutorial order: kernel, launcher, reference.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -105,6 +107,7 @@ def woq_mm_int8_kernel(
 # ---------------------------------------------------------------------------- launcher
 
 
+@functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, device: torch.device) -> KernelConfig:
     """Tile shape by M (decode GEMV-like sizes up to prefill), split-K to fill the SMs.
 

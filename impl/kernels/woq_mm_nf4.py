@@ -19,6 +19,8 @@ Tutorial order: kernel, launcher, reference.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -33,6 +35,7 @@ from impl.kernels.common import (
     choose_split_k,
     grid_for,
     lookup_nibble_pairs,
+    load_nibble_lut,
     lookup_nibbles_prmt,
     mma,
     nibble_lut_words,
@@ -97,6 +100,8 @@ def woq_mm_nf4_kernel(
     q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
     if DOUBLE_QUANT:
         absmax_offset = tl.load(absmax_offset_ptr)
+    if DECODE == "prmt":
+        lut = load_nibble_lut(lut_ptr)
 
     if SWAP_AB:
         acc = zeros_f32(BLOCK_N, BLOCK_M)
@@ -113,7 +118,7 @@ def woq_mm_nf4_kernel(
         else:
             absmax = tl.load(absmax_ptr + flat_block, mask=mask_n, other=0.0)
         if DECODE == "prmt":
-            low, high = lookup_nibbles_prmt(packed, lut_ptr, DTYPE)
+            low, high = lookup_nibbles_prmt(packed, lut, DTYPE)
         else:
             low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
         x_even, x_odd = split_even_odd_columns(x, BLOCK_M, BLOCK_K)
@@ -127,8 +132,13 @@ def woq_mm_nf4_kernel(
                 part = mma(x_odd, tl.trans(high), part, UPCAST_DOT)
                 acc += part * absmax[None, :]
         else:
-            w_low = (low.to(tl.float32) * absmax[:, None]).to(DTYPE)
-            w_high = (high.to(tl.float32) * absmax[:, None]).to(DTYPE)
+            if UPCAST_DOT:  # interpreter: its bfloat16 arithmetic is wrong, float32 is exact
+                w_low = (low.to(tl.float32) * absmax[:, None]).to(DTYPE)
+                w_high = (high.to(tl.float32) * absmax[:, None]).to(DTYPE)
+            else:  # one packed multiply per pair of weights
+                absmax_h = absmax.to(DTYPE)[:, None]
+                w_low = low * absmax_h
+                w_high = high * absmax_h
             if SWAP_AB:
                 acc = mma(w_low, tl.trans(x_even), acc, UPCAST_DOT)
                 acc = mma(w_high, tl.trans(x_odd), acc, UPCAST_DOT)
@@ -147,6 +157,7 @@ def woq_mm_nf4_kernel(
 # ---------------------------------------------------------------------------- launcher
 
 
+@functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, block_size: int, device: torch.device) -> KernelConfig:
     """Tile shape by M, BLOCK_K capped by the NF4 block size, split-K to fill the SMs.
 

@@ -376,6 +376,8 @@ def bench(args) -> dict:
         rows.append(bench_problem(problem, device, copy_gbs, choosers[problem.scheme](problem),
                                   peers=not args.no_peers, peer_deadline=peer_deadline))
         print(format_row(rows[-1]), flush=True)
+        with open(os.path.join(args.out, "bench_woq.partial.json"), "w") as f:  # survives a kill
+            json.dump(rows, f)
     rows.sort(key=lambda r: (["int8", "int4", "nf4"].index(r["scheme"]), r["K"] * r["N"], r["N"], r["M"]))
     return {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "dtype": args.dtype, "copy_GBps": copy_gbs,
@@ -620,6 +622,7 @@ def main(argv=None) -> int:
         result = bench(args)
         with open(os.path.join(args.out, "bench_woq.json"), "w") as f:
             json.dump(result, f, indent=1)
+        os.remove(os.path.join(args.out, "bench_woq.partial.json"))
         table = markdown_table(result)
         with open(os.path.join(args.out, "bench_woq.md"), "w") as f:
             f.write(table)

@@ -1,0 +1,18 @@
+"""quantcheck's pytest plugin: YAML cases -> backend x device x dtype matrix -> run -> compare -> report.
+
+Module map, each importing only modules above it in this list:
+
+- ``dtypes``     dtype names and aliases accepted in YAML
+- ``inputs``     input kinds (registry) and deterministic input construction
+- ``programs``   built-in programs and ``module:function`` resolution
+- ``case``       YAML -> frozen ``Case`` (validated, line numbers kept)
+- ``matrix``     ``Case`` -> ``MatrixCell`` list; device detection
+- ``run``        one cell: eager, float64, compiled; code, graphs and counters captured
+- ``compare``    tolerance model and numeric report
+- ``golden``     safetensors goldens with JSON sidecars, atomic locked writes
+- ``filecheck``  LLVM FileCheck blocks with our diagnostics
+- ``counters``   counter and graph-count expectations
+- ``report``     failure text and the session summary table
+- ``items``      ``CaseFile`` / ``CaseItem`` pytest nodes
+- ``plugin``     hooks and options only
+"""

@@ -1,0 +1,858 @@
+"""YAML suite file -> frozen :class:`Case` records, validated, with YAML line numbers kept.
+
+Every problem in a suite file is reported as one line,
+``path:line: field: problem (got X; allowed A, B)``, raised as :class:`CaseFormatError`
+(a ``pytest.Collector.CollectError``, so pytest prints the message alone). The format is
+documented in docs/harness.md and described by harness/schema.json; a test keeps the
+schema and this validator in agreement on every suite file.
+
+File layout::
+
+    description: free text                 # optional
+    defaults: {<case fields>}              # optional; merged under every case
+    cases:
+      <case name>: {<case fields>}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import pytest
+import yaml
+
+from . import programs
+from .dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
+from .inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names
+
+BACKENDS = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
+DEVICES = ("cpu", "cuda", "xpu", "mps")
+FILECHECK_TARGETS = ("output_code", "post_grad_graph", "kernel_source", "autotune_block")
+PASS_HOOKS = (
+    "pre_grad_custom_pass",
+    "joint_custom_pre_pass",
+    "joint_custom_post_pass",
+    "post_grad_custom_pre_pass",
+    "post_grad_custom_post_pass",
+)
+TOLERANCE_KEYS = ("atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor")
+COUNTER_OPS = ("equals", "at_least", "at_most")
+MARK_KINDS = ("slow", "skip", "xfail", "requires")
+REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton")
+
+DEFAULT_MATRIX = {"backends": ("eager", "aot_eager", "inductor"), "devices": ("cpu", "cuda"), "dtypes": ("float32",)}
+
+CASE_KEYS = (
+    "description", "program", "params", "inputs", "seed", "matrix", "tolerances", "config",
+    "dynamo_config", "passes", "backward", "deterministic", "checks", "marks",
+)
+DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs"))
+TOP_LEVEL_KEYS = ("description", "defaults", "cases")
+CHECKS_KEYS = ("golden", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks")
+INPUT_KEYS = (
+    "kind", "shape", "dtype", "strides", "pad_last_dim", "distribution", "mean", "std", "low", "high",
+    "value", "seed", "requires_grad", "params",
+)
+
+
+class CaseFormatError(pytest.Collector.CollectError):
+    """One problem in a suite file, located by file, line and field."""
+
+    def __init__(
+        self,
+        path: str,
+        line: int,
+        field: str,
+        problem: str,
+        got: Any = dataclasses.MISSING,
+        allowed: Optional[Iterable[Any]] = None,
+    ) -> None:
+        detail = []
+        if got is not dataclasses.MISSING:
+            detail.append(f"got {_show(got)}")
+        if allowed is not None:
+            detail.append("allowed " + ", ".join(str(a) for a in allowed))
+        suffix = f" ({'; '.join(detail)})" if detail else ""
+        self.path, self.line, self.field, self.problem = path, line, field, problem
+        super().__init__(f"{path}:{line}: {field}: {problem}{suffix}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (YamlMap, dict)):
+        return "a mapping"
+    if isinstance(value, (YamlSeq, list)):
+        return "a list"
+    return repr(value)
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class YamlMap(dict):
+    """A YAML mapping that remembers the 1-based line of itself, of each key and of each value."""
+
+    line: int = 0
+    key_lines: dict
+    value_lines: dict
+    value_styles: dict
+
+
+class YamlSeq(list):
+    """A YAML sequence that remembers its 1-based line and each item's line."""
+
+    line: int = 0
+    item_lines: list
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader building YamlMap/YamlSeq and refusing duplicate keys (PyYAML keeps the last silently)."""
+
+    def construct_yaml_map(self, node: yaml.MappingNode):  # type: ignore[override]
+        mapping = YamlMap()
+        mapping.line = node.start_mark.line + 1
+        mapping.key_lines, mapping.value_lines, mapping.value_styles = {}, {}, {}
+        yield mapping
+        self.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in mapping:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1, mapping.key_lines[key])
+            mapping[key] = self.construct_object(value_node, deep=True)
+            mapping.key_lines[key] = key_node.start_mark.line + 1
+            mapping.value_lines[key] = value_node.start_mark.line + 1
+            mapping.value_styles[key] = getattr(value_node, "style", None)
+
+    def construct_yaml_seq(self, node: yaml.SequenceNode):  # type: ignore[override]
+        seq = YamlSeq()
+        seq.line = node.start_mark.line + 1
+        seq.item_lines = [child.start_mark.line + 1 for child in node.value]
+        yield seq
+        seq.extend(self.construct_object(child, deep=True) for child in node.value)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_yaml_map)
+# YAML 1.1 (PyYAML) reads 1e-2 as a *string*; tolerances are written that way all the time.
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_yaml_seq)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+def parse_yaml_with_lines(text: str, display_path: str) -> Any:
+    """Parse ``text``; YAML syntax errors and duplicate keys become CaseFormatError."""
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as dup:
+        raise CaseFormatError(display_path, dup.line, str(dup.key), f"duplicate key (first defined on line {dup.first_line})") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise CaseFormatError(display_path, line, "yaml", f"malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise CaseFormatError(display_path, 1, "yaml", f"malformed YAML: {exc}") from None
+
+
+# --------------------------------------------------------------------------- the case model
+
+
+@dataclasses.dataclass(frozen=True)
+class When:
+    """A filter on matrix cells; an empty tuple means "any"."""
+
+    backends: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
+
+    def applies(self, backend: str, device: str, dtype: str) -> bool:
+        return (
+            (not self.backends or backend in self.backends)
+            and (not self.devices or device in self.devices)
+            and (not self.dtypes or dtype in self.dtypes)
+        )
+
+    def describe(self) -> str:
+        parts = [f"{k}={','.join(v)}" for k, v in dataclasses.asdict(self).items() if v]
+        return " ".join(parts) or "every cell"
+
+
+@dataclasses.dataclass(frozen=True)
+class Matrix:
+    backends: tuple[str, ...]
+    devices: tuple[str, ...]
+    dtypes: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """How close is close enough for floating outputs of one dtype.
+
+    ``atol``/``rtol``: elementwise, as torch.testing.assert_close. ``min_sqnr_db``: signal to
+    quantization-noise ratio of actual vs expected must reach this. ``quant_step`` with
+    ``max_step_error``: max |actual - expected| <= max_step_error * quant_step.
+    ``float64_factor``: the compiled result's max error against a float64 run of the same
+    program must be <= float64_factor x eager's (plus atol), i.e. compiling may not make
+    the numerics worse than eager by more than that factor.
+    """
+
+    atol: float
+    rtol: float
+    min_sqnr_db: Optional[float] = None
+    quant_step: Optional[float] = None
+    max_step_error: Optional[float] = None
+    float64_factor: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCheckBlock:
+    target: str
+    check: str
+    first_check_line: int  # YAML line of the check text's first line
+    when: When
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CounterExpectation:
+    key: str  # "<group>.<name>", e.g. "inductor.inplace_padding"
+    equals: Optional[int]
+    at_least: Optional[int]
+    at_most: Optional[int]
+    when: When
+    line: int
+
+    @property
+    def group(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split(".", 1)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PassSpec:
+    """``factory`` is a ``module:function``; called with no arguments it returns a graph pass."""
+
+    hook: str
+    factory: str
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Mark:
+    kind: str  # slow | skip | xfail | requires
+    reason: str
+    when: When
+    strict: bool = True
+    requirements: tuple[tuple[str, Any], ...] = ()
+    line: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Checks:
+    golden: bool = True
+    eager: bool = True
+    inputs_after: bool = False
+    filecheck: tuple[FileCheckBlock, ...] = ()
+    counters: tuple[CounterExpectation, ...] = ()
+    graphs: Optional[int] = 1
+    graph_breaks: Optional[int] = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    suite_path: Path
+    display_path: str
+    name: str
+    line: int
+    description: str
+    program: str
+    params: tuple[tuple[str, Any], ...]
+    inputs: tuple[InputSpec, ...]
+    seed: int
+    matrix: Matrix
+    tolerances: tuple[tuple[str, Tolerance], ...]  # dtype name -> tolerance, every matrix dtype present
+    config: tuple[tuple[str, Any], ...]
+    dynamo_config: tuple[tuple[str, Any], ...]
+    passes: tuple[PassSpec, ...]
+    backward: bool
+    deterministic: bool
+    checks: Checks
+    marks: tuple[Mark, ...]
+
+    @property
+    def suite_stem(self) -> str:
+        return self.suite_path.stem
+
+    def tolerance_for(self, dtype: str) -> Tolerance:
+        return dict(self.tolerances)[dtype]
+
+    def make_program(self) -> Callable[..., Any]:
+        return programs.make_program(self.program, dict(self.params))
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    path: Path
+    display_path: str
+    description: str
+    cases: tuple[Case, ...]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclasses.dataclass(frozen=True)
+class _At:
+    """Where a value sits: file, line and dotted field path, for error messages."""
+
+    path: str
+    line: int
+    field: str
+
+    def child(self, name: Any, line: int) -> "_At":
+        return _At(self.path, line, f"{self.field}.{name}" if self.field else str(name))
+
+    def error(self, problem: str, got: Any = dataclasses.MISSING, allowed: Optional[Iterable[Any]] = None) -> CaseFormatError:
+        return CaseFormatError(self.path, self.line, self.field, problem, got, allowed)
+
+
+def _entries(mapping: YamlMap, at: _At) -> Iterable[tuple[str, Any, _At]]:
+    for key, value in mapping.items():
+        yield key, value, at.child(key, mapping.value_lines.get(key, at.line))
+
+
+def _require_map(value: Any, at: _At, allowed_keys: Optional[Sequence[str]] = None) -> YamlMap:
+    if not isinstance(value, dict):
+        raise at.error("must be a mapping", got=value)
+    if not isinstance(value, YamlMap):  # a programmatic dict: give it empty line tables
+        value = _as_yaml_map(value, at.line)
+    if allowed_keys is not None:
+        for key in value:
+            if key not in allowed_keys:
+                raise at.child(key, value.key_lines.get(key, at.line)).error("unknown key", got=key, allowed=allowed_keys)
+    return value
+
+
+def _as_yaml_map(value: dict, line: int) -> YamlMap:
+    mapping = YamlMap(value)
+    mapping.line = line
+    mapping.key_lines = {k: line for k in value}
+    mapping.value_lines = {k: line for k in value}
+    mapping.value_styles = {k: None for k in value}
+    return mapping
+
+
+def _require_list(value: Any, at: _At, allow_empty: bool = False) -> list:
+    if not isinstance(value, list):
+        raise at.error("must be a list", got=value)
+    if not value and not allow_empty:
+        raise at.error("must not be empty", got=value)
+    return value
+
+
+def _item_at(seq: list, index: int, at: _At) -> _At:
+    lines = getattr(seq, "item_lines", None)
+    return _At(at.path, lines[index] if lines else at.line, f"{at.field}[{index}]")
+
+
+def _matches_types(value: Any, types: Any) -> bool:
+    """isinstance, except that a YAML true/false is no int or float unless bool is listed."""
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
+
+
+def _require_str(value: Any, at: _At, non_empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise at.error("must be a string", got=value)
+    if non_empty and not value.strip():
+        raise at.error("must not be empty", got=value)
+    return value
+
+
+def _require_bool(value: Any, at: _At) -> bool:
+    if not isinstance(value, bool):
+        raise at.error("must be true or false", got=value)
+    return value
+
+
+def _require_int(value: Any, at: _At, minimum: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise at.error("must be an integer", got=value)
+    if minimum is not None and value < minimum:
+        raise at.error(f"must be >= {minimum}", got=value)
+    return value
+
+
+def _require_number(value: Any, at: _At, minimum: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise at.error("must be a number", got=value)
+    if minimum is not None and value < minimum:
+        raise at.error(f"must be >= {minimum}", got=value)
+    return float(value)
+
+
+def _require_choice(value: Any, at: _At, allowed: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise at.error(f"{_show(value)} is not one of the allowed values", got=value, allowed=allowed)
+    return value
+
+
+def _require_dtype(value: Any, at: _At, allow_matrix: bool = False) -> str:
+    allowed = ([MATRIX_DTYPE] if allow_matrix else []) + list(DTYPES)
+    if allow_matrix and value == MATRIX_DTYPE:
+        return value
+    canonical = canonical_dtype_name(value) if isinstance(value, str) else None
+    if canonical is None:
+        raise at.error(f"{_show(value)} is not a dtype", got=value, allowed=allowed)
+    return canonical
+
+
+def _choice_list(value: Any, at: _At, allowed: Sequence[str], normalize: Callable[[Any, _At], str] | None = None) -> tuple[str, ...]:
+    items = _require_list(value, at)
+    out = []
+    for i, item in enumerate(items):
+        item_at = _item_at(items, i, at)
+        out.append(normalize(item, item_at) if normalize else _require_choice(item, item_at, allowed))
+    if len(set(out)) != len(out):
+        raise at.error("lists a value twice", got=list(items))
+    return tuple(out)
+
+
+def _parse_when(value: Any, at: _At) -> When:
+    mapping = _require_map(value, at, ("backends", "devices", "dtypes"))
+    fields: dict[str, tuple[str, ...]] = {}
+    for key, item, item_at in _entries(mapping, at):
+        if key == "backends":
+            fields[key] = _choice_list(item, item_at, BACKENDS)
+        elif key == "devices":
+            fields[key] = _choice_list(item, item_at, DEVICES)
+        else:
+            fields[key] = _choice_list(item, item_at, list(DTYPES), lambda v, a: _require_dtype(v, a))
+    return When(**fields)
+
+
+def _merge_maps(base: YamlMap, override: YamlMap, deep_keys: Sequence[str]) -> YamlMap:
+    """``override`` on top of ``base``; for ``deep_keys`` the nested mappings merge key by key.
+
+    Line tables follow each key to the map it came from, so an error in a default points at
+    the defaults block.
+    """
+    merged = YamlMap()
+    merged.line = override.line
+    merged.key_lines, merged.value_lines, merged.value_styles = {}, {}, {}
+    for source in (base, override):
+        for key, value in source.items():
+            if key in deep_keys and isinstance(merged.get(key), YamlMap) and isinstance(value, YamlMap):
+                value = _merge_maps(merged[key], value, ())
+            elif key == "marks" and isinstance(merged.get(key), YamlSeq) and isinstance(value, YamlSeq):
+                combined = YamlSeq(list(merged[key]) + list(value))
+                combined.line = value.line
+                combined.item_lines = list(merged[key].item_lines) + list(value.item_lines)
+                value = combined
+            merged[key] = value
+            merged.key_lines[key] = source.key_lines.get(key, source.line)
+            merged.value_lines[key] = source.value_lines.get(key, source.line)
+            merged.value_styles[key] = source.value_styles.get(key)
+    return merged
+
+
+def load_suite(path: Path, display_path: Optional[str] = None) -> Suite:
+    """Read and validate one suite file. Raises CaseFormatError naming file, line and field."""
+    display = display_path or _display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CaseFormatError(display, 1, "file", f"cannot read: {exc}") from None
+    return parse_suite(text, path, display)
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def parse_suite(text: str, path: Path, display: str) -> Suite:
+    document = parse_yaml_with_lines(text, display)
+    root_at = _At(display, 1, "")
+    if document is None:
+        raise root_at.error("the file is empty; a suite needs a 'cases' mapping")
+    top = _require_map(document, root_at, TOP_LEVEL_KEYS)
+    description = ""
+    defaults = _as_yaml_map({}, 1)
+    if "description" in top:
+        description = _require_str(top["description"], root_at.child("description", top.value_lines["description"]))
+    if "defaults" in top:
+        defaults = _require_map(top["defaults"], root_at.child("defaults", top.value_lines["defaults"]), DEFAULTS_KEYS)
+    if "cases" not in top:
+        raise root_at.error("missing key 'cases' (a mapping from case name to case)")
+    cases_at = root_at.child("cases", top.value_lines["cases"])
+    cases_map = _require_map(top["cases"], cases_at)
+    if not cases_map:
+        raise cases_at.error("must name at least one case")
+    cases = []
+    for name, body, case_at in _entries(cases_map, cases_at):
+        case_at = _At(display, cases_map.key_lines[name], case_at.field)
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
+        body = _require_map(body, case_at, CASE_KEYS)
+        merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"))
+        cases.append(_parse_case(name, merged, case_at, path, display))
+    return Suite(path=path, display_path=display, description=description, cases=tuple(cases))
+
+
+def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> Case:
+    def sub(key: str) -> _At:
+        return at.child(key, body.value_lines.get(key, at.line))
+
+    if "program" not in body:
+        raise at.error("missing key 'program' (a built-in name or 'module:function')")
+    program = _require_str(body["program"], sub("program"))
+    params = _require_map(body.get("params", _as_yaml_map({}, at.line)), sub("params"))
+    _check_program(program, params, sub("program"), sub("params"))
+    if "inputs" not in body:
+        raise at.error("missing key 'inputs' (a mapping from argument name to input spec)")
+    inputs_map = _require_map(body["inputs"], sub("inputs"))
+    inputs = tuple(_parse_input(n, v, a) for n, v, a in _entries(inputs_map, sub("inputs")))
+    seed = _require_int(body.get("seed", 0), sub("seed"), minimum=0)
+    matrix = _parse_matrix(body.get("matrix"), sub("matrix"))
+    tolerances = _parse_tolerances(body.get("tolerances"), sub("tolerances"), matrix.dtypes)
+    config = _parse_config(body.get("config"), sub("config"), "torch._inductor.config")
+    dynamo_config = _parse_config(body.get("dynamo_config"), sub("dynamo_config"), "torch._dynamo.config")
+    passes = _parse_passes(body.get("passes"), sub("passes"))
+    backward = _require_bool(body.get("backward", False), sub("backward"))
+    deterministic = _require_bool(body.get("deterministic", False), sub("deterministic"))
+    checks = _parse_checks(body.get("checks"), sub("checks"))
+    marks = _parse_marks(body.get("marks"), sub("marks"))
+    description = _require_str(body.get("description", name), sub("description"))
+    if backward and not any(spec.requires_grad for spec in inputs):
+        raise sub("backward").error("backward: true needs at least one input with requires_grad: true")
+    return Case(
+        suite_path=path, display_path=display, name=name, line=at.line, description=description,
+        program=program, params=tuple(params.items()), inputs=inputs, seed=seed, matrix=matrix,
+        tolerances=tolerances, config=config, dynamo_config=dynamo_config, passes=passes,
+        backward=backward, deterministic=deterministic, checks=checks, marks=marks,
+    )
+
+
+def _check_program(program: str, params: YamlMap, at: _At, params_at: _At) -> None:
+    builtin = programs.builtin_program(program)
+    if builtin is not None:
+        for key, value, value_at in _entries(params, params_at):
+            spec = builtin.params.get(key)
+            if spec is None:
+                raise params_at.child(key, params.key_lines[key]).error(
+                    f"unknown parameter of built-in program {program!r}", got=key, allowed=list(builtin.params) or ["(none)"]
+                )
+            if not _matches_types(value, spec.types):
+                raise value_at.error(
+                    f"must be {' or '.join(t.__name__ for t in spec.types)}", got=value
+                )
+        try:
+            programs.make_program(program, dict(params))
+        except (ValueError, TypeError) as exc:
+            raise params_at.error(str(exc)) from None
+        return
+    if ":" not in program:
+        raise at.error(
+            "unknown program: neither a built-in nor 'module:function'",
+            got=program, allowed=programs.builtin_program_names() + ["<module>:<function>"],
+        )
+    try:
+        programs.import_program(program)
+    except programs.ProgramImportError as exc:
+        raise at.error(f"unknown program: {exc}", got=program) from None
+
+
+def _parse_input(name: str, value: Any, at: _At) -> InputSpec:
+    spec = _require_map(value, at, INPUT_KEYS)
+
+    def sub(key: str) -> _At:
+        return at.child(key, spec.value_lines.get(key, at.line))
+
+    kind_name = _require_str(spec.get("kind", "tensor"), sub("kind"))
+    kind = input_kind(kind_name)
+    if kind is None:
+        raise sub("kind").error("unknown input kind", got=kind_name, allowed=input_kind_names())
+    if "shape" not in spec:
+        raise at.error("missing key 'shape' (a list of sizes, [] for a scalar)")
+    shape_list = _require_list(spec["shape"], sub("shape"), allow_empty=True)
+    shape = tuple(_require_int(v, _item_at(shape_list, i, sub("shape")), minimum=0) for i, v in enumerate(shape_list))
+    fields: dict[str, Any] = {"name": name, "kind": kind_name, "shape": shape, "line": at.line}
+    if "dtype" in spec:
+        fields["dtype"] = _require_dtype(spec["dtype"], sub("dtype"), allow_matrix=True)
+    if "strides" in spec:
+        strides_list = _require_list(spec["strides"], sub("strides"), allow_empty=True)
+        strides = tuple(_require_int(v, _item_at(strides_list, i, sub("strides")), minimum=0) for i, v in enumerate(strides_list))
+        if len(strides) != len(shape):
+            raise sub("strides").error(f"needs one stride per dimension ({len(shape)})", got=list(strides))
+        fields["strides"] = strides
+    if "pad_last_dim" in spec:
+        if "strides" in spec:
+            raise sub("pad_last_dim").error("give either strides or pad_last_dim, not both")
+        if not shape:
+            raise sub("pad_last_dim").error("a scalar has no last dimension to pad")
+        fields["pad_last_dim"] = _require_int(spec["pad_last_dim"], sub("pad_last_dim"), minimum=0)
+    distribution = _require_choice(spec.get("distribution", "normal"), sub("distribution"), list(DISTRIBUTIONS))
+    fields["distribution"] = distribution
+    for setting in ("mean", "std", "low", "high", "value"):
+        if setting in spec:
+            if setting not in DISTRIBUTIONS[distribution]:
+                raise sub(setting).error(
+                    f"not a setting of distribution {distribution!r}",
+                    got=setting, allowed=list(DISTRIBUTIONS[distribution]) or ["(none)"],
+                )
+            fields[setting] = _require_number(spec[setting], sub(setting), minimum=0.0 if setting == "std" else None)
+    for setting in REQUIRED_DISTRIBUTION_SETTINGS.get(distribution, ()):
+        if setting not in spec:
+            raise at.error(f"distribution {distribution!r} needs '{setting}'")
+    if distribution == "randint" and fields.get("low", 0) >= fields["high"]:
+        raise sub("high").error("must be greater than low", got=fields["high"])
+    if "seed" in spec:
+        fields["seed"] = _require_int(spec["seed"], sub("seed"), minimum=0)
+    if "requires_grad" in spec:
+        fields["requires_grad"] = _require_bool(spec["requires_grad"], sub("requires_grad"))
+    if "params" in spec:
+        params = _require_map(spec["params"], sub("params"))
+        for key, item, item_at in _entries(params, sub("params")):
+            types = kind.params.get(key)
+            if types is None:
+                raise item_at.error(f"unknown parameter of input kind {kind_name!r}", got=key, allowed=list(kind.params) or ["(none)"])
+            if not _matches_types(item, types):
+                raise item_at.error("has the wrong type", got=item)
+        fields["params"] = tuple(params.items())
+    return InputSpec(**fields)
+
+
+def _parse_matrix(value: Any, at: _At) -> Matrix:
+    fields = dict(DEFAULT_MATRIX)
+    if value is not None:
+        mapping = _require_map(value, at, tuple(DEFAULT_MATRIX))
+        for key, item, item_at in _entries(mapping, at):
+            if key == "backends":
+                fields[key] = _choice_list(item, item_at, BACKENDS)
+            elif key == "devices":
+                fields[key] = _choice_list(item, item_at, DEVICES)
+            else:
+                fields[key] = _choice_list(item, item_at, list(DTYPES), lambda v, a: _require_dtype(v, a))
+    return Matrix(**fields)
+
+
+def _parse_tolerance_fields(mapping: YamlMap, at: _At) -> dict[str, float]:
+    out = {}
+    for key, item, item_at in _entries(mapping, at):
+        out[key] = _require_number(item, item_at, minimum=0.0)
+    if ("quant_step" in out) != ("max_step_error" in out):
+        raise at.error("quant_step and max_step_error go together")
+    return out
+
+
+def _parse_tolerances(value: Any, at: _At, dtypes: Sequence[str]) -> tuple[tuple[str, Tolerance], ...]:
+    from .dtypes import DEFAULT_TOLERANCES
+
+    common: dict[str, float] = {}
+    per_dtype: dict[str, dict[str, float]] = {}
+    if value is not None:
+        mapping = _require_map(value, at)
+        for key, item, item_at in _entries(mapping, at):
+            key_at = at.child(key, mapping.key_lines[key])
+            if key in TOLERANCE_KEYS:
+                common[key] = _require_number(item, item_at, minimum=0.0)
+                continue
+            dtype = canonical_dtype_name(key) if isinstance(key, str) else None
+            if dtype is None:
+                raise key_at.error("unknown key: neither a tolerance nor a dtype", got=key, allowed=list(TOLERANCE_KEYS) + ["<dtype>"])
+            per_dtype[dtype] = _parse_tolerance_fields(_require_map(item, item_at, TOLERANCE_KEYS), item_at)
+        if ("quant_step" in common) != ("max_step_error" in common):
+            raise at.error("quant_step and max_step_error go together")
+    result = []
+    for dtype in dtypes:
+        atol, rtol = DEFAULT_TOLERANCES.get(dtype, (0.0, 0.0))
+        fields = {"atol": atol, "rtol": rtol, **common, **per_dtype.get(dtype, {})}
+        result.append((dtype, Tolerance(**fields)))
+    return tuple(result)
+
+
+@functools.lru_cache(maxsize=None)
+def _config_module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def _config_default(module: Any, key: str) -> tuple[bool, Any]:
+    """(exists, default value) of a dotted config key such as 'triton.cudagraphs'."""
+    entries = getattr(module, "_config", None)
+    if isinstance(entries, dict) and key in entries:
+        return True, getattr(entries[key], "default", None)
+    obj = module
+    for part in key.split("."):
+        if not hasattr(obj, part):
+            return False, None
+        obj = getattr(obj, part)
+    return True, obj
+
+
+def _parse_config(value: Any, at: _At, module_name: str) -> tuple[tuple[str, Any], ...]:
+    if value is None:
+        return ()
+    mapping = _require_map(value, at)
+    module = _config_module(module_name)
+    out = []
+    for key, item, item_at in _entries(mapping, at):
+        exists, default = _config_default(module, key)
+        if not exists:
+            raise at.child(key, mapping.key_lines[key]).error(f"not a {module_name} key", got=key)
+        if isinstance(default, bool) and not isinstance(item, bool):
+            raise item_at.error("must be true or false (the config default is a bool)", got=item)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+            isinstance(item, bool) or not isinstance(item, (int, float))
+        ):
+            raise item_at.error(f"must be a number (the config default is {default!r})", got=item)
+        if isinstance(default, str) and not isinstance(item, str):
+            raise item_at.error(f"must be a string (the config default is {default!r})", got=item)
+        out.append((key, item))
+    return tuple(out)
+
+
+def _parse_passes(value: Any, at: _At) -> tuple[PassSpec, ...]:
+    if value is None:
+        return ()
+    items = _require_list(value, at)
+    out = []
+    for i, item in enumerate(items):
+        item_at = _item_at(items, i, at)
+        mapping = _require_map(item, item_at, ("hook", "factory"))
+        for key in ("hook", "factory"):
+            if key not in mapping:
+                raise item_at.error(f"missing key '{key}'")
+        hook = _require_choice(mapping["hook"], item_at.child("hook", mapping.value_lines["hook"]), PASS_HOOKS)
+        factory_at = item_at.child("factory", mapping.value_lines["factory"])
+        factory = _require_str(mapping["factory"], factory_at)
+        if ":" not in factory:
+            raise factory_at.error("must be 'module:function'", got=factory)
+        try:
+            programs.import_program(factory)
+        except programs.ProgramImportError as exc:
+            raise factory_at.error(f"unknown pass factory: {exc}", got=factory) from None
+        out.append(PassSpec(hook=hook, factory=factory, line=item_at.line))
+    return tuple(out)
+
+
+def _parse_checks(value: Any, at: _At) -> Checks:
+    if value is None:
+        return Checks()
+    mapping = _require_map(value, at, CHECKS_KEYS)
+    fields: dict[str, Any] = {}
+    for key, item, item_at in _entries(mapping, at):
+        if key in ("golden", "eager", "inputs_after"):
+            fields[key] = _require_bool(item, item_at)
+        elif key in ("graphs", "graph_breaks"):
+            fields[key] = None if item is None else _require_int(item, item_at, minimum=0)
+        elif key == "filecheck":
+            fields[key] = _parse_filechecks(item, item_at, mapping)
+        elif key == "counters":
+            fields[key] = _parse_counters(item, item_at)
+    return Checks(**fields)
+
+
+def _parse_filechecks(value: Any, at: _At, parent: YamlMap) -> tuple[FileCheckBlock, ...]:
+    items = _require_list(value, at)
+    out = []
+    for i, item in enumerate(items):
+        item_at = _item_at(items, i, at)
+        block = _require_map(item, item_at, ("target", "check", "when"))
+        if "check" not in block:
+            raise item_at.error("missing key 'check' (FileCheck text: CHECK lines)")
+        target = _require_choice(block.get("target", "output_code"), item_at.child("target", block.value_lines.get("target", item_at.line)), FILECHECK_TARGETS)
+        check_at = item_at.child("check", block.value_lines["check"])
+        check = _require_str(block["check"], check_at)
+        # A block scalar ('|' or '>') starts on the line after its indicator.
+        first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
+        when = _parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
+        out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line))
+    return tuple(out)
+
+
+def _parse_counters(value: Any, at: _At) -> tuple[CounterExpectation, ...]:
+    items = _require_list(value, at)
+    out = []
+    for i, item in enumerate(items):
+        item_at = _item_at(items, i, at)
+        spec = _require_map(item, item_at, ("key",) + COUNTER_OPS + ("when",))
+        if "key" not in spec:
+            raise item_at.error("missing key 'key' (a counter such as inductor.inplace_padding)")
+        key_at = item_at.child("key", spec.value_lines["key"])
+        key = _require_str(spec["key"], key_at)
+        if "." not in key or key.startswith(".") or key.endswith("."):
+            raise key_at.error("must be '<group>.<name>' as in torch._dynamo.utils.counters[group][name]", got=key)
+        bounds = {op: _require_int(spec[op], item_at.child(op, spec.value_lines[op]), minimum=0) for op in COUNTER_OPS if op in spec}
+        if not bounds:
+            raise item_at.error("needs at least one of equals, at_least, at_most")
+        if "equals" in bounds and len(bounds) > 1:
+            raise item_at.error("equals excludes at_least and at_most")
+        when = _parse_when(spec["when"], item_at.child("when", spec.value_lines["when"])) if "when" in spec else When()
+        out.append(
+            CounterExpectation(
+                key=key, equals=bounds.get("equals"), at_least=bounds.get("at_least"), at_most=bounds.get("at_most"),
+                when=when, line=item_at.line,
+            )
+        )
+    return tuple(out)
+
+
+def _parse_marks(value: Any, at: _At) -> tuple[Mark, ...]:
+    if value is None:
+        return ()
+    items = _require_list(value, at)
+    out = []
+    for i, item in enumerate(items):
+        item_at = _item_at(items, i, at)
+        spec = _require_map(item, item_at, MARK_KINDS + ("when", "strict"))
+        kinds = [k for k in MARK_KINDS if k in spec]
+        if len(kinds) != 1:
+            raise item_at.error("a mark names exactly one of slow, skip, xfail, requires", got=kinds or None, allowed=MARK_KINDS)
+        (kind,) = kinds
+        kind_at = item_at.child(kind, spec.value_lines[kind])
+        when = _parse_when(spec["when"], item_at.child("when", spec.value_lines["when"])) if "when" in spec else When()
+        strict = True
+        if "strict" in spec:
+            if kind != "xfail":
+                raise item_at.child("strict", spec.value_lines["strict"]).error("only an xfail mark takes strict")
+            strict = _require_bool(spec["strict"], item_at.child("strict", spec.value_lines["strict"]))
+        requirements: tuple[tuple[str, Any], ...] = ()
+        if kind == "slow":
+            reason = "slow" if spec[kind] is True else _require_str(spec[kind], kind_at)
+        elif kind == "requires":
+            req = _require_map(spec[kind], kind_at, REQUIREMENTS)
+            parsed = []
+            for key, req_value, req_at in _entries(req, kind_at):
+                if key in ("big_gpu", "triton"):
+                    parsed.append((key, _require_bool(req_value, req_at)))
+                elif key == "min_devices":
+                    parsed.append((key, _require_int(req_value, req_at, minimum=1)))
+                else:
+                    parsed.append((key, _require_number(req_value, req_at, minimum=0.0)))
+            requirements = tuple(parsed)
+            reason = ", ".join(f"{k}={v}" for k, v in parsed)
+        else:
+            reason = _require_str(spec[kind], kind_at)
+        out.append(Mark(kind=kind, reason=reason, when=when, strict=strict, requirements=requirements, line=item_at.line))
+    return tuple(out)

@@ -1,0 +1,217 @@
+"""FileCheck blocks: LLVM syntax through the ``filecheck`` package, with our own diagnostics.
+
+The package (1.0.x) parses and matches CHECK, -NEXT, -SAME, -NOT, -DAG, -LABEL, -COUNT-n,
+-EMPTY, ``{{regex}}`` and ``[[VAR]]`` / ``[[VAR:regex]]``. We drive its ``Parser`` and
+``Matcher`` in-process step by step (the same loop as ``Matcher.run``) so that a failure
+gives us the failing check op and the matcher state, and print:
+
+- the failing check line with its *YAML* line number;
+- the input near the best partial match (or the scan position), with true line numbers;
+- the values of the variables captured so far.
+
+Prefixes per cell: ``CHECK``, ``CHECK-<DEVICE>``, ``CHECK-<BACKEND>`` and
+``CHECK-<DEVICE>-<BACKEND>`` (e.g. CHECK-CUDA, CHECK-INDUCTOR, CHECK-CUDA-INDUCTOR;
+aot_eager is AOT-EAGER; the max-autotune backend also answers to INDUCTOR and
+MAX-AUTOTUNE). Variables DEVICE, DTYPE and BACKEND are predefined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+from typing import Optional
+
+from filecheck.error import CheckError, ErrorOnMatch, ParseError
+from filecheck.finput import FInput
+from filecheck.matcher import Matcher
+from filecheck.compiler import compile_uops
+from filecheck.ops import CheckOp, Literal
+from filecheck.options import Options
+from filecheck.parser import Parser, pattern_for_opts
+from filecheck.preprocess import Preprocessor
+
+CONTEXT_LINES = 3
+MIN_PARTIAL = 4  # literal characters a partial match needs to be worth showing
+
+
+def backend_prefixes(backend: str) -> list[str]:
+    if backend == "inductor_max_autotune":
+        return ["INDUCTOR", "MAX-AUTOTUNE"]
+    return [backend.upper().replace("_", "-")]
+
+
+def prefixes_for(backend: str, device: str) -> list[str]:
+    device_part = device.upper()
+    out = ["CHECK", f"CHECK-{device_part}"]
+    for b in backend_prefixes(backend):
+        out += [f"CHECK-{b}", f"CHECK-{device_part}-{b}"]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCheckResult:
+    ok: bool
+    ran_checks: int
+    report: str = ""
+
+
+def _line_of(content: str, pos: int) -> int:
+    return content.count("\n", 0, max(0, min(pos, len(content)))) + 1
+
+
+def _excerpt(content: str, line: int, column: Optional[int], mark_length: int, note: str) -> list[str]:
+    lines = content.split("\n")
+    first = max(1, line - CONTEXT_LINES)
+    last = min(len(lines), line + CONTEXT_LINES)
+    width = len(str(last))
+    out = []
+    for n in range(first, last + 1):
+        marker = ">" if n == line else " "
+        out.append(f"  {marker} {str(n).rjust(width)} | {lines[n - 1]}")
+        if n == line and column is not None:
+            out.append(f"    {' ' * width} | {' ' * column}{'^' * max(1, mark_length)} {note}")
+    return out
+
+
+def run_filecheck(
+    check_text: str,
+    input_text: str,
+    *,
+    prefixes: list[str],
+    variables: dict[str, str],
+    check_path: str,
+    first_check_line: int,
+    input_label: str,
+    input_dump: Optional[str] = None,
+) -> FileCheckResult:
+    """Match ``check_text`` against ``input_text``. ``first_check_line`` is the YAML line of the
+    check text's first line, so that errors point into the suite file."""
+
+    def yaml_line(check_line: int) -> int:
+        return first_check_line + check_line - 1
+
+    header = f"FileCheck on {input_label} (prefixes {', '.join(prefixes)})"
+    opts = Options(match_filename=check_path, check_prefixes=list(prefixes), variables=dict(variables))
+    parser = Parser(opts, io.StringIO(check_text), *pattern_for_opts(opts))
+    try:
+        ops = tuple(parser)
+    except ParseError as exc:
+        return FileCheckResult(False, 0, f"{header}:\n{check_path}:{yaml_line(exc.line_no)}: bad check line: {exc.message}\n  {exc.offending_line.rstrip()}")
+    if not ops:
+        return FileCheckResult(True, 0)
+    if not input_text.strip():
+        return FileCheckResult(
+            False, len(ops),
+            f"{header}:\n{check_path}:{yaml_line(ops[0].source_line)}: {input_label} is empty "
+            "(this backend produced none; output code and kernels exist only for inductor cells)",
+        )
+    finput = FInput(input_label, FInput.canonicalize_line_ends(input_text))
+    matcher = Matcher(opts, finput, parser)
+    steps = {
+        "DAG": matcher.check_dag,
+        "COUNT": matcher.check_count,
+        "NOT": matcher.enqueue_not,
+        "EMPTY": matcher.check_empty,
+        "NEXT": matcher.match_immediately,
+        "SAME": matcher.match_eventually,
+        "LABEL": matcher.check_label,
+        "CHECK": matcher.match_eventually,
+    }
+    chatter = io.StringIO()  # the package prints debug lines and warnings; keep them out of pytest's output
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            Preprocessor(opts, finput, ops).run()
+            for op in ops:
+                matcher._pre_check(op)
+                steps[op.name](op)
+                matcher._post_check(op)
+            finput.range.start = max(0, len(finput.content) - 1)
+            matcher._post_check(CheckOp("SYNTH", "NOP", "", -1, []))
+    except CheckError as exc:
+        return FileCheckResult(False, len(ops), _no_match_report(header, exc, matcher, finput, yaml_line, check_path, input_label, input_dump))
+    except ErrorOnMatch as exc:
+        return FileCheckResult(False, len(ops), _excluded_report(header, exc, matcher, finput, yaml_line, check_path, input_label, input_dump))
+    return FileCheckResult(True, len(ops))
+
+
+def _variables_line(matcher: Matcher) -> str:
+    values = matcher.ctx.live_variables
+    return "  variables: " + (", ".join(f"{k} = {v!r}" for k, v in values.items()) or "(none)")
+
+
+def _tail(input_label: str, input_dump: Optional[str]) -> list[str]:
+    return [f"  the whole {input_label}: {input_dump}"] if input_dump else []
+
+
+def _best_partial_match(op: CheckOp, matcher: Matcher, finput: FInput) -> Optional[tuple[int, int]]:
+    """(start, end) of the longest prefix of the check pattern found after the scan position.
+
+    Tries the check's pieces from longest to shortest, cutting the last literal one
+    character at a time; needs at least MIN_PARTIAL characters of literal text so that a
+    lone ``{{.*}}`` does not count. (The package's own search skips captures and halves
+    literals, so it often finds nothing.)
+    """
+    uops = list(op.uops)
+    for count in range(len(uops), 0, -1):
+        head, last = uops[: count - 1], uops[count - 1]
+        cuts = [Literal(last.content[:n]) for n in range(len(last.content), 0, -1)] if isinstance(last, Literal) else [last]
+        for piece in cuts:
+            candidate = head + [piece]
+            literal_chars = sum(len(u.content) for u in candidate if isinstance(u, Literal))
+            if literal_chars < MIN_PARTIAL:
+                break
+            faux = CheckOp(op.prefix, "CHECK", op.arg, op.source_line, candidate)
+            try:
+                pattern, _ = compile_uops(faux, matcher.ctx.live_variables, matcher.opts)
+            except CheckError:
+                break
+            found = finput.find(pattern)
+            if found is not None:
+                start = found.start()
+                while start < found.end() and finput.content[start] == "\n":
+                    start += 1
+                return start, found.end()
+    return None
+
+
+def _no_match_report(header, exc, matcher, finput, yaml_line, check_path, input_label, input_dump) -> str:
+    op: CheckOp = exc.op
+    content = finput.content
+    scan_pos = finput.range.start
+    lines = [
+        f"{header}:",
+        f"{check_path}:{yaml_line(op.source_line)}: {op.check_name}: {op.arg}",
+        f"  error: {exc.message}",
+        _variables_line(matcher),
+        f"  scanning {input_label} from line {_line_of(content, scan_pos)}",
+    ]
+    partial = _best_partial_match(op, matcher, finput)
+    if partial is not None:
+        start, end = partial
+        line = _line_of(content, start)
+        column = start - (content.rfind("\n", 0, start) + 1)
+        lines.append(f"  best partial match, {input_label} line {line}:")
+        lines += _excerpt(content, line, column, end - start, f"matches the start of the check: {content[start:end]!r}")
+    else:
+        line = _line_of(content, scan_pos)
+        lines.append(f"  no partial match; {input_label} around the scan position, line {line}:")
+        lines += _excerpt(content, line, None, 0, "")
+    return "\n".join(lines + _tail(input_label, input_dump))
+
+
+def _excluded_report(header, exc, matcher, finput, yaml_line, check_path, input_label, input_dump) -> str:
+    op: CheckOp = exc.op
+    content = finput.content
+    start = exc.match.start()
+    line = _line_of(content, start)
+    column = start - (content.rfind("\n", 0, start) + 1)
+    lines = [
+        f"{header}:",
+        f"{check_path}:{yaml_line(op.source_line)}: {op.check_name}: {op.arg}",
+        f"  error: {exc.message}",
+        _variables_line(matcher),
+        f"  found at {input_label} line {line}:",
+    ]
+    lines += _excerpt(content, line, column, exc.match.end() - start, "excluded text")
+    return "\n".join(lines + _tail(input_label, input_dump))

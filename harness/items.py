@@ -1,0 +1,228 @@
+"""pytest nodes: a suite file is a ``CaseFile``; each matrix cell of each case is a ``CaseItem``.
+
+A ``CaseItem`` runs its cell and then every check the case declares, collecting all
+failures (golden, eager, FileCheck, counters, graphs) into one report instead of
+stopping at the first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from .case import Case, load_suite
+from .compare import Comparison, compare_outputs
+from .counters import check_counters, check_graphs
+from .filecheck import prefixes_for, run_filecheck
+from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sidecar_for, write_golden
+from .matrix import MatrixCell, Narrowing, expand_matrix
+from .report import SummaryRow, format_cell_failure, update_command
+from .run import CellRun, run_cell
+
+GOLDEN_PROPERTY = "quantcheck_golden"
+ROW_PROPERTY = "quantcheck_row"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the command line and ini file decided for this session (see plugin.py)."""
+
+    rootdir: Path
+    golden_root: Path
+    narrowing: Narrowing
+    update_golden: bool
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+CELL_RESULT_KEY = pytest.StashKey[dict]()
+
+
+class CellFailure(Exception):
+    """A cell whose checks failed; its message is the complete report."""
+
+
+def display_path(path: Path, rootdir: Path) -> str:
+    try:
+        return str(path.relative_to(rootdir))
+    except ValueError:
+        return str(path)
+
+
+class CaseFile(pytest.File):
+    def collect(self):
+        settings = self.config.stash[SETTINGS_KEY]
+        suite = load_suite(self.path, display_path(self.path, settings.rootdir))
+        for case in suite.cases:
+            for cell in expand_matrix(case, settings.narrowing):
+                yield CaseItem.from_parent(self, name=f"{case.name}[{cell.id}]", case=case, cell=cell)
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, case: Case, cell: MatrixCell, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.cell = cell
+        self.writes_golden = False  # set at collection end: one writer per golden file
+        self._add_marks()
+
+    def _add_marks(self) -> None:
+        if self.cell.skip_reason:
+            self.add_marker(pytest.mark.skip(reason=self.cell.skip_reason))
+        for mark in self.case.marks:
+            if not mark.when.applies(self.cell.backend, self.cell.device, self.cell.dtype):
+                continue
+            if mark.kind == "slow":
+                self.add_marker(pytest.mark.slow)
+            elif mark.kind == "skip":
+                self.add_marker(pytest.mark.skip(reason=mark.reason))
+            elif mark.kind == "xfail":
+                self.add_marker(pytest.mark.xfail(reason=mark.reason, strict=mark.strict))
+
+    @property
+    def case_nodeid(self) -> str:
+        return f"{self.parent.nodeid}::{self.case.name}"
+
+    @property
+    def golden_key(self) -> tuple[str, str, str, str]:
+        return (str(self.case.suite_path), self.case.name, self.cell.device, self.cell.dtype)
+
+    def reportinfo(self):
+        return self.path, self.case.line - 1, f"{self.case.name}[{self.cell.id}]"
+
+    # ----------------------------------------------------------------- the checks
+
+    def runtest(self) -> None:
+        settings = self.config.stash[SETTINGS_KEY]
+        run = run_cell(self.case, self.cell)
+        tolerance = self.case.tolerance_for(self.cell.dtype)
+        sections: list[str] = []
+        comparisons: list[Comparison] = []
+        golden_failed = False
+
+        if self.case.checks.eager:
+            comparisons.append(
+                compare_outputs(
+                    run.eager, run.compiled, tolerance,
+                    label=f"compiled ({self.cell.backend}) vs eager, same run, same inputs",
+                    float64=run.float64, eager=run.eager,
+                )
+            )
+        if self.case.checks.golden:
+            golden_sections, golden_comparisons = self._check_golden(run, settings, tolerance)
+            sections += golden_sections
+            comparisons += golden_comparisons
+            golden_failed = bool(golden_sections) or any(not c.ok for c in golden_comparisons)
+        sections += [c.report for c in comparisons if not c.ok]
+        sections += self._check_filecheck(run)
+        counter_failures = check_counters(self.case.checks.counters, run.counters, self.cell, self.case.display_path)
+        counter_failures += check_graphs(
+            self.case.checks, run.graphs, run.graph_breaks, run.graph_break_reasons, self.case.line, self.case.display_path
+        )
+        if counter_failures:
+            sections.append("counters and graphs:\n" + "\n".join("  " + f for f in counter_failures))
+
+        self.stash[CELL_RESULT_KEY] = {
+            "max_abs": max((c.max_abs for c in comparisons), default=None),
+            "max_rel": max((c.max_rel for c in comparisons), default=None),
+            "seconds": sum(run.seconds.values()),
+        }
+        if sections:
+            title = f"{self.case.display_path}:{self.case.line}: case {self.case.name!r} [{self.cell.id}] failed"
+            raise CellFailure(format_cell_failure(title, sections, self.nodeid, self.case_nodeid, golden_failed))
+
+    def _check_golden(self, run: CellRun, settings: Settings, tolerance) -> tuple[list[str], list[Comparison]]:
+        paths = golden_paths(settings.golden_root, self.case.suite_stem, self.case.name, self.cell.device, self.cell.dtype)
+        shown = display_path(paths.data, settings.rootdir)
+        if settings.update_golden:
+            if not self.writes_golden:
+                return [], []  # the writer cell of this golden compares; reading now could race its write
+            sidecar = sidecar_for(
+                run.eager, run.strides, suite=self.case.display_path, case=self.case.name,
+                device=self.cell.device, dtype=self.cell.dtype, backend="eager",
+            )
+            update = write_golden(paths, run.eager, sidecar)
+            self.user_properties.append((GOLDEN_PROPERTY, f"{self.case_nodeid}: {update.describe().replace(str(paths.data), shown)}"))
+        try:
+            golden = load_golden(paths)
+        except GoldenMissing:
+            return [
+                f"golden missing: {shown}\n  make it (from eager on {self.cell.device}) with:\n    {update_command(self.case_nodeid)}"
+            ], []
+        except GoldenError as exc:
+            problem = str(exc).replace(str(exc.path), display_path(exc.path, settings.rootdir))
+            return [f"golden unusable: {problem}\n  nothing was overwritten; to regenerate it:\n    {update_command(self.case_nodeid)}"], []
+        device_golden = {name: t.to(self.cell.device) for name, t in golden.items()}
+        return [], [
+            compare_outputs(device_golden, run.eager, tolerance, label=f"eager vs golden {shown}"),
+            compare_outputs(device_golden, run.compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown}"),
+        ]
+
+    def _check_filecheck(self, run: CellRun) -> list[str]:
+        failures = []
+        cell = self.cell
+        for block in self.case.checks.filecheck:
+            if not block.when.applies(cell.backend, cell.device, cell.dtype):
+                continue
+            text = run.artifacts[block.target]
+            result = run_filecheck(
+                block.check, text,
+                prefixes=prefixes_for(cell.backend, cell.device),
+                variables={"DEVICE": cell.device, "DTYPE": cell.dtype, "BACKEND": cell.backend},
+                check_path=self.case.display_path,
+                first_check_line=block.first_check_line,
+                input_label=block.target,
+                input_dump=None,
+            )
+            if not result.ok:
+                dump = self._dump_artifact(block.target, text)
+                failures.append(result.report + f"\n  the whole {block.target}: {dump}")
+        return failures
+
+    def _dump_artifact(self, target: str, text: str) -> str:
+        """Write the FileCheck input where a person can open it; returns the path."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.nodeid)
+        directory = Path(tempfile.gettempdir()) / f"quantcheck-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / safe
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{target}.txt"
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, CellFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def summary_row(self, outcome: str) -> SummaryRow:
+        result = self.stash.get(CELL_RESULT_KEY, {})
+        return SummaryRow(
+            suite=self.case.display_path, case=self.case.name, backend=self.cell.backend, device=self.cell.device,
+            dtype=self.cell.dtype, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
+            seconds=result.get("seconds", 0.0), detail=self.cell.skip_reason or "",
+        )
+
+
+def assign_golden_writers(items: list[pytest.Item]) -> None:
+    """The first collected cell of each (suite, case, device, dtype) writes that golden under --update-golden."""
+    seen: set[tuple[str, str, str, str]] = set()
+    for item in items:
+        if isinstance(item, CaseItem) and item.case.checks.golden and not item.cell.skip_reason:
+            if item.golden_key not in seen:
+                seen.add(item.golden_key)
+                item.writes_golden = True
+
+
+def outcome_of(report: pytest.TestReport) -> Optional[str]:
+    """'passed', 'failed', 'skipped', 'xfailed', 'xpassed' or 'error' for the report that decides a cell; else None."""
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        return report.outcome
+    if report.when == "setup" and not report.passed:
+        return "skipped" if report.skipped else "error"
+    return None

@@ -1,0 +1,108 @@
+"""Failure text of a cell, and the session summary table (case x backend x device).
+
+A cell failure lists every failed check (golden, eager, FileCheck, counters, graphs) and
+ends with the commands that re-run the cell and, for a golden mismatch, refresh it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shlex
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Optional
+
+OUTCOME_WORDS = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail", "xpassed": "XPASS", "error": "ERROR"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SummaryRow:
+    """One cell's result; travels from xdist workers to the controller as a user property."""
+
+    suite: str
+    case: str
+    backend: str
+    device: str
+    dtype: str
+    outcome: str  # passed | failed | skipped | xfailed | xpassed | error
+    max_abs: Optional[float] = None
+    max_rel: Optional[float] = None
+    seconds: float = 0.0
+    detail: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "SummaryRow":
+        return cls(**json.loads(text))
+
+
+def rerun_command(nodeid: str, extra: str = "") -> str:
+    return f"python -m pytest {shlex.quote(nodeid)} -p no:cacheprovider{extra}"
+
+
+def update_command(case_nodeid: str) -> str:
+    return rerun_command(case_nodeid, " --update-golden")
+
+
+def format_cell_failure(title: str, sections: list[str], nodeid: str, case_nodeid: str, golden_failed: bool) -> str:
+    lines = [title, ""]
+    for section in sections:
+        lines.append(section.rstrip())
+        lines.append("")
+    lines.append(f"re-run this cell:      {rerun_command(nodeid)}")
+    if golden_failed:
+        lines.append(f"accept as new golden:  {update_command(case_nodeid)}   (only after an intended change)")
+    return "\n".join(lines)
+
+
+def _fmt_error(row: SummaryRow) -> str:
+    if row.max_abs is None:
+        return ""
+    if math.isinf(row.max_abs):
+        return "inf"
+    return f"{row.max_abs:.1e}" if row.max_abs else "0"
+
+
+def summary_table(rows: Iterable[SummaryRow]) -> list[str]:
+    """A text table: one line per (suite::case, dtype), one column per backend/device.
+
+    Each entry is the outcome and the worst max-abs error against eager and golden.
+    """
+    rows = list(rows)
+    if not rows:
+        return ["(no quantcheck cells ran)"]
+    columns = sorted({(r.device, r.backend) for r in rows}, key=lambda c: (c[0] != "cpu", c[0], _backend_order(c[1])))
+    grouped: dict[tuple[str, str], dict[tuple[str, str], SummaryRow]] = defaultdict(dict)
+    for r in rows:
+        grouped[(f"{r.suite}::{r.case}", r.dtype)][(r.device, r.backend)] = r
+    header = ["case", "dtype"] + [f"{b}/{d}" for d, b in columns]
+    table = [header]
+    for (case, dtype), cells in grouped.items():
+        line = [case, dtype]
+        for column in columns:
+            r = cells.get(column)
+            line.append("" if r is None else f"{OUTCOME_WORDS.get(r.outcome, r.outcome)} {_fmt_error(r)}".strip())
+        table.append(line)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    counts = defaultdict(int)
+    for r in rows:
+        counts[r.outcome] += 1
+    out.append("")
+    out.append("cells: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + "   (entries: outcome and worst max-abs error vs eager/golden)")
+    return out
+
+
+def _backend_order(backend: str) -> int:
+    order = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
+    return order.index(backend) if backend in order else len(order)
+
+
+def write_summary_json(rows: Iterable[SummaryRow], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,296 @@
+"""Run one matrix cell: eager reference, optional float64 reference, compiled run with capture.
+
+The steps follow Inductor's own test pattern (clear counters, eager reference,
+``run_and_get_code(torch.compile(fn))``, then hand results to the checks), with what a
+declarative harness adds:
+
+- every run gets freshly built inputs (programs may mutate them);
+- Dynamo is reset and counters cleared before the compiled run, so counters and the
+  graph count belong to this cell alone;
+- compiler caches are disabled when a cell checks counters, code or installs passes:
+  an FX-graph-cache hit skips the passes, so counters would silently stay 0;
+- custom passes and the post-grad capture share Inductor's single-callable hooks
+  through one composite pass (torch 2.11 takes no lists there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import time
+import warnings
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+import torch.utils._pytree as pytree
+
+from .case import Case
+from .dtypes import DTYPES
+from .inputs import build_input
+from .matrix import MatrixCell
+from .programs import import_program
+
+MAX_AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
+
+_KERNEL_DEFINITION = re.compile(
+    r"^(?P<name>\w+) = async_compile\.(?P<kind>\w+)\((?P<head>[^\n]*?)r?'''\n?(?P<source>.*?)'''",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+@dataclasses.dataclass
+class CellRun:
+    """What one cell produced. Output dicts map a leaf name ('output', 'output[1]', 'grad(x)') to a tensor."""
+
+    compiled: dict[str, torch.Tensor]
+    eager: dict[str, torch.Tensor]
+    float64: Optional[dict[str, torch.Tensor]]
+    strides: dict[str, tuple[int, ...]]  # of the eager outputs, for the golden sidecar
+    artifacts: dict[str, str]  # filecheck target -> text
+    counters: dict[str, dict[str, int]]
+    graphs: int
+    graph_breaks: int
+    graph_break_reasons: list[str]
+    seconds: dict[str, float]
+
+
+def input_seed(case: Case, index: int) -> int:
+    spec = case.inputs[index]
+    return spec.seed if spec.seed is not None else case.seed * 1000 + index
+
+
+def build_inputs(case: Case, device: str, dtype: torch.dtype) -> list[Any]:
+    return [
+        build_input(spec, device=device, matrix_dtype=dtype, seed=input_seed(case, i))
+        for i, spec in enumerate(case.inputs)
+    ]
+
+
+def _upcast_to_float64(value: Any) -> Any:
+    def upcast(t: Any) -> Any:
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            out = t.detach().to(torch.float64)
+            return out.requires_grad_(t.requires_grad)
+        return t
+
+    return pytree.tree_map(upcast, value)
+
+
+def flatten_outputs(result: Any, prefix: str = "output") -> dict[str, torch.Tensor]:
+    """Name each leaf of a program's result: 'output' for a lone tensor, else 'output[i]' / 'output[key]'."""
+    if isinstance(result, torch.Tensor):
+        return {prefix: result}
+    leaves, _ = pytree.tree_flatten_with_path(result)
+    named = {}
+    for path, leaf in leaves:
+        name = prefix + "".join(f"[{getattr(k, 'idx', getattr(k, 'key', k))}]" for k in path)
+        if isinstance(leaf, torch.Tensor):
+            named[name] = leaf
+        elif isinstance(leaf, (bool, int, float)):
+            named[name] = torch.tensor(leaf)
+        elif leaf is not None:
+            raise TypeError(f"{name}: the program returned a {type(leaf).__name__}; outputs must be tensors or numbers")
+    return named
+
+
+def _run_program(case: Case, fn: Callable[..., Any], inputs: list[Any]) -> dict[str, torch.Tensor]:
+    """Call ``fn``, run backward when the case asks, and collect outputs, grads and (optionally) inputs."""
+    result = fn(*inputs)
+    outputs = flatten_outputs(result)
+    if case.backward:
+        differentiable = [t for t in outputs.values() if t.requires_grad]
+        if not differentiable:
+            raise RuntimeError("backward: true, but no output requires grad")
+        torch.autograd.backward(differentiable, [torch.ones_like(t) for t in differentiable])
+        for spec, value in zip(case.inputs, inputs):
+            if spec.requires_grad and isinstance(value, torch.Tensor):
+                if value.grad is None:
+                    raise RuntimeError(f"backward: input {spec.name!r} got no gradient")
+                outputs[f"grad({spec.name})"] = value.grad
+    if case.checks.inputs_after:
+        for spec, value in zip(case.inputs, inputs):
+            for name, tensor in flatten_outputs(value, prefix=f"input({spec.name})").items():
+                outputs[name] = tensor
+    return {name: t.detach() for name, t in outputs.items()}
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_fill = torch.utils.deterministic.fill_uninitialized_empty
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_empty = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.utils.deterministic.fill_uninitialized_empty = previous_fill
+
+
+def needs_fresh_compile(case: Case) -> bool:
+    """Counters, code checks and custom passes need the passes to really run: no cache hits."""
+    return bool(case.checks.counters or case.checks.filecheck or case.passes)
+
+
+def _chain(passes: list[Callable[[Any], Any]]) -> Callable[[Any], None]:
+    def composite(graph: Any) -> None:
+        for graph_pass in passes:
+            graph_pass(graph)
+
+    composite.__qualname__ = "quantcheck_composite_pass"
+    return composite
+
+
+class _PostGradCapture:
+    """A post-grad pass that records each graph it sees as readable text (forward and backward)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        module = graph.owning_module
+        if module is not None:
+            body = module.print_readable(print_output=False, include_stride=True, include_device=True)
+        else:
+            body = str(graph)
+        self.texts.append(f"# AFTER POST GRAD: graph {len(self.texts)}\n{body}")
+
+
+class _AutotuneBlockCapture:
+    """Records the cpp-wrapper's compile-time autotune block (GPU cpp_wrapper only)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            from torch._inductor.codegen.cpp_wrapper_gpu import CppWrapperGpu
+        except ImportError:
+            yield
+            return
+        original = CppWrapperGpu.generate_and_run_autotune_block
+        capture = self
+
+        def recording(wrapper: Any) -> Any:
+            out = original(wrapper)
+            capture.texts.append(wrapper.kernel_autotune_calls.getvalue())
+            return out
+
+        CppWrapperGpu.generate_and_run_autotune_block = recording
+        try:
+            yield
+        finally:
+            CppWrapperGpu.generate_and_run_autotune_block = original
+
+
+def extract_kernel_sources(output_code: str) -> str:
+    """The generated kernels (Triton, C++) in an output-code module, each under a '# kernel <name>' header."""
+    parts = []
+    for match in _KERNEL_DEFINITION.finditer(output_code):
+        parts.append(f"# kernel {match['name']} ({match['kind']})\n{match['source']}")
+    return "\n".join(parts)
+
+
+def _inductor_config_patch(case: Case, cell: MatrixCell, post_grad_capture: Optional[_PostGradCapture]) -> dict[str, Any]:
+    from torch._inductor import config as inductor_config
+
+    patch: dict[str, Any] = dict(case.config)
+    if needs_fresh_compile(case):
+        patch.update(force_disable_caches=True, fx_graph_cache=False, autotune_local_cache=False)
+    hooks: dict[str, list[Callable[[Any], Any]]] = {}
+    for spec in case.passes:
+        existing = patch.get(spec.hook, getattr(inductor_config, spec.hook))
+        chain = hooks.setdefault(spec.hook, [existing] if existing is not None else [])
+        chain.append(import_program(spec.factory)())
+    if post_grad_capture is not None:
+        existing = patch.get("post_grad_custom_post_pass", inductor_config.post_grad_custom_post_pass)
+        chain = hooks.setdefault("post_grad_custom_post_pass", [existing] if existing is not None else [])
+        chain.append(post_grad_capture)
+    for hook, chain in hooks.items():
+        patch[hook] = chain[0] if len(chain) == 1 else _chain(chain)
+    return patch
+
+
+def _compile(fn: Callable[..., Any], backend: str) -> Callable[..., Any]:
+    if backend == "inductor_max_autotune":
+        return torch.compile(fn, backend="inductor", mode=MAX_AUTOTUNE_MODE)
+    return torch.compile(fn, backend=backend)
+
+
+def _counter_snapshot() -> dict[str, dict[str, int]]:
+    from torch._dynamo.utils import counters
+
+    return {group: dict(values) for group, values in counters.items() if values}
+
+
+def run_cell(case: Case, cell: MatrixCell) -> CellRun:
+    """Run ``case`` on ``cell``; raises whatever the program or compiler raises."""
+    from torch._dynamo.utils import counters
+    from torch._inductor import config as inductor_config
+    from torch._dynamo import config as dynamo_config
+    from torch._inductor.utils import run_and_get_code
+
+    dtype = DTYPES[cell.dtype]
+    program = case.make_program()
+    seconds: dict[str, float] = {}
+    wants_float64 = any(t.float64_factor is not None for _, t in case.tolerances)
+
+    with _deterministic(case.deterministic):
+        start = time.perf_counter()
+        eager = _run_program(case, program, build_inputs(case, cell.device, dtype))
+        seconds["eager"] = time.perf_counter() - start
+
+        float64 = None
+        if wants_float64:
+            start = time.perf_counter()
+            float64 = _run_program(case, program, _upcast_to_float64(build_inputs(case, cell.device, dtype)))
+            seconds["float64"] = time.perf_counter() - start
+
+        targets = {block.target for block in case.checks.filecheck if block.when.applies(cell.backend, cell.device, cell.dtype)}
+        post_grad_capture = _PostGradCapture() if "post_grad_graph" in targets else None
+        autotune_capture = _AutotuneBlockCapture()
+
+        torch._dynamo.reset()
+        counters.clear()
+        inputs = build_inputs(case, cell.device, dtype)
+        start = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(inductor_config.patch(_inductor_config_patch(case, cell, post_grad_capture)))
+            if case.dynamo_config:
+                stack.enter_context(dynamo_config.patch(dict(case.dynamo_config)))
+            if "autotune_block" in targets:
+                stack.enter_context(autotune_capture.installed())
+            # force_disable_caches makes Dynamo warn once per process that PGO is off: that is the point.
+            stack.enter_context(warnings.catch_warnings())
+            warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
+            compiled_fn = _compile(program, cell.backend)
+            compiled, code = run_and_get_code(_run_program, case, compiled_fn, inputs)
+        seconds["compiled"] = time.perf_counter() - start
+        snapshot = _counter_snapshot()
+        torch._dynamo.reset()
+
+    output_code = "\n".join(code)
+    artifacts = {
+        "output_code": output_code,
+        "kernel_source": extract_kernel_sources(output_code),
+        "post_grad_graph": "\n".join(post_grad_capture.texts) if post_grad_capture else "",
+        "autotune_block": "\n".join(autotune_capture.texts),
+    }
+    graph_breaks = snapshot.get("graph_break", {})
+    return CellRun(
+        compiled=compiled,
+        eager=eager,
+        float64=float64,
+        strides={name: tuple(t.stride()) for name, t in eager.items()},
+        artifacts=artifacts,
+        counters=snapshot,
+        graphs=snapshot.get("stats", {}).get("unique_graphs", 0),
+        graph_breaks=sum(graph_breaks.values()),
+        graph_break_reasons=[reason.splitlines()[0] for reason in graph_breaks],
+        seconds=seconds,
+    )

@@ -306,6 +306,7 @@ class KernelConfig:
     """Tile shape and launch options of one kernel launch.
 
     block_m, block_n, block_k: tile of x rows, output columns and reduction (unpacked K);
+    block_m 1 (int8, M == 1) selects the GEMV kernel: CUDA-core multiply-adds, any block_n;
     split_k: programs sharing one output tile along K; group_m: row tiles per L2 group;
     scale_after_dot (int4, nf4): multiply the per-group scale into the (BLOCK_M, BLOCK_N)
     partial product instead of into each weight element (cheaper when BLOCK_M is small);
@@ -329,10 +330,15 @@ class KernelConfig:
     swap_ab: bool = False
 
     def __post_init__(self):
+        gemv = self.block_m == 1  # one x row on the CUDA cores (int8): no tl.dot minimum
         for name in ("block_m", "block_n", "block_k"):
             value = getattr(self, name)
-            if value < 16 or value & (value - 1):
-                raise ValueError(f"KernelConfig.{name}: {value} is not a power of two >= 16 (tl.dot needs that)")
+            if gemv and name != "block_k":
+                if value & (value - 1):
+                    raise ValueError(f"KernelConfig.{name}: {value} is not a power of two")
+            elif value < 16 or value & (value - 1):
+                raise ValueError(f"KernelConfig.{name}: {value} is not a power of two >= 16 (tl.dot needs that; "
+                                 "block_m 1 selects the GEMV kernel)")
         if self.split_k < 1:
             raise ValueError(f"KernelConfig.split_k: {self.split_k} is not >= 1")
         if self.decode not in DECODES:
@@ -408,12 +414,12 @@ def choose_split_k(tiles: int, k_steps: int, sms: int, max_split: int = 8, min_s
 # ``python -m tools.bench_woq_gpu --tune``; IMPL_WOQ_TUNED_CONFIGS points at another file.
 TUNED_CONFIGS_FILE = Path(__file__).with_name("tuned_configs_h100.json")
 TUNED_CONFIGS_ENV = "IMPL_WOQ_TUNED_CONFIGS"
-M_BUCKETS = (16, 64, 256)
+M_BUCKETS = (1, 16, 64, 256)
 
 
 def m_bucket(M: int) -> int:
-    """The tuned M a launch with M rows uses: 16 (1..16, one BLOCK_M of 16 rows whatever M),
-    64 (17..64) or 256 (more)."""
+    """The tuned M a launch with M rows uses: 1, 16 (2..16, one BLOCK_M of 16 rows whatever
+    M), 64 (17..64) or 256 (more). M = 1 falls back to 16 where it has no entry of its own."""
     return next((b for b in M_BUCKETS if M <= b), M_BUCKETS[-1])
 
 
@@ -435,6 +441,8 @@ def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, bloc
         return None
     table = _load_tuned_configs(os.environ.get(TUNED_CONFIGS_ENV, str(TUNED_CONFIGS_FILE)))
     bucket = m_bucket(M)
+    if bucket == 1 and not any(key.startswith(f"{scheme}/1/") for key in table):
+        bucket = 16
     config = table.get(f"{scheme}/{bucket}/{N}/{K}")
     if config is None:
         candidates = []

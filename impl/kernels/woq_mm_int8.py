@@ -19,6 +19,7 @@ import triton.language as tl
 from impl.kernels.common import (
     KernelConfig,
     SplitKScratch,
+    _add,
     check_activation,
     check_device,
     check_tensor,
@@ -52,14 +53,16 @@ def woq_mm_int8_kernel(
     # meta-parameters
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SWAP_AB: tl.constexpr, EVEN_K: tl.constexpr,
-    UPCAST_DOT: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, GEMV: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K) int8, scale (N,) fp32 -> out (M, N) in x's dtype.
 
     Program (tile, split) reduces K range [k_begin, k_end) of a (BLOCK_M, BLOCK_N) tile.
     SWAP_AB computes the transposed tile, W (BLOCK_N, BLOCK_K) @ x.T: the decoded weights are
     then the tensor cores' A operand, which Hopper's wgmma reads from registers (B must sit
-    in shared memory, so the unswapped form stores each decoded tile there first)."""
+    in shared memory, so the unswapped form stores each decoded tile there first).
+    GEMV (BLOCK_M == 1, for M == 1): multiply-adds on the CUDA cores instead of tensor cores,
+    which would spend 15 of their 16 rows on padding."""
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -75,28 +78,45 @@ def woq_mm_int8_kernel(
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + offs_k)[None, :] * stride_xk
     q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin + offs_k)[None, :] * stride_qk
 
-    if SWAP_AB:
-        acc = zeros_f32(BLOCK_N, BLOCK_M)
+    if GEMV:
+        # One x row (BLOCK_M == 1): no tensor cores. Each thread multiplies its weights into
+        # a float32 (BLOCK_N, BLOCK_K) tile and the tile is summed along K once at the end.
+        products = tl.full((BLOCK_N, BLOCK_K), 0.0, tl.float32)
+        for k in range(k_begin, k_end, BLOCK_K):
+            if EVEN_K:
+                x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
+                q = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+            else:
+                mask_k = (k + offs_k) < K
+                x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+                q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0)
+            products += int8_to_dot_operand(q, DTYPE, UPCAST_DOT).to(tl.float32) * x.to(tl.float32)
+            x_ptrs += BLOCK_K * stride_xk
+            q_ptrs += BLOCK_K * stride_qk
+        acc = tl.reshape(tl.reduce(products, 1, _add), (1, BLOCK_N))
     else:
-        acc = zeros_f32(BLOCK_M, BLOCK_N)
-    for k in range(k_begin, k_end, BLOCK_K):
-        if EVEN_K:
-            x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
-            q = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
-        else:
-            mask_k = (k + offs_k) < K
-            x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-            q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0)
-        w = int8_to_dot_operand(q, DTYPE, UPCAST_DOT)
         if SWAP_AB:
-            acc = mma(w, tl.trans(x), acc, UPCAST_DOT)
+            acc = zeros_f32(BLOCK_N, BLOCK_M)
         else:
-            acc = mma(x, tl.trans(w), acc, UPCAST_DOT)
-        x_ptrs += BLOCK_K * stride_xk
-        q_ptrs += BLOCK_K * stride_qk
+            acc = zeros_f32(BLOCK_M, BLOCK_N)
+        for k in range(k_begin, k_end, BLOCK_K):
+            if EVEN_K:
+                x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
+                q = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+            else:
+                mask_k = (k + offs_k) < K
+                x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+                q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0)
+            w = int8_to_dot_operand(q, DTYPE, UPCAST_DOT)
+            if SWAP_AB:
+                acc = mma(w, tl.trans(x), acc, UPCAST_DOT)
+            else:
+                acc = mma(x, tl.trans(w), acc, UPCAST_DOT)
+            x_ptrs += BLOCK_K * stride_xk
+            q_ptrs += BLOCK_K * stride_qk
 
     scale = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
-    if SWAP_AB:
+    if SWAP_AB and not GEMV:
         acc = tl.trans(acc * scale[:, None])
     else:
         acc = acc * scale[None, :]
@@ -140,7 +160,8 @@ def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: Ke
         x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SWAP_AB=config.swap_ab, EVEN_K=K % config.block_k == 0,
-        UPCAST_DOT=upcast_dot(x.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
+        UPCAST_DOT=upcast_dot(x.dtype), GEMV=config.block_m == 1,
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 
@@ -155,6 +176,8 @@ def woq_mm_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor,
         raise ValueError(f"{OP}: qweight must be 2-D (N, K); got shape {tuple(qweight.shape)}")
     N, K = qweight.shape
     check_activation(x, K, OP)
+    if config is not None and config.block_m == 1 and x.shape[0] != 1:
+        raise ValueError(f"{OP}: a GEMV config (block_m 1) takes one x row; x has M = {x.shape[0]}")
     check_tensor(qweight, "qweight", (N, K), torch.int8, x.device, OP)
     check_tensor(scale, "scale", (N,), torch.float32, x.device, OP)
     M = x.shape[0]

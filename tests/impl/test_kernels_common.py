@@ -78,6 +78,9 @@ def test_kernel_config_rejects_bad_blocks():
         KernelConfig(16, 24, 64)
     with pytest.raises(ValueError, match="block_m: 8 is not a power of two >= 16"):
         KernelConfig(8, 16, 64)
+    with pytest.raises(ValueError, match="block_n: 24 is not a power of two$"):
+        KernelConfig(1, 24, 64)
+    assert KernelConfig(1, 8, 64).block_n == 8  # block_m 1: the GEMV kernel, no tl.dot minimum
     with pytest.raises(ValueError, match="split_k: 0"):
         KernelConfig(16, 16, 64, split_k=0)
     with pytest.raises(ValueError, match="decode: 'lut'"):

@@ -60,6 +60,20 @@ def test_matches_float64_reference(M, N, K, dtype, config):
     check(M, N, K, dtype, config)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", [KernelConfig(1, 8, 64, split_k=2), KernelConfig(1, 32, 32, split_k=3)],
+                         ids=lambda c: c.short())
+def test_gemv_path_matches_float64_reference(dtype, config):
+    check(1, 33, 200, dtype, config)
+
+
+def test_gemv_config_needs_one_row():
+    x = random_activation(2, 64, torch.float16, seed=0)
+    qweight, scale = random_int8_weight(8, 64, seed=0)
+    with pytest.raises(ValueError, match="a GEMV config .block_m 1. takes one x row; x has M = 2"):
+        woq_mm_int8(x, qweight, scale, config=KernelConfig(1, 8, 64))
+
+
 def test_split_k_is_deterministic_and_leaves_counters_at_zero():
     config = KernelConfig(16, 16, 32, split_k=4)
     first = check(3, 24, 256, torch.bfloat16, config, seed=7)

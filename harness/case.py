@@ -53,7 +53,7 @@ CASE_KEYS = (
 )
 DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs"))
 TOP_LEVEL_KEYS = ("description", "defaults", "cases")
-CHECKS_KEYS = ("golden", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks")
+CHECKS_KEYS = ("golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks")
 INPUT_KEYS = (
     "kind", "shape", "dtype", "strides", "pad_last_dim", "distribution", "mean", "std", "low", "high",
     "value", "seed", "requires_grad", "params",
@@ -264,6 +264,7 @@ class Mark:
 @dataclasses.dataclass(frozen=True)
 class Checks:
     golden: bool = True
+    golden_sample: Optional[int] = None  # store only this many spread-out elements of larger outputs
     eager: bool = True
     inputs_after: bool = False
     filecheck: tuple[FileCheckBlock, ...] = ()
@@ -764,6 +765,8 @@ def _parse_checks(value: Any, at: _At) -> Checks:
     for key, item, item_at in _entries(mapping, at):
         if key in ("golden", "eager", "inputs_after"):
             fields[key] = _require_bool(item, item_at)
+        elif key == "golden_sample":
+            fields[key] = _require_int(item, item_at, minimum=1)
         elif key in ("graphs", "graph_breaks"):
             fields[key] = None if item is None else _require_int(item, item_at, minimum=0)
         elif key == "filecheck":

@@ -66,6 +66,35 @@ def golden_paths(root: Path, suite_stem: str, case: str, device: str, dtype: str
     return GoldenPaths(data=base.with_suffix(DATA_SUFFIX), sidecar=base.with_suffix(SIDECAR_SUFFIX))
 
 
+_SAMPLE_MULTIPLIER = 2654435761  # a prime near 2**32 / golden ratio: spreads k * m mod n over [0, n)
+
+
+def sample_indices(numel: int, count: int) -> torch.Tensor:
+    """``count`` distinct-as-possible flat indices spread over ``[0, numel)``, the same on every
+    torch version and machine (plain integer arithmetic, no RNG), sorted."""
+    k = torch.arange(count, dtype=torch.int64)
+    return torch.unique((k * _SAMPLE_MULTIPLIER) % numel)
+
+
+def sample_for_golden(tensors: dict[str, torch.Tensor], count: Optional[int]) -> dict[str, torch.Tensor]:
+    """Outputs with more than ``count`` elements replaced by a fixed 1-D sample of them.
+
+    Big outputs (a 2048 x 2048 matmul is 16 MB) would bloat the repository; a few
+    thousand fixed elements still catch a changed constant, while the full tensors are
+    compared with eager in the same run.
+    """
+    if count is None:
+        return tensors
+    out = {}
+    for name, tensor in tensors.items():
+        if tensor.numel() > count:
+            flat = tensor.detach().reshape(-1)
+            out[name] = flat[sample_indices(flat.numel(), count).to(flat.device)]
+        else:
+            out[name] = tensor
+    return out
+
+
 def tensor_sha256(tensor: torch.Tensor) -> str:
     flat = tensor.detach().cpu().contiguous().reshape(-1)
     raw = flat.view(torch.uint8)  # the bytes as stored, whatever the dtype (bf16 and bool included)
@@ -93,8 +122,10 @@ def sidecar_for(
     device: str,
     dtype: str,
     backend: str,
+    sampled_from: Optional[dict[str, list[int]]] = None,
 ) -> dict[str, Any]:
-    return {
+    """The sidecar of ``tensors``. ``sampled_from`` gives the full shape of outputs stored as samples."""
+    sidecar = {
         "format": GOLDEN_FORMAT,
         "suite": suite,
         "case": case,
@@ -111,6 +142,9 @@ def sidecar_for(
             for name, t in tensors.items()
         },
     }
+    for name, shape in (sampled_from or {}).items():
+        sidecar["tensors"][name]["sampled_from"] = shape
+    return sidecar
 
 
 def _sidecar_text(sidecar: dict[str, Any]) -> str:

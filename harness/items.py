@@ -20,7 +20,7 @@ from .case import Case, load_suite
 from .compare import Comparison, compare_outputs
 from .counters import check_counters, check_graphs
 from .filecheck import prefixes_for, run_filecheck
-from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sidecar_for, write_golden
+from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sample_for_golden, sidecar_for, write_golden
 from .matrix import MatrixCell, Narrowing, expand_matrix
 from .report import SummaryRow, format_cell_failure, update_command
 from .run import CellRun, run_cell
@@ -139,14 +139,22 @@ class CaseItem(pytest.Item):
     def _check_golden(self, run: CellRun, settings: Settings, tolerance) -> tuple[list[str], list[Comparison]]:
         paths = golden_paths(settings.golden_root, self.case.suite_stem, self.case.name, self.cell.device, self.cell.dtype)
         shown = display_path(paths.data, settings.rootdir)
+        sample = self.case.checks.golden_sample
+        eager = sample_for_golden(run.eager, sample)
+        compiled = sample_for_golden(run.compiled, sample)
+        if sample is not None:
+            shown_label = f"{shown} ({sample} fixed elements of outputs larger than that)"
+        else:
+            shown_label = shown
         if settings.update_golden:
             if not self.writes_golden:
                 return [], []  # the writer cell of this golden compares; reading now could race its write
             sidecar = sidecar_for(
-                run.eager, run.strides, suite=self.case.display_path, case=self.case.name,
+                eager, run.strides, suite=self.case.display_path, case=self.case.name,
                 device=self.cell.device, dtype=self.cell.dtype, backend="eager",
+                sampled_from={n: list(run.eager[n].shape) for n in eager if eager[n].shape != run.eager[n].shape},
             )
-            update = write_golden(paths, run.eager, sidecar)
+            update = write_golden(paths, eager, sidecar)
             self.user_properties.append((GOLDEN_PROPERTY, f"{self.case_nodeid}: {update.describe().replace(str(paths.data), shown)}"))
         try:
             golden = load_golden(paths)
@@ -159,8 +167,8 @@ class CaseItem(pytest.Item):
             return [f"golden unusable: {problem}\n  nothing was overwritten; to regenerate it:\n    {update_command(self.case_nodeid)}"], []
         device_golden = {name: t.to(self.cell.device) for name, t in golden.items()}
         return [], [
-            compare_outputs(device_golden, run.eager, tolerance, label=f"eager vs golden {shown}"),
-            compare_outputs(device_golden, run.compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown}"),
+            compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
+            compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
         ]
 
     def _check_filecheck(self, run: CellRun) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import time
 import warnings
@@ -122,11 +123,16 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         return
     previous = torch.are_deterministic_algorithms_enabled()
     previous_fill = torch.utils.deterministic.fill_uninitialized_empty
+    previous_workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    # cuBLAS is only deterministic with a fixed workspace; torch refuses otherwise.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_empty = True
     try:
         yield
     finally:
+        if previous_workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         torch.use_deterministic_algorithms(previous)
         torch.utils.deterministic.fill_uninitialized_empty = previous_fill
 

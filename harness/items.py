@@ -210,7 +210,7 @@ class CaseItem(pytest.Item):
         result = self.stash.get(CELL_RESULT_KEY, {})
         return SummaryRow(
             suite=self.case.display_path, case=self.case.name, backend=self.cell.backend, device=self.cell.device,
-            dtype=self.cell.dtype, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
+            dtype=self.cell.dtype, line=self.case.line, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
             seconds=result.get("seconds", 0.0), detail=self.cell.skip_reason or "",
         )
 

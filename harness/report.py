@@ -26,6 +26,7 @@ class SummaryRow:
     backend: str
     device: str
     dtype: str
+    line: int  # the case's line in its suite: rows sort in declaration order
     outcome: str  # passed | failed | skipped | xfailed | xpassed | error
     max_abs: Optional[float] = None
     max_rel: Optional[float] = None
@@ -72,7 +73,7 @@ def summary_table(rows: Iterable[SummaryRow]) -> list[str]:
 
     Each entry is the outcome and the worst max-abs error against eager and golden.
     """
-    rows = list(rows)
+    rows = sorted(rows, key=lambda r: (r.suite, r.line))
     if not rows:
         return ["(no quantcheck cells ran)"]
     columns = sorted({(r.device, r.backend) for r in rows}, key=lambda c: (c[0] != "cpu", c[0], _backend_order(c[1])))

@@ -1,0 +1,322 @@
+"""End to end through pytester: collection, errors, goldens, reports, narrowing, summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ONE_CASE = """
+cases:
+  scaled:
+    program: progs:scaled
+    inputs:
+      x: {shape: [4, 3]}
+    matrix: {backends: [eager, aot_eager], devices: [cpu, cuda], dtypes: [float32, bf16]}
+    tolerances: {bfloat16: {atol: 1e-2, rtol: 1e-2}}
+"""
+
+TWO_CASES = """
+cases:
+  first:
+    program: progs:scaled
+    inputs:
+      x: {shape: [4, 3]}
+    matrix: {backends: [eager, aot_eager], devices: [cpu]}
+  second:
+    program: progs:two_outputs
+    inputs:
+      x: {shape: [5]}
+      y: {shape: [5], seed: 7}
+    matrix: {backends: [eager], devices: [cpu]}
+"""
+
+
+def test_collection_ids_and_skips(project):
+    project.suite(ONE_CASE)
+    result = project.run("--collect-only", "-q")
+    result.stdout.fnmatch_lines([
+        "suites/s.yaml::scaled[[]eager-cpu-float32[]]",
+        "suites/s.yaml::scaled[[]eager-cpu-bfloat16[]]",
+        "suites/s.yaml::scaled[[]eager-cuda-float32[]]",
+        "suites/s.yaml::scaled[[]aot_eager-cuda-bfloat16[]]",
+        "8 tests collected*",
+    ])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="cuda absence assumed only on the CI/dev machines")
+def test_unavailable_device_is_a_skip_with_reason(project):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has cuda")
+    project.suite(ONE_CASE)
+    result = project.run("-rs", "--dtypes", "float32")
+    result.assert_outcomes(passed=0, skipped=2, failed=2)  # cpu cells fail: no golden yet
+    result.stdout.fnmatch_lines(["*no cuda device on this machine (available: cpu)*"])
+
+
+def test_matrix_narrowing(project):
+    project.suite(ONE_CASE)
+    result = project.run("--collect-only", "-q", "--backends", "aot_eager", "--dtypes", "bf16", "--devices", "cpu")
+    result.stdout.fnmatch_lines(["suites/s.yaml::scaled[[]aot_eager-cpu-bfloat16[]]", "1 test collected*"])
+
+
+def test_bad_narrowing_value_is_a_usage_error(project):
+    project.suite(ONE_CASE)
+    result = project.run("--backends", "inductr")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--backends: 'inductr' is not one of eager, aot_eager, inductor, inductor_max_autotune*"])
+
+
+@pytest.mark.parametrize(
+    "suite, message",
+    [
+        ("cases:\n  a: [unclosed\n", "suites/s.yaml:3: yaml: malformed YAML: *"),
+        (
+            "cases:\n  a:\n    program: progs:scaled\n    inputs: {x: {shape: [2]}}\n    tolerance: {atol: 1}\n",
+            "suites/s.yaml:5: cases.a.tolerance: unknown key (got 'tolerance'; allowed description, program, *)",
+        ),
+        (
+            "cases:\n  a:\n    program: progs:scaled\n    inputs:\n      x: {shape: [2, two]}\n",
+            "suites/s.yaml:5: cases.a.inputs.x.shape[[]1[]]: must be an integer (got 'two')",
+        ),
+        (
+            "cases:\n  a:\n    program: progs:scaled\n    inputs:\n      x: {shape: [2], dtype: fp17}\n",
+            "suites/s.yaml:5: cases.a.inputs.x.dtype: 'fp17' is not a dtype (got 'fp17'; allowed @dtype, float64, float32, *)",
+        ),
+        (
+            "cases:\n  a:\n    program: progs:nope\n    inputs: {x: {shape: [2]}}\n",
+            "suites/s.yaml:3: cases.a.program: unknown program: module 'progs' has no 'nope' (callables there: *",
+        ),
+        (
+            "cases:\n  a:\n    program: matmull\n    inputs: {x: {shape: [2]}}\n",
+            "suites/s.yaml:3: cases.a.program: unknown program: neither a built-in nor 'module:function' (got 'matmull'; allowed constant_pad_nd_mm, linear, matmul, *",
+        ),
+    ],
+    ids=["malformed", "unknown-key", "wrong-type", "bad-dtype", "unknown-function", "unknown-builtin"],
+)
+def test_bad_input_is_one_line_without_traceback(project, suite, message):
+    project.suite(suite)
+    result = project.run()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str()
+    assert "harness/case.py" not in result.stdout.str()
+
+
+def test_golden_workflow(project):
+    project.suite(TWO_CASES)
+
+    missing = project.run()
+    missing.assert_outcomes(failed=3)
+    missing.stdout.fnmatch_lines([
+        "golden missing: golden/s/first/cpu-float32.safetensors",
+        "  make it (from eager on cpu) with:",
+        "    python -m pytest suites/s.yaml::first -p no:cacheprovider --update-golden",
+    ])
+
+    created = project.run("--update-golden")
+    created.assert_outcomes(passed=3)
+    created.stdout.fnmatch_lines([
+        "suites/s.yaml::first: golden/s/first/cpu-float32.safetensors: created",
+        "suites/s.yaml::second: golden/s/second/cpu-float32.safetensors: created",
+        "2 golden file(s) written, 0 unchanged",
+    ])
+    assert sorted(project.golden_files()) == [
+        "s/first/cpu-float32.json", "s/first/cpu-float32.safetensors",
+        "s/second/cpu-float32.json", "s/second/cpu-float32.safetensors",
+    ]
+    sidecar = json.loads((project.root / "golden/s/first/cpu-float32.json").read_text())
+    assert sidecar["producer"]["backend"] == "eager"
+    assert sidecar["tensors"]["output"]["shape"] == [4, 3]
+    assert sidecar["suite"] == "suites/s.yaml"
+
+    project.run().assert_outcomes(passed=3)
+
+    # A planted regression: one changed constant in the program.
+    project.set_programs((project.root / "progs.py").read_text().replace("SCALE = 2.0", "SCALE = 2.5"))
+    regressed = project.run()
+    regressed.assert_outcomes(failed=2, passed=1)
+    regressed.stdout.fnmatch_lines([
+        "suites/s.yaml:2: case 'first' [[]eager-cpu-float32[]] failed",
+        "eager vs golden golden/s/first/cpu-float32.safetensors:",
+        "  output: (4, 3) float32",
+        "    mismatched elements: * / 12 (*%)  [[]atol=1e-05, rtol=1.3e-06[]]",
+        "    max abs error: * at index (*)",
+        "    max rel error: * at index (*)",
+        "    SQNR: * dB",
+        "    worst elements:",
+        "*index*expected*actual*abs err",
+        "*(*)*",
+        "re-run this cell:      python -m pytest 'suites/s.yaml::first[[]eager-cpu-float32[]]' -p no:cacheprovider",
+        "accept as new golden:  python -m pytest suites/s.yaml::first -p no:cacheprovider --update-golden   (only after an intended change)",
+    ])
+
+    before = project.golden_files()
+    updated = project.run("--update-golden")
+    updated.assert_outcomes(passed=3)
+    updated.stdout.fnmatch_lines([
+        "suites/s.yaml::first: golden/s/first/cpu-float32.safetensors: changed; output: max abs change *, max rel change *",
+        "1 golden file(s) written, 1 unchanged",
+    ])
+    after = project.golden_files()
+    changed = sorted(name for name in after if after[name] != before[name])
+    assert changed == ["s/first/cpu-float32.json", "s/first/cpu-float32.safetensors"]
+
+    again = project.run("--update-golden")
+    again.stdout.fnmatch_lines(["0 golden file(s) written, 2 unchanged"])
+    assert project.golden_files() == after
+    project.run().assert_outcomes(passed=3)
+
+
+def _make_golden(project):
+    project.suite(TWO_CASES)
+    project.run("--update-golden", "-k", "first").assert_outcomes(passed=2)
+    return project.root / "golden/s/first/cpu-float32.safetensors"
+
+
+def test_truncated_golden_names_the_file_and_overwrites_nothing(project):
+    data = _make_golden(project)
+    data.write_bytes(data.read_bytes()[:20])
+    before = project.golden_files()
+    result = project.run("-k", "first")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "golden unusable: golden/s/first/cpu-float32.safetensors: unreadable safetensors data (truncated or corrupt: *",
+        "  nothing was overwritten; to regenerate it:",
+    ])
+    assert project.golden_files() == before
+
+
+def test_hash_mismatch_names_file_and_key(project):
+    data = _make_golden(project)
+    sidecar_path = data.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["tensors"]["output"]["sha256"] = "0" * 64
+    sidecar_path.write_text(json.dumps(sidecar))
+    result = project.run("-k", "first")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "golden unusable: golden/s/first/cpu-float32.safetensors: key 'output': sha256 mismatch: data hashes to *, sidecar says 0000000000000000*",
+    ])
+
+
+def test_counters_graph_breaks_and_summary(project, tmp_path):
+    project.suite("""
+        cases:
+          counted:
+            program: progs:scaled
+            inputs: {x: {shape: [3]}}
+            matrix: {backends: [eager], devices: [cpu]}
+            checks:
+              golden: false
+              counters:
+                - {key: stats.unique_graphs, equals: 1}
+                - {key: frames.ok, at_least: 5}
+          broken:
+            program: progs:with_print
+            inputs: {x: {shape: [3]}}
+            matrix: {backends: [eager], devices: [cpu]}
+            checks: {golden: false}
+    """)
+    summary_json = tmp_path / "summary.json"
+    result = project.run("--summary", str(summary_json))
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "  suites/s.yaml:10: counter frames.ok: expected >= 5, got 1 (in this cell: frames.ok=1, frames.total=1)",
+    ])
+    result.stdout.fnmatch_lines([
+        "  suites/s.yaml:11: graphs: expected 1 compiled graph(s), got 2",
+        "  suites/s.yaml:11: graph_breaks: expected 0, got 1 (Failed to trace builtin operator)",
+    ])
+    result.stdout.fnmatch_lines([
+        "*quantcheck summary*",
+        "case*dtype*eager/cpu",
+        "suites/s.yaml::counted*float32*FAIL 0",
+        "suites/s.yaml::broken*float32*FAIL 0",
+    ])
+    rows = json.loads(summary_json.read_text())
+    assert [(r["case"], r["outcome"]) for r in rows] == [("counted", "failed"), ("broken", "failed")]
+
+
+def test_marks_xfail_and_skip(project):
+    project.suite("""
+        cases:
+          known_bad:
+            program: progs:scaled
+            inputs: {x: {shape: [3]}}
+            matrix: {backends: [eager, aot_eager], devices: [cpu]}
+            checks: {golden: false, graphs: 2}
+            marks:
+              - {xfail: "compiles one graph, not two", when: {backends: [aot_eager]}}
+              - {skip: "eager is covered elsewhere", when: {backends: [eager]}}
+    """)
+    result = project.run("-rsx")
+    result.assert_outcomes(xfailed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*eager is covered elsewhere*", "*compiles one graph, not two*"])
+
+
+def test_integer_outputs_compare_exactly_and_dtype_change_fails(project):
+    project.suite("""
+        cases:
+          ints:
+            program: progs:integer_out
+            inputs: {x: {shape: [6]}}
+            matrix: {backends: [eager], devices: [cpu]}
+    """)
+    project.run("--update-golden").assert_outcomes(passed=1)
+    project.set_programs((project.root / "progs.py").read_text().replace("(x * 10).to(torch.int64)", "(x * 10).to(torch.int32)"))
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["  output: dtype differs: expected torch.int64, got torch.int32"])
+
+
+def test_stale_goldens_reported_then_pruned(project):
+    project.suite(TWO_CASES)
+    project.run("--update-golden").assert_outcomes(passed=3)
+    project.suite(TWO_CASES.replace("  second:", "  renamed:"))
+    result = project.run("-k", "first")
+    result.stdout.fnmatch_lines([
+        "*quantcheck stale goldens*",
+        "stale (no case declares it): golden/s/second/cpu-float32.json",
+        "stale (no case declares it): golden/s/second/cpu-float32.safetensors",
+        "delete them with --prune-stale-goldens",
+    ])
+    assert (project.root / "golden/s/second/cpu-float32.json").exists()
+    pruned = project.run("-k", "first", "--prune-stale-goldens")
+    pruned.stdout.fnmatch_lines(["deleted golden/s/second/cpu-float32.json", "deleted golden/s/second/cpu-float32.safetensors"])
+    assert not (project.root / "golden/s/second").exists()
+    assert (project.root / "golden/s/first/cpu-float32.json").exists()
+
+
+def test_inductor_filecheck_diagnostics(project):
+    project.suite("""
+        cases:
+          fused:
+            program: pointwise_chain
+            params: {ops: [sin, {mul: 2.0}]}
+            inputs: {x: {shape: [16]}}
+            matrix: {backends: [inductor], devices: [cpu]}
+            checks:
+              golden: false
+              filecheck:
+                - target: kernel_source
+                  check: |
+                    CHECK-CPU: [[K:cpp_fused_\\w+]] (cpp_pybinding)
+                    CHECK: tmp0.sin()
+                    CHECK-NEXT: this line is not there
+    """)
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "FileCheck on kernel_source (prefixes CHECK, CHECK-CPU, CHECK-INDUCTOR, CHECK-CPU-INDUCTOR):",
+        "suites/s.yaml:14: CHECK-NEXT: this line is not there",
+        "  error: Couldn't match \"this line is not there\".",
+        "  variables: DEVICE = 'cpu', DTYPE = 'float32', BACKEND = 'inductor', K = 'cpp_fused_mul_sin_0'",
+        "  scanning kernel_source from line *",
+        "  the whole kernel_source: *kernel_source.txt",
+    ])

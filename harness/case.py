@@ -86,6 +86,8 @@ def _show(value: Any) -> str:
     if isinstance(value, (YamlMap, dict)):
         return "a mapping"
     if isinstance(value, (YamlSeq, list)):
+        if len(value) <= 8 and all(isinstance(v, (str, int, float, bool, type(None))) for v in value):
+            return repr(list(value))
         return "a list"
     return repr(value)
 

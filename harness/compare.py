@@ -107,7 +107,7 @@ def _stats(expected: torch.Tensor, actual: torch.Tensor, tolerance: Tolerance) -
     if numel == 0:
         return TensorStats(0, 0, 0.0, (), 0.0, (), math.inf), mismatch, abs_err
     flat_abs = abs_err.reshape(-1)
-    flat_rel = rel_err.reshape(-1).nan_to_num(nan=0.0)
+    flat_rel = rel_err.reshape(-1).nan_to_num(nan=0.0, posinf=math.inf)
     abs_i = int(flat_abs.argmax())
     rel_i = int(flat_rel.argmax())
     stats = TensorStats(

@@ -256,7 +256,7 @@ def _changes(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> tupl
             continue
         abs_err, rel_err = float_errors(before, tensor)
         if abs_err.max().item() > 0:
-            out.append((key, abs_err.max().item(), rel_err.nan_to_num(nan=0.0).max().item()))
+            out.append((key, abs_err.max().item(), rel_err.nan_to_num(nan=0.0, posinf=float("inf")).max().item()))
     return tuple(out)
 
 

@@ -1,0 +1,175 @@
+"""harness/case.py: YAML -> Case, with one-line errors carrying file, line and field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.case import CaseFormatError, parse_suite
+from harness.inputs import InputKind, build_input, register_input_kind
+
+
+def load(text: str):
+    return parse_suite(text, Path("suites/x.yaml"), "suites/x.yaml")
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(CaseFormatError) as info:
+        load(text)
+    return str(info.value)
+
+
+MINIMAL = "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [2, 3]}\n      y: {shape: [3, 2]}\n"
+
+
+def test_minimal_case_gets_the_documented_defaults():
+    (case,) = load(MINIMAL).cases
+    assert case.name == "a" and case.line == 2
+    assert case.matrix.backends == ("eager", "aot_eager", "inductor")
+    assert case.matrix.devices == ("cpu", "cuda")
+    assert case.matrix.dtypes == ("float32",)
+    assert case.tolerance_for("float32").atol == 1e-5
+    assert case.checks.golden and case.checks.eager
+    assert case.checks.graphs == 1 and case.checks.graph_breaks == 0
+    assert [spec.dtype for spec in case.inputs] == ["@dtype", "@dtype"]
+
+
+def test_defaults_merge_under_cases_key_by_key():
+    suite = load(
+        "defaults:\n"
+        "  matrix: {backends: [inductor], dtypes: [bf16]}\n"
+        "  config: {inplace_padding: true}\n"
+        "  tolerances: {atol: 0.5}\n"
+        "cases:\n"
+        "  a:\n"
+        "    program: matmul\n"
+        "    inputs: {x: {shape: [2, 2]}, y: {shape: [2, 2]}}\n"
+        "    matrix: {devices: [cpu]}\n"
+        "    config: {disable_padding_cpu: false}\n"
+        "    tolerances: {bfloat16: {rtol: 0.25}}\n"
+    )
+    (case,) = suite.cases
+    assert case.matrix.backends == ("inductor",) and case.matrix.devices == ("cpu",) and case.matrix.dtypes == ("bfloat16",)
+    assert dict(case.config) == {"inplace_padding": True, "disable_padding_cpu": False}
+    tolerance = case.tolerance_for("bfloat16")
+    assert (tolerance.atol, tolerance.rtol) == (0.5, 0.25)
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    (case,) = load(MINIMAL + "    tolerances: {atol: 1e-2, rtol: 5E-3}\n").cases
+    assert case.tolerance_for("float32").atol == 0.01
+    assert case.tolerance_for("float32").rtol == 0.005
+
+
+def test_filecheck_block_knows_the_yaml_line_of_its_first_check():
+    (case,) = load(
+        MINIMAL
+        + "    checks:\n"
+        + "      filecheck:\n"
+        + "        - target: output_code\n"
+        + "          check: |\n"
+        + "            CHECK: one\n"
+        + "        - check: 'CHECK: two'\n"
+    ).cases
+    first, second = case.checks.filecheck
+    assert first.first_check_line == 11 and first.check == "CHECK: one\n"
+    assert second.first_check_line == 12 and second.target == "output_code"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cases: [a]\n", "suites/x.yaml:1: cases: must be a mapping (got ['a'])"),
+        ("description: x\n", "suites/x.yaml:1: : missing key 'cases' (a mapping from case name to case)"),
+        (
+            "cases:\n  a:\n    program: matmul\n    program: linear\n    inputs: {}\n",
+            "suites/x.yaml:4: program: duplicate key (first defined on line 3)",
+        ),
+        (
+            MINIMAL + "    matrix: {backends: [inductor, tvm]}\n",
+            "suites/x.yaml:7: cases.a.matrix.backends[1]: 'tvm' is not one of the allowed values (got 'tvm'; allowed eager, aot_eager, inductor, inductor_max_autotune)",
+        ),
+        (
+            MINIMAL + "    params: {transpose: true}\n",
+            "suites/x.yaml:7: cases.a.params.transpose: unknown parameter of built-in program 'matmul' (got 'transpose'; allowed (none))",
+        ),
+        (
+            "cases:\n  a:\n    program: pointwise_chain\n    params: {ops: [sin, cosh]}\n    inputs: {x: {shape: [2]}}\n",
+            "suites/x.yaml:4: cases.a.params: pointwise op 'cosh' is neither a unary name *",
+        ),
+        (
+            MINIMAL + "    config: {inplace_paddin: true}\n",
+            "suites/x.yaml:7: cases.a.config.inplace_paddin: not a torch._inductor.config key (got 'inplace_paddin')",
+        ),
+        (
+            MINIMAL + "    config: {inplace_padding: 'yes'}\n",
+            "suites/x.yaml:7: cases.a.config.inplace_padding: must be true or false (the config default is a bool) (got 'yes')",
+        ),
+        (
+            "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [2], distribution: fill}\n",
+            "suites/x.yaml:5: cases.a.inputs.x: distribution 'fill' needs 'value'",
+        ),
+        (
+            "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [2], mean: 1.0, distribution: uniform}\n",
+            "suites/x.yaml:5: cases.a.inputs.x.mean: not a setting of distribution 'uniform' (got 'mean'; allowed low, high)",
+        ),
+        (
+            "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [2, 2], strides: [1]}\n",
+            "suites/x.yaml:5: cases.a.inputs.x.strides: needs one stride per dimension (2) (got [1])",
+        ),
+        (
+            "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [2], kind: int4_weightt}\n",
+            "suites/x.yaml:5: cases.a.inputs.x.kind: unknown input kind (got 'int4_weightt'; allowed *tensor*)",
+        ),
+        (
+            MINIMAL + "    checks:\n      counters:\n        - {key: inplace_padding, equals: 1}\n",
+            "suites/x.yaml:9: cases.a.checks.counters[0].key: must be '<group>.<name>' as in torch._dynamo.utils.counters[group][name] (got 'inplace_padding')",
+        ),
+        (
+            MINIMAL + "    checks:\n      counters:\n        - {key: inductor.x, equals: 1, at_most: 2}\n",
+            "suites/x.yaml:9: cases.a.checks.counters[0]: equals excludes at_least and at_most",
+        ),
+        (
+            MINIMAL + "    checks:\n      filecheck:\n        - {target: asm, check: 'CHECK: x'}\n",
+            "suites/x.yaml:9: cases.a.checks.filecheck[0].target: 'asm' is not one of the allowed values (got 'asm'; allowed output_code, post_grad_graph, kernel_source, autotune_block)",
+        ),
+        (
+            MINIMAL + "    marks:\n      - {xfail: why, skip: why}\n",
+            "suites/x.yaml:8: cases.a.marks[0]: a mark names exactly one of slow, skip, xfail, requires (got ['skip', 'xfail']; allowed slow, skip, xfail, requires)",
+        ),
+        (
+            MINIMAL + "    passes:\n      - {hook: post_grad_custom_pre_pass, factory: 'harness.nope:make'}\n",
+            "suites/x.yaml:8: cases.a.passes[0].factory: unknown pass factory: cannot import module 'harness.nope': *",
+        ),
+        (
+            MINIMAL + "    tolerances: {fp17: {atol: 1}}\n",
+            "suites/x.yaml:7: cases.a.tolerances.fp17: unknown key: neither a tolerance nor a dtype (got 'fp17'; allowed atol, rtol, *)",
+        ),
+        (
+            MINIMAL + "    backward: true\n",
+            "suites/x.yaml:7: cases.a.backward: backward: true needs at least one input with requires_grad: true",
+        ),
+    ],
+)
+def test_bad_input_message(text, message):
+    got = error_of(text)
+    pattern = ".*".join(re.escape(part) for part in message.split("*"))
+    assert re.fullmatch(pattern, got), got
+
+
+def test_registered_input_kind_is_accepted_and_built():
+    def build_pair(spec, ctx):
+        base = ctx.sample(spec, spec.shape, ctx.dtype)
+        return base.to(ctx.device), base.abs().amax(dim=-1).to(ctx.device) * spec.param_dict["scale"]
+
+    register_input_kind(InputKind("test_pair", build_pair, params={"scale": (int, float)}))
+    (case,) = load("cases:\n  a:\n    program: matmul\n    inputs:\n      w: {shape: [2, 4], kind: test_pair, params: {scale: 2}}\n").cases
+    import torch
+
+    tensor, scale = build_input(case.inputs[0], device="cpu", matrix_dtype=torch.float32, seed=3)
+    assert tensor.shape == (2, 4) and scale.shape == (2,)
+    assert "params.scale: has the wrong type" in error_of(
+        "cases:\n  a:\n    program: matmul\n    inputs:\n      w: {shape: [2], kind: test_pair, params: {scale: true}}\n"
+    )

@@ -1,0 +1,74 @@
+"""Inductor passes folding static-quant regions into quantized kernels: the one entry point.
+
+``apply_static_quant_passes(graph)`` runs, on a post-grad graph (where
+``post_grad_custom_pre_pass`` / ``post_grad_custom_post_pass`` run):
+
+1. dequant promotion (:mod:`.dequant_promotion`): one dequantize per consumer;
+2. qconv2d (:mod:`.qconv`) and qlinear (:mod:`.qlinear`): into ``onednn.qconv_pointwise``
+   / ``qconv2d_pointwise.binary`` and ``onednn.qlinear_pointwise`` (weights prepacked;
+   needs ``torch._inductor.config.freezing``). They stand down, leaving the graph as it is,
+   where this torch or CPU has no oneDNN int8 kernels (``onednn_unavailable_reason()``);
+3. qmaxpool2d, qcat, qreshape (:mod:`.qpool_cat_reshape`): plain ATen ops on the codes.
+
+Each rewrite bumps ``counters["inductor"]["static_quant_<pass>_matcher_count"]`` and
+``..._matcher_nodes`` (the graph nodes it replaced); ``COUNTER_NAMES`` lists them.
+
+``StaticQuantPass()`` wraps the entry point as a ``CustomGraphPass`` whose ``uuid()``
+hashes ``SOURCE_FILES``, so Inductor's FX graph cache stays valid across edits here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.fx as fx
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+
+from impl.hop import invoke_quant
+
+from ..prepack import onednn_unavailable_reason
+from .dequant_promotion import dequant_promotion_pass
+from .graph_utils import counter_key
+from .qconv import qconv2d_pass
+from .qlinear import qlinear_pass
+from .qpool_cat_reshape import requant_pass
+from .regions import as_region
+
+PASS_NAMES = ("dequant_promotion", "qconv2d", "qlinear", "qmaxpool2d", "qcat", "qreshape")
+COUNTER_NAMES = tuple(counter_key(name, event) for name in PASS_NAMES for event in ("matcher_count", "matcher_nodes"))
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_FILES = tuple(sorted(str(p) for p in _PACKAGE_ROOT.rglob("*.py")))
+
+
+def apply_static_quant_passes(graph: fx.Graph) -> None:
+    """Run every static-quant pass on ``graph`` in place (see the module docstring)."""
+    regions = graph.find_nodes(op="call_function", target=invoke_quant)
+    if not any(as_region(node) is not None for node in regions):
+        return
+    dequant_promotion_pass().apply(graph)
+    if onednn_unavailable_reason() is None:
+        qconv2d_pass().apply(graph)
+        qlinear_pass().apply(graph)
+    requant_pass().apply(graph)
+    graph.lint()
+
+
+class StaticQuantPass(CustomGraphPass):
+    """``apply_static_quant_passes`` as an Inductor custom graph pass (cache-safe)."""
+
+    def __call__(self, graph: fx.Graph) -> None:
+        apply_static_quant_passes(graph)
+
+    def uuid(self) -> bytes:
+        return get_hash_for_files(SOURCE_FILES)
+
+
+__all__ = [
+    "COUNTER_NAMES",
+    "PASS_NAMES",
+    "SOURCE_FILES",
+    "StaticQuantPass",
+    "apply_static_quant_passes",
+    "onednn_unavailable_reason",
+]

@@ -1,0 +1,175 @@
+"""qmaxpool2d, qcat, qreshape: an op between dequant and quant with the same qparams runs on
+the int8 codes directly.
+
+    quant(maxpool2d(dequant(q)))        ->  maxpool2d(q)
+    quant(cat([dequant(q1), ...]))      ->  cat([q1, ...])
+    quant(reshape(dequant(q)))          ->  reshape(q)
+
+Exact, not approximate, when every dequantize and the quantize share one scale s > 0 and
+zero point z: reshape and cat move values without changing them, max pooling commutes
+with the increasing maps dequant and quant (its padding never wins a window), and
+quant(dequant(q)) = q because |q - z| <= 255 keeps the float32 (or bf16: relative error
+2^-9, so at most 255 * 2^-9 < 0.5) round trip within half a code of q. Scales that agree
+to a relative 1e-5 count as the same for that reason.
+
+Qparams match when both sides read the same operand nodes (runtime tensors included) or
+equal constants.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from typing import Optional
+
+import torch
+import torch.fx as fx
+from torch._inductor.pattern_matcher import Arg, CallFunction, ListOf, Match, PatternMatcherPass, register_graph_pattern
+
+from impl.hop import invoke_quant
+
+from .graph_utils import RESHAPE_OPS, fake_mode_of, insert_call, erase_dead, record_match
+from .regions import Region, as_dequantize, as_quantize
+
+aten = torch.ops.aten
+prims = torch.ops.prims
+
+# max_pool2d reaches the post-grad graph either decomposed into the low-memory prim
+# (values + int8 offsets) or, where Inductor falls back, as the ATen op; both return
+# (values, indices-or-offsets) and accept int8 / uint8 inputs.
+_LOW_MEMORY_MAX_POOL = getattr(prims, "_low_memory_max_pool_with_offsets", None)
+_MAX_POOL_ARITIES = (
+    [(aten.max_pool2d_with_indices.default, n) for n in range(2, 7)]
+    + ([(_LOW_MEMORY_MAX_POOL.default, 6)] if _LOW_MEMORY_MAX_POOL is not None else [])
+)
+
+
+def _region_pattern() -> CallFunction:
+    return CallFunction(invoke_quant, Arg(), Arg(), Arg(), Arg(), scheme=Arg())
+
+
+def _quant_of(inner: CallFunction) -> CallFunction:
+    return CallFunction(invoke_quant, Arg(), inner, Arg(), Arg(), scheme=Arg())
+
+
+def same_qparams(first: Region, second: Region) -> bool:
+    """Same int8 type, float dtype and per-tensor (scale, zero point)."""
+    if first.scheme.qdtype != second.scheme.qdtype or first.scheme.float_dtype != second.scheme.float_dtype:
+        return False
+    if first.scale is second.scale and first.zero_point is second.zero_point:
+        return True
+    a, b = first.constant_qparams(), second.constant_qparams()
+    return a is not None and b is not None and a[1] == b[1] and math.isclose(a[0], b[0], rel_tol=1e-5)
+
+
+def _requant_regions(quant_node: fx.Node, dequant_nodes: list) -> Optional[tuple[Region, list[Region]]]:
+    quant = as_quantize(quant_node, per_tensor=True)
+    dequants = [as_dequantize(n, per_tensor=True) for n in dequant_nodes]
+    if quant is None or not dequants or any(d is None or not same_qparams(d, quant) for d in dequants):
+        return None
+    return quant, dequants
+
+
+def _finish(pass_name: str, quant: Region, replacement: fx.Node, removed: list[fx.Node]) -> None:
+    quant.node.replace_all_uses_with(replacement)
+    record_match(pass_name, len(removed))
+    erase_dead(removed)
+
+
+# --------------------------------------------------------------------------- qmaxpool2d
+
+
+def _maxpool_parts(quant_node: fx.Node) -> Optional[tuple[Region, Region, fx.Node, fx.Node]]:
+    getitem = quant_node.args[1]
+    pool = getitem.args[0]
+    if getitem.args[1] != 0 or len(pool.users) != 1:
+        return None  # the pool's indices / offsets are used too
+    regions = _requant_regions(quant_node, [pool.args[0]])
+    if regions is None:
+        return None
+    quant, (dequant,) = regions
+    return quant, dequant, pool, getitem
+
+
+def _is_qmaxpool2d(match: Match) -> bool:
+    return _maxpool_parts(match.output_node()) is not None
+
+
+def _qmaxpool2d(match: Match, *args: object, **kwargs: object) -> None:
+    quant, dequant, pool, getitem = _maxpool_parts(match.output_node())
+    mode = fake_mode_of([pool, dequant.data])
+    new_pool = insert_call(pool.graph, quant.node, pool.target, (dequant.data, *pool.args[1:]), mode)
+    values = insert_call(pool.graph, quant.node, operator.getitem, (new_pool, 0), mode)
+    _finish("qmaxpool2d", quant, values, [dequant.node, pool, getitem, quant.node])
+
+
+# -------------------------------------------------------------------------------- qcat
+
+
+def _cat_parts(quant_node: fx.Node) -> Optional[tuple[Region, list[Region], fx.Node]]:
+    cat = quant_node.args[1]
+    regions = _requant_regions(quant_node, list(cat.args[0]))
+    if regions is None:
+        return None
+    quant, dequants = regions
+    return quant, dequants, cat
+
+
+def _is_qcat(match: Match) -> bool:
+    return _cat_parts(match.output_node()) is not None
+
+
+def _qcat(match: Match, *args: object, **kwargs: object) -> None:
+    quant, dequants, cat = _cat_parts(match.output_node())
+    mode = fake_mode_of([cat, *(d.data for d in dequants)])
+    codes = [d.data for d in dequants]
+    new_cat = insert_call(cat.graph, quant.node, aten.cat.default, (codes, *cat.args[1:]), mode)
+    unique_dequants = list(dict.fromkeys(d.node for d in dequants))
+    _finish("qcat", quant, new_cat, [*unique_dequants, cat, quant.node])
+
+
+# ---------------------------------------------------------------------------- qreshape
+
+
+def _reshape_parts(quant_node: fx.Node) -> Optional[tuple[Region, Region, fx.Node]]:
+    reshape = quant_node.args[1]
+    regions = _requant_regions(quant_node, [reshape.args[0]])
+    if regions is None:
+        return None
+    quant, (dequant,) = regions
+    return quant, dequant, reshape
+
+
+def _is_qreshape(match: Match) -> bool:
+    return _reshape_parts(match.output_node()) is not None
+
+
+def _qreshape(match: Match, *args: object, **kwargs: object) -> None:
+    quant, dequant, reshape = _reshape_parts(match.output_node())
+    mode = fake_mode_of([reshape, dequant.data])
+    # reshape, not view: the codes need not be contiguous where the dequantized copy was.
+    new_reshape = insert_call(
+        reshape.graph, quant.node, aten.reshape.default, (dequant.data, reshape.args[1]), mode
+    )
+    _finish("qreshape", quant, new_reshape, [dequant.node, reshape, quant.node])
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@functools.cache
+def requant_pass() -> PatternMatcherPass:
+    """One pattern-matcher pass holding the qmaxpool2d, qcat and qreshape patterns."""
+    matcher = PatternMatcherPass(pass_name="static_quant_qpool_cat_reshape")
+    for pool_op, arity in _MAX_POOL_ARITIES:
+        pool = CallFunction(pool_op, _region_pattern(), *[Arg() for _ in range(arity - 1)])
+        pattern = _quant_of(CallFunction(operator.getitem, pool, Arg()))
+        register_graph_pattern(pattern, extra_check=_is_qmaxpool2d, pass_dict=matcher)(_qmaxpool2d)
+    for cat_args in ([], [Arg()]):
+        pattern = _quant_of(CallFunction(aten.cat.default, ListOf(_region_pattern()), *cat_args))
+        register_graph_pattern(pattern, extra_check=_is_qcat, pass_dict=matcher)(_qcat)
+    for reshape_op in RESHAPE_OPS:
+        pattern = _quant_of(CallFunction(reshape_op, _region_pattern(), Arg()))
+        register_graph_pattern(pattern, extra_check=_is_qreshape, pass_dict=matcher)(_qreshape)
+    return matcher

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -320,3 +322,23 @@ def test_inductor_filecheck_diagnostics(project):
         "  scanning kernel_source from line *",
         "  the whole kernel_source: *kernel_source.txt",
     ])
+
+
+def test_update_golden_under_xdist_touches_only_the_changed_case(project, monkeypatch):
+    """The issue's done-when workflow with two worker processes: -n 2 --update-golden."""
+    pytest.importorskip("xdist")
+
+    repo = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p))
+    project.suite(TWO_CASES)
+    common = ("-p", "no:cacheprovider", "-W", "ignore::UserWarning", "-W", "ignore::DeprecationWarning", "-n", "2")
+    project.pytester.runpytest_subprocess(*common, "--update-golden").assert_outcomes(passed=3)
+    before = project.golden_files()
+    project.set_programs((project.root / "progs.py").read_text().replace("return x + y, (x * y).sum()", "return x + y, (x * y).sum() + 1"))
+    updated = project.pytester.runpytest_subprocess(*common, "--update-golden", "--summary")
+    updated.assert_outcomes(passed=3)
+    updated.stdout.fnmatch_lines(["suites/s.yaml::second: golden/s/second/cpu-float32.safetensors: changed; output[[]1[]]: max abs change 1, *"])
+    after = project.golden_files()
+    assert sorted(n for n in after if after[n] != before[n]) == ["s/second/cpu-float32.json", "s/second/cpu-float32.safetensors"]
+    project.pytester.runpytest_subprocess(*common, "--update-golden").stdout.fnmatch_lines(["0 golden file(s) written, 2 unchanged"])
+    assert project.golden_files() == after

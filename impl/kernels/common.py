@@ -18,6 +18,7 @@ import functools
 import json
 import math
 import os
+import struct
 from pathlib import Path
 
 import torch
@@ -516,37 +517,53 @@ def triton_dtype(dtype: torch.dtype):
 # ------------------------------------------------------------------ 4-bit decode tables
 
 
+def half_bits(value: float, dtype: torch.dtype) -> int:
+    """The 16-bit pattern of ``value`` rounded to float16 or bfloat16 (to nearest even), in
+    plain Python: safe under fake-tensor tracing, where tensor arithmetic would be fake."""
+    value = struct.unpack("<f", struct.pack("<f", value))[0]  # through float32, as torch does
+    if dtype == torch.float16:
+        return struct.unpack("<H", struct.pack("<e", value))[0]
+    if dtype != torch.bfloat16:
+        raise TypeError(f"half_bits: {dtype} is not torch.float16 or torch.bfloat16")
+    bits = struct.unpack("<I", struct.pack("<f", value))[0]
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def _as_int32(word: int) -> int:
+    """An unsigned 32-bit word as the int32 with the same bits (tensors hold int32)."""
+    return word - (1 << 32) if word >= 1 << 31 else word
+
+
 @functools.lru_cache(maxsize=None)
-def _nibble_pair_table_cached(levels: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    values = torch.tensor(levels, dtype=torch.float32).to(dtype)
-    bits = values.view(torch.int16).to(torch.int64) & 0xFFFF
-    byte = torch.arange(256)
-    pairs = bits[byte & 0xF] | (bits[byte >> 4] << 16)
-    # Stored as int32: pairs whose high value has the sign bit set wrap to negative, which
-    # is what the kernel's arithmetic shift and truncation to int16 expect.
-    pairs = torch.where(pairs >= 1 << 31, pairs - (1 << 32), pairs)
-    return pairs.to(torch.int32).to(device)
+def nibble_pair_values(levels: tuple, dtype: torch.dtype) -> tuple:
+    """The 256 int32 entries of ``nibble_pair_table`` as Python ints."""
+    bits = [half_bits(v, dtype) for v in levels]
+    return tuple(_as_int32(bits[b & 0xF] | (bits[b >> 4] << 16)) for b in range(256))
+
+
+@functools.lru_cache(maxsize=None)
+def nibble_lut_values(levels: tuple, dtype: torch.dtype) -> tuple:
+    """The 8 int32 words of ``nibble_lut_words`` as Python ints."""
+    bits = [half_bits(v, dtype) for v in levels]
+    low_bytes = [b & 0xFF for b in bits]
+    high_bytes = [b >> 8 for b in bits]
+    return tuple(_as_int32(sum(table[4 * i + j] << (8 * j) for j in range(4)))
+                 for table in (low_bytes, high_bytes) for i in range(4))
+
+
+@functools.lru_cache(maxsize=None)
+def _int32_table_cached(values: tuple, device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int32, device=device)
 
 
 def nibble_pair_table(levels, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(256,) int32: entry b holds LEVELS[b & 15] in bits 0..15 and LEVELS[b >> 4] in bits
     16..31, each as a ``dtype`` (float16 or bfloat16) bit pattern. Cached per device."""
-    return _nibble_pair_table_cached(tuple(float(v) for v in levels), dtype, torch.device(device))
-
-
-@functools.lru_cache(maxsize=None)
-def _nibble_lut_words_cached(levels: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    values = torch.tensor(levels, dtype=torch.float32).to(dtype)
-    bits = [int(b) & 0xFFFF for b in values.view(torch.int16).tolist()]
-    low_bytes = [b & 0xFF for b in bits]
-    high_bytes = [b >> 8 for b in bits]
-    words = [sum(table[4 * i + j] << (8 * j) for j in range(4)) for table in (low_bytes, high_bytes) for i in range(4)]
-    words = [w - (1 << 32) if w >= 1 << 31 else w for w in words]
-    return torch.tensor(words, dtype=torch.int32).to(device)
+    return _int32_table_cached(nibble_pair_values(tuple(float(v) for v in levels), dtype), torch.device(device))
 
 
 def nibble_lut_words(levels, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(8,) int32 for lookup_nibbles_prmt: words 0..3 hold the low bytes of LEVELS[0..15] as
     ``dtype`` bit patterns (entry 4 i + j in byte j of word i), words 4..7 their high bytes.
     Cached per device."""
-    return _nibble_lut_words_cached(tuple(float(v) for v in levels), dtype, torch.device(device))
+    return _int32_table_cached(nibble_lut_values(tuple(float(v) for v in levels), dtype), torch.device(device))

@@ -1,0 +1,98 @@
+"""impl/lowerings/triton.py: the kernels as torch.library.triton_ops.
+
+CPU (interpreter): each op matches its float64 reference and passes torch.library.opcheck.
+CUDA: under torch.compile the kernel appears in Inductor's output code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.impl.test_kernels_common import (  # also switches to the interpreter without a GPU
+    DEVICE,
+    INTERPRETER_WARNINGS,
+    ON_GPU,
+    assert_matches_reference,
+    gpu_only,
+    random_activation,
+)
+from tests.impl.test_kernels_int4 import random_int4_weight
+from tests.impl.test_kernels_int8 import random_int8_weight
+from tests.impl.test_kernels_nf4 import random_nf4_weight
+
+import impl.lowerings.triton  # noqa: E402,F401  (registers torch.ops.impl.woq_mm_*_triton)
+from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
+
+pytestmark = INTERPRETER_WARNINGS
+
+
+def int8_case(M, N, K, dtype):
+    x = random_activation(M, K, dtype, seed=1)
+    qweight, scale = random_int8_weight(N, K, seed=2)
+    return (torch.ops.impl.woq_mm_int8_triton, (x, qweight, scale),
+            woq_mm_int8.woq_mm_int8_reference(x, qweight, scale),
+            woq_mm_int8.dequantize_int8_reference(qweight, scale), "woq_mm_int8_kernel")
+
+
+def int4_case(M, N, K, dtype):
+    x = random_activation(M, K, dtype, seed=3)
+    qweight, scale, zero = random_int4_weight(N, K, 64, seed=4)
+    return (torch.ops.impl.woq_mm_int4_triton, (x, qweight, scale, zero, 64),
+            woq_mm_int4.woq_mm_int4_reference(x, qweight, scale, zero, 64),
+            woq_mm_int4.dequantize_int4_reference(qweight, scale, zero, 64, K), "woq_mm_int4_kernel")
+
+
+def nf4_case(M, N, K, dtype):
+    x = random_activation(M, K, dtype, seed=5)
+    weight = random_nf4_weight(N, K, 64, seed=6)
+    return (torch.ops.impl.woq_mm_nf4_triton, (x, weight["qweight"], weight["absmax"], 64),
+            woq_mm_nf4.woq_mm_nf4_reference(x, **weight),
+            woq_mm_nf4.dequantize_nf4_reference(K=K, **weight), "woq_mm_nf4_kernel")
+
+
+CASES = {"int8": int8_case, "int4": int4_case, "nf4": nf4_case}
+
+
+@pytest.mark.parametrize("scheme", sorted(CASES))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_op_matches_float64_reference(scheme, dtype):
+    op, args, reference, weight, _ = CASES[scheme](3, 33, 150, dtype)
+    y = op(*args)
+    assert_matches_reference(y, reference, args[0], weight, f"{scheme} triton_op")
+
+
+@pytest.mark.parametrize("scheme", sorted(CASES))
+def test_opcheck(scheme):
+    op, args, *_ = CASES[scheme](2, 24, 64, torch.float16)
+    # Schema everywhere; fake-tensor tracing only with compiled kernels (the interpreter
+    # would run the kernel on the fake tensors' meta storage). No autograd: inference ops.
+    checks = ("test_schema", "test_faketensor") if ON_GPU else ("test_schema",)
+    torch.library.opcheck(op, args, test_utils=checks)
+
+
+def test_ops_reject_bad_input_with_the_kernel_message():
+    op, args, *_ = CASES["int8"](2, 24, 64, torch.float16)
+    x, qweight, scale = args
+    with pytest.raises(TypeError, match="scale must be torch.float32; got torch.float16"):
+        op(x, qweight, scale.half())
+
+
+@gpu_only
+@pytest.mark.parametrize("scheme", sorted(CASES))
+@pytest.mark.parametrize("M", [1, 16, 64])
+def test_inductor_emits_the_kernel(scheme, M):
+    from torch._inductor.utils import run_and_get_code
+
+    op, args, reference, weight, kernel_name = CASES[scheme](M, 1000, 1024, torch.bfloat16)
+
+    def linear(x, *rest):
+        return op(x, *rest) + 1.0  # a consumer, so the op sits inside a compiled graph
+
+    torch._dynamo.reset()
+    y, code = run_and_get_code(torch.compile(linear, fullgraph=True), *args)
+    assert any(kernel_name in source for source in code), f"{kernel_name} not in Inductor's output code"
+    assert_matches_reference(y - 1.0, reference, args[0], weight, f"{scheme} compiled")
+
+
+def test_device_is_what_the_mode_expects():
+    assert DEVICE.type == ("cuda" if ON_GPU else "cpu")

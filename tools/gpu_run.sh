@@ -31,8 +31,7 @@ cat "$OUT/env.txt"
 # Kernel tests on CUDA: compiled kernels, full-size default configs included. xdist spreads
 # the Triton compiles over the cores. --noconftest: these tests need no harness plugin.
 start=$(date +%s)
-python3 -m pytest tests/impl/test_kernels_common.py tests/impl/test_kernels_int8.py tests/impl/test_kernels_int4.py \
-  tests/impl/test_kernels_nf4.py -q -p no:cacheprovider --noconftest -n 14 2>&1 | tee "$OUT/kernel_tests.log" \
+python3 -m pytest tests/impl/test_kernels_*.py -q -p no:cacheprovider --noconftest -n 14 2>&1 | tee "$OUT/kernel_tests.log" \
   | tail -n 25
 test_status=${PIPESTATUS[0]}
 echo "kernel tests: exit $test_status in $(( $(date +%s) - start )) s"

@@ -27,7 +27,7 @@ from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_file
 from impl.hop import invoke_quant
 
 from ..prepack import onednn_unavailable_reason
-from .dequant_promotion import dequant_promotion_pass
+from .dequant_promotion import promote_shared_dequants
 from .graph_utils import counter_key
 from .qconv import qconv2d_pass
 from .qlinear import qlinear_pass
@@ -46,7 +46,7 @@ def apply_static_quant_passes(graph: fx.Graph) -> None:
     regions = graph.find_nodes(op="call_function", target=invoke_quant)
     if not any(as_region(node) is not None for node in regions):
         return
-    dequant_promotion_pass().apply(graph)
+    promote_shared_dequants(graph)
     if onednn_unavailable_reason() is None:
         qconv2d_pass().apply(graph)
         qlinear_pass().apply(graph)

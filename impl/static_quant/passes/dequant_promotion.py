@@ -5,15 +5,13 @@
 
 A fusion pass folds a dequantize into its consumer only when the consumer is its sole
 user; duplicating the (cheap, pointwise) region lets every consumer fuse. Copies read the
-same codes and qparams, so numerics are unchanged.
+same codes and qparams, so numerics are unchanged. (A plain loop rather than a pattern:
+the anchor is the region node itself, whose operand count varies.)
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch.fx as fx
-from torch._inductor.pattern_matcher import MULTIPLE, Arg, CallFunction, Match, PatternMatcherPass, register_graph_pattern
 
 from impl.hop import invoke_quant
 
@@ -35,20 +33,9 @@ def promote_dequant(node: fx.Node) -> int:
     return len(users) - 1
 
 
-@functools.cache
-def dequant_promotion_pass() -> PatternMatcherPass:
-    matcher = PatternMatcherPass(pass_name="static_quant_dequant_promotion")
-    pattern = CallFunction(invoke_quant, Arg(), Arg(), Arg(), Arg(), scheme=Arg(), _users=MULTIPLE)
-    register_graph_pattern(pattern, extra_check=_is_shared_dequant, pass_dict=matcher)(_promote)
-    return matcher
-
-
-def _is_shared_dequant(match: Match) -> bool:
-    node = match.output_node()
-    return as_dequantize(node) is not None and len(node.users) > 1
-
-
-def _promote(match: Match, *args: object, **kwargs: object) -> None:
-    node = match.output_node()
-    promote_dequant(node)
-    record_match(PASS_NAME, 1)
+def promote_shared_dequants(graph: fx.Graph) -> None:
+    """Promote every dequantize region of ``graph`` that has several users."""
+    for node in graph.find_nodes(op="call_function", target=invoke_quant):
+        if len(node.users) > 1 and as_dequantize(node) is not None:
+            promote_dequant(node)
+            record_match(PASS_NAME, 1)

@@ -29,8 +29,6 @@ import torch
 import torch.fx as fx
 from torch._inductor.pattern_matcher import Arg, CallFunction, KeywordArg, Match, PatternMatcherPass, register_graph_pattern
 
-from impl.hop import invoke_quant
-
 from ..prepack import prepack_conv2d_weight
 from .fusion import (
     PACKED_WEIGHT,
@@ -46,7 +44,7 @@ from .fusion import (
 )
 from .graph_utils import fake_mode_of, fake_value, may_alias_an_input, record_match, static_shape
 from .post_ops import Epilogue, match_epilogue
-from .regions import Region, as_dequantize
+from .regions import Region, RegionOperand, as_dequantize
 
 aten = torch.ops.aten
 PASS_NAME = "qconv2d"
@@ -55,18 +53,13 @@ UNARY_POST_OPS = frozenset({"relu", "hardtanh", "swish", "hardswish"})
 UNARY_AFTER_SUM = frozenset({"relu"})
 
 
-def _region_pattern() -> CallFunction:
-    return CallFunction(invoke_quant, Arg(), Arg(), Arg(), Arg(), scheme=Arg())
-
-
 def _core_patterns() -> list[CallFunction]:
-    weights = [
-        _region_pattern(),
-        CallFunction(aten.clone.default, _region_pattern(), memory_format=Arg()),
-    ]
+    """convolution of a dequantized activation and a dequantized weight (copied to
+    channels-last by Inductor's layout optimization, or not)."""
+    weights = [RegionOperand(), CallFunction(aten.clone.default, RegionOperand(), memory_format=Arg())]
     return [
         CallFunction(
-            aten.convolution.default, _region_pattern(), weight, KeywordArg("bias"), KeywordArg("stride"),
+            aten.convolution.default, RegionOperand(), weight, KeywordArg("bias"), KeywordArg("stride"),
             KeywordArg("padding"), KeywordArg("dilation"), KeywordArg("transposed"),
             KeywordArg("output_padding"), KeywordArg("groups"),
         )

@@ -31,8 +31,6 @@ import torch
 import torch.fx as fx
 from torch._inductor.pattern_matcher import Arg, CallFunction, Match, PatternMatcherPass, register_graph_pattern
 
-from impl.hop import invoke_quant
-
 from ..prepack import prepack_linear_weight
 from .fusion import (
     PACKED_WEIGHT,
@@ -47,7 +45,7 @@ from .fusion import (
 )
 from .graph_utils import RESHAPE_OPS, fake_mode_of, fake_value, record_match, static_shape
 from .post_ops import Epilogue, match_epilogue
-from .regions import Region, as_dequantize
+from .regions import Region, RegionOperand, as_dequantize
 
 aten = torch.ops.aten
 PASS_NAME = "qlinear"
@@ -56,15 +54,11 @@ UNARY_POST_OPS = frozenset({"relu", "gelu", "hardtanh", "swish", "hardswish", "l
 UNARY_AFTER_ADD = UNARY_POST_OPS
 
 
-def _region_pattern() -> CallFunction:
-    return CallFunction(invoke_quant, Arg(), Arg(), Arg(), Arg(), scheme=Arg())
-
-
 def _core_patterns() -> list[CallFunction]:
     """mm / addmm of a (possibly flattened) dequantized activation and a transposed
     dequantized weight; every intermediate node used once."""
-    activations = [_region_pattern()] + [CallFunction(op, _region_pattern(), Arg()) for op in RESHAPE_OPS]
-    weight_t = CallFunction(aten.permute.default, _region_pattern(), Arg())
+    activations = [RegionOperand()] + [CallFunction(op, RegionOperand(), Arg()) for op in RESHAPE_OPS]
+    weight_t = CallFunction(aten.permute.default, RegionOperand(), Arg())
     patterns = []
     for activation in activations:
         patterns.append(CallFunction(aten.mm.default, activation, weight_t))

@@ -27,10 +27,8 @@ import torch
 import torch.fx as fx
 from torch._inductor.pattern_matcher import Arg, CallFunction, ListOf, Match, PatternMatcherPass, register_graph_pattern
 
-from impl.hop import invoke_quant
-
 from .graph_utils import RESHAPE_OPS, fake_mode_of, insert_call, erase_dead, record_match
-from .regions import Region, as_dequantize, as_quantize
+from .regions import Region, RegionOperand, as_dequantize, as_quantize
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -45,14 +43,6 @@ _MAX_POOL_ARITIES = (
 )
 
 
-def _region_pattern() -> CallFunction:
-    return CallFunction(invoke_quant, Arg(), Arg(), Arg(), Arg(), scheme=Arg())
-
-
-def _quant_of(inner: CallFunction) -> CallFunction:
-    return CallFunction(invoke_quant, Arg(), inner, Arg(), Arg(), scheme=Arg())
-
-
 def same_qparams(first: Region, second: Region) -> bool:
     """Same int8 type, float dtype and per-tensor (scale, zero point)."""
     if first.scheme.qdtype != second.scheme.qdtype or first.scheme.float_dtype != second.scheme.float_dtype:
@@ -63,8 +53,14 @@ def same_qparams(first: Region, second: Region) -> bool:
     return a is not None and b is not None and a[1] == b[1] and math.isclose(a[0], b[0], rel_tol=1e-5)
 
 
-def _requant_regions(quant_node: fx.Node, dequant_nodes: list) -> Optional[tuple[Region, list[Region]]]:
-    quant = as_quantize(quant_node, per_tensor=True)
+def _requant_regions(op: fx.Node, dequant_nodes: list) -> Optional[tuple[Region, list[Region]]]:
+    """The quantize that alone reads ``op`` and the dequantizes feeding it, when all share
+    qparams."""
+    if len(op.users) != 1:
+        return None
+    quant = as_quantize(next(iter(op.users)), per_tensor=True)
+    if quant is None or quant.data is not op:
+        return None
     dequants = [as_dequantize(n, per_tensor=True) for n in dequant_nodes]
     if quant is None or not dequants or any(d is None or not same_qparams(d, quant) for d in dequants):
         return None
@@ -80,12 +76,11 @@ def _finish(pass_name: str, quant: Region, replacement: fx.Node, removed: list[f
 # --------------------------------------------------------------------------- qmaxpool2d
 
 
-def _maxpool_parts(quant_node: fx.Node) -> Optional[tuple[Region, Region, fx.Node, fx.Node]]:
-    getitem = quant_node.args[1]
+def _maxpool_parts(getitem: fx.Node) -> Optional[tuple[Region, Region, fx.Node, fx.Node]]:
     pool = getitem.args[0]
     if getitem.args[1] != 0 or len(pool.users) != 1:
         return None  # the pool's indices / offsets are used too
-    regions = _requant_regions(quant_node, [pool.args[0]])
+    regions = _requant_regions(getitem, [pool.args[0]])
     if regions is None:
         return None
     quant, (dequant,) = regions
@@ -107,9 +102,8 @@ def _qmaxpool2d(match: Match, *args: object, **kwargs: object) -> None:
 # -------------------------------------------------------------------------------- qcat
 
 
-def _cat_parts(quant_node: fx.Node) -> Optional[tuple[Region, list[Region], fx.Node]]:
-    cat = quant_node.args[1]
-    regions = _requant_regions(quant_node, list(cat.args[0]))
+def _cat_parts(cat: fx.Node) -> Optional[tuple[Region, list[Region], fx.Node]]:
+    regions = _requant_regions(cat, list(cat.args[0]))
     if regions is None:
         return None
     quant, dequants = regions
@@ -132,9 +126,8 @@ def _qcat(match: Match, *args: object, **kwargs: object) -> None:
 # ---------------------------------------------------------------------------- qreshape
 
 
-def _reshape_parts(quant_node: fx.Node) -> Optional[tuple[Region, Region, fx.Node]]:
-    reshape = quant_node.args[1]
-    regions = _requant_regions(quant_node, [reshape.args[0]])
+def _reshape_parts(reshape: fx.Node) -> Optional[tuple[Region, Region, fx.Node]]:
+    regions = _requant_regions(reshape, [reshape.args[0]])
     if regions is None:
         return None
     quant, (dequant,) = regions
@@ -160,16 +153,18 @@ def _qreshape(match: Match, *args: object, **kwargs: object) -> None:
 
 @functools.cache
 def requant_pass() -> PatternMatcherPass:
-    """One pattern-matcher pass holding the qmaxpool2d, qcat and qreshape patterns."""
+    """One pattern-matcher pass holding the qmaxpool2d, qcat and qreshape patterns, each
+    anchored at the op between the regions (the quantize after it is checked by hand: its
+    operand count varies, see ``RegionOperand``)."""
     matcher = PatternMatcherPass(pass_name="static_quant_qpool_cat_reshape")
     for pool_op, arity in _MAX_POOL_ARITIES:
-        pool = CallFunction(pool_op, _region_pattern(), *[Arg() for _ in range(arity - 1)])
-        pattern = _quant_of(CallFunction(operator.getitem, pool, Arg()))
+        pool = CallFunction(pool_op, RegionOperand(), *[Arg() for _ in range(arity - 1)])
+        pattern = CallFunction(operator.getitem, pool, Arg())
         register_graph_pattern(pattern, extra_check=_is_qmaxpool2d, pass_dict=matcher)(_qmaxpool2d)
     for cat_args in ([], [Arg()]):
-        pattern = _quant_of(CallFunction(aten.cat.default, ListOf(_region_pattern()), *cat_args))
+        pattern = CallFunction(aten.cat.default, ListOf(RegionOperand()), *cat_args)
         register_graph_pattern(pattern, extra_check=_is_qcat, pass_dict=matcher)(_qcat)
     for reshape_op in RESHAPE_OPS:
-        pattern = _quant_of(CallFunction(reshape_op, _region_pattern(), Arg()))
+        pattern = CallFunction(reshape_op, RegionOperand(), Arg())
         register_graph_pattern(pattern, extra_check=_is_qreshape, pass_dict=matcher)(_qreshape)
     return matcher

@@ -4,6 +4,8 @@ After AOTAutograd a primitive from :mod:`impl.static_quant.primitives` is
 
     impl_invoke_quant(subgraph, data, scale, zero_point, scheme="static_...")
 
+(under dynamic shapes with the size symbols the body uses among the operands as well).
+
 ``as_region`` recognizes such a node and checks the operand contract (dtypes, shapes,
 CPU); anything else, including a region whose scheme is not ours, yields None, so the
 passes leave it alone.
@@ -16,6 +18,8 @@ from typing import Optional
 
 import torch
 import torch.fx as fx
+
+from torch._inductor.pattern_matcher import FailedMatch, Match, MatchContext, PatternExpr
 
 from impl.hop import invoke_quant
 
@@ -70,11 +74,17 @@ def as_region(node: object) -> Optional[Region]:
     if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target is invoke_quant):
         return None
     scheme = lookup_scheme(node.kwargs.get("scheme"))
-    if scheme is None or len(node.args) != 4:
+    if scheme is None:
         return None
-    data, scale, zero_point = node.args[1:]
+    # Under dynamic shapes Dynamo also passes the size symbols the body uses (SymInt
+    # operands, in no fixed place); the tensor operands keep their order.
+    tensors = [a for a in node.args[1:] if fake_value(a) is not None]
+    symbols = [a for a in node.args[1:] if fake_value(a) is None]
+    if len(tensors) != 3 or not all(_is_symbolic_int(a) for a in symbols):
+        return None
+    data, scale, zero_point = tensors
     values = [fake_value(v) for v in (data, scale, zero_point, node)]
-    if any(v is None for v in values) or not on_cpu(data, node):
+    if values[-1] is None or not on_cpu(data, node):
         return None
     data_val, scale_val, zero_point_val, out_val = values
     data_dtype, out_dtype = (
@@ -87,6 +97,10 @@ def as_region(node: object) -> Optional[Region]:
     if scheme.per_tensor and (scale_val.dim() != 0 or zero_point_val.dim() != 0):
         return None
     return Region(node, scheme, data, scale, zero_point)
+
+
+def _is_symbolic_int(arg: object) -> bool:
+    return isinstance(arg, fx.Node) and isinstance(arg.meta.get("val"), (int, torch.SymInt))
 
 
 def as_dequantize(node: object, per_tensor: Optional[bool] = None) -> Optional[Region]:
@@ -105,3 +119,30 @@ def as_quantize(node: object, per_tensor: Optional[bool] = None) -> Optional[Reg
     if per_tensor is not None and region.scheme.per_tensor != per_tensor:
         return None
     return region
+
+
+class RegionOperand(PatternExpr):
+    """Pattern-matcher leaf: a node that is one of our regions, used by one node only.
+
+    A leaf (like ``Arg``) rather than a ``CallFunction`` because a region's operand count
+    varies (size symbols under dynamic shapes). Handlers read the region through
+    ``as_region``; ``direction`` restricts the match to quantize or dequantize regions.
+    """
+
+    def __init__(self, dequantize: bool = True) -> None:
+        super().__init__()
+        self.dequantize = dequantize
+
+    def __repr__(self) -> str:
+        return f"RegionOperand(dequantize={self.dequantize})"
+
+    def _match(self, node: object, ctx: MatchContext) -> Match | FailedMatch:
+        region = as_region(node)
+        if region is None or region.scheme.is_dequantize != self.dequantize:
+            return FailedMatch("not a static-quant {} region: {}", "dequantize" if self.dequantize else "quantize", node)
+        if len(node.users) != 1:
+            return FailedMatch("region {} has {} users", node, len(node.users))
+        return Match(ctx, self)
+
+    def pattern_eq(self, other: object) -> bool:
+        return super().pattern_eq(other) and self.dequantize == other.dequantize  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from .counters import check_counters, check_graphs
 from .filecheck import prefixes_for, run_filecheck
 from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sample_for_golden, sidecar_for, write_golden
 from .matrix import MatrixCell, Narrowing, expand_matrix
-from .report import SummaryRow, format_cell_failure, update_command
+from .report import SummaryRow, format_cell_failure, rerun_command, update_command
 from .run import CellRun, run_cell
 
 GOLDEN_PROPERTY = "quantcheck_golden"
@@ -204,7 +204,22 @@ class CaseItem(pytest.Item):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CellFailure):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
+        # The program or the compiler raised: say which cell, then a short traceback without
+        # pytest's and pluggy's frames (unless --tb asks for another style).
+        if style is None and self.config.getoption("tbstyle", "auto") == "auto":
+            style = "short"
+        header = (
+            f"{self.case.display_path}:{self.case.line}: case {self.case.name!r} [{self.cell.id}] raised "
+            f"{type(excinfo.value).__name__}: {excinfo.value}"
+        )
+        return f"{header}\n\n{super().repr_failure(excinfo, style=style)}\n\nre-run this cell:      {rerun_command(self.nodeid)}"
+
+    def _traceback_filter(self, excinfo):
+        def ours_or_torch(entry) -> bool:
+            path = str(entry.path)
+            return "/_pytest/" not in path and "/pluggy/" not in path
+
+        return excinfo.traceback.filter(ours_or_torch)
 
     def summary_row(self, outcome: str) -> SummaryRow:
         result = self.stash.get(CELL_RESULT_KEY, {})

@@ -121,6 +121,8 @@ def _deterministic(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
+    import torch.utils.deterministic  # not imported by `import torch` on 2.11
+
     previous = torch.are_deterministic_algorithms_enabled()
     previous_fill = torch.utils.deterministic.fill_uninitialized_empty
     previous_workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")

@@ -121,22 +121,22 @@ def _deterministic(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    import torch.utils.deterministic  # not imported by `import torch` on 2.11
-
     previous = torch.are_deterministic_algorithms_enabled()
-    previous_fill = torch.utils.deterministic.fill_uninitialized_empty
+    # The C-level switch behind torch.utils.deterministic's module property, which 2.11 and
+    # 2.13 spell differently (fill_uninitialized_memory / fill_uninitialized_empty).
+    previous_fill = torch._C._get_deterministic_fill_uninitialized_memory()
     previous_workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     # cuBLAS is only deterministic with a fixed workspace; torch refuses otherwise.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_empty = True
+    torch._C._set_deterministic_fill_uninitialized_memory(True)  # torch.empty gives NaN, not stale memory
     try:
         yield
     finally:
         if previous_workspace is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         torch.use_deterministic_algorithms(previous)
-        torch.utils.deterministic.fill_uninitialized_empty = previous_fill
+        torch._C._set_deterministic_fill_uninitialized_memory(previous_fill)
 
 
 def needs_fresh_compile(case: Case) -> bool:

@@ -176,6 +176,10 @@ def _per_tensor_scale(scale: ScaleLike, device: torch.device) -> torch.Tensor:
         if scale.numel() != 1:
             raise ValueError(f"per-tensor scale must have one element, got shape {tuple(scale.shape)}")
         return scale.to(device=device, dtype=torch.float32).reshape(())
+    if torch.compiler.is_compiling():
+        # Not inspected while tracing: Dynamo makes global floats symbolic under
+        # dynamic=True, and a Python check of a symbolic value breaks the graph.
+        return torch.tensor(scale, dtype=torch.float32, device=device)
     return torch.tensor(_positive_scale(scale), dtype=torch.float32, device=device)
 
 
@@ -184,6 +188,8 @@ def _per_tensor_zero_point(zero_point: ZeroPointLike, qdtype: torch.dtype, devic
         if zero_point.numel() != 1:
             raise ValueError(f"per-tensor zero_point must have one element, got shape {tuple(zero_point.shape)}")
         return zero_point.to(device=device, dtype=torch.int32).reshape(())
+    if torch.compiler.is_compiling():
+        return torch.tensor(zero_point, dtype=torch.int32, device=device)  # see _per_tensor_scale
     if isinstance(zero_point, bool) or not isinstance(zero_point, int):
         raise TypeError(f"zero_point must be an int or a tensor, got {type(zero_point).__name__}")
     info = torch.iinfo(qdtype)

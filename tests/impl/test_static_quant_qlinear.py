@@ -172,6 +172,8 @@ def test_dynamic_batch_compiles_once_and_fuses():
 
     assert result.frames == 1
     assert result.counts == {f"{QLINEAR}_count": 1, f"{QLINEAR}_nodes": 9}
+    ((out, eager),) = result.more
+    assert out.shape == (2, 5, OUT_FEATURES) and (out.int() - eager.int()).abs().max() <= 1
     FileCheck().check("torch.ops.onednn.qlinear_pointwise").check_same("'add'").run(result.code)
 
 

@@ -123,6 +123,32 @@ def constant_scalar(node: object) -> Optional[float | int]:
     return int(value.item()) if not value.dtype.is_floating_point else float(value.item())
 
 
+def same_value(first: object, second: object, _depth: int = 0) -> bool:
+    """Whether two graph values are provably equal: the same node, equal constants, or
+    the same deterministic op applied to provably equal arguments (two ``scalar_tensor``
+    of one size symbol, say, which is what a symbolic Python scalar turns into)."""
+    if first is second:
+        return True
+    if not (isinstance(first, fx.Node) and isinstance(second, fx.Node)):
+        if isinstance(first, fx.Node) or isinstance(second, fx.Node):
+            return False
+        if isinstance(first, (list, tuple)) and isinstance(second, (list, tuple)):
+            return len(first) == len(second) and all(same_value(a, b, _depth) for a, b in zip(first, second))
+        return type(first) is type(second) and first == second
+    a, b = constant_tensor(first), constant_tensor(second)
+    if a is not None and b is not None:
+        return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+    if _depth > 4 or first.op != "call_function" or first.target is not second.target:
+        return False
+    if not isinstance(first.target, torch._ops.OpOverload) or first.target.is_view:
+        return False
+    if torch.Tag.nondeterministic_seeded in first.target.tags or first.target._schema.is_mutable:
+        return False
+    return same_value(list(first.args), list(second.args), _depth + 1) and first.kwargs.keys() == second.kwargs.keys() and all(
+        same_value(first.kwargs[k], second.kwargs[k], _depth + 1) for k in first.kwargs
+    )
+
+
 def _fetch_attr(module: Any, target: str) -> Any:
     for part in target.split("."):
         module = getattr(module, part, None)

@@ -12,8 +12,8 @@ quant(dequant(q)) = q because |q - z| <= 255 keeps the float32 (or bf16: relativ
 2^-9, so at most 255 * 2^-9 < 0.5) round trip within half a code of q. Scales that agree
 to a relative 1e-5 count as the same for that reason.
 
-Qparams match when both sides read the same operand nodes (runtime tensors included) or
-equal constants.
+Qparams match when both sides read provably equal operands (the same nodes, the same op
+on the same runtime values, equal constants) or constants equal to a relative 1e-5.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 import torch.fx as fx
 from torch._inductor.pattern_matcher import Arg, CallFunction, ListOf, Match, PatternMatcherPass, register_graph_pattern
 
-from .graph_utils import RESHAPE_OPS, fake_mode_of, insert_call, erase_dead, record_match
+from .graph_utils import RESHAPE_OPS, erase_dead, fake_mode_of, insert_call, record_match, same_value
 from .regions import Region, RegionOperand, as_dequantize, as_quantize
 
 aten = torch.ops.aten
@@ -47,7 +47,7 @@ def same_qparams(first: Region, second: Region) -> bool:
     """Same int8 type, float dtype and per-tensor (scale, zero point)."""
     if first.scheme.qdtype != second.scheme.qdtype or first.scheme.float_dtype != second.scheme.float_dtype:
         return False
-    if first.scale is second.scale and first.zero_point is second.zero_point:
+    if same_value(first.scale, second.scale) and same_value(first.zero_point, second.zero_point):
         return True
     a, b = first.constant_qparams(), second.constant_qparams()
     return a is not None and b is not None and a[1] == b[1] and math.isclose(a[0], b[0], rel_tol=1e-5)

@@ -28,7 +28,7 @@ import yaml
 
 from . import programs
 from .dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
-from .inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names
+from .inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
 
 BACKENDS = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
 DEVICES = ("cpu", "cuda", "xpu", "mps")
@@ -592,8 +592,13 @@ def _parse_input(name: str, value: Any, at: _At) -> InputSpec:
 
     kind_name = _require_str(spec.get("kind", "tensor"), sub("kind"))
     kind = input_kind(kind_name)
+    if kind is None and ":" in kind_name:
+        try:
+            kind = kind_from_builder(kind_name)
+        except programs.ProgramImportError as exc:
+            raise sub("kind").error(f"unknown input kind: {exc}", got=kind_name) from None
     if kind is None:
-        raise sub("kind").error("unknown input kind", got=kind_name, allowed=input_kind_names())
+        raise sub("kind").error("unknown input kind", got=kind_name, allowed=input_kind_names() + ["<module>:<builder>"])
     if "shape" not in spec:
         raise at.error("missing key 'shape' (a list of sizes, [] for a scalar)")
     shape_list = _require_list(spec["shape"], sub("shape"), allow_empty=True)

@@ -100,6 +100,25 @@ def input_kind(name: str) -> Optional[InputKind]:
     return _INPUT_KINDS.get(name)
 
 
+def kind_from_builder(target: str) -> InputKind:
+    """``kind: 'module:builder'`` without registration: ``builder(spec, ctx)`` builds the input.
+
+    The builder may declare its ``params:`` as a ``PARAMS`` attribute (name -> type(s));
+    without it every parameter is accepted. Raises programs.ProgramImportError.
+    """
+    from .programs import import_program
+
+    builder = import_program(target)
+    return InputKind(name=target, build=builder, params=getattr(builder, "PARAMS", _AnyParams()), description=builder.__doc__ or "")
+
+
+class _AnyParams(dict):
+    """``params`` of a builder that declares none: every name accepted, any type."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return object
+
+
 def input_kind_names() -> list[str]:
     return sorted(_INPUT_KINDS)
 
@@ -174,7 +193,7 @@ def build_input(spec: InputSpec, *, device: str, matrix_dtype: torch.dtype, seed
     """Build one input afresh (programs may mutate their inputs, so every run gets its own)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     ctx = BuildContext(device=device, dtype=resolve_input_dtype(spec, matrix_dtype), generator=generator)
-    kind = input_kind(spec.kind)
+    kind = input_kind(spec.kind) or (kind_from_builder(spec.kind) if ":" in spec.kind else None)
     if kind is None:  # the loader checked this; a kind may have been unregistered since
         raise LookupError(f"input {spec.name!r}: unknown kind {spec.kind!r}; known {', '.join(input_kind_names())}")
     return kind.build(spec, ctx)

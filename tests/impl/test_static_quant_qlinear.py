@@ -162,6 +162,25 @@ def test_runtime_activation_qparams_use_the_tensor_overload():
     assert sqnr_db(model.reference(codes, torch.zeros(4, OUT_FEATURES)), result.out) >= FLOOR_DB[torch.float32]
 
 
+def test_activation_flattened_by_the_user_is_flattened_as_codes():
+    """linear(x.reshape(M, K)) with the (M, N) result used as is: the codes are flattened."""
+    model = QLinear(lambda y, o: y)
+
+    def program(x_codes):
+        x = sq.dequantize_per_tensor(x_codes, *model.x_qparams)
+        w = sq.dequantize_per_channel(model.w_codes, model.w_scales, model.w_zero_points, 0)
+        return F.linear(x.reshape(-1, IN_FEATURES), w, model.bias)
+
+    codes = uint8_codes(2, 3, IN_FEATURES)
+    result = compile_with_passes(program, codes)
+
+    assert result.counts == {f"{QLINEAR}_count": 1, f"{QLINEAR}_nodes": 5}
+    FileCheck().check("torch.ops.onednn.qlinear_pointwise").run(result.code)
+    assert result.out.shape == (6, OUT_FEATURES)
+    reference = model.reference(codes, torch.zeros(())).reshape(6, OUT_FEATURES)
+    assert sqnr_db(reference, result.out) >= FLOOR_DB[torch.float32]
+
+
 def test_dynamic_batch_compiles_once_and_fuses():
     model = QLinear(lambda y, o: F.relu(y + o))
     codes, other = _inputs(Case("d", model.post, 0, "", rows=(2, 3)))

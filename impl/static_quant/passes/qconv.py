@@ -22,6 +22,7 @@ overwritten: it is copied first unless nothing else reads it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional
 
@@ -67,18 +68,22 @@ def _core_patterns() -> list[CallFunction]:
     ]
 
 
+@dataclasses.dataclass(frozen=True)
 class _Plan:
-    def __init__(self, anchor: fx.Node, x_region: Region, x_qparams: tuple[float, int], weight: WeightSide,
-                 epilogue: Epilogue, accum: Optional[fx.Node], accum_qparams: tuple[float, int],
-                 accum_region: Optional[Region]) -> None:
-        self.anchor = anchor
-        self.x_region = x_region
-        self.x_qparams = x_qparams
-        self.weight = weight
-        self.epilogue = epilogue
-        self.accum = accum
-        self.accum_qparams = accum_qparams
-        self.accum_region = accum_region
+    """A validated match: everything the rewrite needs.
+
+    ``accum``: the tensor the binary post-op sums into (the added float tensor, or the
+    codes of a dequantized residual, ``accum_region``), with its ``accum_qparams``.
+    """
+
+    anchor: fx.Node
+    x_region: Region
+    x_qparams: tuple[float, int]
+    weight: WeightSide
+    epilogue: Epilogue
+    accum: Optional[fx.Node]
+    accum_qparams: tuple[float, int]
+    accum_region: Optional[Region]
 
     @property
     def matched_nodes(self) -> list[fx.Node]:

@@ -23,6 +23,7 @@ or int8 when a quantize follows).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Optional
@@ -37,6 +38,7 @@ from .fusion import (
     WEIGHT_SCALES,
     WEIGHT_ZERO_POINTS,
     FusedCall,
+    WeightSide,
     bias_ok,
     output_dtype_and_qparams,
     rewrite,
@@ -66,19 +68,22 @@ def _core_patterns() -> list[CallFunction]:
     return patterns
 
 
+@dataclasses.dataclass(frozen=True)
 class _Plan:
-    """A validated match: everything the rewrite needs."""
+    """A validated match: everything the rewrite needs.
 
-    def __init__(self, anchor: fx.Node, x_region: Region, flatten: Optional[fx.Node], weight, bias,
-                 output: fx.Node, unflatten: Optional[fx.Node], epilogue: Epilogue) -> None:
-        self.anchor = anchor
-        self.x_region = x_region
-        self.flatten = flatten
-        self.weight = weight
-        self.bias = bias
-        self.output = output
-        self.unflatten = unflatten
-        self.epilogue = epilogue
+    ``flatten`` / ``unflatten``: the reshapes of an N-D activation to (M, K) and of the
+    result back; with both, the fused call takes the N-D codes directly (oneDNN flattens
+    itself); with ``flatten`` alone, it takes the codes flattened the same way.
+    """
+
+    anchor: fx.Node
+    x_region: Region
+    flatten: Optional[fx.Node]
+    weight: WeightSide
+    bias: Optional[fx.Node]
+    unflatten: Optional[fx.Node]
+    epilogue: Epilogue
 
     @property
     def matched_nodes(self) -> list[fx.Node]:
@@ -115,17 +120,13 @@ def plan_qlinear(anchor: fx.Node) -> Optional[_Plan]:
     x_val = fake_value(x_region.data)
     if x_val.dim() < 2 or x_val.shape[-1] != in_features or not bias_ok(bias, out_features, float_dtype):
         return None
-    output, unflatten = anchor, None
+    unflatten = None
     if flatten is not None:
         unflatten = _unflatten_user(anchor, list(x_val.shape[:-1]) + [out_features])
-        if unflatten is not None:
-            output = unflatten
-        elif x_val.dim() != 2:
-            return None  # a flattened result used as is: not a shape this pass rebuilds
     epilogue = match_epilogue(
-        output, [anchor, x_region.node], UNARY_POST_OPS, UNARY_AFTER_ADD, allow_binary=True
+        unflatten or anchor, [anchor, x_region.node], UNARY_POST_OPS, UNARY_AFTER_ADD, allow_binary=True
     )
-    return _Plan(anchor, x_region, flatten, weight, bias, output, unflatten, epilogue)
+    return _Plan(anchor, x_region, flatten, weight, bias, unflatten, epilogue)
 
 
 def _unflatten_user(anchor: fx.Node, shape: list) -> Optional[fx.Node]:

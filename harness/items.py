@@ -119,6 +119,11 @@ class CaseItem(pytest.Item):
             comparisons += golden_comparisons
             golden_failed = bool(golden_sections) or any(not c.ok for c in golden_comparisons)
         sections += [c.report for c in comparisons if not c.ok]
+        if golden_failed and comparisons and comparisons[0].ok and self.case.checks.eager:
+            sections.append(
+                "compiled matches eager in this run: the golden differs because the program's own\n"
+                "numerics changed (a changed impl/ function, inputs or torch version), not because of compilation."
+            )
         sections += self._check_filecheck(run)
         counter_failures = check_counters(self.case.checks.counters, run.counters, self.cell, self.case.display_path)
         counter_failures += check_graphs(

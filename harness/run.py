@@ -200,7 +200,7 @@ def extract_kernel_sources(output_code: str) -> str:
     """The generated kernels (Triton, C++) in an output-code module, each under a '# kernel <name>' header."""
     parts = []
     for match in _KERNEL_DEFINITION.finditer(output_code):
-        parts.append(f"# kernel {match['name']} ({match['kind']})\n{match['source']}")
+        parts.append(f"# kernel {match['name']} ({match['kind']})\n{match['source'].rstrip()}")
     return "\n".join(parts)
 
 

@@ -134,7 +134,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Optional[p
     return None
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # trylast: after -k/-m deselection, so that the writer of each golden is a cell that runs.
     assign_golden_writers(items)
 
 

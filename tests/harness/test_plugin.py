@@ -342,3 +342,26 @@ def test_update_golden_under_xdist_touches_only_the_changed_case(project, monkey
     assert sorted(n for n in after if after[n] != before[n]) == ["s/second/cpu-float32.json", "s/second/cpu-float32.safetensors"]
     project.pytester.runpytest_subprocess(*common, "--update-golden").stdout.fnmatch_lines(["0 golden file(s) written, 2 unchanged"])
     assert project.golden_files() == after
+
+
+def test_update_golden_with_k_selection_and_skipped_first_backend(project):
+    """The golden writer is a cell that runs: not one -k deselects, not one a skip mark skips."""
+    project.suite("""
+        cases:
+          picky:
+            program: progs:scaled
+            inputs: {x: {shape: [3]}}
+            matrix: {backends: [eager, aot_eager], devices: [cpu]}
+            marks:
+              - {skip: "eager covered elsewhere", when: {backends: [eager]}}
+          other:
+            program: progs:scaled
+            inputs: {x: {shape: [3]}}
+            matrix: {backends: [eager, aot_eager], devices: [cpu]}
+    """)
+    result = project.run("--update-golden", "-k", "aot_eager")
+    result.assert_outcomes(passed=2)
+    assert sorted(project.golden_files()) == [
+        "s/other/cpu-float32.json", "s/other/cpu-float32.safetensors",
+        "s/picky/cpu-float32.json", "s/picky/cpu-float32.safetensors",
+    ]

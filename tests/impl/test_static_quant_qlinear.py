@@ -162,6 +162,16 @@ def test_runtime_activation_qparams_use_the_tensor_overload():
     assert sqnr_db(model.reference(codes, torch.zeros(4, OUT_FEATURES)), result.out) >= FLOOR_DB[torch.float32]
 
 
+def test_fused_add_whose_result_has_two_users_lowers():
+    """The added tensor is computed (o * 3, a pointwise Inductor fuses) and the fused
+    result feeds two consumers: the oneDNN call must still get a realized operand."""
+    model = QLinear(lambda y, o: (lambda z: (z, z * 2))(y + o * 3))
+    result = compile_with_passes(model, *_inputs(CASES[0]))
+    assert result.counts == {f"{QLINEAR}_count": 1, f"{QLINEAR}_nodes": 5}
+    FileCheck().check("torch.ops.onednn.qlinear_pointwise").check_same("'add'").run(result.code)
+    torch.testing.assert_close(result.out, result.eager)
+
+
 def test_activation_flattened_by_the_user_is_flattened_as_codes():
     """linear(x.reshape(M, K)) with the (M, N) result used as is: the codes are flattened."""
     model = QLinear(lambda y, o: y)

@@ -1,7 +1,11 @@
 """Inductor passes folding static-quant regions into quantized kernels: the one entry point.
 
-``apply_static_quant_passes(graph)`` runs, on a post-grad graph (where
-``post_grad_custom_pre_pass`` / ``post_grad_custom_post_pass`` run):
+``apply_static_quant_passes(graph)`` runs, on a post-grad graph, as (part of)
+``torch._inductor.config.post_grad_custom_pre_pass``: before Inductor's own post-grad
+patterns, which then lower the oneDNN calls through PyTorch's quantization lowering
+patterns (those realize a binary post-op's extra input; run as the *post* pass, a
+``qlinear_pointwise.binary`` whose added tensor is still a fused pointwise fails to lower,
+and Inductor's own rewrites of mm / add change what matches). The passes:
 
 1. dequant promotion (:mod:`.dequant_promotion`): one dequantize per consumer;
 2. qconv2d (:mod:`.qconv`) and qlinear (:mod:`.qlinear`): into ``onednn.qconv_pointwise``

@@ -59,11 +59,6 @@ def fake_value(node: object) -> Optional[torch.Tensor]:
     return value if isinstance(value, torch.Tensor) else None
 
 
-def has_static_shape(node: object) -> bool:
-    value = fake_value(node)
-    return value is not None and all(isinstance(d, int) for d in value.shape)
-
-
 def static_shape(node: object) -> Optional[list[int]]:
     """The node's shape as ints, None when unknown or symbolic (dynamic shapes)."""
     value = fake_value(node)

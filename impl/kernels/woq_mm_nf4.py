@@ -49,18 +49,11 @@ from impl.kernels.common import (
     upcast_dot,
     zeros_f32,
 )
+from impl.schemes.nf4 import DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table: one definition
 
 OP = "woq_mm_nf4"
 BLOCK_SIZES = (32, 64, 128, 256)
-ABSMAX_DOUBLE_QUANT_BLOCK = 256
-
-# The QLoRA / bitsandbytes NF4 levels (quantiles of N(0, 1) scaled to [-1, 1]).
-NF4_LEVELS = (
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
-)
+ABSMAX_DOUBLE_QUANT_BLOCK = DOUBLE_QUANT_BLOCK
 
 
 # ------------------------------------------------------------------------------ kernel

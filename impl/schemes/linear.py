@@ -1,0 +1,160 @@
+"""The user-facing API: swap ``nn.Linear`` modules for weight-only quantized ones.
+
+    model = impl.schemes.quantize_linear_(model, "int4", group_size=64)
+    compiled = torch.compile(model)
+
+Each swapped module is a ``WeightOnlyLinear`` whose buffers are the scheme's packed tensors
+(names as in the scheme's dataclass) and whose forward is
+
+    F.linear(x, dequantize_<scheme>_packed(<buffers>, dtype=x.dtype, ...), bias)
+
+so under ``torch.compile`` the weight is one ``impl_invoke_quant`` region (operands in the
+order the scheme's module docstring gives) feeding ``linear`` (``addmm`` / ``mm`` after
+decomposition), which is the pattern ``impl.passes`` fuses. The bias is cast to x's dtype
+when it differs (a quantized fp32 Linear may run on bf16 activations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import int4, int8, nf4
+from .common import check_activation_dtype
+from .names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, canonical_scheme
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemeSpec:
+    """How ``WeightOnlyLinear`` quantizes, stores and dequantizes one scheme's weight."""
+
+    quantize: Callable[..., Any]  # (weight, **options) -> the scheme's dataclass
+    dequantize_packed: Callable[..., torch.Tensor]  # (*buffers, dtype=..., **statics) -> W
+    buffers: tuple[str, ...]  # dataclass fields held as buffers, in operand order
+    statics: tuple[str, ...]  # dataclass fields passed to dequantize_packed as keywords
+
+
+SCHEMES: dict[str, SchemeSpec] = {
+    INT8_WEIGHT_ONLY: SchemeSpec(int8.quantize_int8, int8.dequantize_int8_packed, ("qweight", "scale"), ()),
+    INT4_WEIGHT_ONLY: SchemeSpec(
+        int4.quantize_int4, int4.dequantize_int4_packed, ("qweight", "scale", "zero"), ("group_size", "in_features")
+    ),
+    NF4: SchemeSpec(
+        nf4.quantize_nf4,
+        nf4.dequantize_nf4_packed,
+        ("qweight", "absmax", "absmax_scale", "absmax_offset"),
+        ("block_size", "in_features"),
+    ),
+}
+
+
+def _quantize(spec: SchemeSpec, scheme: str, weight: torch.Tensor, options: dict) -> Any:
+    try:
+        inspect.signature(spec.quantize).bind(weight, **options)
+    except TypeError as error:
+        allowed = [p for p in inspect.signature(spec.quantize).parameters if p != "weight"]
+        raise TypeError(f"scheme {scheme!r}: options {sorted(options)} do not fit; it takes {allowed} ({error})") from None
+    return spec.quantize(weight, **options)
+
+
+class WeightOnlyLinear(torch.nn.Module):
+    """A Linear whose weight is stored quantized by ``scheme`` and dequantized on each forward.
+
+    Build with ``WeightOnlyLinear.from_linear(linear, scheme, **options)``; options are the
+    scheme's quantizer's (int8: ``search``; int4: ``group_size``, ``symmetric``, ``search``;
+    nf4: ``block_size``, ``double_quant``).
+    """
+
+    def __init__(self, scheme: str, quantized: Any, bias: Optional[torch.Tensor]) -> None:
+        super().__init__()
+        self.scheme = canonical_scheme(scheme)
+        spec = SCHEMES[self.scheme]
+        self.in_features = int(quantized.in_features)
+        self.out_features = int(quantized.out_features)
+        self.statics = {name: getattr(quantized, name) for name in spec.statics}
+        for name in spec.buffers:
+            self.register_buffer(name, getattr(quantized, name))
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        if self.scheme == NF4:  # the region's levels operand; rebuilt, not saved
+            self.register_buffer("levels", nf4.nf4_levels(quantized.qweight.device), persistent=False)
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear, scheme: str, **options: Any) -> "WeightOnlyLinear":
+        if not isinstance(linear, torch.nn.Linear):
+            raise TypeError(f"from_linear: linear must be a torch.nn.Linear; got {type(linear).__name__}")
+        scheme = canonical_scheme(scheme)
+        quantized = _quantize(SCHEMES[scheme], scheme, linear.weight.detach(), options)
+        return cls(scheme, quantized, linear.bias)
+
+    def dequantize_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """W (out_features, in_features) in ``dtype``: the invoke_quant region."""
+        spec = SCHEMES[self.scheme]
+        extra = {"levels": self.levels} if self.scheme == NF4 else {}
+        buffers = [getattr(self, name) for name in spec.buffers]
+        return spec.dequantize_packed(*buffers, dtype=dtype, **self.statics, **extra)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_activation_dtype(input.dtype, f"WeightOnlyLinear({self.scheme}): input")
+        if input.dim() == 0 or input.shape[-1] != self.in_features:
+            raise ValueError(
+                f"WeightOnlyLinear({self.scheme}): input must end in in_features={self.in_features}; "
+                f"got shape {tuple(input.shape)}"
+            )
+        bias = self.bias
+        if bias is not None and bias.dtype != input.dtype:
+            bias = bias.to(input.dtype)
+        return F.linear(input, self.dequantize_weight(input.dtype), bias)
+
+    def extra_repr(self) -> str:
+        statics = "".join(f", {k}={v}" for k, v in self.statics.items() if k != "in_features")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, scheme={self.scheme}{statics}"
+        )
+
+
+def _swappable(module: torch.nn.Module) -> bool:
+    # MultiheadAttention reads its out_proj.weight directly; torch marks that Linear so
+    # quantization flows leave it alone, and so do we.
+    return isinstance(module, torch.nn.Linear) and not isinstance(
+        module, torch.nn.modules.linear.NonDynamicallyQuantizableLinear
+    )
+
+
+def quantize_linear_(
+    model: torch.nn.Module,
+    scheme: str,
+    *,
+    filter_fn: Optional[Callable[[str, torch.nn.Linear], bool]] = None,
+    **options: Any,
+) -> torch.nn.Module:
+    """Replace every ``nn.Linear`` in ``model`` (those ``filter_fn(name, linear)`` accepts)
+    by a ``WeightOnlyLinear`` of ``scheme`` ("int8", "int4", "nf4" or the full names), in place.
+
+    Returns ``model``; when ``model`` itself is an ``nn.Linear`` (which cannot be replaced
+    in place) returns its ``WeightOnlyLinear``. ``options`` go to the scheme's quantizer.
+    """
+    scheme = canonical_scheme(scheme)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"quantize_linear_: model must be a torch.nn.Module; got {type(model).__name__}")
+    if isinstance(model, torch.nn.Linear):
+        if filter_fn is not None and not filter_fn("", model):
+            return model
+        return WeightOnlyLinear.from_linear(model, scheme, **options)
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if _swappable(module) and (filter_fn is None or filter_fn(name, module))
+    ]
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, WeightOnlyLinear.from_linear(linear, scheme, **options))
+    return model
+
+
+__all__ = ["SCHEMES", "SchemeSpec", "WeightOnlyLinear", "quantize_linear_"]

@@ -98,7 +98,8 @@ def _no_aliasing_outputs(fn: Any, args: tuple) -> Any:
     costs little; outputs that alias nothing are returned as they are.
     """
 
-    @functools.wraps(fn)
+    # No functools.wraps: under Dynamo it fails on a functools.partial (the fn-kwargs form),
+    # and nothing reads the wrapper's name.
     def wrapped(*inner_args: Any) -> Any:
         out = fn(*inner_args)
         leaves, spec = pytree.tree_flatten(out)

@@ -66,6 +66,11 @@ def lower_invoke_quant(subgraph: ir.Subgraph, *operands: Any, scheme: Optional[s
                     V.graph.low_precision_codegen_ops.add(name)
                 V.graph.invoke_quant_ops.add(name)
             result = torch.fx.Interpreter.output(V.graph, node, args, kwargs)
+        elif node.op == "get_attr":
+            # A constant the region built (a lookup table, an arange): it lives on the
+            # subgraph module, which the outer module holds under the subgraph's name;
+            # V.graph.get_attr alone would look for it on the outer module.
+            V.graph.env[node] = V.graph.get_attr(f"{subgraph.name}.{node.target}", (), {})
         else:
             V.graph.env[node] = V.graph.run_node(node)
     return result

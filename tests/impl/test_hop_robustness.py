@@ -85,7 +85,23 @@ def nf4_lookup(packed, absmax, table):
     return table[codes.long()] * absmax
 
 
+def nf4_table_built_inside(packed, absmax):
+    # The region makes its own constant: Inductor inlines a small table into the kernel.
+    table = torch.tensor(NF4_LEVELS, device=packed.device, dtype=absmax.dtype)
+    return nf4_lookup(packed, absmax, table)
+
+
+def large_table_built_inside(packed, absmax):
+    # Too large to inline: the constant becomes a buffer of the compiled graph.
+    # (float32 then cast: a bf16 linspace rounds differently in eager and in Inductor)
+    table = torch.linspace(-1.0, 1.0, 4096, device=packed.device).to(absmax.dtype)
+    codes = packed.to(torch.int64) * 16 + 7
+    return table[codes] * absmax
+
+
 ROBUSTNESS_CASES = {
+    "nf4_table_built_inside": (nf4_table_built_inside, _packed_nibbles),
+    "large_table_built_inside": (large_table_built_inside, _packed_nibbles),
     "view_reshape": (dequant_reshape, _int8_and_scale),
     "view_transpose": (dequant_transpose, _int8_and_scale),
     "view_slice": (dequant_slice, _int8_and_scale),
@@ -185,6 +201,19 @@ def test_outside_compilation_the_function_is_called_directly():
     out = InvokeQuant()(region, x, scheme="nf4", offset=2.0)
     torch.testing.assert_close(out, torch.full((3,), 3.0))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keyword_arguments_reach_the_region_under_compilation(backend):
+    def region(q, s, *, group_size):
+        return (q.reshape(q.shape[0], -1, group_size).float() * s[..., None]).reshape(q.shape[0], -1)
+
+    def program(x, q, s):
+        return x @ InvokeQuant()(region, q, s, scheme="int4", group_size=4).t()
+
+    x, q, s = torch.randn(3, 8), torch.randint(-8, 8, (5, 8), dtype=torch.int8), torch.rand(5, 2)
+    compiled = torch.compile(program, backend=backend, fullgraph=True)
+    torch.testing.assert_close(compiled(x, q, s), program(x, q, s))
 
 
 def test_quant_options_must_be_invoke_quant():

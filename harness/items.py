@@ -37,6 +37,7 @@ class Settings:
     golden_root: Path
     narrowing: Narrowing
     update_golden: bool
+    add_missing_goldens: bool = False  # write goldens that do not exist yet, compare the rest
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -151,7 +152,8 @@ class CaseItem(pytest.Item):
             shown_label = f"{shown} ({sample} fixed elements of outputs larger than that)"
         else:
             shown_label = shown
-        if settings.update_golden:
+        missing = not paths.data.exists() and not paths.sidecar.exists()
+        if settings.update_golden or (settings.add_missing_goldens and missing):
             if not self.writes_golden:
                 return [], []  # the writer cell of this golden compares; reading now could race its write
             sidecar = sidecar_for(

@@ -57,6 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--devices", default="", help=f"comma list narrowing the matrix devices ({', '.join(DEVICES)})")
     group.addoption("--dtypes", default="", help="comma list narrowing the matrix dtypes (float32, bfloat16, ...)")
     group.addoption("--update-golden", action="store_true", help="write goldens (from eager) for the selected cells; unchanged files are left alone")
+    group.addoption("--add-missing-goldens", action="store_true", help="write (from eager) only the goldens of the selected cells that do not exist yet; compare the rest (a new device or case)")
     group.addoption("--prune-stale-goldens", action="store_true", help="delete goldens that no case declares (they are always reported)")
     group.addoption("--max-autotune", action="store_true", help="also run inductor_max_autotune cells on the CPU")
     group.addoption(
@@ -96,6 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
         golden_root=rootdir / config.getini("quantcheck_golden_dir"),
         narrowing=_narrowing(config),
         update_golden=config.getoption("update_golden"),
+        add_missing_goldens=config.getoption("add_missing_goldens"),
     )
     state = {"rows": [], "golden_notes": [], "suites": set()}
     config.stash[_SESSION_KEY] = state

@@ -175,6 +175,20 @@ def test_golden_workflow(project):
     project.run().assert_outcomes(passed=3)
 
 
+def test_add_missing_goldens_writes_only_what_is_missing(project):
+    project.suite(TWO_CASES)
+    project.run("--update-golden", "-k", "first").assert_outcomes(passed=2)
+    first_before = project.golden_files()
+    # A regression in 'first' must still fail: its golden exists and is compared, not rewritten.
+    project.set_programs((project.root / "progs.py").read_text().replace("SCALE = 2.0", "SCALE = 2.5"))
+    result = project.run("--add-missing-goldens")
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(["suites/s.yaml::second: golden/s/second/cpu-float32.safetensors: created"])
+    after = project.golden_files()
+    assert {name: after[name] for name in first_before} == first_before
+    assert "s/second/cpu-float32.safetensors" in after
+
+
 def _make_golden(project):
     project.suite(TWO_CASES)
     project.run("--update-golden", "-k", "first").assert_outcomes(passed=2)

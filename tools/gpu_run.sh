@@ -8,6 +8,10 @@
 #   tools/gpu_run.sh all ARGS   kernel tests + sweep + benchmark with the configs just tuned
 #                               (commit $OUT/tuned_configs.json as impl/kernels/tuned_configs_h100.json)
 #   tools/gpu_run.sh tests      kernel tests only
+#   tools/gpu_run.sh matrix     the session's one call: the op tests and kernel tests on CUDA,
+#                               then every suite's cuda matrix (existing cuda goldens compared,
+#                               missing ones written); $OUT/cuda_goldens.tar holds the goldens
+#                               to commit (tar -xf it in the repo root)
 #
 # Files under $OUT: env.txt, kernel_tests.log, bench.log + bench_woq.json + bench_woq.md
 # (bench), tune.log + tune_woq.json + tuned_configs.json (tune).
@@ -27,6 +31,27 @@ status=0
   nproc
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
+
+if [ -d .whl ]; then  # the GPU machine has no registry: wheels carried from here (filecheck)
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+
+if [ "$MODE" = matrix ]; then
+  touch /tmp/matrix_start
+  start=$(date +%s)
+  python3 -m pytest tests/impl -q -p no:cacheprovider -n 14 -k "cuda or prologue or kernels or triton" 2>&1 \
+    | tee "$OUT/impl_tests.log" | tail -n 15
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  echo "impl tests on cuda: $(( $(date +%s) - start )) s"
+  start=$(date +%s)
+  python3 -m harness --devices cuda -n 14 --add-missing-goldens --summary "$OUT/cuda_summary.json" 2>&1 \
+    | tee "$OUT/cuda_matrix.log" | tail -n 60
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  echo "cuda matrix: $(( $(date +%s) - start )) s"
+  find golden -name 'cuda-*' -newer /tmp/matrix_start -print0 | tar -cf "$OUT/cuda_goldens.tar" --null -T -
+  tar -tf "$OUT/cuda_goldens.tar" | wc -l
+  exit $status
+fi
 
 # Kernel tests on CUDA: compiled kernels, full-size default configs included. xdist spreads
 # the Triton compiles over the cores. --noconftest: these tests need no harness plugin.

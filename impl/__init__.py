@@ -11,4 +11,8 @@ for _op in (invoke_quant, invoke_quant_packed):
     compat.mark_hop_cacheable(_op)
 compat.teach_fx_utils_subgraph_args([invoke_quant, invoke_quant_packed])
 
-__all__ = ["InvokeQuant", "invoke_quant", "invoke_quant_packed"]
+from . import woq_mm  # noqa: E402  (registers torch.ops.impl.woq_mm_<scheme>)
+from .lowerings import woq_mm_cpu as _woq_mm_cpu_lowering  # noqa: E402,F401  (registers their CPU lowerings)
+from .install import install, installed, uninstall  # noqa: E402
+
+__all__ = ["InvokeQuant", "install", "installed", "invoke_quant", "invoke_quant_packed", "uninstall"]

@@ -70,3 +70,38 @@ def mark_hop_cacheable(op: Any) -> None:
     if not hasattr(op, "_cacheable"):
         raise AssertionError(f"{type(op).__name__}: this torch has no HigherOrderOperator._cacheable")
     op._cacheable = True
+
+
+def inference_aware_pass_type() -> Any:
+    """torch 2.13's ``CustomInferenceAwareGraphPass`` (called as ``pass(graph, is_inference=...)``);
+    None on torch 2.11, which has no such class and calls every post-grad pass as ``pass(graph)``."""
+    from torch._inductor import custom_graph_pass
+
+    return getattr(custom_graph_pass, "CustomInferenceAwareGraphPass", None)
+
+
+def subgraph_choice(name: str, input_nodes: list, layout: Any, fn: Callable[..., Any]) -> Any:
+    """An autotuning choice that runs ``fn`` (traced to ATen) as an Inductor subgraph, or None
+    where this torch has no ``SubgraphTemplate`` (2.13 has it, with CPU benchmarking)."""
+    try:
+        from torch._inductor.codegen.subgraph import SubgraphTemplate
+    except ImportError:
+        return None
+    from torch._dispatch.python import enable_python_dispatcher
+    from torch._inductor.decomposition import select_decomp_table
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    with enable_python_dispatcher():
+        traced = make_fx(fn, select_decomp_table())
+        return SubgraphTemplate(name=name).generate(
+            name=name, input_nodes=input_nodes, layout=layout, make_fx_graph=traced, description="decomposition"
+        )
+
+
+def select_algorithm(name: str, choices: list, input_nodes: list, layout: Any) -> Any:
+    """``autotune_select_algorithm``'s chosen output node. torch 2.13 returns
+    ``(node, choice)``; earlier versions returned the node alone."""
+    from torch._inductor.select_algorithm import autotune_select_algorithm
+
+    result = autotune_select_algorithm(name, choices, input_nodes, layout)
+    return result[0] if isinstance(result, tuple) else result

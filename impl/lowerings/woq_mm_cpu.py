@@ -1,0 +1,252 @@
+"""CPU lowerings of the fused weight-only matmuls (``torch.ops.impl.woq_mm_<scheme>``).
+
+Each lowering flattens x (..., K) to (M, K), picks an implementation, adds the bias and
+restores the leading dims. The implementations:
+
+``aten``
+    int8: ``aten._weight_int8pack_mm(x, qweight, scale)``, scale cast to x's dtype (the
+    kernel wants them equal). int4: ``aten._weight_int4pack_mm_for_cpu`` on a weight
+    repacked at compile time by ``aten._convert_weight_to_int4pack_for_cpu``, which needs
+    the weight tensors to be constants (``torch._inductor.config.freezing = True``) and
+    N % 16 == 0; x is zero-padded to K_pad. Its convention is
+    W = (u - 8) * scale + offset, so offset = (8 - zero) * scale (our W = (u - zero) * scale),
+    both stored in x's dtype. NF4 has no ATen kernel.
+``decomposition``
+    The op's own formula (``impl.woq_mm.dequantize_<scheme>`` + ``F.linear``) traced and
+    inlined, so Inductor generates the dequantization loop and picks its own GEMM.
+
+Selection, like PyTorch's ``quantized_lowerings``: with ``max_autotune`` (or
+``max_autotune_gemm``) every available implementation is benchmarked through
+``autotune_select_algorithm`` (the decomposition as a subgraph choice where this torch has
+them, ``compat.subgraph_choice``); otherwise a measured heuristic (``tools/bench_woq_cpu.py``
+on a 2-core x86 CPU): the ATen kernels win for bfloat16 at every M and for float32 /
+float16 at decode sizes (M <= ``ATEN_MAX_M_FP32``); the decomposition (one dequantization
+pass, then oneDNN's GEMM) wins for float32 / float16 prefill.
+
+Other devices fall back to the op's own implementation (the Triton kernels on CUDA).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch._inductor import config as inductor_config
+from torch._inductor import ir
+from torch._inductor.lowering import fallback_handler, lowerings
+from torch._inductor.select_algorithm import ExternKernelChoice
+from torch._inductor.virtualized import V
+
+from .. import compat
+from .. import woq_mm
+from ..schemes.common import round_up, unpack_nibbles
+
+aten = torch.ops.aten
+prims = torch.ops.prims
+
+ATEN_MAX_M_FP32 = 4  # float32 / float16: the ATen kernels only at decode sizes
+INT4_PACK_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu: N % 16 == 0
+INT4_INNER_K_TILES = 2
+INT4_CODE_OFFSET = 8  # the CPU int4 kernel decodes (u - 8) * scale + offset
+
+
+def _int8pack_mm(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The int8 ATen kernel on our operands (it wants the scale in x's dtype)."""
+    return torch.ops.aten._weight_int8pack_mm(x, qweight, scale.to(x.dtype))
+
+
+def _int4pack_mm(x, qweight, scale, zero, packed, scales_and_offsets, *, group_size: int) -> torch.Tensor:
+    """The int4 ATen kernel on the compile-time repacked weight (``packed``,
+    ``scales_and_offsets``); qweight, scale, zero are the decomposition's and unused here."""
+    k_pad = 2 * qweight.shape[1]
+    if x.shape[1] != k_pad:
+        x = F.pad(x, (0, k_pad - x.shape[1]))
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_offsets)
+
+
+_INT8_CHOICE = ExternKernelChoice(_int8pack_mm, name="impl_woq_int8pack_mm", has_out_variant=False)
+_INT4_CHOICE = ExternKernelChoice(_int4pack_mm, name="impl_woq_int4pack_mm_cpu", has_out_variant=False)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fake(arg: Any) -> Any:
+    return arg.meta["val"] if isinstance(arg, fx.Node) else arg
+
+
+def _constant(arg: Any) -> Optional[torch.Tensor]:
+    """The real tensor behind an FX argument that is a graph constant (frozen), else None."""
+    if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
+        return None
+    value: Any = V.graph.module
+    for part in str(arg.target).split("."):
+        value = getattr(value, part, None)
+    return value if isinstance(value, torch.Tensor) and not isinstance(value, torch._subclasses.FakeTensor) else None
+
+
+def _static_int(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except TypeError:
+        return None
+
+
+def _max_autotune() -> bool:
+    return bool(inductor_config.max_autotune or inductor_config.max_autotune_gemm)
+
+
+def _prefers_aten(dtype: torch.dtype, m: Optional[int]) -> bool:
+    return dtype == torch.bfloat16 or (m is not None and m <= ATEN_MAX_M_FP32)
+
+
+# --------------------------------------------------------------------------- decomposition
+
+
+def _inline_decomposition(fn: Callable[..., torch.Tensor], inputs: list, fakes: list) -> Any:
+    """Trace ``fn(*fakes)`` to ATen (Inductor's decompositions) and lower its nodes here."""
+    from torch._inductor.pattern_matcher import fwd_only
+
+    with V.fake_mode:
+        gm = fwd_only(fn, fakes)
+    placeholders = gm.graph.find_nodes(op="placeholder")
+    result = None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            V.graph.env[node] = inputs[placeholders.index(node)]
+        elif node.op == "output":
+            (result,) = torch.utils._pytree.tree_leaves(node.args)
+            result = V.graph.env[result]
+        else:
+            V.graph.env[node] = V.graph.run_node(node)
+    return result
+
+
+# --------------------------------------------------------------------------- the lowering
+
+
+class _Lowering:
+    """One call of a fused op's lowering.
+
+    ``inputs``: the IR tensors every implementation takes, x flattened to (M, K) first
+    (int4 with a repacked weight adds the ATen kernel's two constants at the end);
+    ``dense(*inputs)``: the decomposition on them, without bias; ``aten``: the ATen kernel's
+    choice and keyword constants, or None where it does not apply.
+    """
+
+    def __init__(self, scheme: str, args: tuple) -> None:
+        self.scheme = scheme
+        self.args = args
+        node = V.graph.current_node
+        fx_args = list(node.args) + [None] * (len(args) - len(node.args))
+        x = _fake(fx_args[0])
+        self.dtype = x.dtype
+        self.k = int(x.shape[-1])
+        self.n = int(_fake(fx_args[1]).shape[0])
+        self.m = _static_int(x.numel() // self.k) if self.k else None
+        bias_at = _BIAS_INDEX[scheme]
+        self.bias = args[bias_at]
+        weight = [i for i in range(1, bias_at) if isinstance(args[i], ir.IRNode)]
+        ints = list(args[bias_at + 1:])
+        self.inputs = [lowerings[aten.reshape.default](args[0], [-1, self.k]), *(args[i] for i in weight)]
+        self.fakes = [_flat(x, self.k), *(_fake(fx_args[i]) for i in weight)]
+        self.aten: Optional[tuple[ExternKernelChoice, dict]] = None
+        template = list(args[:bias_at])
+        eager = _EAGER[scheme]
+        present = [0, *weight]
+
+        def dense(*tensors: torch.Tensor) -> torch.Tensor:
+            call = list(template)
+            for i, t in zip(present, tensors):
+                call[i] = t
+            return eager(*call, None, *ints)
+
+        self.dense = dense
+        if scheme == "int8_weight_only":
+            self.aten = (_INT8_CHOICE, {})
+        elif scheme == "int4_weight_only":
+            self._add_int4_constants([_constant(a) for a in fx_args[1:4]], group_size=ints[0])
+
+    def _add_int4_constants(self, constants: list, group_size: int) -> None:
+        if any(c is None for c in constants) or self.n % INT4_PACK_N_MULTIPLE:
+            return
+        qweight, scale, zero = constants
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            unpack_nibbles(qweight).to(torch.int32), INT4_INNER_K_TILES
+        )
+        offset = (INT4_CODE_OFFSET - zero) * scale
+        scales_and_offsets = torch.stack([scale.t(), offset.t()], dim=-1).to(self.dtype).contiguous()
+        for value in (packed, scales_and_offsets):
+            self.inputs.append(V.graph.add_tensor_constant(value))
+            self.fakes.append(V.fake_mode.from_tensor(value))
+        dense = self.dense
+        self.dense = lambda *tensors: dense(*tensors[:-2])
+        self.aten = (_INT4_CHOICE, {"group_size": group_size})
+
+    def layout(self) -> ir.Layout:
+        return ir.FixedLayout(self.inputs[0].get_device(), self.dtype, [self.inputs[0].get_size()[0], self.n])
+
+    def lower(self) -> Any:
+        if self.aten is not None and _max_autotune():
+            choices = [self._aten_choice()]
+            decomposed = compat.subgraph_choice(f"impl_woq_mm_{self.scheme}_decomposed", self.inputs, self.layout(), self.dense)
+            if decomposed is not None:
+                choices.append(decomposed)
+            y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", choices, self.inputs, self.layout())
+        elif self.aten is not None and _prefers_aten(self.dtype, self.m):
+            y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", [self._aten_choice()], self.inputs, self.layout())
+        else:
+            y = _inline_decomposition(self.dense, self.inputs, self.fakes)
+        if self.bias is not None:
+            y = lowerings[aten.add.Tensor](y, self.bias)
+        return lowerings[aten.reshape.default](y, [*self.args[0].get_size()[:-1], self.n])
+
+    def _aten_choice(self) -> Any:
+        choice, kwargs = self.aten
+        for t in self.inputs:
+            t.realize()
+        return choice.bind(tuple(self.inputs), self.layout(), **kwargs)
+
+
+def _flat(x: torch.Tensor, k: int) -> torch.Tensor:
+    with V.fake_mode:
+        return x.reshape(-1, k)
+
+
+def _eager_int8(x, qweight, scale, bias):
+    return F.linear(x, woq_mm.dequantize_int8(qweight, scale, x.dtype), bias)
+
+
+def _eager_int4(x, qweight, scale, zero, bias, group_size):
+    weight = woq_mm.dequantize_int4(qweight, scale, zero, group_size, int(x.shape[-1]), x.dtype)
+    return F.linear(x, weight, bias)
+
+
+def _eager_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size):
+    weight = woq_mm.dequantize_nf4(
+        qweight, absmax, levels, absmax_scale, absmax_offset, block_size, int(x.shape[-1]), x.dtype
+    )
+    return F.linear(x, weight, bias)
+
+
+_EAGER = {"int8_weight_only": _eager_int8, "int4_weight_only": _eager_int4, "nf4": _eager_nf4}
+_BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}
+
+
+def _register(scheme: str) -> None:
+    op = woq_mm.OPS[scheme]
+    fallback = fallback_handler(op, add_to_fallback_set=False)
+
+    @compat.register_inductor_lowering(op)
+    def lower(*args: Any, **kwargs: Any) -> Any:
+        node = V.graph.current_node
+        x = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+        if kwargs or x is None or x.device.type != "cpu" or x.numel() == 0:
+            return fallback(*args, **kwargs)
+        return _Lowering(scheme, args).lower()
+
+
+for _scheme in woq_mm.OPS:
+    _register(_scheme)

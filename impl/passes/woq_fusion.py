@@ -1,0 +1,412 @@
+"""Weight-only fusion: "dequantize region -> matmul" becomes one ``torch.ops.impl.woq_mm_<scheme>``.
+
+What a post-grad graph holds for ``F.linear(x, dequantize_<scheme>(weight), b)`` and kin:
+
+    w = impl_invoke_quant(subgraph, <weight tensors>, scheme="int8_weight_only")   # (N, K)
+    y = mm(x, permute(w, [1, 0]))                    # x @ w.T, F.linear without bias
+    y = addmm(b, x, permute(w, [1, 0]))              # F.linear with bias
+    y = bmm(x3, expand(permute(w, [1, 0]), [B, K, N]))          # torch.bmm(x3, w.t().expand(...))
+    y = bmm(x3, expand(unsqueeze(permute(w, [1, 0]), 0), ...))  # torch.matmul(x3, w.t()[None])
+    y = linear(x, w[, b])                            # (only in graphs that kept aten.linear)
+
+which becomes ``y = woq_mm_<scheme>(x, <weight tensors>, b, <ints>)``; for bmm the (B, S, K)
+activation keeps its batch dims (the op flattens them to (B * S, K) and restores them).
+
+The weight operand may reach the matmul through any chain of view ops (permute, t,
+transpose, unsqueeze, expand, view, reshape, squeeze): the chain is replayed on a meta
+tensor and must amount to exactly W.T (mm, addmm), W.T broadcast over the batch (bmm) or W
+(linear). A match also needs:
+
+- the region's ``scheme`` is one of ``impl.schemes.names.WEIGHT_ONLY_SCHEMES`` and its
+  operands fit that scheme's layout (dtypes, shapes; group size / block size and K derived
+  from the operand shapes and the region's output shape), output dtype = x's dtype;
+- the region and every view in the chain have exactly one user: a weight that is also read
+  elsewhere stays dequantized, and fusing one of its readers would dequantize it twice;
+- addmm: alpha = beta = 1 and a bias of shape (N,) in x's dtype.
+
+Anything else (an unknown scheme, a weight used as x @ W, a bias broadcast over rows, ...)
+is left as it is and still runs unfused. One ``PatternMatcherPass`` per scheme; each
+rewrite bumps ``counters["inductor"]["woq_fusion_<short>_matcher_count"]`` and
+``..._matcher_nodes`` (the nodes replaced: region, views, matmul). Run it as (part of)
+``post_grad_custom_pre_pass``, before Inductor's own post-grad patterns rewrite mm / addmm;
+``impl.install()`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.fx as fx
+from torch._dynamo.utils import counters
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+from torch._inductor.pattern_matcher import (
+    Arg,
+    CallFunction,
+    FailedMatch,
+    Match,
+    MatchContext,
+    PatternExpr,
+    PatternMatcherPass,
+    register_graph_pattern,
+)
+
+from impl.hop import invoke_quant
+from impl.schemes import int4 as int4_scheme
+from impl.schemes import nf4 as nf4_scheme
+from impl.schemes.common import ACTIVATION_DTYPES
+from impl.schemes.names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, WEIGHT_ONLY_SCHEMES
+from impl.woq_mm import OPS
+
+aten = torch.ops.aten
+
+# Short names in counter keys and pass names.
+SHORT_NAMES = {INT8_WEIGHT_ONLY: "int8", INT4_WEIGHT_ONLY: "int4", NF4: "nf4"}
+PASS_NAMES = tuple(f"woq_fusion_{SHORT_NAMES[s]}" for s in WEIGHT_ONLY_SCHEMES)
+COUNTER_NAMES = tuple(f"{p}_{event}" for p in PASS_NAMES for event in ("matcher_count", "matcher_nodes"))
+SOURCE_FILES = tuple(
+    str(Path(__file__).resolve().parent.parent / name) for name in ("passes/woq_fusion.py", "woq_mm.py", "hop.py")
+)
+
+VIEW_OPS = frozenset({
+    aten.permute.default,
+    aten.t.default,
+    aten.transpose.int,
+    aten.unsqueeze.default,
+    aten.expand.default,
+    aten.view.default,
+    aten.reshape.default,
+    aten._unsafe_view.default,
+    aten.squeeze.dim,
+    aten.alias.default,
+})
+
+
+def counter_key(scheme: str, event: str) -> str:
+    """``counters["inductor"]`` key, e.g. ``woq_fusion_int8_matcher_count``."""
+    return f"woq_fusion_{SHORT_NAMES[scheme]}_{event}"
+
+
+# --------------------------------------------------------------------------- the weight
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedWeight:
+    """A region that dequantizes a weight of a known scheme, checked against its layout.
+
+    ``tensors``: the fused op's weight arguments in its order (NF4: qweight, absmax,
+    levels, absmax_scale or None, absmax_offset or None); ``ints``: its trailing int
+    arguments (int4: group_size; nf4: block_size).
+    """
+
+    region: fx.Node
+    scheme: str
+    tensors: tuple[Optional[fx.Node], ...]
+    ints: tuple[int, ...]
+    out_features: int
+    in_features: int
+    dtype: torch.dtype
+
+
+def _val(node: object) -> Optional[torch.Tensor]:
+    value = node.meta.get("val") if isinstance(node, fx.Node) else None
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _static(shape: Any) -> Optional[tuple[int, ...]]:
+    dims = tuple(shape)
+    return dims if all(isinstance(d, int) for d in dims) else None
+
+
+def as_quantized_weight(node: object) -> Optional[QuantizedWeight]:
+    """The weight ``node`` dequantizes, or None when it is not one of our weight regions."""
+    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target is invoke_quant):
+        return None
+    scheme = node.kwargs.get("scheme")
+    if scheme not in WEIGHT_ONLY_SCHEMES:
+        return None
+    out = _val(node)
+    out_shape = _static(out.shape) if out is not None else None
+    if out_shape is None or len(out_shape) != 2 or out.dtype not in ACTIVATION_DTYPES:
+        return None
+    # Under dynamic shapes the size symbols the body uses are operands too: skip them.
+    tensors = [a for a in node.args[1:] if _val(a) is not None]
+    values = [_val(a) for a in tensors]
+    if any(_static(v.shape) is None or v.device != out.device for v in values):
+        return None
+    layout = _LAYOUTS[scheme](out_shape, [(tuple(v.shape), v.dtype) for v in values])
+    if layout is None:
+        return None
+    order, ints = layout
+    ordered = tuple(tensors[i] if i is not None else None for i in order)
+    return QuantizedWeight(node, scheme, ordered, ints, out_shape[0], out_shape[1], out.dtype)
+
+
+def _int8_layout(out: tuple, operands: list) -> Optional[tuple]:
+    n, k = out
+    if operands == [((n, k), torch.int8), ((n,), torch.float32)]:
+        return (0, 1), ()
+    return None
+
+
+def _nibble_blocks(out: tuple, qweight: tuple, blocks: tuple, sizes: tuple) -> Optional[int]:
+    """The block (group) size a nibble-packed (N, K_pad // 2) weight with (N, nb) blocks has."""
+    n, k = out
+    if len(qweight) != 2 or len(blocks) != 2 or qweight[0] != n or blocks[0] != n or blocks[1] == 0:
+        return None
+    k_pad = 2 * qweight[1]
+    block, rest = divmod(k_pad, blocks[1])
+    if rest or block not in sizes or not (k_pad - block < k <= k_pad):
+        return None
+    return block
+
+
+def _int4_layout(out: tuple, operands: list) -> Optional[tuple]:
+    if [d for _, d in operands] != [torch.uint8, torch.float32, torch.float32]:
+        return None
+    (qweight, _), (scale, _), (zero, _) = operands
+    group = _nibble_blocks(out, qweight, scale, int4_scheme.GROUP_SIZES)
+    if group is None or zero != scale:
+        return None
+    return (0, 1, 2), (group,)
+
+
+def _nf4_layout(out: tuple, operands: list) -> Optional[tuple]:
+    # (qweight, absmax, levels) or (qweight, absmax_codes, levels, absmax_scale, absmax_offset)
+    dtypes = [d for _, d in operands]
+    shapes = [s for s, _ in operands]
+    levels_ok = len(shapes) >= 3 and shapes[2] == (len(nf4_scheme.NF4_LEVELS),)
+    if dtypes == [torch.uint8, torch.float32, torch.float32] and levels_ok:
+        order = (0, 1, 2, None, None)
+    elif dtypes == [torch.uint8, torch.uint8, torch.float32, torch.float32, torch.float32] and levels_ok:
+        n, blocks_per_row = shapes[1] if len(shapes[1]) == 2 else (0, 0)
+        if shapes[3] != (nf4_scheme.double_quant_blocks(n, blocks_per_row),) or shapes[4] != ():
+            return None
+        order = (0, 1, 2, 3, 4)
+    else:
+        return None
+    block = _nibble_blocks(out, shapes[0], shapes[1], nf4_scheme.BLOCK_SIZES)
+    return (order, (block,)) if block is not None else None
+
+
+_LAYOUTS = {INT8_WEIGHT_ONLY: _int8_layout, INT4_WEIGHT_ONLY: _int4_layout, NF4: _nf4_layout}
+
+
+# --------------------------------------------------------------------------- view chains
+
+
+def view_chain(node: fx.Node) -> tuple[list[fx.Node], fx.Node]:
+    """(views from the source outwards, source): ``node`` followed back through view ops."""
+    chain = []
+    while isinstance(node, fx.Node) and node.op == "call_function" and node.target in VIEW_OPS:
+        chain.append(node)
+        node = node.args[0]
+    chain.reverse()
+    return chain, node
+
+
+def replay_on_meta(chain: list[fx.Node], shape: tuple[int, ...]) -> Optional[torch.Tensor]:
+    """The views of ``chain`` applied to a contiguous meta tensor of ``shape`` (None if any fails)."""
+    value = torch.empty(shape, device="meta")
+    for view in chain:
+        if any(isinstance(a, fx.Node) for a in torch.utils._pytree.tree_leaves((view.args[1:], view.kwargs))):
+            return None  # sizes computed at run time: not a layout we can check
+        try:
+            value = view.target(value, *view.args[1:], **view.kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            return None
+    return value
+
+
+def _is_layout(value: Optional[torch.Tensor], shape: tuple, strides: tuple) -> bool:
+    return (
+        value is not None
+        and tuple(value.shape) == shape
+        and value.storage_offset() == 0
+        and all(st == want for size, st, want in zip(value.shape, value.stride(), strides) if size != 1)
+    )
+
+
+class WeightOperand(PatternExpr):
+    """Pattern leaf: a view chain of exactly ``transform`` over one of our ``scheme`` regions.
+
+    ``transform``: "t" (W.T, (K, N)), "batched_t" (W.T broadcast to (B, K, N)) or "identity".
+    Single users all along; what the chain amounts to is checked by replaying it (see
+    ``replay_on_meta``).
+    """
+
+    def __init__(self, scheme: str, transform: str) -> None:
+        super().__init__()
+        self.scheme = scheme
+        self.transform = transform
+
+    def __repr__(self) -> str:
+        return f"WeightOperand({self.scheme!r}, {self.transform!r})"
+
+    def _match(self, node: object, ctx: MatchContext) -> Match | FailedMatch:
+        if not isinstance(node, fx.Node):
+            return FailedMatch("not a node: {}", node)
+        chain, source = view_chain(node)
+        weight = as_quantized_weight(source)
+        if weight is None or weight.scheme != self.scheme:
+            return FailedMatch("{} is not a {} weight region", source, self.scheme)
+        for step in (source, *chain):
+            if len(step.users) != 1:
+                return FailedMatch("{} has {} users", step, len(step.users))
+        if not _is_layout(replay_on_meta(chain, (weight.out_features, weight.in_features)), *self._expected(node, weight)):
+            return FailedMatch("{} is not {} of the weight", node, self.transform)
+        match = Match(ctx, self)
+        match.nodes.extend([source, *chain])
+        return match
+
+    def _expected(self, node: fx.Node, weight: QuantizedWeight) -> tuple[tuple, tuple]:
+        n, k = weight.out_features, weight.in_features
+        if self.transform == "t":
+            return (k, n), (1, k)
+        if self.transform == "identity":
+            return (n, k), (k, 1)
+        value = _val(node)
+        batch = value.shape[0] if value is not None and value.dim() == 3 else -1
+        return (batch, k, n), (0, 1, k)
+
+    def pattern_eq(self, other: Any) -> bool:
+        return super().pattern_eq(other) and (self.scheme, self.transform) == (other.scheme, other.transform)
+
+
+# --------------------------------------------------------------------------- the rewrite
+
+
+def _bias_ok(bias: object, x: torch.Tensor, n: int) -> bool:
+    value = _val(bias)
+    return value is not None and tuple(value.shape) == (n,) and value.dtype == x.dtype
+
+
+def _plan(match: Match, scheme: str) -> Optional[tuple[fx.Node, QuantizedWeight, Optional[fx.Node]]]:
+    """(activation, weight, bias) of a valid match, else None."""
+    anchor = match.output_node()
+    target = anchor.target
+    if target is aten.addmm.default:
+        if any(anchor.kwargs.get(k, 1) != 1 for k in ("alpha", "beta")):
+            return None
+        bias, x, weight_node = anchor.args[:3]
+    elif target is aten.linear.default:
+        x, weight_node = anchor.args[:2]
+        bias = anchor.args[2] if len(anchor.args) > 2 else anchor.kwargs.get("bias")
+    else:
+        (x, weight_node), bias = anchor.args[:2], None
+    _, source = view_chain(weight_node)
+    weight = as_quantized_weight(source)
+    x_val = _val(x)
+    if weight is None or weight.scheme != scheme or x_val is None:
+        return None
+    if x_val.dtype != weight.dtype or x_val.device != _val(source).device or x_val.dim() < 1:
+        return None
+    if x_val.shape[-1] != weight.in_features:
+        return None
+    if target is aten.bmm.default and x_val.dim() != 3:
+        return None
+    if bias is not None and not _bias_ok(bias, x_val, weight.out_features):
+        return None
+    return x, weight, bias
+
+
+def _fake_mode(nodes: list[fx.Node]):
+    from torch._guards import detect_fake_mode
+
+    return detect_fake_mode([_val(n) for n in nodes if _val(n) is not None])
+
+
+def rewrite(match: Match, scheme: str) -> None:
+    plan = _plan(match, scheme)
+    if plan is None:
+        return
+    x, weight, bias = plan
+    anchor = match.output_node()
+    graph = anchor.graph
+    op = OPS[scheme]
+    args = (x, *weight.tensors, bias, *weight.ints) if scheme != INT8_WEIGHT_ONLY else (x, *weight.tensors, bias)
+    with graph.inserting_before(anchor):
+        fused = graph.call_function(op, args)
+    mode = _fake_mode([x, weight.region, anchor])
+    fake_args = torch.utils._pytree.tree_map_only(fx.Node, lambda n: n.meta["val"], args)
+    with mode:
+        fused.meta["val"] = op(*fake_args)
+    fused.meta["stack_trace"] = anchor.meta.get("stack_trace")
+    anchor.replace_all_uses_with(fused)
+    replaced = [n for n in match.nodes if isinstance(n, fx.Node)]
+    subgraph = weight.region.args[0]
+    for node in sorted(set(replaced), reverse=True):
+        if not node.users:
+            graph.erase_node(node)
+    if isinstance(subgraph, fx.Node) and subgraph.op == "get_attr" and not subgraph.users:
+        graph.erase_node(subgraph)
+    counters["inductor"][counter_key(scheme, "matcher_count")] += 1
+    counters["inductor"][counter_key(scheme, "matcher_nodes")] += len(set(replaced))
+
+
+def _patterns(scheme: str) -> list[PatternExpr]:
+    t = WeightOperand(scheme, "t")
+    return [
+        CallFunction(aten.mm.default, Arg(), t),
+        CallFunction(aten.addmm.default, Arg(), Arg(), t),
+        CallFunction(aten.bmm.default, Arg(), WeightOperand(scheme, "batched_t")),
+        CallFunction(aten.linear.default, Arg(), WeightOperand(scheme, "identity")),
+        CallFunction(aten.linear.default, Arg(), WeightOperand(scheme, "identity"), Arg()),
+    ]
+
+
+@functools.cache
+def woq_fusion_pass(scheme: str) -> PatternMatcherPass:
+    """The pattern-matcher pass of one scheme (built once)."""
+    matcher = PatternMatcherPass(pass_name=f"woq_fusion_{SHORT_NAMES[scheme]}")
+    for pattern in _patterns(scheme):
+        register_graph_pattern(
+            pattern,
+            extra_check=functools.partial(_is_fusible, scheme=scheme),
+            pass_dict=matcher,
+        )(functools.partial(_fuse, scheme=scheme))
+    return matcher
+
+
+def _is_fusible(match: Match, scheme: str) -> bool:
+    return _plan(match, scheme) is not None
+
+
+def _fuse(match: Match, *args: object, scheme: str, **kwargs: object) -> None:
+    rewrite(match, scheme)
+
+
+def apply_woq_fusion(graph: fx.Graph) -> None:
+    """Every scheme's pass on ``graph``, in place; a graph without our regions is untouched."""
+    regions = graph.find_nodes(op="call_function", target=invoke_quant)
+    schemes = {n.kwargs.get("scheme") for n in regions} & set(WEIGHT_ONLY_SCHEMES)
+    for scheme in WEIGHT_ONLY_SCHEMES:
+        if scheme in schemes:
+            woq_fusion_pass(scheme).apply(graph)
+    if schemes:
+        graph.lint()
+
+
+class WoqFusionPass(CustomGraphPass):
+    """``apply_woq_fusion`` as an Inductor custom graph pass; ``uuid()`` hashes its sources."""
+
+    def __call__(self, graph: fx.Graph) -> None:
+        apply_woq_fusion(graph)
+
+    def uuid(self) -> bytes:
+        return get_hash_for_files(SOURCE_FILES)
+
+
+__all__ = [
+    "COUNTER_NAMES",
+    "PASS_NAMES",
+    "QuantizedWeight",
+    "WoqFusionPass",
+    "apply_woq_fusion",
+    "as_quantized_weight",
+    "counter_key",
+    "woq_fusion_pass",
+]

@@ -1,0 +1,254 @@
+"""The fused weight-only matmuls: one op per scheme, y = x @ dequantize(weight).T [+ bias].
+
+    torch.ops.impl.woq_mm_int8(x, qweight, scale, bias)                          -> (..., N)
+    torch.ops.impl.woq_mm_int4(x, qweight, scale, zero, bias, group_size)        -> (..., N)
+    torch.ops.impl.woq_mm_nf4(x, qweight, absmax, levels, absmax_scale,
+                              absmax_offset, bias, block_size)                   -> (..., N)
+
+x (..., K) is the activation (float32 / bfloat16 / float16), K = in_features; the weight
+tensors are the scheme's layout (``impl/schemes/<scheme>.py``; NF4's ``absmax_scale`` and
+``absmax_offset`` are None without double quantization); bias (N,) in x's dtype or None.
+The result has x's dtype and leading dims.
+
+These are what ``impl.passes.woq_fusion`` puts in place of "dequantize region -> matmul".
+Eagerly (and as Inductor's fallback) each computes exactly what the unfused program does:
+the scheme's dequantization (float32, then cast to x's dtype) followed by ``F.linear``; on
+CUDA with float16 / bfloat16 activations it calls the Triton kernels of ``impl.kernels``
+(``torch.ops.impl.woq_mm_<scheme>_triton``) instead. ``impl.lowerings.woq_mm_cpu`` lowers
+them on the CPU.
+
+``dequantize_<scheme>`` below are the same formulas as the scheme regions' bodies, written
+for tracing (the CPU lowering inlines them) rather than as regions.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from impl import kernels
+from impl.schemes import int4 as int4_scheme
+from impl.schemes import nf4 as nf4_scheme
+from impl.schemes.common import ACTIVATION_DTYPES, round_up, unpack_nibbles
+
+NAMESPACE = "impl"
+TRITON_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- dequantization
+
+
+def dequantize_int8(qweight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """qweight (N, K) int8, scale (N,) float32 -> W (N, K) in ``dtype``."""
+    return (qweight.to(torch.float32) * scale[:, None]).to(dtype)
+
+
+def dequantize_int4(
+    qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, in_features: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """(qweight (N, K_pad // 2) uint8, scale, zero (N, K_pad // G) float32) -> W (N, K) in ``dtype``."""
+    codes = unpack_nibbles(qweight)
+    n = codes.shape[0]
+    grouped = codes.reshape(n, -1, group_size).to(torch.float32)
+    values = ((grouped - zero[..., None]) * scale[..., None]).reshape(n, -1)
+    return values[:, :in_features].to(dtype)
+
+
+def decode_absmax(
+    absmax: torch.Tensor, absmax_scale: Optional[torch.Tensor], absmax_offset: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """NF4 absmax (N, nb) as float32: itself, or double-quantized codes decoded."""
+    if absmax_scale is None:
+        return absmax
+    n, blocks_per_row = absmax.shape
+    flat_block = torch.arange(n * blocks_per_row, device=absmax.device).reshape(n, blocks_per_row)
+    return absmax.to(torch.float32) * absmax_scale[flat_block // nf4_scheme.DOUBLE_QUANT_BLOCK] + absmax_offset
+
+
+def dequantize_nf4(
+    qweight: torch.Tensor,
+    absmax: torch.Tensor,
+    levels: torch.Tensor,
+    absmax_scale: Optional[torch.Tensor],
+    absmax_offset: Optional[torch.Tensor],
+    block_size: int,
+    in_features: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """NF4 tensors -> W (N, K) in ``dtype``: levels[u] * absmax per block."""
+    codes = unpack_nibbles(qweight)
+    n = codes.shape[0]
+    scale = decode_absmax(absmax, absmax_scale, absmax_offset)
+    values = levels[codes.to(torch.int64)].reshape(n, -1, block_size) * scale[..., None]
+    return values.reshape(n, -1)[:, :in_features].to(dtype)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_common(op: str, x: torch.Tensor, n: int, bias: Optional[torch.Tensor]) -> None:
+    if x.dtype not in ACTIVATION_DTYPES:
+        allowed = ", ".join(str(d) for d in ACTIVATION_DTYPES)
+        raise TypeError(f"{op}: x dtype {x.dtype} is not one of {allowed}")
+    if x.dim() < 1:
+        raise ValueError(f"{op}: x must have a last dimension K; got a 0-d tensor")
+    if bias is not None and (tuple(bias.shape) != (n,) or bias.dtype != x.dtype):
+        raise ValueError(f"{op}: bias must be ({n},) {x.dtype}; got {tuple(bias.shape)} {bias.dtype}")
+
+
+def _check(op: str, name: str, t: torch.Tensor, shape: tuple, dtype: torch.dtype) -> None:
+    if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+        raise ValueError(f"{op}: {name} must be {tuple(shape)} {dtype}; got {tuple(t.shape)} {t.dtype}")
+
+
+def check_int8(x, qweight, scale, bias) -> None:
+    op = "woq_mm_int8"
+    if qweight.dim() != 2:
+        raise ValueError(f"{op}: qweight must be 2-D (N, K); got shape {tuple(qweight.shape)}")
+    n, k = qweight.shape
+    _check_common(op, x, n, bias)
+    _check(op, "qweight", qweight, (n, x.shape[-1]), torch.int8)
+    _check(op, "scale", scale, (n,), torch.float32)
+
+
+def check_int4(x, qweight, scale, zero, bias, group_size: int) -> None:
+    op = "woq_mm_int4"
+    if group_size not in int4_scheme.GROUP_SIZES:
+        raise ValueError(f"{op}: group_size {group_size} is not one of {int4_scheme.GROUP_SIZES}")
+    if qweight.dim() != 2:
+        raise ValueError(f"{op}: qweight must be 2-D (N, K_pad // 2); got shape {tuple(qweight.shape)}")
+    n = qweight.shape[0]
+    _check_common(op, x, n, bias)
+    k_pad = round_up(x.shape[-1], group_size)
+    _check(op, "qweight", qweight, (n, k_pad // 2), torch.uint8)
+    _check(op, "scale", scale, (n, k_pad // group_size), torch.float32)
+    _check(op, "zero", zero, (n, k_pad // group_size), torch.float32)
+
+
+def check_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size: int) -> None:
+    op = "woq_mm_nf4"
+    if qweight.dim() != 2:
+        raise ValueError(f"{op}: qweight must be 2-D (N, K_pad // 2); got shape {tuple(qweight.shape)}")
+    _check_common(op, x, qweight.shape[0], bias)
+    nf4_scheme.check_nf4_operands(qweight, absmax, absmax_scale, absmax_offset, block_size, int(x.shape[-1]), op)
+    _check(op, "levels", levels, (len(nf4_scheme.NF4_LEVELS),), torch.float32)
+
+
+# --------------------------------------------------------------------------- CUDA path
+
+
+def _use_triton(x: torch.Tensor) -> bool:
+    """The Triton kernels take float16 / bfloat16 activations on a CUDA device."""
+    return x.is_cuda and x.dtype in TRITON_ACTIVATION_DTYPES and x.numel() > 0 and kernels.triton_available()
+
+
+def _triton_ops():
+    """``impl.lowerings.triton``'s ops, registered on first use (importing it imports triton)."""
+    from impl.lowerings import triton as triton_lowerings
+
+    return triton_lowerings.OPS
+
+
+def _through_triton(op_name: str, x: torch.Tensor, bias: Optional[torch.Tensor], *weight_args) -> torch.Tensor:
+    """x (..., K) flattened to a unit-stride (M, K), the kernel, bias, leading dims restored."""
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.stride(-1) != 1:
+        flat = flat.contiguous()
+    y = _triton_ops()[op_name](flat, *weight_args)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+# --------------------------------------------------------------------------- the ops
+
+
+@torch.library.custom_op(f"{NAMESPACE}::woq_mm_int8", mutates_args=())
+def woq_mm_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y (..., N) = x (..., K) @ (qweight (N, K) int8 * scale (N,) [:, None]).T + bias."""
+    check_int8(x, qweight, scale, bias)
+    if _use_triton(x):
+        return _through_triton("int8", x, bias, qweight.contiguous(), scale.contiguous())
+    return F.linear(x, dequantize_int8(qweight, scale, x.dtype), bias)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::woq_mm_int4", mutates_args=())
+def woq_mm_int4(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    group_size: int,
+) -> torch.Tensor:
+    """y (..., N) = x (..., K) @ W.T + bias, W from the int4 group-wise layout."""
+    check_int4(x, qweight, scale, zero, bias, group_size)
+    if _use_triton(x):
+        return _through_triton("int4", x, bias, qweight.contiguous(), scale.contiguous(), zero.contiguous(), group_size)
+    weight = dequantize_int4(qweight, scale, zero, group_size, int(x.shape[-1]), x.dtype)
+    return F.linear(x, weight, bias)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::woq_mm_nf4", mutates_args=())
+def woq_mm_nf4(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    absmax: torch.Tensor,
+    levels: torch.Tensor,
+    absmax_scale: Optional[torch.Tensor],
+    absmax_offset: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    block_size: int,
+) -> torch.Tensor:
+    """y (..., N) = x (..., K) @ W.T + bias, W from the NF4 layout (optionally double-quantized)."""
+    check_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size)
+    # The kernel decodes the standard NF4 table only; another table takes the reference path.
+    if _use_triton(x) and torch.equal(levels, nf4_scheme.nf4_levels(levels.device)):
+        float_absmax = decode_absmax(absmax, absmax_scale, absmax_offset).contiguous()
+        return _through_triton("nf4", x, bias, qweight.contiguous(), float_absmax, block_size)
+    weight = dequantize_nf4(
+        qweight, absmax, levels, absmax_scale, absmax_offset, block_size, int(x.shape[-1]), x.dtype
+    )
+    return F.linear(x, weight, bias)
+
+
+def _output_like(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], n))
+
+
+@woq_mm_int8.register_fake
+def _(x, qweight, scale, bias=None):
+    check_int8(x, qweight, scale, bias)
+    return _output_like(x, qweight.shape[0])
+
+
+@woq_mm_int4.register_fake
+def _(x, qweight, scale, zero, bias, group_size):
+    check_int4(x, qweight, scale, zero, bias, group_size)
+    return _output_like(x, qweight.shape[0])
+
+
+@woq_mm_nf4.register_fake
+def _(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size):
+    check_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size)
+    return _output_like(x, qweight.shape[0])
+
+
+OPS = {
+    "int8_weight_only": torch.ops.impl.woq_mm_int8.default,
+    "int4_weight_only": torch.ops.impl.woq_mm_int4.default,
+    "nf4": torch.ops.impl.woq_mm_nf4.default,
+}
+
+__all__ = [
+    "OPS",
+    "decode_absmax",
+    "dequantize_int4",
+    "dequantize_int8",
+    "dequantize_nf4",
+    "woq_mm_int4",
+    "woq_mm_int8",
+    "woq_mm_nf4",
+]

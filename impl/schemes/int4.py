@@ -58,6 +58,23 @@ CLIP_RATIOS = (1.0, 0.96, 0.92, 0.88, 0.84, 0.8, 0.76)
 _REGION = InvokeQuant()
 
 
+def check_int4_operands(
+    qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, in_features: int, op: str
+) -> None:
+    """The layout of the module docstring, or one error naming the argument."""
+    check_choice(group_size, GROUP_SIZES, "group_size", op)
+    if not isinstance(in_features, int) or in_features < 1:
+        raise ValueError(f"{op}: in_features must be an int >= 1; got {in_features!r}")
+    if not isinstance(qweight, torch.Tensor) or qweight.dim() != 2:
+        shape = tuple(qweight.shape) if isinstance(qweight, torch.Tensor) else type(qweight).__name__
+        raise ValueError(f"{op}: qweight must be a 2-D tensor (N, K_pad // 2); got {shape}")
+    n = qweight.shape[0]
+    k_pad = round_up(in_features, group_size)
+    check_packed(qweight, "qweight", (n, k_pad // 2), torch.uint8, op)
+    check_packed(scale, "scale", (n, k_pad // group_size), torch.float32, op)
+    check_packed(zero, "zero", (n, k_pad // group_size), torch.float32, op)
+
+
 @dataclasses.dataclass(frozen=True)
 class Int4Weight:
     """A weight (N, K) quantized by ``quantize_int4`` (layout in the module docstring)."""
@@ -69,14 +86,7 @@ class Int4Weight:
     in_features: int  # K
 
     def __post_init__(self) -> None:
-        check_choice(self.group_size, GROUP_SIZES, "group_size", "Int4Weight")
-        n = self.qweight.shape[0]
-        k_pad = round_up(self.in_features, self.group_size)
-        if self.in_features < 1:
-            raise ValueError(f"Int4Weight: in_features must be >= 1; got {self.in_features}")
-        check_packed(self.qweight, "qweight", (n, k_pad // 2), torch.uint8, "Int4Weight")
-        check_packed(self.scale, "scale", (n, k_pad // self.group_size), torch.float32, "Int4Weight")
-        check_packed(self.zero, "zero", (n, k_pad // self.group_size), torch.float32, "Int4Weight")
+        check_int4_operands(self.qweight, self.scale, self.zero, self.group_size, self.in_features, "Int4Weight")
 
     @property
     def out_features(self) -> int:
@@ -146,6 +156,8 @@ def quantize_int4(
     weight: torch.Tensor, group_size: int = 128, *, symmetric: bool = False, search: bool = True
 ) -> Int4Weight:
     """weight (N, K) float -> Int4Weight, u = clamp(round(w / scale + zero), 0, 15) packed two a byte."""
+    check_float_weight(weight, "quantize_int4")
+    check_choice(group_size, GROUP_SIZES, "group_size", "quantize_int4")
     scale, zero = choose_qparams_int4(weight, group_size, symmetric=symmetric, search=search)
     codes = _codes(_grouped(weight, group_size), scale, zero).reshape(weight.shape[0], -1)
     return Int4Weight(pack_nibbles(codes), scale, zero, group_size, weight.shape[1])
@@ -165,7 +177,7 @@ def dequantize_int4_packed(
     W = (u - zero) * scale per group, in float32, K padding sliced off, then cast.
     """
     check_activation_dtype(dtype, "dequantize_int4")
-    check_choice(group_size, GROUP_SIZES, "group_size", "dequantize_int4")
+    check_int4_operands(qweight, scale, zero, group_size, in_features, "dequantize_int4")
 
     def dequantize(qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
         # Operands are lifted in the order the body first touches them: (qweight, scale, zero).

@@ -36,6 +36,15 @@ CLIP_RATIOS = (1.0, 0.99, 0.98, 0.97, 0.96, 0.94, 0.92)
 _REGION = InvokeQuant()  # a matmul prologue: low-precision codegen when it stays unfused
 
 
+def check_int8_operands(qweight: torch.Tensor, scale: torch.Tensor, op: str) -> None:
+    """The layout of the module docstring, or one error naming the argument."""
+    if not isinstance(qweight, torch.Tensor) or qweight.dim() != 2:
+        shape = tuple(qweight.shape) if isinstance(qweight, torch.Tensor) else type(qweight).__name__
+        raise ValueError(f"{op}: qweight must be a 2-D tensor (N, K); got {shape}")
+    check_packed(qweight, "qweight", tuple(qweight.shape), torch.int8, op)
+    check_packed(scale, "scale", (qweight.shape[0],), torch.float32, op)
+
+
 @dataclasses.dataclass(frozen=True)
 class Int8Weight:
     """A weight (N, K) quantized by ``quantize_int8``: qweight (N, K) int8, scale (N,) float32."""
@@ -44,10 +53,7 @@ class Int8Weight:
     scale: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.qweight.dim() != 2:
-            raise ValueError(f"Int8Weight: qweight must be 2-D (N, K); got shape {tuple(self.qweight.shape)}")
-        check_packed(self.qweight, "qweight", tuple(self.qweight.shape), torch.int8, "Int8Weight")
-        check_packed(self.scale, "scale", (self.qweight.shape[0],), torch.float32, "Int8Weight")
+        check_int8_operands(self.qweight, self.scale, "Int8Weight")
 
     @property
     def out_features(self) -> int:
@@ -99,6 +105,7 @@ def quantize_int8(weight: torch.Tensor, *, search: bool = True) -> Int8Weight:
 
     Rounds half to even.
     """
+    check_float_weight(weight, "quantize_int8")
     scale = choose_qparams_int8(weight, search=search)
     return Int8Weight(_codes(weight.to(torch.float32), scale).to(torch.int8), scale)
 
@@ -109,6 +116,7 @@ def dequantize_int8_packed(qweight: torch.Tensor, scale: torch.Tensor, *, dtype:
     W = qweight * scale[:, None] computed in float32, then cast to ``dtype``.
     """
     check_activation_dtype(dtype, "dequantize_int8")
+    check_int8_operands(qweight, scale, "dequantize_int8")
 
     def dequantize(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         # Operands are lifted in the order the body first touches them: keep (qweight, scale).

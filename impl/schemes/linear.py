@@ -90,6 +90,19 @@ class WeightOnlyLinear(torch.nn.Module):
         quantized = _quantize(SCHEMES[scheme], scheme, linear.weight.detach(), options)
         return cls(scheme, quantized, linear.bias)
 
+    def _apply(self, fn: Callable, recurse: bool = True) -> "WeightOnlyLinear":
+        # .to(dtype) / .half() move the packed tensors but keep their dtypes (a float32 scale
+        # is part of the layout); the bias converts like any Linear's.
+        packed = {id(t) for name, t in self._buffers.items() if t is not None and name != "bias"}
+
+        def apply(tensor: torch.Tensor) -> torch.Tensor:
+            moved = fn(tensor)
+            if id(tensor) in packed and moved.dtype != tensor.dtype:
+                return tensor.to(device=moved.device)
+            return moved
+
+        return super()._apply(apply, recurse)
+
     def dequantize_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W (out_features, in_features) in ``dtype``: the invoke_quant region."""
         spec = SCHEMES[self.scheme]

@@ -157,7 +157,7 @@ class NF4Weight:
 
 
 def _decode_absmax(codes: torch.Tensor, absmax_scale: torch.Tensor, absmax_offset: torch.Tensor) -> torch.Tensor:
-    """uint8 codes (N, nb) -> absmax (N, nb) float32; the region evaluates this same code."""
+    """Codes (N, nb) (uint8, or already float32) -> absmax (N, nb) float32; the region runs this too."""
     n, blocks_per_row = codes.shape
     flat_block = torch.arange(n * blocks_per_row, device=codes.device).reshape(n, blocks_per_row)
     return codes.to(torch.float32) * absmax_scale[flat_block // DOUBLE_QUANT_BLOCK] + absmax_offset
@@ -233,16 +233,19 @@ def dequantize_nf4_packed(
         levels = nf4_levels(qweight.device)
     check_packed(levels, "levels", (len(NF4_LEVELS),), torch.float32, op)
 
-    def lookup(codes: torch.Tensor, absmax: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        # Per-block absmax broadcast over a (N, nb, B) view: one pointwise loop under Inductor.
-        n = codes.shape[0]
-        values = levels[codes.to(torch.int64)].reshape(n, -1, block_size) * absmax[..., None]
-        return values.reshape(n, -1)[:, :in_features].to(dtype)
+    # Dynamo lifts a region's operands in the order its body first touches them, so each
+    # body below touches them in the documented order (tests/impl/test_schemes_nf4.py checks).
+    def scaled(values: torch.Tensor, block_absmax: torch.Tensor) -> torch.Tensor:
+        # block_absmax (N, nb, 1) broadcast over a (N, nb, B) view: one pointwise loop under Inductor.
+        n = values.shape[0]
+        return (values.reshape(n, -1, block_size) * block_absmax).reshape(n, -1)[:, :in_features].to(dtype)
 
     if absmax_scale is None:
 
         def dequantize(qweight: torch.Tensor, absmax: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-            return lookup(unpack_nibbles(qweight), absmax, levels)
+            codes = unpack_nibbles(qweight)
+            block_absmax = absmax[..., None]
+            return scaled(levels[codes.to(torch.int64)], block_absmax)
 
         return _REGION(dequantize, qweight, absmax, levels, scheme=NF4)
 
@@ -253,8 +256,11 @@ def dequantize_nf4_packed(
         absmax_scale: torch.Tensor,
         absmax_offset: torch.Tensor,
     ) -> torch.Tensor:
-        absmax = _decode_absmax(absmax_codes, absmax_scale, absmax_offset)
-        return lookup(unpack_nibbles(qweight), absmax, levels)
+        codes = unpack_nibbles(qweight)
+        absmax_values = absmax_codes.to(torch.float32)
+        values = levels[codes.to(torch.int64)]
+        absmax = _decode_absmax(absmax_values, absmax_scale, absmax_offset)
+        return scaled(values, absmax[..., None])
 
     return _REGION(dequantize_double, qweight, absmax, levels, absmax_scale, absmax_offset, scheme=NF4)
 

@@ -63,7 +63,7 @@ def check_int4_operands(
 ) -> None:
     """The layout of the module docstring, or one error naming the argument."""
     check_choice(group_size, GROUP_SIZES, "group_size", op)
-    if not isinstance(in_features, int) or in_features < 1:
+    if not isinstance(in_features, (int, torch.SymInt)) or in_features < 1:
         raise ValueError(f"{op}: in_features must be an int >= 1; got {in_features!r}")
     if not isinstance(qweight, torch.Tensor) or qweight.dim() != 2:
         shape = tuple(qweight.shape) if isinstance(qweight, torch.Tensor) else type(qweight).__name__

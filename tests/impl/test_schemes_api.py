@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import torch._dynamo.testing
 import torch.nn.functional as F
 
 from impl.schemes import (
@@ -154,3 +155,15 @@ def test_inductor_matches_eager_for_a_model_of_all_three_schemes():
     # Inductor's matmul and GELU may round differently from eager's; the dequantized weights
     # are bit-identical (tests/impl/test_schemes_*.py), so the outputs agree to float32 noise.
     assert torch.allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_batch_compiles_once():
+    model = quantize_linear_(mlp(), "int4", group_size=32)
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counter, dynamic=True, fullgraph=True)
+    with torch.no_grad():
+        for batch in (3, 7, 12):
+            x = torch.randn(batch, 72, generator=torch.Generator().manual_seed(batch))
+            assert torch.allclose(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+    assert counter.frame_count == 1

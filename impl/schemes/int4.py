@@ -26,7 +26,9 @@ scale to the chosen codes, sum(w (u - zero)) / sum((u - zero)^2), kept per group
 where it lowers the error. Both steps only ever lower each group's error.
 
 ``dequantize_int4`` is one ``invoke_quant`` region (scheme ``"int4_weight_only"``) whose
-operands are ``(qweight, scale, zero)`` in that order.
+operands are ``(qweight, scale, zero)`` in that order. The body closes over ``group_size``
+(= 2 * qweight.shape[1] // scale.shape[1]), ``in_features`` (the output's K) and ``dtype``
+(the output's dtype): all readable from the graph.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ of the scale to the chosen codes, keeping whichever has the smallest squared err
 
 ``dequantize_int8`` is one ``invoke_quant`` region (scheme ``"int8_weight_only"``) whose
 operands are ``(qweight, scale)`` in that order; ``impl.passes`` fuses it with the matmul
-that consumes it.
+that consumes it. The body closes over nothing but ``dtype`` (the output's dtype).
 """
 
 from __future__ import annotations

@@ -32,18 +32,26 @@ from .names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, canonical_scheme
 class SchemeSpec:
     """How ``WeightOnlyLinear`` quantizes, stores and dequantizes one scheme's weight."""
 
-    quantize: Callable[..., Any]  # (weight, **options) -> the scheme's dataclass
+    weight_type: type  # the scheme's dataclass
+    quantize: Callable[..., Any]  # (weight, **options) -> weight_type
     dequantize_packed: Callable[..., torch.Tensor]  # (*buffers, dtype=..., **statics) -> W
     buffers: tuple[str, ...]  # dataclass fields held as buffers, in operand order
     statics: tuple[str, ...]  # dataclass fields passed to dequantize_packed as keywords
 
 
 SCHEMES: dict[str, SchemeSpec] = {
-    INT8_WEIGHT_ONLY: SchemeSpec(int8.quantize_int8, int8.dequantize_int8_packed, ("qweight", "scale"), ()),
+    INT8_WEIGHT_ONLY: SchemeSpec(
+        int8.Int8Weight, int8.quantize_int8, int8.dequantize_int8_packed, ("qweight", "scale"), ()
+    ),
     INT4_WEIGHT_ONLY: SchemeSpec(
-        int4.quantize_int4, int4.dequantize_int4_packed, ("qweight", "scale", "zero"), ("group_size", "in_features")
+        int4.Int4Weight,
+        int4.quantize_int4,
+        int4.dequantize_int4_packed,
+        ("qweight", "scale", "zero"),
+        ("group_size", "in_features"),
     ),
     NF4: SchemeSpec(
+        nf4.NF4Weight,
         nf4.quantize_nf4,
         nf4.dequantize_nf4_packed,
         ("qweight", "absmax", "absmax_scale", "absmax_offset"),
@@ -73,6 +81,11 @@ class WeightOnlyLinear(torch.nn.Module):
         super().__init__()
         self.scheme = canonical_scheme(scheme)
         spec = SCHEMES[self.scheme]
+        if not isinstance(quantized, spec.weight_type):
+            raise TypeError(
+                f"WeightOnlyLinear({self.scheme}): quantized must be a {spec.weight_type.__name__}; "
+                f"got {type(quantized).__name__}"
+            )
         self.in_features = int(quantized.in_features)
         self.out_features = int(quantized.out_features)
         self.statics = {name: getattr(quantized, name) for name in spec.statics}

@@ -116,6 +116,8 @@ def test_errors_name_the_argument():
         WeightOnlyLinear.from_linear(torch.nn.Conv1d(2, 2, 1), "int8")
     with pytest.raises(TypeError, match="quantize_linear_: model must be a torch.nn.Module; got dict"):
         quantize_linear_({}, "int8")
+    with pytest.raises(TypeError, match=r"WeightOnlyLinear\(nf4\): quantized must be a NF4Weight; got Int8Weight"):
+        WeightOnlyLinear("nf4", quantize_int8(linear.weight.detach()), None)
     module = WeightOnlyLinear.from_linear(linear, "int8")
     with pytest.raises(ValueError, match=r"WeightOnlyLinear\(int8_weight_only\): input must end in in_features=64; got shape \(2, 63\)"):
         module(torch.randn(2, 63))

@@ -65,7 +65,9 @@ def _quantize(spec: SchemeSpec, scheme: str, weight: torch.Tensor, options: dict
         inspect.signature(spec.quantize).bind(weight, **options)
     except TypeError as error:
         allowed = [p for p in inspect.signature(spec.quantize).parameters if p != "weight"]
-        raise TypeError(f"scheme {scheme!r}: options {sorted(options)} do not fit; it takes {allowed} ({error})") from None
+        raise TypeError(
+            f"scheme {scheme!r}: options {sorted(options)} do not fit; it takes {allowed} ({error})"
+        ) from None
     return spec.quantize(weight, **options)
 
 

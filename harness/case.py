@@ -49,9 +49,9 @@ DEFAULT_MATRIX = {"backends": ("eager", "aot_eager", "inductor"), "devices": ("c
 
 CASE_KEYS = (
     "description", "program", "params", "inputs", "seed", "matrix", "tolerances", "config",
-    "dynamo_config", "passes", "backward", "deterministic", "checks", "marks",
+    "dynamo_config", "passes", "backward", "deterministic", "checks", "marks", "timeout", "fuzz",
 )
-DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs"))
+DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz"))
 TOP_LEVEL_KEYS = ("description", "defaults", "cases")
 CHECKS_KEYS = ("golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks")
 INPUT_KEYS = (
@@ -295,6 +295,8 @@ class Case:
     deterministic: bool
     checks: Checks
     marks: tuple[Mark, ...]
+    timeout: Optional[float] = None  # seconds; None: --cell-timeout or no limit (harness/guard.py)
+    fuzz: Optional[Any] = None  # a harness.fuzz.FuzzSpec: input shapes/strides/values drawn by hypothesis
 
     @property
     def suite_stem(self) -> str:
@@ -533,7 +535,8 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
     if "inputs" not in body:
         raise at.error("missing key 'inputs' (a mapping from argument name to input spec)")
     inputs_map = _require_map(body["inputs"], sub("inputs"))
-    inputs = tuple(_parse_input(n, v, a) for n, v, a in _entries(inputs_map, sub("inputs")))
+    dims = _fuzz_dim_names(body.get("fuzz"))
+    inputs = tuple(_parse_input(n, v, a, dims) for n, v, a in _entries(inputs_map, sub("inputs")))
     seed = _require_int(body.get("seed", 0), sub("seed"), minimum=0)
     matrix = _parse_matrix(body.get("matrix"), sub("matrix"))
     tolerances = _parse_tolerances(body.get("tolerances"), sub("tolerances"), matrix.dtypes)
@@ -547,12 +550,26 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
     description = _require_str(body.get("description", name), sub("description"))
     if backward and not any(spec.requires_grad for spec in inputs):
         raise sub("backward").error("backward: true needs at least one input with requires_grad: true")
+    timeout = None if body.get("timeout") is None else _require_number(body["timeout"], sub("timeout"), minimum=0.001)
+    fuzz = None
+    if "fuzz" in body:
+        from .fuzz import parse_fuzz  # imports this module
+
+        fuzz = parse_fuzz(body["fuzz"], sub("fuzz"), inputs)
+        checks = dataclasses.replace(checks, golden=False)  # shapes vary: there is nothing to store
     return Case(
         suite_path=path, display_path=display, name=name, line=at.line, description=description,
         program=program, params=tuple(params.items()), inputs=inputs, seed=seed, matrix=matrix,
         tolerances=tolerances, config=config, dynamo_config=dynamo_config, passes=passes,
-        backward=backward, deterministic=deterministic, checks=checks, marks=marks,
+        backward=backward, deterministic=deterministic, checks=checks, marks=marks, timeout=timeout, fuzz=fuzz,
     )
+
+
+def _fuzz_dim_names(value: Any) -> tuple[str, ...]:
+    """Names a fuzz block declares under ``dims`` (checked properly by harness.fuzz.parse_fuzz)."""
+    if isinstance(value, dict) and isinstance(value.get("dims"), dict):
+        return tuple(k for k in value["dims"] if isinstance(k, str))
+    return ()
 
 
 def _check_program(program: str, params: YamlMap, at: _At, params_at: _At) -> None:
@@ -584,7 +601,7 @@ def _check_program(program: str, params: YamlMap, at: _At, params_at: _At) -> No
         raise at.error(f"unknown program: {exc}", got=program) from None
 
 
-def _parse_input(name: str, value: Any, at: _At) -> InputSpec:
+def _parse_input(name: str, value: Any, at: _At, dims: Sequence[str] = ()) -> InputSpec:
     spec = _require_map(value, at, INPUT_KEYS)
 
     def sub(key: str) -> _At:
@@ -602,7 +619,10 @@ def _parse_input(name: str, value: Any, at: _At) -> InputSpec:
     if "shape" not in spec:
         raise at.error("missing key 'shape' (a list of sizes, [] for a scalar)")
     shape_list = _require_list(spec["shape"], sub("shape"), allow_empty=True)
-    shape = tuple(_require_int(v, _item_at(shape_list, i, sub("shape")), minimum=0) for i, v in enumerate(shape_list))
+    shape = tuple(
+        v if isinstance(v, str) and v in dims else _require_int(v, _item_at(shape_list, i, sub("shape")), minimum=0)
+        for i, v in enumerate(shape_list)
+    )
     fields: dict[str, Any] = {"name": name, "kind": kind_name, "shape": shape, "line": at.line}
     if "dtype" in spec:
         fields["dtype"] = _require_dtype(spec["dtype"], sub("dtype"), allow_matrix=True)

@@ -20,6 +20,7 @@ from .case import Case, load_suite
 from .compare import Comparison, compare_outputs
 from .counters import check_counters, check_graphs
 from .filecheck import prefixes_for, run_filecheck
+from .fuzz import fuzz_item_class
 from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sample_for_golden, sidecar_for, write_golden
 from .matrix import MatrixCell, Narrowing, expand_matrix
 from .report import SummaryRow, format_cell_failure, rerun_command, update_command
@@ -60,8 +61,9 @@ class CaseFile(pytest.File):
         settings = self.config.stash[SETTINGS_KEY]
         suite = load_suite(self.path, display_path(self.path, settings.rootdir))
         for case in suite.cases:
+            item_class = CaseItem if case.fuzz is None else fuzz_item_class()
             for cell in expand_matrix(case, settings.narrowing):
-                yield CaseItem.from_parent(self, name=f"{case.name}[{cell.id}]", case=case, cell=cell)
+                yield item_class.from_parent(self, name=f"{case.name}[{cell.id}]", case=case, cell=cell)
 
 
 class CaseItem(pytest.Item):

@@ -20,6 +20,8 @@ import pytest
 from .case import BACKENDS, DEVICES, load_suite
 from .dtypes import DTYPES, canonical_dtype_name
 from .golden import find_stale_goldens, prune
+from .guard import CellGuard
+from .guard import add_options as add_guard_options
 from .items import (
     GOLDEN_PROPERTY,
     ROW_PROPERTY,
@@ -64,6 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--summary", nargs="?", const="-", default=None, metavar="PATH",
         help="print the case x backend x device summary table; with PATH also write it as JSON",
     )
+    add_guard_options(group)
     parser.addini("quantcheck_golden_dir", "golden directory, relative to rootdir", default="golden")
     parser.addini(
         "quantcheck_suites", "glob patterns (relative to rootdir) of YAML suite files", type="linelist",
@@ -102,6 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = {"rows": [], "golden_notes": [], "suites": set()}
     config.stash[_SESSION_KEY] = state
     config.pluginmanager.register(_ResultCollector(state), f"{PLUGIN_NAME}-results-{id(config)}")
+    config.pluginmanager.register(CellGuard(config), f"{PLUGIN_NAME}-guard-{id(config)}")
     worker = getattr(config, "workerinput", {}).get("workerid")
     pin_worker_to_gpu(worker)
 

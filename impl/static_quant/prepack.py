@@ -5,6 +5,13 @@ oneDNN wants it reordered into its own blocked layout once, ahead of time: that 
 possible when the codes are constants, i.e. under ``torch._inductor.config.freezing``.
 The packed tensors are opaque mkldnn tensors; in graph metadata a fake strided tensor of
 the same shape and dtype stands in for them.
+
+On x86 CPUs without VNNI, oneDNN multiplies uint8 activations by int8 weights with
+``vpmaddubsw``, which adds adjacent products into int16 *with saturation*: 255 * 127 * 2
+overflows, and the result is silently wrong (measured: errors of 3 to 20 absolute on a
+linear / conv of unit-scale values). PyTorch's x86 quantizers avoid it by quantizing with
+a reduced range; the passes instead check the frozen weight codes and fuse only when no
+pair can saturate, ``|code| <= 64`` (255 * 64 * 2 < 2**15), or when the CPU has VNNI.
 """
 
 from __future__ import annotations
@@ -36,6 +43,36 @@ def onednn_unavailable_reason() -> Optional[str]:
         if op not in lowerings:
             return f"Inductor has no lowering for {op} in this build"
     return None
+
+
+# The largest |weight code| for which oneDNN's int16 pair sums cannot saturate on any x86 CPU.
+SATURATION_FREE_WEIGHT_CODE = 64
+
+
+@functools.cache
+def int8_products_saturate() -> bool:
+    """Whether this CPU's oneDNN int8 kernels sum u8 x s8 pairs in saturating int16 (no VNNI)."""
+    has_vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return not ((has_vnni is not None and has_vnni()) or (has_amx is not None and has_amx()))
+
+
+def weight_codes_safe(codes: torch.Tensor) -> bool:
+    """Whether oneDNN computes with these int8 weight codes exactly on this CPU."""
+    if not int8_products_saturate() or codes.numel() == 0:
+        return True
+    return int(codes.abs().max()) <= SATURATION_FREE_WEIGHT_CODE
+
+
+@functools.cache
+def bf16_linear_binary_supported() -> bool:
+    """Whether oneDNN's quantized linear can add a bfloat16 tensor as its binary post-op.
+
+    Without native bf16 support (avx512_bf16 / AMX) oneDNN cannot create that matmul
+    ("could not create a primitive descriptor"), though unary bf16 post-ops and the conv's
+    bf16 sum work; the qlinear pass then leaves such an add out of the fusion.
+    """
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def prepack_linear_weight(

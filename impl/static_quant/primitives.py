@@ -156,15 +156,20 @@ def choose_qparams_per_tensor(
 
 
 def choose_qparams_per_channel(
-    w: torch.Tensor, axis: int = 0, dtype: torch.dtype = torch.int8
+    w: torch.Tensor, axis: int = 0, dtype: torch.dtype = torch.int8, reduce_range: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-channel qparams: scales (C,) float32 = max|w| over the other dims / qmax,
-    zero_points (C,) int32 zeros. What the oneDNN weight side expects."""
+    zero_points (C,) int32 zeros. What the oneDNN weight side expects.
+
+    ``reduce_range``: use half the range (qmax 63 for int8), the codes oneDNN computes
+    with exactly on x86 CPUs without VNNI (see :mod:`impl.static_quant.prepack`).
+    """
     scheme = scheme_of(Direction.QUANTIZE, Granularity.PER_CHANNEL, dtype, torch.float32)
     axis = _check_axis(axis, w.dim())
     reduce_dims = [d for d in range(w.dim()) if d != axis]
     absmax = w.detach().abs().to(torch.float32).amax(dim=reduce_dims) if reduce_dims else w.detach().abs().float()
-    scales = (absmax / scheme.qmax).clamp_min(_MIN_SCALE)
+    qmax = scheme.qmax // 2 if reduce_range else scheme.qmax
+    scales = (absmax / qmax).clamp_min(_MIN_SCALE)
     return scales, torch.zeros_like(scales, dtype=torch.int32)
 
 

@@ -29,14 +29,19 @@ class Compiled:
     out: Any
     eager: Any
     code: str
-    counts: dict[str, int]
+    counts: dict[str, int]  # matcher counters (static_quant_*_matcher_*) that moved
+    lowered: dict[str, int]  # static_quant_*_lower_count: fused calls Inductor then lowered
     frames: int
     more: list[tuple[Any, Any]]  # (compiled, eager) outputs for each of ``more_inputs``
 
 
-def static_quant_counts() -> dict[str, int]:
-    """Our pass counters that moved (zero entries dropped), for exact comparisons."""
-    return {k: v for k, v in counters["inductor"].items() if k.startswith("static_quant_") and v}
+def static_quant_counts(lowering: bool = False) -> dict[str, int]:
+    """Our matcher counters (or, with ``lowering``, our lower counters) that moved (zero
+    entries dropped), for exact comparisons."""
+    return {
+        k: v for k, v in counters["inductor"].items()
+        if k.startswith("static_quant_") and k.endswith("_lower_count") == lowering and v
+    }
 
 
 def compile_with_passes(fn: Callable, *inputs: Any, freezing: bool = True, dynamic: Optional[bool] = None,
@@ -53,7 +58,8 @@ def compile_with_passes(fn: Callable, *inputs: Any, freezing: bool = True, dynam
             compiled = torch.compile(fn, dynamic=dynamic)
             out, codes = run_and_get_code(compiled, *inputs)
             more = [(compiled(*extra), fn(*_cloned(extra))) for extra in more_inputs]
-    return Compiled(out, eager, "\n".join(codes), static_quant_counts(), counters["stats"]["unique_graphs"], more)
+    return Compiled(out, eager, "\n".join(codes), static_quant_counts(), static_quant_counts(lowering=True),
+                    counters["stats"]["unique_graphs"], more)
 
 
 def _cloned(inputs: tuple) -> tuple:

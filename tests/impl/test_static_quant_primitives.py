@@ -87,6 +87,8 @@ def test_choose_qparams_cover_the_range():
     scales, zero_points = sq.choose_qparams_per_channel(torch.tensor([[1.0, -2.0], [0.5, 0.25]]))
     assert torch.allclose(scales, torch.tensor([2.0, 0.5]) / 127) and zero_points.dtype == torch.int32
     assert not zero_points.any()
+    reduced, _ = sq.choose_qparams_per_channel(torch.tensor([[1.0, -2.0], [0.5, 0.25]]), reduce_range=True)
+    assert torch.allclose(reduced, torch.tensor([2.0, 0.5]) / 63)
 
 
 # ------------------------------------------------------------------------------- bad input

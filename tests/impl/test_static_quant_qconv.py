@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.testing import FileCheck
 
 import impl.static_quant as sq
+from impl.static_quant.prepack import SATURATION_FREE_WEIGHT_CODE, int8_products_saturate
 from tests.impl.test_static_quant_helpers import (
     compile_with_passes,
     dequantize_reference,
@@ -40,7 +41,7 @@ class QConv(torch.nn.Module):
                  groups: int = 1) -> None:
         super().__init__()
         weight = randn(OUT_CHANNELS, IN_CHANNELS // groups, 3, 3, seed=1)
-        scales, zero_points = sq.choose_qparams_per_channel(weight)
+        scales, zero_points = sq.choose_qparams_per_channel(weight, reduce_range=True)
         self.register_buffer("w_codes", sq.quantize_per_channel(weight, scales, zero_points, 0))
         self.register_buffer("w_scales", scales)
         self.register_buffer("w_zero_points", zero_points)
@@ -115,6 +116,7 @@ def test_qconv2d_fuses_pattern_and_post_ops(case):
     result = compile_with_passes(model, codes, other)
 
     assert result.counts == {f"{QCONV}_count": 1, f"{QCONV}_nodes": case.nodes}
+    assert result.lowered == {"static_quant_qconv2d_lower_count": 1}
     op = "torch.ops.onednn.qconv2d_pointwise.binary" if "'sum'" in case.call else "torch.ops.onednn.qconv_pointwise"
     FileCheck().check(op).check_same(case.call).check_not("extern_kernels.convolution").run(result.code)
     torch.testing.assert_close(other, other_before, rtol=0, atol=0)  # the in-place sum wrote a copy
@@ -185,6 +187,20 @@ def test_int8_activations_are_not_fused():
         return F.conv2d(x, sq.dequantize_per_channel(model.w_codes, model.w_scales, model.w_zero_points, 0), padding=1)
 
     result = compile_with_passes(program, uint8_codes(BATCH, IN_CHANNELS, SIZE, SIZE).to(torch.int8))
+    assert result.counts == {}
+    torch.testing.assert_close(result.out, result.eager)
+
+
+@pytest.mark.skipif(not int8_products_saturate(), reason="this CPU has VNNI: oneDNN int8 pair sums cannot saturate")
+def test_full_range_weight_is_not_fused_where_int8_pairs_saturate():
+    """Without VNNI oneDNN's int16 pair sums saturate (measured: conv results off by up to
+    20 with codes up to 127), so full-range weights stay unfused."""
+    model = QConv(lambda y, o: y)
+    weight = randn(OUT_CHANNELS, IN_CHANNELS, 3, 3, seed=1)
+    scales, zero_points = sq.choose_qparams_per_channel(weight)
+    model.w_codes, model.w_scales = sq.quantize_per_channel(weight, scales, zero_points, 0), scales
+    assert int(model.w_codes.abs().max()) > SATURATION_FREE_WEIGHT_CODE
+    result = compile_with_passes(model, *_inputs(model))
     assert result.counts == {}
     torch.testing.assert_close(result.out, result.eager)
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.testing import FileCheck
 
 import impl.static_quant as sq
+from impl.static_quant.prepack import SATURATION_FREE_WEIGHT_CODE, bf16_linear_binary_supported, int8_products_saturate
 from tests.impl.test_static_quant_helpers import (
     compile_with_passes,
     dequantize_reference,
@@ -42,7 +43,7 @@ class QLinear(torch.nn.Module):
                  act_dtype: torch.dtype = torch.uint8, weight_zero_point: int = 0) -> None:
         super().__init__()
         weight = randn(OUT_FEATURES, IN_FEATURES, seed=1)
-        scales, zero_points = sq.choose_qparams_per_channel(weight)
+        scales, zero_points = sq.choose_qparams_per_channel(weight, reduce_range=True)
         zero_points += weight_zero_point
         self.register_buffer("w_codes", sq.quantize_per_channel(weight, scales, zero_points, 0))
         self.register_buffer("w_scales", scales)
@@ -104,7 +105,9 @@ CASES = [
     Case("bf16-3d-silu-quant", lambda y, o: F.silu(y), 6 + 6 + 1, "'swish'", dtype=torch.bfloat16,
          rows=(2, 3), out_dtype=torch.uint8),
     Case("3d-add-relu-quant", lambda y, o: F.relu(o + y), 6 + 3, "'add'", rows=(2, 3), out_dtype=torch.uint8),
-    Case("bf16-add", lambda y, o: y + o, 5, "'add'", dtype=torch.bfloat16),
+    # Without native bf16 oneDNN cannot add a bf16 tensor in the matmul: the add stays out.
+    Case("bf16-add", lambda y, o: y + o, *((5, "'add'") if bf16_linear_binary_supported() else (4, "'none'")),
+         dtype=torch.bfloat16),
     Case("bf16-quant-after-to-float32", lambda y, o: y.float(), 4 + 2, "'none'", dtype=torch.bfloat16,
          out_dtype=torch.uint8),
     Case("s8-activations-s8-output", lambda y, o: y, 5, "'none'", act_dtype=torch.int8, out_dtype=torch.int8),
@@ -140,6 +143,7 @@ def test_qlinear_fuses_pattern_and_post_ops(case):
     result = compile_with_passes(model, *inputs)
 
     assert result.counts == {f"{QLINEAR}_count": 1, f"{QLINEAR}_nodes": case.nodes}
+    assert result.lowered == {"static_quant_qlinear_lower_count": 1}
     (FileCheck().check("torch.ops.onednn.qlinear_pointwise").check_same(case.post_op)
      .check_not("extern_kernels.mm").check_not("extern_kernels.addmm").run(result.code))
     _check_numerics(model, result, inputs, case.dtype)
@@ -225,6 +229,7 @@ def test_shared_activation_is_promoted_so_both_linears_fuse():
         f"{QLINEAR}_count": 2,
         f"{QLINEAR}_nodes": 4 + 4 + 1,
     }
+    assert result.lowered == {"static_quant_qlinear_lower_count": 2}
     FileCheck().check_count("torch.ops.onednn.qlinear_pointwise", 2, exactly=True).run(result.code)
     torch.testing.assert_close(result.out, result.eager)
 
@@ -234,6 +239,7 @@ def test_shared_activation_is_promoted_so_both_linears_fuse():
 
 def _assert_untouched(result, expected_counts=None) -> None:
     assert result.counts == (expected_counts or {})
+    assert result.lowered == ({"static_quant_qlinear_lower_count": 1} if expected_counts else {})
     torch.testing.assert_close(result.out, result.eager)
 
 
@@ -248,6 +254,31 @@ def test_weight_with_nonzero_zero_point_is_not_fused():
     """oneDNN's int8 weights are symmetric; an asymmetric weight stays unfused."""
     model = QLinear(lambda y, o: y, weight_zero_point=3)
     _assert_untouched(compile_with_passes(model, *_inputs(CASES[0])))
+
+
+@pytest.mark.skipif(not int8_products_saturate(), reason="this CPU has VNNI: oneDNN int8 pair sums cannot saturate")
+def test_full_range_weight_is_not_fused_where_int8_pairs_saturate():
+    """Without VNNI, oneDNN sums u8 x s8 pairs in saturating int16: codes beyond +-64 would
+    give wrong results (measured: off by up to 3 on this linear), so nothing fuses."""
+    model = QLinear(lambda y, o: y)
+    weight = randn(OUT_FEATURES, IN_FEATURES, seed=1)
+    scales, zero_points = sq.choose_qparams_per_channel(weight)  # full range: codes up to 127
+    model.w_codes = sq.quantize_per_channel(weight, scales, zero_points, 0)
+    model.w_scales = scales
+    assert int(model.w_codes.abs().max()) > SATURATION_FREE_WEIGHT_CODE
+    _assert_untouched(compile_with_passes(model, *_inputs(CASES[0])))
+
+
+@pytest.mark.skipif(int8_products_saturate(), reason="this CPU lacks VNNI: full-range int8 weights stand down")
+def test_full_range_weight_fuses_where_int8_pairs_cannot_saturate():
+    model = QLinear(lambda y, o: y)
+    weight = randn(OUT_FEATURES, IN_FEATURES, seed=1)
+    scales, zero_points = sq.choose_qparams_per_channel(weight)
+    model.w_codes = sq.quantize_per_channel(weight, scales, zero_points, 0)
+    model.w_scales = scales
+    result = compile_with_passes(model, *_inputs(CASES[0]))
+    assert result.counts[f"{QLINEAR}_count"] == 1
+    assert sqnr_db(model.reference(*_inputs(CASES[0])), result.out) >= FLOOR_DB[torch.float32]
 
 
 def test_per_channel_activation_is_not_fused():

@@ -211,4 +211,4 @@ def test_custom_pass_uuid_hashes_every_source_file():
     assert passes.StaticQuantPass().uuid() == passes.StaticQuantPass().uuid()
     assert set(passes.COUNTER_NAMES) == {
         f"static_quant_{name}_matcher_{event}" for name in passes.PASS_NAMES for event in ("count", "nodes")
-    }
+    } | {"static_quant_qlinear_lower_count", "static_quant_qconv2d_lower_count"}

@@ -15,7 +15,9 @@ and Inductor's own rewrites of mm / add change what matches). The passes:
 3. qmaxpool2d, qcat, qreshape (:mod:`.qpool_cat_reshape`): plain ATen ops on the codes.
 
 Each rewrite bumps ``counters["inductor"]["static_quant_<pass>_matcher_count"]`` and
-``..._matcher_nodes`` (the graph nodes it replaced); ``COUNTER_NAMES`` lists them.
+``..._matcher_nodes`` (the graph nodes it replaced); where a lowering follows (qlinear,
+qconv2d), ``..._lower_count`` counts the fused calls Inductor then really lowered
+(:mod:`.lowering_counters`). ``COUNTER_NAMES`` lists them.
 
 ``StaticQuantPass()`` wraps the entry point as a ``CustomGraphPass`` whose ``uuid()``
 hashes ``SOURCE_FILES``, so Inductor's FX graph cache stays valid across edits here.
@@ -33,13 +35,17 @@ from impl.hop import invoke_quant
 from ..prepack import onednn_unavailable_reason
 from .dequant_promotion import promote_shared_dequants
 from .graph_utils import counter_key
+from .lowering_counters import install_lower_counters
 from .qconv import qconv2d_pass
 from .qlinear import qlinear_pass
 from .qpool_cat_reshape import requant_pass
 from .regions import as_region
 
 PASS_NAMES = ("dequant_promotion", "qconv2d", "qlinear", "qmaxpool2d", "qcat", "qreshape")
-COUNTER_NAMES = tuple(counter_key(name, event) for name in PASS_NAMES for event in ("matcher_count", "matcher_nodes"))
+LOWERED_PASS_NAMES = ("qconv2d", "qlinear")
+COUNTER_NAMES = tuple(
+    counter_key(name, event) for name in PASS_NAMES for event in ("matcher_count", "matcher_nodes")
+) + tuple(counter_key(name, "lower_count") for name in LOWERED_PASS_NAMES)
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_FILES = tuple(sorted(str(p) for p in _PACKAGE_ROOT.rglob("*.py")))
@@ -52,6 +58,7 @@ def apply_static_quant_passes(graph: fx.Graph) -> None:
         return
     promote_shared_dequants(graph)
     if onednn_unavailable_reason() is None:
+        install_lower_counters()
         qconv2d_pass().apply(graph)
         qlinear_pass().apply(graph)
     requant_pass().apply(graph)

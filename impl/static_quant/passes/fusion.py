@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.fx as fx
 
+from ..prepack import weight_codes_safe
 from .graph_utils import add_constant, constant_tensor, erase_dead, fake_mode_of, fake_value, insert_call
 from .post_ops import Epilogue
 from .regions import Region, as_dequantize
@@ -37,13 +38,14 @@ def weight_side(node: object, dims: int, float_dtype: torch.dtype) -> Optional[W
 
     ``dims``: 2 for linear (N, K), 4 for conv2d (O, I / groups, kH, kW). The region must
     dequantize to ``float_dtype`` (the activation's), per tensor or per channel along
-    axis 0, from constant codes with constant scales and all-zero zero points.
+    axis 0, from constant codes with constant scales and all-zero zero points, and the
+    codes must be ones oneDNN computes with exactly on this CPU (``weight_codes_safe``).
     """
     region = as_dequantize(node)
     if region is None or region.scheme.qdtype != torch.int8 or region.scheme.float_dtype != float_dtype:
         return None
     codes = constant_tensor(region.data)
-    if codes is None or codes.dim() != dims or codes.dtype != torch.int8:
+    if codes is None or codes.dim() != dims or codes.dtype != torch.int8 or not weight_codes_safe(codes):
         return None
     qparams = region.constant_channel_qparams(codes.shape[0], axis=0)
     if qparams is None:

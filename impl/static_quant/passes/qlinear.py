@@ -32,7 +32,7 @@ import torch
 import torch.fx as fx
 from torch._inductor.pattern_matcher import Arg, CallFunction, Match, PatternMatcherPass, register_graph_pattern
 
-from ..prepack import prepack_linear_weight
+from ..prepack import bf16_linear_binary_supported, prepack_linear_weight
 from .fusion import (
     PACKED_WEIGHT,
     WEIGHT_SCALES,
@@ -123,8 +123,9 @@ def plan_qlinear(anchor: fx.Node) -> Optional[_Plan]:
     unflatten = None
     if flatten is not None:
         unflatten = _unflatten_user(anchor, list(x_val.shape[:-1]) + [out_features])
+    allow_binary = float_dtype != torch.bfloat16 or bf16_linear_binary_supported()
     epilogue = match_epilogue(
-        unflatten or anchor, [anchor, x_region.node], UNARY_POST_OPS, UNARY_AFTER_ADD, allow_binary=True
+        unflatten or anchor, [anchor, x_region.node], UNARY_POST_OPS, UNARY_AFTER_ADD, allow_binary=allow_binary
     )
     return _Plan(anchor, x_region, flatten, weight, bias, unflatten, epilogue)
 

@@ -47,6 +47,9 @@ aten = torch.ops.aten
 prims = torch.ops.prims
 
 ATEN_MAX_M_FP32 = 4  # float32 / float16: the ATen kernels only at decode sizes
+# torch 2.13's bfloat16 _weight_int8pack_mm segfaults for M > 1 when K % 8 != 0 (K = 201..206
+# crash, 200 and 208 run); the decomposition takes those shapes.
+INT8PACK_BF16_K_MULTIPLE = 8
 INT4_PACK_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu: N % 16 == 0
 INT4_INNER_K_TILES = 2
 INT4_CODE_OFFSET = 8  # the CPU int4 kernel decodes (u - 8) * scale + offset
@@ -164,7 +167,7 @@ class _Lowering:
             return eager(*call, None, *ints)
 
         self.dense = dense
-        if scheme == "int8_weight_only":
+        if scheme == "int8_weight_only" and (self.dtype != torch.bfloat16 or self.k % INT8PACK_BF16_K_MULTIPLE == 0):
             self.aten = (_INT8_CHOICE, {})
         elif scheme == "int4_weight_only":
             self._add_int4_constants([_constant(a) for a in fx_args[1:4]], group_size=ints[0])
@@ -205,6 +208,8 @@ class _Lowering:
 
     def _aten_choice(self) -> Any:
         choice, kwargs = self.aten
+        # The ATen kernels need a row-major x (a strided activation is copied first).
+        self.inputs[0] = ir.ExternKernel.require_contiguous(self.inputs[0])
         for t in self.inputs:
             t.realize()
         return choice.bind(tuple(self.inputs), self.layout(), **kwargs)

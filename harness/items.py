@@ -139,6 +139,7 @@ class CaseItem(pytest.Item):
             "max_abs": max((c.max_abs for c in comparisons), default=None),
             "max_rel": max((c.max_rel for c in comparisons), default=None),
             "seconds": sum(run.seconds.values()),
+            "run": run,  # for diagnostics.py (report pictures); it drops it once the cell is reported
         }
         if sections:
             title = f"{self.case.display_path}:{self.case.line}: case {self.case.name!r} [{self.cell.id}] failed"

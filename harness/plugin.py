@@ -19,6 +19,8 @@ import pytest
 
 from .case import BACKENDS, DEVICES, load_suite
 from .dtypes import DTYPES, canonical_dtype_name
+from .diagnostics import Diagnostics
+from .diagnostics import add_options as add_diagnostic_options
 from .golden import find_stale_goldens, prune
 from .guard import CellGuard
 from .guard import add_options as add_guard_options
@@ -66,6 +68,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--summary", nargs="?", const="-", default=None, metavar="PATH",
         help="print the case x backend x device summary table; with PATH also write it as JSON",
     )
+    add_diagnostic_options(group)
     add_guard_options(group)
     parser.addini("quantcheck_golden_dir", "golden directory, relative to rootdir", default="golden")
     parser.addini(
@@ -105,6 +108,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = {"rows": [], "golden_notes": [], "suites": set()}
     config.stash[_SESSION_KEY] = state
     config.pluginmanager.register(_ResultCollector(state), f"{PLUGIN_NAME}-results-{id(config)}")
+    config.pluginmanager.register(Diagnostics(config), f"{PLUGIN_NAME}-diagnostics-{id(config)}")
     config.pluginmanager.register(CellGuard(config), f"{PLUGIN_NAME}-guard-{id(config)}")
     worker = getattr(config, "workerinput", {}).get("workerid")
     pin_worker_to_gpu(worker)

@@ -33,6 +33,8 @@ from .matrix import MatrixCell
 from .programs import import_program
 
 MAX_AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
+# Inductor config for a compile whose passes must really run (no cache hit skips them).
+FRESH_COMPILE_CONFIG = {"force_disable_caches": True, "fx_graph_cache": False, "autotune_local_cache": False}
 
 _KERNEL_DEFINITION = re.compile(
     r"^(?P<name>\w+) = async_compile\.(?P<kind>\w+)\((?P<head>[^\n]*?)r?'''\n?(?P<source>.*?)'''",
@@ -209,7 +211,8 @@ def _inductor_config_patch(case: Case, cell: MatrixCell, post_grad_capture: Opti
 
     patch: dict[str, Any] = dict(case.config)
     if needs_fresh_compile(case):
-        patch.update(force_disable_caches=True, fx_graph_cache=False, autotune_local_cache=False)
+        for key, value in FRESH_COMPILE_CONFIG.items():
+            patch.setdefault(key, value)  # a case (or --bisect) may set one of them itself
     hooks: dict[str, list[Callable[[Any], Any]]] = {}
     for spec in case.passes:
         existing = patch.get(spec.hook, getattr(inductor_config, spec.hook))

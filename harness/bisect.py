@@ -1,0 +1,353 @@
+"""``--bisect``: where a failing cell's compiled result first diverges from eager.
+
+Two searches, both rerunning the cell with "good" meaning *it runs, and compiled matches
+eager within the case's tolerance*:
+
+1. PyTorch's ``CompilerBisector.do_bisect``: the first torch.compile backend that fails
+   (eager -> aot_eager -> aot_eager_decomp_partition -> ... -> inductor), then, inside it,
+   the subsystem (pre-grad / joint / post-grad passes, config changes, lowerings, ...) and
+   the application number of the offending pass or lowering. Which backends and
+   subsystems exist is the bisector's own table (torch 2.13 has more than 2.11); we only
+   read its result, so nothing here depends on the version.
+2. Our own components, disabled one at a time: the case's ``passes``, custom-pass hooks
+   installed outside the case (``impl.install()``, say), pattern-matcher passes whose
+   handlers live outside torch, and Inductor lowerings registered outside torch (ours in
+   ``impl/lowerings``). A probe run records which of them actually ran and in what order;
+   the first whose removal makes the cell good is where the result diverges. The bisector
+   cannot see these: it disables only built-in ATen lowerings, and names a custom pass
+   only by its hook.
+
+Every rerun compiles with the FX graph cache off: a cache hit would skip the passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import traceback
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from .case import Case, PassSpec
+from .compare import compare_outputs
+from .matrix import MatrixCell
+from .run import run_cell
+
+CUSTOM_HOOKS = (
+    "pre_grad_custom_pass",
+    "joint_custom_pre_pass",
+    "joint_custom_post_pass",
+    "post_grad_custom_pre_pass",
+    "post_grad_custom_post_pass",
+)
+# The FX graph cache off is enough for the passes to run on every rerun; keeping the kernel
+# caches (unlike the harness's force_disable_caches) makes a rerun ~0.5 s instead of ~4 s.
+NO_CACHE = (("fx_graph_cache", False), ("force_disable_caches", False))
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """Something of ours the compile ran, and how to run the cell without it."""
+
+    name: str
+    order: int  # when the probe saw it first: pipeline order
+    without: Callable[[Case], tuple[Case, contextlib.AbstractContextManager]]
+
+
+@dataclasses.dataclass
+class BisectReport:
+    stage: Optional[str]  # CompilerBisector's verdict, one line
+    components: list[tuple[Component, bool]]  # (component, disabling it made the cell good)
+    note: str = ""
+
+    @property
+    def culprits(self) -> list[Component]:
+        return [c for c, fixed in self.components if fixed]
+
+    def render(self) -> str:
+        lines = ["bisect (--bisect): reran the cell; good = runs and compiled matches eager"]
+        if self.note:
+            lines.append(f"  {self.note}")
+        if self.stage:
+            lines.append(f"  first failing stage (CompilerBisector): {self.stage}")
+        if self.components:
+            lines.append("  our passes and lowerings, disabled one at a time (pipeline order):")
+            for component, fixed in self.components:
+                lines.append(f"    {'FIXES' if fixed else 'no   '}  {component.name}")
+            culprits = self.culprits
+            if culprits:
+                lines.append(f"  diverges at: {' > '.join(c.name for c in culprits)}")
+            else:
+                lines.append("  diverges at: none of our components alone (disabling each left the failure)")
+        elif self.stage:
+            lines.append("  our passes and lowerings: none ran in this cell")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- the predicate
+
+
+def _bisectable(case: Case, cell: MatrixCell) -> tuple[Case, MatrixCell]:
+    """The cell as the bisector reruns it: caches off; max-autotune through config, since
+    the bisector swaps the backend name and a mode makes no sense for eager."""
+    config = dict(case.config)
+    config.update(NO_CACHE)
+    if cell.backend == "inductor_max_autotune":
+        config["max_autotune"] = True
+        cell = dataclasses.replace(cell, backend="inductor")
+    return dataclasses.replace(case, config=tuple(config.items())), cell
+
+
+def is_good(case: Case, cell: MatrixCell) -> bool:
+    """The cell runs, and its compiled outputs match eager's within the case's tolerance."""
+    try:
+        run = run_cell(case, cell)
+    except Exception:  # a crash is as bad as a wrong number
+        return False
+    return compare_outputs(run.eager, run.compiled, case.tolerance_for(cell.dtype), label="bisect").ok
+
+
+def compiler_bisector_stage(good: Callable[[], bool]) -> str:
+    """Run PyTorch's bisector on ``good``; one line naming backend, subsystem and application."""
+    try:
+        from torch._inductor.compiler_bisector import CompilerBisector
+    except ImportError as exc:  # not in this torch
+        return f"not available ({exc})"
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        result = CompilerBisector.do_bisect(good)
+    if result is None:
+        return "none: every backend and subsystem the bisector tries gives a good result"
+    order = list(_bisector_backends())
+    passed = order[: order.index(result.backend)] if result.backend in order else []
+    text = f"backend {result.backend}"
+    if passed:
+        text += f" ({', '.join(passed)} good)"
+    if result.subsystem:
+        text += f"; subsystem {result.subsystem}"
+        if result.bisect_number is not None and result.debug_info != result.subsystem:
+            text += f", application #{result.bisect_number}"
+        if result.debug_info and result.debug_info != result.subsystem:
+            text += f" ({result.debug_info})"
+    else:
+        text += "; no single subsystem"
+    return text
+
+
+def _bisector_backends() -> Iterator[str]:
+    from torch._inductor.compiler_bisector import BACKENDS
+
+    return iter(BACKENDS)
+
+
+# ------------------------------------------------------------------------- our components
+
+
+def _describe(obj: Any) -> str:
+    obj = getattr(obj, "func", obj)  # functools.partial
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{module}:{name}"
+
+
+def _owned_outside_torch(obj: Any) -> bool:
+    module = getattr(getattr(obj, "func", obj), "__module__", None) or ""
+    return bool(module) and not module.startswith("torch.")
+
+
+def _pattern_pass_key(matcher: Any) -> Optional[tuple[str, ...]]:
+    """Identifies a pattern-matcher pass across reruns (fresh objects per compile are fine):
+    its name and its handlers; None when every handler is torch's own."""
+    handlers = sorted({
+        _describe(entry.handler)
+        for entries in matcher.patterns.values()
+        for entry in entries
+        if getattr(entry, "handler", None) is not None and _owned_outside_torch(entry.handler)
+    })
+    if not handlers:
+        return None
+    return (getattr(matcher, "pass_name", None) or "", *handlers)
+
+
+class _Probe:
+    """Records, during one rerun, which hooks, pattern passes and lowerings of ours ran, in order."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Any, int] = {}
+
+    def saw(self, key: Any) -> None:
+        self.seen.setdefault(key, len(self.seen))
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        from torch._inductor import lowering
+        from torch._inductor.pattern_matcher import PatternMatcherPass
+        from torch.fx.passes.graph_transform_observer import GraphTransformObserver
+
+        probe = self
+        original_apply = PatternMatcherPass.apply
+        original_graph_pass = GraphTransformObserver.apply_graph_pass
+        original_gm_pass = GraphTransformObserver.apply_gm_pass
+
+        def apply(matcher, graph):
+            key = _pattern_pass_key(matcher)
+            if key is not None:
+                probe.saw(("pattern", key))
+            return original_apply(matcher, graph)
+
+        def graph_pass(observer, pass_fn):
+            if observer.passname in CUSTOM_HOOKS:
+                probe.saw(("hook", observer.passname))
+            return original_graph_pass(observer, pass_fn)
+
+        def gm_pass(observer, pass_fn):
+            if observer.passname in CUSTOM_HOOKS:
+                probe.saw(("hook", observer.passname))
+            return original_gm_pass(observer, pass_fn)
+
+        ours = {op: fn for op, fn in lowering.lowerings.items() if _owned_outside_torch(fn)}
+
+        def recording(op, fn):
+            def lower(*args, **kwargs):
+                probe.saw(("lowering", op))
+                return fn(*args, **kwargs)
+
+            return lower
+
+        PatternMatcherPass.apply = apply
+        GraphTransformObserver.apply_graph_pass = graph_pass
+        GraphTransformObserver.apply_gm_pass = gm_pass
+        lowering.lowerings.update({op: recording(op, fn) for op, fn in ours.items()})
+        try:
+            yield
+        finally:
+            PatternMatcherPass.apply = original_apply
+            GraphTransformObserver.apply_graph_pass = original_graph_pass
+            GraphTransformObserver.apply_gm_pass = original_gm_pass
+            lowering.lowerings.update(ours)
+
+
+def _without_case_pass(spec: PassSpec) -> Callable[[Case], tuple[Case, contextlib.AbstractContextManager]]:
+    def without(case: Case):
+        return dataclasses.replace(case, passes=tuple(p for p in case.passes if p is not spec)), contextlib.nullcontext()
+
+    return without
+
+
+def _without_hook(hook: str) -> Callable[[Case], tuple[Case, contextlib.AbstractContextManager]]:
+    def without(case: Case):
+        return dataclasses.replace(case, config=case.config + ((hook, None),)), contextlib.nullcontext()
+
+    return without
+
+
+def _without_pattern_pass(key: tuple[str, ...]) -> Callable[[Case], tuple[Case, contextlib.AbstractContextManager]]:
+    @contextlib.contextmanager
+    def skipped() -> Iterator[None]:
+        from torch._inductor.pattern_matcher import PatternMatcherPass
+
+        original = PatternMatcherPass.apply
+
+        def apply(matcher, graph):
+            return 0 if _pattern_pass_key(matcher) == key else original(matcher, graph)
+
+        PatternMatcherPass.apply = apply
+        try:
+            yield
+        finally:
+            PatternMatcherPass.apply = original
+
+    return lambda case: (case, skipped())
+
+
+def _without_lowering(op: Any) -> Callable[[Case], tuple[Case, contextlib.AbstractContextManager]]:
+    """An operator overload falls back to its eager kernel (Inductor's implicit fallback);
+    a higher-order op keeps its lowering (it has no eager fallback) minus the marks it puts
+    on the graph: low-precision codegen and the invoke_quant prologue-fusion set."""
+
+    @contextlib.contextmanager
+    def disabled() -> Iterator[None]:
+        from torch._inductor import lowering
+        from torch._inductor.virtualized import V
+
+        original = lowering.lowerings[op]
+        had_fallback = op in lowering.fallbacks
+        if isinstance(op, torch._ops.OpOverload):
+            del lowering.lowerings[op]
+        else:
+            def unmarked(*args, **kwargs):
+                marks = [getattr(V.graph, name, None) for name in ("low_precision_codegen_ops", "invoke_quant_ops")]
+                before = [set(m) if m is not None else None for m in marks]
+                out = original(*args, **kwargs)
+                for mark, kept in zip(marks, before):
+                    if mark is not None:
+                        for name in [n for n in mark if n not in kept]:
+                            mark.discard(name)
+                return out
+
+            lowering.lowerings[op] = unmarked
+        try:
+            yield
+        finally:
+            lowering.lowerings[op] = original  # make_fallback may have put a fallback there
+            if not had_fallback:
+                lowering.fallbacks.discard(op)
+
+    return lambda case: (case, disabled())
+
+
+def discover_components(case: Case, cell: MatrixCell) -> list[Component]:
+    """Our components the cell's compile runs, in the order it runs them."""
+    from torch._inductor import config as inductor_config
+
+    probe = _Probe()
+    with probe.installed():
+        with contextlib.suppress(Exception):  # a crashing cell still shows what ran before the crash
+            run_cell(case, cell)
+    seen = probe.seen
+    late = len(seen)
+    components: list[Component] = []
+    for spec in case.passes:
+        order = seen.get(("hook", spec.hook), late)
+        components.append(Component(f"pass {spec.hook}: {spec.factory} ({case.display_path}:{spec.line})", order, _without_case_pass(spec)))
+    configured = dict(case.config)
+    for hook in CUSTOM_HOOKS:
+        value = configured.get(hook, getattr(inductor_config, hook, None))
+        if value is not None and ("hook", hook) in seen:
+            components.append(Component(f"hook {hook} installed outside the case: {_describe(value)}", seen[("hook", hook)], _without_hook(hook)))
+    for key, order in seen.items():
+        if key[0] == "pattern":
+            name, *handlers = key[1]
+            label = f"pattern pass {name!r}" if name else "pattern pass"
+            components.append(Component(f"{label} ({', '.join(handlers)})", order, _without_pattern_pass(key[1])))
+        elif key[0] == "lowering":
+            from torch._inductor import lowering
+
+            fn = lowering.lowerings.get(key[1])
+            components.append(Component(f"lowering of {key[1]} ({_describe(fn)})", order, _without_lowering(key[1])))
+    # Hooks before what runs inside them; stable for equal order.
+    return sorted(components, key=lambda c: (c.order, not c.name.startswith(("pass ", "hook "))))
+
+
+def bisect_cell(case: Case, cell: MatrixCell, *, use_compiler_bisector: bool = True) -> BisectReport:
+    """Both searches for a failing cell (see the module docstring)."""
+    case, cell = _bisectable(case, cell)
+    if cell.backend == "eager":
+        return BisectReport(None, [], note="an eager cell compiles nothing: nothing to bisect")
+    try:
+        if is_good(case, cell):
+            return BisectReport(None, [], note=(
+                "compiled matches eager on a rerun: the failure is not a compiled-vs-eager divergence "
+                "(a golden, counter, FileCheck or graph check), or it does not reproduce"
+            ))
+        stage = compiler_bisector_stage(lambda: is_good(case, cell)) if use_compiler_bisector else None
+        results = []
+        for component in discover_components(case, cell):
+            edited, context = component.without(case)
+            with context:
+                results.append((component, is_good(edited, cell)))
+        return BisectReport(stage, results)
+    except Exception:  # the report must not lose the cell's own failure to a bisect crash
+        return BisectReport(None, [], note="bisect itself failed:\n" + traceback.format_exc(limit=6))

@@ -1,0 +1,202 @@
+"""Repro scripts: every failing cell leaves a standalone Python file that reproduces it.
+
+The script is :mod:`harness.repro_template`'s source followed by the cell's ``SPEC``: the
+program (``module:function`` + params, or a built-in by name), each input's spec and seed,
+the backend, device, dtype, Inductor and Dynamo config, the case's passes, and every check
+the cell makes (tolerance, golden path, counters, graphs, FileCheck blocks). Running it
+needs torch, the program's module and the pass factories, not the harness; it exits 1 with
+the failures printed, 0 once the cell would pass.
+
+Inputs are rebuilt from their seeds. An input whose builder no script can import (a
+lambda, a function defined inside another) is saved beside the script as
+``<script>.inputs.safetensors`` instead.
+
+Scripts go to ``.quantcheck/repro/`` under the rootdir, or ``--repro-dir``; a cell that
+passes removes its stale script.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pprint
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from . import programs
+from .case import Case
+from .filecheck import prefixes_for
+from .golden import golden_paths
+from .inputs import input_kind
+from .matrix import MatrixCell
+from .run import FRESH_COMPILE_CONFIG, build_inputs, input_seed, needs_fresh_compile
+
+DEFAULT_DIR = ".quantcheck/repro"
+TEMPLATE = Path(__file__).with_name("repro_template.py")
+# Built-ins whose twin lives in the template; others are rebuilt through their build function.
+TEMPLATE_BUILTINS = ("matmul", "linear", "pointwise_chain", "constant_pad_nd_mm", "reduce")
+
+
+def script_path(directory: Path, case: Case, cell: MatrixCell) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{case.suite_stem}.{case.name}.{cell.id}")
+    return directory / f"{name}.py"
+
+
+def _importable_name(obj: Any) -> Optional[str]:
+    """'module:qualname' when a fresh interpreter can import ``obj`` by that name, else None."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        return None
+    try:
+        if programs.import_program(f"{module}:{qualname}") is not obj:
+            return None
+    except (programs.ProgramImportError, TypeError):
+        return None
+    return f"{module}:{qualname}"
+
+
+def _program_spec(case: Case) -> dict[str, Any]:
+    builtin = programs.builtin_program(case.program)
+    if builtin is None:
+        return {"kind": "function", "target": case.program, "params": dict(case.params)}
+    params = {name: dict(case.params).get(name, spec.default) for name, spec in builtin.params.items()}
+    if builtin.build.__module__ == programs.__name__ and case.program in TEMPLATE_BUILTINS:
+        return {"kind": "builtin", "name": case.program, "params": params}
+    target = _importable_name(builtin.build)
+    if target is None:
+        raise ValueError(f"built-in program {case.program!r}: its build function cannot be imported by a script")
+    return {"kind": "builder", "target": target, "params": params}
+
+
+def _input_builder(spec) -> str:
+    """'tensor', an importable 'module:builder', or 'saved' (the values go beside the script)."""
+    if spec.kind == "tensor":
+        return "tensor"
+    if ":" in spec.kind and input_kind(spec.kind) is None:
+        return spec.kind
+    kind = input_kind(spec.kind)
+    return (_importable_name(kind.build) if kind is not None else None) or "saved"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def build_spec(case: Case, cell: MatrixCell, golden_root: Path, nodeid: str) -> dict[str, Any]:
+    """Everything the template needs to reproduce ``cell``, as plain literals."""
+    from torch._inductor import config as inductor_config
+
+    inductor_patch = dict(case.config)
+    if needs_fresh_compile(case):
+        for key, value in FRESH_COMPILE_CONFIG.items():
+            inductor_patch.setdefault(key, value)
+    unknown = [k for k in inductor_patch if not hasattr(inductor_config, k)]
+    if unknown:
+        raise ValueError(f"config keys this torch does not have: {', '.join(unknown)}")
+    golden = None
+    if case.checks.golden:
+        data = golden_paths(golden_root, case.suite_stem, case.name, cell.device, cell.dtype).data
+        golden = {"path": str(data.resolve()), "sample": case.checks.golden_sample}
+    applies = lambda when: when.applies(cell.backend, cell.device, cell.dtype)  # noqa: E731
+    return {
+        "nodeid": nodeid,
+        "suite_line": f"{case.display_path}:{case.line}",
+        "program": _program_spec(case),
+        "inputs": [
+            {"builder": _input_builder(spec), "seed": input_seed(case, i), "spec": _jsonable(dataclasses.asdict(spec))}
+            for i, spec in enumerate(case.inputs)
+        ],
+        "backend": cell.backend,
+        "device": cell.device,
+        "dtype": cell.dtype,
+        "deterministic": case.deterministic,
+        "backward": case.backward,
+        "inputs_after": case.checks.inputs_after,
+        "inductor_config": _jsonable(inductor_patch),
+        "dynamo_config": _jsonable(dict(case.dynamo_config)),
+        "passes": [[p.hook, p.factory] for p in case.passes],
+        "tolerance": dataclasses.asdict(case.tolerance_for(cell.dtype)),
+        "check_eager": case.checks.eager,
+        "golden": golden,
+        "counters": [
+            [c.group, c.name, {op: getattr(c, op) for op in ("equals", "at_least", "at_most") if getattr(c, op) is not None}]
+            for c in case.checks.counters if applies(c.when)
+        ],
+        "graphs": case.checks.graphs,
+        "graph_breaks": case.checks.graph_breaks,
+        "filecheck": [
+            {"target": b.target, "check": b.check, "line": b.first_check_line}
+            for b in case.checks.filecheck if applies(b.when) and b.target != "autotune_block"
+        ],
+        "filecheck_prefixes": prefixes_for(cell.backend, cell.device),
+        "filecheck_variables": {"DEVICE": cell.device, "DTYPE": cell.dtype, "BACKEND": cell.backend},
+    }
+
+
+def _save_inputs(case: Case, cell: MatrixCell, spec: dict[str, Any], path: Path) -> Optional[Path]:
+    """Inputs no script can rebuild, saved as safetensors (tuples as name.0, name.1, ...)."""
+    names = {item["spec"]["name"] for item in spec["inputs"] if item["builder"] == "saved"}
+    if not names:
+        return None
+    from safetensors.torch import save_file
+
+    from .dtypes import DTYPES
+
+    tensors = {}
+    for input_spec, value in zip(case.inputs, build_inputs(case, "cpu", DTYPES[cell.dtype])):
+        if input_spec.name not in names:
+            continue
+        if isinstance(value, torch.Tensor):
+            tensors[input_spec.name] = value.detach().contiguous()
+        else:
+            for i, part in enumerate(value):
+                tensors[f"{input_spec.name}.{i}"] = part.detach().contiguous()
+    saved = path.with_suffix(".inputs.safetensors")
+    save_file(tensors, str(saved))
+    return saved
+
+
+def render_script(spec: dict[str, Any], rootdir: Path, why: str, saved_inputs: Optional[Path]) -> str:
+    header = (
+        "#!/usr/bin/env python3\n"
+        f'"""Repro of {spec["nodeid"]} ({spec["suite_line"]}), written by quantcheck.\n\n'
+        f"Runs without the harness: python {'<this file>'}\n"
+        "Exit 0: every check of the cell passes; exit 1: a check fails (printed).\n\n"
+        "What failed in the harness:\n"
+        + "".join(f"    {line}\n" for line in why.strip().splitlines()[:12])
+        + '"""\n'
+    )
+    body = TEMPLATE.read_text(encoding="utf-8")
+    body = body.split('"""', 2)[2]  # drop the template's own docstring
+    saved = repr(str(saved_inputs)) if saved_inputs else "None"
+    footer = (
+        f"\n\nsys.path.insert(0, {str(rootdir)!r})  # the project root: the program's module\n"
+        "inf, nan = math.inf, math.nan  # as tolerances and params may spell them\n"
+        "SPEC = " + pprint.pformat(spec, width=110, sort_dicts=False) + "\n\n"
+        "if __name__ == '__main__':\n"
+        f"    sys.exit(main(SPEC, saved_inputs_path={saved}))\n"
+    )
+    return header + body + footer
+
+
+def write_repro(case: Case, cell: MatrixCell, *, directory: Path, rootdir: Path, golden_root: Path, nodeid: str, why: str) -> Path:
+    """Write the cell's script (and saved inputs if needed); returns the script's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = script_path(directory, case, cell)
+    spec = build_spec(case, cell, golden_root, nodeid)
+    saved = _save_inputs(case, cell, spec, path)
+    path.write_text(render_script(spec, rootdir, why, saved), encoding="utf-8")
+    return path
+
+
+def remove_repro(case: Case, cell: MatrixCell, directory: Path) -> None:
+    """A passing cell's old script is stale: remove it and its saved inputs."""
+    path = script_path(directory, case, cell)
+    for stale in (path, path.with_suffix(".inputs.safetensors")):
+        stale.unlink(missing_ok=True)

@@ -1,0 +1,168 @@
+"""Repro scripts: a failing cell's script reproduces it without the harness; its mirrors match the harness."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import programs, repro_template
+from harness.inputs import InputSpec, build_input
+from harness.repro import TEMPLATE_BUILTINS, _input_builder
+
+pytest_plugins = ["pytester"]
+
+BUGGY_PASS = '''
+import torch
+
+def sincos(x):
+    return x.sin() * 2 + 1
+
+def sin_to_cos_pass():
+    """The planted miscompile: every aten.sin becomes aten.cos after AOTAutograd."""
+    def rewrite(graph):
+        for node in graph.nodes:
+            if node.target is torch.ops.aten.sin.default:
+                node.target = torch.ops.aten.cos.default
+    return rewrite
+'''
+
+PLANTED = """
+cases:
+  planted:
+    program: progs:sincos
+    inputs:
+      x: {shape: [6, 5], distribution: uniform, low: -2, high: 2}
+    matrix: {backends: [inductor], devices: [cpu]}
+    checks: {golden: false}
+    passes:
+      - {hook: post_grad_custom_pre_pass, factory: "progs:sin_to_cos_pass"}
+"""
+
+
+def _run_without_harness(script: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the script in a fresh interpreter in which ``import harness`` fails."""
+    runner = (
+        "import runpy, sys; sys.modules['harness'] = None; "
+        f"runpy.run_path({str(script)!r}, run_name='__main__')"
+    )
+    return subprocess.run([sys.executable, "-W", "ignore", "-c", runner], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_failing_cell_writes_a_script_that_reproduces_it_without_the_harness(project, tmp_path):
+    """Inductor with the case's (miscompiling) pass: the script alone shows the same divergence."""
+    project.set_programs(BUGGY_PASS)
+    project.suite(PLANTED)
+    repro_dir = tmp_path / "repros"
+    result = project.run(f"--repro-dir={repro_dir}")
+    result.assert_outcomes(failed=1)
+    script = repro_dir / "s.planted.inductor-cpu-float32.py"
+    result.stdout.fnmatch_lines([f"repro script:*python {script}"])
+    assert not re.search(r"^\s*(import|from)\s+harness\b", script.read_text(), re.MULTILINE)
+
+    failing = _run_without_harness(script, tmp_path)
+    assert failing.returncode == 1, failing.stderr[-2000:]
+    assert "FAIL suites/s.yaml::planted[inductor-cpu-float32]" in failing.stdout
+    assert "compiled (inductor) vs eager: output: 30 / 30 elements beyond atol=1e-05" in failing.stdout
+
+
+def test_script_passes_once_the_program_is_fixed_and_a_passing_cell_removes_it(project):
+    """Golden and counter checks reproduce too; the default directory is .quantcheck/repro/."""
+    project.suite("""
+        cases:
+          scaled:
+            program: progs:scaled
+            inputs: {x: {shape: [4, 3], seed: 5}}
+            matrix: {backends: [aot_eager], devices: [cpu]}
+            checks:
+              counters: [{key: aot_autograd.total, at_least: 1}]
+    """)
+    project.run("--update-golden").assert_outcomes(passed=1)
+    original = (project.root / "progs.py").read_text()
+    project.set_programs(original.replace("SCALE = 2.0", "SCALE = 2.25"))  # the regression (a new size: no stale .pyc)
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["repro script:*python .quantcheck/repro/s.scaled.aot_eager-cpu-float32.py"])
+    script = project.root / ".quantcheck" / "repro" / "s.scaled.aot_eager-cpu-float32.py"
+
+    failing = _run_without_harness(script, project.root.parent)
+    assert failing.returncode == 1
+    assert "eager vs golden" in failing.stdout and "counter" not in failing.stdout
+
+    project.set_programs(original)  # the fix
+    fixed = _run_without_harness(script, project.root.parent)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr[-2000:]
+    assert "OK suites/s.yaml::scaled[aot_eager-cpu-float32]: every check passes" in fixed.stdout
+
+    project.run().assert_outcomes(passed=1)
+    assert not script.exists(), "a passing cell removes its stale script"
+
+
+SPECS = [
+    InputSpec(name="a", shape=(3, 4)),
+    InputSpec(name="b", shape=(5,), distribution="uniform", low=-0.5, high=0.5, seed=7),
+    InputSpec(name="c", shape=(2, 3), dtype="int64", distribution="randint", low=0, high=50),
+    InputSpec(name="d", shape=(2, 2), distribution="fill", value=3.5),
+    InputSpec(name="e", shape=(2, 3), distribution="arange", dtype="bfloat16"),
+    InputSpec(name="f", shape=(4, 4), strides=(6, 1)),
+    InputSpec(name="g", shape=(3, 5), pad_last_dim=3, requires_grad=True),
+    InputSpec(name="h", shape=(0, 3)),
+    InputSpec(name="w", shape=(16, 32), kind="suites.programs.woq:int8_weight"),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_template_rebuilds_inputs_exactly_as_the_harness(spec, dtype):
+    """The script's input construction is a mirror of harness.inputs: same values, strides, storage."""
+    import dataclasses
+
+    expected = build_input(spec, device="cpu", matrix_dtype=dtype, seed=11)
+    item = {"builder": _input_builder(spec), "seed": 11, "spec": dataclasses.asdict(spec)}
+    (actual,) = repro_template.build_inputs({"inputs": [item]}, "cpu", dtype)
+    for e, a in zip(expected if isinstance(expected, tuple) else (expected,), actual if isinstance(actual, tuple) else (actual,)):
+        assert a.dtype == e.dtype and a.shape == e.shape and a.stride() == e.stride() and a.requires_grad == e.requires_grad
+        assert a.untyped_storage().nbytes() == e.untyped_storage().nbytes()
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+BUILTIN_SAMPLES = {
+    "matmul": ({}, [(3, 4), (4, 2)]),
+    "linear": ({}, [(3, 4), (5, 4), (5,)]),
+    "pointwise_chain": ({"ops": ["sin", {"mul": 2.0}, "gelu", {"pow": 2}]}, [(3, 4), (3, 4)]),
+    "constant_pad_nd_mm": ({"pad": [0, 2, 0, 0], "value": 1.5, "add_before": 0.25}, [(3, 4), (6, 2)]),
+    "reduce": ({"op": "amax", "dim": 0}, [(3, 4)]),
+}
+
+
+def test_every_harness_builtin_has_a_twin_in_the_template():
+    ours = sorted(n for n in programs.builtin_program_names() if programs.builtin_program(n).build.__module__ == programs.__name__)
+    assert sorted(TEMPLATE_BUILTINS) == ours == sorted(BUILTIN_SAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_SAMPLES))
+def test_template_builtins_compute_what_the_harness_builtins_compute(name):
+    params, shapes = BUILTIN_SAMPLES[name]
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(shape, generator=generator) for shape in shapes]
+    builtin = programs.builtin_program(name)
+    resolved = {k: params.get(k, spec.default) for k, spec in builtin.params.items()}
+    torch.testing.assert_close(
+        repro_template.builtin_program(name, resolved)(*inputs), programs.make_program(name, params)(*inputs), rtol=0, atol=0
+    )
+
+
+def test_template_compare_follows_the_tolerance_model():
+    expected = {"out": torch.tensor([1.0, 2.0, float("nan"), float("inf")]), "i": torch.tensor([1, 2])}
+    close = {"out": torch.tensor([1.0, 2.0 + 1e-7, float("nan"), float("inf")]), "i": torch.tensor([1, 2])}
+    tolerance = {"atol": 1e-5, "rtol": 1.3e-6, "min_sqnr_db": None, "quant_step": None, "max_step_error": None, "float64_factor": None}
+    assert repro_template.compare("x", expected, close, tolerance) == []
+    far = {"out": torch.tensor([1.0, 2.5, 0.0, float("inf")]), "i": torch.tensor([1, 3])}
+    problems = repro_template.compare("x", expected, far, dict(tolerance, quant_step=0.1, max_step_error=2))
+    assert any(p.startswith("x: out: 2 / 4 elements beyond") for p in problems)
+    assert any("quantization steps > 2" in p for p in problems)
+    assert any(p.startswith("x: i: 1 / 2 elements beyond atol=0, rtol=0") for p in problems)

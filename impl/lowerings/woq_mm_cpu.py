@@ -10,7 +10,8 @@ restores the leading dims. The implementations:
     the weight tensors to be constants (``torch._inductor.config.freezing = True``) and
     N % 16 == 0; x is zero-padded to K_pad. Its convention is
     W = (u - 8) * scale + offset, so offset = (8 - zero) * scale (our W = (u - zero) * scale),
-    both stored in x's dtype. NF4 has no ATen kernel.
+    both stored in x's dtype. NF4 has no ATen kernel. torch 2.13's bfloat16 int8 kernel
+    crashes for K % 8 != 0 (see ``INT8PACK_BF16_K_MULTIPLE``): the decomposition takes those.
 ``decomposition``
     The op's own formula (``impl.woq_mm.dequantize_<scheme>`` + ``F.linear``) traced and
     inlined, so Inductor generates the dequantization loop and picks its own GEMM.
@@ -91,10 +92,8 @@ def _constant(arg: Any) -> Optional[torch.Tensor]:
 
 
 def _static_int(value: Any) -> Optional[int]:
-    try:
-        return int(value)
-    except TypeError:
-        return None
+    """``value`` when it is a plain int; None for a size symbol (asking its value would guard)."""
+    return value if isinstance(value, int) else None
 
 
 def _max_autotune() -> bool:

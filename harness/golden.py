@@ -9,7 +9,11 @@ compiler does (document: docs/harness.md, "Goldens").
 
 Writes are atomic (temporary file in the same directory, then ``os.replace``) and
 serialized by an ``fcntl.flock`` on the case directory, so ``pytest -n auto
---update-golden`` is safe. Bytes that would not change are not rewritten: a second update
+--update-golden`` is safe. The pair is committed through a journal so that a writer killed
+at any instant leaves the old golden or the new one, never data of one with the sidecar of
+the other: the new sidecar is first written whole as ``<device>-<dtype>.pending``, then the
+data replaced, then the pending sidecar renamed over the old one. Whoever next touches the
+golden finishes or undoes an interrupted commit (:func:`recover_interrupted_write`). Bytes that would not change are not rewritten: a second update
 run leaves every file byte-identical.
 """
 
@@ -31,6 +35,7 @@ from .compare import float_errors
 GOLDEN_FORMAT = "quantcheck-golden/1"
 DATA_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
+PENDING_SUFFIX = ".pending"  # the next sidecar, while a write is committing
 
 try:
     import fcntl
@@ -59,6 +64,10 @@ class GoldenPaths:
     @property
     def case_dir(self) -> Path:
         return self.data.parent
+
+    @property
+    def pending(self) -> Path:
+        return self.data.with_suffix(PENDING_SUFFIX)
 
 
 def golden_paths(root: Path, suite_stem: str, case: str, device: str, dtype: str) -> GoldenPaths:
@@ -165,12 +174,19 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 
 def load_golden(paths: GoldenPaths) -> dict[str, torch.Tensor]:
     """The stored outputs, verified against the sidecar (keys, shape, dtype, sha256)."""
+    if paths.pending.exists():  # a writer died mid-commit
+        with locked_directory(paths.case_dir):
+            recover_interrupted_write(paths)
+    if not paths.data.exists():
+        raise GoldenMissing(paths.data, None, "no golden yet")
+    return _verified(paths.data, read_sidecar(paths.sidecar), paths.sidecar)
+
+
+def _verified(data_path: Path, sidecar: dict[str, Any], sidecar_path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    if not paths.data.exists():
-        raise GoldenMissing(paths.data, None, "no golden yet")
-    sidecar = read_sidecar(paths.sidecar)
+    paths = GoldenPaths(data=data_path, sidecar=sidecar_path)
     raw = paths.data.read_bytes()
     try:
         tensors = load(raw)
@@ -260,10 +276,33 @@ def _changes(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> tupl
     return tuple(out)
 
 
+def recover_interrupted_write(paths: GoldenPaths) -> None:
+    """Finish or undo a write that was killed between its steps (call under the directory lock).
+
+    A pending sidecar that matches the data means the data was already replaced: finish by
+    renaming it into place. One that does not match means the data is still the old one,
+    whole with the old sidecar: drop the pending file.
+    """
+    for target in (paths.data, paths.sidecar, paths.pending):  # temporaries of a writer that died
+        for leftover in paths.case_dir.glob(f".{target.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+    if not paths.pending.exists():
+        return
+    try:
+        if not paths.data.exists():
+            raise GoldenMissing(paths.data, None, "no data")
+        _verified(paths.data, read_sidecar(paths.pending), paths.pending)
+    except GoldenError:
+        paths.pending.unlink(missing_ok=True)
+    else:
+        os.replace(paths.pending, paths.sidecar)
+
+
 def write_golden(paths: GoldenPaths, tensors: dict[str, torch.Tensor], sidecar: dict[str, Any]) -> GoldenUpdate:
     """Store ``tensors`` unless the stored bytes already equal them. Safe under concurrent writers."""
     data = _serialize(tensors)
     with locked_directory(paths.case_dir):
+        recover_interrupted_write(paths)
         status, changes, note = "created", (), ""
         if paths.data.exists():
             try:
@@ -276,9 +315,25 @@ def write_golden(paths: GoldenPaths, tensors: dict[str, torch.Tensor], sidecar: 
                 status, changes = "changed", _changes(old, tensors)
                 if not changes:
                     note = "same values, different layout or keys"
-        _atomic_write(paths.data, data)
-        _atomic_write(paths.sidecar, _sidecar_text(sidecar).encode("utf-8"))
+        _atomic_write(paths.pending, _sidecar_text(sidecar).encode("utf-8"))  # 1. the intent, whole
+        _atomic_write(paths.data, data)  # 2. the data
+        os.replace(paths.pending, paths.sidecar)  # 3. the commit
+        _sync_directory(paths.case_dir)
         return GoldenUpdate(paths, status, changes, note)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the renames durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def find_stale_goldens(root: Path, declared: dict[str, set[tuple[str, str, str]]], rootdir: Path) -> list[Path]:

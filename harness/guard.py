@@ -2,7 +2,9 @@
 
 - **Deadline.** A case's ``timeout:`` (or ``--cell-timeout``) bounds its cell. At the deadline
   SIGALRM raises :class:`CellTimeout` in the cell, wherever Python code runs (a stuck
-  compile, a program that loops), and the cell fails with the stack it was stuck in. A
+  compile, a program that loops), and the cell fails with the stack it was stuck in
+  (an import in progress is let finish first: a half-run import breaks its module for
+  every later cell of the process; Dynamo's caches are reset afterwards). A
   cell blocked inside C code that never returns to Python cannot be interrupted; after a
   grace period faulthandler prints every thread's stack and ends the process: pytest-xdist
   reports the cell as a crashed worker and goes on with the others on a new worker.
@@ -16,16 +18,21 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import gc
+import os
+import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
 
-#: Seconds after the deadline before a cell that never returned to Python ends its process.
+#: Seconds after the deadline before a cell that never returned to Python ends its process
+#: (at least the timeout itself; QUANTCHECK_HARD_STOP_GRACE overrides, for tests).
 HARD_STOP_GRACE = 30.0
 
 
@@ -47,23 +54,63 @@ class Deadline:
         return CellTimeout(f"cell timed out after {self.seconds:g} s ({self.source}){where}")
 
 
+def _real_stderr():
+    """A stream with a file descriptor for faulthandler (pytest's capture replaces sys.stderr)."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            stream.fileno()
+            return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return None
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` or a caller is inside the import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _can_alarm() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
+def hard_stop_dump(nodeid: str) -> Path:
+    """Where the stacks of a cell stopped by the hard stop are written (read back by the xdist controller)."""
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid)
+    return Path(tempfile.gettempdir()) / f"quantcheck-{uid}" / "hard-stops" / f"{safe}.txt"
+
+
 @contextlib.contextmanager
-def deadline(seconds: Optional[float], source: str = "timeout") -> Iterator[Optional[Deadline]]:
-    """Bound the body to ``seconds`` (None or 0: no bound). Raises CellTimeout at the deadline."""
+def deadline(seconds: Optional[float], source: str = "timeout", dump: Optional[Path] = None) -> Iterator[Optional[Deadline]]:
+    """Bound the body to ``seconds`` (None or 0: no bound). Raises CellTimeout at the deadline.
+
+    ``dump``: the file the hard stop writes every thread's stack to (default: stderr)."""
     if not seconds:
         yield None
         return
     state = Deadline(seconds, source)
-    hard_stop = seconds + max(HARD_STOP_GRACE, seconds)
-    faulthandler.dump_traceback_later(hard_stop, exit=True, file=sys.stderr)
+    grace = os.environ.get("QUANTCHECK_HARD_STOP_GRACE")
+    hard_stop = seconds + (float(grace) if grace else max(HARD_STOP_GRACE, seconds))
+    stream = None
+    if dump is not None:
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        stream = open(dump, "w", encoding="utf-8")
+    else:
+        stream = _real_stderr()
+    if stream is not None:
+        faulthandler.dump_traceback_later(hard_stop, exit=True, file=stream)
     previous = None
     if _can_alarm():
 
         def on_alarm(signum, frame):
+            if _importing(frame):  # a half-run import would break the module for every later cell
+                signal.setitimer(signal.ITIMER_REAL, 0.05)
+                return
             state.fired = True
             state.stuck_in = "".join(traceback.format_stack(frame, limit=12))
             raise state.exception()
@@ -84,7 +131,11 @@ def deadline(seconds: Optional[float], source: str = "timeout") -> Iterator[Opti
         if previous is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-        faulthandler.cancel_dump_traceback_later()
+        if stream is not None:
+            faulthandler.cancel_dump_traceback_later()
+        if dump is not None:
+            stream.close()
+            dump.unlink(missing_ok=True)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -107,15 +158,27 @@ def release_after_out_of_memory(exc: BaseException) -> None:
 
 
 @contextlib.contextmanager
-def guarded_cell(timeout: Optional[float], source: str) -> Iterator[None]:
+def guarded_cell(timeout: Optional[float], source: str, dump: Optional[Path] = None) -> Iterator[None]:
     """The deadline and the out-of-memory cleanup around one cell."""
     try:
-        with deadline(timeout, source):
+        with deadline(timeout, source, dump):
             yield
     except BaseException as exc:
         if is_out_of_memory(exc):
             release_after_out_of_memory(exc)
+        elif isinstance(exc, CellTimeout):
+            _forget_compiled_state()
         raise
+
+
+def _forget_compiled_state() -> None:
+    """After an interrupted cell: drop Dynamo's caches, which the interruption may have left half-built."""
+    import torch
+
+    try:
+        torch._dynamo.reset()
+    except Exception:  # best effort: the cell's own failure is what gets reported
+        pass
 
 
 # --------------------------------------------------------------------------- pytest glue
@@ -147,5 +210,18 @@ class CellGuard:
         if not isinstance(item, CaseItem):
             return (yield)
         timeout, source = self.timeout_for(item)
-        with guarded_cell(timeout, source):
+        with guarded_cell(timeout, source, hard_stop_dump(item.nodeid)):
             return (yield)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report, sched) -> None:
+        """On the xdist controller: a worker died in a cell; if our hard stop ended it, say so and show where."""
+        dump = hard_stop_dump(crashitem)
+        if not dump.exists():
+            return
+        stacks = dump.read_text(encoding="utf-8", errors="replace").strip()
+        dump.unlink(missing_ok=True)
+        report.longrepr = (
+            f"{report.longrepr}\n\nthe cell ran past its timeout inside code that never returned to Python "
+            f"(C code, a deadlock, signals blocked), so the harness ended its worker; every thread's stack then:\n{stacks}"
+        )

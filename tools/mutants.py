@@ -13,13 +13,15 @@ from __future__ import annotations
 from tools.mutation import Mutant
 
 INT4_KERNEL_TESTS = ("tests/impl/test_kernels_int4.py",)
-INT8_KERNEL_TESTS = ("tests/impl/test_kernels_int8.py",)
+INT8_KERNEL_TESTS = ("tests/impl/test_kernels_scale_precision.py", "tests/impl/test_kernels_int8.py")
 NF4_KERNEL_TESTS = ("tests/impl/test_kernels_nf4.py", "tests/impl/test_kernels_common.py")
 HOP_TESTS = ("tests/impl/test_hop_robustness.py", "tests/impl/test_hop_seed.py", "suites/invoke_quant.yaml")
 STATIC_TESTS = ("tests/impl/test_static_quant_primitives.py", "tests/impl/test_static_quant_requant.py")
 QLINEAR_TESTS = ("tests/impl/test_static_quant_qlinear.py",)
 INT8_SCHEME_TESTS = ("tests/impl/test_schemes_int8.py", "suites/woq_regions.yaml")
 INT4_SCHEME_TESTS = ("tests/impl/test_schemes_int4.py", "suites/woq_regions.yaml")
+WOQ_FUSION_TESTS = ("tests/impl/test_woq_fusion_pass.py", "tests/impl/test_woq_install.py")
+WOQ_OP_TESTS = ("tests/impl/test_woq_lowering.py",)
 NF4_SCHEME_TESTS = ("tests/impl/test_schemes_nf4.py", "tests/impl/test_kernels_nf4.py", "suites/woq_regions.yaml")
 
 CATALOGUE: tuple[Mutant, ...] = (
@@ -193,5 +195,19 @@ CATALOGUE: tuple[Mutant, ...] = (
         "absmax_scale[flat_block // DOUBLE_QUANT_BLOCK] + absmax_offset",
         "absmax_scale[flat_block // DOUBLE_QUANT_BLOCK - flat_block // DOUBLE_QUANT_BLOCK] + absmax_offset",
         NF4_SCHEME_TESTS, "nf4 dequant region decodes every absmax with the first double-quant scale",
+    ),
+    # ------------------------------------------------------------------ weight-only fusion and ops
+    Mutant(
+        "woq_fusion_drops_bias", "impl/passes/woq_fusion.py",
+        "        bias, x, weight_node = anchor.args[:3]\n",
+        "        _, x, weight_node = anchor.args[:3]\n        bias = None\n",
+        WOQ_FUSION_TESTS, "the fusion pass rewrites addmm (F.linear with bias) to the fused op without the bias",
+    ),
+    Mutant(
+        "woq_op_missing_transpose", "impl/woq_mm.py",
+        "    return F.linear(x, dequantize_int8(qweight, scale, x.dtype), bias)\n",
+        "    weight = dequantize_int8(qweight, scale, x.dtype)\n"
+        "    return F.linear(x, weight.reshape(weight.shape[1], weight.shape[0]).t(), bias)\n",
+        WOQ_OP_TESTS, "the int8 fused op reads the weight as (K, N) memory: a transpose missing (right only when N == K)",
     ),
 )

@@ -82,7 +82,13 @@ class Diagnostics:
                 remove_repro(item.case, item.cell, self.repro_dir)
         outcome = outcome_of(report)
         if self.report_dir is not None and outcome is not None:
-            detail = self._detail(item, outcome, run, str(report.longrepr or "") if report.failed else "")
+            failing = report.failed or outcome == "xfailed"  # an expected failure still gets its picture
+            message = str(report.longrepr or "") if failing else ""
+            try:
+                detail = self._detail(item, outcome, run, message)
+            except Exception as exc:  # a report problem must not end the session
+                detail = dict(dataclasses.asdict(item.summary_row(outcome)), nodeid=item.nodeid, message=message,
+                              picture=None, report_problem=f"{type(exc).__name__}: {exc}")
             report.user_properties = [*report.user_properties, (DETAIL_PROPERTY, json.dumps(_json_safe(detail)))]
         return report
 
@@ -105,7 +111,7 @@ class Diagnostics:
         row = dataclasses.asdict(item.summary_row(outcome))
         row["nodeid"] = item.nodeid
         golden = None
-        failed = outcome in ("failed", "error")
+        failed = outcome in ("failed", "error", "xfailed")
         if failed and run is not None and item.case.checks.golden:
             settings = item.config.stash[SETTINGS_KEY]
             paths = golden_paths(settings.golden_root, item.case.suite_stem, item.case.name, item.cell.device, item.cell.dtype)

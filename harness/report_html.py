@@ -88,8 +88,9 @@ def histogram_edges(largest: float) -> tuple[float, ...]:
     """Bins in steps: fine around one step; by decades when errors reach hundreds of steps."""
     if largest <= HIST_EDGES[-2]:
         return HIST_EDGES
-    decades = math.ceil(math.log10(largest)) + 1
-    return (0.0, 0.5, 1.0, *(10.0 ** k for k in range(1, decades)), math.inf)
+    top = min(math.ceil(math.log10(largest)), 308)  # garbage values reach 1e38 and beyond
+    stride = max(1, math.ceil(top / 8))  # at most ~10 bins
+    return (0.0, 0.5, 1.0, *(10.0 ** k for k in range(stride, top + stride, stride) if k <= 308), math.inf)
 
 
 def worst_output(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> Optional[str]:
@@ -189,12 +190,14 @@ def svg_heatmap(picture: dict[str, Any]) -> str:
 
 
 def _edge(value: Any) -> str:
-    return value if isinstance(value, str) else f"{value:g}"
+    if isinstance(value, str):
+        return value
+    return f"{value:g}" if value < 1e5 else f"{value:.0e}".replace("e+", "e")
 
 
 def svg_histogram(picture: dict[str, Any]) -> str:
     counts, edges = picture["hist_counts"], picture["hist_edges"]
-    bar, gap, plot_h = 34, 6, 120
+    bar, gap, plot_h = 38, 6, 120
     width, height = len(counts) * (bar + gap) + 60, plot_h + 60
     top = max(counts) or 1
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="error histogram">']
@@ -212,7 +215,7 @@ def svg_histogram(picture: dict[str, Any]) -> str:
 
 def svg_bandwidth_chart(title: str, rows: list[dict[str, Any]], paths: list[str], copy_gbps: float) -> str:
     """Grouped bars: GB/s per path for each shape, with the copy bandwidth as a dashed line."""
-    group_w, plot_h, left = max(18 * len(paths), 40) + 14, 220, 56
+    group_w, plot_h, left = max(11 * len(paths), 40) + 14, 220, 56
     width, height = left + len(rows) * group_w + 20, plot_h + 110
     top = max([copy_gbps] + [r["paths"].get(p, {}).get("GBps", 0) or 0 for r in rows for p in paths]) * 1.08
     y = lambda v: 10 + plot_h - plot_h * v / top  # noqa: E731
@@ -291,7 +294,7 @@ def _anchor(cell: dict[str, Any]) -> str:
 def _failures(cells: list[dict[str, Any]]) -> str:
     parts = []
     for c in cells:
-        if c["outcome"] not in ("failed", "error"):
+        if c["outcome"] not in ("failed", "error", "xfailed"):
             continue
         title = f'{c["suite"]}::{c["case"]} [{c["backend"]}-{c["device"]}-{c["dtype"]}]'
         parts.append(f'<section id="{_anchor(c)}"><h3>{html.escape(title)}</h3>')

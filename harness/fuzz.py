@@ -204,7 +204,7 @@ def example_strategy(fuzz: FuzzSpec) -> Any:
         if spec.distributions:
             fields["distribution"] = st.sampled_from(spec.distributions)
         for setting, low, high in spec.ranges:
-            fields[setting] = st.floats(low, high, allow_nan=False, allow_infinity=False, width=32)
+            fields[setting] = st.floats(low, high, allow_nan=False, allow_infinity=False)
         inputs[spec.name] = st.fixed_dictionaries(fields)
     return st.fixed_dictionaries({"dims": st.fixed_dictionaries(dims), "inputs": st.fixed_dictionaries(inputs)})
 

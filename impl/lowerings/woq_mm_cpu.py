@@ -19,10 +19,11 @@ restores the leading dims. The implementations:
 Selection, like PyTorch's ``quantized_lowerings``: with ``max_autotune`` (or
 ``max_autotune_gemm``) every available implementation is benchmarked through
 ``autotune_select_algorithm`` (the decomposition as a subgraph choice where this torch has
-them, ``compat.subgraph_choice``); otherwise a measured heuristic (``tools/bench_woq_cpu.py``
-on a 2-core x86 CPU): the ATen kernels win for bfloat16 at every M and for float32 /
-float16 at decode sizes (M <= ``ATEN_MAX_M_FP32``); the decomposition (one dequantization
-pass, then oneDNN's GEMM) wins for float32 / float16 prefill.
+them, ``compat.subgraph_choice``); otherwise a heuristic measured with
+``tools/bench_woq_cpu.py`` (Linear 1024 -> 1024, one thread of a 2-core x86 CPU): the ATen
+kernels for bfloat16 activations, 4-10x faster than dequantize + GEMM at every M; for
+float32 (and float16) the decomposition, since ATen's float32 int8 / int4 kernels were
+slower than one dequantization pass followed by oneDNN's GEMM at every M measured.
 
 Other devices fall back to the op's own implementation (the Triton kernels on CUDA).
 """
@@ -47,7 +48,6 @@ from ..schemes.common import round_up, unpack_nibbles
 aten = torch.ops.aten
 prims = torch.ops.prims
 
-ATEN_MAX_M_FP32 = 4  # float32 / float16: the ATen kernels only at decode sizes
 # torch 2.13's bfloat16 _weight_int8pack_mm segfaults for M > 1 when K % 8 != 0 (K = 201..206
 # crash, 200 and 208 run); the decomposition takes those shapes.
 INT8PACK_BF16_K_MULTIPLE = 8
@@ -91,17 +91,12 @@ def _constant(arg: Any) -> Optional[torch.Tensor]:
     return value if isinstance(value, torch.Tensor) and not isinstance(value, torch._subclasses.FakeTensor) else None
 
 
-def _static_int(value: Any) -> Optional[int]:
-    """``value`` when it is a plain int; None for a size symbol (asking its value would guard)."""
-    return value if isinstance(value, int) else None
-
-
 def _max_autotune() -> bool:
     return bool(inductor_config.max_autotune or inductor_config.max_autotune_gemm)
 
 
-def _prefers_aten(dtype: torch.dtype, m: Optional[int]) -> bool:
-    return dtype == torch.bfloat16 or (m is not None and m <= ATEN_MAX_M_FP32)
+def _prefers_aten(dtype: torch.dtype) -> bool:
+    return dtype == torch.bfloat16
 
 
 # --------------------------------------------------------------------------- decomposition
@@ -147,7 +142,6 @@ class _Lowering:
         self.dtype = x.dtype
         self.k = int(x.shape[-1])
         self.n = int(_fake(fx_args[1]).shape[0])
-        self.m = _static_int(x.numel() // self.k) if self.k else None
         bias_at = _BIAS_INDEX[scheme]
         self.bias = args[bias_at]
         weight = [i for i in range(1, bias_at) if isinstance(args[i], ir.IRNode)]
@@ -197,7 +191,7 @@ class _Lowering:
             if decomposed is not None:
                 choices.append(decomposed)
             y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", choices, self.inputs, self.layout())
-        elif self.aten is not None and _prefers_aten(self.dtype, self.m):
+        elif self.aten is not None and _prefers_aten(self.dtype):
             y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", [self._aten_choice()], self.inputs, self.layout())
         else:
             y = _inline_decomposition(self.dense, self.inputs, self.fakes)

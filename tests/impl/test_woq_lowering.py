@@ -125,13 +125,14 @@ def _compile(model, x, **config):
 @pytest.mark.parametrize(
     "scheme, options, dtype, m, freezing, kernel",
     [
-        ("int8", {}, torch.float32, 1, False, "extern_kernels.impl_woq_int8pack_mm("),
+        ("int8", {}, torch.bfloat16, 1, False, "extern_kernels.impl_woq_int8pack_mm("),
         ("int8", {}, torch.bfloat16, 16, False, "extern_kernels.impl_woq_int8pack_mm("),
+        ("int8", {}, torch.float32, 4, False, "extern_kernels.mm("),
         ("int4", {"group_size": 64}, torch.bfloat16, 1, True, "extern_kernels.impl_woq_int4pack_mm_cpu("),
         ("int4", {"group_size": 64}, torch.float32, 16, False, "extern_kernels.mm("),
         ("nf4", {"block_size": 64}, torch.float16, 2, False, "extern_kernels.mm("),
     ],
-    ids=["int8-fp32-decode", "int8-bf16", "int4-bf16-frozen", "int4-fp32-decomposed", "nf4-fp16"],
+    ids=["int8-bf16-decode", "int8-bf16", "int8-fp32-decomposed", "int4-bf16-frozen", "int4-fp32-decomposed", "nf4-fp16"],
 )
 def test_cpu_lowering_picks_the_kernel(scheme, options, dtype, m, freezing, kernel):
     model = _model(scheme, **options)

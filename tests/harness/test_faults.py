@@ -27,12 +27,25 @@ QUIET = ("-p", "no:cacheprovider", "-W", "ignore::UserWarning", "-W", "ignore::D
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
-def many_cases(count: int, dtypes=("float32",)) -> str:
+def many_cases(count: int, dtypes=("float32",), kind: str = "tensor") -> str:
     """A suite of ``count`` eager cases over ``dtypes``: count x len(dtypes) cells."""
     lines = ["defaults:", f"  matrix: {{backends: [eager], devices: [cpu], dtypes: [{', '.join(dtypes)}]}}", "cases:"]
     for i in range(count):
-        lines += [f"  c{i:03d}:", "    program: progs:scaled", f"    inputs: {{x: {{shape: [3, 4], seed: {i}}}}}"]
+        lines += [f"  c{i:03d}:", "    program: progs:scaled", f"    inputs: {{x: {{shape: [3, 4], seed: {i}, kind: '{kind}'}}}}"]
     return "\n".join(lines) + "\n"
+
+
+SLOW_BUILDER = '''
+
+def slow_tensor(spec, ctx):
+    """A plain input that takes 50 ms to build: a refresh long enough to be killed half-way."""
+    import time
+
+    from harness.inputs import build_plain_tensor
+
+    time.sleep(0.05)
+    return build_plain_tensor(spec, ctx)
+'''
 
 
 def subprocess_env(monkeypatch) -> None:
@@ -116,7 +129,8 @@ def test_update_golden_n8_over_200_cells_loses_and_tears_nothing(project, monkey
 def test_refresh_killed_half_way_leaves_every_golden_whole(project, monkeypatch):
     pytest.importorskip("xdist")
     subprocess_env(monkeypatch)
-    project.suite(many_cases(40))
+    project.set_programs((project.root / "progs.py").read_text() + SLOW_BUILDER)
+    project.suite(many_cases(40, kind="progs:slow_tensor"))
     project.run("--update-golden").assert_outcomes(passed=40)  # the old goldens, in-process (cheap)
     golden = project.root / "golden"
     old = {data: data.read_bytes() for data, _ in golden_pairs(golden)}

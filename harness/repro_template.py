@@ -408,6 +408,9 @@ def main(spec, saved_inputs_path=None):
         capture = PostGradCapture() if "post_grad_graph" in targets else None
         torch._dynamo.reset()
         counters.clear()
+        # No AOTAutograd cache or profile-guided dynamism from an earlier run (they would skip passes).
+        torch._functorch.config.enable_autograd_cache = False
+        dynamo_config.automatic_dynamic_local_pgo = False
         with inductor_config.patch(inductor_config_patch(spec, capture)), dynamo_config.patch(dict(spec["dynamo_config"])):
             backend = spec["backend"]
             if backend == "inductor_max_autotune":

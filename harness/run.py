@@ -34,7 +34,15 @@ from .programs import import_program
 
 MAX_AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
 # Inductor config for a compile whose passes must really run (no cache hit skips them).
-FRESH_COMPILE_CONFIG = {"force_disable_caches": True, "fx_graph_cache": False, "autotune_local_cache": False}
+# Only the caches that would skip the passes: the FX graph cache and AOTAutograd's cache
+# (patched beside it, see FRESH_FUNCTORCH_CONFIG). The C++/Triton kernel caches stay on: a
+# kernel compiled from the same source is the same kernel, and recompiling it costs seconds
+# a cell (force_disable_caches would switch those off too).
+FRESH_COMPILE_CONFIG = {"fx_graph_cache": False, "autotune_local_cache": False}
+FRESH_FUNCTORCH_CONFIG = {"enable_autograd_cache": False}
+# Profile-guided dynamism read from an earlier run's cache would compile shapes dynamic that
+# the case declares static.
+FRESH_DYNAMO_CONFIG = {"automatic_dynamic_local_pgo": False}
 
 _KERNEL_DEFINITION = re.compile(
     r"^(?P<name>\w+) = async_compile\.(?P<kind>\w+)\((?P<head>[^\n]*?)r?'''\n?(?P<source>.*?)'''",
@@ -244,6 +252,7 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
     from torch._dynamo.utils import counters
     from torch._inductor import config as inductor_config
     from torch._dynamo import config as dynamo_config
+    from torch._functorch import config as functorch_config
     from torch._inductor.utils import run_and_get_code
 
     dtype = DTYPES[cell.dtype]
@@ -272,11 +281,14 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
         start = time.perf_counter()
         with contextlib.ExitStack() as stack:
             stack.enter_context(inductor_config.patch(_inductor_config_patch(case, cell, post_grad_capture)))
+            if needs_fresh_compile(case):
+                stack.enter_context(functorch_config.patch(FRESH_FUNCTORCH_CONFIG))
+                stack.enter_context(dynamo_config.patch(FRESH_DYNAMO_CONFIG))
             if case.dynamo_config:
                 stack.enter_context(dynamo_config.patch(dict(case.dynamo_config)))
             if "autotune_block" in targets:
                 stack.enter_context(autotune_capture.installed())
-            # force_disable_caches makes Dynamo warn once per process that PGO is off: that is the point.
+            # A case setting force_disable_caches makes Dynamo warn that PGO is off: that is the point.
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
             compiled_fn = _compile(program, cell.backend)

@@ -93,3 +93,32 @@ def test_kernel_sources_are_cut_out_of_output_code():
         "@triton.jit",
         "def triton_poi_fused_1(): pass",
     ]
+
+
+def test_cells_that_check_the_compiler_bypass_warm_caches(tmp_path, monkeypatch):
+    # A cache hit skips the post-grad passes: their graphs and logs never appear, and
+    # counters are only replayed as the cache recorded them. A cell that checks counters
+    # must compile afresh even when the FX graph and AOTAutograd caches are warm
+    # (impl.install()'s passes are cache-friendly, so nothing else stops a hit).
+    import impl
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    case = load_case(
+        "    program: 'suites.programs.woq_fusion:linear'\n"
+        "    params: {scheme: int8}\n"
+        "    inputs:\n"
+        "      x: {shape: [2, 32]}\n"
+        "      weight: {shape: [8, 32], kind: 'suites.programs.woq_fusion:int8_weight'}\n"
+        "      bias: {shape: [8]}\n"
+        "    checks:\n"
+        "      counters:\n"
+        "        - {key: inductor.woq_fusion_int8_matcher_count, equals: 1}\n"
+    )
+    cell = MatrixCell("inductor", "cpu", "float32")
+    caches_on = {"fx_graph_cache": True}
+    with impl.installed(), torch._inductor.config.patch(caches_on), torch._functorch.config.patch(enable_autograd_cache=True):
+        runs = [run_cell(case, cell) for _ in range(2)]
+    for run in runs:
+        assert run.counters["inductor"]["woq_fusion_int8_matcher_count"] == 1
+        assert "fxgraph_cache_hit" not in run.counters["inductor"]
+        assert "autograd_cache_hit" not in run.counters.get("aot_autograd", {})

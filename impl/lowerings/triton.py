@@ -42,8 +42,7 @@ def _scratch(M: int, N: int, config, x: torch.Tensor):
     return SplitKScratch.buffers(M, N, config, x.device, fresh_counters=True)
 
 
-@triton_op(f"{NAMESPACE}::woq_mm_int8_triton", mutates_args=())
-def woq_mm_int8_triton(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def woq_mm_int8_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """y (M, N) = x (M, K) @ (qweight (N, K) int8 * scale (N,) fp32 [:, None]).T."""
     N, K = qweight.shape
     check_activation(x, K, int8.OP)
@@ -57,8 +56,7 @@ def woq_mm_int8_triton(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tens
                                    kernel=wrap_triton(int8.woq_mm_int8_kernel))
 
 
-@triton_op(f"{NAMESPACE}::woq_mm_int4_triton", mutates_args=())
-def woq_mm_int4_triton(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+def woq_mm_int4_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
                        group_size: int) -> torch.Tensor:
     """y (M, N) = x (M, K) @ W.T, W from the int4 group-wise layout (woq_mm_int4)."""
     N, _ = int4.check_int4_weight(x, qweight, scale, zero, group_size)
@@ -71,8 +69,7 @@ def woq_mm_int4_triton(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tens
                                    kernel=wrap_triton(int4.woq_mm_int4_kernel))
 
 
-@triton_op(f"{NAMESPACE}::woq_mm_nf4_triton", mutates_args=())
-def woq_mm_nf4_triton(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int) -> torch.Tensor:
+def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int) -> torch.Tensor:
     """y (M, N) = x (M, K) @ W.T, W from the NF4 layout with float32 absmax (woq_mm_nf4)."""
     N, _ = nf4.check_nf4_weight(x, qweight, absmax, block_size)
     M, K = int(x.shape[0]), int(x.shape[1])
@@ -85,10 +82,18 @@ def woq_mm_nf4_triton(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tens
                                  config, kernel=wrap_triton(nf4.woq_mm_nf4_kernel))
 
 
+# The bodies stay callable on their own: traced without functionalization (make_fx), a body
+# records each launch as a triton_kernel_wrapper_mutation node, which Inductor lowers into
+# its output code (impl/lowerings/woq_mm_cuda.py inlines them into the fused ops' lowering).
+BODIES = {"int8": woq_mm_int8_body, "int4": woq_mm_int4_body, "nf4": woq_mm_nf4_body}
+woq_mm_int8_triton = triton_op(f"{NAMESPACE}::woq_mm_int8_triton", mutates_args=())(woq_mm_int8_body)
+woq_mm_int4_triton = triton_op(f"{NAMESPACE}::woq_mm_int4_triton", mutates_args=())(woq_mm_int4_body)
+woq_mm_nf4_triton = triton_op(f"{NAMESPACE}::woq_mm_nf4_triton", mutates_args=())(woq_mm_nf4_body)
+
 OPS = {
     "int8": torch.ops.impl.woq_mm_int8_triton,
     "int4": torch.ops.impl.woq_mm_int4_triton,
     "nf4": torch.ops.impl.woq_mm_nf4_triton,
 }
 
-__all__ = ["OPS", "woq_mm_int4_triton", "woq_mm_int8_triton", "woq_mm_nf4_triton"]
+__all__ = ["BODIES", "OPS", "woq_mm_int4_triton", "woq_mm_int8_triton", "woq_mm_nf4_triton"]

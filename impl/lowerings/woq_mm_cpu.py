@@ -25,7 +25,8 @@ kernels for bfloat16 activations, 4-10x faster than dequantize + GEMM at every M
 float32 (and float16) the decomposition, since ATen's float32 int8 / int4 kernels were
 slower than one dequantization pass followed by oneDNN's GEMM at every M measured.
 
-Other devices fall back to the op's own implementation (the Triton kernels on CUDA).
+On CUDA, ``impl.lowerings.woq_mm_cuda`` inlines our Triton kernels where they apply; other
+devices (and CUDA cases the kernels do not take) fall back to the op's own implementation.
 """
 
 from __future__ import annotations
@@ -241,7 +242,14 @@ def _register(scheme: str) -> None:
     def lower(*args: Any, **kwargs: Any) -> Any:
         node = V.graph.current_node
         x = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
-        if kwargs or x is None or x.device.type != "cpu" or x.numel() == 0:
+        if kwargs or x is None or x.numel() == 0:
+            return fallback(*args, **kwargs)
+        if x.device.type == "cuda":
+            from .woq_mm_cuda import lower_through_triton
+
+            lowered = lower_through_triton(scheme, args)
+            return fallback(*args, **kwargs) if lowered is None else lowered
+        if x.device.type != "cpu":
             return fallback(*args, **kwargs)
         return _Lowering(scheme, args).lower()
 

@@ -80,6 +80,19 @@ def inference_aware_pass_type() -> Any:
     return getattr(custom_graph_pass, "CustomInferenceAwareGraphPass", None)
 
 
+def custom_graph_passes(hook_value: Any) -> list:
+    """The passes a post-grad hook value holds, as a list (none, one pass, or on torch 2.13 a
+    list of them); 2.13 ships this as ``get_custom_graph_passes``, 2.11 takes one pass only."""
+    from torch._inductor import custom_graph_pass
+
+    shipped = getattr(custom_graph_pass, "get_custom_graph_passes", None)
+    if shipped is not None:
+        return list(shipped(hook_value))
+    if hook_value is None:
+        return []
+    return list(hook_value) if isinstance(hook_value, (list, tuple)) else [hook_value]
+
+
 def subgraph_choice(name: str, input_nodes: list, layout: Any, fn: Callable[..., Any]) -> Any:
     """An autotuning choice that runs ``fn`` (traced to ATen) as an Inductor subgraph, or None
     where this torch has no ``SubgraphTemplate`` (2.13 has it, with CPU benchmarking)."""

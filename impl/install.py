@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 
 import torch.fx as fx
 from torch._inductor import config as inductor_config
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_custom_graph_passes
+from torch._inductor.custom_graph_pass import CustomGraphPass
 
 from . import compat
 from .passes import WoqFusionPass
@@ -50,7 +50,7 @@ class InstalledPasses(_BASE):  # type: ignore[misc,valid-type]
         self.ours = (StaticQuantPass(), WoqFusionPass())
 
     def __call__(self, graph: fx.Graph, is_inference: bool = False) -> None:
-        for graph_pass in get_custom_graph_passes(self.previous):
+        for graph_pass in compat.custom_graph_passes(self.previous):
             if _INFERENCE_AWARE is not None and isinstance(graph_pass, _INFERENCE_AWARE):
                 graph_pass(graph, is_inference=is_inference)
             else:
@@ -60,7 +60,7 @@ class InstalledPasses(_BASE):  # type: ignore[misc,valid-type]
 
     def uuid(self) -> Optional[bytes]:
         parts = []
-        for graph_pass in (*get_custom_graph_passes(self.previous), *self.ours):
+        for graph_pass in (*compat.custom_graph_passes(self.previous), *self.ours):
             uuid = graph_pass.uuid() if isinstance(graph_pass, CustomGraphPass) else None
             if uuid is None:
                 return None

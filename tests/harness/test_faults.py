@@ -301,13 +301,13 @@ def test_cell_stuck_in_c_code_ends_its_worker_and_the_others_run(project, monkey
           warm_up:  # imports and first compile before the timed cell (one worker runs them in order)
             program: progs:scaled
             inputs: {x: {shape: [2]}}
-          stuck:
-            program: progs:stuck_in_c
-            inputs: {x: {shape: [2]}}
-            timeout: 1
           fine:
             program: progs:scaled
             inputs: {x: {shape: [2]}}
+          stuck:  # last: the session needs no replacement worker (one torch import less)
+            program: progs:stuck_in_c
+            inputs: {x: {shape: [2]}}
+            timeout: 1
     """)
     result = project.pytester.runpytest_subprocess(*QUIET, "-n", "1", "-p", "no:randomly")
     result.assert_outcomes(failed=1, passed=2)

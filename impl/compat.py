@@ -93,6 +93,21 @@ def custom_graph_passes(hook_value: Any) -> list:
     return list(hook_value) if isinstance(hook_value, (list, tuple)) else [hook_value]
 
 
+def wrap_triton_takes_interpreted_kernels() -> bool:
+    """Whether ``torch.library.wrap_triton`` accepts a kernel built under TRITON_INTERPRET=1.
+
+    torch 2.13 does; 2.11 accepts only ``JITFunction`` / ``Autotuner`` and raises "wrap_triton
+    only works on functions annotated with triton.jit", so on 2.11 our ``triton_op``s run on
+    a GPU only (the kernels themselves still run in the interpreter).
+    """
+    return _version_at_least(2, 13)
+
+
+def _version_at_least(major: int, minor: int) -> bool:
+    parts = torch.__version__.split("+")[0].split(".")
+    return (int(parts[0]), int(parts[1])) >= (major, minor)
+
+
 def subgraph_choice(name: str, input_nodes: list, layout: Any, fn: Callable[..., Any]) -> Any:
     """An autotuning choice that runs ``fn`` (traced to ATen) as an Inductor subgraph, or None
     where this torch has no ``SubgraphTemplate`` (2.13 has it, with CPU benchmarking)."""

@@ -78,11 +78,11 @@ _INT4_CHOICE = ExternKernelChoice(_int4pack_mm, name="impl_woq_int4pack_mm_cpu",
 # --------------------------------------------------------------------------- helpers
 
 
-def _fake(arg: Any) -> Any:
+def fake_value(arg: Any) -> Any:
     return arg.meta["val"] if isinstance(arg, fx.Node) else arg
 
 
-def _constant(arg: Any) -> Optional[torch.Tensor]:
+def constant_value(arg: Any) -> Optional[torch.Tensor]:
     """The real tensor behind an FX argument that is a graph constant (frozen), else None."""
     if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
         return None
@@ -103,8 +103,12 @@ def _prefers_aten(dtype: torch.dtype) -> bool:
 # --------------------------------------------------------------------------- decomposition
 
 
-def _inline_decomposition(fn: Callable[..., torch.Tensor], inputs: list, fakes: list) -> Any:
-    """Trace ``fn(*fakes)`` to ATen (Inductor's decompositions) and lower its nodes here."""
+def inline_decomposition(fn: Callable[..., torch.Tensor], inputs: list, fakes: list) -> Any:
+    """Trace ``fn(*fakes)`` to ATen (Inductor's decompositions) and lower its nodes here.
+
+    Constants the trace makes (``torch.tensor`` tables, e.g. the Triton kernels' decode
+    tables in the CUDA lowering) live on the traced module and are added as graph constants.
+    """
     from torch._inductor.pattern_matcher import fwd_only
 
     with V.fake_mode:
@@ -114,6 +118,8 @@ def _inline_decomposition(fn: Callable[..., torch.Tensor], inputs: list, fakes: 
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             V.graph.env[node] = inputs[placeholders.index(node)]
+        elif node.op == "get_attr":
+            V.graph.env[node] = V.graph.add_tensor_constant(getattr(gm, str(node.target)))
         elif node.op == "output":
             (result,) = torch.utils._pytree.tree_leaves(node.args)
             result = V.graph.env[result]
@@ -139,16 +145,16 @@ class _Lowering:
         self.args = args
         node = V.graph.current_node
         fx_args = list(node.args) + [None] * (len(args) - len(node.args))
-        x = _fake(fx_args[0])
+        x = fake_value(fx_args[0])
         self.dtype = x.dtype
         self.k = int(x.shape[-1])
-        self.n = int(_fake(fx_args[1]).shape[0])
+        self.n = int(fake_value(fx_args[1]).shape[0])
         bias_at = _BIAS_INDEX[scheme]
         self.bias = args[bias_at]
         weight = [i for i in range(1, bias_at) if isinstance(args[i], ir.IRNode)]
         ints = list(args[bias_at + 1:])
         self.inputs = [lowerings[aten.reshape.default](args[0], [-1, self.k]), *(args[i] for i in weight)]
-        self.fakes = [_flat(x, self.k), *(_fake(fx_args[i]) for i in weight)]
+        self.fakes = [_flat(x, self.k), *(fake_value(fx_args[i]) for i in weight)]
         self.aten: Optional[tuple[ExternKernelChoice, dict]] = None
         template = list(args[:bias_at])
         eager = _EAGER[scheme]
@@ -164,7 +170,7 @@ class _Lowering:
         if scheme == "int8_weight_only" and (self.dtype != torch.bfloat16 or self.k % INT8PACK_BF16_K_MULTIPLE == 0):
             self.aten = (_INT8_CHOICE, {})
         elif scheme == "int4_weight_only":
-            self._add_int4_constants([_constant(a) for a in fx_args[1:4]], group_size=ints[0])
+            self._add_int4_constants([constant_value(a) for a in fx_args[1:4]], group_size=ints[0])
 
     def _add_int4_constants(self, constants: list, group_size: int) -> None:
         if any(c is None for c in constants) or self.n % INT4_PACK_N_MULTIPLE:
@@ -195,7 +201,7 @@ class _Lowering:
         elif self.aten is not None and _prefers_aten(self.dtype):
             y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", [self._aten_choice()], self.inputs, self.layout())
         else:
-            y = _inline_decomposition(self.dense, self.inputs, self.fakes)
+            y = inline_decomposition(self.dense, self.inputs, self.fakes)
         if self.bias is not None:
             y = lowerings[aten.add.Tensor](y, self.bias)
         return lowerings[aten.reshape.default](y, [*self.args[0].get_size()[:-1], self.n])

@@ -18,28 +18,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-import torch.fx as fx
 from torch._inductor import ir
 from torch._inductor.virtualized import V
 
 from .. import kernels, woq_mm
 from ..schemes import nf4 as nf4_scheme
-
-_BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}
-
-
-def _fake(arg: Any) -> Any:
-    return arg.meta.get("val") if isinstance(arg, fx.Node) else arg
-
-
-def _constant(arg: Any) -> Optional[torch.Tensor]:
-    """The real tensor behind a get_attr node (a frozen or lifted constant), else None."""
-    if isinstance(arg, fx.Node) and arg.op == "get_attr":
-        value = getattr(V.graph.module, str(arg.target), None)
-        if isinstance(value, torch.Tensor) and not isinstance(value, torch._subclasses.FakeTensor):
-            return value
-    return None
-
+from .woq_mm_cpu import constant_value, fake_value, inline_decomposition
 
 def _launch(name: str, x: torch.Tensor, bias: Optional[torch.Tensor], *weight_args: Any) -> torch.Tensor:
     """woq_mm._through_triton with the kernel's body in place of its triton_op (traced, not called)."""
@@ -62,7 +46,7 @@ def _kernel_call(scheme: str, fx_args: list) -> Optional[tuple[list[int], Any]]:
             "int4", x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size
         )
     if scheme == "nf4":
-        levels = _constant(fx_args[3])
+        levels = constant_value(fx_args[3])
         if levels is None or not torch.equal(levels.cpu(), nf4_scheme.nf4_levels(torch.device("cpu"))):
             return None
         block_size = fx_args[7]
@@ -75,36 +59,11 @@ def _kernel_call(scheme: str, fx_args: list) -> Optional[tuple[list[int], Any]]:
     return None
 
 
-def _inline(fn: Any, inputs: list, fakes: list) -> Any:
-    """Trace ``fn(*fakes)`` (make_fx, Inductor's decompositions) and lower its nodes here.
-
-    The kernels' small decode tables are ``torch.tensor`` constants of the trace: they
-    live on the traced module and are added to the graph as constants.
-    """
-    from torch._inductor.pattern_matcher import fwd_only
-
-    with V.fake_mode:
-        gm = fwd_only(fn, fakes)
-    placeholders = gm.graph.find_nodes(op="placeholder")
-    result = None
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            V.graph.env[node] = inputs[placeholders.index(node)]
-        elif node.op == "get_attr":
-            V.graph.env[node] = V.graph.add_tensor_constant(getattr(gm, str(node.target)))
-        elif node.op == "output":
-            (result,) = torch.utils._pytree.tree_leaves(node.args)
-            result = V.graph.env[result]
-        else:
-            V.graph.env[node] = V.graph.run_node(node)
-    return result
-
-
 def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
     """The fused op lowered to our Triton kernel, or None where the kernel does not apply."""
     node = V.graph.current_node
     fx_args = list(node.args) + [None] * (len(args) - len(node.args))
-    x = _fake(fx_args[0])
+    x = fake_value(fx_args[0])
     if x.dtype not in woq_mm.TRITON_ACTIVATION_DTYPES or not kernels.triton_available():
         return None
     if any(isinstance(d, torch.SymInt) for d in x.shape):
@@ -115,11 +74,11 @@ def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
     positions, fn = call
     present = [i for i in positions if isinstance(args[i], ir.IRNode)]
     inputs = [args[i] for i in present]
-    fakes = [_fake(fx_args[i]) for i in present]
+    fakes = [fake_value(fx_args[i]) for i in present]
 
     def traced(*tensors: torch.Tensor) -> torch.Tensor:
         call_args = {i: None for i in positions}
         call_args.update(zip(present, tensors))
         return fn(*(call_args[i] for i in positions))
 
-    return _inline(traced, inputs, fakes)
+    return inline_decomposition(traced, inputs, fakes)

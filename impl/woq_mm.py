@@ -17,8 +17,8 @@ CUDA with float16 / bfloat16 activations it calls the Triton kernels of ``impl.k
 (``torch.ops.impl.woq_mm_<scheme>_triton``) instead. ``impl.lowerings.woq_mm_cpu`` lowers
 them on the CPU.
 
-``dequantize_<scheme>`` below are the same formulas as the scheme regions' bodies, written
-for tracing (the CPU lowering inlines them) rather than as regions.
+``dequantize_<scheme>`` below are the scheme regions' bodies themselves, as plain functions
+(the CPU lowering traces and inlines them).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from impl import kernels
 from impl.schemes import int4 as int4_scheme
+from impl.schemes import int8 as int8_scheme
 from impl.schemes import nf4 as nf4_scheme
 from impl.schemes.common import ACTIVATION_DTYPES, round_up, unpack_nibbles
 
@@ -40,49 +41,12 @@ TRITON_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
 # --------------------------------------------------------------------------- dequantization
 
 
-def dequantize_int8(qweight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """qweight (N, K) int8, scale (N,) float32 -> W (N, K) in ``dtype``."""
-    return (qweight.to(torch.float32) * scale[:, None]).to(dtype)
-
-
-def dequantize_int4(
-    qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, in_features: int, dtype: torch.dtype
-) -> torch.Tensor:
-    """(qweight (N, K_pad // 2) uint8, scale, zero (N, K_pad // G) float32) -> W (N, K) in ``dtype``."""
-    codes = unpack_nibbles(qweight)
-    n = codes.shape[0]
-    grouped = codes.reshape(n, -1, group_size).to(torch.float32)
-    values = ((grouped - zero[..., None]) * scale[..., None]).reshape(n, -1)
-    return values[:, :in_features].to(dtype)
-
-
-def decode_absmax(
-    absmax: torch.Tensor, absmax_scale: Optional[torch.Tensor], absmax_offset: Optional[torch.Tensor]
-) -> torch.Tensor:
-    """NF4 absmax (N, nb) as float32: itself, or double-quantized codes decoded."""
-    if absmax_scale is None:
-        return absmax
-    n, blocks_per_row = absmax.shape
-    flat_block = torch.arange(n * blocks_per_row, device=absmax.device).reshape(n, blocks_per_row)
-    return absmax.to(torch.float32) * absmax_scale[flat_block // nf4_scheme.DOUBLE_QUANT_BLOCK] + absmax_offset
-
-
-def dequantize_nf4(
-    qweight: torch.Tensor,
-    absmax: torch.Tensor,
-    levels: torch.Tensor,
-    absmax_scale: Optional[torch.Tensor],
-    absmax_offset: Optional[torch.Tensor],
-    block_size: int,
-    in_features: int,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """NF4 tensors -> W (N, K) in ``dtype``: levels[u] * absmax per block."""
-    codes = unpack_nibbles(qweight)
-    n = codes.shape[0]
-    scale = decode_absmax(absmax, absmax_scale, absmax_offset)
-    values = levels[codes.to(torch.int64)].reshape(n, -1, block_size) * scale[..., None]
-    return values.reshape(n, -1)[:, :in_features].to(dtype)
+# The scheme regions' bodies, as plain functions: the fused ops compute exactly what the
+# unfused program's regions compute, and the CPU lowering traces them.
+dequantize_int8 = int8_scheme.dequantize_int8_values
+dequantize_int4 = int4_scheme.dequantize_int4_values
+dequantize_nf4 = nf4_scheme.dequantize_nf4_values
+decode_absmax = nf4_scheme.decode_absmax
 
 
 # --------------------------------------------------------------------------- checks

@@ -171,8 +171,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     Mutant(
         "int8_scheme_scale_rounded", "impl/schemes/int8.py",
-        "        return (values * scale[:, None]).to(dtype)\n",
-        "        return (values * scale.to(torch.bfloat16).to(torch.float32)[:, None]).to(dtype)\n",
+        "    return (values * scale[:, None]).to(dtype)\n",
+        "    return (values * scale.to(torch.bfloat16).to(torch.float32)[:, None]).to(dtype)\n",
         INT8_SCHEME_TESTS, "int8 dequant region rounds the scale to bfloat16",
     ),
     Mutant(

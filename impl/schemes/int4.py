@@ -182,18 +182,28 @@ def dequantize_int4_packed(
     check_int4_operands(qweight, scale, zero, group_size, in_features, "dequantize_int4")
 
     def dequantize(qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-        # Operands are lifted in the order the body first touches them: (qweight, scale, zero).
-        # Broadcasting the per-group parameters over a (N, groups, G) view (instead of a
-        # repeat_interleave) keeps the whole body one pointwise loop under Inductor.
-        codes = unpack_nibbles(qweight)
-        group_scale = scale[..., None]
-        group_zero = zero[..., None]
-        n = codes.shape[0]
-        grouped = codes.reshape(n, -1, group_size).to(torch.float32)
-        values = ((grouped - group_zero) * group_scale).reshape(n, -1)
-        return values[:, :in_features].to(dtype)
+        return dequantize_int4_values(qweight, scale, zero, group_size, in_features, dtype)
 
     return _REGION(dequantize, qweight, scale, zero, scheme=INT4_WEIGHT_ONLY)
+
+
+def dequantize_int4_values(
+    qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int, in_features: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The region's body as a plain function (the fused op's formula too): (qweight, scale,
+    zero) -> W (N, K = in_features) in ``dtype``, (u - zero) * scale per group in float32.
+
+    Touches (qweight, scale, zero) in that order (Dynamo lifts a region's operands in
+    first-touch order). Broadcasting the per-group parameters over a (N, groups, G) view
+    (instead of a repeat_interleave) keeps it one pointwise loop under Inductor.
+    """
+    codes = unpack_nibbles(qweight)
+    group_scale = scale[..., None]
+    group_zero = zero[..., None]
+    n = codes.shape[0]
+    grouped = codes.reshape(n, -1, group_size).to(torch.float32)
+    values = ((grouped - group_zero) * group_scale).reshape(n, -1)
+    return values[:, :in_features].to(dtype)
 
 
 def dequantize_int4(weight: Int4Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -218,5 +228,6 @@ __all__ = [
     "dequantize_int4",
     "dequantize_int4_packed",
     "dequantize_int4_reference",
+    "dequantize_int4_values",
     "quantize_int4",
 ]

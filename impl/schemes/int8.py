@@ -119,11 +119,20 @@ def dequantize_int8_packed(qweight: torch.Tensor, scale: torch.Tensor, *, dtype:
     check_int8_operands(qweight, scale, "dequantize_int8")
 
     def dequantize(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        # Operands are lifted in the order the body first touches them: keep (qweight, scale).
-        values = qweight.to(torch.float32)
-        return (values * scale[:, None]).to(dtype)
+        return dequantize_int8_values(qweight, scale, dtype)
 
     return _REGION(dequantize, qweight, scale, scheme=INT8_WEIGHT_ONLY)
+
+
+def dequantize_int8_values(qweight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The region's body as a plain function (the fused op's formula too): qweight (N, K) int8,
+    scale (N,) float32 -> W (N, K) in ``dtype``, computed in float32.
+
+    Dynamo lifts a region's operands in the order its body first touches them: this touches
+    (qweight, scale) in that order.
+    """
+    values = qweight.to(torch.float32)
+    return (values * scale[:, None]).to(dtype)
 
 
 def dequantize_int8(weight: Int8Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -142,5 +151,6 @@ __all__ = [
     "dequantize_int8",
     "dequantize_int8_packed",
     "dequantize_int8_reference",
+    "dequantize_int8_values",
     "quantize_int8",
 ]

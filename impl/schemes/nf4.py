@@ -156,11 +156,16 @@ class NF4Weight:
 # ------------------------------------------------------------------------------ quantize
 
 
-def _decode_absmax(codes: torch.Tensor, absmax_scale: torch.Tensor, absmax_offset: torch.Tensor) -> torch.Tensor:
-    """Codes (N, nb) (uint8, or already float32) -> absmax (N, nb) float32; the region runs this too."""
-    n, blocks_per_row = codes.shape
-    flat_block = torch.arange(n * blocks_per_row, device=codes.device).reshape(n, blocks_per_row)
-    return codes.to(torch.float32) * absmax_scale[flat_block // DOUBLE_QUANT_BLOCK] + absmax_offset
+def decode_absmax(
+    absmax: torch.Tensor, absmax_scale: Optional[torch.Tensor], absmax_offset: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """absmax (N, nb) as float32: itself without double quantization, else its codes (uint8,
+    or already float32) decoded, code * absmax_scale[block // 256] + absmax_offset."""
+    if absmax_scale is None:
+        return absmax
+    n, blocks_per_row = absmax.shape
+    flat_block = torch.arange(n * blocks_per_row, device=absmax.device).reshape(n, blocks_per_row)
+    return absmax.to(torch.float32) * absmax_scale[flat_block // DOUBLE_QUANT_BLOCK] + absmax_offset
 
 
 def quantize_absmax(absmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,7 +204,7 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64, *, double_quant: bo
     decoded = absmax
     if double_quant:
         absmax, absmax_scale, absmax_offset = quantize_absmax(absmax)
-        decoded = _decode_absmax(absmax, absmax_scale, absmax_offset)
+        decoded = decode_absmax(absmax, absmax_scale, absmax_offset)
     divisor = torch.where(decoded > 0, decoded, torch.ones_like(decoded)).to(torch.float64)
     codes = nearest_level(blocks.to(torch.float64) / divisor[..., None])
     qweight = pack_nibbles(codes.reshape(n, -1))
@@ -233,19 +238,10 @@ def dequantize_nf4_packed(
         levels = nf4_levels(qweight.device)
     check_packed(levels, "levels", (len(NF4_LEVELS),), torch.float32, op)
 
-    # Dynamo lifts a region's operands in the order its body first touches them, so each
-    # body below touches them in the documented order (tests/impl/test_schemes_nf4.py checks).
-    def scaled(values: torch.Tensor, block_absmax: torch.Tensor) -> torch.Tensor:
-        # block_absmax (N, nb, 1) broadcast over a (N, nb, B) view: one pointwise loop under Inductor.
-        n = values.shape[0]
-        return (values.reshape(n, -1, block_size) * block_absmax).reshape(n, -1)[:, :in_features].to(dtype)
-
     if absmax_scale is None:
 
         def dequantize(qweight: torch.Tensor, absmax: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-            codes = unpack_nibbles(qweight)
-            block_absmax = absmax[..., None]
-            return scaled(levels[codes.to(torch.int64)], block_absmax)
+            return dequantize_nf4_values(qweight, absmax, levels, None, None, block_size, in_features, dtype)
 
         return _REGION(dequantize, qweight, absmax, levels, scheme=NF4)
 
@@ -256,13 +252,38 @@ def dequantize_nf4_packed(
         absmax_scale: torch.Tensor,
         absmax_offset: torch.Tensor,
     ) -> torch.Tensor:
-        codes = unpack_nibbles(qweight)
-        absmax_values = absmax_codes.to(torch.float32)
-        values = levels[codes.to(torch.int64)]
-        absmax = _decode_absmax(absmax_values, absmax_scale, absmax_offset)
-        return scaled(values, absmax[..., None])
+        return dequantize_nf4_values(
+            qweight, absmax_codes, levels, absmax_scale, absmax_offset, block_size, in_features, dtype
+        )
 
     return _REGION(dequantize_double, qweight, absmax, levels, absmax_scale, absmax_offset, scheme=NF4)
+
+
+def dequantize_nf4_values(
+    qweight: torch.Tensor,
+    absmax: torch.Tensor,
+    levels: torch.Tensor,
+    absmax_scale: Optional[torch.Tensor],
+    absmax_offset: Optional[torch.Tensor],
+    block_size: int,
+    in_features: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The region's body as a plain function (the fused op's formula too): NF4 tensors ->
+    W (N, K = in_features) in ``dtype``, levels[u] * absmax per block in float32.
+
+    Touches its operands in the documented order (qweight, absmax, levels[, absmax_scale,
+    absmax_offset]): Dynamo lifts a region's operands in first-touch order
+    (tests/impl/test_schemes_nf4.py checks). The block absmax (N, nb, 1) broadcasts over a
+    (N, nb, B) view: one pointwise loop under Inductor.
+    """
+    codes = unpack_nibbles(qweight)
+    block_absmax = absmax.to(torch.float32)
+    values = levels[codes.to(torch.int64)]
+    block_absmax = decode_absmax(block_absmax, absmax_scale, absmax_offset)
+    n = values.shape[0]
+    scaled = values.reshape(n, -1, block_size) * block_absmax[..., None]
+    return scaled.reshape(n, -1)[:, :in_features].to(dtype)
 
 
 def dequantize_nf4(weight: NF4Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -295,10 +316,12 @@ __all__ = [
     "DOUBLE_QUANT_BLOCK",
     "NF4Weight",
     "NF4_LEVELS",
+    "decode_absmax",
     "decode_absmax_reference",
     "dequantize_nf4",
     "dequantize_nf4_packed",
     "dequantize_nf4_reference",
+    "dequantize_nf4_values",
     "nf4_levels",
     "quantize_absmax",
     "quantize_nf4",

@@ -43,7 +43,7 @@ PASS_HOOKS = (
 TOLERANCE_KEYS = ("atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor")
 COUNTER_OPS = ("equals", "at_least", "at_most")
 MARK_KINDS = ("slow", "skip", "xfail", "requires")
-REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton")
+REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_interpreter")
 
 DEFAULT_MATRIX = {"backends": ("eager", "aot_eager", "inductor"), "devices": ("cpu", "cuda"), "dtypes": ("float32",)}
 
@@ -874,7 +874,7 @@ def _parse_marks(value: Any, at: _At) -> tuple[Mark, ...]:
             req = _require_map(spec[kind], kind_at, REQUIREMENTS)
             parsed = []
             for key, req_value, req_at in _entries(req, kind_at):
-                if key in ("big_gpu", "triton"):
+                if key in ("big_gpu", "triton", "triton_interpreter"):
                     parsed.append((key, _require_bool(req_value, req_at)))
                 elif key == "min_devices":
                     parsed.append((key, _require_int(req_value, req_at, minimum=1)))

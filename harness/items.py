@@ -106,7 +106,7 @@ class CaseItem(pytest.Item):
         tolerance = self.case.tolerance_for(self.cell.dtype)
         sections: list[str] = []
         comparisons: list[Comparison] = []
-        golden_failed = False
+        golden_failed = golden_differs = False
 
         if self.case.checks.eager:
             comparisons.append(
@@ -120,9 +120,10 @@ class CaseItem(pytest.Item):
             golden_sections, golden_comparisons = self._check_golden(run, settings, tolerance)
             sections += golden_sections
             comparisons += golden_comparisons
-            golden_failed = bool(golden_sections) or any(not c.ok for c in golden_comparisons)
+            golden_differs = any(not c.ok for c in golden_comparisons)  # a missing or damaged one has none
+            golden_failed = bool(golden_sections) or golden_differs
         sections += [c.report for c in comparisons if not c.ok]
-        if golden_failed and comparisons and comparisons[0].ok and self.case.checks.eager:
+        if golden_differs and comparisons and comparisons[0].ok and self.case.checks.eager:
             sections.append(
                 "compiled matches eager in this run: the golden differs because the program's own\n"
                 "numerics changed (a changed impl/ function, inputs or torch version), not because of compilation."

@@ -75,6 +75,26 @@ def device_count(device: str) -> int:
     return module.device_count() if module is not None and hasattr(module, "device_count") else 0
 
 
+def triton_interpreter_unavailable() -> Optional[str]:
+    """Why Triton's CPU interpreter cannot run this process's kernels (None: it can).
+
+    Triton picks compiled or interpreted at ``@triton.jit`` time, process-wide: with a GPU
+    and no ``TRITON_INTERPRET=1`` the kernels are compiled for it, so cells meant for the
+    interpreter give way to the GPU's cells.
+    """
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "needs triton, which is not importable here"
+    import numpy
+
+    if tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= (2, 3):
+        return f"Triton 3.6's interpreter needs numpy < 2.3 (found {numpy.__version__})"
+    if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return "this process compiles Triton kernels for its GPU (set TRITON_INTERPRET=1 to interpret them)"
+    return None
+
+
 def unmet_requirement(mark: Mark, device: str) -> Optional[str]:
     """Why this machine does not meet a ``requires`` mark on ``device`` (None when it does)."""
     for key, wanted in mark.requirements:
@@ -85,6 +105,10 @@ def unmet_requirement(mark: Mark, device: str) -> Optional[str]:
                 import triton  # noqa: F401
             except ImportError:
                 return "needs triton, which is not importable here"
+        if key == "triton_interpreter" and wanted:
+            reason = triton_interpreter_unavailable()
+            if reason is not None:
+                return reason
         if key == "big_gpu" and wanted:
             if device != "cuda":
                 return f"needs a big GPU, and {device} is none"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from tools.mutation import Mutant
 
-INT4_KERNEL_TESTS = ("tests/impl/test_kernels_int4.py",)
-INT8_KERNEL_TESTS = ("tests/impl/test_kernels_scale_precision.py", "tests/impl/test_kernels_int8.py")
-NF4_KERNEL_TESTS = ("tests/impl/test_kernels_nf4.py", "tests/impl/test_kernels_common.py")
+INT4_KERNEL_TESTS = ("tests/impl/test_kernels_int4.py", "suites/woq_kernels.yaml")
+INT8_KERNEL_TESTS = ("tests/impl/test_kernels_scale_precision.py", "tests/impl/test_kernels_int8.py", "suites/woq_kernels.yaml")
+NF4_KERNEL_TESTS = ("tests/impl/test_kernels_nf4.py", "tests/impl/test_kernels_common.py", "suites/woq_kernels.yaml")
 HOP_TESTS = ("tests/impl/test_hop_robustness.py", "tests/impl/test_hop_seed.py", "suites/invoke_quant.yaml")
 STATIC_TESTS = ("tests/impl/test_static_quant_primitives.py", "tests/impl/test_static_quant_requant.py")
 QLINEAR_TESTS = ("tests/impl/test_static_quant_qlinear.py",)

@@ -19,6 +19,7 @@ and prints a table and the score, killed / (killed + survived + timeout).
     python -m tools.mutation --list
     python -m tools.mutation --only int4_kernel_zero_off_by_one,nf4_table_entry -n 0
     python -m tools.mutation --json out/mutation.json --timeout 600
+    python -m tools.mutation --only split_k_drops_remainder --tests suites/woq_kernels.yaml
 """
 
 from __future__ import annotations
@@ -277,6 +278,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="copy the working tree (default) or the last commit")
     parser.add_argument("--check", action="store_true", help="only check that every mutant can be planted")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument("--tests", default="",
+                        help="comma list of pytest arguments run against every mutant instead of its own tests "
+                             "(what one suite catches alone: --tests suites/woq_kernels.yaml)")
     parser.add_argument("--fail-under", type=float, default=None, help="exit 1 when the score (percent) is lower")
     args = parser.parse_args(argv)
 
@@ -288,6 +292,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if unknown:
             parser.error(f"--only: unknown mutant(s) {', '.join(unknown)}; see --list")
         mutants = [known[n] for n in wanted]
+    if args.tests:
+        tests = tuple(t.strip() for t in args.tests.split(",") if t.strip())
+        mutants = [dataclasses.replace(m, tests=tests) for m in mutants]
     if args.list:
         for m in mutants:
             print(f"{m.name:34} {m.path:44} {m.bug}")

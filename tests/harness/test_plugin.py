@@ -120,6 +120,7 @@ def test_golden_workflow(project):
         "  make it (from eager on cpu) with:",
         "    python -m pytest suites/s.yaml::first -p no:cacheprovider --update-golden",
     ])
+    assert "the golden differs" not in missing.stdout.str()  # nothing to differ from yet
 
     created = project.run("--update-golden")
     created.assert_outcomes(passed=3)
@@ -157,6 +158,7 @@ def test_golden_workflow(project):
         "re-run this cell:      python -m pytest 'suites/s.yaml::first[[]eager-cpu-float32[]]' -p no:cacheprovider",
         "accept as new golden:  python -m pytest suites/s.yaml::first -p no:cacheprovider --update-golden   (only after an intended change)",
     ])
+    assert "the golden differs because the program's own" in regressed.stdout.str()
 
     before = project.golden_files()
     updated = project.run("--update-golden")

@@ -1,0 +1,66 @@
+"""Programs for suites/woq_kernels.yaml: the Triton weight-only matmul kernels themselves.
+
+``kernel(x, weight, scheme, block)`` is y (M, N) = x (M, K) @ W.T with W (N, K) decoded from
+the scheme's layout (the tuples ``suites.programs.woq_fusion``'s input builders make):
+
+- on the CPU, the kernel's launcher (``impl.kernels.woq_mm_<scheme>``) through Triton's
+  interpreter, the program CI runs (the suite marks those cells ``triton_interpreter``);
+- on CUDA, the kernel's ``torch.library.triton_op`` (``impl.lowerings.triton``), which
+  eager launches and Inductor copies into its output code;
+- for the harness's float64 run, the layout's formula in float64: the reference.
+
+NF4 on the CPU hands the double-quantized absmax to the launcher as it is (the kernel
+decodes it); the triton_op takes the decoded float32 absmax, as the fused op's lowering
+passes it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from impl import kernels
+from impl.schemes.nf4 import decode_absmax
+from suites.programs.woq_fusion import dequantize
+
+TRITON_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def kernel(x: torch.Tensor, weight: tuple, scheme: str = "int8", block: int = 64) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T through the scheme's Triton kernel (float64: the formula)."""
+    if x.dtype == torch.float64:
+        return x @ dequantize(scheme, weight, x.shape[-1], torch.float64, block).T
+    if x.dtype not in TRITON_ACTIVATION_DTYPES:
+        raise TypeError(f"the {scheme} kernel takes float16 / bfloat16 activations; got {x.dtype}")
+    if x.is_cuda:
+        return _through_triton_op(x, weight, scheme, block)
+    return _through_interpreter(x, weight, scheme, block)
+
+
+def _through_triton_op(x: torch.Tensor, weight: tuple, scheme: str, block: int) -> torch.Tensor:
+    from impl.lowerings.triton import OPS
+
+    if scheme == "nf4":
+        qweight, absmax, _levels, *double = weight
+        return OPS["nf4"](x, qweight, decode_absmax(absmax, *double) if double else absmax, block)
+    if scheme == "int4":
+        return OPS["int4"](x, *weight, block)
+    return OPS["int8"](x, *weight)
+
+
+# Dynamo would trace into Triton's interpreter (numpy on pointers) and fail; the interpreted
+# launch runs as it is, outside the graph.
+@torch.compiler.disable
+def _through_interpreter(x: torch.Tensor, weight: tuple, scheme: str, block: int) -> torch.Tensor:
+    kernels.use_interpreter()  # no-op once active; the cell's mark made sure it may switch
+    if scheme == "nf4":
+        from impl.kernels.woq_mm_nf4 import woq_mm_nf4
+
+        qweight, absmax, _levels, *double = weight
+        return woq_mm_nf4(x, qweight, absmax, block, *double)
+    if scheme == "int4":
+        from impl.kernels.woq_mm_int4 import woq_mm_int4
+
+        return woq_mm_int4(x, *weight, block)
+    from impl.kernels.woq_mm_int8 import woq_mm_int8
+
+    return woq_mm_int8(x, *weight)

@@ -49,7 +49,7 @@ DEFAULT_MATRIX = {"backends": ("eager", "aot_eager", "inductor"), "devices": ("c
 
 CASE_KEYS = (
     "description", "program", "params", "inputs", "seed", "matrix", "tolerances", "config",
-    "dynamo_config", "passes", "backward", "deterministic", "checks", "marks", "timeout", "fuzz",
+    "dynamo_config", "passes", "backward", "no_grad", "deterministic", "checks", "marks", "timeout", "fuzz",
 )
 DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz"))
 TOP_LEVEL_KEYS = ("description", "defaults", "cases")
@@ -292,6 +292,7 @@ class Case:
     dynamo_config: tuple[tuple[str, Any], ...]
     passes: tuple[PassSpec, ...]
     backward: bool
+    no_grad: bool  # every run (eager, float64, compiled) under torch.no_grad(), as inference compiles
     deterministic: bool
     checks: Checks
     marks: tuple[Mark, ...]
@@ -544,12 +545,15 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
     dynamo_config = _parse_config(body.get("dynamo_config"), sub("dynamo_config"), "torch._dynamo.config")
     passes = _parse_passes(body.get("passes"), sub("passes"))
     backward = _require_bool(body.get("backward", False), sub("backward"))
+    no_grad = _require_bool(body.get("no_grad", False), sub("no_grad"))
     deterministic = _require_bool(body.get("deterministic", False), sub("deterministic"))
     checks = _parse_checks(body.get("checks"), sub("checks"))
     marks = _parse_marks(body.get("marks"), sub("marks"))
     description = _require_str(body.get("description", name), sub("description"))
     if backward and not any(spec.requires_grad for spec in inputs):
         raise sub("backward").error("backward: true needs at least one input with requires_grad: true")
+    if backward and no_grad:
+        raise sub("no_grad").error("no_grad: true leaves nothing for backward: true to differentiate")
     timeout = None if body.get("timeout") is None else _require_number(body["timeout"], sub("timeout"), minimum=0.001)
     fuzz = None
     if "fuzz" in body:
@@ -561,7 +565,7 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
         suite_path=path, display_path=display, name=name, line=at.line, description=description,
         program=program, params=tuple(params.items()), inputs=inputs, seed=seed, matrix=matrix,
         tolerances=tolerances, config=config, dynamo_config=dynamo_config, passes=passes,
-        backward=backward, deterministic=deterministic, checks=checks, marks=marks, timeout=timeout, fuzz=fuzz,
+        backward=backward, no_grad=no_grad, deterministic=deterministic, checks=checks, marks=marks, timeout=timeout, fuzz=fuzz,
     )
 
 

@@ -117,6 +117,7 @@ def build_spec(case: Case, cell: MatrixCell, golden_root: Path, nodeid: str) -> 
         "dtype": cell.dtype,
         "deterministic": case.deterministic,
         "backward": case.backward,
+        "no_grad": case.no_grad,
         "inputs_after": case.checks.inputs_after,
         "inductor_config": _jsonable(inductor_patch),
         "dynamo_config": _jsonable(dict(case.dynamo_config)),

@@ -211,7 +211,8 @@ def flatten_outputs(result, prefix="output"):
 
 
 def run_program(spec, fn, inputs):
-    outputs = flatten_outputs(fn(*inputs))
+    with torch.no_grad() if spec["no_grad"] else contextlib.nullcontext():
+        outputs = flatten_outputs(fn(*inputs))
     if spec["backward"]:
         differentiable = [t for t in outputs.values() if t.requires_grad]
         torch.autograd.backward(differentiable, [torch.ones_like(t) for t in differentiable])

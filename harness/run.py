@@ -106,8 +106,10 @@ def flatten_outputs(result: Any, prefix: str = "output") -> dict[str, torch.Tens
 
 
 def _run_program(case: Case, fn: Callable[..., Any], inputs: list[Any]) -> dict[str, torch.Tensor]:
-    """Call ``fn``, run backward when the case asks, and collect outputs, grads and (optionally) inputs."""
-    result = fn(*inputs)
+    """Call ``fn`` (under no_grad when the case asks), run backward when it asks, and collect
+    outputs, grads and (optionally) inputs."""
+    with torch.no_grad() if case.no_grad else contextlib.nullcontext():
+        result = fn(*inputs)
     outputs = flatten_outputs(result)
     if case.backward:
         differentiable = [t for t in outputs.values() if t.requires_grad]

@@ -17,16 +17,16 @@ held to.
 Two things the oneDNN passes need, which every program here provides:
 
 - freezing: the weight is an ``nn.Module`` (from the ``int8_weight`` input builder) whose
-  buffers Inductor folds into constants, but only when compiling with grad disabled, so
-  every program runs its body under ``torch.no_grad()`` (see :func:`inference`);
+  buffers Inductor folds into constants, but only when compiling with grad disabled: the
+  suite sets ``no_grad: true``, so the harness calls (and Dynamo compiles) every program
+  under ``torch.no_grad()``;
 - exact int8 products: weight codes within +-63 (``reduce_range``), which oneDNN computes
   exactly on every x86 CPU, VNNI or not (see :mod:`impl.static_quant.prepack`).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import pytest
 import torch
@@ -95,28 +95,6 @@ int8_weight.PARAMS = {"full_range": bool}
 # ------------------------------------------------------------------------ the regions
 
 
-def inference(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn`` under ``torch.no_grad()``, with Dynamo compiling ``fn``'s frame alone.
-
-    Inductor freezes weights (the only way the passes can prepack them) only when it
-    compiles with grad disabled. A ``no_grad`` block traced by Dynamo does not count: the
-    decision is made outside the traced code. So the program calls a frame Dynamo skips
-    (``torch.compiler.disable(recursive=False)``: one graph break, declared in the suite),
-    which really disables grad, and Dynamo compiles ``fn`` beneath it as one graph.
-    """
-
-    @torch.compiler.disable(recursive=False)
-    def without_grad(*args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad():
-            return fn(*args, **kwargs)
-
-    @functools.wraps(fn)
-    def program(*args: Any, **kwargs: Any) -> Any:
-        return without_grad(*args, **kwargs)
-
-    return program
-
-
 def quantize(x: torch.Tensor, qparams: Sequence, qdtype: str = "u8") -> torch.Tensor:
     """Per-tensor quantize; in float64, the same arithmetic without a region."""
     scale, zero_point = qparams
@@ -177,7 +155,6 @@ def _epilogue(y: torch.Tensor, other: Optional[torch.Tensor], unary: str, binary
 # --------------------------------------------------------------------------------- qlinear
 
 
-@inference
 def qlinear(x: torch.Tensor, weight: Int8Weight, bias: Optional[torch.Tensor] = None,
             other: Optional[torch.Tensor] = None, *, unary: str = "none", binary: Optional[str] = None,
             x_qparams: Sequence = (0.05, 128), act: str = "u8", out_qparams: Optional[Sequence] = None,
@@ -189,21 +166,18 @@ def qlinear(x: torch.Tensor, weight: Int8Weight, bias: Optional[torch.Tensor] = 
     return _epilogue(y, other, unary, binary, out_qparams, out_act)
 
 
-@inference
 def qlinear_shared_input(x: torch.Tensor, first: Int8Weight, second: Int8Weight) -> torch.Tensor:
     """One dequantized activation read by two linears: promotion gives each its own copy."""
     x_values = quant_dequant_input(x, (0.05, 128), "u8")
     return F.relu(F.linear(x_values, first.dequantize(x.dtype))) + F.linear(x_values, second.dequantize(x.dtype)) * 2
 
 
-@inference
 def qlinear_output_also_returned(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor) -> tuple:
     """relu(y) and y both returned: the linear fuses, the relu (whose input escapes) cannot."""
     y = F.linear(quant_dequant_input(x, (0.05, 128), "u8"), weight.dequantize(x.dtype), bias)
     return F.relu(y), y
 
 
-@inference
 def qlinear_runtime_out_scale(x: torch.Tensor, weight: Int8Weight, bias: torch.Tensor,
                               out_scale: torch.Tensor) -> torch.Tensor:
     """The output quantize's scale is a runtime tensor: oneDNN takes a constant, so the
@@ -218,7 +192,6 @@ def qlinear_runtime_out_scale(x: torch.Tensor, weight: Int8Weight, bias: torch.T
 # ---------------------------------------------------------------------------------- qconv
 
 
-@inference
 def qconv2d(x: torch.Tensor, weight: Int8Weight, bias: Optional[torch.Tensor] = None,
             other: Optional[torch.Tensor] = None, *, unary: str = "none", binary: Optional[str] = None,
             stride: int = 1, padding: int = 1, groups: int = 1, x_qparams: Sequence = (0.05, 128),
@@ -246,7 +219,6 @@ def _requant(values: torch.Tensor, qparams: Sequence, as_codes: bool) -> torch.T
     return codes if as_codes else as_values(codes, qparams, values.dtype)
 
 
-@inference
 def qmaxpool2d(x: torch.Tensor, *, kernel: int = 3, stride: int = 2, padding: int = 1,
                qparams: Sequence = (0.05, 128), out_qparams: Optional[Sequence] = None) -> torch.Tensor:
     """quantize -> dequantize -> max_pool2d -> quantize (codes returned: compared exactly)."""
@@ -254,14 +226,12 @@ def qmaxpool2d(x: torch.Tensor, *, kernel: int = 3, stride: int = 2, padding: in
     return _requant(pooled, out_qparams or qparams, as_codes=True)
 
 
-@inference
 def qmaxpool2d_values_escape(x: torch.Tensor, *, qparams: Sequence = (0.05, 128)) -> tuple:
     """The pooled float values are returned too: the quantize is not the pool's only user."""
     pooled = F.max_pool2d(quant_dequant_input(x, qparams, "u8"), 3, 2, 1)
     return _requant(pooled, qparams, as_codes=True), pooled
 
 
-@inference
 def qcat(x: torch.Tensor, y: torch.Tensor, *, dim: int = 1, qparams: Sequence = (0.05, 128),
          y_qparams: Optional[Sequence] = None) -> torch.Tensor:
     """Two quantized tensors dequantized, concatenated, requantized (codes returned)."""
@@ -269,7 +239,6 @@ def qcat(x: torch.Tensor, y: torch.Tensor, *, dim: int = 1, qparams: Sequence = 
     return _requant(joined, qparams, as_codes=True)
 
 
-@inference
 def qreshape(x: torch.Tensor, *, shape: Sequence = (2, -1), qparams: Sequence = (0.05, 128),
              out_qparams: Optional[Sequence] = None) -> torch.Tensor:
     """dequantize -> reshape -> quantize (codes returned)."""
@@ -277,7 +246,6 @@ def qreshape(x: torch.Tensor, *, shape: Sequence = (2, -1), qparams: Sequence = 
     return _requant(reshaped, out_qparams or qparams, as_codes=True)
 
 
-@inference
 def qcat_and_reshape_shared(x: torch.Tensor, y: torch.Tensor, *, qparams: Sequence = (0.05, 128)) -> tuple:
     """One dequantized tensor read by a cat and a reshape: promotion lets both requantize."""
     x_values = quant_dequant_input(x, qparams, "u8")

@@ -151,6 +151,10 @@ def test_filecheck_block_knows_the_yaml_line_of_its_first_check():
             MINIMAL + "    backward: true\n",
             "suites/x.yaml:7: cases.a.backward: backward: true needs at least one input with requires_grad: true",
         ),
+        (
+            MINIMAL.replace("{shape: [2, 3]}", "{shape: [2, 3], requires_grad: true}", 1) + "    backward: true\n    no_grad: true\n",
+            "suites/x.yaml:8: cases.a.no_grad: no_grad: true leaves nothing for backward: true to differentiate",
+        ),
     ],
 )
 def test_bad_input_message(text, message):

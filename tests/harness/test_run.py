@@ -63,6 +63,24 @@ def test_backward_grads_and_graph_count_on_aot_eager():
     assert run.graphs == 1 and run.graph_breaks == 0
 
 
+def grad_mode_as_output(x):
+    """x * 1 plus a flag: 1 when grad was enabled during this call (eager, float64 or compiled)."""
+    return x * 1, torch.tensor(float(torch.is_grad_enabled()))
+
+
+def test_no_grad_covers_every_run():
+    body = (
+        f"    program: '{PROGRAMS}:grad_mode_as_output'\n"
+        "    inputs: {x: {shape: [3]}}\n"
+        "    tolerances: {float64_factor: 2.0}\n"
+    )
+    grad_on = run_cell(load_case(body), MatrixCell("aot_eager", "cpu", "float32"))
+    assert [run["output[1]"].item() for run in (grad_on.eager, grad_on.float64, grad_on.compiled)] == [1.0, 1.0, 1.0]
+    grad_off = run_cell(load_case(body + "    no_grad: true\n"), MatrixCell("aot_eager", "cpu", "float32"))
+    assert [run["output[1]"].item() for run in (grad_off.eager, grad_off.float64, grad_off.compiled)] == [0.0, 0.0, 0.0]
+    assert grad_off.graphs == 1 and grad_off.graph_breaks == 0
+
+
 def test_inputs_after_and_float64_reference():
     case = load_case(
         f"    program: '{PROGRAMS}:add_in_place'\n"

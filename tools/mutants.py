@@ -66,6 +66,11 @@ CATALOGUE: tuple[Mutant, ...] = (
         INT8_KERNEL_TESTS, "int8 kernel rounds the per-channel scale to the activation dtype first",
     ),
     Mutant(
+        "int8_kernel_k_tail_unmasked", "impl/kernels/woq_mm_int8.py",
+        "EVEN_K=K % config.block_k == 0,", "EVEN_K=True,",
+        INT8_KERNEL_TESTS, "int8 kernel loads the last K tile unmasked when K is no multiple of BLOCK_K",
+    ),
+    Mutant(
         "split_k_drops_last_partial", "impl/kernels/common.py",
         "for split in tl.static_range(SPLIT_K):", "for split in tl.static_range(SPLIT_K - 1):",
         INT8_KERNEL_TESTS, "split-K epilogue sums all partials but the last",

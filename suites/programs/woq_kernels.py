@@ -36,6 +36,12 @@ def kernel(x: torch.Tensor, weight: tuple, scheme: str = "int8", block: int = 64
     return _through_interpreter(x, weight, scheme, block)
 
 
+def reference(x: torch.Tensor, weight: tuple, scheme: str = "int8", block: int = 64) -> torch.Tensor:
+    """The float64 formula on any inputs (the fuzz cases' oracle): x and W's float tensors upcast."""
+    upcast = tuple(t.to(torch.float64) if t.is_floating_point() else t for t in weight)
+    return kernel(x.to(torch.float64), upcast, scheme, block)
+
+
 def _through_triton_op(x: torch.Tensor, weight: tuple, scheme: str, block: int) -> torch.Tensor:
     from impl.lowerings.triton import OPS
 

@@ -4,7 +4,9 @@
 the scheme's layout (the tuples ``suites.programs.woq_fusion``'s input builders make):
 
 - on the CPU, the kernel's launcher (``impl.kernels.woq_mm_<scheme>``) through Triton's
-  interpreter, the program CI runs (the suite marks those cells ``triton_interpreter``);
+  interpreter, inside the custom op ``torch.ops.suites.woq_mm_interpreted`` so that Dynamo
+  records one node instead of tracing the interpreter; the program CI runs (the suite
+  marks those cells ``triton_interpreter``);
 - on CUDA, the kernel's ``torch.library.triton_op`` (``impl.lowerings.triton``), which
   eager launches and Inductor copies into its output code;
 - for the harness's float64 run, the layout's formula in float64: the reference.
@@ -53,10 +55,11 @@ def _through_triton_op(x: torch.Tensor, weight: tuple, scheme: str, block: int) 
     return OPS["int8"](x, *weight)
 
 
-# Dynamo would trace into Triton's interpreter (numpy on pointers) and fail; the interpreted
-# launch runs as it is, outside the graph.
-@torch.compiler.disable
-def _through_interpreter(x: torch.Tensor, weight: tuple, scheme: str, block: int) -> torch.Tensor:
+# Dynamo would trace into Triton's interpreter (numpy on pointers) and fail: the interpreted
+# launch is an opaque op instead, one node in the graph (its fake gives Dynamo the shape).
+@torch.library.custom_op("suites::woq_mm_interpreted", mutates_args=())
+def woq_mm_interpreted(x: torch.Tensor, weight: list[torch.Tensor], scheme: str, block: int) -> torch.Tensor:
+    """y (M, N) from the scheme's kernel run by Triton's interpreter; ``weight`` as the layout's tuple."""
     kernels.use_interpreter()  # no-op once active; the cell's mark made sure it may switch
     if scheme == "nf4":
         from impl.kernels.woq_mm_nf4 import woq_mm_nf4
@@ -70,3 +73,12 @@ def _through_interpreter(x: torch.Tensor, weight: tuple, scheme: str, block: int
     from impl.kernels.woq_mm_int8 import woq_mm_int8
 
     return woq_mm_int8(x, *weight)
+
+
+@woq_mm_interpreted.register_fake
+def _(x: torch.Tensor, weight: list[torch.Tensor], scheme: str, block: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], weight[0].shape[0]))
+
+
+def _through_interpreter(x: torch.Tensor, weight: tuple, scheme: str, block: int) -> torch.Tensor:
+    return woq_mm_interpreted(x, list(weight), scheme, block)

@@ -38,6 +38,26 @@ def integer_out(x):
     return (x * 10).to(torch.int64)
 '''
 
+# A planted miscompile shared by the bisect and repro tests: aten.sin rewritten to aten.cos
+# by a post-grad pass (and a pass that does nothing, for the bisector to clear).
+PLANTED_MISCOMPILE = '''
+import torch
+
+def sincos(x):
+    return x.sin() * 2 + 1
+
+def harmless_pass():
+    return lambda graph: None
+
+def sin_to_cos_pass():
+    """The planted numeric bug: aten.sin rewritten to aten.cos after AOTAutograd."""
+    def rewrite(graph):
+        for node in graph.nodes:
+            if node.target is torch.ops.aten.sin.default:
+                node.target = torch.ops.aten.cos.default
+    return rewrite
+'''
+
 
 class Project:
     """A small project in a pytester directory: suites/, golden/, a programs module ``progs``."""

@@ -10,30 +10,13 @@ import torch
 from harness.bisect import bisect_cell
 from harness.case import load_suite
 from harness.matrix import Narrowing, expand_matrix
+from tests.harness.conftest import PLANTED_MISCOMPILE
 
 pytest_plugins = ["pytester"]
 
-PROGRAMS = '''
-import torch
-
-def sincos(x):
-    return x.sin() * 2 + 1
-
-def harmless_pass():
-    return lambda graph: None
-
-def sin_to_cos_pass():
-    """The planted numeric bug: aten.sin rewritten to aten.cos after AOTAutograd."""
-    def rewrite(graph):
-        for node in graph.nodes:
-            if node.target is torch.ops.aten.sin.default:
-                node.target = torch.ops.aten.cos.default
-    return rewrite
-'''
-
 
 def test_bisect_names_the_stage_and_the_planted_pass(project):
-    project.set_programs(PROGRAMS)
+    project.set_programs(PLANTED_MISCOMPILE)
     project.suite("""
         cases:
           planted:

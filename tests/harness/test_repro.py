@@ -13,23 +13,10 @@ import torch
 from harness import programs, repro_template
 from harness.inputs import InputSpec, build_input
 from harness.repro import TEMPLATE_BUILTINS, _input_builder
+from tests.harness.conftest import PLANTED_MISCOMPILE
 
 pytest_plugins = ["pytester"]
 
-BUGGY_PASS = '''
-import torch
-
-def sincos(x):
-    return x.sin() * 2 + 1
-
-def sin_to_cos_pass():
-    """The planted miscompile: every aten.sin becomes aten.cos after AOTAutograd."""
-    def rewrite(graph):
-        for node in graph.nodes:
-            if node.target is torch.ops.aten.sin.default:
-                node.target = torch.ops.aten.cos.default
-    return rewrite
-'''
 
 PLANTED = """
 cases:
@@ -55,7 +42,7 @@ def _run_without_harness(script: Path, cwd: Path) -> subprocess.CompletedProcess
 
 def test_failing_cell_writes_a_script_that_reproduces_it_without_the_harness(project, tmp_path):
     """Inductor with the case's (miscompiling) pass: the script alone shows the same divergence."""
-    project.set_programs(BUGGY_PASS)
+    project.set_programs(PLANTED_MISCOMPILE)
     project.suite(PLANTED)
     repro_dir = tmp_path / "repros"
     result = project.run(f"--repro-dir={repro_dir}")

@@ -214,14 +214,21 @@ lop3.b32 hb, a, b, m, 0xD8;
 prmt.b32 {out_low}, lb, hb, 0x6240;
 prmt.b32 {out_high}, lb, hb, 0x7351;
 """
-LUT_ASM = tl.constexpr(
-    "{\n.reg .b32 k, half, sel, m, a, b, lb, hb;\nmov.b32 k, 0x0000FF00;"
+def _one_line(ptx: str) -> str:
+    """PTX on one line. Inductor copies a kernel's globals into its output code as string
+    literals inside a '''...''' block, which torch 2.11 does not escape: a newline
+    (or a backslash) in a PTX string would end up unescaped there and break the module."""
+    return " ".join(line.strip() for line in ptx.splitlines() if line.strip())
+
+
+LUT_ASM = tl.constexpr(_one_line(
+    "{ .reg .b32 k, half, sel, m, a, b, lb, hb; mov.b32 k, 0x0000FF00;"
     + _LUT_QUARTER.format(src="$8", out_low="$0", out_high="$4")
     + "shr.b32 half, $8, 16;"
     + _LUT_QUARTER.format(src="half", out_low="$1", out_high="$5")
     + _LUT_QUARTER.format(src="$9", out_low="$2", out_high="$6")
     + "shr.b32 half, $9, 16;"
-    + _LUT_QUARTER.format(src="half", out_low="$3", out_high="$7") + "}")
+    + _LUT_QUARTER.format(src="half", out_low="$3", out_high="$7") + "}"))
 LUT_CONSTRAINTS = tl.constexpr("=r," * 8 + "r,r" + ",r,r,r,r,r,r,r,r" * 8)
 
 
@@ -231,7 +238,7 @@ def _per_lane_copy(word):
     values live in uniform registers, which PRMT cannot read, and ptxas would copy each table
     word into an ordinary register at every PRMT that uses it."""
     return tl.inline_asm_elementwise(
-        "{\n.reg .b32 t;\nmov.u32 t, %laneid;\nshr.b32 t, t, 31;\nadd.u32 $0, $1, t;\n}",
+        "{ .reg .b32 t; mov.u32 t, %laneid; shr.b32 t, t, 31; add.u32 $0, $1, t; }",
         "=r,r", [word], dtype=tl.int32, is_pure=True, pack=1)
 
 

@@ -126,6 +126,20 @@ def subgraph_choice(name: str, input_nodes: list, layout: Any, fn: Callable[...,
         )
 
 
+def time_subgraph_choice(choice: Any, example_inputs: list, timer: Callable[[Callable[[], Any]], float]) -> float:
+    """``timer`` applied to one call of a subgraph choice's compiled module on real inputs.
+
+    Both 2.11 and 2.13 compile the choice with ``_compile_for_benchmarking()`` (under the
+    lowering's fake mode) and call ``module.call([*sym_input_values, *inputs])``; their own
+    ``benchmark`` times back-to-back host calls, which we avoid so that launch cost does not
+    decide the contest (``timer`` replays a CUDA graph)."""
+    if getattr(choice, "_compiled_module", None) is None:
+        choice._compiled_module = choice._compile_for_benchmarking()
+    call = choice._compiled_module.call
+    symbols = list(getattr(choice, "sym_input_values", []))
+    return timer(lambda: call([*symbols, *example_inputs]))
+
+
 def select_algorithm(name: str, choices: list, input_nodes: list, layout: Any) -> Any:
     """``autotune_select_algorithm``'s chosen output node. torch 2.13 returns
     ``(node, choice)``; earlier versions returned the node alone."""

@@ -168,10 +168,9 @@ def woq_mm_nf4(
 ) -> torch.Tensor:
     """y (..., N) = x (..., K) @ W.T + bias, W from the NF4 layout (optionally double-quantized)."""
     check_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size)
-    # The kernel decodes the standard NF4 table only; another table takes the reference path.
-    if _use_triton(x) and torch.equal(levels, nf4_scheme.nf4_levels(levels.device)):
+    if _use_triton(x):  # the kernel decodes any levels table (no host sync: CUDA-graph safe)
         float_absmax = decode_absmax(absmax, absmax_scale, absmax_offset).contiguous()
-        return _through_triton("nf4", x, bias, qweight.contiguous(), float_absmax, block_size)
+        return _through_triton("nf4", x, bias, qweight.contiguous(), float_absmax, block_size, levels.contiguous())
     weight = dequantize_nf4(
         qweight, absmax, levels, absmax_scale, absmax_offset, block_size, int(x.shape[-1]), x.dtype
     )

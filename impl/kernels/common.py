@@ -574,3 +574,21 @@ def nibble_lut_words(levels, dtype: torch.dtype, device: torch.device) -> torch.
     ``dtype`` bit patterns (entry 4 i + j in byte j of word i), words 4..7 their high bytes.
     Cached per device."""
     return _int32_table_cached(nibble_lut_values(tuple(float(v) for v in levels), dtype), torch.device(device))
+
+
+def _wrap_int32(words: torch.Tensor) -> torch.Tensor:
+    """int64 tensor of unsigned 32-bit words -> int32 tensor with the same bits."""
+    return (words - ((words >> 31) & 1) * (1 << 32)).to(torch.int32)
+
+
+def nibble_tables_of(levels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``nibble_pair_table``, ``nibble_lut_words``) of a (16,) float32 levels tensor, computed
+    with tensor ops on its device: traceable, and capturable in a CUDA graph, where the
+    Python-int tables above would need the levels on the host (a device sync)."""
+    bits = levels.to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF  # (16,)
+    # entry b = 16 h + l: bits[l] in the low half, bits[h] in the high half
+    pair_table = _wrap_int32(bits.repeat(16) | (bits.repeat_interleave(16) << 16))
+    shifts = torch.arange(0, 32, 8, device=levels.device)
+    low_words = ((bits & 0xFF).reshape(4, 4) << shifts).sum(dim=1)
+    high_words = ((bits >> 8).reshape(4, 4) << shifts).sum(dim=1)
+    return pair_table, _wrap_int32(torch.cat([low_words, high_words]))

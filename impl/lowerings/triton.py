@@ -16,6 +16,8 @@ Import this module only where triton is importable; it raises ImportError otherw
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch.library import triton_op, wrap_triton
 
@@ -28,6 +30,7 @@ from impl.kernels.common import (
     check_tensor,
     nibble_lut_values,
     nibble_pair_values,
+    nibble_tables_of,
 )
 
 NAMESPACE = "impl"
@@ -69,15 +72,23 @@ def woq_mm_int4_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor
                                    kernel=wrap_triton(int4.woq_mm_int4_kernel))
 
 
-def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ W.T, W from the NF4 layout with float32 absmax (woq_mm_nf4)."""
+def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
+                    levels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T, W from the NF4 layout with float32 absmax (woq_mm_nf4).
+
+    ``levels`` (16,) float32: the code table; None means the standard NF4 table. A tensor is
+    decoded into the kernel's tables on the device (no host sync, CUDA-graph safe)."""
     N, _ = nf4.check_nf4_weight(x, qweight, absmax, block_size)
     M, K = int(x.shape[0]), int(x.shape[1])
     config = nf4.choose_config(M, N, K, block_size, x.device)
     out = x.new_empty((M, N))
     partial, counter = _scratch(M, N, config, x)
-    table = _int32_constant(nibble_pair_values(nf4.NF4_LEVELS, x.dtype), x)
-    lut = _int32_constant(nibble_lut_values(nf4.NF4_LEVELS, x.dtype), x)
+    if levels is None:
+        table = _int32_constant(nibble_pair_values(nf4.NF4_LEVELS, x.dtype), x)
+        lut = _int32_constant(nibble_lut_values(nf4.NF4_LEVELS, x.dtype), x)
+    else:
+        check_tensor(levels, "levels", (len(nf4.NF4_LEVELS),), torch.float32, x.device, nf4.OP)
+        table, lut = nibble_tables_of(levels, x.dtype)
     return nf4.launch_woq_mm_nf4(x, qweight, absmax, None, None, table, lut, out, partial, counter, block_size,
                                  config, kernel=wrap_triton(nf4.woq_mm_nf4_kernel))
 

@@ -92,7 +92,7 @@ def constant_value(arg: Any) -> Optional[torch.Tensor]:
     return value if isinstance(value, torch.Tensor) and not isinstance(value, torch._subclasses.FakeTensor) else None
 
 
-def _max_autotune() -> bool:
+def max_autotune() -> bool:
     return bool(inductor_config.max_autotune or inductor_config.max_autotune_gemm)
 
 
@@ -103,16 +103,24 @@ def _prefers_aten(dtype: torch.dtype) -> bool:
 # --------------------------------------------------------------------------- decomposition
 
 
-def inline_decomposition(fn: Callable[..., torch.Tensor], inputs: list, fakes: list) -> Any:
+def trace_to_aten(fn: Callable[..., torch.Tensor], fakes: list, *, eliminate_dead_code: bool = True) -> fx.GraphModule:
+    """``fn`` traced on ``fakes`` to ATen with Inductor's decompositions (pattern_matcher.fwd_only)."""
+    from torch._inductor.pattern_matcher import fwd_only
+
+    return fwd_only(fn, fakes, run_functional_passes=eliminate_dead_code)
+
+
+def inline_decomposition(fn: Callable[..., torch.Tensor], inputs: list, fakes: list, *,
+                         eliminate_dead_code: bool = True) -> Any:
     """Trace ``fn(*fakes)`` to ATen (Inductor's decompositions) and lower its nodes here.
 
     Constants the trace makes (``torch.tensor`` tables, e.g. the Triton kernels' decode
     tables in the CUDA lowering) live on the traced module and are added as graph constants.
+    ``eliminate_dead_code=False`` keeps nodes whose results nobody reads: a Triton launch
+    (``triton_kernel_wrapper_mutation``) writes its output buffer and returns nothing.
     """
-    from torch._inductor.pattern_matcher import fwd_only
-
     with V.fake_mode:
-        gm = fwd_only(fn, fakes)
+        gm = trace_to_aten(fn, fakes, eliminate_dead_code=eliminate_dead_code)
     placeholders = gm.graph.find_nodes(op="placeholder")
     result = None
     for node in gm.graph.nodes:
@@ -157,7 +165,7 @@ class _Lowering:
         self.fakes = [_flat(x, self.k), *(fake_value(fx_args[i]) for i in weight)]
         self.aten: Optional[tuple[ExternKernelChoice, dict]] = None
         template = list(args[:bias_at])
-        eager = _EAGER[scheme]
+        eager = EAGER[scheme]
         present = [0, *weight]
 
         def dense(*tensors: torch.Tensor) -> torch.Tensor:
@@ -192,7 +200,7 @@ class _Lowering:
         return ir.FixedLayout(self.inputs[0].get_device(), self.dtype, [self.inputs[0].get_size()[0], self.n])
 
     def lower(self) -> Any:
-        if self.aten is not None and _max_autotune():
+        if self.aten is not None and max_autotune():
             choices = [self._aten_choice()]
             decomposed = compat.subgraph_choice(f"impl_woq_mm_{self.scheme}_decomposed", self.inputs, self.layout(), self.dense)
             if decomposed is not None:
@@ -236,7 +244,7 @@ def _eager_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, bl
     return F.linear(x, weight, bias)
 
 
-_EAGER = {"int8_weight_only": _eager_int8, "int4_weight_only": _eager_int4, "nf4": _eager_nf4}
+EAGER = {"int8_weight_only": _eager_int8, "int4_weight_only": _eager_int4, "nf4": _eager_nf4}
 _BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}
 
 

@@ -1,29 +1,45 @@
 """CUDA lowering of the fused weight-only matmuls: our Triton kernels, in Inductor's output code.
 
 Left as a fallback, ``torch.ops.impl.woq_mm_<scheme>`` would stay an opaque call into
-Python on CUDA. Instead the call is traced through the kernels' ``torch.library.triton_op``
-registrations (``impl.lowerings.triton``): the trace holds the kernel launch as a
-user-defined Triton kernel, which Inductor copies into its output code and launches from
-there, beside the reshapes and the bias add it fuses around it.
+Python on CUDA. Instead the kernel launch of ``impl.lowerings.triton`` (the body of the
+kernel's ``triton_op``) is traced and its nodes lowered here: the launch is a
+``triton_kernel_wrapper_mutation`` node, which Inductor lowers to a user-defined Triton
+kernel that its output code defines and launches, beside the reshapes and the bias add it
+fuses around it. The trace keeps that node although nothing reads its result (it writes
+the output buffer): dead-code elimination would drop the launch and leave the output
+unwritten.
 
-Applies to float16 / bfloat16 activations (what the kernels take) and, for NF4, a levels
-operand that is a compile-time constant equal to the standard table (the kernel decodes
-that table only), with static shapes (a tile config is chosen per shape). Anything else
-returns None and the caller falls back to the op, which launches the same kernels from
-Python.
+Under ``max_autotune`` (or ``max_autotune_gemm``) our kernel competes on time against
+Inductor's own lowering of the decomposition (dequantize + matmul, compiled as a subgraph;
+``compat.subgraph_choice``): both are timed on the real shapes, each replayed from a CUDA
+graph so that neither pays for host launch cost, and the faster one is emitted. Each
+decision bumps ``counters["inductor"]["woq_mm_<short>_autotune_{ours,inductor}"]``.
+
+Applies to float16 / bfloat16 activations (what the kernels take) with static shapes (a
+tile config is chosen per shape); anything else returns None and the caller falls back
+to the op, which launches the same kernels from Python.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import logging
+from typing import Any, Callable, Optional
 
 import torch
+from torch._dynamo.utils import counters
 from torch._inductor import ir
+from torch._inductor.lowering import lowerings
 from torch._inductor.virtualized import V
 
-from .. import kernels, woq_mm
-from ..schemes import nf4 as nf4_scheme
-from .woq_mm_cpu import constant_value, fake_value, inline_decomposition
+from .. import compat, kernels, woq_mm
+from .woq_mm_cpu import fake_value, inline_decomposition, max_autotune
+
+aten = torch.ops.aten
+log = logging.getLogger(__name__)
+
+SHORT = {"int8_weight_only": "int8", "int4_weight_only": "int4", "nf4": "nf4"}
+BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}
+
 
 def _launch(name: str, x: torch.Tensor, bias: Optional[torch.Tensor], *weight_args: Any) -> torch.Tensor:
     """woq_mm._through_triton with the kernel's body in place of its triton_op (traced, not called)."""
@@ -36,8 +52,8 @@ def _launch(name: str, x: torch.Tensor, bias: Optional[torch.Tensor], *weight_ar
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
-def _kernel_call(scheme: str, fx_args: list) -> Optional[tuple[list[int], Any]]:
-    """(positions of the tensor operands the traced function takes, the function), or None."""
+def kernel_call(scheme: str, fx_args: list) -> tuple[list[int], Callable[..., torch.Tensor]]:
+    """(positions of the op's tensor operands the launch takes, the launch as a function of them)."""
     if scheme == "int8_weight_only":
         return [0, 1, 2, 3], lambda x, q, s, b: _launch("int8", x, b, q.contiguous(), s.contiguous())
     if scheme == "int4_weight_only":
@@ -45,22 +61,18 @@ def _kernel_call(scheme: str, fx_args: list) -> Optional[tuple[list[int], Any]]:
         return [0, 1, 2, 3, 4], lambda x, q, s, z, b: _launch(
             "int4", x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size
         )
-    if scheme == "nf4":
-        levels = constant_value(fx_args[3])
-        if levels is None or not torch.equal(levels.cpu(), nf4_scheme.nf4_levels(torch.device("cpu"))):
-            return None
-        block_size = fx_args[7]
+    block_size = fx_args[7]
 
-        def nf4(x, q, absmax, absmax_scale, absmax_offset, b):
-            float_absmax = woq_mm.decode_absmax(absmax, absmax_scale, absmax_offset).contiguous()
-            return _launch("nf4", x, b, q.contiguous(), float_absmax, block_size)
+    def nf4(x, q, absmax, levels, absmax_scale, absmax_offset, b):
+        float_absmax = woq_mm.decode_absmax(absmax, absmax_scale, absmax_offset).contiguous()
+        return _launch("nf4", x, b, q.contiguous(), float_absmax, block_size, levels.contiguous())
 
-        return [0, 1, 2, 4, 5, 6], nf4
-    return None
+    return [0, 1, 2, 3, 4, 5, 6], nf4
 
 
 def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
-    """The fused op lowered to our Triton kernel, or None where the kernel does not apply."""
+    """The fused op lowered to our Triton kernel (or, under max-autotune, to whichever of our
+    kernel and Inductor's decomposition is faster), or None where the kernel does not apply."""
     node = V.graph.current_node
     fx_args = list(node.args) + [None] * (len(args) - len(node.args))
     x = fake_value(fx_args[0])
@@ -68,10 +80,7 @@ def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
         return None
     if any(isinstance(d, torch.SymInt) for d in x.shape):
         return None  # the kernels pick their tile configs from concrete sizes
-    call = _kernel_call(scheme, fx_args)
-    if call is None:
-        return None
-    positions, fn = call
+    positions, fn = kernel_call(scheme, fx_args)
     present = [i for i in positions if isinstance(args[i], ir.IRNode)]
     inputs = [args[i] for i in present]
     fakes = [fake_value(fx_args[i]) for i in present]
@@ -81,4 +90,132 @@ def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
         call_args.update(zip(present, tensors))
         return fn(*(call_args[i] for i in positions))
 
-    return inline_decomposition(traced, inputs, fakes)
+    def ours() -> Any:
+        return inline_decomposition(traced, inputs, fakes, eliminate_dead_code=False)
+
+    if not max_autotune():
+        return ours()
+    return _Contest(scheme, args, fx_args, present, fakes, traced, ours).winner()
+
+
+# --------------------------------------------------------------------------- max-autotune
+
+
+class _Contest:
+    """Our kernel against Inductor's decomposition, timed on the real shapes and layouts.
+
+    The decomposition is the op's own formula without bias (``woq_mm_cpu``'s eager
+    functions), traced as an Inductor subgraph choice over (x (M, K), weight tensors); the
+    bias add and the leading dims are applied outside, to whichever wins.
+    """
+
+    def __init__(self, scheme, args, fx_args, present, fakes, traced, ours) -> None:
+        from .woq_mm_cpu import EAGER
+
+        self.scheme, self.args, self.ours = scheme, args, ours
+        self.traced, self.fakes = traced, fakes
+        x = fakes[0]
+        self.k, self.n = int(x.shape[-1]), int(fake_value(fx_args[1]).shape[0])
+        bias_at = BIAS_INDEX[scheme]
+        weights = [i for i in present if 0 < i < bias_at]
+        ints = list(args[bias_at + 1:])
+        template = list(args[:bias_at])
+        eager = EAGER[scheme]
+
+        def dense(*tensors: torch.Tensor) -> torch.Tensor:
+            call = list(template)
+            for i, t in zip([0, *weights], tensors):
+                call[i] = t
+            return eager(*call, None, *ints)
+
+        self.dense = dense
+        flat = lowerings[aten.reshape.default](args[0], [-1, self.k])
+        self.choice_inputs = [flat, *(args[i] for i in weights)]
+        for t in self.choice_inputs:
+            t.realize()
+        self.choice_fakes = [_flat(x, self.k), *(fake_value(fx_args[i]) for i in weights)]
+        self.ours_fakes = fakes
+
+    def winner(self) -> Any:
+        short = SHORT[self.scheme]
+        m = int(self.choice_fakes[0].shape[0])
+        layout = ir.FixedLayout(self.choice_inputs[0].get_device(), self.choice_fakes[0].dtype, [m, self.n])
+        decomposed = compat.subgraph_choice(f"impl_woq_mm_{short}_decomposed", self.choice_inputs, layout, self.dense)
+        if decomposed is None:
+            return self.ours()
+        with _no_fake_mode():
+            ours_examples = self._examples(self.ours_fakes)
+            theirs_examples = self._examples(self.choice_fakes)
+        ours_ms = time_on_gpu(lambda: self.traced(*ours_examples))
+        theirs_ms = compat.time_subgraph_choice(decomposed, theirs_examples, time_on_gpu)
+        pick = "ours" if ours_ms <= theirs_ms else "inductor"
+        counters["inductor"][f"woq_mm_{short}_autotune_{pick}"] += 1
+        log.info("woq_mm_%s M=%d N=%d K=%d: ours %.4f ms, Inductor's decomposition %.4f ms -> %s",
+                 short, m, self.n, self.k, ours_ms, theirs_ms, pick)
+        if pick == "ours":
+            return self.ours()
+        y = decomposed.output_node()
+        bias = self.args[BIAS_INDEX[self.scheme]]
+        if bias is not None:
+            y = lowerings[aten.add.Tensor](y, bias)
+        return lowerings[aten.reshape.default](y, [*self.args[0].get_size()[:-1], self.n])
+
+    @staticmethod
+    def _examples(fakes: list) -> list:
+        """Real tensors of the fakes' shapes, strides and dtypes (timing only): x normal,
+        other floats small and positive (scales), integer codes random in range."""
+        out = []
+        for i, fake in enumerate(fakes):
+            t = torch.empty_strided(tuple(fake.shape), tuple(fake.stride()), dtype=fake.dtype, device=fake.device)
+            if not t.dtype.is_floating_point:
+                t.random_(0, 16 if t.dtype == torch.uint8 else 127)
+            elif i == 0:
+                t.normal_()
+            else:
+                t.uniform_(0.01, 0.02)
+            out.append(t)
+        return out
+
+
+def _flat(x: torch.Tensor, k: int) -> torch.Tensor:
+    with V.fake_mode:
+        return x.reshape(-1, k)
+
+
+def time_on_gpu(fn: Callable[[], Any], replays: int = 20) -> float:
+    """Milliseconds per call of ``fn``, replayed from a CUDA graph of ``replays`` calls so that
+    host launch cost is not counted (plain back-to-back calls where capture fails)."""
+    with _no_fake_mode():
+        torch.cuda.synchronize()
+        fn()  # compile and warm up
+        torch.cuda.synchronize()
+        try:
+            stream = torch.cuda.Stream()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+                for _ in range(replays):
+                    fn()
+            run = graph.replay
+        except Exception as error:  # a callable that cannot be captured is timed as is
+            log.info("woq_mm autotune: CUDA graph capture failed (%s); timing plain calls", error)
+            torch.cuda.synchronize()
+
+            def run() -> None:
+                for _ in range(replays):
+                    fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        run()
+        times = []
+        for _ in range(5):
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / replays)
+        return sorted(times)[len(times) // 2]
+
+
+def _no_fake_mode():
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    return unset_fake_temporarily()

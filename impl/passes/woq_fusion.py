@@ -379,10 +379,49 @@ def _fuse(match: Match, *args: object, scheme: str, **kwargs: object) -> None:
     rewrite(match, scheme)
 
 
+def _zero_pad(node: object) -> Optional[list]:
+    """The pad list of ``constant_pad_nd(t, pad, 0)``, or None for anything else."""
+    if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target is aten.constant_pad_nd.default):
+        return None
+    value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+    pad = list(node.args[1])
+    return pad if value == 0 and all(isinstance(p, int) for p in pad) else None
+
+
+def strip_contraction_padding(graph: fx.Graph) -> int:
+    """Undo Inductor's ``pad_mm`` where it padded only K of ``mm(x, W.T)`` over our regions.
+
+    On CUDA, pad_mm (a joint-graph pass, so before ours) may rewrite ``mm(x, W.T)`` to
+    ``mm(pad(x, [0, p]), pad(W.T, [0, 0, 0, p]))``: zeros appended to K on both sides, which
+    add nothing to the product. Dropping both pads gives back the form the fusion patterns
+    match; the fused kernel handles any K itself. Returns the number of matmuls changed.
+    """
+    changed = 0
+    for mm in graph.find_nodes(op="call_function", target=aten.mm.default):
+        x_pad, w_pad = (_zero_pad(a) for a in mm.args[:2])
+        if x_pad is None or w_pad is None or len(x_pad) not in (2, 4) or len(w_pad) != 4:
+            continue
+        k_pad = x_pad[1]
+        if x_pad[0] != 0 or any(x_pad[2:]) or w_pad[:3] != [0, 0, 0] or w_pad[3] != k_pad:
+            continue
+        x_node, w_node = mm.args[0], mm.args[1]
+        _, source = view_chain(w_node.args[0])
+        if as_quantized_weight(source) is None:
+            continue
+        mm.args = (x_node.args[0], w_node.args[0], *mm.args[2:])
+        for pad in (x_node, w_node):
+            if not pad.users:
+                graph.erase_node(pad)
+        changed += 1
+    return changed
+
+
 def apply_woq_fusion(graph: fx.Graph) -> None:
     """Every scheme's pass on ``graph``, in place; a graph without our regions is untouched."""
     regions = graph.find_nodes(op="call_function", target=invoke_quant)
     schemes = {n.kwargs.get("scheme") for n in regions} & set(WEIGHT_ONLY_SCHEMES)
+    if schemes:
+        strip_contraction_padding(graph)
     for scheme in WEIGHT_ONLY_SCHEMES:
         if scheme in schemes:
             woq_fusion_pass(scheme).apply(graph)
@@ -408,5 +447,6 @@ __all__ = [
     "apply_woq_fusion",
     "as_quantized_weight",
     "counter_key",
+    "strip_contraction_padding",
     "woq_fusion_pass",
 ]

@@ -119,6 +119,15 @@ def test_nibble_pair_table_holds_both_levels(dtype):
     assert torch.equal(high, expected[byte >> 4])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nibble_tables_of_a_levels_tensor_equal_the_host_tables(dtype):
+    """The device-side tables (any NF4 levels operand, no host sync) match the Python ones."""
+    levels = [(-1.0) ** i * i / 7 for i in range(16)]
+    pair_table, lut_words = common.nibble_tables_of(torch.tensor(levels), dtype)
+    assert pair_table.tolist() == list(common.nibble_pair_values(tuple(levels), dtype))
+    assert lut_words.tolist() == list(common.nibble_lut_values(tuple(levels), dtype))
+
+
 def test_activation_checks_name_the_problem():
     weight_k = 64
     with pytest.raises(ValueError, match=r"x must be 2-D \(M, K\); got shape \(2, 3, 64\)"):

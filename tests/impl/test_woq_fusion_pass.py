@@ -148,3 +148,34 @@ def test_region_breaking_the_layout_contract_stays_unfused():
     gm = _rewrite(fn, x, q8.qweight, scale)
     assert _fused_count() == {}
     torch.testing.assert_close(gm(x, q8.qweight, scale), fn(x, q8.qweight, scale))
+
+
+@pytest.mark.parametrize("x_pad", [[0, 1], [0, 1, 0, 0]])
+def test_matmul_padded_on_k_by_pad_mm_still_fuses(x_pad):
+    """CUDA's pad_mm runs before our pass and may pad K of x and W.T with zeros (the H200 run:
+    int8, K = 203 padded to 204, left unfused); the padding is dropped and the matmul fuses."""
+    q8, _, _ = _weights()
+
+    def fn(x, q, s):
+        w_t = _int8_region(q, s).t()
+        return torch.mm(F.pad(x, x_pad), F.pad(w_t, [0, 0, 0, 1]))
+
+    x = torch.randn(3, K)
+    gm = _rewrite(fn, x, q8.qweight, q8.scale)
+    assert "impl.woq_mm_int8.default" in _targets(gm)
+    assert "aten.constant_pad_nd.default" not in _targets(gm)
+    torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale), rtol=1e-5, atol=1e-5)
+
+
+def test_padding_that_changes_the_product_is_kept():
+    """Padding K by different amounts (or padding M / N) is not pad_mm's zero-K form: left alone."""
+    q8, _, _ = _weights()
+
+    def fn(x, q, s):
+        w_t = _int8_region(q, s).t()
+        return torch.mm(F.pad(x, [0, 1, 0, 1]), F.pad(w_t, [0, 0, 0, 1]))
+
+    x = torch.randn(3, K)
+    gm = _rewrite(fn, x, q8.qweight, q8.scale)
+    assert "impl.woq_mm_int8.default" not in _targets(gm)
+    torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale))

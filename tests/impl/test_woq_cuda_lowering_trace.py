@@ -1,0 +1,79 @@
+"""impl/lowerings/woq_mm_cuda.py on the CPU: the traced kernel launch keeps the launch.
+
+The CUDA lowering traces our kernel's launch and lowers the trace's nodes in place of the
+fused op. The launch is a ``triton_kernel_wrapper_mutation`` node that writes the output
+buffer and returns nothing, so the usual trace clean-up (dead-code elimination) drops it:
+the H200 run's woq_fusion cells came back with the output unwritten (NaN, garbage) and no
+kernel in the output code. Here the same trace is made on fake CUDA tensors (no GPU needed:
+the launch is recorded, not run), in a subprocess without ``TRITON_INTERPRET`` so the
+kernels are ``JITFunction``s as on a GPU. The GPU run checks the lowering end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton", reason="the kernels need triton")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_TRACE = r"""
+import json, sys
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from impl.kernels import common, woq_mm_int4, woq_mm_int8, woq_mm_nf4
+from impl.lowerings.woq_mm_cpu import trace_to_aten
+from impl.lowerings.woq_mm_cuda import kernel_call
+from impl.schemes import nf4 as nf4_scheme
+
+for module in (common, woq_mm_int8, woq_mm_int4, woq_mm_nf4):  # no GPU to ask for its SM count
+    module.sm_count = lambda device: 132
+    if hasattr(module, "tuned_config"):
+        module.tuned_config = lambda *args, **kwargs: None
+M, N, K = 3, 32, 128
+eliminate_dead_code = sys.argv[1] == "1"
+result = {}
+with FakeTensorMode():
+    x = torch.empty(M, K, dtype=torch.float16, device="cuda")
+    operands = {
+        "int8_weight_only": ([None] * 4, [x, torch.empty(N, K, dtype=torch.int8, device="cuda"),
+                                          torch.empty(N, dtype=torch.float32, device="cuda")]),
+        "int4_weight_only": ([None] * 5 + [64], [x, torch.empty(N, K // 2, dtype=torch.uint8, device="cuda"),
+                                                 torch.empty(N, K // 64, device="cuda"), torch.empty(N, K // 64, device="cuda")]),
+        "nf4": ([None] * 7 + [64], [x, torch.empty(N, K // 2, dtype=torch.uint8, device="cuda"),
+                                    torch.empty(N, K // 64, device="cuda"), torch.empty(16, device="cuda")]),
+    }
+    for scheme, (fx_args, tensors) in operands.items():
+        positions, launch = kernel_call(scheme, fx_args)
+        padded = len(positions) - 1 - len(tensors)  # optional operands and bias: None
+        gm = trace_to_aten(lambda *t: launch(*t, *([None] * (padded + 1))), tensors,
+                           eliminate_dead_code=eliminate_dead_code)
+        result[scheme] = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+json.dump(result, sys.stdout)
+"""
+
+
+def _trace(eliminate_dead_code: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", _TRACE, "1" if eliminate_dead_code else "0"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_the_lowering_trace_keeps_every_schemes_launch():
+    for scheme, targets in _trace(eliminate_dead_code=False).items():
+        assert targets.count("triton_kernel_wrapper_mutation") == 1, (scheme, targets)
+
+
+def test_dead_code_elimination_would_drop_the_launch():
+    """What the lowering did before: the trace keeps only the output's allocation."""
+    for scheme, targets in _trace(eliminate_dead_code=True).items():
+        assert "triton_kernel_wrapper_mutation" not in targets, (scheme, targets)

@@ -119,8 +119,15 @@ def subgraph_choice(name: str, input_nodes: list, layout: Any, fn: Callable[...,
     from torch._inductor.decomposition import select_decomp_table
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    from torch._inductor.virtualized import V
+
+    def traced(*args: Any) -> Any:
+        # Both versions call this outside the lowering's fake mode; a constant the function
+        # makes (torch.tensor of nibble shifts) must be fake like the inputs.
+        with V.fake_mode:
+            return make_fx(fn, select_decomp_table())(*args)
+
     with enable_python_dispatcher():
-        traced = make_fx(fn, select_decomp_table())
         return SubgraphTemplate(name=name).generate(
             name=name, input_nodes=input_nodes, layout=layout, make_fx_graph=traced, description="decomposition"
         )

@@ -1,0 +1,76 @@
+"""Where the eager launchers' host time goes, on a GPU: cProfile of back-to-back calls.
+
+    python3 -m tools.profile_launcher [--calls 200] [--top 25]
+
+For each kernel (int8, int4 g128, nf4 b64 at M = 1, K = N = 4096, bf16) prints host
+microseconds per call (the GPU kept busy, so no call waits on it) and the functions that
+take the most cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
+
+
+def calls(k: int = 4096, n: int = 4096):
+    x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+    q8 = torch.randint(-127, 127, (n, k), device="cuda", dtype=torch.int8)
+    scale = torch.rand(n, device="cuda") * 0.01
+    q4 = torch.randint(0, 255, (n, k // 2), device="cuda", dtype=torch.uint8)
+    s4 = torch.rand(n, k // 128, device="cuda") * 0.01
+    z4 = torch.full((n, k // 128), 8.0, device="cuda")
+    absmax = torch.rand(n, k // 64, device="cuda")
+    return {
+        "int8": lambda: woq_mm_int8.woq_mm_int8(x, q8, scale),
+        "int4": lambda: woq_mm_int4.woq_mm_int4(x, q4, s4, z4, 128),
+        "nf4": lambda: woq_mm_nf4.woq_mm_nf4(x, q4, absmax, 64),
+    }
+
+
+def host_us(fn, n: int) -> float:
+    torch.cuda.synchronize()
+    torch.cuda._sleep(50_000_000)
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / n * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    for name, fn in calls().items():
+        for _ in range(3):
+            fn()
+        print(f"== {name}: {host_us(fn, args.calls):.1f} us host per call")
+        profile = cProfile.Profile()
+        torch.cuda._sleep(50_000_000)
+        profile.enable()
+        for _ in range(args.calls):
+            fn()
+        profile.disable()
+        torch.cuda.synchronize()
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(args.top)
+        print(text.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -45,11 +45,17 @@ COUNTER_OPS = ("equals", "at_least", "at_most")
 MARK_KINDS = ("slow", "skip", "xfail", "requires")
 REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_interpreter")
 
+# torch.compile modes the ``inductor`` backend's cells may use (``compile_mode:``); the ones
+# with CUDA graphs are run until they replay (harness/run.py, CUDAGRAPH_RUNS).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+
 DEFAULT_MATRIX = {"backends": ("eager", "aot_eager", "inductor"), "devices": ("cpu", "cuda"), "dtypes": ("float32",)}
 
 CASE_KEYS = (
     "description", "program", "params", "inputs", "seed", "matrix", "tolerances", "config",
     "dynamo_config", "passes", "backward", "no_grad", "deterministic", "checks", "marks", "timeout", "fuzz",
+    "compile_mode",
 )
 DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz"))
 TOP_LEVEL_KEYS = ("description", "defaults", "cases")
@@ -298,6 +304,7 @@ class Case:
     marks: tuple[Mark, ...]
     timeout: Optional[float] = None  # seconds; None: --cell-timeout or no limit (harness/guard.py)
     fuzz: Optional[Any] = None  # a harness.fuzz.FuzzSpec: input shapes/strides/values drawn by hypothesis
+    compile_mode: str = "default"  # torch.compile mode of the ``inductor`` backend's cells
 
     @property
     def suite_stem(self) -> str:
@@ -554,6 +561,7 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
         raise sub("backward").error("backward: true needs at least one input with requires_grad: true")
     if backward and no_grad:
         raise sub("no_grad").error("no_grad: true leaves nothing for backward: true to differentiate")
+    compile_mode = _require_choice(body.get("compile_mode", "default"), sub("compile_mode"), COMPILE_MODES)
     timeout = None if body.get("timeout") is None else _require_number(body["timeout"], sub("timeout"), minimum=0.001)
     fuzz = None
     if "fuzz" in body:
@@ -566,6 +574,7 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
         program=program, params=tuple(params.items()), inputs=inputs, seed=seed, matrix=matrix,
         tolerances=tolerances, config=config, dynamo_config=dynamo_config, passes=passes,
         backward=backward, no_grad=no_grad, deterministic=deterministic, checks=checks, marks=marks, timeout=timeout, fuzz=fuzz,
+        compile_mode=compile_mode,
     )
 
 

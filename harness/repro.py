@@ -31,7 +31,7 @@ from .filecheck import prefixes_for
 from .golden import golden_paths
 from .inputs import input_kind
 from .matrix import MatrixCell
-from .run import FRESH_COMPILE_CONFIG, build_inputs, input_seed, needs_fresh_compile
+from .run import FRESH_COMPILE_CONFIG, build_inputs, compile_mode, compiled_runs, input_seed, needs_fresh_compile
 
 DEFAULT_DIR = ".quantcheck/repro"
 TEMPLATE = Path(__file__).with_name("repro_template.py")
@@ -113,6 +113,8 @@ def build_spec(case: Case, cell: MatrixCell, golden_root: Path, nodeid: str) -> 
             for i, spec in enumerate(case.inputs)
         ],
         "backend": cell.backend,
+        "compile_mode": compile_mode(case, cell.backend),
+        "compiled_runs": compiled_runs(case, cell.backend),
         "device": cell.device,
         "dtype": cell.dtype,
         "deterministic": case.deterministic,

@@ -32,7 +32,6 @@ DTYPES = {
     "float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2, "int64": torch.int64,
     "int32": torch.int32, "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
 }
-MAX_AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
 
 
 # ------------------------------------------------------------------------------- imports
@@ -414,11 +413,15 @@ def main(spec, saved_inputs_path=None):
         dynamo_config.automatic_dynamic_local_pgo = False
         with inductor_config.patch(inductor_config_patch(spec, capture)), dynamo_config.patch(dict(spec["dynamo_config"])):
             backend = spec["backend"]
-            if backend == "inductor_max_autotune":
-                compiled_fn = torch.compile(program, backend="inductor", mode=MAX_AUTOTUNE_MODE)
+            if backend.startswith("inductor"):
+                compiled_fn = torch.compile(program, backend="inductor", mode=spec["compile_mode"])
             else:
                 compiled_fn = torch.compile(program, backend=backend)
-            compiled, code = run_and_get_code(run_program, spec, compiled_fn, build_inputs(spec, device, dtype, saved))
+            inputs = build_inputs(spec, device, dtype, saved)
+            compiled, code = run_and_get_code(run_program, spec, compiled_fn, inputs)
+            for _ in range(spec["compiled_runs"] - 1):  # CUDA graphs: warm up, record, replay
+                compiled = run_program(spec, compiled_fn, inputs)
+            compiled = {name: t.clone() for name, t in compiled.items()}
         seen = {group: dict(values) for group, values in counters.items() if values}
         torch._dynamo.reset()
 

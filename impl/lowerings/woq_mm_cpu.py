@@ -10,8 +10,9 @@ restores the leading dims. The implementations:
     the weight tensors to be constants (``torch._inductor.config.freezing = True``) and
     N % 16 == 0; x is zero-padded to K_pad. Its convention is
     W = (u - 8) * scale + offset, so offset = (8 - zero) * scale (our W = (u - zero) * scale),
-    both stored in x's dtype. NF4 has no ATen kernel. torch 2.13's bfloat16 int8 kernel
-    crashes for K % 8 != 0 (see ``INT8PACK_BF16_K_MULTIPLE``): the decomposition takes those.
+    both stored in x's dtype. NF4 has no ATen kernel. The bfloat16 int8 kernel has a
+    contract it does not check; ``_int8pack_mm`` meets it on every x86 host (see
+    ``INT8PACK_BF16_K_MULTIPLE``), so the same kernel is chosen whatever the host.
 ``decomposition``
     The op's own formula (``impl.woq_mm.dequantize_<scheme>`` + ``F.linear``) traced and
     inlined, so Inductor generates the dequantization loop and picks its own GEMM.
@@ -49,17 +50,42 @@ from ..schemes.common import round_up, unpack_nibbles
 aten = torch.ops.aten
 prims = torch.ops.prims
 
-# torch 2.13's bfloat16 _weight_int8pack_mm segfaults for M > 1 when K % 8 != 0 (K = 201..206
-# crash, 200 and 208 run); the decomposition takes those shapes.
-INT8PACK_BF16_K_MULTIPLE = 8
+# The bfloat16 _weight_int8pack_mm (aten/src/ATen/native/cpu/int8mm_kernel.cpp, torch 2.11 and
+# 2.13) steps K by one vector without a tail: 16 on AVX-512 (also with AVX512-BF16/VNNI and AMX,
+# which have no path of their own), 8 on AVX2; and it loads x rows with aligned loads
+# (_mm256_load_si256 on AVX-512, _mm_load_si128 on AVX2) and weight rows with _mm_load_si128.
+# Off that contract it reads past each row (wrong numbers at M = 1, a segfault at M > 1) or
+# faults on a misaligned row. float32 / float16 take a scalar loop there and need neither.
+# So _int8pack_mm zero-pads K to a multiple of 16 and copies a misaligned operand: the widest
+# step and alignment of any x86 path.
+INT8PACK_BF16_K_MULTIPLE = 16
+INT8PACK_BF16_ALIGN_BYTES = 32
 INT4_PACK_N_MULTIPLE = 16  # _convert_weight_to_int4pack_for_cpu: N % 16 == 0
 INT4_INNER_K_TILES = 2
 INT4_CODE_OFFSET = 8  # the CPU int4 kernel decodes (u - 8) * scale + offset
 
 
 def _int8pack_mm(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The int8 ATen kernel on our operands (it wants the scale in x's dtype)."""
+    """The int8 ATen kernel on our operands (it wants the scale in x's dtype).
+
+    For bfloat16, x and qweight are first brought to the kernel's unchecked contract
+    (``INT8PACK_BF16_K_MULTIPLE``): K zero-padded (zeros add nothing to the sums) and each
+    operand 32-byte aligned. Both are no-ops on the usual shapes: K a multiple of 16, fresh
+    buffers (the CPU allocator aligns to 64 bytes). Otherwise each call copies the int8
+    weight once, still less traffic than the decomposition's dequantized weight.
+    """
+    if x.dtype == torch.bfloat16:
+        k_pad = round_up(x.shape[1], INT8PACK_BF16_K_MULTIPLE) - x.shape[1]
+        if k_pad:
+            x, qweight = F.pad(x, (0, k_pad)), F.pad(qweight, (0, k_pad))
+        x, qweight = _aligned(x), _aligned(qweight)
     return torch.ops.aten._weight_int8pack_mm(x, qweight, scale.to(x.dtype))
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    if t.data_ptr() % INT8PACK_BF16_ALIGN_BYTES == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def _int4pack_mm(x, qweight, scale, zero, packed, scales_and_offsets, *, group_size: int) -> torch.Tensor:
@@ -175,7 +201,7 @@ class _Lowering:
             return eager(*call, None, *ints)
 
         self.dense = dense
-        if scheme == "int8_weight_only" and (self.dtype != torch.bfloat16 or self.k % INT8PACK_BF16_K_MULTIPLE == 0):
+        if scheme == "int8_weight_only":
             self.aten = (_INT8_CHOICE, {})
         elif scheme == "int4_weight_only":
             self._add_int4_constants([constant_value(a) for a in fx_args[1:4]], group_size=ints[0])

@@ -155,6 +155,10 @@ def test_filecheck_block_knows_the_yaml_line_of_its_first_check():
             MINIMAL.replace("{shape: [2, 3]}", "{shape: [2, 3], requires_grad: true}", 1) + "    backward: true\n    no_grad: true\n",
             "suites/x.yaml:8: cases.a.no_grad: no_grad: true leaves nothing for backward: true to differentiate",
         ),
+        (
+            MINIMAL + "    compile_mode: reduce_overhead\n",
+            "suites/x.yaml:7: cases.a.compile_mode: 'reduce_overhead' is not one of the allowed values (got 'reduce_overhead'; allowed default, reduce-overhead, *)",
+        ),
     ],
 )
 def test_bad_input_message(text, message):

@@ -140,3 +140,27 @@ def test_cells_that_check_the_compiler_bypass_warm_caches(tmp_path, monkeypatch)
         assert run.counters["inductor"]["woq_fusion_int8_matcher_count"] == 1
         assert "fxgraph_cache_hit" not in run.counters["inductor"]
         assert "autograd_cache_hit" not in run.counters.get("aot_autograd", {})
+
+
+def test_compile_mode_sets_the_inductor_mode_and_runs_cuda_graph_modes_until_they_replay(monkeypatch):
+    modes = []
+    real_compile = torch.compile
+
+    def recording_compile(fn, **kwargs):
+        modes.append(kwargs.get("mode"))
+        return real_compile(fn, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    body = (
+        f"    program: '{PROGRAMS}:add_in_place'\n"
+        "    inputs: {x: {shape: [3]}}\n"
+        "    checks: {inputs_after: true}\n"
+    )
+    default = run_cell(load_case(body), MatrixCell("inductor", "cpu", "float32"))
+    graphs = run_cell(load_case(body + "    compile_mode: reduce-overhead\n"), MatrixCell("inductor", "cpu", "float32"))
+    autotuned = run_cell(load_case(body + "    compile_mode: reduce-overhead\n"), MatrixCell("inductor_max_autotune", "cpu", "float32"))
+    assert modes == [None, "reduce-overhead", "max-autotune-no-cudagraphs"]  # the backend's own mode wins
+    torch.testing.assert_close(default.compiled["input(x)"], default.eager["input(x)"])  # one call each
+    # warm-up, record, replay on the same inputs: the in-place add ran three times
+    torch.testing.assert_close(graphs.compiled["input(x)"], graphs.eager["input(x)"] + 2)
+    torch.testing.assert_close(autotuned.compiled["input(x)"], autotuned.eager["input(x)"])

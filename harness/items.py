@@ -23,11 +23,13 @@ from .filecheck import prefixes_for, run_filecheck
 from .fuzz import fuzz_item_class
 from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sample_for_golden, sidecar_for, write_golden
 from .matrix import MatrixCell, Narrowing, expand_matrix
+from .perf import check_perf, perf_applies, timer_for_cell
 from .report import SummaryRow, format_cell_failure, rerun_command, update_command
 from .run import CellRun, run_cell
 
 GOLDEN_PROPERTY = "quantcheck_golden"
 ROW_PROPERTY = "quantcheck_row"
+PERF_PROPERTY = "quantcheck_perf"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Settings:
     narrowing: Narrowing
     update_golden: bool
     add_missing_goldens: bool = False  # write goldens that do not exist yet, compare the rest
+    perf: bool = True  # time the cells of cases with checks.perf (--no-perf: not)
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -102,7 +105,8 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         settings = self.config.stash[SETTINGS_KEY]
-        run = run_cell(self.case, self.cell)
+        timer, not_timed = timer_for_cell(self.case, self.cell, settings.perf) if perf_applies(self.case, self.cell) else (None, None)
+        run = run_cell(self.case, self.cell, timer=timer)
         tolerance = self.case.tolerance_for(self.cell.dtype)
         sections: list[str] = []
         comparisons: list[Comparison] = []
@@ -135,11 +139,13 @@ class CaseItem(pytest.Item):
         )
         if counter_failures:
             sections.append("counters and graphs:\n" + "\n".join("  " + f for f in counter_failures))
+        sections += self._check_perf(run, timer, not_timed, settings)
 
         self.stash[CELL_RESULT_KEY] = {
             "max_abs": max((c.max_abs for c in comparisons), default=None),
             "max_rel": max((c.max_rel for c in comparisons), default=None),
             "seconds": sum(run.seconds.values()),
+            "perf_us": run.perf.median_us if run.perf is not None else None,
             "run": run,  # for diagnostics.py (report pictures); it drops it once the cell is reported
         }
         if sections:
@@ -181,6 +187,22 @@ class CaseItem(pytest.Item):
             compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
             compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
         ]
+
+    def _check_perf(self, run: CellRun, timer, not_timed: Optional[str], settings: Settings) -> list[str]:
+        """The perf golden of this cell (harness/perf.py); notes go to the session's perf section."""
+        if not_timed is not None:
+            self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: not timed: {not_timed}"))
+            return []
+        if timer is None or run.perf is None:
+            return []
+        verdict = check_perf(
+            run.perf, timer, self.case, self.cell, golden_root=settings.golden_root,
+            shown=lambda path: display_path(path, settings.rootdir),
+            write=settings.update_golden, write_if_missing=settings.add_missing_goldens,
+            refresh_command=update_command(self.nodeid),
+        )
+        self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: {verdict.note}"))
+        return [] if verdict.ok else [verdict.failure]
 
     def _check_filecheck(self, run: CellRun) -> list[str]:
         failures = []

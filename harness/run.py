@@ -64,6 +64,9 @@ class CellRun:
     graph_breaks: int
     graph_break_reasons: list[str]
     seconds: dict[str, float]
+    perf: Optional[Any] = None  # a harness.perf.PerfSample when the cell was timed
+    # FileCheck targets this cell has no text for (ptx on a CPU cell), with the reason
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def input_seed(case: Case, index: int) -> int:
@@ -249,8 +252,23 @@ def _counter_snapshot() -> dict[str, dict[str, int]]:
     return {group: dict(values) for group, values in counters.items() if values}
 
 
-def run_cell(case: Case, cell: MatrixCell) -> CellRun:
-    """Run ``case`` on ``cell``; raises whatever the program or compiler raises."""
+def _time_compiled(case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], timer: Any) -> Any:
+    """``timer.measure`` of the compiled program on fresh inputs (forward only)."""
+    inputs = build_inputs(case, cell.device, DTYPES[cell.dtype])
+
+    def call() -> Any:
+        with torch.no_grad() if case.no_grad else contextlib.nullcontext():
+            return compiled_fn(*inputs)
+
+    return timer.measure(call, case.checks.perf)
+
+
+def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
+    """Run ``case`` on ``cell``; raises whatever the program or compiler raises.
+
+    ``timer``: a ``harness.perf.DeviceTimer``; given, the compiled program is also timed
+    (``CellRun.perf``) before Dynamo is reset.
+    """
     from torch._dynamo.utils import counters
     from torch._inductor import config as inductor_config
     from torch._dynamo import config as dynamo_config
@@ -295,7 +313,8 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
             compiled_fn = _compile(program, cell.backend)
             compiled, code = run_and_get_code(_run_program, case, compiled_fn, inputs)
-        seconds["compiled"] = time.perf_counter() - start
+            seconds["compiled"] = time.perf_counter() - start
+            perf = None if timer is None else _time_compiled(case, cell, compiled_fn, timer)
         snapshot = _counter_snapshot()
         torch._dynamo.reset()
 
@@ -318,4 +337,5 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
         graph_breaks=sum(graph_breaks.values()),
         graph_break_reasons=[reason.splitlines()[0] for reason in graph_breaks],
         seconds=seconds,
+        perf=perf,
     )

@@ -32,7 +32,7 @@ from .inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, in
 
 BACKENDS = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
 DEVICES = ("cpu", "cuda", "xpu", "mps")
-FILECHECK_TARGETS = ("output_code", "post_grad_graph", "kernel_source", "autotune_block")
+FILECHECK_TARGETS = ("output_code", "post_grad_graph", "kernel_source", "autotune_block", "ptx", "sass", "kernel_resources")
 PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when")
 PASS_HOOKS = (
     "pre_grad_custom_pass",

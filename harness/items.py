@@ -30,6 +30,7 @@ from .run import CellRun, run_cell
 GOLDEN_PROPERTY = "quantcheck_golden"
 ROW_PROPERTY = "quantcheck_row"
 PERF_PROPERTY = "quantcheck_perf"
+NOTE_PROPERTY = "quantcheck_note"  # a check that did not run in this cell, and why
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +210,10 @@ class CaseItem(pytest.Item):
         cell = self.cell
         for block in self.case.checks.filecheck:
             if not block.when.applies(cell.backend, cell.device, cell.dtype):
+                continue
+            if block.target in run.unavailable:
+                note = f"FileCheck on {block.target} not run: {run.unavailable[block.target]}"
+                self.user_properties.append((NOTE_PROPERTY, f"{self.nodeid}: {note}"))
                 continue
             text = run.artifacts[block.target]
             result = run_filecheck(

@@ -26,6 +26,7 @@ from .guard import CellGuard
 from .guard import add_options as add_guard_options
 from .items import (
     GOLDEN_PROPERTY,
+    NOTE_PROPERTY,
     PERF_PROPERTY,
     ROW_PROPERTY,
     SETTINGS_KEY,
@@ -38,7 +39,7 @@ from .items import (
 )
 from .matrix import Narrowing, declared_golden_keys, pin_worker_to_gpu
 from .perf import declared_perf_keys, owned_perf_golden, perf_section
-from .report import SummaryRow, summary_table, write_summary_json
+from .report import SummaryRow, notes_section, summary_table, write_summary_json
 
 PLUGIN_NAME = "quantcheck"
 _SESSION_KEY = pytest.StashKey[dict]()
@@ -109,7 +110,7 @@ def pytest_configure(config: pytest.Config) -> None:
         add_missing_goldens=config.getoption("add_missing_goldens"),
         perf=not config.getoption("no_perf"),
     )
-    state = {"rows": [], "golden_notes": [], "suites": set(), "perf_notes": []}
+    state = {"rows": [], "golden_notes": [], "suites": set(), "perf_notes": [], "notes": []}
     config.stash[_SESSION_KEY] = state
     config.pluginmanager.register(_ResultCollector(state), f"{PLUGIN_NAME}-results-{id(config)}")
     config.pluginmanager.register(Diagnostics(config), f"{PLUGIN_NAME}-diagnostics-{id(config)}")
@@ -138,6 +139,8 @@ class _ResultCollector:
                 self.state["golden_notes"].append(value)
             elif name == PERF_PROPERTY and report.when == "call":
                 self.state["perf_notes"].append(value)
+            elif name == NOTE_PROPERTY and report.when == "call":
+                self.state["notes"].append(value)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Optional[pytest.Collector]:
@@ -205,6 +208,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if state["perf_notes"]:
         terminalreporter.section("quantcheck perf")
         for line in perf_section(state["perf_notes"]):
+            write(line)
+    if state["notes"]:
+        terminalreporter.section("quantcheck checks not run")
+        for line in notes_section(state["notes"]):
             write(line)
     stale = _stale_goldens(config, state)
     if stale:

@@ -107,3 +107,11 @@ def _backend_order(backend: str) -> int:
 def write_summary_json(rows: Iterable[SummaryRow], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n", encoding="utf-8")
+
+
+def notes_section(notes: Iterable[str]) -> list[str]:
+    """``<nodeid>: <note>`` lines counted per note: '3 cell(s): FileCheck on ptx not run: ...'."""
+    counts: dict[str, int] = defaultdict(int)
+    for note in notes:
+        counts[note.split(": ", 1)[-1]] += 1
+    return [f"{count} cell(s): {note}" for note, count in sorted(counts.items())]

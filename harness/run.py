@@ -29,6 +29,7 @@ import torch.utils._pytree as pytree
 from .case import Case
 from .dtypes import DTYPES
 from .inputs import build_input
+from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
 from .matrix import MatrixCell
 from .programs import import_program
 
@@ -294,6 +295,8 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         targets = {block.target for block in case.checks.filecheck if block.when.applies(cell.backend, cell.device, cell.dtype)}
         post_grad_capture = _PostGradCapture() if "post_grad_graph" in targets else None
         autotune_capture = _AutotuneBlockCapture()
+        asm_wanted = tuple(t for t in ASM_TARGETS if t in targets)
+        loaded_modules = LoadedModules()
 
         torch._dynamo.reset()
         counters.clear()
@@ -308,6 +311,8 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
                 stack.enter_context(dynamo_config.patch(dict(case.dynamo_config)))
             if "autotune_block" in targets:
                 stack.enter_context(autotune_capture.installed())
+            if asm_wanted:
+                stack.enter_context(loaded_modules.installed())
             # A case setting force_disable_caches makes Dynamo warn that PGO is off: that is the point.
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
@@ -325,6 +330,10 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         "post_grad_graph": "\n".join(post_grad_capture.texts) if post_grad_capture else "",
         "autotune_block": "\n".join(autotune_capture.texts),
     }
+    unavailable: dict[str, str] = {}
+    if asm_wanted:
+        asm_texts, unavailable = collect_asm_artifacts(loaded_modules.modules, output_code, cell.device, cell.backend, asm_wanted)
+        artifacts.update(asm_texts)
     graph_breaks = snapshot.get("graph_break", {})
     return CellRun(
         compiled=compiled,
@@ -338,4 +347,5 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         graph_break_reasons=[reason.splitlines()[0] for reason in graph_breaks],
         seconds=seconds,
         perf=perf,
+        unavailable=unavailable,
     )

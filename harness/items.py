@@ -22,7 +22,7 @@ from .counters import check_counters, check_graphs
 from .filecheck import prefixes_for, run_filecheck
 from .fuzz import fuzz_item_class
 from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sample_for_golden, sidecar_for, write_golden
-from .matrix import MatrixCell, Narrowing, expand_matrix
+from .matrix import MatrixCell, Narrowing, current_device_index, expand_matrix
 from .perf import check_perf, perf_applies, timer_for_cell
 from .report import SummaryRow, format_cell_failure, rerun_command, update_command
 from .run import CellRun, run_cell
@@ -265,6 +265,8 @@ class CaseItem(pytest.Item):
             suite=self.case.display_path, case=self.case.name, backend=self.cell.backend, device=self.cell.device,
             dtype=self.cell.dtype, line=self.case.line, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
             seconds=result.get("seconds", 0.0), detail=self.cell.skip_reason or "",
+            device_index=None if outcome == "skipped" else current_device_index(self.cell.device),
+            worker=os.environ.get("PYTEST_XDIST_WORKER", ""),
         )
 
 

@@ -39,7 +39,7 @@ from .items import (
 )
 from .matrix import Narrowing, declared_golden_keys, pin_worker_to_gpu
 from .perf import declared_perf_keys, owned_perf_golden, perf_section
-from .report import SummaryRow, notes_section, summary_table, write_summary_json
+from .report import SummaryRow, device_spread, notes_section, summary_table, write_summary_json
 
 PLUGIN_NAME = "quantcheck"
 _SESSION_KEY = pytest.StashKey[dict]()
@@ -229,6 +229,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.section("quantcheck summary")
         for line in summary_table(state["rows"]):
             write(line)
+        spread = device_spread(state["rows"])
+        if spread:
+            write("cells per device (device index each cell ran on, by xdist worker):")
+            for line in spread:
+                write("  " + line)
         if summary != "-":
             write_summary_json(state["rows"], Path(summary))
             write(f"summary JSON: {summary}")

@@ -253,7 +253,7 @@ class PerfSpec:
     warmup: int = 10  # untimed calls first
     reps: int = 100  # timed calls; the median is kept
     cuda_graph: bool = False  # time the replay of a CUDA graph of the call
-    l2_flush: bool = False  # zero a 256 MB buffer before each timed call
+    l2_flush: bool = False  # read a 256 MB buffer before each timed call (operands from HBM)
     when: When = When()
     line: int = 0
 

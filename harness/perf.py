@@ -109,20 +109,22 @@ def time_cuda(fn: Callable[[], Any], spec: Any) -> PerfSample:
     """GPU time per call of ``fn`` (or of its CUDA-graph replay), from CUDA events.
 
     Each timed call follows a GPU spin, so the time is the GPU's, not the host's launch
-    path; with ``l2_flush`` a 256 MB buffer is zeroed first, outside the timed interval.
+    path; with ``l2_flush`` a 256 MB buffer is read first, outside the timed interval, so
+    the call finds its operands in HBM (a read, not a write: written lines would be written
+    back while the timed call runs).
     """
     import torch
 
     call = cuda_graph_replay(fn) if spec.cuda_graph else fn
     for _ in range(spec.warmup):
         call()
-    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda") if spec.l2_flush else None
+    flush = torch.ones(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda") if spec.l2_flush else None
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(spec.reps)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(spec.reps)]
     torch.cuda.synchronize()
     for start, end in zip(starts, ends):
         if flush is not None:
-            flush.zero_()
+            flush.amax()
         torch.cuda._sleep(SPIN_CYCLES)
         start.record()
         call()

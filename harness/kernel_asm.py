@@ -91,6 +91,11 @@ def _triton_cache_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("TRITON_CACHE_DIR"):
         dirs.append(Path(os.environ["TRITON_CACHE_DIR"]))
+    with contextlib.suppress(Exception):  # where Inductor's compile workers put them when the variable was unset
+        import torch
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        dirs += [Path(cache_dir()) / "triton" / str(index) for index in range(max(torch.cuda.device_count(), 1))]
     with contextlib.suppress(Exception):
         from triton import knobs
 

@@ -12,12 +12,14 @@
 #                               then every suite's cuda matrix (existing cuda goldens compared,
 #                               missing ones written); $OUT/cuda_goldens.tar holds the goldens
 #                               to commit (tar -xf it in the repo root); perf checks off (--no-perf:
-#                               14 workers on one GPU would time each other)
+#                               14 workers on one GPU would time each other) and woq_perf.yaml left
+#                               to the perf stage
 #   tools/gpu_run.sh perf ARGS  suites/woq_perf.yaml alone (-n 0): each cell timed against its perf
 #                               golden for this GPU kind (missing ones written); $OUT/perf_goldens.tar
 #                               holds the perf goldens to commit; then the harness's GPU-only tests
 #   tools/gpu_run.sh gpus       (a machine with several GPUs) the cuda matrix with -n 8 on every GPU,
-#                               then on GPU 0 alone (CUDA_VISIBLE_DEVICES=0): cells per GPU, wall times
+#                               then on GPU 0 alone (CUDA_VISIBLE_DEVICES=0): cells per GPU, wall times;
+#                               $OUT/gpus_goldens.tar holds the goldens written (multi_gpu.yaml's)
 #
 # Files under $OUT: env.txt, kernel_tests.log, bench.log + bench_woq.json + bench_woq.md
 # (bench), tune.log + tune_woq.json + tuned_configs.json (tune).
@@ -47,7 +49,7 @@ if [ "$MODE" = matrix ]; then
   # eat the next (MATRIX_S, IMPL_S seconds).
   touch /tmp/matrix_start
   start=$(date +%s)
-  timeout "${MATRIX_S:-150}" python3 -m harness --devices cuda -n 14 --no-perf --add-missing-goldens --summary "$OUT/cuda_summary.json" \
+  timeout "${MATRIX_S:-150}" python3 -m harness --devices cuda -n 14 --no-perf --ignore=suites/woq_perf.yaml --add-missing-goldens --summary "$OUT/cuda_summary.json" \
     > "$OUT/cuda_matrix.log" 2>&1
   [ $? -eq 0 ] || status=1
   grep -E "passed|failed|FAILED|error" "$OUT/cuda_matrix.log" | tail -n 40
@@ -83,11 +85,14 @@ fi
 
 if [ "$MODE" = gpus ]; then
   gpus=$(nvidia-smi -L | wc -l)
+  touch /tmp/gpus_start
   start=$(date +%s)
   timeout "${MATRIX_S:-240}" python3 -m harness --devices cuda -n "${GPUS_N:-8}" --no-perf --add-missing-goldens \
     --summary "$OUT/gpus_summary.json" > "$OUT/gpus_matrix.log" 2>&1
   [ $? -eq 0 ] || status=1
   all_s=$(( $(date +%s) - start ))
+  find golden -name 'cuda-*' -newer /tmp/gpus_start -print0 | tar -cf "$OUT/gpus_goldens.tar" --null -T -
+  echo "cuda goldens written: $(tar -tf "$OUT/gpus_goldens.tar" | wc -l) files"
   sed -n '/^cells: /,$p' "$OUT/gpus_matrix.log" | head -n 12
   start=$(date +%s)
   CUDA_VISIBLE_DEVICES=0 timeout "${MATRIX_S:-240}" python3 -m harness --devices cuda -n "${GPUS_N:-8}" --no-perf \

@@ -106,7 +106,10 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         settings = self.config.stash[SETTINGS_KEY]
-        timer, not_timed = timer_for_cell(self.case, self.cell, settings.perf) if perf_applies(self.case, self.cell) else (None, None)
+        timer, not_timed = (
+            timer_for_cell(self.case, self.cell, settings.perf, self._xdist("workercount", 0))
+            if perf_applies(self.case, self.cell) else (None, None)
+        )
         run = run_cell(self.case, self.cell, timer=timer)
         tolerance = self.case.tolerance_for(self.cell.dtype)
         sections: list[str] = []
@@ -266,8 +269,12 @@ class CaseItem(pytest.Item):
             dtype=self.cell.dtype, line=self.case.line, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
             seconds=result.get("seconds", 0.0), detail=self.cell.skip_reason or "",
             device_index=None if outcome == "skipped" else current_device_index(self.cell.device),
-            worker=os.environ.get("PYTEST_XDIST_WORKER", ""),
+            worker=self._xdist("workerid", ""),
         )
+
+    def _xdist(self, key: str, default: Any) -> Any:
+        """``workerid`` / ``workercount`` of this pytest-xdist worker (``default`` outside xdist)."""
+        return getattr(self.config, "workerinput", {}).get(key, default)
 
 
 def assign_golden_writers(items: list[pytest.Item]) -> None:

@@ -162,7 +162,7 @@ def why_not_timed(device: str, enabled: bool, workers: int, device_count: int) -
         return "perf checks are off (--no-perf)"
     if device not in TIMERS:
         return f"perf checks time cuda cells only (no timer for {device})"
-    if device != "cpu" and workers > max(device_count, 1):
+    if workers > max(device_count, 1):
         return (
             f"{workers} xdist workers share {device_count} {device} device(s), so timings would be contended; "
             f"run perf cases with -n 0 (or at most one worker per device)"
@@ -297,27 +297,20 @@ def judge(sample: PerfSample, golden: dict, band: float, shown_path: str, now_se
 # --------------------------------------------------------------------------- one cell
 
 
-def xdist_worker_count() -> int:
-    """Workers of this pytest-xdist session (0 when not under xdist)."""
-    try:
-        return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    except ValueError:
-        return 0
-
-
 def perf_applies(case: Any, cell: Any) -> bool:
     spec = case.checks.perf
     return spec is not None and spec.when.applies(cell.backend, cell.device, cell.dtype)
 
 
-def timer_for_cell(case: Any, cell: Any, enabled: bool) -> tuple[Optional[DeviceTimer], Optional[str]]:
+def timer_for_cell(case: Any, cell: Any, enabled: bool, workers: int) -> tuple[Optional[DeviceTimer], Optional[str]]:
     """(timer, None) when the cell is to be timed, (None, reason) when its perf check cannot run.
 
-    Call only for cells where :func:`perf_applies`.
+    ``workers``: pytest-xdist workers of the session (0 without xdist). Call only for cells
+    where :func:`perf_applies`.
     """
     from .matrix import device_count
 
-    reason = why_not_timed(cell.device, enabled, xdist_worker_count(), device_count(cell.device))
+    reason = why_not_timed(cell.device, enabled, workers, device_count(cell.device))
     return (None, reason) if reason else (TIMERS[cell.device], None)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 import torch
@@ -120,3 +121,24 @@ def test_main_without_cuda_says_so(capsys):
         pytest.skip("this machine has a CUDA device; the bench itself would run")
     assert bench.main(["--quick"]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_bench_models_goes_dense_first_target_shapes_first_and_stops_at_the_budget(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_bench_model(kind, dtype_name, M, K, N, layers, device, copy_gbs, mode):
+        calls.append((kind, dtype_name, M, K, N))
+        if len(calls) == 3:
+            monkeypatch.setattr(bench.time, "perf_counter", lambda: float("inf"))  # the budget runs out
+        return {"model": kind, "dtype": dtype_name, "M": M, "K": K, "N": N, "layers": layers, "ms": 1.0,
+                "per_layer_us": 1000.0 / layers, "pct_copy": 50.0}
+
+    monkeypatch.setattr(bench, "bench_model", fake_bench_model)
+    plan = bench.make_plan(args(m="16,1", dtypes="bf16", kn="4096x4096,8192x8192", schemes="int8,int4"))
+    partial = tmp_path / "partial.json"
+    out = bench.bench_models(plan, "cuda", 4000.0, "default", partial_path=str(partial), rows=[])
+    assert calls == [("dense", "bf16", 1, 8192, 8192), ("int8", "bf16", 1, 8192, 8192), ("int4", "bf16", 1, 8192, 8192)]
+    assert len(out) == 3 * 4  # every (shape, M) keeps its rows ...
+    assert [m.get("skipped") for m in out[3:]] == ["model time budget spent"] * 9  # ... the rest say why
+    assert out[3]["layers"] == bench.model_layers(8192, 8192)
+    assert len(json.loads(partial.read_text())["model_rows"]) == 12

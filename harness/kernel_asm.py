@@ -77,6 +77,19 @@ class LoadedModules:
             PyCodeCache.load_by_key_path = original
 
 
+def output_modules(modules: list[Any], output_codes: list[str]) -> list[Any]:
+    """The modules whose source is one of the run's output codes: max-autotune also loads
+    benchmark modules of the template choices it timed, whose kernels the graph does not run."""
+    codes = set(output_codes)
+    chosen = []
+    for module in modules:
+        path = getattr(module, "__file__", None)
+        with contextlib.suppress(OSError, TypeError):
+            if path and Path(path).read_text(encoding="utf-8") in codes:
+                chosen.append(module)
+    return chosen
+
+
 def triton_kernels(modules: list[Any]) -> dict[str, Any]:
     """name -> kernel object (a CachingAutotuner: has ``launchers``) defined in ``modules``."""
     found: dict[str, Any] = {}
@@ -185,17 +198,18 @@ def asm_artifacts(
 
 
 def collect_asm_artifacts(
-    modules: list[Any], output_code: str, device: str, backend: str, wanted: tuple[str, ...] = ASM_TARGETS
+    modules: list[Any], output_codes: list[str], device: str, backend: str, wanted: tuple[str, ...] = ASM_TARGETS
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The ASM_TARGETS of one compiled run, or the reason each is absent.
+    """The ASM_TARGETS of one compiled run (``output_codes``: its output modules' sources),
+    or the reason each is absent.
 
     Raises KernelAsmError when the output code defines Triton kernels that are not among
-    the loaded modules' kernels (the capture missed them: a harness problem to report).
+    the loaded output modules' kernels (the capture missed them: a harness problem to report).
     """
     if not backend.startswith("inductor"):
         return {}, {t: f"the {backend} backend generates no kernels" for t in ASM_TARGETS}
-    kernels = triton_kernels(modules)
-    defined = _TRITON_KERNEL.findall(output_code)
+    kernels = triton_kernels(output_modules(modules, output_codes))
+    defined = [name for code in output_codes for name in _TRITON_KERNEL.findall(code)]
     lost = [name for name in defined if name not in kernels]
     if lost:
         raise KernelAsmError(

@@ -332,7 +332,7 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
     }
     unavailable: dict[str, str] = {}
     if asm_wanted:
-        asm_texts, unavailable = collect_asm_artifacts(loaded_modules.modules, output_code, cell.device, cell.backend, asm_wanted)
+        asm_texts, unavailable = collect_asm_artifacts(loaded_modules.modules, code, cell.device, cell.backend, asm_wanted)
         artifacts.update(asm_texts)
     graph_breaks = snapshot.get("graph_break", {})
     return CellRun(

@@ -18,6 +18,7 @@ from harness.kernel_asm import (
     asm_artifacts,
     collect_asm_artifacts,
     kernel_asm,
+    output_modules,
     triton_kernels,
 )
 from harness.matrix import MatrixCell
@@ -103,23 +104,40 @@ def test_a_kernel_without_ptx_is_an_error_not_a_pass():
         asm_artifacts([KernelAsm(name="k")], wanted=("ptx",))
     lost = "triton_poi_fused_0 = async_compile.triton('triton_poi_fused_0', '''\n"
     with pytest.raises(KernelAsmError, match="defines Triton kernel.s. triton_poi_fused_0 that no loaded Inductor module holds"):
-        collect_asm_artifacts([fake_module()], lost, "cuda", "inductor")
+        collect_asm_artifacts([fake_module()], [lost], "cuda", "inductor")
 
 
 def test_cells_without_triton_kernels_say_why():
-    assert collect_asm_artifacts([], "", "cpu", "eager")[1]["ptx"] == "the eager backend generates no kernels"
-    assert collect_asm_artifacts([fake_module()], "cpp_fused_0 = async_compile.cpp_pybinding(", "cpu", "inductor") == (
+    assert collect_asm_artifacts([], [""], "cpu", "eager")[1]["ptx"] == "the eager backend generates no kernels"
+    assert collect_asm_artifacts([fake_module()], ["cpp_fused_0 = async_compile.cpp_pybinding("], "cpu", "inductor") == (
         {}, {t: "cpu cells compile no Triton kernels" for t in ("ptx", "sass", "kernel_resources")},
     )
 
 
+def test_only_the_output_modules_kernels_count(tmp_path):
+    """max-autotune also loads benchmark modules: a kernel of the same name there is not the graph's."""
+    code = "triton_poi_fused_sin_0 = async_compile.triton('triton_poi_fused_sin_0', '''\n"
+    (tmp_path / "output.py").write_text(code)
+    (tmp_path / "benchmark.py").write_text("# a template choice timed by max-autotune\n")
+    output = fake_module(triton_poi_fused_sin_0=fake_autotuner(bin=SimpleNamespace(asm={"ptx": PTX, "cubin": b"x"})))
+    output.__file__ = str(tmp_path / "output.py")
+    benchmark = fake_module(triton_poi_fused_sin_0=fake_autotuner(bin=SimpleNamespace(asm={"ptx": "// loser", "cubin": b"x"})))
+    benchmark.__file__ = str(tmp_path / "benchmark.py")
+    assert output_modules([benchmark, output], [code]) == [output]
+    texts, _ = collect_asm_artifacts([benchmark, output], [code], "cuda", "inductor", wanted=("ptx",))
+    assert texts["ptx"] == f"# kernel triton_poi_fused_sin_0\n{PTX}"
+
+
 def test_loaded_modules_captures_inductor_output_modules():
+    from torch._inductor.utils import run_and_get_code
+
     capture = LoadedModules()
     torch._dynamo.reset()
     with capture.installed():
-        torch.compile(lambda x: x.cos() * 3, backend="inductor")(torch.randn(8))
+        _, codes = run_and_get_code(torch.compile(lambda x: x.cos() * 3, backend="inductor"), torch.randn(8))
     torch._dynamo.reset()
-    assert any(callable(getattr(m, "call", None)) for m in capture.modules)
+    (module,) = output_modules(capture.modules, codes)  # the output code is the loaded module's source
+    assert callable(getattr(module, "call", None))
     from torch._inductor.codecache import PyCodeCache
 
     assert isinstance(PyCodeCache.__dict__["load_by_key_path"], classmethod)  # put back as it was

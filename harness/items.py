@@ -269,7 +269,7 @@ class CaseItem(pytest.Item):
             dtype=self.cell.dtype, line=self.case.line, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
             seconds=result.get("seconds", 0.0), detail=self.cell.skip_reason or "",
             device_index=None if outcome == "skipped" else current_device_index(self.cell.device),
-            worker=self._xdist("workerid", ""),
+            worker=self._xdist("workerid", ""), perf_us=result.get("perf_us"),
         )
 
     def _xdist(self, key: str, default: Any) -> Any:

@@ -34,6 +34,7 @@ class SummaryRow:
     detail: str = ""
     device_index: Optional[int] = None  # the GPU a cuda cell ran on (torch.cuda.current_device())
     worker: str = ""  # the pytest-xdist worker that ran it ("" without xdist)
+    perf_us: Optional[float] = None  # median µs of a checks.perf cell that was timed
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

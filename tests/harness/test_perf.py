@@ -200,8 +200,10 @@ def test_perf_golden_workflow(timed_project, monkeypatch):
     assert record["torch"] == torch.__version__
 
     monkeypatch.setenv("FAKE_PERF_US", "110")
-    within = project.run()
+    summary = project.root / "summary.json"
+    within = project.run(f"--summary={summary}")
     within.assert_outcomes(passed=1)
+    assert json.loads(summary.read_text())[0]["perf_us"] == 110.0
     within.stdout.fnmatch_lines(["*: 110.0 µs measured (spread 1%), golden 100.0 µs, ratio 1.10 (band +15%)"])
 
     monkeypatch.setenv("FAKE_PERF_US", "130")

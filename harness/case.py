@@ -32,7 +32,8 @@ from .inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, in
 
 BACKENDS = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
 DEVICES = ("cpu", "cuda", "xpu", "mps")
-FILECHECK_TARGETS = ("output_code", "post_grad_graph", "kernel_source", "autotune_block")
+FILECHECK_TARGETS = ("output_code", "post_grad_graph", "kernel_source", "autotune_block", "ptx", "sass", "kernel_resources")
+PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when")
 PASS_HOOKS = (
     "pre_grad_custom_pass",
     "joint_custom_pre_pass",
@@ -59,7 +60,7 @@ CASE_KEYS = (
 )
 DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz"))
 TOP_LEVEL_KEYS = ("description", "defaults", "cases")
-CHECKS_KEYS = ("golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks")
+CHECKS_KEYS = ("golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks", "perf")
 INPUT_KEYS = (
     "kind", "shape", "dtype", "strides", "pad_last_dim", "distribution", "mean", "std", "low", "high",
     "value", "seed", "requires_grad", "params",
@@ -251,6 +252,19 @@ class CounterExpectation:
 
 
 @dataclasses.dataclass(frozen=True)
+class PerfSpec:
+    """``checks.perf``: time the cell (harness/perf.py); fail when slower than (1 + band) x its perf golden."""
+
+    band: float = 0.15
+    warmup: int = 10  # untimed calls first
+    reps: int = 100  # timed calls; the median is kept
+    cuda_graph: bool = False  # time the replay of a CUDA graph of the call
+    l2_flush: bool = False  # read a 256 MB buffer before each timed call (operands from HBM)
+    when: When = When()
+    line: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class PassSpec:
     """``factory`` is a ``module:function``; called with no arguments it returns a graph pass."""
 
@@ -279,6 +293,7 @@ class Checks:
     counters: tuple[CounterExpectation, ...] = ()
     graphs: Optional[int] = 1
     graph_breaks: Optional[int] = 0
+    perf: Optional[PerfSpec] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -568,6 +583,8 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
         from .fuzz import parse_fuzz  # imports this module
 
         fuzz = parse_fuzz(body["fuzz"], sub("fuzz"), inputs)
+        if checks.perf is not None:
+            raise sub("fuzz").error("a fuzz case draws its shapes, so it has no fixed cell to time: drop checks.perf")
         checks = dataclasses.replace(checks, golden=False)  # shapes vary: there is nothing to store
     return Case(
         suite_path=path, display_path=display, name=name, line=at.line, description=description,
@@ -813,7 +830,24 @@ def _parse_checks(value: Any, at: _At) -> Checks:
             fields[key] = _parse_filechecks(item, item_at, mapping)
         elif key == "counters":
             fields[key] = _parse_counters(item, item_at)
+        elif key == "perf":
+            fields[key] = _parse_perf(item, item_at)
     return Checks(**fields)
+
+
+def _parse_perf(value: Any, at: _At) -> PerfSpec:
+    spec = _require_map(value, at, PERF_KEYS)
+    fields: dict[str, Any] = {"line": at.line}
+    for key, item, item_at in _entries(spec, at):
+        if key == "band":
+            fields[key] = _require_number(item, item_at, minimum=0.0)
+        elif key in ("warmup", "reps"):
+            fields[key] = _require_int(item, item_at, minimum=0 if key == "warmup" else 1)
+        elif key in ("cuda_graph", "l2_flush"):
+            fields[key] = _require_bool(item, item_at)
+        else:
+            fields[key] = _parse_when(item, item_at)
+    return PerfSpec(**fields)
 
 
 def _parse_filechecks(value: Any, at: _At, parent: YamlMap) -> tuple[FileCheckBlock, ...]:

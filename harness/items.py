@@ -22,12 +22,15 @@ from .counters import check_counters, check_graphs
 from .filecheck import prefixes_for, run_filecheck
 from .fuzz import fuzz_item_class
 from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sample_for_golden, sidecar_for, write_golden
-from .matrix import MatrixCell, Narrowing, expand_matrix
+from .matrix import MatrixCell, Narrowing, current_device_index, expand_matrix
+from .perf import check_perf, perf_applies, timer_for_cell
 from .report import SummaryRow, format_cell_failure, rerun_command, update_command
 from .run import CellRun, run_cell
 
 GOLDEN_PROPERTY = "quantcheck_golden"
 ROW_PROPERTY = "quantcheck_row"
+PERF_PROPERTY = "quantcheck_perf"
+NOTE_PROPERTY = "quantcheck_note"  # a check that did not run in this cell, and why
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Settings:
     narrowing: Narrowing
     update_golden: bool
     add_missing_goldens: bool = False  # write goldens that do not exist yet, compare the rest
+    perf: bool = True  # time the cells of cases with checks.perf (--no-perf: not)
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -102,7 +106,11 @@ class CaseItem(pytest.Item):
 
     def runtest(self) -> None:
         settings = self.config.stash[SETTINGS_KEY]
-        run = run_cell(self.case, self.cell)
+        timer, not_timed = (
+            timer_for_cell(self.case, self.cell, settings.perf, self._xdist("workercount", 0))
+            if perf_applies(self.case, self.cell) else (None, None)
+        )
+        run = run_cell(self.case, self.cell, timer=timer)
         tolerance = self.case.tolerance_for(self.cell.dtype)
         sections: list[str] = []
         comparisons: list[Comparison] = []
@@ -135,11 +143,13 @@ class CaseItem(pytest.Item):
         )
         if counter_failures:
             sections.append("counters and graphs:\n" + "\n".join("  " + f for f in counter_failures))
+        sections += self._check_perf(run, timer, not_timed, settings)
 
         self.stash[CELL_RESULT_KEY] = {
             "max_abs": max((c.max_abs for c in comparisons), default=None),
             "max_rel": max((c.max_rel for c in comparisons), default=None),
             "seconds": sum(run.seconds.values()),
+            "perf_us": run.perf.median_us if run.perf is not None else None,
             "run": run,  # for diagnostics.py (report pictures); it drops it once the cell is reported
         }
         if sections:
@@ -182,11 +192,31 @@ class CaseItem(pytest.Item):
             compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
         ]
 
+    def _check_perf(self, run: CellRun, timer, not_timed: Optional[str], settings: Settings) -> list[str]:
+        """The perf golden of this cell (harness/perf.py); notes go to the session's perf section."""
+        if not_timed is not None:
+            self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: not timed: {not_timed}"))
+            return []
+        if timer is None or run.perf is None:
+            return []
+        verdict = check_perf(
+            run.perf, timer, self.case, self.cell, golden_root=settings.golden_root,
+            shown=lambda path: display_path(path, settings.rootdir),
+            write=settings.update_golden, write_if_missing=settings.add_missing_goldens,
+            refresh_command=update_command(self.nodeid),
+        )
+        self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: {verdict.note}"))
+        return [] if verdict.ok else [verdict.failure]
+
     def _check_filecheck(self, run: CellRun) -> list[str]:
         failures = []
         cell = self.cell
         for block in self.case.checks.filecheck:
             if not block.when.applies(cell.backend, cell.device, cell.dtype):
+                continue
+            if block.target in run.unavailable:
+                note = f"FileCheck on {block.target} not run: {run.unavailable[block.target]}"
+                self.user_properties.append((NOTE_PROPERTY, f"{self.nodeid}: {note}"))
                 continue
             text = run.artifacts[block.target]
             result = run_filecheck(
@@ -238,7 +268,13 @@ class CaseItem(pytest.Item):
             suite=self.case.display_path, case=self.case.name, backend=self.cell.backend, device=self.cell.device,
             dtype=self.cell.dtype, line=self.case.line, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
             seconds=result.get("seconds", 0.0), detail=self.cell.skip_reason or "",
+            device_index=None if outcome == "skipped" else current_device_index(self.cell.device),
+            worker=self._xdist("workerid", ""), perf_us=result.get("perf_us"),
         )
+
+    def _xdist(self, key: str, default: Any) -> Any:
+        """``workerid`` / ``workercount`` of this pytest-xdist worker (``default`` outside xdist)."""
+        return getattr(self.config, "workerinput", {}).get(key, default)
 
 
 def assign_golden_writers(items: list[pytest.Item]) -> None:

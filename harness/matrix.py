@@ -156,6 +156,14 @@ def declared_golden_keys(case: Case) -> set[tuple[str, str]]:
     return set(itertools.product(case.matrix.devices, case.matrix.dtypes))
 
 
+def current_device_index(device: str) -> Optional[int]:
+    """The index a ``device`` cell runs on in this process (``"cuda"`` means the current GPU); None for the CPU."""
+    module = getattr(torch, device, None) if device != "cpu" else None
+    if module is None or not hasattr(module, "current_device") or device not in available_devices():
+        return None
+    return int(module.current_device())
+
+
 def pin_worker_to_gpu(worker_id: Optional[str], devices: Sequence[str] = ("cuda",)) -> Optional[str]:
     """Under pytest-xdist with several GPUs, give worker ``gwN`` GPU ``N % count``.
 

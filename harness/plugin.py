@@ -26,6 +26,8 @@ from .guard import CellGuard
 from .guard import add_options as add_guard_options
 from .items import (
     GOLDEN_PROPERTY,
+    NOTE_PROPERTY,
+    PERF_PROPERTY,
     ROW_PROPERTY,
     SETTINGS_KEY,
     CaseFile,
@@ -36,7 +38,8 @@ from .items import (
     outcome_of,
 )
 from .matrix import Narrowing, declared_golden_keys, pin_worker_to_gpu
-from .report import SummaryRow, summary_table, write_summary_json
+from .perf import declared_perf_keys, owned_perf_golden, perf_section
+from .report import SummaryRow, device_spread, notes_section, summary_table, write_summary_json
 
 PLUGIN_NAME = "quantcheck"
 _SESSION_KEY = pytest.StashKey[dict]()
@@ -63,6 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--update-golden", action="store_true", help="write goldens (from eager) for the selected cells; unchanged files are left alone")
     group.addoption("--add-missing-goldens", action="store_true", help="write (from eager) only the goldens of the selected cells that do not exist yet; compare the rest (a new device or case)")
     group.addoption("--prune-stale-goldens", action="store_true", help="delete goldens that no case declares (they are always reported)")
+    group.addoption("--no-perf", action="store_true", help="do not time the cells of cases with checks.perf (their numerics still run)")
     group.addoption("--max-autotune", action="store_true", help="also run inductor_max_autotune cells on the CPU")
     group.addoption(
         "--summary", nargs="?", const="-", default=None, metavar="PATH",
@@ -104,8 +108,9 @@ def pytest_configure(config: pytest.Config) -> None:
         narrowing=_narrowing(config),
         update_golden=config.getoption("update_golden"),
         add_missing_goldens=config.getoption("add_missing_goldens"),
+        perf=not config.getoption("no_perf"),
     )
-    state = {"rows": [], "golden_notes": [], "suites": set()}
+    state = {"rows": [], "golden_notes": [], "suites": set(), "perf_notes": [], "notes": []}
     config.stash[_SESSION_KEY] = state
     config.pluginmanager.register(_ResultCollector(state), f"{PLUGIN_NAME}-results-{id(config)}")
     config.pluginmanager.register(Diagnostics(config), f"{PLUGIN_NAME}-diagnostics-{id(config)}")
@@ -132,6 +137,10 @@ class _ResultCollector:
                 self.state["rows"].append(SummaryRow.from_json(value))
             elif name == GOLDEN_PROPERTY and report.when == "call":
                 self.state["golden_notes"].append(value)
+            elif name == PERF_PROPERTY and report.when == "call":
+                self.state["perf_notes"].append(value)
+            elif name == NOTE_PROPERTY and report.when == "call":
+                self.state["notes"].append(value)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Optional[pytest.Collector]:
@@ -164,6 +173,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 def _stale_goldens(config: pytest.Config, state: dict) -> list[Path]:
     settings = config.stash[SETTINGS_KEY]
     declared: dict[str, set[tuple[str, str, str]]] = {}
+    perf_owned: set[tuple[str, str, str, str]] = set()
     for suite_path in sorted(state["suites"]):
         path = settings.rootdir / suite_path
         try:
@@ -174,9 +184,11 @@ def _stale_goldens(config: pytest.Config, state: dict) -> list[Path]:
         keys = declared.setdefault(path.stem, set())
         for case in suite.cases:
             keys.update((case.name, device, dtype) for device, dtype in declared_golden_keys(case))
+            perf_owned.update((path.stem, case.name, backend, dtype) for backend, dtype in declared_perf_keys(case))
     if any(("*", "*", "*") in keys for keys in declared.values()):
         declared = {stem: keys for stem, keys in declared.items() if ("*", "*", "*") not in keys}
-    return find_stale_goldens(settings.golden_root, declared, settings.rootdir)
+    stale = find_stale_goldens(settings.golden_root, declared, settings.rootdir)
+    return [p for p in stale if not owned_perf_golden(p, settings.golden_root, perf_owned)]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -193,6 +205,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for note in changed:
             write(note)
         write(f"{len(changed)} golden file(s) written, {len(state['golden_notes']) - len(changed)} unchanged")
+    if state["perf_notes"]:
+        terminalreporter.section("quantcheck perf")
+        for line in perf_section(state["perf_notes"]):
+            write(line)
+    if state["notes"]:
+        terminalreporter.section("quantcheck checks not run")
+        for line in notes_section(state["notes"]):
+            write(line)
     stale = _stale_goldens(config, state)
     if stale:
         terminalreporter.section("quantcheck stale goldens")
@@ -209,6 +229,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.section("quantcheck summary")
         for line in summary_table(state["rows"]):
             write(line)
+        spread = device_spread(state["rows"])
+        if spread:
+            write("cells per device (device index each cell ran on, by xdist worker):")
+            for line in spread:
+                write("  " + line)
         if summary != "-":
             write_summary_json(state["rows"], Path(summary))
             write(f"summary JSON: {summary}")

@@ -32,6 +32,9 @@ class SummaryRow:
     max_rel: Optional[float] = None
     seconds: float = 0.0
     detail: str = ""
+    device_index: Optional[int] = None  # the GPU a cuda cell ran on (torch.cuda.current_device())
+    worker: str = ""  # the pytest-xdist worker that ran it ("" without xdist)
+    perf_us: Optional[float] = None  # median µs of a checks.perf cell that was timed
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -107,3 +110,31 @@ def _backend_order(backend: str) -> int:
 def write_summary_json(rows: Iterable[SummaryRow], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n", encoding="utf-8")
+
+
+def notes_section(notes: Iterable[str]) -> list[str]:
+    """``<nodeid>: <note>`` lines counted per note: '3 cell(s): FileCheck on ptx not run: ...'."""
+    counts: dict[str, int] = defaultdict(int)
+    for note in notes:
+        counts[note.split(": ", 1)[-1]] += 1
+    return [f"{count} cell(s): {note}" for note, count in sorted(counts.items())]
+
+
+def device_spread(rows: Iterable[SummaryRow]) -> list[str]:
+    """How the cells that ran on an indexed device spread over the devices and workers.
+
+    'cuda:0: 41 cells (gw0 21, gw2 20)', one line per device; empty when no row has an index.
+    """
+    per_device: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        if r.device_index is not None:
+            per_device[f"{r.device}:{r.device_index}"][r.worker or "main"] += 1
+    lines = []
+    for device, workers in sorted(per_device.items()):
+        counts = ", ".join(f"{w} {n}" for w, n in sorted(workers.items(), key=lambda item: _worker_order(item[0])))
+        lines.append(f"{device}: {sum(workers.values())} cells ({counts})")
+    return lines
+
+
+def _worker_order(worker: str) -> tuple[int, str]:
+    return (int(worker[2:]), worker) if worker.startswith("gw") and worker[2:].isdigit() else (-1, worker)

@@ -29,6 +29,7 @@ import torch.utils._pytree as pytree
 from .case import CUDAGRAPH_MODES, Case
 from .dtypes import DTYPES
 from .inputs import build_input
+from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
 from .matrix import MatrixCell
 from .programs import import_program
 
@@ -67,6 +68,9 @@ class CellRun:
     graph_breaks: int
     graph_break_reasons: list[str]
     seconds: dict[str, float]
+    perf: Optional[Any] = None  # a harness.perf.PerfSample when the cell was timed
+    # FileCheck targets this cell has no text for (ptx on a CPU cell), with the reason
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def input_seed(case: Case, index: int) -> int:
@@ -265,8 +269,23 @@ def _counter_snapshot() -> dict[str, dict[str, int]]:
     return {group: dict(values) for group, values in counters.items() if values}
 
 
-def run_cell(case: Case, cell: MatrixCell) -> CellRun:
-    """Run ``case`` on ``cell``; raises whatever the program or compiler raises."""
+def _time_compiled(case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], timer: Any) -> Any:
+    """``timer.measure`` of the compiled program on fresh inputs (forward only)."""
+    inputs = build_inputs(case, cell.device, DTYPES[cell.dtype])
+
+    def call() -> Any:
+        with torch.no_grad() if case.no_grad else contextlib.nullcontext():
+            return compiled_fn(*inputs)
+
+    return timer.measure(call, case.checks.perf)
+
+
+def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
+    """Run ``case`` on ``cell``; raises whatever the program or compiler raises.
+
+    ``timer``: a ``harness.perf.DeviceTimer``; given, the compiled program is also timed
+    (``CellRun.perf``) before Dynamo is reset.
+    """
     from torch._dynamo.utils import counters
     from torch._inductor import config as inductor_config
     from torch._dynamo import config as dynamo_config
@@ -292,6 +311,8 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
         targets = {block.target for block in case.checks.filecheck if block.when.applies(cell.backend, cell.device, cell.dtype)}
         post_grad_capture = _PostGradCapture() if "post_grad_graph" in targets else None
         autotune_capture = _AutotuneBlockCapture()
+        asm_wanted = tuple(t for t in ASM_TARGETS if t in targets)
+        loaded_modules = LoadedModules()
 
         torch._dynamo.reset()
         counters.clear()
@@ -306,6 +327,8 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
                 stack.enter_context(dynamo_config.patch(dict(case.dynamo_config)))
             if "autotune_block" in targets:
                 stack.enter_context(autotune_capture.installed())
+            if asm_wanted:
+                stack.enter_context(loaded_modules.installed())
             # A case setting force_disable_caches makes Dynamo warn that PGO is off: that is the point.
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
@@ -315,7 +338,8 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
                 compiled = _run_program(case, compiled_fn, inputs)
             if compiled_runs(case, cell.backend) > 1:  # a replay's outputs live in the graph's pool
                 compiled = {name: t.clone() for name, t in compiled.items()}
-        seconds["compiled"] = time.perf_counter() - start
+            seconds["compiled"] = time.perf_counter() - start
+            perf = None if timer is None else _time_compiled(case, cell, compiled_fn, timer)
         snapshot = _counter_snapshot()
         torch._dynamo.reset()
 
@@ -326,6 +350,10 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
         "post_grad_graph": "\n".join(post_grad_capture.texts) if post_grad_capture else "",
         "autotune_block": "\n".join(autotune_capture.texts),
     }
+    unavailable: dict[str, str] = {}
+    if asm_wanted:
+        asm_texts, unavailable = collect_asm_artifacts(loaded_modules.modules, code, cell.device, cell.backend, asm_wanted)
+        artifacts.update(asm_texts)
     graph_breaks = snapshot.get("graph_break", {})
     return CellRun(
         compiled=compiled,
@@ -338,4 +366,6 @@ def run_cell(case: Case, cell: MatrixCell) -> CellRun:
         graph_breaks=sum(graph_breaks.values()),
         graph_break_reasons=[reason.splitlines()[0] for reason in graph_breaks],
         seconds=seconds,
+        perf=perf,
+        unavailable=unavailable,
     )

@@ -1,10 +1,12 @@
 """Benchmark (and tune) the weight-only quantized matmul kernels on a CUDA GPU.
 
-    python -m tools.bench_woq_gpu [--quick] [--schemes int8,int4,nf4] [--out DIR]
+    python -m tools.bench_woq_gpu [--quick] [--schemes int8,int4,nf4] [--dtypes bf16,fp16] [--out DIR] [--name NAME]
+    python -m tools.bench_woq_gpu --out benchmarks --name woq_h200     # the committed table
     python -m tools.bench_woq_gpu --tune [--out DIR]
 
-Bench: for each scheme, M in {1, 4, 16, 64, 256} and (K, N) in {(4096, 4096), (8192, 8192),
-(8192, 28672)}, times our kernel and its peers:
+Bench, kernel level: for each activation dtype (bf16, fp16), scheme, M in {1, 2, 4, 8, 16,
+64, 256} and (K, N) in {(4096, 4096), (8192, 8192), (8192, 28672)}, times our kernel and its peers:
+  dense     F.linear(x, W) with an unquantized W in the activation dtype (cuBLAS);
   eager     x @ dequantize(W).T in eager PyTorch;
   compiled  torch.compile(mode="max-autotune-no-cudagraphs") of that plain expression;
   iq        PyTorch's own torch._higher_order_ops.InvokeQuant around the dequantization,
@@ -13,9 +15,21 @@ Bench: for each scheme, M in {1, 4, 16, 64, 256} and (K, N) in {(4096, 4096), (8
 Each time is the median of triton.testing.do_bench, with several weight copies rotated so
 that every launch reads its weights from HBM (L2 holds 50 MB on the H100). GB/s counts the
 fewest bytes the product needs (weights with scales, x, y once); "%" is GB/s over the
-device-to-device copy bandwidth measured first in the same run. Compiled peers get a
-time budget (--peer-budget-s); cells past it say so. Writes bench_woq.json and
-bench_woq.md under --out.
+device-to-device copy bandwidth measured first in the same run; "vs dense" is the dense
+time over ours.
+
+Model level (the user's path): for each dtype, (K, N) and M, a stack of bias-free
+nn.Linear(K, N) (enough layers that the 4-bit model's weights exceed 256 MB, so every layer
+reads HBM), unquantized ("dense") and quantized by impl.schemes.quantize_linear_ per scheme,
+compiled after impl.install() with torch.compile(mode=--model-mode, default
+"max-autotune-no-cudagraphs") and timed as a CUDA graph replay ("reduce-overhead": Inductor's
+own graphs). Reported per layer, with % of copy bandwidth on the layer's fewest bytes and
+the speedup over the dense model.
+
+Compiled peers and models get time budgets (--peer-budget-s, --model-budget-s), spent on the
+target shapes (K = 8192, M <= 16) first; cells past them say so. --quick (K = N = 8192,
+M = 1 and 16, bf16, budgets 60 s and 120 s) fits one run in about 5 minutes on an H200.
+Writes NAME.json and NAME.md (default bench_woq) under --out.
 
 Tune: times candidate kernel configs per scheme and M bucket, checks every candidate's
 output, and writes tune_woq.json; the winners go into each module's choose_config.
@@ -25,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,17 +48,23 @@ import os
 import sys
 import time
 import traceback
+from typing import Optional
 
 import torch
 
-M_VALUES = (1, 4, 16, 64, 256)
+M_VALUES = (1, 2, 4, 8, 16, 64, 256)
+QUICK_M_VALUES = (1, 16)
 KN_SHAPES = ((4096, 4096), (8192, 8192), (8192, 28672))
 QUICK_KN_SHAPES = ((8192, 8192),)
+PEER_BUDGET_S, QUICK_PEER_BUDGET_S = 240.0, 60.0
+MODEL_BUDGET_S, QUICK_MODEL_BUDGET_S = 300.0, 120.0
+MODEL_MIN_WEIGHT_BYTES = 256 * 2**20  # the 4-bit model's weights: ~5x an H200's L2
 INT4_GROUP = 128
 NF4_BLOCK = 64
 ROTATION_BYTES = 256 * 2**20  # weight bytes cycled through per timing: 5x the H100's L2
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TUNE_M_VALUES = (1, 16, 64, 256)  # the M buckets of impl.kernels.common.m_bucket (M = 1: int8 only)
+SCHEME_OPTIONS = {"int8": {}, "int4": {"group_size": INT4_GROUP}, "nf4": {"block_size": NF4_BLOCK}}  # quantize_linear_
 
 
 # ----------------------------------------------------------------------------- problems
@@ -344,19 +365,69 @@ def config_job(problem: Problem, config) -> tuple:
     return (problem.scheme, problem.M, problem.N, problem.K, dtype_name, tuple(sorted(config.__dict__.items())))
 
 
+# -------------------------------------------------------------------------------- plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one bench run covers, and the time budgets of its compiled paths."""
+
+    schemes: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    kn_shapes: tuple[tuple[int, int], ...]
+    m_values: tuple[int, ...]
+    peer_budget_s: float
+    model_budget_s: float
+    models: bool
+
+
+def make_plan(args) -> Plan:
+    """--quick: K = N = 8192, M = 1 and 16, bf16, smaller budgets (one run in about 5 minutes
+    on an H200); otherwise every shape, M and dtype. Explicit --m / --dtypes win either way."""
+    quick = args.quick
+    m_values = tuple(int(m) for m in args.m.split(",")) if args.m else (QUICK_M_VALUES if quick else M_VALUES)
+    dtypes = tuple(args.dtypes.split(",")) if args.dtypes else (("bf16",) if quick else tuple(DTYPES))
+    for name in dtypes:
+        if name not in DTYPES:
+            raise SystemExit(f"bench_woq_gpu: --dtypes: {name!r} is not one of {', '.join(DTYPES)}")
+    default_budgets = (QUICK_PEER_BUDGET_S, QUICK_MODEL_BUDGET_S) if quick else (PEER_BUDGET_S, MODEL_BUDGET_S)
+    return Plan(
+        schemes=tuple(args.schemes.split(",")), dtypes=dtypes,
+        kn_shapes=parse_kn(args.kn) if args.kn else (QUICK_KN_SHAPES if quick else KN_SHAPES), m_values=m_values,
+        peer_budget_s=args.peer_budget_s if args.peer_budget_s is not None else default_budgets[0],
+        model_budget_s=args.model_budget_s if args.model_budget_s is not None else default_budgets[1],
+        models=not args.no_model,
+    )
+
+
+def parse_kn(text: str) -> tuple[tuple[int, int], ...]:
+    """'8192x8192,8192x28672' -> ((8192, 8192), (8192, 28672)): (K, N) pairs."""
+    shapes = []
+    for part in text.split(","):
+        K, sep, N = part.strip().partition("x")
+        if not (sep and K.isdigit() and N.isdigit()):
+            raise SystemExit(f"bench_woq_gpu: --kn: {part!r} is not KxN (e.g. 8192x28672)")
+        shapes.append((int(K), int(N)))
+    return tuple(shapes)
+
+
+def target_first(M: int, K: int, N: int) -> tuple:
+    """Order of work under a time budget: the issue's target shapes (K = 8192, M <= 16) first."""
+    return (0 if (K == 8192 and M <= 16) else 1, K * N, M)
+
+
 # -------------------------------------------------------------------------------- bench
 
 
 def bench(args) -> dict:
     from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
 
+    plan = make_plan(args)
     device = torch.device("cuda")
-    dtype = DTYPES[args.dtype]
     copy_gbs = measure_copy_bandwidth(device)
     print(f"device: {torch.cuda.get_device_name(device)}; copy bandwidth {copy_gbs:.0f} GB/s", flush=True)
-    shapes = QUICK_KN_SHAPES if args.quick else KN_SHAPES
-    m_values = tuple(int(m) for m in args.m.split(",")) if args.m else M_VALUES
-    problems = [Problem(s, M, N, K, dtype) for s in args.schemes.split(",") for (K, N) in shapes for M in m_values]
+    problems = [Problem(s, M, N, K, DTYPES[d]) for d in plan.dtypes for s in plan.schemes
+                for (K, N) in plan.kn_shapes for M in plan.m_values]
 
     choosers = {
         "int8": lambda p: woq_mm_int8.choose_config(p.M, p.N, p.K, device),
@@ -365,50 +436,58 @@ def bench(args) -> dict:
     }
     precompile([config_job(p, choosers[p.scheme](p)) for p in problems], args.workers)
 
-    # Compiled peers go first at the target shapes (K = N = 8192, M <= 16), then the rest,
-    # until the budget is spent.
-    def peer_priority(p: Problem):
-        return (0 if (p.K == p.N == 8192 and p.M <= 16) else 1, p.K * p.N, p.M)
-    peer_order = {p: i for i, p in enumerate(sorted(problems, key=peer_priority))}
     rows = []
-    peer_deadline = time.perf_counter() + args.peer_budget_s
-    for problem in sorted(problems, key=lambda p: peer_order[p]):
+    peer_deadline = time.perf_counter() + plan.peer_budget_s
+    partial = os.path.join(args.out, f"{args.name}.partial.json")
+    for problem in sorted(problems, key=lambda p: target_first(p.M, p.K, p.N)):
         rows.append(bench_problem(problem, device, copy_gbs, choosers[problem.scheme](problem),
                                   peers=not args.no_peers, peer_deadline=peer_deadline))
         print(format_row(rows[-1]), flush=True)
-        with open(os.path.join(args.out, "bench_woq.partial.json"), "w") as f:  # survives a kill
-            json.dump(rows, f)
-    rows.sort(key=lambda r: (["int8", "int4", "nf4"].index(r["scheme"]), r["K"] * r["N"], r["N"], r["M"]))
+        with open(partial, "w") as f:  # survives a kill
+            json.dump({"rows": rows}, f)
+    rows.sort(key=lambda r: (r["dtype"], ["int8", "int4", "nf4"].index(r["scheme"]), r["K"] * r["N"], r["N"], r["M"]))
+    model_rows = []
+    if plan.models:
+        model_rows = bench_models(plan, device, copy_gbs, args.model_mode, partial_path=partial, rows=rows)
+    add_speedups(rows, model_rows)
     return {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
-            "triton": __import__("triton").__version__, "dtype": args.dtype, "copy_GBps": copy_gbs,
-            "timer": args.timer, "int4_group": INT4_GROUP, "nf4_block": NF4_BLOCK, "rows": rows}
+            "triton": __import__("triton").__version__, "dtype": ",".join(plan.dtypes), "copy_GBps": copy_gbs,
+            "timer": args.timer, "int4_group": INT4_GROUP, "nf4_block": NF4_BLOCK, "model_mode": args.model_mode,
+            "rows": rows, "model_rows": model_rows}
+
+
+def dense_bytes(M: int, N: int, K: int, dtype) -> int:
+    """Fewest bytes of y = x @ W.T with a dense W in ``dtype``: W, x and y once."""
+    elem = torch.finfo(dtype).bits // 8
+    return (N * K + M * K + M * N) * elem
 
 
 def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool, peer_deadline: float) -> dict:
     torch.manual_seed(0)
     x = torch.randn((problem.M, problem.K), device=device, dtype=problem.dtype)
     weight_sets = [problem.make_weights(device, seed) for seed in range(problem.n_copies())]
-    row = {"scheme": problem.scheme, "M": problem.M, "K": problem.K, "N": problem.N,
+    dtype_name = {v: k for k, v in DTYPES.items()}[problem.dtype]
+    row = {"scheme": problem.scheme, "dtype": dtype_name, "M": problem.M, "K": problem.K, "N": problem.N,
            "bytes": problem.min_bytes(), "copies": len(weight_sets), "config": config.short(), "paths": {}}
 
     reference = dequantize_torch(problem, torch.float32, *weight_sets[0])
     reference = x.float() @ reference.T
 
-    def record(name, fn, compile_first=False):
+    def record(name, fn, compile_first=False, weights=weight_sets, ref=reference, nbytes=problem.min_bytes()):
         entry = {}
         try:
             start = time.perf_counter()
-            y = fn(x, *weight_sets[0])
+            y = fn(x, *weights[0])
             torch.cuda.synchronize()
             if compile_first:
                 entry["compile_s"] = round(time.perf_counter() - start, 1)
-            entry["rel_err"] = relative_error(y, reference)
-            ms = time_gpu_ms(rotating(fn, x, weight_sets))
-            gbs = problem.min_bytes() / (ms * 1e-3) / 1e9
+            entry["rel_err"] = relative_error(y, ref)
+            ms = time_gpu_ms(rotating(fn, x, weights))
+            gbs = nbytes / (ms * 1e-3) / 1e9
             entry.update(ms=ms, GBps=gbs, pct_copy=100 * gbs / copy_gbs)
-            entry["cpu_us"] = cpu_us_per_call(rotating(fn, x, weight_sets))
+            entry["cpu_us"] = cpu_us_per_call(rotating(fn, x, weights))
             if name == "ours" and TIMER["name"] != "do_bench":
-                entry["do_bench_ms"] = do_bench_median(rotating(fn, x, weight_sets))
+                entry["do_bench_ms"] = do_bench_median(rotating(fn, x, weights))
         except Exception as exc:
             entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             traceback.print_exc(limit=2)
@@ -419,6 +498,13 @@ def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool
            else (lambda x, *w: x @ dequantize_torch(problem, x.dtype, *w).T))
     if problem.scheme == "int8":
         record("int8pack", lambda x, q, s: torch._weight_int8pack_mm(x, q, s.to(x.dtype)))
+    # The dense peer: the same product with an unquantized weight in the activation dtype
+    # (cuBLAS through F.linear), rotated through copies larger than L2 like ours.
+    dense_copies = max(2, min(64, math.ceil(ROTATION_BYTES / (problem.N * problem.K * x.element_size()))))
+    dense_sets = [(torch.randn((problem.N, problem.K), device=device, dtype=problem.dtype) * 0.02,) for _ in range(dense_copies)]
+    record("dense", torch.nn.functional.linear, weights=dense_sets, ref=x.float() @ dense_sets[0][0].float().T,
+           nbytes=dense_bytes(problem.M, problem.N, problem.K, problem.dtype))
+    del dense_sets
     for name, maker in (("compiled", make_plain_fn), ("iq", make_invoke_quant_fn)):
         if not peers:
             continue
@@ -442,7 +528,149 @@ def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool
     return row
 
 
-PATHS = ("ours", "eager", "compiled", "iq", "int8pack")
+# ------------------------------------------------------------------------- model level
+
+
+class StackedLinears(torch.nn.Module):
+    """``layers`` bias-free ``nn.Linear(K, N)``, each applied to the same x (M, K).
+
+    Returns the layers' outputs (M, N) as a tuple: with K != N the layers cannot chain, and
+    each layer still reads its own weight, which is what decode time is made of.
+    """
+
+    def __init__(self, K: int, N: int, layers: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(
+            torch.nn.Linear(K, N, bias=False, device=device, dtype=dtype) for _ in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        return tuple(layer(x) for layer in self.layers)
+
+
+def model_layers(K: int, N: int, min_bytes: int = MODEL_MIN_WEIGHT_BYTES) -> int:
+    """Layers per model of shape (K, N): enough that the 4-bit model's weights reach
+    ``min_bytes`` (several times L2, so every layer reads HBM), at least 2. Every model of
+    a shape (dense included) gets the same count."""
+    smallest = min(Problem(s, 1, N, K).weight_bytes() for s in ("int4", "nf4"))
+    return max(2, math.ceil(min_bytes / smallest))
+
+
+def make_model(kind: str, K: int, N: int, layers: int, dtype, device, seed: int = 0) -> torch.nn.Module:
+    """The stacked model in ``dtype``; ``kind`` "dense" stays unquantized, a scheme name is
+    swapped in by ``impl.schemes.quantize_linear_`` (int4 group / nf4 block as the kernels' rows)."""
+    from impl.schemes import quantize_linear_
+
+    torch.manual_seed(seed)
+    model = StackedLinears(K, N, layers, device=device, dtype=dtype).eval()
+    if kind != "dense":
+        quantize_linear_(model, kind, **SCHEME_OPTIONS[kind])
+    return model
+
+
+def model_weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer: the weights a forward must read."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def layer_min_bytes(model: torch.nn.Module, M: int, K: int, N: int, dtype) -> int:
+    """Fewest bytes one layer moves: its share of the weights, x and its y once."""
+    layers = len(model.layers)
+    elem = torch.finfo(dtype).bits // 8
+    return model_weight_bytes(model) // layers + (M * K + M * N) * elem
+
+
+def compiled_replay(model: torch.nn.Module, x: torch.Tensor, mode: str):
+    """(first output, zero-argument timed call): ``torch.compile(model, mode)``, then for
+    "reduce-overhead" Inductor's own CUDA graphs, for other modes a CUDA graph captured around
+    the compiled call (harness.perf.cuda_graph_replay)."""
+    from harness.perf import cuda_graph_replay
+
+    compiled = torch.compile(model, mode=mode, dynamic=False)
+    first = compiled(x)
+    if mode == "reduce-overhead":
+        def call():
+            torch.compiler.cudagraph_mark_step_begin()
+            return compiled(x)
+        return first, call
+    return first, cuda_graph_replay(lambda: compiled(x))
+
+
+def bench_model(kind: str, dtype_name: str, M: int, K: int, N: int, layers: int, device, copy_gbs: float, mode: str) -> dict:
+    """One compiled model: per-layer GPU time under CUDA-graph replay, % of copy bandwidth."""
+    import impl
+
+    dtype = DTYPES[dtype_name]
+    entry = {"model": kind, "dtype": dtype_name, "M": M, "K": K, "N": N, "layers": layers, "mode": mode}
+    model = None
+    try:
+        model = make_model(kind, K, N, layers, dtype, device)
+        x = torch.randn((M, K), device=device, dtype=dtype)
+        entry["bytes_per_layer"] = layer_min_bytes(model, M, K, N, dtype)
+        torch._dynamo.reset()
+        with torch.no_grad(), (impl.installed() if kind != "dense" else contextlib.nullcontext()):
+            eager = model(x)
+            start = time.perf_counter()
+            first, call = compiled_replay(model, x, mode)
+            torch.cuda.synchronize()
+            entry["compile_s"] = round(time.perf_counter() - start, 1)
+            entry["rel_err"] = max(relative_error(y, e) for y, e in zip(first, eager))
+            ms = time_gpu_ms(call, reps=50)
+        per_layer_ms = ms / layers
+        gbs = entry["bytes_per_layer"] / (per_layer_ms * 1e-3) / 1e9
+        entry.update(ms=ms, per_layer_us=per_layer_ms * 1e3, GBps=gbs, pct_copy=100 * gbs / copy_gbs)
+    except Exception as exc:
+        entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        traceback.print_exc(limit=3)
+    finally:
+        del model
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+    return entry
+
+
+def bench_models(plan: Plan, device, copy_gbs: float, mode: str, partial_path: str, rows: list) -> list:
+    """Every (dtype, shape, M): the dense model first, then each scheme's, until the budget is spent."""
+    deadline = time.perf_counter() + plan.model_budget_s
+    work = sorted(((d, K, N, M) for d in plan.dtypes for (K, N) in plan.kn_shapes for M in plan.m_values),
+                  key=lambda w: (target_first(w[3], w[1], w[2]), w[0]))
+    out = []
+    for dtype_name, K, N, M in work:
+        layers = model_layers(K, N)
+        for kind in ("dense", *plan.schemes):
+            if time.perf_counter() > deadline:
+                entry = {"model": kind, "dtype": dtype_name, "M": M, "K": K, "N": N, "layers": layers,
+                         "skipped": "model time budget spent"}
+            else:
+                entry = bench_model(kind, dtype_name, M, K, N, layers, device, copy_gbs, mode)
+            out.append(entry)
+            shown = f"{entry['per_layer_us']:.1f} µs/layer ({entry['pct_copy']:.0f} %)" if "ms" in entry else \
+                entry.get("error", entry.get("skipped", ""))
+            print(f"model {kind:5s} {dtype_name} M={M} K={K} N={N} x{layers}: {shown}", flush=True)
+            with open(partial_path, "w") as f:  # survives a kill
+                json.dump({"rows": rows, "model_rows": out}, f)
+    return out
+
+
+def add_speedups(rows: list, model_rows: list) -> None:
+    """speedup_vs_dense = dense time / this time: on each kernel row's paths (against its dense
+    path) and on each model row (per layer, against the dense model of the same dtype, M, K, N)."""
+    for row in rows:
+        dense = row["paths"].get("dense", {})
+        for name, entry in row["paths"].items():
+            if name != "dense" and "ms" in entry and "ms" in dense:
+                entry["speedup_vs_dense"] = dense["ms"] / entry["ms"]
+    dense_models = {(m["dtype"], m["M"], m["K"], m["N"]): m for m in model_rows if m["model"] == "dense" and "ms" in m}
+    for entry in model_rows:
+        dense = dense_models.get((entry["dtype"], entry["M"], entry["K"], entry["N"]))
+        if dense is not None and "ms" in entry:
+            entry["speedup_vs_dense"] = dense["per_layer_us"] / entry["per_layer_us"]
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+PATHS = ("ours", "dense", "eager", "compiled", "iq", "int8pack")
 
 
 def format_cell(entry: dict) -> str:
@@ -458,10 +686,47 @@ def format_cell(entry: dict) -> str:
 def format_row(row: dict) -> str:
     cells = " | ".join(format_cell(row["paths"].get(p, {})) for p in PATHS)
     ours = row["paths"].get("ours", {})
+    speedup = f"{ours['speedup_vs_dense']:.2f}×" if "speedup_vs_dense" in ours else "—"
     flushed = f"{ours['do_bench_ms'] * 1e3:.1f} µs" if "do_bench_ms" in ours else "—"
     cpu = f"{ours['cpu_us']:.0f} µs" if "cpu_us" in ours else "—"
-    return (f"| {row['scheme']} | {row['M']} | {row['K']} | {row['N']} | {cells} | {flushed} | {cpu} "
-            f"| {row['config']} |")
+    return (f"| {row['scheme']} | {row.get('dtype', '')} | {row['M']} | {row['K']} | {row['N']} | {cells} | {speedup} "
+            f"| {flushed} | {cpu} | {row['config']} |")
+
+
+def format_model_cell(entry: Optional[dict]) -> str:
+    if not entry:
+        return "—"
+    if "ms" in entry:
+        speedup = f", {entry['speedup_vs_dense']:.2f}×" if entry.get("model") != "dense" and "speedup_vs_dense" in entry else ""
+        return f"{entry['per_layer_us']:.1f} µs ({entry['pct_copy']:.0f} %{speedup})"
+    if "skipped" in entry:
+        return "skipped"
+    return "error"
+
+
+def model_table(result: dict) -> list:
+    """One line per (dtype, K, N, M): per-layer time of the dense model and of each scheme's."""
+    model_rows = result.get("model_rows") or []
+    if not model_rows:
+        return []
+    kinds = list(dict.fromkeys(m["model"] for m in model_rows))
+    by_key: dict = {}
+    for m in model_rows:
+        by_key.setdefault((m["dtype"], m["K"] * m["N"], m["K"], m["N"], m["M"]), {})[m["model"]] = m
+    lines = [
+        f"Model level: a stack of bias-free nn.Linear(K, N) (layers per shape chosen so the 4-bit model's "
+        f"weights exceed {MODEL_MIN_WEIGHT_BYTES >> 20} MB), quantized by impl.schemes.quantize_linear_, "
+        f"impl.install(), torch.compile(mode=\"{result.get('model_mode', '')}\"), timed as a CUDA graph replay. "
+        "Cells: GPU time per layer (% of copy bandwidth on the layer's fewest bytes, speedup over the "
+        "dense model in the same dtype).",
+        "",
+        "| dtype | M | K | N | layers | " + " | ".join("dense" if k == "dense" else k for k in kinds) + " |",
+        "|---|---|---|---|---|" + "---|" * len(kinds),
+    ]
+    for (dtype, _, K, N, M), entries in sorted(by_key.items()):
+        layers = next(iter(entries.values()))["layers"]
+        lines.append(f"| {dtype} | {M} | {K} | {N} | {layers} | " + " | ".join(format_model_cell(entries.get(k)) for k in kinds) + " |")
+    return lines
 
 
 def markdown_table(result: dict) -> str:
@@ -471,24 +736,30 @@ def markdown_table(result: dict) -> str:
         f"nf4 block {result['nf4_block']}.",
         f"Copy bandwidth measured first: {result['copy_GBps']:.0f} GB/s (read + write). Cells: median "
         f"GPU time ({result['timer']} timer, see tools/bench_woq_gpu.py time_gpu_ms), weights rotated "
-        "through copies larger than L2; % = (fewest bytes / time) / copy bandwidth.",
+        "through copies larger than L2; % = (fewest bytes / time) / copy bandwidth; dense = F.linear "
+        "on an unquantized weight in the activation dtype.",
         "",
-        "| scheme | M | K | N | ours | eager | compiled max-autotune | InvokeQuant + prologue | "
-        "_weight_int8pack_mm | ours, do_bench with L2 flush | ours, host time per call | our config |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scheme | dtype | M | K | N | ours | dense | eager | compiled max-autotune | InvokeQuant + prologue | "
+        "_weight_int8pack_mm | ours vs dense | ours, do_bench with L2 flush | ours, host time per call | our config |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [format_row(r) for r in result["rows"]]
+    models = model_table(result)
+    if models:
+        lines += ["", *models]
     notes = []
     for r in result["rows"]:
         for name, entry in r["paths"].items():
             if "error" in entry:
-                notes.append(f"- {r['scheme']} M={r['M']} K={r['K']} N={r['N']} {name}: {entry['error']}")
+                notes.append(f"- {r['scheme']} {r.get('dtype', '')} M={r['M']} K={r['K']} N={r['N']} {name}: {entry['error']}")
             if "note" in entry:
-                notes.append(f"- {r['scheme']} M={r['M']} K={r['K']} N={r['N']} {name} timed as {entry['note']}")
+                notes.append(f"- {r['scheme']} {r.get('dtype', '')} M={r['M']} K={r['K']} N={r['N']} {name} timed as {entry['note']}")
+    for m in result.get("model_rows") or []:
+        if "error" in m:
+            notes.append(f"- model {m['model']} {m['dtype']} M={m['M']} K={m['K']} N={m['N']}: {m['error']}")
     if notes:
         lines += ["", "Errors and notes:", *sorted(set(notes))]
     return "\n".join(lines) + "\n"
-
 
 # --------------------------------------------------------------------------------- tune
 
@@ -607,13 +878,23 @@ def tune(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tune", action="store_true", help="time candidate kernel configs instead")
-    parser.add_argument("--quick", action="store_true", help="K = N = 8192 only")
+    parser.add_argument("--quick", action="store_true",
+                        help="K = N = 8192, M = 1 and 16, bf16, smaller budgets: about 5 minutes on an H200")
     parser.add_argument("--schemes", default="int8,int4,nf4")
-    parser.add_argument("--m", default="", help="comma-separated M values (default 1,4,16,64,256)")
-    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--m", default="", help="comma-separated M values (default 1,2,4,8,16,64,256; --quick 1,16)")
+    parser.add_argument("--kn", default="", help="comma-separated KxN shapes (default 4096x4096,8192x8192,8192x28672)")
+    parser.add_argument("--dtypes", default="", help="bench activation dtypes (default bf16,fp16; --quick bf16)")
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES), help="activation dtype of --tune")
     parser.add_argument("--no-peers", action="store_true", help="skip the torch.compile peers")
-    parser.add_argument("--peer-budget-s", type=float, default=240.0,
-                        help="seconds for compiling and timing the torch.compile peers")
+    parser.add_argument("--no-model", action="store_true", help="skip the model-level rows")
+    parser.add_argument("--peer-budget-s", type=float, default=None,
+                        help=f"seconds for compiling and timing the torch.compile peers (default {PEER_BUDGET_S:.0f}, --quick {QUICK_PEER_BUDGET_S:.0f})")
+    parser.add_argument("--model-budget-s", type=float, default=None,
+                        help=f"seconds for the model-level rows (default {MODEL_BUDGET_S:.0f}, --quick {QUICK_MODEL_BUDGET_S:.0f})")
+    parser.add_argument("--model-mode", default="max-autotune-no-cudagraphs",
+                        choices=("max-autotune-no-cudagraphs", "default", "reduce-overhead"),
+                        help="torch.compile mode of the models (reduce-overhead: Inductor's CUDA graphs, else ours)")
+    parser.add_argument("--name", default="bench_woq", help="output file stem: NAME.json and NAME.md under --out")
     parser.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)),
                         help="processes compiling our kernels ahead of timing")
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
@@ -638,11 +919,12 @@ def main(argv=None) -> int:
             json.dump(result["tuned_configs"], f, indent=1, sort_keys=True)
     else:
         result = bench(args)
-        with open(os.path.join(args.out, "bench_woq.json"), "w") as f:
+        with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
             json.dump(result, f, indent=1)
-        os.remove(os.path.join(args.out, "bench_woq.partial.json"))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(args.out, f"{args.name}.partial.json"))
         table = markdown_table(result)
-        with open(os.path.join(args.out, "bench_woq.md"), "w") as f:
+        with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
             f.write(table)
         print("\n" + table)
     print(f"total {time.perf_counter() - start:.0f} s")

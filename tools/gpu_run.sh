@@ -11,7 +11,15 @@
 #   tools/gpu_run.sh matrix     the session's one call: the op tests and kernel tests on CUDA,
 #                               then every suite's cuda matrix (existing cuda goldens compared,
 #                               missing ones written); $OUT/cuda_goldens.tar holds the goldens
-#                               to commit (tar -xf it in the repo root)
+#                               to commit (tar -xf it in the repo root); perf checks off (--no-perf:
+#                               14 workers on one GPU would time each other) and woq_perf.yaml left
+#                               to the perf stage
+#   tools/gpu_run.sh perf ARGS  suites/woq_perf.yaml alone (-n 0): each cell timed against its perf
+#                               golden for this GPU kind (missing ones written); $OUT/perf_goldens.tar
+#                               holds the perf goldens to commit; then the harness's GPU-only tests
+#   tools/gpu_run.sh gpus       (a machine with several GPUs) the cuda matrix with -n 8 on every GPU,
+#                               then on GPU 0 alone (CUDA_VISIBLE_DEVICES=0): cells per GPU, wall times;
+#                               $OUT/gpus_goldens.tar holds the goldens written (multi_gpu.yaml's)
 #
 # Files under $OUT: env.txt, kernel_tests.log, bench.log + bench_woq.json + bench_woq.md
 # (bench), tune.log + tune_woq.json + tuned_configs.json (tune).
@@ -41,7 +49,7 @@ if [ "$MODE" = matrix ]; then
   # eat the next (MATRIX_S, IMPL_S seconds).
   touch /tmp/matrix_start
   start=$(date +%s)
-  timeout "${MATRIX_S:-150}" python3 -m harness --devices cuda -n 14 --add-missing-goldens --summary "$OUT/cuda_summary.json" \
+  timeout "${MATRIX_S:-150}" python3 -m harness --devices cuda -n 14 --no-perf --ignore=suites/woq_perf.yaml --add-missing-goldens --summary "$OUT/cuda_summary.json" \
     > "$OUT/cuda_matrix.log" 2>&1
   [ $? -eq 0 ] || status=1
   grep -E "passed|failed|FAILED|error" "$OUT/cuda_matrix.log" | tail -n 40
@@ -54,6 +62,45 @@ if [ "$MODE" = matrix ]; then
   [ $? -eq 0 ] || status=1
   tail -n 25 "$OUT/impl_tests.log"
   echo "impl tests on cuda: $(( $(date +%s) - start )) s"
+  exit $status
+fi
+
+if [ "$MODE" = perf ]; then
+  touch /tmp/perf_start
+  start=$(date +%s)
+  timeout "${PERF_S:-360}" python3 -m pytest suites/woq_perf.yaml -p no:cacheprovider -n 0 --add-missing-goldens "$@" \
+    > "$OUT/perf.log" 2>&1
+  [ $? -eq 0 ] || status=1
+  grep -E "^(FAILED|ERROR)|perf golden|slower than|passed|failed" "$OUT/perf.log" | tail -n 20
+  sed -n '/quantcheck perf/,$p' "$OUT/perf.log" | head -n 40
+  echo "perf cases: $(( $(date +%s) - start )) s"
+  find golden -name 'perf-*.json' -newer /tmp/perf_start -print0 | tar -cf "$OUT/perf_goldens.tar" --null -T -
+  echo "perf goldens written: $(tar -tf "$OUT/perf_goldens.tar" | wc -l) files"
+  timeout "${HARNESS_S:-180}" python3 -m pytest tests/harness/test_perf.py tests/harness/test_kernel_asm.py -q -p no:cacheprovider \
+    -k cuda > "$OUT/harness_gpu_tests.log" 2>&1
+  [ $? -eq 0 ] || status=1
+  tail -n 5 "$OUT/harness_gpu_tests.log"
+  exit $status
+fi
+
+if [ "$MODE" = gpus ]; then
+  gpus=$(nvidia-smi -L | wc -l)
+  touch /tmp/gpus_start
+  start=$(date +%s)
+  timeout "${MATRIX_S:-240}" python3 -m harness --devices cuda -n "${GPUS_N:-8}" --no-perf --add-missing-goldens \
+    --summary "$OUT/gpus_summary.json" > "$OUT/gpus_matrix.log" 2>&1
+  [ $? -eq 0 ] || status=1
+  all_s=$(( $(date +%s) - start ))
+  find golden -name 'cuda-*' -newer /tmp/gpus_start -print0 | tar -cf "$OUT/gpus_goldens.tar" --null -T -
+  echo "cuda goldens written: $(tar -tf "$OUT/gpus_goldens.tar" | wc -l) files"
+  sed -n '/^cells: /,$p' "$OUT/gpus_matrix.log" | head -n 12
+  start=$(date +%s)
+  CUDA_VISIBLE_DEVICES=0 timeout "${MATRIX_S:-240}" python3 -m harness --devices cuda -n "${GPUS_N:-8}" --no-perf \
+    --summary "$OUT/gpu0_summary.json" > "$OUT/gpu0_matrix.log" 2>&1
+  [ $? -eq 0 ] || status=1
+  one_s=$(( $(date +%s) - start ))
+  sed -n '/^cells: /,$p' "$OUT/gpu0_matrix.log" | head -n 12
+  echo "cuda matrix wall time: ${all_s} s on ${gpus} GPUs, ${one_s} s on GPU 0 alone (-n ${GPUS_N:-8} both)"
   exit $status
 fi
 
@@ -85,7 +132,7 @@ case "$MODE" in
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
     ;;
   *)
-    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, all, tests)" >&2
+    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, all, tests, matrix, perf, gpus)" >&2
     exit 2
     ;;
 esac

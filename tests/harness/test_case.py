@@ -133,7 +133,7 @@ def test_filecheck_block_knows_the_yaml_line_of_its_first_check():
         ),
         (
             MINIMAL + "    checks:\n      filecheck:\n        - {target: asm, check: 'CHECK: x'}\n",
-            "suites/x.yaml:9: cases.a.checks.filecheck[0].target: 'asm' is not one of the allowed values (got 'asm'; allowed output_code, post_grad_graph, kernel_source, autotune_block)",
+            "suites/x.yaml:9: cases.a.checks.filecheck[0].target: 'asm' is not one of the allowed values (got 'asm'; allowed output_code, post_grad_graph, kernel_source, autotune_block, ptx, sass, kernel_resources)",
         ),
         (
             MINIMAL + "    marks:\n      - {xfail: why, skip: why}\n",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,77 @@ def test_triton_interpreter_cells_give_way_to_a_gpu(monkeypatch):
     )
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert triton_interpreter_unavailable() is None
+
+
+# --------------------------------------------------------------------------- several GPUs
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """A machine with ``count`` CUDA devices as far as harness.matrix can tell; records set_device."""
+    from harness import matrix
+
+    chosen: list[int] = []
+
+    def install(count: int) -> list[int]:
+        monkeypatch.setattr(matrix, "available_devices", lambda: ("cpu", "cuda") if count else ("cpu",))
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+        monkeypatch.delenv("QUANTCHECK_WORKER_GPU", raising=False)
+        return chosen
+
+    return install
+
+
+def test_pin_worker_to_gpu_deals_workers_round_robin(fake_gpus, monkeypatch):
+    from harness.matrix import pin_worker_to_gpu
+
+    chosen = fake_gpus(2)
+    notes = [pin_worker_to_gpu(f"gw{n}") for n in range(5)]
+    assert chosen == [0, 1, 0, 1, 0]
+    assert notes == ["gw0 -> cuda:0", "gw1 -> cuda:1", "gw2 -> cuda:0", "gw3 -> cuda:1", "gw4 -> cuda:0"]
+    assert os.environ["QUANTCHECK_WORKER_GPU"] == "0"
+    monkeypatch.delenv("QUANTCHECK_WORKER_GPU")
+
+
+@pytest.mark.parametrize(
+    "count, worker, devices",
+    [(1, "gw3", ("cuda",)), (0, "gw1", ("cuda",)), (2, None, ("cuda",)), (2, "master", ("cuda",)), (2, "gw1", ("cpu",))],
+    ids=["one-gpu", "no-gpu", "no-xdist", "not-a-worker", "cuda-not-wanted"],
+)
+def test_pin_worker_to_gpu_leaves_the_device_alone(fake_gpus, count, worker, devices):
+    from harness.matrix import pin_worker_to_gpu
+
+    chosen = fake_gpus(count)
+    assert pin_worker_to_gpu(worker, devices) is None
+    assert chosen == []
+    assert "QUANTCHECK_WORKER_GPU" not in os.environ
+
+
+def test_two_gpu_cases_are_skipped_with_the_reason_on_one_gpu(fake_gpus):
+    from harness.case import load_suite
+
+    suite = load_suite(Path(__file__).resolve().parents[2] / "suites" / "multi_gpu.yaml", "suites/multi_gpu.yaml")
+    fake_gpus(1)
+    reasons = {c.skip_reason for case in suite.cases for c in expand_matrix(case)}
+    assert reasons == {"needs 2 cuda devices, this machine has 1"}
+    fake_gpus(2)
+    assert {c.skip_reason for case in suite.cases for c in expand_matrix(case)} == {None}
+    fake_gpus(0)
+    assert {c.skip_reason for case in suite.cases for c in expand_matrix(case)} == {"no cuda device on this machine (available: cpu)"}
+
+
+@pytest.mark.parametrize("scheme, block, K", [("int8", 64, 200), ("int4", 64, 256)])
+def test_the_two_gpu_program_gives_one_result_per_gpu(scheme, block, K):
+    """On the CPU both 'GPUs' are the CPU: the two results equal each other and the float64 formula."""
+    from impl.schemes import quantize_int4, quantize_int8
+    from suites.programs.multi_gpu import woq_mm_on_each_gpu
+    from suites.programs.woq_fusion import mm_t
+
+    torch.manual_seed(0)
+    x, w = torch.randn(4, K), torch.randn(48, K) * 0.05
+    weight = quantize_int8(w).tensors() if scheme == "int8" else quantize_int4(w, block).tensors()
+    first, second = woq_mm_on_each_gpu(x, tuple(weight), scheme, block)
+    assert torch.equal(first, second)
+    reference = mm_t(x.double(), tuple(t.double() if t.is_floating_point() else t for t in weight), scheme, block)
+    torch.testing.assert_close(first.double(), reference, atol=1e-4, rtol=1e-4)

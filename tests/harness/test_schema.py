@@ -50,6 +50,7 @@ def test_enums_equal_the_loader_constants():
     assert defs["input"]["properties"]["distribution"]["enum"] == list(DISTRIBUTIONS)
     assert set(defs["input"]["properties"]) == set(case_module.INPUT_KEYS)
     assert set(defs["checks"]["properties"]) == set(case_module.CHECKS_KEYS)
+    assert set(defs["perf"]["properties"]) == set(case_module.PERF_KEYS)
     assert set(defs["case"]["properties"]) == set(case_module.CASE_KEYS)
     assert set(defs["defaults"]["properties"]) == set(case_module.DEFAULTS_KEYS)
     assert set(SCHEMA["properties"]) == set(case_module.TOP_LEVEL_KEYS)
@@ -72,6 +73,9 @@ GOOD = "cases:\n  a:\n    program: matmul\n    inputs: {x: {shape: [2, 2]}, y: {
         "    checks: {counters: [{key: inductor.x}]}\n",
         "    checks: {counters: [{key: inductor.x, equals: 1, at_most: 2}]}\n",
         "    checks: {filecheck: [{target: asm, check: x}]}\n",
+        "    checks: {perf: {band: -0.1}}\n",
+        "    checks: {perf: {reps: 0}}\n",
+        "    checks: {perf: {cuda_graph: 1}}\n",
         "    marks: [{xfail: a, skip: b}]\n",
         "    marks: [{skip: a, strict: true}]\n",
         "    passes: [{hook: nowhere, factory: 'a:b'}]\n",

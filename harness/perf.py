@@ -1,0 +1,409 @@
+"""Perf check: a cell's median time held to a performance golden of its GPU kind.
+
+A case asks for it under ``checks``::
+
+    perf: {band: 0.15, cuda_graph: true}     # fail when slower than 1.15 x the golden
+
+The cell's program (compiled with the cell's backend) is called on fresh inputs and timed
+by the device's timer; the median goes to
+``golden/<suite>/<case>/perf-<device kind>-<backend>-<dtype>.json`` (one file per GPU kind:
+an H100 and an H200 keep separate numbers), written with ``--update-golden`` and, when
+missing, ``--add-missing-goldens``. Only CUDA has a timer (CUDA events, see
+:func:`time_cuda`); other devices' cells say why they were not timed. Tests register a fake
+timer for the CPU with :func:`register_timer`.
+
+The golden records what the number depends on (shapes, CUDA graph, L2 flush, torch and
+triton versions); a golden measured under another setup fails instead of comparing
+numbers that do not compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+PERF_FORMAT = "quantcheck-perf/1"
+PERF_PREFIX = "perf-"
+# Spin the GPU this many cycles (~0.5 ms on an H100/H200) before each timed call, so the
+# host's launch work queues up behind it and the events time the GPU alone.
+SPIN_CYCLES = 1_000_000
+L2_FLUSH_BYTES = 256 * 2**20  # several times any current GPU's L2
+
+
+class PerfGoldenError(Exception):
+    """A perf golden that cannot be used; the message is one line naming the file."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}")
+
+
+class PerfGoldenMissing(PerfGoldenError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfSample:
+    """Timings of one cell: the median and the spread (interquartile range / median)."""
+
+    median_us: float
+    spread: float
+    reps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceTimer:
+    """How one device type is timed.
+
+    ``device_kind()`` names the hardware (``torch.cuda.get_device_name()``): perf goldens
+    are kept per kind. ``measure(fn, spec)`` calls the zero-argument ``fn`` as ``spec`` (a
+    ``harness.case.PerfSpec``) asks and returns a :class:`PerfSample`.
+    """
+
+    device_kind: Callable[[], str]
+    measure: Callable[[Callable[[], Any], Any], PerfSample]
+
+
+def summarize(times_us: list[float]) -> PerfSample:
+    """Median and relative interquartile range of per-call times."""
+    if not times_us:
+        raise ValueError("summarize: no timings")
+    ordered = sorted(times_us)
+
+    def quantile(q: float) -> float:
+        position = q * (len(ordered) - 1)
+        low, high = math.floor(position), math.ceil(position)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    median = quantile(0.5)
+    spread = (quantile(0.75) - quantile(0.25)) / median if median > 0 else 0.0
+    return PerfSample(median_us=median, spread=spread, reps=len(ordered))
+
+
+# --------------------------------------------------------------------------- CUDA timer
+
+
+def cuda_graph_replay(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` captured into a CUDA graph (after a warm-up on a side stream); returns its replay."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # the first calls may allocate, autotune or compile lazily
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def time_cuda(fn: Callable[[], Any], spec: Any) -> PerfSample:
+    """GPU time per call of ``fn`` (or of its CUDA-graph replay), from CUDA events.
+
+    Each timed call follows a GPU spin, so the time is the GPU's, not the host's launch
+    path; with ``l2_flush`` a 256 MB buffer is read first, outside the timed interval, so
+    the call finds its operands in HBM (a read, not a write: written lines would be written
+    back while the timed call runs).
+    """
+    import torch
+
+    call = cuda_graph_replay(fn) if spec.cuda_graph else fn
+    for _ in range(spec.warmup):
+        call()
+    flush = torch.ones(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda") if spec.l2_flush else None
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(spec.reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(spec.reps)]
+    torch.cuda.synchronize()
+    for start, end in zip(starts, ends):
+        if flush is not None:
+            flush.amax()
+        torch.cuda._sleep(SPIN_CYCLES)
+        start.record()
+        call()
+        end.record()
+    torch.cuda.synchronize()
+    return summarize([start.elapsed_time(end) * 1e3 for start, end in zip(starts, ends)])
+
+
+def _cuda_device_kind() -> str:
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
+TIMERS: dict[str, DeviceTimer] = {"cuda": DeviceTimer(device_kind=_cuda_device_kind, measure=time_cuda)}
+
+
+def register_timer(device: str, timer: Optional[DeviceTimer]) -> Optional[DeviceTimer]:
+    """Time ``device`` cells with ``timer`` (None: stop timing them); returns the previous one."""
+    previous = TIMERS.get(device)
+    if timer is None:
+        TIMERS.pop(device, None)
+    else:
+        TIMERS[device] = timer
+    return previous
+
+
+def why_not_timed(device: str, enabled: bool, workers: int, device_count: int) -> Optional[str]:
+    """Why a ``device`` cell is not timed in this process (None: it is).
+
+    ``workers``: pytest-xdist workers in the session (0 without xdist); ``device_count``:
+    devices of that type. Workers sharing a GPU would time each other's kernels.
+    """
+    if not enabled:
+        return "perf checks are off (--no-perf)"
+    if device not in TIMERS:
+        return f"perf checks time cuda cells only (no timer for {device})"
+    if workers > max(device_count, 1):
+        return (
+            f"{workers} xdist workers share {device_count} {device} device(s), so timings would be contended; "
+            f"run perf cases with -n 0 (or at most one worker per device)"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- goldens
+
+
+def device_kind_slug(kind: str) -> str:
+    """'NVIDIA H200' -> 'nvidia-h200': lower case, runs of other characters as one '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")
+    return slug or "unknown"
+
+
+def perf_golden_path(root: Path, suite_stem: str, case: str, device_kind: str, backend: str, dtype: str) -> Path:
+    return root / suite_stem / case / f"{PERF_PREFIX}{device_kind_slug(device_kind)}-{backend}-{dtype}.json"
+
+
+def parse_perf_golden_name(name: str) -> Optional[tuple[str, str, str]]:
+    """(device kind slug, backend, dtype) of a perf golden's file name; None for other files.
+
+    Backends use '_' and dtypes no separator, so the last two '-' split them off the slug.
+    """
+    if not (name.startswith(PERF_PREFIX) and name.endswith(".json")):
+        return None
+    parts = name[len(PERF_PREFIX):-len(".json")].rsplit("-", 2)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+def setup_of(spec: Any, shapes: dict[str, list[int]]) -> dict[str, Any]:
+    """What a timing depends on besides the code: compared between golden and run."""
+    return {"shapes": shapes, "cuda_graph": spec.cuda_graph, "l2_flush": spec.l2_flush}
+
+
+def perf_record(sample: PerfSample, *, suite: str, case: str, backend: str, dtype: str, device_kind: str, setup: dict) -> dict:
+    import torch
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "format": PERF_FORMAT,
+        "suite": suite,
+        "case": case,
+        "backend": backend,
+        "dtype": dtype,
+        "device_kind": device_kind,
+        "median_us": round(sample.median_us, 3),
+        "spread": round(sample.spread, 4),
+        "reps": sample.reps,
+        "setup": setup,
+        "torch": torch.__version__,
+        "triton": triton_version,
+    }
+
+
+def read_perf_golden(path: Path) -> dict:
+    """The stored record; PerfGoldenMissing / PerfGoldenError say what is wrong in one line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PerfGoldenMissing(path, "no perf golden yet") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PerfGoldenError(path, f"unreadable ({exc})") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PerfGoldenError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != PERF_FORMAT:
+        raise PerfGoldenError(path, f"not a {PERF_FORMAT} record")
+    median = record.get("median_us")
+    if isinstance(median, bool) or not isinstance(median, (int, float)) or not median > 0 or math.isinf(median):
+        raise PerfGoldenError(path, f"key 'median_us' must be a positive number (got {median!r})")
+    if not isinstance(record.get("setup"), dict):
+        raise PerfGoldenError(path, "key 'setup' must be a mapping")
+    return record
+
+
+def write_perf_golden(path: Path, record: dict) -> None:
+    """Atomically (temporary file in the same directory, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8") as tmp:
+        tmp.write(data)
+    os.chmod(tmp.name, 0o644)
+    os.replace(tmp.name, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfVerdict:
+    ok: bool
+    note: str  # one line for the session's perf section
+    failure: str = ""  # the cell's failure section when not ok
+
+
+def _fmt_us(us: float) -> str:
+    return f"{us:.1f} µs" if us >= 10 else f"{us:.2f} µs"
+
+
+def judge(sample: PerfSample, golden: dict, band: float, shown_path: str, now_setup: dict) -> PerfVerdict:
+    """Measured against the golden: slower than ``1 + band`` times it fails; a changed setup fails."""
+    for key, value in now_setup.items():
+        if golden["setup"].get(key) != value:
+            problem = (
+                f"perf golden {shown_path} was measured with {key} = {golden['setup'].get(key)!r}; "
+                f"the case now has {value!r}: the numbers do not compare"
+            )
+            return PerfVerdict(ok=False, note=f"setup changed ({key})", failure=problem)
+    golden_us = float(golden["median_us"])
+    ratio = sample.median_us / golden_us
+    summary = (
+        f"{_fmt_us(sample.median_us)} measured (spread {sample.spread:.0%}), golden {_fmt_us(golden_us)}, "
+        f"ratio {ratio:.2f} (band +{band:.0%})"
+    )
+    if ratio <= 1 + band:
+        return PerfVerdict(ok=True, note=summary)
+    failure = (
+        f"perf: slower than the golden: {_fmt_us(sample.median_us)} measured, golden {_fmt_us(golden_us)}, "
+        f"ratio {ratio:.2f} > {1 + band:.2f} allowed (band +{band:.0%})\n"
+        f"  golden: {shown_path} (torch {golden.get('torch')}, triton {golden.get('triton')}, "
+        f"spread {float(golden.get('spread', 0.0)):.0%}, {golden.get('reps')} reps)\n"
+        f"  now: spread {sample.spread:.0%}, {sample.reps} reps"
+    )
+    return PerfVerdict(ok=False, note="SLOWER: " + summary, failure=failure)
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def perf_applies(case: Any, cell: Any) -> bool:
+    spec = case.checks.perf
+    return spec is not None and spec.when.applies(cell.backend, cell.device, cell.dtype)
+
+
+def timer_for_cell(case: Any, cell: Any, enabled: bool, workers: int) -> tuple[Optional[DeviceTimer], Optional[str]]:
+    """(timer, None) when the cell is to be timed, (None, reason) when its perf check cannot run.
+
+    ``workers``: pytest-xdist workers of the session (0 without xdist). Call only for cells
+    where :func:`perf_applies`.
+    """
+    from .matrix import device_count
+
+    reason = why_not_timed(cell.device, enabled, workers, device_count(cell.device))
+    return (None, reason) if reason else (TIMERS[cell.device], None)
+
+
+def check_perf(
+    sample: PerfSample,
+    timer: DeviceTimer,
+    case: Any,
+    cell: Any,
+    *,
+    golden_root: Path,
+    shown: Callable[[Path], str],
+    write: bool,
+    write_if_missing: bool,
+    refresh_command: str,
+) -> PerfVerdict:
+    """The cell's perf golden: written when asked (``write``) or missing (``write_if_missing``),
+    then judged. Missing or unusable goldens fail with one line and the refresh command;
+    nothing is overwritten unless asked."""
+    spec = case.checks.perf
+    kind = timer.device_kind()
+    path = perf_golden_path(golden_root, case.suite_stem, case.name, kind, cell.backend, cell.dtype)
+    setup = setup_of(spec, {s.name: list(s.shape) for s in case.inputs})
+    if write or (write_if_missing and not path.exists()):
+        try:
+            previous: Optional[float] = read_perf_golden(path)["median_us"]
+        except PerfGoldenError:
+            previous = None
+        record = perf_record(
+            sample, suite=case.display_path, case=case.name, backend=cell.backend, dtype=cell.dtype,
+            device_kind=kind, setup=setup,
+        )
+        write_perf_golden(path, record)
+        was = f" (was {_fmt_us(previous)})" if previous is not None else ""
+        return PerfVerdict(ok=True, note=f"perf golden written: {shown(path)}: {_fmt_us(sample.median_us)}{was}")
+    try:
+        golden = read_perf_golden(path)
+    except PerfGoldenMissing:
+        failure = (
+            f"perf golden missing: {shown(path)} (measured now: {_fmt_us(sample.median_us)} on {kind})\n"
+            f"  record it with:\n    {refresh_command}"
+        )
+        return PerfVerdict(ok=False, note="no perf golden", failure=failure)
+    except PerfGoldenError as exc:
+        failure = (
+            f"perf golden unusable: {shown(exc.path)}: {exc.problem}\n"
+            f"  nothing was overwritten; to regenerate it:\n    {refresh_command}"
+        )
+        return PerfVerdict(ok=False, note="perf golden unusable", failure=failure)
+    verdict = judge(sample, golden, spec.band, shown(path), setup)
+    if verdict.ok:
+        return verdict
+    return dataclasses.replace(
+        verdict, failure=f"{verdict.failure}\n  if the change is intended, record the new time with:\n    {refresh_command}"
+    )
+
+
+# --------------------------------------------------------------------------- session
+
+
+def declared_perf_keys(case: Any) -> set[tuple[str, str]]:
+    """(backend, dtype) pairs whose perf goldens ``case`` owns (on any GPU kind)."""
+    spec = case.checks.perf
+    if spec is None:
+        return set()
+    matrix = case.matrix
+    return {
+        (backend, dtype)
+        for backend in matrix.backends for device in matrix.devices for dtype in matrix.dtypes
+        if spec.when.applies(backend, device, dtype)
+    }
+
+
+def owned_perf_golden(path: Path, root: Path, owned: set[tuple[str, str, str, str]]) -> bool:
+    """Whether ``path`` is a perf golden that a loaded case declares ((suite, case, backend, dtype) in ``owned``)."""
+    parsed = parse_perf_golden_name(path.name)
+    if parsed is None:
+        return False
+    try:
+        suite, case = path.relative_to(root).parts[:2]
+    except ValueError:
+        return False
+    _, backend, dtype = parsed
+    return (suite, case, backend, dtype) in owned
+
+
+def perf_section(notes: list[str]) -> list[str]:
+    """The session's perf lines: each timed cell, then the cells not timed, counted per reason."""
+    timed = sorted(n for n in notes if ": not timed: " not in n)
+    reasons: dict[str, int] = {}
+    for note in notes:
+        if ": not timed: " in note:
+            reason = note.split(": not timed: ", 1)[1]
+            reasons[reason] = reasons.get(reason, 0) + 1
+    lines = list(timed)
+    lines += [f"{count} cell(s) not timed: {reason}" for reason, count in sorted(reasons.items())]
+    return lines

@@ -1,0 +1,282 @@
+"""harness/perf.py: timing helpers, perf goldens, and the perf check end to end with a fake timer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.case import CaseFormatError, PerfSpec, parse_suite
+from harness.perf import (
+    PerfGoldenError,
+    PerfGoldenMissing,
+    PerfSample,
+    device_kind_slug,
+    judge,
+    parse_perf_golden_name,
+    perf_section,
+    read_perf_golden,
+    summarize,
+    why_not_timed,
+)
+
+pytest_plugins = ["pytester"]
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_summarize_gives_median_and_relative_interquartile_range():
+    sample = summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert sample.median_us == 3.0
+    assert sample.spread == pytest.approx((4.0 - 2.0) / 3.0)
+    assert sample.reps == 5
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_device_kind_slug_and_golden_name_round_trip():
+    assert device_kind_slug("NVIDIA H200") == "nvidia-h200"
+    assert device_kind_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert parse_perf_golden_name("perf-nvidia-h200-inductor_max_autotune-bfloat16.json") == (
+        "nvidia-h200", "inductor_max_autotune", "bfloat16",
+    )
+    assert parse_perf_golden_name("cuda-bfloat16.json") is None
+    assert parse_perf_golden_name("perf-x.json") is None
+
+
+def test_why_not_timed():
+    assert why_not_timed("cuda", enabled=False, workers=0, device_count=1) == "perf checks are off (--no-perf)"
+    assert why_not_timed("cpu", enabled=True, workers=0, device_count=1) == "perf checks time cuda cells only (no timer for cpu)"
+    assert why_not_timed("cuda", enabled=True, workers=0, device_count=1) is None
+    assert why_not_timed("cuda", enabled=True, workers=2, device_count=2) is None
+    contended = why_not_timed("cuda", enabled=True, workers=8, device_count=1)
+    assert contended.startswith("8 xdist workers share 1 cuda device(s)")
+
+
+def _golden(median_us: float, **setup) -> dict:
+    return {"median_us": median_us, "setup": {"shapes": {"x": [4]}, **setup}, "torch": "2.11.0", "triton": "3.6.0", "reps": 100}
+
+
+def test_judge_passes_inside_the_band_and_fails_outside_it():
+    setup = {"shapes": {"x": [4]}}
+    inside = judge(PerfSample(114.0, 0.01, 100), _golden(100.0), 0.15, "g.json", setup)
+    assert inside.ok and "ratio 1.14" in inside.note
+    slower = judge(PerfSample(130.0, 0.02, 100), _golden(100.0), 0.15, "g.json", setup)
+    assert not slower.ok
+    assert slower.failure.splitlines()[0] == (
+        "perf: slower than the golden: 130.0 µs measured, golden 100.0 µs, ratio 1.30 > 1.15 allowed (band +15%)"
+    )
+    moved = judge(PerfSample(100.0, 0.0, 100), _golden(100.0), 0.15, "g.json", {"shapes": {"x": [8]}})
+    assert not moved.ok and "was measured with shapes = {'x': [4]}; the case now has {'x': [8]}" in moved.failure
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("{", "not valid JSON"),
+        ('{"format": "other"}', "not a quantcheck-perf/1 record"),
+        ('{"format": "quantcheck-perf/1", "median_us": -1, "setup": {}}', "key 'median_us' must be a positive number (got -1)"),
+        ('{"format": "quantcheck-perf/1", "median_us": 3.0}', "key 'setup' must be a mapping"),
+    ],
+)
+def test_bad_perf_golden_is_one_line_naming_the_file(tmp_path, text, problem):
+    path = tmp_path / "perf-x-eager-float32.json"
+    path.write_text(text)
+    with pytest.raises(PerfGoldenError) as error:
+        read_perf_golden(path)
+    assert str(error.value).startswith(f"{path}: {problem}")
+    assert "\n" not in str(error.value)
+    with pytest.raises(PerfGoldenMissing):
+        read_perf_golden(tmp_path / "absent.json")
+
+
+def test_perf_section_lists_timed_cells_and_counts_the_rest():
+    lines = perf_section([
+        "s.yaml::b[x]: 1.0 µs measured", "s.yaml::a[x]: not timed: off", "s.yaml::c[x]: not timed: off",
+    ])
+    assert lines == ["s.yaml::b[x]: 1.0 µs measured", "2 cell(s) not timed: off"]
+
+
+# --------------------------------------------------------------------------- the YAML block
+
+
+def _parse(checks: str):
+    text = f"cases:\n  a:\n    program: matmul\n    inputs: {{x: {{shape: [2, 2]}}, y: {{shape: [2, 2]}}}}\n    checks: {checks}\n"
+    return parse_suite(text, Path("suites/x.yaml"), "suites/x.yaml").cases[0]
+
+
+def test_perf_block_parses_with_defaults():
+    spec = _parse("{perf: {band: 0.1, cuda_graph: true, when: {backends: [inductor]}}}").checks.perf
+    assert (spec.band, spec.cuda_graph, spec.warmup, spec.reps, spec.l2_flush) == (0.1, True, 10, 100, False)
+    assert spec.when.backends == ("inductor",)
+    assert _parse("{golden: true}").checks.perf is None
+    assert PerfSpec().band == 0.15
+
+
+@pytest.mark.parametrize(
+    "checks, message",
+    [
+        ("{perf: {band: -0.1}}", "suites/x.yaml:5: cases.a.checks.perf.band: must be >= 0.0 (got -0.1)"),
+        ("{perf: {reps: 0}}", "suites/x.yaml:5: cases.a.checks.perf.reps: must be >= 1 (got 0)"),
+        ("{perf: {speed: fast}}", "suites/x.yaml:5: cases.a.checks.perf.speed: unknown key (got 'speed'; allowed band, warmup, reps, cuda_graph, l2_flush, when)"),
+        ("{perf: 0.15}", "suites/x.yaml:5: cases.a.checks.perf: must be a mapping (got 0.15)"),
+    ],
+)
+def test_bad_perf_block_is_one_line(checks, message):
+    with pytest.raises(CaseFormatError) as error:
+        _parse(checks)
+    assert str(error.value) == message
+
+
+# --------------------------------------------------------------------------- end to end
+
+FAKE_TIMER = '''
+
+import os
+
+import harness.perf as _perf
+
+_previous = []
+
+
+def pytest_configure(config):
+    """A fake CPU timer: returns FAKE_PERF_US (after calling the program once)."""
+    if "FAKE_PERF_US" not in os.environ:
+        return
+
+    def measure(fn, spec):
+        assert fn() is not None
+        return _perf.PerfSample(median_us=float(os.environ["FAKE_PERF_US"]), spread=0.01, reps=spec.reps)
+
+    _previous.append(_perf.register_timer("cpu", _perf.DeviceTimer(device_kind=lambda: "Fake Timer 9000", measure=measure)))
+
+
+def pytest_unconfigure(config):
+    if _previous:
+        _perf.register_timer("cpu", _previous.pop())
+'''
+
+TIMED = """
+cases:
+  timed:
+    program: progs:scaled
+    inputs:
+      x: {shape: [4, 3]}
+    matrix: {backends: [eager], devices: [cpu]}
+    checks: {golden: false, perf: {band: 0.15, reps: 7}}
+"""
+
+GOLDEN = "golden/s/timed/perf-fake-timer-9000-eager-float32.json"
+REFRESH = "python -m pytest 'suites/s.yaml::timed[[]eager-cpu-float32[]]' -p no:cacheprovider --update-golden"
+
+
+@pytest.fixture
+def timed_project(project, monkeypatch):
+    (project.root / "conftest.py").write_text((project.root / "conftest.py").read_text() + FAKE_TIMER)
+    project.suite(TIMED)
+    monkeypatch.setenv("FAKE_PERF_US", "100")
+    return project
+
+
+def test_perf_golden_workflow(timed_project, monkeypatch):
+    project = timed_project
+    missing = project.run()
+    missing.assert_outcomes(failed=1)
+    missing.stdout.fnmatch_lines([
+        f"perf golden missing: {GOLDEN} (measured now: 100.0 µs on Fake Timer 9000)",
+        "  record it with:",
+        f"    {REFRESH}",
+    ])
+    assert not (project.root / GOLDEN).exists()
+
+    added = project.run("--add-missing-goldens")
+    added.assert_outcomes(passed=1)
+    added.stdout.fnmatch_lines(["*quantcheck perf*", f"suites/s.yaml::timed[[]eager-cpu-float32[]]: perf golden written: {GOLDEN}: 100.0 µs"])
+    record = json.loads((project.root / GOLDEN).read_text())
+    assert (record["median_us"], record["reps"], record["backend"], record["device_kind"]) == (100.0, 7, "eager", "Fake Timer 9000")
+    assert record["setup"] == {"shapes": {"x": [4, 3]}, "cuda_graph": False, "l2_flush": False}
+    assert record["torch"] == torch.__version__
+
+    monkeypatch.setenv("FAKE_PERF_US", "110")
+    summary = project.root / "summary.json"
+    within = project.run(f"--summary={summary}")
+    within.assert_outcomes(passed=1)
+    assert json.loads(summary.read_text())[0]["perf_us"] == 110.0
+    within.stdout.fnmatch_lines(["*: 110.0 µs measured (spread 1%), golden 100.0 µs, ratio 1.10 (band +15%)"])
+
+    monkeypatch.setenv("FAKE_PERF_US", "130")
+    slower = project.run()
+    slower.assert_outcomes(failed=1)
+    slower.stdout.fnmatch_lines([
+        "suites/s.yaml:2: case 'timed' [[]eager-cpu-float32[]] failed",
+        "perf: slower than the golden: 130.0 µs measured, golden 100.0 µs, ratio 1.30 > 1.15 allowed (band +15%)",
+        f"  golden: {GOLDEN} (torch *, triton *, spread 1%, 7 reps)",
+        "  now: spread 1%, 7 reps",
+        "  if the change is intended, record the new time with:",
+        f"    {REFRESH}",
+    ])
+
+    updated = project.run("--update-golden")
+    updated.assert_outcomes(passed=1)
+    updated.stdout.fnmatch_lines([f"*: perf golden written: {GOLDEN}: 130.0 µs (was 100.0 µs)"])
+    assert json.loads((project.root / GOLDEN).read_text())["median_us"] == 130.0
+    project.run().assert_outcomes(passed=1)
+
+    # The perf golden belongs to the case: not stale while the case declares perf, stale after.
+    assert "stale" not in project.run().stdout.str()
+    project.suite(TIMED.replace(", perf: {band: 0.15, reps: 7}", ""))
+    project.run().stdout.fnmatch_lines([f"stale (no case declares it): {GOLDEN}"])
+
+
+def test_corrupt_perf_golden_is_one_line_and_not_overwritten(timed_project):
+    project = timed_project
+    path = project.root / GOLDEN
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": "quantcheck-perf/1", "median_us": "fast"')
+    before = path.read_bytes()
+    result = project.run("--add-missing-goldens")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"perf golden unusable: {GOLDEN}: not valid JSON (*)",
+        "  nothing was overwritten; to regenerate it:",
+        f"    {REFRESH}",
+    ])
+    assert path.read_bytes() == before
+    project.run("--update-golden").assert_outcomes(passed=1)
+    assert json.loads(path.read_text())["median_us"] == 100.0
+
+
+def test_changed_shapes_fail_against_the_old_perf_golden(timed_project):
+    project = timed_project
+    project.run("--add-missing-goldens").assert_outcomes(passed=1)
+    project.suite(TIMED.replace("shape: [4, 3]", "shape: [8, 3]"))
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"perf golden {GOLDEN} was measured with shapes = {{'x': [4, 3]}}; the case now has {{'x': [8, 3]}}: the numbers do not compare",
+    ])
+
+
+def test_cells_not_timed_say_why(timed_project, monkeypatch):
+    project = timed_project
+    off = project.run("--no-perf")
+    off.assert_outcomes(passed=1)
+    off.stdout.fnmatch_lines(["1 cell(s) not timed: perf checks are off (--no-perf)"])
+    monkeypatch.delenv("FAKE_PERF_US")  # no CPU timer: the default
+    cpu = project.run()
+    cpu.assert_outcomes(passed=1)
+    cpu.stdout.fnmatch_lines(["1 cell(s) not timed: perf checks time cuda cells only (no timer for cpu)"])
+    assert not (project.root / "golden").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA events; needs a CUDA device")
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_time_cuda_measures_a_matmul(cuda_graph):
+    from harness.perf import time_cuda
+
+    a = torch.randn(1024, 1024, device="cuda", dtype=torch.bfloat16)
+    sample = time_cuda(lambda: a @ a, PerfSpec(reps=20, warmup=3, cuda_graph=cuda_graph))
+    assert sample.reps == 20
+    assert 0.5 < sample.median_us < 10_000  # a 1024^3 bf16 matmul takes some µs on any GPU

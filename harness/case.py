@@ -577,6 +577,11 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
     if backward and no_grad:
         raise sub("no_grad").error("no_grad: true leaves nothing for backward: true to differentiate")
     compile_mode = _require_choice(body.get("compile_mode", "default"), sub("compile_mode"), COMPILE_MODES)
+    if checks.perf is not None and checks.perf.cuda_graph and compile_mode in CUDAGRAPH_MODES:
+        raise sub("compile_mode").error(
+            f"compile_mode {compile_mode!r} replays CUDA graphs itself; checks.perf.cuda_graph would capture one around them "
+            "(drop cuda_graph: the cell is timed through Inductor's graphs)"
+        )
     timeout = None if body.get("timeout") is None else _require_number(body["timeout"], sub("timeout"), minimum=0.001)
     fuzz = None
     if "fuzz" in body:

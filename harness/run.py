@@ -272,8 +272,12 @@ def _counter_snapshot() -> dict[str, dict[str, int]]:
 def _time_compiled(case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], timer: Any) -> Any:
     """``timer.measure`` of the compiled program on fresh inputs (forward only)."""
     inputs = build_inputs(case, cell.device, DTYPES[cell.dtype])
+    # Inductor's CUDA graphs: each call is a new step, whose replay may overwrite the last one's outputs.
+    new_step = torch.compiler.cudagraph_mark_step_begin if compile_mode(case, cell.backend) in CUDAGRAPH_MODES else None
 
     def call() -> Any:
+        if new_step is not None:
+            new_step()
         with torch.no_grad() if case.no_grad else contextlib.nullcontext():
             return compiled_fn(*inputs)
 

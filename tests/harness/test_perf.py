@@ -130,6 +130,12 @@ def test_bad_perf_block_is_one_line(checks, message):
     assert str(error.value) == message
 
 
+def test_perf_cuda_graph_refuses_a_compile_mode_with_cuda_graphs():
+    with pytest.raises(CaseFormatError, match=r"compile_mode: compile_mode 'reduce-overhead' replays CUDA graphs itself"):
+        _parse("{perf: {cuda_graph: true}}\n    compile_mode: reduce-overhead")
+    assert _parse("{perf: {cuda_graph: false}}\n    compile_mode: reduce-overhead").compile_mode == "reduce-overhead"
+
+
 # --------------------------------------------------------------------------- end to end
 
 FAKE_TIMER = '''

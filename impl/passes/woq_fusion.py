@@ -388,31 +388,62 @@ def _zero_pad(node: object) -> Optional[list]:
     return pad if value == 0 and all(isinstance(p, int) for p in pad) else None
 
 
-def strip_contraction_padding(graph: fx.Graph) -> int:
-    """Undo Inductor's ``pad_mm`` where it padded only K of ``mm(x, W.T)`` over our regions.
+def _padded(node: object) -> Optional[tuple[object, list]]:
+    """(the unpadded tensor, [right pad of the last dim, right pad of the one before]) of a
+    2-D operand: ``constant_pad_nd(t, [0, a, 0, b], 0)`` (or ``[0, a]``), else (node, [0, 0])."""
+    pad = _zero_pad(node)
+    if pad is None:
+        return node, [0, 0]
+    pad = pad + [0] * (4 - len(pad))
+    if len(pad) != 4 or pad[0] or pad[2]:
+        return None
+    return node.args[0], [pad[1], pad[3]]
 
-    On CUDA, pad_mm (a joint-graph pass, so before ours) may rewrite ``mm(x, W.T)`` to
-    ``mm(pad(x, [0, p]), pad(W.T, [0, 0, 0, p]))``: zeros appended to K on both sides, which
-    add nothing to the product. Dropping both pads gives back the form the fusion patterns
-    match; the fused kernel handles any K itself. Returns the number of matmuls changed.
+
+def strip_matmul_padding(graph: fx.Graph) -> int:
+    """Undo Inductor's ``pad_mm`` on ``mm`` / ``addmm`` over our regions where it padded K or M.
+
+    pad_mm (a joint-graph pass, so before ours) may rewrite ``mm(x, W.T)`` to
+    ``mm(pad(x, [0, pk, 0, pm]), pad(W.T, [0, 0, 0, pk]))[:M]``: zeros appended to K on
+    both sides add nothing to the product, and the rows appended to M are sliced off
+    again. Dropping the pads (and the slice) gives back the form the fusion patterns match;
+    the fused kernel handles any M and K itself. Padding of N (which pads the bias too) is
+    left alone. Returns the number of matmuls changed.
     """
     changed = 0
-    for mm in graph.find_nodes(op="call_function", target=aten.mm.default):
-        x_pad, w_pad = (_zero_pad(a) for a in mm.args[:2])
-        if x_pad is None or w_pad is None or len(x_pad) not in (2, 4) or len(w_pad) != 4:
-            continue
-        k_pad = x_pad[1]
-        if x_pad[0] != 0 or any(x_pad[2:]) or w_pad[:3] != [0, 0, 0] or w_pad[3] != k_pad:
-            continue
-        x_node, w_node = mm.args[0], mm.args[1]
-        _, source = view_chain(w_node.args[0])
-        if as_quantized_weight(source) is None:
-            continue
-        mm.args = (x_node.args[0], w_node.args[0], *mm.args[2:])
-        for pad in (x_node, w_node):
-            if not pad.users:
-                graph.erase_node(pad)
-        changed += 1
+    for target, at in ((aten.mm.default, 0), (aten.addmm.default, 1)):
+        for mm in graph.find_nodes(op="call_function", target=target):
+            x_side, w_side = _padded(mm.args[at]), _padded(mm.args[at + 1])
+            if x_side is None or w_side is None:
+                continue
+            (x, (pk, pm)), (w, (pn, pk_w)) = x_side, w_side
+            if pn or pk != pk_w or not (pk or pm):
+                continue
+            _, source = view_chain(w)
+            if as_quantized_weight(source) is None or _val(x) is None:
+                continue
+            rows = _val(x).shape[0]
+            slice_node = None
+            if pm:  # the padded rows must be sliced off by the matmul's only user
+                (slice_node,) = mm.users if len(mm.users) == 1 else (None,)
+                if not (isinstance(slice_node, fx.Node) and slice_node.target is aten.slice.Tensor
+                        and tuple(slice_node.args[1:3]) == (0, 0) and _val(slice_node) is not None
+                        and _val(slice_node).shape[0] == rows
+                        and (len(slice_node.args) < 5 or slice_node.args[4] == 1)):
+                    continue
+            old = [mm.args[at], mm.args[at + 1]]
+            mm.args = (*mm.args[:at], x, w, *mm.args[at + 2:])
+            mode = _fake_mode([x, w])
+            with mode:
+                mm.meta["val"] = mm.target(*torch.utils._pytree.tree_map_only(fx.Node, lambda n: n.meta["val"], mm.args),
+                                           **mm.kwargs)
+            if slice_node is not None:
+                slice_node.replace_all_uses_with(mm)
+                graph.erase_node(slice_node)
+            for pad in old:
+                if isinstance(pad, fx.Node) and pad not in (x, w) and not pad.users:
+                    graph.erase_node(pad)
+            changed += 1
     return changed
 
 
@@ -421,7 +452,7 @@ def apply_woq_fusion(graph: fx.Graph) -> None:
     regions = graph.find_nodes(op="call_function", target=invoke_quant)
     schemes = {n.kwargs.get("scheme") for n in regions} & set(WEIGHT_ONLY_SCHEMES)
     if schemes:
-        strip_contraction_padding(graph)
+        strip_matmul_padding(graph)
     for scheme in WEIGHT_ONLY_SCHEMES:
         if scheme in schemes:
             woq_fusion_pass(scheme).apply(graph)
@@ -447,6 +478,6 @@ __all__ = [
     "apply_woq_fusion",
     "as_quantized_weight",
     "counter_key",
-    "strip_contraction_padding",
+    "strip_matmul_padding",
     "woq_fusion_pass",
 ]

@@ -167,8 +167,24 @@ def test_matmul_padded_on_k_by_pad_mm_still_fuses(x_pad):
     torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale), rtol=1e-5, atol=1e-5)
 
 
+def test_matmul_padded_on_m_and_k_then_sliced_still_fuses():
+    """pad_mm's M padding (max-autotune on the H200: M = 37 padded to 40, one matmul of 12 left
+    unfused): the appended rows are sliced off after the matmul; pads and slice are dropped."""
+    q8, _, _ = _weights()
+
+    def fn(x, q, s, b):
+        w_t = _int8_region(q, s).t()
+        return torch.addmm(b, F.pad(x, [0, 1, 0, 3]), F.pad(w_t, [0, 0, 0, 1]))[:37]
+
+    x, b = torch.randn(37, K), torch.randn(N)
+    gm = _rewrite(fn, x, q8.qweight, q8.scale, b)
+    assert "impl.woq_mm_int8.default" in _targets(gm)
+    assert not {"aten.constant_pad_nd.default", "aten.slice.Tensor"} & _targets(gm)
+    torch.testing.assert_close(gm(x, q8.qweight, q8.scale, b), fn(x, q8.qweight, q8.scale, b), rtol=1e-5, atol=1e-5)
+
+
 def test_padding_that_changes_the_product_is_kept():
-    """Padding K by different amounts (or padding M / N) is not pad_mm's zero-K form: left alone."""
+    """Padding K by different amounts, or M without the slice back, is not pad_mm's form: left alone."""
     q8, _, _ = _weights()
 
     def fn(x, q, s):

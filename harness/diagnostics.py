@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from .bisect import bisect_cell
-from .golden import GoldenError, golden_paths, load_golden
+from .golden import GoldenError, load_golden
 from .items import CELL_RESULT_KEY, SETTINGS_KEY, CaseItem, display_path, outcome_of
 from .repro import DEFAULT_DIR, remove_repro, write_repro
 from .report_html import DETAIL_PROPERTY, cell_detail, write_report
@@ -79,7 +79,8 @@ class Diagnostics:
             if report.failed and not _expected_to_fail(item):
                 report.longrepr = f"{report.longrepr}\n\n{self._diagnose(item, str(report.longrepr))}"
             elif report.passed:
-                remove_repro(item.case, item.cell, self.repro_dir)
+                suite_key = item.config.stash[SETTINGS_KEY].project.suite_key(item.case.suite_path)
+                remove_repro(suite_key, item.case, item.cell, self.repro_dir)
         outcome = outcome_of(report)
         if self.report_dir is not None and outcome is not None:
             failing = report.failed or outcome == "xfailed"  # an expected failure still gets its picture
@@ -100,7 +101,9 @@ class Diagnostics:
         try:
             path = write_repro(
                 item.case, item.cell, directory=self.repro_dir, rootdir=settings.rootdir,
-                golden_root=settings.golden_root, nodeid=item.nodeid, why=message,
+                suite_key=settings.project.suite_key(item.case.suite_path),
+                golden_data=settings.golden_paths(item.case, item.cell.device, item.cell.dtype).data,
+                nodeid=item.nodeid, why=message,
             )
             lines.append(f"repro script:          python {display_path(path, settings.rootdir)}")
         except Exception as exc:  # the cell's own failure matters more than its script
@@ -114,9 +117,9 @@ class Diagnostics:
         failed = outcome in ("failed", "error", "xfailed")
         if failed and run is not None and item.case.checks.golden:
             settings = item.config.stash[SETTINGS_KEY]
-            paths = golden_paths(settings.golden_root, item.case.suite_stem, item.case.name, item.cell.device, item.cell.dtype)
+            paths = settings.golden_paths(item.case, item.cell.device, item.cell.dtype)
             try:
-                golden = {n: t.to(item.cell.device) for n, t in load_golden(paths).items()}
+                golden = {n: t.to(item.cell.device) for n, t in load_golden(paths, suite=item.case.display_path).items()}
             except GoldenError:  # GoldenMissing included: no picture against it
                 golden = None
         return cell_detail(row, run, item.case.tolerance_for(item.cell.dtype), failed, message, golden)

@@ -36,6 +36,9 @@ cases:
     matrix: {backends: [eager], devices: [cpu]}
 """
 
+# What Project.run passes: a rerun hint repeats the user's own options (and drops --basetemp).
+RUN_OPTIONS = "-p no:cacheprovider -W ignore::UserWarning -W ignore::DeprecationWarning"
+
 
 def test_collection_ids_and_skips(project):
     project.suite(ONE_CASE)
@@ -118,7 +121,7 @@ def test_golden_workflow(project):
     missing.stdout.fnmatch_lines([
         "golden missing: golden/s/first/cpu-float32.safetensors",
         "  make it (from eager on cpu) with:",
-        "    python -m pytest suites/s.yaml::first -p no:cacheprovider --update-golden",
+        f"    python -m pytest suites/s.yaml::first {RUN_OPTIONS} --update-golden",
     ])
     assert "the golden differs" not in missing.stdout.str()  # nothing to differ from yet
 
@@ -155,8 +158,8 @@ def test_golden_workflow(project):
         "    worst elements:",
         "*index*expected*actual*abs err",
         "*(*)*",
-        "re-run this cell:      python -m pytest 'suites/s.yaml::first[[]eager-cpu-float32[]]' -p no:cacheprovider",
-        "accept as new golden:  python -m pytest suites/s.yaml::first -p no:cacheprovider --update-golden   (only after an intended change)",
+        f"re-run this cell:      python -m pytest 'suites/s.yaml::first[[]eager-cpu-float32[]]' {RUN_OPTIONS}",
+        f"accept as new golden:  python -m pytest suites/s.yaml::first {RUN_OPTIONS} --update-golden   (only after an intended change)",
     ])
     assert "the golden differs because the program's own" in regressed.stdout.str()
 

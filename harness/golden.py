@@ -412,8 +412,8 @@ def write_golden(paths: GoldenPaths, tensors: dict[str, torch.Tensor], sidecar: 
         with locked_directory(paths.case_dir):
             return _write_locked(paths, data, tensors, sidecar)
     except OSError as exc:
-        where = Path(exc.filename) if isinstance(exc.filename, str) else paths.data
-        raise GoldenWriteError(where, None, f"cannot write the golden ({exc.strerror or exc}); the old one, if any, is untouched") from None
+        problem = f"cannot write the golden ({exc.strerror or exc}); the old one, if any, is untouched"
+        raise GoldenWriteError(paths.data, None, problem) from None
 
 
 def _write_locked(paths: GoldenPaths, data: bytes, tensors: dict[str, torch.Tensor], sidecar: dict[str, Any]) -> GoldenUpdate:

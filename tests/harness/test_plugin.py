@@ -384,3 +384,86 @@ def test_update_golden_with_k_selection_and_skipped_first_backend(project):
         "s/other/cpu-float32.json", "s/other/cpu-float32.safetensors",
         "s/picky/cpu-float32.json", "s/picky/cpu-float32.safetensors",
     ]
+
+
+def test_prune_keeps_what_a_suite_still_declares(project):
+    """x.yaml and sub/x.yaml own golden/x/ and golden/sub/x/; a sidecar's claims decide nothing."""
+    (project.root / "suites" / "sub").mkdir()
+    project.suite(TWO_CASES, name="x")
+    project.suite(TWO_CASES, name="sub/x")
+    project.run("--update-golden").assert_outcomes(passed=6)
+    sidecar_path = project.root / "golden/x/first/cpu-float32.json"
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["suite"] = "suites/gone.yaml"  # names a missing suite: once made a prune delete all of golden/x/
+    sidecar_path.write_text(json.dumps(sidecar))
+    before = project.golden_files()
+    result = project.run("suites/sub/x.yaml", "--prune-stale-goldens")
+    result.assert_outcomes(passed=3)
+    assert "quantcheck stale goldens" not in result.stdout.str()
+    assert project.golden_files() == before
+
+
+def test_orphaned_suite_folder_is_reported_then_pruned(project):
+    project.suite(TWO_CASES)
+    project.suite(TWO_CASES, name="old")
+    project.run("--update-golden").assert_outcomes(passed=6)
+    (project.root / "suites" / "old.yaml").unlink()
+    result = project.run()
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        "stale (its suite file is gone): golden/old/first/cpu-float32.json",
+        "stale (its suite file is gone): golden/old/second/cpu-float32.safetensors",
+        "delete them with --prune-stale-goldens",
+    ], consecutive=False)
+    assert result.ret == 0
+    project.run("--prune-stale-goldens").stdout.fnmatch_lines(["deleted golden/old/first/cpu-float32.json"])
+    assert not (project.root / "golden/old").exists() and (project.root / "golden/s/first").is_dir()
+
+
+@pytest.mark.parametrize("how", ["option", "ini", "pyproject"])
+def test_stale_goldens_fail_the_run_when_asked(project, how):
+    project.suite(TWO_CASES)
+    project.run("--update-golden").assert_outcomes(passed=3)
+    project.suite(TWO_CASES.replace("  second:", "  renamed:"))
+    args = []
+    if how == "option":
+        args = ["--fail-on-stale-goldens"]
+    elif how == "ini":
+        project.pytester.makeini("[pytest]\nquantcheck_fail_on_stale_goldens = true\n")
+    else:
+        project.pytester.makepyprojecttoml("[tool.quantcheck]\nfail_on_stale_goldens = true\n")
+    result = project.run("-k", "first", *args)
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["2 stale golden file(s) fail this run (fail_on_stale_goldens); delete them with --prune-stale-goldens"])
+    pruned = project.run("-k", "first", "--prune-stale-goldens", *args)
+    assert pruned.ret == 0
+    assert project.run("-k", "first", *args).ret == 0
+
+
+def test_killed_writers_leftovers_are_reported_and_cleaned(project):
+    project.suite(TWO_CASES)
+    project.run("--update-golden").assert_outcomes(passed=3)
+    case_dir = project.root / "golden/s/second"
+    (case_dir / ".cpu-float32.json.k1ll.tmp").write_text("{")
+    result = project.run("-k", "first")  # 'second' is not run: the session end still finds its leftover
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["repaired: golden/s/second/.cpu-float32.json.k1ll.tmp: removed (temporary file of a killed writer)"])
+    assert sorted(p.name for p in case_dir.iterdir()) == ["cpu-float32.json", "cpu-float32.safetensors"]
+
+
+def test_update_golden_on_a_full_disk_is_one_line(project, monkeypatch):
+    from harness import golden as golden_module
+
+    project.suite(TWO_CASES)
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(golden_module, "_atomic_write", disk_full)
+    result = project.run("--update-golden", "-k", "second")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "golden not written: golden/s/second/cpu-float32.safetensors: cannot write the golden (No space left on device); the old one, if any, is untouched",
+    ])
+    assert "Traceback" not in result.stdout.str()

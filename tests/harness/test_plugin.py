@@ -467,3 +467,63 @@ def test_update_golden_on_a_full_disk_is_one_line(project, monkeypatch):
         "golden not written: golden/s/second/cpu-float32.safetensors: cannot write the golden (No space left on device); the old one, if any, is untouched",
     ])
     assert "Traceback" not in result.stdout.str()
+
+
+COMPILE_AWARE = '''
+import torch
+
+EAGER_SCALE = 2.0
+COMPILED_SCALE = 2.0
+
+
+def scaled(x):
+    """x * 2 + 1, with a scale that eager and compiled code can be given apart."""
+    return x * (COMPILED_SCALE if torch.compiler.is_compiling() else EAGER_SCALE) + 1
+'''
+# aot_eager only: the "eager" backend is a Dynamo compile too (is_compiling() is true there).
+COMPILED_ONLY = """
+cases:
+  scaled:
+    program: progs:scaled
+    inputs: {x: {shape: [4]}}
+    matrix: {backends: [aot_eager], devices: [cpu]}
+"""
+
+
+def test_a_compiled_only_regression_does_not_offer_a_new_golden(project):
+    project.set_programs(COMPILE_AWARE)
+    project.suite(COMPILED_ONLY)
+    project.run("--update-golden").assert_outcomes(passed=1)
+    project.set_programs(COMPILE_AWARE.replace("COMPILED_SCALE = 2.0", "COMPILED_SCALE = 3.0"))
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "compiled (aot_eager) vs golden golden/s/scaled/cpu-float32.safetensors:",
+        "*",
+        "eager still matches the golden: only the compiled output moved, a compiler or pass",
+        "problem; the golden is right as it is.",
+    ], consecutive=False)
+    assert "accept as new golden" not in result.stdout.str()
+
+
+def test_eager_moving_alone_says_compiled_still_matches_the_old_golden(project):
+    project.set_programs(COMPILE_AWARE)
+    project.suite(COMPILED_ONLY)
+    project.run("--update-golden").assert_outcomes(passed=1)
+    project.set_programs(COMPILE_AWARE.replace("EAGER_SCALE = 2.0", "EAGER_SCALE = 3.0"))
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "compiled still matches the old golden: only eager's output moved" in out
+    assert "compiled (aot_eager) vs golden" not in out  # that comparison passed
+    result.stdout.fnmatch_lines([f"accept as new golden:  python -m pytest suites/s.yaml::scaled {RUN_OPTIONS} --update-golden *"])
+
+
+def test_rerun_hints_repeat_the_users_own_options(project):
+    from harness.plugin import rerun_options
+
+    config = project.pytester.parseconfigure(
+        "suites/s.yaml", "-k", "first", "--devices", "cpu", "-n", "2", "--summary", "out.json", "-W", "error",
+        "--cell-timeout=30", "--update-golden", "-pno:randomly", "--report=out", "-x", "--tb", "short",
+    )
+    assert rerun_options(config) == ("--devices", "cpu", "-W", "error", "--cell-timeout=30", "-pno:randomly", "--tb", "short")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -111,3 +112,24 @@ def test_a_suite_outside_the_suites_root_is_a_collection_error(project):
     result = project.run("numerics/n.yaml")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["numerics/n.yaml:1: file: outside the suites root suites/, so its goldens have no path; set quantcheck_suites_root *"])
+
+
+def test_python_m_harness_runs_this_projects_suites_and_passes_options_through(project, monkeypatch):
+    """From another project: its own suites (not the harness repo's), and --lf works."""
+    repo = str(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", repo)
+    project.suite("""
+        cases:
+          missing_golden: {program: progs:scaled, inputs: {x: {shape: [3]}}, matrix: {backends: [eager], devices: [cpu]}}
+          no_golden:
+            program: progs:scaled
+            inputs: {x: {shape: [3]}}
+            matrix: {backends: [eager], devices: [cpu]}
+            checks: {golden: false}
+    """)
+    first = project.pytester.run(sys.executable, "-m", "harness", "-n", "0", "-W", "ignore::DeprecationWarning")
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    first.stdout.fnmatch_lines(["*1 failed, 1 passed*"])
+    assert "woq_fusion" not in first.stdout.str() and "cacheprovider" not in first.stdout.str()
+    again = project.pytester.run(sys.executable, "-m", "harness", "-n", "0", "--lf", "-W", "ignore::DeprecationWarning")
+    again.stdout.fnmatch_lines(["run-last-failure: rerun previous 1 failure*", "*1 failed in *"])

@@ -208,7 +208,7 @@ class _ResultCollector:
         if ".yaml::" in report.nodeid or ".yml::" in report.nodeid:
             self.state["suites"].add(report.nodeid.split("::", 1)[0])
         for name, value in report.user_properties:
-            if name == ROW_PROPERTY and report.when in ("setup", "call"):
+            if name == ROW_PROPERTY and report.when in ("setup", "call", "???"):  # "???": xdist's report of a crashed worker
                 self.state["rows"].append(SummaryRow.from_json(value))
             elif name == GOLDEN_PROPERTY and report.when == "call":
                 self.state["golden_notes"].append(value)

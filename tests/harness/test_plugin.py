@@ -390,17 +390,19 @@ def test_prune_keeps_what_a_suite_still_declares(project):
     """x.yaml and sub/x.yaml own golden/x/ and golden/sub/x/; a sidecar's claims decide nothing."""
     (project.root / "suites" / "sub").mkdir()
     project.suite(TWO_CASES, name="x")
-    project.suite(TWO_CASES, name="sub/x")
-    project.run("--update-golden").assert_outcomes(passed=6)
+    project.suite(TWO_CASES.split("  second:")[0].replace("  first:", "  third:"), name="sub/x")
+    project.suite(TWO_CASES.split("  second:")[0], name="t")
+    project.run("--update-golden").assert_outcomes(passed=7)
     sidecar_path = project.root / "golden/x/first/cpu-float32.json"
     sidecar = json.loads(sidecar_path.read_text())
-    sidecar["suite"] = "suites/gone.yaml"  # names a missing suite: once made a prune delete all of golden/x/
+    sidecar["suite"] = "suites/gone.yaml"  # names a missing suite: once made a prune of another suite delete all of golden/x/
     sidecar_path.write_text(json.dumps(sidecar))
     before = project.golden_files()
-    result = project.run("suites/sub/x.yaml", "--prune-stale-goldens")
-    result.assert_outcomes(passed=3)
-    assert "quantcheck stale goldens" not in result.stdout.str()
-    assert project.golden_files() == before
+    for suite in ("suites/sub/x.yaml", "suites/t.yaml"):
+        result = project.run(suite, "--prune-stale-goldens")
+        result.assert_outcomes(passed=2)
+        assert "quantcheck stale goldens" not in result.stdout.str()
+        assert project.golden_files() == before
 
 
 def test_orphaned_suite_folder_is_reported_then_pruned(project):

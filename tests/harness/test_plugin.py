@@ -525,7 +525,7 @@ def test_rerun_hints_repeat_the_users_own_options(project):
     from harness.plugin import rerun_options
 
     config = project.pytester.parseconfigure(
-        "suites/s.yaml", "-k", "first", "--devices", "cpu", "-n", "2", "--summary", "out.json", "-W", "error",
+        "suites/s.yaml", "-k", "first", "--devices", "cpu", "-n", "0", "--summary", "out.json", "-W", "ignore::UserWarning",
         "--cell-timeout=30", "--update-golden", "-pno:randomly", "--report=out", "-x", "--tb", "short",
     )
-    assert rerun_options(config) == ("--devices", "cpu", "-W", "error", "--cell-timeout=30", "-pno:randomly", "--tb", "short")
+    assert rerun_options(config) == ("--devices", "cpu", "-W", "ignore::UserWarning", "--cell-timeout=30", "-pno:randomly", "--tb", "short")

@@ -2,6 +2,7 @@
 
 Module map, each importing only modules above it in this list:
 
+- ``project``    the project's settings: suite patterns, suites root, suite keys, golden dir
 - ``dtypes``     dtype names and aliases accepted in YAML
 - ``inputs``     input kinds (registry) and deterministic input construction
 - ``programs``   built-in programs and ``module:function`` resolution

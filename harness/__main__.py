@@ -1,21 +1,20 @@
-"""``python -m harness``: every suite over the matrix this machine offers, then the summary table.
+"""``python -m harness``: every suite of the current project over the matrix this machine offers, then the summary table.
 
-Runs pytest on ``suites/`` (or the paths given), with ``-n auto`` when pytest-xdist is
-installed and ``--summary``; any other pytest option passes through, e.g.
-``python -m harness --devices cpu --summary out/summary.json`` or
-``python -m harness suites/invoke_quant.yaml -n 0``.
+Runs pytest with ``-n auto`` when pytest-xdist is installed, ``--summary``, and
+``--all-suites``: with no path given, pytest collects the project's suites root (its
+``suites_root`` setting, see :mod:`harness.project`; the rootdir is pytest's, found from the
+current directory), not its ``testpaths``. Every other argument passes through to pytest
+unchanged, e.g. ``python -m harness --devices cpu --summary out/summary.json``,
+``python -m harness --lf`` or ``python -m harness suites/invoke_quant.yaml -n 0``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from typing import Optional
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _entry_point_loads_plugin() -> bool:
@@ -26,15 +25,11 @@ def _entry_point_loads_plugin() -> bool:
 
 def build_arguments(argv: list[str]) -> list[str]:
     args = list(argv)
-    has_path = any(not a.startswith("-") and (Path(a.split("::")[0]).exists()) for a in args)
-    if not has_path:
-        args.append(str(REPO_ROOT / "suites"))
     if importlib.util.find_spec("xdist") is not None and not any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
         args[:0] = ["-n", "auto"]
     if not any(a == "--summary" or a.startswith("--summary=") for a in args):
         args.append("--summary")
-    if not any(a.startswith("-p") and "cacheprovider" in a for a in args):
-        args[:0] = ["-p", "no:cacheprovider"]
+    args.append("--all-suites")
     # "-p" (not a plugin object) so that pytest-xdist workers load it too; a conftest using
     # harness.plugin.register_once then sees it registered and does nothing.
     if not _entry_point_loads_plugin():

@@ -9,7 +9,11 @@ hooks and options. On the process that ran the cell (an xdist worker or the only
 - with ``--report``, every cell attaches its record (:mod:`harness.report_html`) to its
   report as a user property, which xdist carries to the controller.
 
-On the controller, the records are gathered and the page is written at the end.
+On the controller, the records are gathered and the page is written at the end. A cell
+that killed its xdist worker (a fatal signal, the hard stop, an OOM kill, ``os._exit``) is
+reported there too, as ``crashed``: its signal and last stack (:func:`harness.guard.read_crash`),
+its summary row and report record, and its repro script, written by the controller from the
+suite file, since the worker is gone.
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
 from .bisect import bisect_cell
-from .golden import GoldenError, golden_paths, load_golden
-from .items import CELL_RESULT_KEY, SETTINGS_KEY, CaseItem, display_path, outcome_of
+from .case import Case, load_suite
+from .golden import GoldenError, load_golden
+from .guard import CRASH_DIR_KEY, Crash, crash_record_path, read_crash, worker_exit_code
+from .items import CELL_RESULT_KEY, ROW_PROPERTY, SETTINGS_KEY, CaseItem, display_path, outcome_of
+from .matrix import MatrixCell, expand_matrix
+from .report import SummaryRow, rerun_command
 from .repro import DEFAULT_DIR, remove_repro, write_repro
 from .report_html import DETAIL_PROPERTY, cell_detail, write_report
 
@@ -79,7 +87,8 @@ class Diagnostics:
             if report.failed and not _expected_to_fail(item):
                 report.longrepr = f"{report.longrepr}\n\n{self._diagnose(item, str(report.longrepr))}"
             elif report.passed:
-                remove_repro(item.case, item.cell, self.repro_dir)
+                suite_key = item.config.stash[SETTINGS_KEY].project.suite_key(item.case.suite_path)
+                remove_repro(suite_key, item.case, item.cell, self.repro_dir)
         outcome = outcome_of(report)
         if self.report_dir is not None and outcome is not None:
             failing = report.failed or outcome == "xfailed"  # an expected failure still gets its picture
@@ -93,19 +102,24 @@ class Diagnostics:
         return report
 
     def _diagnose(self, item: CaseItem, message: str) -> str:
-        settings = item.config.stash[SETTINGS_KEY]
         lines = []
         if self.bisect:
             lines.append(bisect_cell(item.case, item.cell).render())
+        lines.append(self._repro_line(item.case, item.cell, item.nodeid, message))
+        return "\n".join(lines)
+
+    def _repro_line(self, case: Case, cell: MatrixCell, nodeid: str, message: str) -> str:
+        settings = self.config.stash[SETTINGS_KEY]
         try:
             path = write_repro(
-                item.case, item.cell, directory=self.repro_dir, rootdir=settings.rootdir,
-                golden_root=settings.golden_root, nodeid=item.nodeid, why=message,
+                case, cell, directory=self.repro_dir, rootdir=settings.rootdir,
+                suite_key=settings.project.suite_key(case.suite_path),
+                golden_data=settings.golden_paths(case, cell.device, cell.dtype).data,
+                nodeid=nodeid, why=message,
             )
-            lines.append(f"repro script:          python {display_path(path, settings.rootdir)}")
+            return f"repro script:          python {display_path(path, settings.rootdir)}"
         except Exception as exc:  # the cell's own failure matters more than its script
-            lines.append(f"repro script: not written ({type(exc).__name__}: {exc})")
-        return "\n".join(lines)
+            return f"repro script: not written ({type(exc).__name__}: {exc})"
 
     def _detail(self, item: CaseItem, outcome: str, run: Any, message: str) -> dict[str, Any]:
         row = dataclasses.asdict(item.summary_row(outcome))
@@ -114,14 +128,72 @@ class Diagnostics:
         failed = outcome in ("failed", "error", "xfailed")
         if failed and run is not None and item.case.checks.golden:
             settings = item.config.stash[SETTINGS_KEY]
-            paths = golden_paths(settings.golden_root, item.case.suite_stem, item.case.name, item.cell.device, item.cell.dtype)
+            paths = settings.golden_paths(item.case, item.cell.device, item.cell.dtype)
             try:
-                golden = {n: t.to(item.cell.device) for n, t in load_golden(paths).items()}
+                golden = {n: t.to(item.cell.device) for n, t in load_golden(paths, suite=item.case.display_path).items()}
             except GoldenError:  # GoldenMissing included: no picture against it
                 golden = None
         return cell_detail(row, run, item.case.tolerance_for(item.cell.dtype), failed, message, golden)
 
     # ------------------------------------------------------------- the controller
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        """A worker died in ``crashitem``: make it a ``crashed`` cell with its cause, stack and repro."""
+        if ".yaml::" not in crashitem and ".yml::" not in crashitem:
+            return
+        crash_dir = self.config.stash.get(CRASH_DIR_KEY, None)
+        record = crash_record_path(crash_dir, crashitem) if crash_dir is not None else None
+        crash = read_crash(record, worker_exit_code(getattr(report, "node", None)))
+        if record is not None:
+            record.unlink(missing_ok=True)
+        located = self._locate(crashitem)
+        row = self._crash_row(crashitem, located, crash)
+        where = f"{row.suite}:{row.line}: " if located else ""
+        lines = [str(report.longrepr), "", f"{where}case {row.case!r} [{row.backend}-{row.device}-{row.dtype}] crashed: {crash.cause}"]
+        if crash.hard_stop:
+            lines.append(
+                "the cell ran past its timeout inside code that never returned to Python "
+                "(C code, a deadlock, signals blocked), so the harness ended its worker; every thread's stack then:"
+            )
+        elif crash.stack:
+            lines.append("the last stack the harness saw in it (most recent call first):")
+        if crash.stack:
+            lines.append(crash.stack)
+        lines += ["", f"re-run this cell:      {rerun_command(crashitem, self.config.stash[SETTINGS_KEY].rerun_options)}"]
+        if located:
+            lines.append(self._repro_line(*located, crashitem, "\n".join(lines)))
+        report.longrepr = "\n".join(lines)
+        properties = [(ROW_PROPERTY, row.to_json())]
+        if self.report_dir is not None:
+            detail = dict(dataclasses.asdict(row), nodeid=crashitem, message=report.longrepr, picture=None,
+                          crash={"cause": crash.cause, "signal": crash.signal, "stack": crash.stack})
+            properties.append((DETAIL_PROPERTY, json.dumps(_json_safe(detail))))
+        report.user_properties = [*report.user_properties, *properties]
+
+    def _locate(self, nodeid: str) -> Optional[tuple[Case, MatrixCell]]:
+        """The case and cell of ``nodeid``, loaded again from the suite file (the controller collects nothing)."""
+        settings = self.config.stash[SETTINGS_KEY]
+        suite_path, _, rest = nodeid.partition("::")
+        name, _, cell_id = rest.partition("[")
+        try:
+            suite = load_suite(settings.rootdir / suite_path, suite_path)
+            case = next(c for c in suite.cases if c.name == name)
+            cell = next(c for c in expand_matrix(case, settings.narrowing) if c.id == cell_id.rstrip("]"))
+        except Exception:  # noqa: BLE001 - a crash report must not fail; the row falls back to the node id
+            return None
+        return case, cell
+
+    @staticmethod
+    def _crash_row(nodeid: str, located: Optional[tuple[Case, MatrixCell]], crash: Crash) -> SummaryRow:
+        if located is not None:
+            case, cell = located
+            return SummaryRow(suite=case.display_path, case=case.name, backend=cell.backend, device=cell.device,
+                              dtype=cell.dtype, line=case.line, outcome="crashed", detail=crash.cause)
+        suite, _, rest = nodeid.partition("::")
+        name, _, cell_id = rest.partition("[")
+        backend, device, dtype = (cell_id.rstrip("]").split("-", 2) + ["?", "?", "?"])[:3]
+        return SummaryRow(suite=suite, case=name, backend=backend, device=device, dtype=dtype, line=0, outcome="crashed", detail=crash.cause)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:

@@ -379,7 +379,8 @@ def reference_outputs(case: Case, cell: Any, reference: str, like: dict[str, Any
 @functools.lru_cache(maxsize=None)
 def fuzz_item_class() -> type:
     """``FuzzItem``, a CaseItem whose run is the search (made lazily: items imports this module)."""
-    from .items import CaseItem, CellFailure
+    from .items import SETTINGS_KEY, CaseItem, CellFailure
+    from .report import rerun_command
 
     class FuzzItem(CaseItem):
         def runtest(self) -> None:
@@ -405,7 +406,7 @@ def fuzz_item_class() -> type:
                 f"pin it as a plain case (under cases: in {symbolic.display_path}):",
                 pinned,
                 "",
-                f"re-run this cell:      python -m pytest '{self.nodeid}' -p no:cacheprovider",
+                f"re-run this cell:      {rerun_command(self.nodeid, self.config.stash[SETTINGS_KEY].rerun_options)}",
             ]
             raise CellFailure("\n".join(message))
 

@@ -1,6 +1,8 @@
 """Goldens: one per (suite, case, device, dtype), safetensors data plus a JSON sidecar.
 
-Layout: ``golden/<suite stem>/<case>/<device>-<dtype>.safetensors`` and ``.json`` beside it.
+Layout: ``golden/<suite key>/<case>/<device>-<dtype>.safetensors`` and ``.json`` beside it,
+the suite key being the suite's path under the suites root without its suffix
+(:mod:`harness.project`).
 The data file holds the named outputs (lossless, pickle-free); the sidecar holds, per
 tensor, shape, dtype, strides and the sha256 of its bytes, plus the torch version, device
 and producing backend. A golden is produced from *eager* on that device: eager is the
@@ -24,9 +26,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -56,10 +59,15 @@ class GoldenMissing(GoldenError):
     pass
 
 
+class GoldenWriteError(GoldenError):
+    """A golden that could not be written (read-only tree, full disk, a directory in the way)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class GoldenPaths:
     data: Path
     sidecar: Path
+    root: Optional[Path] = None  # the golden tree; nothing outside it is read or written
 
     @property
     def case_dir(self) -> Path:
@@ -70,9 +78,40 @@ class GoldenPaths:
         return self.data.with_suffix(PENDING_SUFFIX)
 
 
-def golden_paths(root: Path, suite_stem: str, case: str, device: str, dtype: str) -> GoldenPaths:
-    base = root / suite_stem / case / f"{device}-{dtype}"
-    return GoldenPaths(data=base.with_suffix(DATA_SUFFIX), sidecar=base.with_suffix(SIDECAR_SUFFIX))
+def golden_paths(root: Path, suite_key: str, case: str, device: str, dtype: str) -> GoldenPaths:
+    base = root / suite_key / case / f"{device}-{dtype}"
+    return GoldenPaths(data=base.with_suffix(DATA_SUFFIX), sidecar=base.with_suffix(SIDECAR_SUFFIX), root=root)
+
+
+def _check_inside_tree(paths: GoldenPaths, error: type[GoldenError]) -> None:
+    """The case directory must resolve inside the golden tree (no symlinked way out)."""
+    if paths.root is None:
+        return
+    root, case_dir = paths.root.resolve(), paths.case_dir.resolve()
+    if case_dir != root and root not in case_dir.parents:
+        raise error(paths.case_dir, None, f"resolves to {case_dir}, outside the golden tree {root}; nothing is read or written there")
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _check_regular(path: Path, root: Optional[Path], error: type[GoldenError] = GoldenError) -> bool:
+    """Whether ``path`` exists; raises when it is anything but a regular file inside ``root``."""
+    try:
+        mode = path.stat().st_mode  # follows a symlink: what a read would open
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise error(path, None, f"is a dangling symlink (to {os.readlink(path)})") from None
+        return False
+    if path.is_symlink() and root is not None:
+        target, tree = path.resolve(), root.resolve()
+        if tree not in target.parents:
+            raise error(path, None, f"is a symlink to {target}, outside the golden tree; goldens are read only inside it")
+    for is_kind, kind in _FILE_KINDS:
+        if is_kind(mode):
+            raise error(path, None, f"is {kind}, not a golden file")
+    return True
 
 
 _SAMPLE_MULTIPLIER = 2654435761  # a prime near 2**32 / golden ratio: spreads k * m mod n over [0, n)
@@ -169,17 +208,55 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         raise GoldenError(path, None, f"sidecar is not valid JSON ({exc})") from None
     if not isinstance(sidecar, dict) or sidecar.get("format") != GOLDEN_FORMAT or not isinstance(sidecar.get("tensors"), dict):
         raise GoldenError(path, "format", f"not a {GOLDEN_FORMAT} sidecar")
+    for key, entry in sidecar["tensors"].items():
+        if not isinstance(entry, dict):
+            raise GoldenError(path, key, f"entry is a {type(entry).__name__}, not a mapping of shape, dtype, strides and sha256")
+        for field, kind in (("shape", list), ("dtype", str), ("sha256", str)):
+            if not isinstance(entry.get(field), kind):
+                raise GoldenError(path, key, f"{field}: must be a {kind.__name__} (got {entry.get(field)!r})")
     return sidecar
 
 
-def load_golden(paths: GoldenPaths) -> dict[str, torch.Tensor]:
-    """The stored outputs, verified against the sidecar (keys, shape, dtype, sha256)."""
-    if paths.pending.exists():  # a writer died mid-commit
-        with locked_directory(paths.case_dir):
-            recover_interrupted_write(paths)
-    if not paths.data.exists():
+def load_golden(
+    paths: GoldenPaths, *, suite: Optional[str] = None, notes: Optional[list[str]] = None
+) -> dict[str, torch.Tensor]:
+    """The stored outputs, verified against the sidecar (keys, shape, dtype, sha256).
+
+    ``suite``: the suite file that owns this golden (its display path); a sidecar naming
+    another one is an error. ``notes`` receives what was repaired on the way (an
+    interrupted commit finished or undone).
+    """
+    _check_inside_tree(paths, GoldenError)
+    if not paths.case_dir.is_dir():
+        if paths.case_dir.exists() or paths.case_dir.is_symlink():
+            _check_regular(paths.case_dir, paths.root)  # raises: the case directory is a file, FIFO, dangling link
         raise GoldenMissing(paths.data, None, "no golden yet")
-    return _verified(paths.data, read_sidecar(paths.sidecar), paths.sidecar)
+    for _ in range(3):
+        with locked_directory(paths.case_dir, shared=True):
+            if not paths.pending.exists():
+                return _load_locked(paths, suite)
+        # A writer died mid-commit (a live one holds the exclusive lock until it is done).
+        with locked_directory(paths.case_dir):
+            recovered = recover_interrupted_write(paths)
+        if notes is not None:
+            notes.extend(recovered)
+    with locked_directory(paths.case_dir):
+        return _load_locked(paths, suite)
+
+
+def _load_locked(paths: GoldenPaths, suite: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """load_golden's body, for a caller that holds the case directory's lock."""
+    if not _check_regular(paths.data, paths.root):
+        raise GoldenMissing(paths.data, None, "no golden yet")
+    if not _check_regular(paths.sidecar, paths.root):
+        raise GoldenMissing(paths.sidecar, None, "sidecar is missing")
+    sidecar = read_sidecar(paths.sidecar)
+    if suite is not None and sidecar.get("suite") != suite:
+        raise GoldenError(
+            paths.sidecar, "suite",
+            f"this golden belongs to {sidecar.get('suite')!r}, not {suite!r} (two suites mapped to one golden directory?)",
+        )
+    return _verified(paths.data, sidecar, paths.sidecar)
 
 
 def _verified(data_path: Path, sidecar: dict[str, Any], sidecar_path: Path) -> dict[str, torch.Tensor]:
@@ -211,15 +288,18 @@ def _verified(data_path: Path, sidecar: dict[str, Any], sidecar_path: Path) -> d
 
 
 @contextlib.contextmanager
-def locked_directory(directory: Path) -> Iterator[None]:
-    """Exclusive flock on ``directory`` itself (no lock files left behind)."""
-    directory.mkdir(parents=True, exist_ok=True)
+def locked_directory(directory: Path, shared: bool = False) -> Iterator[None]:
+    """flock on ``directory`` itself (no lock files left behind): exclusive for writers, shared for readers.
+
+    Writers create the directory; readers need it to exist."""
+    if not shared:
+        directory.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
         return
     fd = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -227,12 +307,26 @@ def locked_directory(directory: Path) -> Iterator[None]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The rename replaces whatever entry is at ``path`` (a symlink or FIFO included); it never
+    writes through it. On any error the temporary file is removed."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        tmp.write(data)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.chmod(tmp.name, 0o666 & ~_current_umask())  # mkstemp makes 0600; goldens are ordinary repo files
-    os.replace(tmp.name, path)
+        try:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except OSError:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    try:
+        os.chmod(tmp.name, 0o666 & ~_current_umask())  # mkstemp makes 0600; goldens are ordinary repo files
+        os.replace(tmp.name, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name)
+        raise
 
 
 def _current_umask() -> int:
@@ -249,6 +343,7 @@ class GoldenUpdate:
     status: str
     changes: tuple[tuple[str, float, float], ...] = ()  # (key, max abs change, max rel change)
     note: str = ""
+    recovered: tuple[str, ...] = ()  # what an interrupted earlier write left, and what became of it
 
     def describe(self) -> str:
         if self.status == "unchanged":
@@ -276,50 +371,74 @@ def _changes(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> tupl
     return tuple(out)
 
 
-def recover_interrupted_write(paths: GoldenPaths) -> None:
+def recover_interrupted_write(paths: GoldenPaths) -> list[str]:
     """Finish or undo a write that was killed between its steps (call under the directory lock).
 
     A pending sidecar that matches the data means the data was already replaced: finish by
     renaming it into place. One that does not match means the data is still the old one,
-    whole with the old sidecar: drop the pending file.
+    whole with the old sidecar: drop the pending file. Returns one line per thing done.
     """
+    done = []
     for target in (paths.data, paths.sidecar, paths.pending):  # temporaries of a writer that died
-        for leftover in paths.case_dir.glob(f".{target.name}.*.tmp"):
+        for leftover in sorted(paths.case_dir.glob(f".{target.name}.*.tmp")):
             leftover.unlink(missing_ok=True)
-    if not paths.pending.exists():
-        return
+            done.append(f"{leftover}: removed (temporary file of a killed writer)")
+    if not paths.pending.is_file() or paths.pending.is_symlink():
+        return done
     try:
-        if not paths.data.exists():
+        if not _check_regular(paths.data, paths.root):
             raise GoldenMissing(paths.data, None, "no data")
         _verified(paths.data, read_sidecar(paths.pending), paths.pending)
     except GoldenError:
         paths.pending.unlink(missing_ok=True)
+        done.append(f"{paths.pending}: removed (a killed writer's commit, undone: the old golden stays)")
     else:
         os.replace(paths.pending, paths.sidecar)
+        done.append(f"{paths.pending}: committed (a killed writer's commit, finished: the new golden stays)")
+    return done
 
 
 def write_golden(paths: GoldenPaths, tensors: dict[str, torch.Tensor], sidecar: dict[str, Any]) -> GoldenUpdate:
-    """Store ``tensors`` unless the stored bytes already equal them. Safe under concurrent writers."""
+    """Store ``tensors`` unless the stored bytes already equal them. Safe under concurrent writers.
+
+    Raises :class:`GoldenWriteError` (one line, nothing half-written left behind) when the
+    tree cannot be written: read-only, full, or a directory where the golden belongs."""
     data = _serialize(tensors)
-    with locked_directory(paths.case_dir):
-        recover_interrupted_write(paths)
-        status, changes, note = "created", (), ""
-        if paths.data.exists():
-            try:
-                old = load_golden(paths)
-            except GoldenError as exc:
-                status, note = "replaced", exc.problem
-            else:
-                if paths.data.read_bytes() == data:
-                    return GoldenUpdate(paths, "unchanged")
-                status, changes = "changed", _changes(old, tensors)
-                if not changes:
-                    note = "same values, different layout or keys"
-        _atomic_write(paths.pending, _sidecar_text(sidecar).encode("utf-8"))  # 1. the intent, whole
+    _check_inside_tree(paths, GoldenWriteError)
+    for path in (paths.data, paths.sidecar, paths.pending):
+        if path.is_dir() and not path.is_symlink():
+            raise GoldenWriteError(path, None, "is a directory, not a golden file; remove it by hand (nothing was written)")
+    try:
+        with locked_directory(paths.case_dir):
+            return _write_locked(paths, data, tensors, sidecar)
+    except OSError as exc:
+        problem = f"cannot write the golden ({exc.strerror or exc}); the old one, if any, is untouched"
+        raise GoldenWriteError(paths.data, None, problem) from None
+
+
+def _write_locked(paths: GoldenPaths, data: bytes, tensors: dict[str, torch.Tensor], sidecar: dict[str, Any]) -> GoldenUpdate:
+    notes = recover_interrupted_write(paths)
+    status, changes, note = "created", (), ""
+    if paths.data.exists() or paths.data.is_symlink():
+        try:
+            old = _load_locked(paths)
+        except GoldenError as exc:
+            status, note = "replaced", exc.problem
+        else:
+            if paths.data.read_bytes() == data:
+                return GoldenUpdate(paths, "unchanged", recovered=tuple(notes))
+            status, changes = "changed", _changes(old, tensors)
+            if not changes:
+                note = "same values, different layout or keys"
+    _atomic_write(paths.pending, _sidecar_text(sidecar).encode("utf-8"))  # 1. the intent, whole
+    try:
         _atomic_write(paths.data, data)  # 2. the data
-        os.replace(paths.pending, paths.sidecar)  # 3. the commit
-        _sync_directory(paths.case_dir)
-        return GoldenUpdate(paths, status, changes, note)
+    except OSError:
+        paths.pending.unlink(missing_ok=True)  # the old pair is still whole: drop the intent
+        raise
+    os.replace(paths.pending, paths.sidecar)  # 3. the commit
+    _sync_directory(paths.case_dir)
+    return GoldenUpdate(paths, status, changes, note, recovered=tuple(notes))
 
 
 def _sync_directory(directory: Path) -> None:
@@ -336,52 +455,101 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def find_stale_goldens(root: Path, declared: dict[str, set[tuple[str, str, str]]], rootdir: Path) -> list[Path]:
-    """Golden files no declared (case, device, dtype) owns.
+@dataclasses.dataclass(frozen=True)
+class StaleGolden:
+    path: Path
+    why: str
 
-    ``declared`` maps a suite stem to its (case, device, dtype) triples, for the suites this
-    session loaded. A golden directory of a suite that was not loaded counts as stale only
-    when the suite file its sidecars name no longer exists.
+
+def _golden_files(root: Path) -> Iterator[Path]:
+    """Regular files under ``root``, never through a symlink (a pruner must not leave the tree)."""
+    for directory, subdirs, files in os.walk(root, followlinks=False):
+        subdirs.sort()
+        for name in sorted(files):
+            path = Path(directory) / name
+            if not path.is_symlink() and path.is_file():
+                yield path
+
+
+def find_stale_goldens(
+    root: Path,
+    declared: dict[str, set[tuple[str, str, str]]],
+    suite_exists: Callable[[str], bool],
+    undecided: frozenset[str] = frozenset(),
+) -> list[StaleGolden]:
+    """Golden files no suite owns any more, each with the reason.
+
+    A file's owner is read from its path alone (``<key>/<case>/<device>-<dtype>.<ext>``),
+    never from its sidecar's claims. ``declared`` maps the key of each suite this session
+    loaded to its (case, device, dtype) triples: a loaded suite's file is stale when no
+    triple matches. The file of a suite not loaded is stale only when
+    ``suite_exists(key)`` says no suite file has that key any more. Keys in ``undecided``
+    (suites that failed to load) are never stale.
     """
-    stale: list[Path] = []
+    stale: list[StaleGolden] = []
     if not root.is_dir():
         return stale
-    for suite_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(f for f in suite_dir.rglob("*") if f.is_file() and f.suffix in (DATA_SUFFIX, SIDECAR_SUFFIX))
-        owned = declared.get(suite_dir.name)
-        if owned is None:
-            if _suite_file_gone(files, rootdir):
-                stale.extend(files)
+    for path in _golden_files(root):
+        parts = path.relative_to(root).parts
+        if path.suffix not in (DATA_SUFFIX, SIDECAR_SUFFIX) or path.name.startswith(".") or len(parts) < 3:
             continue
-        for f in files:
-            relative = f.relative_to(suite_dir)
-            device, _, dtype = f.stem.partition("-")
-            if len(relative.parts) != 2 or (relative.parts[0], device, dtype) not in owned:
-                stale.append(f)
+        key, case = "/".join(parts[:-2]), parts[-2]
+        device, _, dtype = path.stem.partition("-")
+        if key in undecided:
+            continue
+        if key in declared:
+            if (case, device, dtype) not in declared[key]:
+                stale.append(StaleGolden(path, "no case declares it"))
+        elif not suite_exists(key):
+            stale.append(StaleGolden(path, "its suite file is gone"))
     return stale
 
 
-def _suite_file_gone(files: list[Path], rootdir: Path) -> bool:
-    for f in files:
-        if f.suffix == SIDECAR_SUFFIX:
-            try:
-                suite = json.loads(f.read_text(encoding="utf-8")).get("suite")
-            except (OSError, json.JSONDecodeError, AttributeError):
+def recover_leftovers(root: Path) -> list[str]:
+    """Finish or undo every interrupted write under ``root`` (temporary and pending files of
+    killed writers); one line per thing done. What any reader of those goldens would do."""
+    done: list[str] = []
+    if not root.is_dir():
+        return done
+    seen: set[Path] = set()
+    for path in _golden_files(root):
+        if path.suffix == PENDING_SUFFIX:
+            base = path.with_suffix("")
+        elif path.name.startswith(".") and path.suffix == ".tmp":
+            name = path.name[1:]
+            cut = min((name.find(s + ".") for s in (DATA_SUFFIX, SIDECAR_SUFFIX, PENDING_SUFFIX) if s + "." in name), default=-1)
+            if cut < 0:
                 continue
-            if isinstance(suite, str):
-                return not (rootdir / suite).exists()
-    return False
+            base = path.parent / name[:cut]
+        else:
+            continue
+        if base in seen:
+            continue
+        seen.add(base)
+        paths = GoldenPaths(base.with_suffix(DATA_SUFFIX), base.with_suffix(SIDECAR_SUFFIX), root)
+        try:
+            with locked_directory(paths.case_dir):
+                done.extend(recover_interrupted_write(paths))
+        except OSError as exc:
+            done.append(f"{path}: left by a killed writer; cannot clean it ({exc.strerror or exc})")
+    return done
 
 
-def prune(paths: list[Path]) -> list[Path]:
-    """Delete ``paths`` and the directories they leave empty; returns what was deleted."""
+def prune(stale: list[StaleGolden], root: Path) -> list[Path]:
+    """Delete the stale files (each under its directory's lock) and the directories below
+    ``root`` they leave empty; returns what was deleted."""
     removed = []
-    for path in paths:
+    for entry in stale:
+        path = entry.path
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            with locked_directory(path.parent):
+                path.unlink()
             removed.append(path)
-        parent = path.parent
-        for directory in (parent, parent.parent):
-            with contextlib.suppress(OSError):
+        directory = path.parent
+        while directory != root and root in directory.parents:
+            try:
                 directory.rmdir()  # only succeeds when empty
+            except OSError:
+                break
+            directory = directory.parent
     return removed

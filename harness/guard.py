@@ -8,6 +8,11 @@
   cell blocked inside C code that never returns to Python cannot be interrupted; after a
   grace period faulthandler prints every thread's stack and ends the process: pytest-xdist
   reports the cell as a crashed worker and goes on with the others on a new worker.
+- **Crash record.** Under pytest-xdist each cell runs with faulthandler writing to a file of
+  its own in a directory the controller made for the session: a fatal signal (SIGSEGV,
+  SIGABRT, SIGFPE, SIGBUS, SIGILL) or the hard stop leaves there the stack the cell died
+  in. When the worker dies, the controller reads it back (:func:`read_crash`) with the
+  worker's exit status, and the cell is reported ``crashed`` (harness.diagnostics).
 - **CUDA out of memory.** The cell fails with the error; the frames of its traceback are
   cleared (they hold the tensors), then garbage is collected and the caching allocator
   emptied, so the next cell starts with the memory this one had taken back.
@@ -16,10 +21,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import faulthandler
 import gc
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -27,7 +34,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import IO, Any, Iterator, Optional
 
 import pytest
 
@@ -78,30 +85,121 @@ def _can_alarm() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
-def hard_stop_dump(nodeid: str) -> Path:
-    """Where the stacks of a cell stopped by the hard stop are written (read back by the xdist controller)."""
-    uid = os.getuid() if hasattr(os, "getuid") else "user"
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid)
-    return Path(tempfile.gettempdir()) / f"quantcheck-{uid}" / "hard-stops" / f"{safe}.txt"
+CRASH_DIR_INPUT = "quantcheck_crash_dir"  # the workerinput key: where workers write their crash records
+CRASH_DIR_KEY = pytest.StashKey[Path]()  # the same directory, on the controller
+
+#: What faulthandler writes for each fatal signal ("Fatal Python error: <text>").
+FATAL_SIGNALS = {
+    "Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Floating-point exception": "SIGFPE",
+    "Floating point exception": "SIGFPE", "Bus error": "SIGBUS", "Illegal instruction": "SIGILL",
+}
+
+
+def crash_record_path(directory: Path, nodeid: str) -> Path:
+    return directory / (re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid) + ".txt")
 
 
 @contextlib.contextmanager
-def deadline(seconds: Optional[float], source: str = "timeout", dump: Optional[Path] = None) -> Iterator[Optional[Deadline]]:
+def crash_record(path: Optional[Path]) -> Iterator[Optional[IO[str]]]:
+    """faulthandler writes into ``path`` while the body runs (None: left as it is); the file is
+    removed when the body returns, so only a cell that killed its process leaves one."""
+    if path is None:
+        yield None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_enabled = faulthandler.is_enabled()
+    with open(path, "w", encoding="utf-8") as stream:
+        faulthandler.enable(file=stream, all_threads=True)
+        try:
+            yield stream
+        finally:
+            restored = _real_stderr() if was_enabled else None
+            if restored is not None:
+                faulthandler.enable(file=restored, all_threads=True)
+            else:
+                faulthandler.disable()
+    path.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Crash:
+    """Why a worker died in a cell, as far as its crash record and exit status tell."""
+
+    cause: str  # one line: "SIGSEGV (Segmentation fault)", "the hard stop after a timeout", ...
+    signal: Optional[str]  # "SIGSEGV", ...; None when the process was not ended by a signal
+    stack: str  # the last stack faulthandler wrote for the cell, or ""
+    hard_stop: bool = False
+
+
+_RUNNER_FRAME = re.compile(r'^\s+File "[^"]*/(_pytest|pluggy|xdist|execnet)/')
+
+
+def trim_stack(text: str) -> str:
+    """faulthandler's dump without what every cell shares: each thread's frames stop at the
+    first pytest / pluggy / xdist / execnet frame, and the list of extension modules goes."""
+    lines, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith("Extension modules:"):
+            continue
+        if not line.startswith(" "):
+            skipping = False
+        elif skipping:
+            continue
+        elif _RUNNER_FRAME.match(line):
+            lines.append("  ... (the test runner's frames)")
+            skipping = True
+            continue
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def read_crash(record: Optional[Path], exit_code: Optional[int]) -> Crash:
+    """The crash of the cell whose record is ``record``; ``exit_code`` as subprocess gives it (-N: signal N)."""
+    text = ""
+    if record is not None and record.is_file():
+        text = trim_stack(record.read_text(encoding="utf-8", errors="replace"))
+    by_signal = None
+    if exit_code is not None and exit_code < 0:
+        with contextlib.suppress(ValueError):
+            by_signal = signal.Signals(-exit_code).name
+    fatal = re.search(r"Fatal Python error: ([^\n]+)", text)
+    if re.search(r"^Timeout \(\d+:\d\d:\d\d\)!", text, re.MULTILINE):
+        return Crash("the harness ended it: past its timeout inside code that never returned to Python", None, text, hard_stop=True)
+    if fatal:
+        name = FATAL_SIGNALS.get(fatal.group(1).strip(), by_signal)
+        return Crash(f"{name or 'fatal error'} ({fatal.group(1).strip()})", name, text)
+    if by_signal == "SIGKILL":
+        return Crash("SIGKILL (the kernel's out-of-memory killer, or kill -9)", by_signal, text)
+    if by_signal is not None:
+        return Crash(by_signal, by_signal, text)
+    if exit_code is not None:
+        return Crash(f"the process exited with status {exit_code} in the middle of the cell (os._exit, a C library's exit)", None, text)
+    return Crash("its worker process died (cause unknown)", None, text)
+
+
+def worker_exit_code(node: Any, wait_seconds: float = 5.0) -> Optional[int]:
+    """The exit status of a dead pytest-xdist worker, where execnet lets us see it (popen gateways)."""
+    popen = getattr(getattr(getattr(node, "gateway", None), "_io", None), "popen", None)
+    if popen is None:
+        return None
+    try:
+        return popen.wait(timeout=wait_seconds)
+    except Exception:  # noqa: BLE001 - best effort: the report says "cause unknown" instead
+        return None
+
+
+@contextlib.contextmanager
+def deadline(seconds: Optional[float], source: str = "timeout", dump: Optional[IO[str]] = None) -> Iterator[Optional[Deadline]]:
     """Bound the body to ``seconds`` (None or 0: no bound). Raises CellTimeout at the deadline.
 
-    ``dump``: the file the hard stop writes every thread's stack to (default: stderr)."""
+    ``dump``: the stream the hard stop writes every thread's stack to (default: stderr)."""
     if not seconds:
         yield None
         return
     state = Deadline(seconds, source)
     grace = os.environ.get("QUANTCHECK_HARD_STOP_GRACE")
     hard_stop = seconds + (float(grace) if grace else max(HARD_STOP_GRACE, seconds))
-    stream = None
-    if dump is not None:
-        dump.parent.mkdir(parents=True, exist_ok=True)
-        stream = open(dump, "w", encoding="utf-8")
-    else:
-        stream = _real_stderr()
+    stream = dump if dump is not None else _real_stderr()
     if stream is not None:
         faulthandler.dump_traceback_later(hard_stop, exit=True, file=stream)
     previous = None
@@ -133,9 +231,6 @@ def deadline(seconds: Optional[float], source: str = "timeout", dump: Optional[P
             signal.signal(signal.SIGALRM, previous)
         if stream is not None:
             faulthandler.cancel_dump_traceback_later()
-        if dump is not None:
-            stream.close()
-            dump.unlink(missing_ok=True)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -158,10 +253,10 @@ def release_after_out_of_memory(exc: BaseException) -> None:
 
 
 @contextlib.contextmanager
-def guarded_cell(timeout: Optional[float], source: str, dump: Optional[Path] = None) -> Iterator[None]:
-    """The deadline and the out-of-memory cleanup around one cell."""
+def guarded_cell(timeout: Optional[float], source: str, record: Optional[Path] = None) -> Iterator[None]:
+    """The crash record, the deadline and the out-of-memory cleanup around one cell."""
     try:
-        with deadline(timeout, source, dump):
+        with crash_record(record) as stream, deadline(timeout, source, stream):
             yield
     except BaseException as exc:
         if is_out_of_memory(exc):
@@ -192,16 +287,41 @@ def add_options(group) -> None:
 
 
 class CellGuard:
-    """Registered by the plugin: wraps each YAML cell's call in :func:`guarded_cell`."""
+    """Registered by the plugin: wraps each YAML cell's call in :func:`guarded_cell`.
+
+    On the xdist controller it makes the session's crash-record directory and hands it to
+    each worker; a worker writes its cells' records there."""
 
     def __init__(self, config) -> None:
         self.default_timeout = config.getoption("cell_timeout", None)
+        workerinput = getattr(config, "workerinput", None)
+        self.crash_dir: Optional[Path] = None
+        self._owns_crash_dir = False
+        if workerinput is not None:
+            given = workerinput.get(CRASH_DIR_INPUT)
+            self.crash_dir = Path(given) if given else None
 
     def timeout_for(self, item) -> tuple[Optional[float], str]:
         own = getattr(item.case, "timeout", None)
         if own is not None:
             return own, f"the case's timeout: {own:g}"
         return self.default_timeout, f"--cell-timeout {self.default_timeout:g}" if self.default_timeout else ""
+
+    def record_for(self, nodeid: str) -> Optional[Path]:
+        return crash_record_path(self.crash_dir, nodeid) if self.crash_dir is not None else None
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        """On the xdist controller, before each worker starts."""
+        if self.crash_dir is None:
+            self.crash_dir = Path(tempfile.mkdtemp(prefix="quantcheck-crashes-"))
+            self._owns_crash_dir = True
+            node.config.stash[CRASH_DIR_KEY] = self.crash_dir
+        node.workerinput[CRASH_DIR_INPUT] = str(self.crash_dir)
+
+    def pytest_unconfigure(self, config) -> None:
+        if self._owns_crash_dir and self.crash_dir is not None:
+            shutil.rmtree(self.crash_dir, ignore_errors=True)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item):
@@ -210,18 +330,5 @@ class CellGuard:
         if not isinstance(item, CaseItem):
             return (yield)
         timeout, source = self.timeout_for(item)
-        with guarded_cell(timeout, source, hard_stop_dump(item.nodeid)):
+        with guarded_cell(timeout, source, self.record_for(item.nodeid)):
             return (yield)
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_handlecrashitem(self, crashitem: str, report, sched) -> None:
-        """On the xdist controller: a worker died in a cell; if our hard stop ended it, say so and show where."""
-        dump = hard_stop_dump(crashitem)
-        if not dump.exists():
-            return
-        stacks = dump.read_text(encoding="utf-8", errors="replace").strip()
-        dump.unlink(missing_ok=True)
-        report.longrepr = (
-            f"{report.longrepr}\n\nthe cell ran past its timeout inside code that never returned to Python "
-            f"(C code, a deadlock, signals blocked), so the harness ended its worker; every thread's stack then:\n{stacks}"
-        )

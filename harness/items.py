@@ -16,18 +16,30 @@ from typing import Any, Optional
 
 import pytest
 
-from .case import Case, load_suite
+from .case import Case, CaseFormatError, load_suite
 from .compare import Comparison, compare_outputs
 from .counters import check_counters, check_graphs
 from .filecheck import prefixes_for, run_filecheck
 from .fuzz import fuzz_item_class
-from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sample_for_golden, sidecar_for, write_golden
+from .golden import (
+    GoldenError,
+    GoldenMissing,
+    GoldenPaths,
+    GoldenWriteError,
+    golden_paths,
+    load_golden,
+    sample_for_golden,
+    sidecar_for,
+    write_golden,
+)
 from .matrix import MatrixCell, Narrowing, current_device_index, expand_matrix
 from .perf import check_perf, perf_applies, timer_for_cell
-from .report import SummaryRow, format_cell_failure, rerun_command, update_command
+from .project import SUITE_SUFFIXES, Project
+from .report import SummaryRow, format_cell_failure, golden_verdict, rerun_command, update_command
 from .run import CellRun, run_cell
 
 GOLDEN_PROPERTY = "quantcheck_golden"
+REPAIR_PROPERTY = "quantcheck_golden_repair"  # an interrupted write, finished or undone by this cell
 ROW_PROPERTY = "quantcheck_row"
 PERF_PROPERTY = "quantcheck_perf"
 NOTE_PROPERTY = "quantcheck_note"  # a check that did not run in this cell, and why
@@ -41,8 +53,13 @@ class Settings:
     golden_root: Path
     narrowing: Narrowing
     update_golden: bool
+    project: Project
     add_missing_goldens: bool = False  # write goldens that do not exist yet, compare the rest
     perf: bool = True  # time the cells of cases with checks.perf (--no-perf: not)
+    rerun_options: tuple[str, ...] = ()  # the user's own options, repeated in rerun hints
+
+    def golden_paths(self, case: Case, device: str, dtype: str) -> GoldenPaths:
+        return golden_paths(self.golden_root, self.project.suite_key(case.suite_path), case.name, device, dtype)
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -63,11 +80,34 @@ def display_path(path: Path, rootdir: Path) -> str:
 class CaseFile(pytest.File):
     def collect(self):
         settings = self.config.stash[SETTINGS_KEY]
-        suite = load_suite(self.path, display_path(self.path, settings.rootdir))
+        shown = display_path(self.path, settings.rootdir)
+        _check_golden_key(self.path, shown, settings)
+        suite = load_suite(self.path, shown)
         for case in suite.cases:
             item_class = CaseItem if case.fuzz is None else fuzz_item_class()
             for cell in expand_matrix(case, settings.narrowing):
                 yield item_class.from_parent(self, name=f"{case.name}[{cell.id}]", case=case, cell=cell)
+
+
+def _check_golden_key(path: Path, shown: str, settings: Settings) -> None:
+    """A suite needs a golden directory of its own: inside the suites root, no twin suffix."""
+    project = settings.project
+    try:
+        key = project.suite_key(path)
+    except ValueError:
+        raise CaseFormatError(
+            shown, 1, "file",
+            f"outside the suites root {display_path(project.suites_root, settings.rootdir)}/, so its goldens have no path; "
+            "set quantcheck_suites_root (ini) or suites_root in [tool.quantcheck]",
+        ) from None
+    twins = [p for p in project.suite_files_for_key(key) if p.resolve() != path.resolve()]
+    if twins:
+        golden_dir = display_path(settings.golden_root / key, settings.rootdir)
+        raise CaseFormatError(
+            shown, 1, "file",
+            f"shares its golden directory {golden_dir}/ with {display_path(twins[0], settings.rootdir)}; "
+            f"rename one of them (one suite per name and directory, {' or '.join(SUITE_SUFFIXES)})",
+        )
 
 
 class CaseItem(pytest.Item):
@@ -114,7 +154,8 @@ class CaseItem(pytest.Item):
         tolerance = self.case.tolerance_for(self.cell.dtype)
         sections: list[str] = []
         comparisons: list[Comparison] = []
-        golden_failed = golden_differs = False
+        eager_moved = False  # eager itself differs from the golden: the one case a new golden may be due
+        golden_note = ""
 
         if self.case.checks.eager:
             comparisons.append(
@@ -124,18 +165,19 @@ class CaseItem(pytest.Item):
                     float64=run.float64, eager=run.eager,
                 )
             )
+        compiled_matches_eager = bool(comparisons) and comparisons[0].ok
         if self.case.checks.golden:
             golden_sections, golden_comparisons = self._check_golden(run, settings, tolerance)
             sections += golden_sections
             comparisons += golden_comparisons
-            golden_differs = any(not c.ok for c in golden_comparisons)  # a missing or damaged one has none
-            golden_failed = bool(golden_sections) or golden_differs
+            if golden_comparisons:  # a missing or damaged golden has none
+                eager_vs_golden, compiled_vs_golden = golden_comparisons
+                eager_moved = not eager_vs_golden.ok
+                checked_eager = compiled_matches_eager if self.case.checks.eager else None
+                golden_note = golden_verdict(eager_vs_golden.ok, compiled_vs_golden.ok, checked_eager)
         sections += [c.report for c in comparisons if not c.ok]
-        if golden_differs and comparisons and comparisons[0].ok and self.case.checks.eager:
-            sections.append(
-                "compiled matches eager in this run: the golden differs because the program's own\n"
-                "numerics changed (a changed impl/ function, inputs or torch version), not because of compilation."
-            )
+        if golden_note:
+            sections.append(golden_note)
         sections += self._check_filecheck(run)
         counter_failures = check_counters(self.case.checks.counters, run.counters, self.cell, self.case.display_path)
         counter_failures += check_graphs(
@@ -154,10 +196,12 @@ class CaseItem(pytest.Item):
         }
         if sections:
             title = f"{self.case.display_path}:{self.case.line}: case {self.case.name!r} [{self.cell.id}] failed"
-            raise CellFailure(format_cell_failure(title, sections, self.nodeid, self.case_nodeid, golden_failed))
+            raise CellFailure(format_cell_failure(title, sections, self.nodeid, self.case_nodeid, eager_moved, settings.rerun_options))
 
     def _check_golden(self, run: CellRun, settings: Settings, tolerance) -> tuple[list[str], list[Comparison]]:
-        paths = golden_paths(settings.golden_root, self.case.suite_stem, self.case.name, self.cell.device, self.cell.dtype)
+        """Failure sections and the (eager vs golden, compiled vs golden) comparisons; writes
+        the golden first under --update-golden / --add-missing-goldens."""
+        paths = settings.golden_paths(self.case, self.cell.device, self.cell.dtype)
         shown = display_path(paths.data, settings.rootdir)
         sample = self.case.checks.golden_sample
         eager = sample_for_golden(run.eager, sample)
@@ -166,6 +210,8 @@ class CaseItem(pytest.Item):
             shown_label = f"{shown} ({sample} fixed elements of outputs larger than that)"
         else:
             shown_label = shown
+        update = update_command(self.case_nodeid, settings.rerun_options)
+        notes: list[str] = []
         missing = not paths.data.exists() and not paths.sidecar.exists()
         if settings.update_golden or (settings.add_missing_goldens and missing):
             if not self.writes_golden:
@@ -175,17 +221,21 @@ class CaseItem(pytest.Item):
                 device=self.cell.device, dtype=self.cell.dtype, backend="eager",
                 sampled_from={n: list(run.eager[n].shape) for n in eager if eager[n].shape != run.eager[n].shape},
             )
-            update = write_golden(paths, eager, sidecar)
-            self.user_properties.append((GOLDEN_PROPERTY, f"{self.case_nodeid}: {update.describe().replace(str(paths.data), shown)}"))
+            try:
+                written = write_golden(paths, eager, sidecar)
+            except GoldenWriteError as exc:
+                return [f"golden not written: {self._shown_error(exc, settings)}"], []
+            notes += written.recovered
+            self.user_properties.append((GOLDEN_PROPERTY, f"{self.case_nodeid}: {written.describe().replace(str(paths.data), shown)}"))
         try:
-            golden = load_golden(paths)
+            golden = load_golden(paths, suite=self.case.display_path, notes=notes)
         except GoldenMissing:
-            return [
-                f"golden missing: {shown}\n  make it (from eager on {self.cell.device}) with:\n    {update_command(self.case_nodeid)}"
-            ], []
+            return [f"golden missing: {shown}\n  make it (from eager on {self.cell.device}) with:\n    {update}"], []
         except GoldenError as exc:
-            problem = str(exc).replace(str(exc.path), display_path(exc.path, settings.rootdir))
-            return [f"golden unusable: {problem}\n  nothing was overwritten; to regenerate it:\n    {update_command(self.case_nodeid)}"], []
+            return [f"golden unusable: {self._shown_error(exc, settings)}\n  nothing was overwritten; to regenerate it:\n    {update}"], []
+        finally:
+            for note in notes:
+                self.user_properties.append((REPAIR_PROPERTY, note.replace(str(settings.rootdir) + os.sep, "")))
         device_golden = {name: t.to(self.cell.device) for name, t in golden.items()}
         return [], [
             compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
@@ -201,12 +251,17 @@ class CaseItem(pytest.Item):
             return []
         verdict = check_perf(
             run.perf, timer, self.case, self.cell, golden_root=settings.golden_root,
+            suite_key=settings.project.suite_key(self.case.suite_path),
             shown=lambda path: display_path(path, settings.rootdir),
             write=settings.update_golden, write_if_missing=settings.add_missing_goldens,
-            refresh_command=update_command(self.nodeid),
+            refresh_command=update_command(self.nodeid, settings.rerun_options),
         )
         self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: {verdict.note}"))
         return [] if verdict.ok else [verdict.failure]
+
+    @staticmethod
+    def _shown_error(exc: GoldenError, settings: Settings) -> str:
+        return str(exc).replace(str(exc.path), display_path(exc.path, settings.rootdir))
 
     def _check_filecheck(self, run: CellRun) -> list[str]:
         failures = []
@@ -253,7 +308,8 @@ class CaseItem(pytest.Item):
             f"{self.case.display_path}:{self.case.line}: case {self.case.name!r} [{self.cell.id}] raised "
             f"{type(excinfo.value).__name__}: {excinfo.value}"
         )
-        return f"{header}\n\n{super().repr_failure(excinfo, style=style)}\n\nre-run this cell:      {rerun_command(self.nodeid)}"
+        rerun = rerun_command(self.nodeid, self.config.stash[SETTINGS_KEY].rerun_options)
+        return f"{header}\n\n{super().repr_failure(excinfo, style=style)}\n\nre-run this cell:      {rerun}"
 
     def _traceback_filter(self, excinfo):
         def ours_or_torch(entry) -> bool:

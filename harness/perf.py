@@ -6,7 +6,7 @@ A case asks for it under ``checks``::
 
 The cell's program (compiled with the cell's backend) is called on fresh inputs and timed
 by the device's timer; the median goes to
-``golden/<suite>/<case>/perf-<device kind>-<backend>-<dtype>.json`` (one file per GPU kind:
+``golden/<suite key>/<case>/perf-<device kind>-<backend>-<dtype>.json`` (one file per GPU kind:
 an H100 and an H200 keep separate numbers), written with ``--update-golden`` and, when
 missing, ``--add-missing-goldens``. Only CUDA has a timer (CUDA events, see
 :func:`time_cuda`); other devices' cells say why they were not timed. Tests register a fake
@@ -179,8 +179,8 @@ def device_kind_slug(kind: str) -> str:
     return slug or "unknown"
 
 
-def perf_golden_path(root: Path, suite_stem: str, case: str, device_kind: str, backend: str, dtype: str) -> Path:
-    return root / suite_stem / case / f"{PERF_PREFIX}{device_kind_slug(device_kind)}-{backend}-{dtype}.json"
+def perf_golden_path(root: Path, suite_key: str, case: str, device_kind: str, backend: str, dtype: str) -> Path:
+    return root / suite_key / case / f"{PERF_PREFIX}{device_kind_slug(device_kind)}-{backend}-{dtype}.json"
 
 
 def parse_perf_golden_name(name: str) -> Optional[tuple[str, str, str]]:
@@ -321,6 +321,7 @@ def check_perf(
     cell: Any,
     *,
     golden_root: Path,
+    suite_key: str,
     shown: Callable[[Path], str],
     write: bool,
     write_if_missing: bool,
@@ -331,7 +332,7 @@ def check_perf(
     nothing is overwritten unless asked."""
     spec = case.checks.perf
     kind = timer.device_kind()
-    path = perf_golden_path(golden_root, case.suite_stem, case.name, kind, cell.backend, cell.dtype)
+    path = perf_golden_path(golden_root, suite_key, case.name, kind, cell.backend, cell.dtype)
     setup = setup_of(spec, {s.name: list(s.shape) for s in case.inputs})
     if write or (write_if_missing and not path.exists()):
         try:
@@ -384,14 +385,17 @@ def declared_perf_keys(case: Any) -> set[tuple[str, str]]:
 
 
 def owned_perf_golden(path: Path, root: Path, owned: set[tuple[str, str, str, str]]) -> bool:
-    """Whether ``path`` is a perf golden that a loaded case declares ((suite, case, backend, dtype) in ``owned``)."""
+    """Whether ``path`` is a perf golden that a loaded case declares ((suite key, case, backend, dtype) in ``owned``)."""
     parsed = parse_perf_golden_name(path.name)
     if parsed is None:
         return False
     try:
-        suite, case = path.relative_to(root).parts[:2]
+        parts = path.relative_to(root).parts
     except ValueError:
         return False
+    if len(parts) < 3:
+        return False
+    suite, case = "/".join(parts[:-2]), parts[-2]
     _, backend, dtype = parsed
     return (suite, case, backend, dtype) in owned
 

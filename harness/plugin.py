@@ -12,6 +12,7 @@ one module under two names, so the conftest should go through :func:`register_on
 from __future__ import annotations
 
 import fnmatch
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,13 +22,14 @@ from .case import BACKENDS, DEVICES, load_suite
 from .dtypes import DTYPES, canonical_dtype_name
 from .diagnostics import Diagnostics
 from .diagnostics import add_options as add_diagnostic_options
-from .golden import find_stale_goldens, prune
+from .golden import StaleGolden, find_stale_goldens, prune, recover_leftovers
 from .guard import CellGuard
 from .guard import add_options as add_guard_options
 from .items import (
     GOLDEN_PROPERTY,
     NOTE_PROPERTY,
     PERF_PROPERTY,
+    REPAIR_PROPERTY,
     ROW_PROPERTY,
     SETTINGS_KEY,
     CaseFile,
@@ -39,6 +41,8 @@ from .items import (
 )
 from .matrix import Narrowing, declared_golden_keys, pin_worker_to_gpu
 from .perf import declared_perf_keys, owned_perf_golden, perf_section
+from .project import DEFAULTS as PROJECT_DEFAULTS
+from .project import INI_HELP, Project, ProjectSettingsError, load_project
 from .report import SummaryRow, device_spread, notes_section, summary_table, write_summary_json
 
 PLUGIN_NAME = "quantcheck"
@@ -67,6 +71,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--add-missing-goldens", action="store_true", help="write (from eager) only the goldens of the selected cells that do not exist yet; compare the rest (a new device or case)")
     group.addoption("--prune-stale-goldens", action="store_true", help="delete goldens that no case declares (they are always reported)")
     group.addoption("--no-perf", action="store_true", help="do not time the cells of cases with checks.perf (their numerics still run)")
+    group.addoption(
+        "--fail-on-stale-goldens", action="store_true", default=None,
+        help="stale goldens (no case declares them) fail the run; ini quantcheck_fail_on_stale_goldens / [tool.quantcheck] fail_on_stale_goldens",
+    )
+    group.addoption(
+        "--all-suites", action="store_true",
+        help="with no path given, collect every suite of this project (its suites root) instead of pytest's testpaths; python -m harness passes it",
+    )
     group.addoption("--max-autotune", action="store_true", help="also run inductor_max_autotune cells on the CPU")
     group.addoption(
         "--summary", nargs="?", const="-", default=None, metavar="PATH",
@@ -74,11 +86,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     add_diagnostic_options(group)
     add_guard_options(group)
-    parser.addini("quantcheck_golden_dir", "golden directory, relative to rootdir", default="golden")
-    parser.addini(
-        "quantcheck_suites", "glob patterns (relative to rootdir) of YAML suite files", type="linelist",
-        default=["suites/*.yaml", "suites/*.yml"],
-    )
+    # Unset ini keys read as empty: harness.project then falls back to [tool.quantcheck], then its defaults.
+    for key, default in PROJECT_DEFAULTS.items():
+        shown = ", ".join(default) if isinstance(default, list) else default
+        help_text = f"{INI_HELP[key]} (default: {shown if default is not None else 'the patterns common directory'})"
+        parser.addini(f"quantcheck_{key}", help_text, type="linelist" if key == "suites" else "string", default=[] if key == "suites" else "")
 
 
 def _narrowing(config: pytest.Config) -> Narrowing:
@@ -99,18 +111,81 @@ def _narrowing(config: pytest.Config) -> Narrowing:
     )
 
 
+def _project(config: pytest.Config) -> Project:
+    try:
+        return load_project(Path(config.rootpath), {key: config.getini(f"quantcheck_{key}") for key in PROJECT_DEFAULTS})
+    except ProjectSettingsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+#: Options a rerun of one cell must not repeat: selection, parallelism, session outputs, golden writes.
+NOT_REPEATED = {
+    "-n", "--numprocesses", "--maxprocesses", "--dist", "-d", "--max-worker-restart", "--tx",
+    "-k", "-m", "--deselect", "--ignore", "--ignore-glob", "--lf", "--last-failed", "--ff", "--failed-first",
+    "--nf", "--new-first", "--sw", "--stepwise", "--sw-skip", "--stepwise-skip", "-x", "--exitfirst", "--maxfail",
+    "--co", "--collect-only", "--basetemp", "--junitxml", "--junit-xml", "--resultlog", "--all-suites",
+    "--update-golden", "--add-missing-goldens", "--prune-stale-goldens", "--fail-on-stale-goldens",
+    "--summary", "--report", "--report-benchmarks",
+}
+_NO_VALUE_ACTIONS = {"store_true", "store_false", "store_const", "append_const", "count", "help", "version"}
+
+
+def _option_arity(config: pytest.Config) -> dict[str, Optional[str]]:
+    """Option name -> "value", "optional" (nargs '?') or None (a flag), from pytest's parser."""
+    arity: dict[str, Optional[str]] = {}
+    parser = getattr(config, "_parser", None)
+    for group in [*getattr(parser, "_groups", []), getattr(parser, "_anonymous", None)]:
+        for option in getattr(group, "options", []):
+            attrs = option.attrs()
+            kind = None if attrs.get("action") in _NO_VALUE_ACTIONS else ("optional" if attrs.get("nargs") == "?" else "value")
+            for name in option.names():
+                arity[name] = kind
+    return arity
+
+
+def rerun_options(config: pytest.Config) -> tuple[str, ...]:
+    """The user's own command-line options, minus paths and NOT_REPEATED: what a rerun hint repeats."""
+    arity = _option_arity(config)
+    args = [str(a) for a in config.invocation_params.args]
+    kept: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--" or not token.startswith("-") or token == "-":
+            continue  # a path or node id
+        name, attached = (token.split("=", 1)[0], True) if token.startswith("--") and "=" in token else (token, False)
+        if not token.startswith("--") and len(token) > 2 and arity.get(token[:2]) == "value":
+            name, attached = token[:2], True  # -n2, -kexpr, -pname
+        group = [token]
+        kind = arity.get(name)
+        if not attached and i < len(args) and (kind == "value" or (kind == "optional" and not args[i].startswith("-"))):
+            group.append(args[i])
+            i += 1
+        if name not in NOT_REPEATED:
+            kept.extend(group)
+    return tuple(kept)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running case")
     rootdir = Path(config.rootpath)
+    project = _project(config)
     config.stash[SETTINGS_KEY] = Settings(
         rootdir=rootdir,
-        golden_root=rootdir / config.getini("quantcheck_golden_dir"),
+        golden_root=project.golden_root,
         narrowing=_narrowing(config),
         update_golden=config.getoption("update_golden"),
+        project=project,
         add_missing_goldens=config.getoption("add_missing_goldens"),
         perf=not config.getoption("no_perf"),
+        rerun_options=rerun_options(config),
     )
-    state = {"rows": [], "golden_notes": [], "suites": set(), "perf_notes": [], "notes": []}
+    if config.getoption("all_suites") and config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args = [str(project.suites_root)]
+    state = {
+        "rows": [], "golden_notes": [], "repairs": [], "suites": set(), "perf_notes": [], "notes": [], "stale": [], "leftovers": [],
+    }
     config.stash[_SESSION_KEY] = state
     config.pluginmanager.register(_ResultCollector(state), f"{PLUGIN_NAME}-results-{id(config)}")
     config.pluginmanager.register(Diagnostics(config), f"{PLUGIN_NAME}-diagnostics-{id(config)}")
@@ -133,7 +208,7 @@ class _ResultCollector:
         if ".yaml::" in report.nodeid or ".yml::" in report.nodeid:
             self.state["suites"].add(report.nodeid.split("::", 1)[0])
         for name, value in report.user_properties:
-            if name == ROW_PROPERTY and report.when in ("setup", "call"):
+            if name == ROW_PROPERTY and report.when in ("setup", "call", "???"):  # "???": xdist's report of a crashed worker
                 self.state["rows"].append(SummaryRow.from_json(value))
             elif name == GOLDEN_PROPERTY and report.when == "call":
                 self.state["golden_notes"].append(value)
@@ -141,14 +216,16 @@ class _ResultCollector:
                 self.state["perf_notes"].append(value)
             elif name == NOTE_PROPERTY and report.when == "call":
                 self.state["notes"].append(value)
+            elif name == REPAIR_PROPERTY and report.when == "call":
+                self.state["repairs"].append(value)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Optional[pytest.Collector]:
     if file_path.suffix not in (".yaml", ".yml"):
         return None
-    rootdir = Path(parent.config.rootpath)
-    relative = display_path(file_path, rootdir)
-    if any(fnmatch.fnmatch(relative, pattern) for pattern in parent.config.getini("quantcheck_suites")):
+    settings = parent.config.stash[SETTINGS_KEY]
+    relative = Path(display_path(file_path, settings.rootdir)).as_posix()
+    if any(fnmatch.fnmatch(relative, pattern) for pattern in settings.project.suite_patterns):
         return CaseFile.from_parent(parent, path=file_path)
     return None
 
@@ -170,25 +247,54 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
-def _stale_goldens(config: pytest.Config, state: dict) -> list[Path]:
+def _stale_goldens(config: pytest.Config, state: dict) -> list[StaleGolden]:
+    """Stale goldens of this session's suites, and of suites whose file is gone (harness.golden)."""
     settings = config.stash[SETTINGS_KEY]
+    project = settings.project
     declared: dict[str, set[tuple[str, str, str]]] = {}
     perf_owned: set[tuple[str, str, str, str]] = set()
+    undecided: set[str] = set()
     for suite_path in sorted(state["suites"]):
         path = settings.rootdir / suite_path
         try:
+            key = project.suite_key(path)
+        except ValueError:
+            continue
+        try:
             suite = load_suite(path, suite_path)
         except Exception:  # a broken suite was already reported at collection; do not guess its goldens
-            declared.setdefault(path.stem, {("*", "*", "*")})
+            undecided.add(key)
             continue
-        keys = declared.setdefault(path.stem, set())
+        keys = declared.setdefault(key, set())
         for case in suite.cases:
             keys.update((case.name, device, dtype) for device, dtype in declared_golden_keys(case))
-            perf_owned.update((path.stem, case.name, backend, dtype) for backend, dtype in declared_perf_keys(case))
-    if any(("*", "*", "*") in keys for keys in declared.values()):
-        declared = {stem: keys for stem, keys in declared.items() if ("*", "*", "*") not in keys}
-    stale = find_stale_goldens(settings.golden_root, declared, settings.rootdir)
-    return [p for p in stale if not owned_perf_golden(p, settings.golden_root, perf_owned)]
+            perf_owned.update((key, case.name, backend, dtype) for backend, dtype in declared_perf_keys(case))
+    for key in undecided:
+        declared.pop(key, None)
+    stale = find_stale_goldens(
+        settings.golden_root, declared, lambda key: bool(project.suite_files_for_key(key)), frozenset(undecided)
+    )
+    return [s for s in stale if not owned_perf_golden(s.path, settings.golden_root, perf_owned)]
+
+
+def _fails_on_stale(config: pytest.Config) -> bool:
+    option = config.getoption("fail_on_stale_goldens")
+    return option if option is not None else config.stash[SETTINGS_KEY].project.fail_on_stale_goldens
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On the controller: recover what killed writers left, find stale goldens, fail on them if asked."""
+    config = session.config
+    state = config.stash.get(_SESSION_KEY, None)
+    if hasattr(config, "workerinput") or not state or not state["suites"]:
+        return
+    settings = config.stash[SETTINGS_KEY]
+    state["leftovers"] = recover_leftovers(settings.golden_root)
+    state["stale"] = _stale_goldens(config, state)
+    if state["stale"] and _fails_on_stale(config) and not config.getoption("prune_stale_goldens"):
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -199,12 +305,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     settings = config.stash[SETTINGS_KEY]
     write = terminalreporter.write_line
-    if state["golden_notes"]:
+    repairs = sorted(set(state["repairs"])) + [line.replace(str(settings.rootdir) + os.sep, "") for line in state["leftovers"]]
+    if state["golden_notes"] or repairs:
         terminalreporter.section("quantcheck goldens")
         changed = [n for n in sorted(state["golden_notes"]) if not n.endswith(": unchanged")]
         for note in changed:
             write(note)
-        write(f"{len(changed)} golden file(s) written, {len(state['golden_notes']) - len(changed)} unchanged")
+        if state["golden_notes"]:
+            write(f"{len(changed)} golden file(s) written, {len(state['golden_notes']) - len(changed)} unchanged")
+        for line in repairs:
+            write(f"repaired: {line}")
     if state["perf_notes"]:
         terminalreporter.section("quantcheck perf")
         for line in perf_section(state["perf_notes"]):
@@ -213,17 +323,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.section("quantcheck checks not run")
         for line in notes_section(state["notes"]):
             write(line)
-    stale = _stale_goldens(config, state)
+    stale = state["stale"]
     if stale:
         terminalreporter.section("quantcheck stale goldens")
-        shown = [display_path(p, settings.rootdir) for p in stale]
         if config.getoption("prune_stale_goldens"):
-            for p in prune(stale):
+            for p in prune(stale, settings.golden_root):
                 write(f"deleted {display_path(p, settings.rootdir)}")
         else:
-            for s in shown:
-                write(f"stale (no case declares it): {s}")
-            write("delete them with --prune-stale-goldens")
+            for entry in stale:
+                write(f"stale ({entry.why}): {display_path(entry.path, settings.rootdir)}")
+            if _fails_on_stale(config):
+                write(f"{len(stale)} stale golden file(s) fail this run (fail_on_stale_goldens); delete them with --prune-stale-goldens")
+            else:
+                write("delete them with --prune-stale-goldens")
     summary = config.getoption("summary")
     if summary is not None:
         terminalreporter.section("quantcheck summary")

@@ -12,9 +12,12 @@ import math
 import shlex
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
-OUTCOME_WORDS = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail", "xpassed": "XPASS", "error": "ERROR"}
+OUTCOME_WORDS = {
+    "passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail", "xpassed": "XPASS", "error": "ERROR",
+    "crashed": "CRASH",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,7 @@ class SummaryRow:
     device: str
     dtype: str
     line: int  # the case's line in its suite: rows sort in declaration order
-    outcome: str  # passed | failed | skipped | xfailed | xpassed | error
+    outcome: str  # passed | failed | skipped | xfailed | xpassed | error | crashed (the cell killed its process)
     max_abs: Optional[float] = None
     max_rel: Optional[float] = None
     seconds: float = 0.0
@@ -44,22 +47,47 @@ class SummaryRow:
         return cls(**json.loads(text))
 
 
-def rerun_command(nodeid: str, extra: str = "") -> str:
-    return f"python -m pytest {shlex.quote(nodeid)} -p no:cacheprovider{extra}"
+def rerun_command(nodeid: str, options: Sequence[str] = (), extra: str = "") -> str:
+    """The command that reruns ``nodeid`` with the user's own ``options`` (see plugin.rerun_options)."""
+    return " ".join(["python -m pytest", shlex.quote(nodeid), *map(shlex.quote, options)]) + extra
 
 
-def update_command(case_nodeid: str) -> str:
-    return rerun_command(case_nodeid, " --update-golden")
+def update_command(case_nodeid: str, options: Sequence[str] = ()) -> str:
+    return rerun_command(case_nodeid, options, " --update-golden")
 
 
-def format_cell_failure(title: str, sections: list[str], nodeid: str, case_nodeid: str, golden_failed: bool) -> str:
+def golden_verdict(eager_matches: bool, compiled_matches: bool, compiled_matches_eager: Optional[bool]) -> str:
+    """What the two golden comparisons say together, for a person deciding whether to refresh."""
+    if not eager_matches and compiled_matches:
+        return (
+            "compiled still matches the old golden: only eager's output moved, so compiled and eager\n"
+            "now disagree; find what changed eager's path before accepting a new golden."
+        )
+    if not eager_matches and compiled_matches_eager:
+        return (
+            "compiled matches eager in this run: the golden differs because the program's own\n"
+            "numerics changed (a changed impl/ function, inputs or torch version), not because of compilation."
+        )
+    if eager_matches and not compiled_matches:
+        return (
+            "eager still matches the golden: only the compiled output moved, a compiler or pass\n"
+            "problem; the golden is right as it is."
+        )
+    return ""
+
+
+def format_cell_failure(
+    title: str, sections: list[str], nodeid: str, case_nodeid: str, eager_moved: bool, options: Sequence[str] = ()
+) -> str:
+    """The cell's report. "accept as new golden" only when eager itself moved off the golden:
+    a golden is eager's output, so no compiled-only failure is fixed by refreshing it."""
     lines = [title, ""]
     for section in sections:
         lines.append(section.rstrip())
         lines.append("")
-    lines.append(f"re-run this cell:      {rerun_command(nodeid)}")
-    if golden_failed:
-        lines.append(f"accept as new golden:  {update_command(case_nodeid)}   (only after an intended change)")
+    lines.append(f"re-run this cell:      {rerun_command(nodeid, options)}")
+    if eager_moved:
+        lines.append(f"accept as new golden:  {update_command(case_nodeid, options)}   (only after an intended change)")
     return "\n".join(lines)
 
 

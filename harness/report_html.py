@@ -32,7 +32,7 @@ HIST_EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, math.inf)
 MAX_COUNTERS = 30
 STATUS_COLORS = {
     "passed": "#1a7f37", "failed": "#cf222e", "error": "#cf222e", "skipped": "#8c959f",
-    "xfailed": "#9a6700", "xpassed": "#bc4c00",
+    "xfailed": "#9a6700", "xpassed": "#bc4c00", "crashed": "#82071e",
 }
 HEAT_STOPS = ((255, 255, 255), (254, 224, 144), (253, 141, 60), (215, 48, 39), (103, 0, 13))
 PATH_COLORS = ("#0969da", "#8250df", "#bf8700", "#1a7f37", "#cf222e", "#57606a")
@@ -294,7 +294,7 @@ def _anchor(cell: dict[str, Any]) -> str:
 def _failures(cells: list[dict[str, Any]]) -> str:
     parts = []
     for c in cells:
-        if c["outcome"] not in ("failed", "error", "xfailed"):
+        if c["outcome"] not in ("failed", "error", "xfailed", "crashed"):
             continue
         title = f'{c["suite"]}::{c["case"]} [{c["backend"]}-{c["device"]}-{c["dtype"]}]'
         parts.append(f'<section id="{_anchor(c)}"><h3>{html.escape(title)}</h3>')
@@ -306,6 +306,8 @@ def _failures(cells: list[dict[str, Any]]) -> str:
                 f'max {_fmt(picture["max_steps"], ".3g")} steps.</p>'
                 f'<div class="pictures">{svg_heatmap(picture)}{svg_histogram(picture)}</div>'
             )
+        elif c.get("crash"):
+            parts.append(f'<p>Crashed: {html.escape(c["crash"]["cause"])}. The stack it died in is in the message below.</p>')
         else:
             parts.append("<p>No numeric picture: the cell raised, or its failure is not a numeric mismatch.</p>")
         message = "\n".join(c.get("message", "").splitlines()[:60])

@@ -28,7 +28,6 @@ import torch
 from . import programs
 from .case import Case
 from .filecheck import prefixes_for
-from .golden import golden_paths
 from .inputs import input_kind
 from .matrix import MatrixCell
 from .run import FRESH_COMPILE_CONFIG, build_inputs, compile_mode, compiled_runs, input_seed, needs_fresh_compile
@@ -39,8 +38,9 @@ TEMPLATE = Path(__file__).with_name("repro_template.py")
 TEMPLATE_BUILTINS = ("matmul", "linear", "pointwise_chain", "constant_pad_nd_mm", "reduce")
 
 
-def script_path(directory: Path, case: Case, cell: MatrixCell) -> Path:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{case.suite_stem}.{case.name}.{cell.id}")
+def script_path(directory: Path, suite_key: str, case: Case, cell: MatrixCell) -> Path:
+    """``<suite key, '/' as '.'>.<case>.<cell>.py``: suites of one name in two folders get two scripts."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{suite_key.replace('/', '.')}.{case.name}.{cell.id}")
     return directory / f"{name}.py"
 
 
@@ -88,7 +88,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def build_spec(case: Case, cell: MatrixCell, golden_root: Path, nodeid: str) -> dict[str, Any]:
+def build_spec(case: Case, cell: MatrixCell, golden_data: Optional[Path], nodeid: str) -> dict[str, Any]:
     """Everything the template needs to reproduce ``cell``, as plain literals."""
     from torch._inductor import config as inductor_config
 
@@ -100,9 +100,8 @@ def build_spec(case: Case, cell: MatrixCell, golden_root: Path, nodeid: str) -> 
     if unknown:
         raise ValueError(f"config keys this torch does not have: {', '.join(unknown)}")
     golden = None
-    if case.checks.golden:
-        data = golden_paths(golden_root, case.suite_stem, case.name, cell.device, cell.dtype).data
-        golden = {"path": str(data.resolve()), "sample": case.checks.golden_sample}
+    if case.checks.golden and golden_data is not None:
+        golden = {"path": str(golden_data.resolve()), "sample": case.checks.golden_sample}
     applies = lambda when: when.applies(cell.backend, cell.device, cell.dtype)  # noqa: E731
     return {
         "nodeid": nodeid,
@@ -188,18 +187,22 @@ def render_script(spec: dict[str, Any], rootdir: Path, why: str, saved_inputs: O
     return header + body + footer
 
 
-def write_repro(case: Case, cell: MatrixCell, *, directory: Path, rootdir: Path, golden_root: Path, nodeid: str, why: str) -> Path:
-    """Write the cell's script (and saved inputs if needed); returns the script's path."""
+def write_repro(
+    case: Case, cell: MatrixCell, *, directory: Path, rootdir: Path, suite_key: str, golden_data: Optional[Path], nodeid: str, why: str
+) -> Path:
+    """Write the cell's script (and saved inputs if needed); returns the script's path.
+
+    ``golden_data``: the cell's golden data file (the script compares with it)."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = script_path(directory, case, cell)
-    spec = build_spec(case, cell, golden_root, nodeid)
+    path = script_path(directory, suite_key, case, cell)
+    spec = build_spec(case, cell, golden_data, nodeid)
     saved = _save_inputs(case, cell, spec, path)
     path.write_text(render_script(spec, rootdir, why, saved), encoding="utf-8")
     return path
 
 
-def remove_repro(case: Case, cell: MatrixCell, directory: Path) -> None:
+def remove_repro(suite_key: str, case: Case, cell: MatrixCell, directory: Path) -> None:
     """A passing cell's old script is stale: remove it and its saved inputs."""
-    path = script_path(directory, case, cell)
+    path = script_path(directory, suite_key, case, cell)
     for stale in (path, path.with_suffix(".inputs.safetensors")):
         stale.unlink(missing_ok=True)

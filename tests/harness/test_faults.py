@@ -221,6 +221,7 @@ def test_damaged_goldens_are_one_clear_error_each_and_never_overwritten(project)
 # --------------------------------------------------------------------------- hangs and OOM
 
 FAULTY_PROGRAMS = '''
+import os
 import signal
 import time
 
@@ -255,6 +256,16 @@ def real_out_of_memory(x):
 
 def after(x):
     return x.cos()
+
+
+def segfaults(x):
+    import ctypes
+
+    return ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+def killed(x):
+    os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's out-of-memory killer does
 '''
 
 
@@ -316,6 +327,57 @@ def test_cell_stuck_in_c_code_ends_its_worker_and_the_others_run(project, monkey
     assert "the cell ran past its timeout inside code that never returned to Python" in out
     assert "Timeout (0:00:02)!" in out  # faulthandler's dump of the stuck stacks, with the program's frame
     assert 'progs.py", line' in out and "stuck_in_c" in out
+
+
+def test_a_cell_that_kills_its_worker_is_crashed_everywhere(project, monkeypatch, tmp_path):
+    """Summary table and footer, report HTML and JSON (signal, stack), exit status, repro script."""
+    pytest.importorskip("xdist")
+    subprocess_env(monkeypatch)
+    project.set_programs(FAULTY_PROGRAMS)
+    project.suite("""
+        defaults:
+          matrix: {backends: [eager], devices: [cpu]}
+          checks: {golden: false}
+        cases:
+          fine:
+            program: progs:scaled
+            inputs: {x: {shape: [2]}}
+          segv:
+            program: progs:segfaults
+            inputs: {x: {shape: [2]}}
+          oom_killed:
+            program: progs:killed
+            inputs: {x: {shape: [2]}}
+          after:
+            program: progs:after
+            inputs: {x: {shape: [2]}}
+    """)
+    report = tmp_path / "report"
+    result = project.pytester.runpytest_subprocess(*QUIET, "-n", "1", "-p", "no:randomly", "--summary", f"--report={report}")
+    result.assert_outcomes(failed=2, passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "suites/s.yaml:8: case 'segv' [[]eager-cpu-float32[]] crashed: SIGSEGV (Segmentation fault)",
+        "the last stack the harness saw in it (most recent call first):",
+        "Fatal Python error: Segmentation fault",
+        '*progs.py", line * in segfaults',
+    ], consecutive=False)
+    result.stdout.fnmatch_lines([
+        "suites/s.yaml:11: case 'oom_killed' [[]eager-cpu-float32[]] crashed: SIGKILL (the kernel's out-of-memory killer, or kill -9)",
+        "repro script:          python .quantcheck/repro/s.oom_killed.eager-cpu-float32.py",
+    ], consecutive=False)
+    result.stdout.fnmatch_lines([
+        "suites/s.yaml::segv *CRASH",
+        "suites/s.yaml::oom_killed *CRASH",
+        "cells: 2 crashed, 2 passed*",
+    ], consecutive=False)
+    assert (project.root / ".quantcheck/repro/s.segv.eager-cpu-float32.py").is_file()
+    cells = {c["case"]: c for c in json.loads((report / "report.json").read_text())["cells"]}
+    assert sorted(cells) == ["after", "fine", "oom_killed", "segv"]
+    assert (cells["segv"]["outcome"], cells["segv"]["crash"]["signal"]) == ("crashed", "SIGSEGV")
+    assert "in segfaults" in cells["segv"]["crash"]["stack"]
+    assert cells["oom_killed"]["crash"]["signal"] == "SIGKILL"
+    assert "Crashed: SIGSEGV (Segmentation fault)" in (report / "index.html").read_text()
 
 
 def test_out_of_memory_fails_that_cell_only(project):

@@ -36,6 +36,9 @@ cases:
     matrix: {backends: [eager], devices: [cpu]}
 """
 
+# What Project.run passes: a rerun hint repeats the user's own options (and drops --basetemp).
+RUN_OPTIONS = "-p no:cacheprovider -W ignore::UserWarning -W ignore::DeprecationWarning"
+
 
 def test_collection_ids_and_skips(project):
     project.suite(ONE_CASE)
@@ -118,7 +121,7 @@ def test_golden_workflow(project):
     missing.stdout.fnmatch_lines([
         "golden missing: golden/s/first/cpu-float32.safetensors",
         "  make it (from eager on cpu) with:",
-        "    python -m pytest suites/s.yaml::first -p no:cacheprovider --update-golden",
+        f"    python -m pytest suites/s.yaml::first {RUN_OPTIONS} --update-golden",
     ])
     assert "the golden differs" not in missing.stdout.str()  # nothing to differ from yet
 
@@ -155,8 +158,8 @@ def test_golden_workflow(project):
         "    worst elements:",
         "*index*expected*actual*abs err",
         "*(*)*",
-        "re-run this cell:      python -m pytest 'suites/s.yaml::first[[]eager-cpu-float32[]]' -p no:cacheprovider",
-        "accept as new golden:  python -m pytest suites/s.yaml::first -p no:cacheprovider --update-golden   (only after an intended change)",
+        f"re-run this cell:      python -m pytest 'suites/s.yaml::first[[]eager-cpu-float32[]]' {RUN_OPTIONS}",
+        f"accept as new golden:  python -m pytest suites/s.yaml::first {RUN_OPTIONS} --update-golden   (only after an intended change)",
     ])
     assert "the golden differs because the program's own" in regressed.stdout.str()
 
@@ -381,3 +384,148 @@ def test_update_golden_with_k_selection_and_skipped_first_backend(project):
         "s/other/cpu-float32.json", "s/other/cpu-float32.safetensors",
         "s/picky/cpu-float32.json", "s/picky/cpu-float32.safetensors",
     ]
+
+
+def test_prune_keeps_what_a_suite_still_declares(project):
+    """x.yaml and sub/x.yaml own golden/x/ and golden/sub/x/; a sidecar's claims decide nothing."""
+    (project.root / "suites" / "sub").mkdir()
+    project.suite(TWO_CASES, name="x")
+    project.suite(TWO_CASES.split("  second:")[0].replace("  first:", "  third:"), name="sub/x")
+    project.suite(TWO_CASES.split("  second:")[0], name="t")
+    project.run("--update-golden").assert_outcomes(passed=7)
+    sidecar_path = project.root / "golden/x/first/cpu-float32.json"
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["suite"] = "suites/gone.yaml"  # names a missing suite: once made a prune of another suite delete all of golden/x/
+    sidecar_path.write_text(json.dumps(sidecar))
+    before = project.golden_files()
+    for suite in ("suites/sub/x.yaml", "suites/t.yaml"):
+        result = project.run(suite, "--prune-stale-goldens")
+        result.assert_outcomes(passed=2)
+        assert "quantcheck stale goldens" not in result.stdout.str()
+        assert project.golden_files() == before
+
+
+def test_orphaned_suite_folder_is_reported_then_pruned(project):
+    project.suite(TWO_CASES)
+    project.suite(TWO_CASES, name="old")
+    project.run("--update-golden").assert_outcomes(passed=6)
+    (project.root / "suites" / "old.yaml").unlink()
+    result = project.run()
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        "stale (its suite file is gone): golden/old/first/cpu-float32.json",
+        "stale (its suite file is gone): golden/old/second/cpu-float32.safetensors",
+        "delete them with --prune-stale-goldens",
+    ], consecutive=False)
+    assert result.ret == 0
+    project.run("--prune-stale-goldens").stdout.fnmatch_lines(["deleted golden/old/first/cpu-float32.json"])
+    assert not (project.root / "golden/old").exists() and (project.root / "golden/s/first").is_dir()
+
+
+@pytest.mark.parametrize("how", ["option", "ini", "pyproject"])
+def test_stale_goldens_fail_the_run_when_asked(project, how):
+    project.suite(TWO_CASES)
+    project.run("--update-golden").assert_outcomes(passed=3)
+    project.suite(TWO_CASES.replace("  second:", "  renamed:"))
+    args = []
+    if how == "option":
+        args = ["--fail-on-stale-goldens"]
+    elif how == "ini":
+        project.pytester.makeini("[pytest]\nquantcheck_fail_on_stale_goldens = true\n")
+    else:
+        project.pytester.makepyprojecttoml("[tool.quantcheck]\nfail_on_stale_goldens = true\n")
+    result = project.run("-k", "first", *args)
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["2 stale golden file(s) fail this run (fail_on_stale_goldens); delete them with --prune-stale-goldens"])
+    pruned = project.run("-k", "first", "--prune-stale-goldens", *args)
+    assert pruned.ret == 0
+    assert project.run("-k", "first", *args).ret == 0
+
+
+def test_killed_writers_leftovers_are_reported_and_cleaned(project):
+    project.suite(TWO_CASES)
+    project.run("--update-golden").assert_outcomes(passed=3)
+    case_dir = project.root / "golden/s/second"
+    (case_dir / ".cpu-float32.json.k1ll.tmp").write_text("{")
+    result = project.run("-k", "first")  # 'second' is not run: the session end still finds its leftover
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["repaired: golden/s/second/.cpu-float32.json.k1ll.tmp: removed (temporary file of a killed writer)"])
+    assert sorted(p.name for p in case_dir.iterdir()) == ["cpu-float32.json", "cpu-float32.safetensors"]
+
+
+def test_update_golden_on_a_full_disk_is_one_line(project, monkeypatch):
+    from harness import golden as golden_module
+
+    project.suite(TWO_CASES)
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(golden_module, "_atomic_write", disk_full)
+    result = project.run("--update-golden", "-k", "second")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "golden not written: golden/s/second/cpu-float32.safetensors: cannot write the golden (No space left on device); the old one, if any, is untouched",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+COMPILE_AWARE = '''
+import torch
+
+EAGER_SCALE = 2.0
+COMPILED_SCALE = 2.0
+
+
+def scaled(x):
+    """x * 2 + 1, with a scale that eager and compiled code can be given apart."""
+    return x * (COMPILED_SCALE if torch.compiler.is_compiling() else EAGER_SCALE) + 1
+'''
+# aot_eager only: the "eager" backend is a Dynamo compile too (is_compiling() is true there).
+COMPILED_ONLY = """
+cases:
+  scaled:
+    program: progs:scaled
+    inputs: {x: {shape: [4]}}
+    matrix: {backends: [aot_eager], devices: [cpu]}
+"""
+
+
+def test_a_compiled_only_regression_does_not_offer_a_new_golden(project):
+    project.set_programs(COMPILE_AWARE)
+    project.suite(COMPILED_ONLY)
+    project.run("--update-golden").assert_outcomes(passed=1)
+    project.set_programs(COMPILE_AWARE.replace("COMPILED_SCALE = 2.0", "COMPILED_SCALE = 3.0"))
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "compiled (aot_eager) vs golden golden/s/scaled/cpu-float32.safetensors:",
+        "*",
+        "eager still matches the golden: only the compiled output moved, a compiler or pass",
+        "problem; the golden is right as it is.",
+    ], consecutive=False)
+    assert "accept as new golden" not in result.stdout.str()
+
+
+def test_eager_moving_alone_says_compiled_still_matches_the_old_golden(project):
+    project.set_programs(COMPILE_AWARE)
+    project.suite(COMPILED_ONLY)
+    project.run("--update-golden").assert_outcomes(passed=1)
+    project.set_programs(COMPILE_AWARE.replace("EAGER_SCALE = 2.0", "EAGER_SCALE = 3.0"))
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "compiled still matches the old golden: only eager's output moved" in out
+    assert "compiled (aot_eager) vs golden" not in out  # that comparison passed
+    result.stdout.fnmatch_lines([f"accept as new golden:  python -m pytest suites/s.yaml::scaled {RUN_OPTIONS} --update-golden *"])
+
+
+def test_rerun_hints_repeat_the_users_own_options(project):
+    from harness.plugin import rerun_options
+
+    config = project.pytester.parseconfigure(
+        "suites/s.yaml", "-k", "first", "--devices", "cpu", "-n", "0", "--summary", "out.json", "-W", "ignore::UserWarning",
+        "--cell-timeout=30", "--update-golden", "-pno:randomly", "--report=out", "-x", "--tb", "short",
+    )
+    assert rerun_options(config) == ("--devices", "cpu", "-W", "ignore::UserWarning", "--cell-timeout=30", "-pno:randomly", "--tb", "short")

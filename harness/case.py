@@ -584,7 +584,12 @@ def load_suite(path: Path, display_path: Optional[str] = None) -> Suite:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CaseFormatError(display, 1, "file", f"cannot read: {exc}") from None
-    return parse_suite(text, path, display)
+    try:
+        return parse_suite(text, path, display)
+    except CaseFormatError:
+        raise
+    except Exception as exc:  # a loader bug must still be one line, naming the file
+        raise CaseFormatError(display, 1, "file", f"the loader failed (a harness bug): {programs.describe_exception(exc)}") from exc
 
 
 def _display_path(path: Path) -> str:

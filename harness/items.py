@@ -17,11 +17,11 @@ from typing import Any, Optional
 import pytest
 
 from .case import Case, load_suite
-from .compare import Comparison, compare_outputs
+from .compare import Comparison, check_sampled_shapes, compare_outputs
 from .counters import check_counters, check_graphs
 from .filecheck import prefixes_for, run_filecheck
 from .fuzz import fuzz_item_class
-from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, sample_for_golden, sidecar_for, write_golden
+from .golden import GoldenError, GoldenMissing, golden_paths, load_golden, read_sidecar, sample_for_golden, sidecar_for, write_golden
 from .matrix import MatrixCell, Narrowing, expand_matrix
 from .report import SummaryRow, format_cell_failure, rerun_command, update_command
 from .run import CellRun, run_cell
@@ -177,9 +177,12 @@ class CaseItem(pytest.Item):
             problem = str(exc).replace(str(exc.path), display_path(exc.path, settings.rootdir))
             return [f"golden unusable: {problem}\n  nothing was overwritten; to regenerate it:\n    {update_command(self.case_nodeid)}"], []
         device_golden = {name: t.to(self.cell.device) for name, t in golden.items()}
+        sampled_from = {n: e["sampled_from"] for n, e in read_sidecar(paths.sidecar)["tensors"].items() if "sampled_from" in e}
         return [], [
-            compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
-            compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
+            check_sampled_shapes(sampled_from, run.eager, f"eager vs golden {shown_label}")
+            or compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
+            check_sampled_shapes(sampled_from, run.compiled, f"compiled ({self.cell.backend}) vs golden {shown_label}")
+            or compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
         ]
 
     def _check_filecheck(self, run: CellRun) -> list[str]:

@@ -381,3 +381,20 @@ def test_update_golden_with_k_selection_and_skipped_first_backend(project):
         "s/other/cpu-float32.json", "s/other/cpu-float32.safetensors",
         "s/picky/cpu-float32.json", "s/picky/cpu-float32.safetensors",
     ]
+
+
+def test_a_missing_path_is_named_under_xdist_and_by_python_m_harness(project, monkeypatch):
+    import subprocess
+
+    pytest.importorskip("xdist")
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p))
+    project.suite(ONE_CASE)
+    result = project.pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "suites/typo.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # was 5, "no tests ran", naming nothing
+    result.stderr.fnmatch_lines(["ERROR: file or directory not found: suites/typo.yaml"])
+    main = subprocess.run(
+        [sys.executable, "-m", "harness", "suites/typo.yaml"], cwd=project.root, capture_output=True, text=True, timeout=300,
+    )
+    assert main.returncode == pytest.ExitCode.USAGE_ERROR, main.stdout + main.stderr
+    assert "ERROR: file or directory not found: suites/typo.yaml" in main.stderr

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from .compare import float_errors, sqnr_db
+from .compare import float_errors, is_inexact, sqnr_db
 
 DETAIL_PROPERTY = "quantcheck_detail"
 HEAT_ROWS, HEAT_COLS = 32, 48
@@ -62,7 +62,7 @@ def step_for(expected: torch.Tensor, quant_step: Optional[float]) -> tuple[float
     if quant_step:
         return float(quant_step), f"quantization step {quant_step:g} (tolerances.quant_step)"
     magnitude = float(expected.detach().abs().float().nan_to_num(0, 0, 0).max()) if expected.numel() else 0.0
-    eps = torch.finfo(expected.dtype).eps if expected.is_floating_point() else 1.0
+    eps = torch.finfo(expected.dtype).eps if is_inexact(expected) else 1.0  # a complex dtype's finfo is its parts'
     step = eps * magnitude or eps
     return step, f"{expected.dtype} spacing at max |expected| ({step:.3g}; no quant_step declared)"
 
@@ -110,7 +110,7 @@ def worst_output(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tens
     best, best_err = None, -1.0
     for name, e in expected.items():
         a = actual.get(name)
-        if a is None or not e.is_floating_point() or a.shape != e.shape or a.dtype != e.dtype or not e.numel():
+        if a is None or not is_inexact(e) or a.shape != e.shape or a.dtype != e.dtype or not e.numel():
             continue
         err = float(float_errors(e, a)[0].max())
         if err > best_err:
@@ -121,7 +121,7 @@ def worst_output(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tens
 def min_sqnr(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> Optional[float]:
     values = [
         sqnr_db(e, actual[n]) for n, e in expected.items()
-        if n in actual and e.is_floating_point() and e.shape == actual[n].shape and e.numel()
+        if n in actual and is_inexact(e) and e.shape == actual[n].shape and e.numel()
     ]
     return min(values) if values else None
 

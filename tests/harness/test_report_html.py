@@ -217,3 +217,14 @@ def test_report_under_xdist_renders_in_headless_chromium(project, monkeypatch, t
     for text in ("quantcheck report", "suites/s.yaml::bumped", "1 failed", "2 passed", "Numeric failures",
                  "error in units of the quantization step 0.125", "Kernel bandwidth", "copy 3005 GB/s"):
         assert text in dom, text
+
+
+def test_complex_outputs_get_a_picture_of_both_parts():
+    from harness.report_html import worst_output
+
+    expected = torch.tensor([[1 + 1j, 2j, 3]], dtype=torch.complex64)
+    actual = expected.clone()
+    actual[0, 1] = 2j + 0.5j  # only the imaginary part moves
+    assert worst_output({"o": expected}, {"o": actual}) == "o"
+    picture = error_picture("x", "o", expected, actual, quant_step=0.125)
+    assert picture["max_steps"] == pytest.approx(4.0)

@@ -17,6 +17,14 @@ eager within the case's tolerance*:
    cannot see these: it disables only built-in ATen lowerings, and names a custom pass
    only by its hook.
 
+A rerun that fails *otherwise* than the cell did (it raises where the cell produced wrong
+numbers, or raises another error) is neither good nor bad: that stage or configuration
+cannot run the program at all. A backend that cannot (``aot_eager_decomp_partition_crossref``
+has no fake-tensor rule for our HOP) is reported "not applicable" and passed over, never
+blamed; a subsystem or component whose removal makes the compile fail is reported as such
+and cleared of nothing. A component that cannot be turned off alone (our HOP's lowering:
+a higher-order op has no eager kernel to fall back to) says so, and what was done instead.
+
 Every rerun compiles with the FX graph cache off: a cache hit would skip the passes.
 """
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import re
 import traceback
 from typing import Any, Callable, Iterator, Optional
 
@@ -47,6 +56,21 @@ CUSTOM_HOOKS = (
 NO_CACHE = (("fx_graph_cache", False), ("force_disable_caches", False))
 
 
+MISMATCH = "compiled differs from eager"
+MAX_ERROR_CHARS = 160
+
+
+@dataclasses.dataclass(frozen=True)
+class Rerun:
+    """One rerun of the cell: good, or how it failed (MISMATCH, or the error in one line)."""
+
+    failure: str = ""
+
+    @property
+    def good(self) -> bool:
+        return not self.failure
+
+
 @dataclasses.dataclass(frozen=True)
 class Component:
     """Something of ours the compile ran, and how to run the cell without it."""
@@ -54,17 +78,31 @@ class Component:
     name: str
     order: int  # when the probe saw it first: pipeline order
     without: Callable[[Case], tuple[Case, contextlib.AbstractContextManager]]
+    partial: str = ""  # non-empty: it cannot be turned off alone; what "without" does instead
+
+
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+    """The cell rerun without one component."""
+
+    component: Component
+    fixed: bool  # the rerun was good
+    cannot_run: str = ""  # the rerun failed otherwise than the cell: this error
+
+    @property
+    def verdict(self) -> str:
+        return "FIXES" if self.fixed else "n/a  " if self.cannot_run else "no   "
 
 
 @dataclasses.dataclass
 class BisectReport:
     stage: Optional[str]  # CompilerBisector's verdict, one line
-    components: list[tuple[Component, bool]]  # (component, disabling it made the cell good)
+    components: list[Ablation]
     note: str = ""
 
     @property
     def culprits(self) -> list[Component]:
-        return [c for c, fixed in self.components if fixed]
+        return [a.component for a in self.components if a.fixed]
 
     def render(self) -> str:
         lines = ["bisect (--bisect): reran the cell; good = runs and compiled matches eager"]
@@ -74,16 +112,33 @@ class BisectReport:
             lines.append(f"  first failing stage (CompilerBisector): {self.stage}")
         if self.components:
             lines.append("  our passes and lowerings, disabled one at a time (pipeline order):")
-            for component, fixed in self.components:
-                lines.append(f"    {'FIXES' if fixed else 'no   '}  {component.name}")
-            culprits = self.culprits
-            if culprits:
-                lines.append(f"  diverges at: {' > '.join(c.name for c in culprits)}")
-            else:
-                lines.append("  diverges at: none of our components alone (disabling each left the failure)")
+            for ablation in self.components:
+                lines.append(f"    {ablation.verdict}  {ablation.component.name}")
+                if ablation.component.partial:
+                    lines.append(f"           cannot be turned off alone: {ablation.component.partial}")
+                if ablation.cannot_run:
+                    lines.append(f"           the cell cannot run without it: {ablation.cannot_run}")
+            lines.append(f"  diverges at: {self._divergence()}")
         elif self.stage:
             lines.append("  our passes and lowerings: none ran in this cell")
         return "\n".join(lines)
+
+    def _divergence(self) -> str:
+        culprits = self.culprits
+        if culprits:
+            return " > ".join(c.name for c in culprits)
+        cleared = [a for a in self.components if not a.cannot_run and not a.component.partial]
+        partial = [a.component.name for a in self.components if not a.cannot_run and a.component.partial]
+        untried = [a.component.name for a in self.components if a.cannot_run]
+        parts = [
+            "none of our components that could be turned off alone (disabling each left the failure)"
+            if cleared else "not found: none of our components could be turned off alone"
+        ]
+        if partial:
+            parts.append(f"not cleared (cannot be turned off alone): {'; '.join(partial)}")
+        if untried:
+            parts.append(f"not cleared (the cell cannot run without it): {'; '.join(untried)}")
+        return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------- the predicate
@@ -100,17 +155,93 @@ def _bisectable(case: Case, cell: MatrixCell) -> tuple[Case, MatrixCell]:
     return dataclasses.replace(case, config=tuple(config.items())), cell
 
 
-def is_good(case: Case, cell: MatrixCell) -> bool:
-    """The cell runs, and its compiled outputs match eager's within the case's tolerance."""
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line`` of the error that started it all (Dynamo wraps a backend's own)."""
+    while True:
+        inner = getattr(exc, "inner_exception", None) or exc.__cause__
+        if inner is None or inner is exc:
+            break
+        exc = inner
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = re.sub(r" object at 0x[0-9a-fA-F]+", "", first)  # the same error on every rerun reads the same
+    first = re.split(r"\.(?=\s+[A-Z])|(?<=[>)'\"])\.(?=[A-Z])", first, maxsplit=1)[0]  # its first sentence
+    if len(first) > MAX_ERROR_CHARS:
+        first = first[: MAX_ERROR_CHARS - 1] + "…"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def rerun(case: Case, cell: MatrixCell) -> Rerun:
+    """Run the cell; good when it runs and its compiled outputs match eager's within tolerance."""
+    return _rerun_keeping_run(case, cell)[0]
+
+
+def _rerun_keeping_run(case: Case, cell: MatrixCell) -> tuple[Rerun, Optional[Any]]:
     try:
         run = run_cell(case, cell)
-    except Exception:  # a crash is as bad as a wrong number
-        return False
-    return compare_outputs(run.eager, run.compiled, case.tolerance_for(cell.dtype), label="bisect").ok
+    except Exception as exc:
+        return Rerun(describe_error(exc)), None
+    ok = compare_outputs(run.eager, run.compiled, case.tolerance_for(cell.dtype), label="bisect").ok
+    return Rerun("" if ok else MISMATCH), run
+
+
+def _eager_vs_float64(case: Case, cell: MatrixCell, run: Any) -> str:
+    """When eager itself is off the float64 run of the program: one line saying so."""
+    if run is None or not run.float64:
+        return ""
+    reference = {n: t.to(run.eager[n].dtype) for n, t in run.float64.items() if n in run.eager}
+    comparison = compare_outputs(reference, run.eager, case.tolerance_for(cell.dtype), label="eager vs float64")
+    if comparison.ok:
+        return ""
+    return (
+        f" Eager itself is off the program's float64 run (max abs error {comparison.max_abs:.3g}): "
+        "the bug is in code eager runs too (a kernel, an impl/ function), not in the compilation."
+    )
+
+
+def is_good(case: Case, cell: MatrixCell) -> bool:
+    """The cell runs, and its compiled outputs match eager's within the case's tolerance."""
+    return rerun(case, cell).good
+
+
+class StagePredicate:
+    """CompilerBisector's ``fn`` (True: good) for a cell that failed with ``failure``.
+
+    A rerun failing otherwise cannot run the program in that configuration: it is recorded,
+    and counts as good for a backend (passed over as not applicable: it cannot show where
+    *this* failure starts) and as not fixed for a subsystem switched off (it fixed nothing
+    we could see; the verdict then says it is uncertain)."""
+
+    def __init__(self, case: Case, cell: MatrixCell, failure: str) -> None:
+        self.case, self.cell, self.failure = case, cell, failure
+        self.not_applicable: dict[str, str] = {}  # backend -> why it cannot run the program
+        self.unsure: dict[str, str] = {}  # subsystem -> what failed with parts of it off
+
+    def __call__(self) -> bool:
+        outcome = rerun(self.case, self.cell)
+        if outcome.good or outcome.failure == self.failure:
+            return outcome.good
+        backend, subsystem = _bisector_position()
+        if subsystem:
+            self.unsure.setdefault(subsystem, outcome.failure)
+            return False
+        self.not_applicable.setdefault(backend or "?", outcome.failure)
+        return True
+
+
+def _bisector_position() -> tuple[Optional[str], Optional[str]]:
+    """(backend, subsystem) the running CompilerBisector is trying now."""
+    from torch._inductor.compiler_bisector import CompilerBisector
+
+    get_backend = getattr(CompilerBisector, "get_backend", lambda: None)
+    get_subsystem = getattr(CompilerBisector, "get_subsystem", lambda: None)
+    return get_backend(), get_subsystem() or None
 
 
 def compiler_bisector_stage(good: Callable[[], bool]) -> str:
-    """Run PyTorch's bisector on ``good``; one line naming backend, subsystem and application."""
+    """Run PyTorch's bisector on ``good``; one line naming backend, subsystem and application.
+
+    ``good`` may be a :class:`StagePredicate`: its not-applicable backends and uncertain
+    subsystems are then named too."""
     try:
         from torch._inductor.compiler_bisector import CompilerBisector
     except ImportError as exc:  # not in this torch
@@ -118,13 +249,19 @@ def compiler_bisector_stage(good: Callable[[], bool]) -> str:
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
         result = CompilerBisector.do_bisect(good)
+    not_applicable = getattr(good, "not_applicable", {})
+    unsure = getattr(good, "unsure", {})
+    skipped = "; ".join(f"{b} not applicable (cannot run this program: {why})" for b, why in not_applicable.items())
     if result is None:
-        return "none: every backend and subsystem the bisector tries gives a good result"
+        text = "none: every backend and subsystem the bisector tries gives a good result"
+        return f"{text} ({skipped})" if skipped else text
     order = list(_bisector_backends())
-    passed = order[: order.index(result.backend)] if result.backend in order else []
+    before = order[: order.index(result.backend)] if result.backend in order else []
+    passed = [b for b in before if b not in not_applicable]
     text = f"backend {result.backend}"
-    if passed:
-        text += f" ({', '.join(passed)} good)"
+    notes = ([f"{', '.join(passed)} good"] if passed else []) + ([skipped] if skipped else [])
+    if notes:
+        text += f" ({'; '.join(notes)})"
     if result.subsystem:
         text += f"; subsystem {result.subsystem}"
         if result.bisect_number is not None and result.debug_info != result.subsystem:
@@ -133,6 +270,8 @@ def compiler_bisector_stage(good: Callable[[], bool]) -> str:
             text += f" ({result.debug_info})"
     else:
         text += "; no single subsystem"
+    for subsystem, why in unsure.items():
+        text += f"; uncertain: with parts of {subsystem} off the compile failed otherwise ({why})"
     return text
 
 
@@ -262,6 +401,13 @@ def _without_pattern_pass(key: tuple[str, ...]) -> Callable[[Case], tuple[Case, 
     return lambda case: (case, skipped())
 
 
+#: What disabling a higher-order op's lowering does instead (see _without_lowering).
+HOP_LOWERING_PARTIAL = (
+    "a higher-order op has no eager kernel to fall back to; reran with the lowering kept "
+    "but its low-precision and prologue-fusion marks dropped"
+)
+
+
 def _without_lowering(op: Any) -> Callable[[Case], tuple[Case, contextlib.AbstractContextManager]]:
     """An operator overload falls back to its eager kernel (Inductor's implicit fallback);
     a higher-order op keeps its lowering (it has no eager fallback) minus the marks it puts
@@ -326,7 +472,8 @@ def discover_components(case: Case, cell: MatrixCell) -> list[Component]:
             from torch._inductor import lowering
 
             fn = lowering.lowerings.get(key[1])
-            components.append(Component(f"lowering of {key[1]} ({_describe(fn)})", order, _without_lowering(key[1])))
+            partial = "" if isinstance(key[1], torch._ops.OpOverload) else HOP_LOWERING_PARTIAL
+            components.append(Component(f"lowering of {key[1]} ({_describe(fn)})", order, _without_lowering(key[1]), partial))
     # Hooks before what runs inside them; stable for equal order.
     return sorted(components, key=lambda c: (c.order, not c.name.startswith(("pass ", "hook "))))
 
@@ -334,20 +481,26 @@ def discover_components(case: Case, cell: MatrixCell) -> list[Component]:
 def bisect_cell(case: Case, cell: MatrixCell, *, use_compiler_bisector: bool = True) -> BisectReport:
     """Both searches for a failing cell (see the module docstring)."""
     case, cell = _bisectable(case, cell)
-    if cell.backend == "eager":
-        return BisectReport(None, [], note="an eager cell compiles nothing: nothing to bisect")
     try:
-        if is_good(case, cell):
+        if cell.backend == "eager":
+            return BisectReport(None, [], note="an eager cell compiles nothing: nothing to bisect."
+                                + _eager_vs_float64(case, cell, _rerun_keeping_run(case, cell)[1]))
+        first, run = _rerun_keeping_run(case, cell)
+        failure = first.failure
+        if not failure:
             return BisectReport(None, [], note=(
                 "compiled matches eager on a rerun: the failure is not a compiled-vs-eager divergence "
-                "(a golden, counter, FileCheck or graph check), or it does not reproduce"
+                "(a golden, float64, counter, FileCheck or graph check), or it does not reproduce."
+                + _eager_vs_float64(case, cell, run)
             ))
-        stage = compiler_bisector_stage(lambda: is_good(case, cell)) if use_compiler_bisector else None
+        stage = compiler_bisector_stage(StagePredicate(case, cell, failure)) if use_compiler_bisector else None
         results = []
         for component in discover_components(case, cell):
             edited, context = component.without(case)
             with context:
-                results.append((component, is_good(edited, cell)))
+                outcome = rerun(edited, cell)
+            otherwise = "" if outcome.good or outcome.failure == failure else outcome.failure
+            results.append(Ablation(component, outcome.good, otherwise))
         return BisectReport(stage, results)
     except Exception:  # the report must not lose the cell's own failure to a bisect crash
         return BisectReport(None, [], note="bisect itself failed:\n" + traceback.format_exc(limit=6))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import re
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import pytest
 import yaml
 
-from . import programs
+from . import filecheck, programs
 from .dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
 from .inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
 
@@ -45,6 +46,10 @@ TOLERANCE_KEYS = ("atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error",
 COUNTER_OPS = ("equals", "at_least", "at_most")
 MARK_KINDS = ("slow", "skip", "xfail", "requires")
 REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_interpreter")
+#: Storage one input may take (GB, 1e9 bytes) unless its case says ``max_input_gb:``: more
+#: is usually a typo (a stride of 1e11, a dim of 1e12) that would otherwise surface as a
+#: swapping machine or an out-of-memory kill minutes into the run.
+DEFAULT_MAX_INPUT_GB = 4.0
 
 # torch.compile modes the ``inductor`` backend's cells may use (``compile_mode:``); the ones
 # with CUDA graphs are run until they replay (harness/run.py, CUDAGRAPH_RUNS).
@@ -57,6 +62,7 @@ CASE_KEYS = (
     "description", "program", "params", "inputs", "seed", "matrix", "tolerances", "config",
     "dynamo_config", "passes", "backward", "no_grad", "deterministic", "checks", "marks", "timeout", "fuzz",
     "compile_mode",
+    "max_input_gb",
 )
 DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz"))
 TOP_LEVEL_KEYS = ("description", "defaults", "cases")
@@ -103,23 +109,39 @@ def _show(value: Any) -> str:
 
 
 class YamlMap(dict):
-    """A YAML mapping that remembers the 1-based line of itself, of each key and of each value."""
+    """A YAML mapping that remembers the 1-based line of itself, of each key and of each value.
+
+    ``key_fields``: for a case merged with ``defaults:``, the field path of each key that
+    came from the defaults block (``defaults.tolerances.atol``), so errors name that block."""
 
     line: int = 0
     key_lines: dict
     value_lines: dict
     value_styles: dict
+    key_fields: dict = {}
 
 
 class YamlSeq(list):
-    """A YAML sequence that remembers its 1-based line and each item's line."""
+    """A YAML sequence that remembers its 1-based line and each item's line (and, merged
+    from ``defaults:``, each item's field path)."""
 
     line: int = 0
     item_lines: list
+    item_fields: list = []
+
+
+#: Nodes a suite may hold once its aliases are expanded. Suites have hundreds; a few
+#: nested aliases of aliases ("billion laughs") reach billions in a few hundred bytes.
+MAX_YAML_NODES = 200_000
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader building YamlMap/YamlSeq and refusing duplicate keys (PyYAML keeps the last silently)."""
+    """SafeLoader building YamlMap/YamlSeq, refusing duplicate keys (PyYAML keeps the last
+    silently), unhashable keys and alias bombs."""
+
+    def construct_document(self, node: yaml.Node):  # type: ignore[override]
+        _check_alias_expansion(node)
+        return super().construct_document(node)
 
     def construct_yaml_map(self, node: yaml.MappingNode):  # type: ignore[override]
         mapping = YamlMap()
@@ -129,6 +151,8 @@ class _LineLoader(yaml.SafeLoader):
         self.flatten_mapping(node)
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                raise _BadKey(key, key_node.start_mark.line + 1)
             if key in mapping:
                 raise _DuplicateKey(key, key_node.start_mark.line + 1, mapping.key_lines[key])
             mapping[key] = self.construct_object(value_node, deep=True)
@@ -159,12 +183,61 @@ class _DuplicateKey(Exception):
         self.key, self.line, self.first_line = key, line, first_line
 
 
+class _BadKey(Exception):
+    def __init__(self, key: Any, line: int) -> None:
+        self.key, self.line = key, line
+
+
+class _AliasBomb(Exception):
+    def __init__(self, nodes: int, line: int) -> None:
+        self.nodes, self.line = nodes, line
+
+
+def _check_alias_expansion(root: yaml.Node) -> None:
+    """Raise _AliasBomb when the document, aliases expanded, has more than MAX_YAML_NODES nodes.
+
+    Sizes are memoized per node, so this costs one visit per distinct node however large
+    the expansion; the line named is that of the first node whose expansion alone is too big."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a recursive alias counts once
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = []
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                raise _AliasBomb(total, child.start_mark.line + 1)
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
 def parse_yaml_with_lines(text: str, display_path: str) -> Any:
     """Parse ``text``; YAML syntax errors and duplicate keys become CaseFormatError."""
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
     except _DuplicateKey as dup:
         raise CaseFormatError(display_path, dup.line, str(dup.key), f"duplicate key (first defined on line {dup.first_line})") from None
+    except _BadKey as bad:
+        raise CaseFormatError(display_path, bad.line, "yaml", "a mapping key must be a string or a number", got=bad.key) from None
+    except _AliasBomb as bomb:
+        raise CaseFormatError(
+            display_path, bomb.line, "yaml",
+            f"aliases expand to more than {MAX_YAML_NODES} nodes (an alias of aliases of aliases?); "
+            "write the repeated part out or use fewer nested aliases",
+        ) from None
+    except RecursionError:
+        raise CaseFormatError(display_path, 1, "yaml", "nested too deeply (or a recursive alias)") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -354,13 +427,20 @@ class _At:
     def child(self, name: Any, line: int) -> "_At":
         return _At(self.path, line, f"{self.field}.{name}" if self.field else str(name))
 
+    def key(self, mapping: "YamlMap", key: Any, lines: Optional[dict] = None) -> "_At":
+        """Where ``mapping[key]`` sits (``lines``: the table to take the line from, default its
+        value's): a child of this field, or the defaults block it was merged from."""
+        line = (mapping.value_lines if lines is None else lines).get(key, self.line)
+        field = getattr(mapping, "key_fields", {}).get(key)
+        return _At(self.path, line, field) if field else self.child(key, line)
+
     def error(self, problem: str, got: Any = dataclasses.MISSING, allowed: Optional[Iterable[Any]] = None) -> CaseFormatError:
         return CaseFormatError(self.path, self.line, self.field, problem, got, allowed)
 
 
 def _entries(mapping: YamlMap, at: _At) -> Iterable[tuple[str, Any, _At]]:
     for key, value in mapping.items():
-        yield key, value, at.child(key, mapping.value_lines.get(key, at.line))
+        yield key, value, at.key(mapping, key)
 
 
 def _require_map(value: Any, at: _At, allowed_keys: Optional[Sequence[str]] = None) -> YamlMap:
@@ -371,7 +451,7 @@ def _require_map(value: Any, at: _At, allowed_keys: Optional[Sequence[str]] = No
     if allowed_keys is not None:
         for key in value:
             if key not in allowed_keys:
-                raise at.child(key, value.key_lines.get(key, at.line)).error("unknown key", got=key, allowed=allowed_keys)
+                raise at.key(value, key, value.key_lines).error("unknown key", got=key, allowed=allowed_keys)
     return value
 
 
@@ -394,7 +474,8 @@ def _require_list(value: Any, at: _At, allow_empty: bool = False) -> list:
 
 def _item_at(seq: list, index: int, at: _At) -> _At:
     lines = getattr(seq, "item_lines", None)
-    return _At(at.path, lines[index] if lines else at.line, f"{at.field}[{index}]")
+    fields = getattr(seq, "item_fields", None)
+    return _At(at.path, lines[index] if lines else at.line, fields[index] if fields else f"{at.field}[{index}]")
 
 
 def _matches_types(value: Any, types: Any) -> bool:
@@ -427,12 +508,23 @@ def _require_int(value: Any, at: _At, minimum: Optional[int] = None) -> int:
     return value
 
 
-def _require_number(value: Any, at: _At, minimum: Optional[float] = None) -> float:
+def _require_number(value: Any, at: _At, minimum: Optional[float] = None, allow_nan: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise at.error("must be a number", got=value)
+    if math.isnan(value) and not allow_nan:
+        raise at.error("must be a number, not NaN (every comparison with NaN is false)", got=value)
     if minimum is not None and value < minimum:
         raise at.error(f"must be >= {minimum}", got=value)
     return float(value)
+
+
+def _require_tolerance(value: Any, at: _At, key: str) -> float:
+    """A tolerance: >= 0, not NaN (it would pass anything), finite except ``atol: .inf`` (the
+    documented way to switch the elementwise check off)."""
+    number = _require_number(value, at, minimum=0.0)
+    if math.isinf(number) and key != "atol":
+        raise at.error("must be finite (only atol may be .inf, which switches the elementwise check off)", got=value)
+    return number
 
 
 def _require_choice(value: Any, at: _At, allowed: Sequence[str]) -> str:
@@ -475,24 +567,31 @@ def _parse_when(value: Any, at: _At) -> When:
     return When(**fields)
 
 
-def _merge_maps(base: YamlMap, override: YamlMap, deep_keys: Sequence[str]) -> YamlMap:
+def _merge_maps(base: YamlMap, override: YamlMap, deep_keys: Sequence[str], base_field: str, override_field: str) -> YamlMap:
     """``override`` on top of ``base``; for ``deep_keys`` the nested mappings merge key by key.
 
-    Line tables follow each key to the map it came from, so an error in a default points at
-    the defaults block.
+    Line tables and field paths follow each key to the map it came from (``base_field``,
+    e.g. ``defaults``, or ``override_field``, e.g. ``cases.w8``), so an error in a default
+    points at the defaults block by line and by name.
     """
     merged = YamlMap()
     merged.line = override.line
-    merged.key_lines, merged.value_lines, merged.value_styles = {}, {}, {}
-    for source in (base, override):
+    merged.key_lines, merged.value_lines, merged.value_styles, merged.key_fields = {}, {}, {}, {}
+    for source, field in ((base, base_field), (override, override_field)):
         for key, value in source.items():
+            merged.key_fields.pop(key, None)
             if key in deep_keys and isinstance(merged.get(key), YamlMap) and isinstance(value, YamlMap):
-                value = _merge_maps(merged[key], value, ())
+                value = _merge_maps(merged[key], value, (), f"{base_field}.{key}", f"{override_field}.{key}")
             elif key == "marks" and isinstance(merged.get(key), YamlSeq) and isinstance(value, YamlSeq):
                 combined = YamlSeq(list(merged[key]) + list(value))
                 combined.line = value.line
                 combined.item_lines = list(merged[key].item_lines) + list(value.item_lines)
+                combined.item_fields = [f"{base_field}.marks[{i}]" for i in range(len(merged[key]))] + [
+                    f"{override_field}.marks[{i}]" for i in range(len(value))
+                ]
                 value = combined
+            elif source is base:
+                merged.key_fields[key] = f"{base_field}.{key}"
             merged[key] = value
             merged.key_lines[key] = source.key_lines.get(key, source.line)
             merged.value_lines[key] = source.value_lines.get(key, source.line)
@@ -507,7 +606,12 @@ def load_suite(path: Path, display_path: Optional[str] = None) -> Suite:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CaseFormatError(display, 1, "file", f"cannot read: {exc}") from None
-    return parse_suite(text, path, display)
+    try:
+        return parse_suite(text, path, display)
+    except CaseFormatError:
+        raise
+    except Exception as exc:  # a loader bug must still be one line, naming the file
+        raise CaseFormatError(display, 1, "file", f"the loader failed (a harness bug): {programs.describe_exception(exc)}") from exc
 
 
 def _display_path(path: Path) -> str:
@@ -541,14 +645,14 @@ def parse_suite(text: str, path: Path, display: str) -> Suite:
         if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
             raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
         body = _require_map(body, case_at, CASE_KEYS)
-        merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"))
+        merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"), "defaults", case_at.field)
         cases.append(_parse_case(name, merged, case_at, path, display))
     return Suite(path=path, display_path=display, description=description, cases=tuple(cases))
 
 
 def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> Case:
     def sub(key: str) -> _At:
-        return at.child(key, body.value_lines.get(key, at.line))
+        return at.key(body, key)
 
     if "program" not in body:
         raise at.error("missing key 'program' (a built-in name or 'module:function')")
@@ -591,6 +695,11 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
         if checks.perf is not None:
             raise sub("fuzz").error("a fuzz case draws its shapes, so it has no fixed cell to time: drop checks.perf")
         checks = dataclasses.replace(checks, golden=False)  # shapes vary: there is nothing to store
+    max_input_gb = _require_number(body.get("max_input_gb", DEFAULT_MAX_INPUT_GB), sub("max_input_gb"), minimum=0.0)
+    if math.isinf(max_input_gb):
+        raise sub("max_input_gb").error("must be finite", got=max_input_gb)
+    for (_, _, input_at), spec in zip(_entries(inputs_map, sub("inputs")), inputs):
+        _check_input_size(spec, fuzz, matrix, max_input_gb, input_at)
     return Case(
         suite_path=path, display_path=display, name=name, line=at.line, description=description,
         program=program, params=tuple(params.items()), inputs=inputs, seed=seed, matrix=matrix,
@@ -598,6 +707,39 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
         backward=backward, no_grad=no_grad, deterministic=deterministic, checks=checks, marks=marks, timeout=timeout, fuzz=fuzz,
         compile_mode=compile_mode,
     )
+
+
+def _storage_elements(shape: Sequence[int], strides: Optional[Sequence[int]], pad_last_dim: int) -> int:
+    """Elements of the smallest storage holding ``shape`` with these strides (or row padding)."""
+    if any(size == 0 for size in shape):
+        return 0
+    if strides is not None:
+        return 1 + sum((size - 1) * stride for size, stride in zip(shape, strides))
+    if pad_last_dim and shape:
+        shape = (*shape[:-1], shape[-1] + pad_last_dim)
+    return math.prod(shape)
+
+
+def _check_input_size(spec: InputSpec, fuzz: Any, matrix: Matrix, max_gb: float, at: _At) -> None:
+    """Refuse an input whose storage (at the fuzz dims' maxima) exceeds ``max_gb``."""
+    widest = max(DTYPES[d].itemsize for d in matrix.dtypes)
+    itemsize = widest if spec.dtype == MATRIX_DTYPE else DTYPES[spec.dtype].itemsize
+    maxima = {d.name: d.max for d in fuzz.dims} if fuzz is not None else {}
+    shape = tuple(maxima.get(size, 0) if isinstance(size, str) else size for size in spec.shape)
+    pad = spec.pad_last_dim or 0
+    if fuzz is not None:
+        varied = next((f for f in fuzz.inputs if f.name == spec.name), None)
+        if varied is not None and "padded" in varied.layouts:
+            pad = max(pad, varied.max_pad)
+    gigabytes = _storage_elements(shape, spec.strides, pad) * itemsize / 1e9
+    if gigabytes > max_gb:
+        where = "shape" if spec.strides is None else "strides"
+        at_maxima = f" at the fuzz dims' maxima ({', '.join(f'{k}={v}' for k, v in maxima.items())})" if maxima else ""
+        raise at.child(where, at.line).error(
+            f"the input needs {gigabytes:.3g} GB{at_maxima}, more than the budget of {max_gb:g} GB "
+            f"(if it is meant, say so: max_input_gb: {math.ceil(gigabytes)} in the case or under defaults:)",
+            got=list(shape) if where == "shape" else list(spec.strides),
+        )
 
 
 def _fuzz_dim_names(value: Any) -> tuple[str, ...]:
@@ -682,7 +824,9 @@ def _parse_input(name: str, value: Any, at: _At, dims: Sequence[str] = ()) -> In
                     f"not a setting of distribution {distribution!r}",
                     got=setting, allowed=list(DISTRIBUTIONS[distribution]) or ["(none)"],
                 )
-            fields[setting] = _require_number(spec[setting], sub(setting), minimum=0.0 if setting == "std" else None)
+            fields[setting] = _require_number(
+                spec[setting], sub(setting), minimum=0.0 if setting == "std" else None, allow_nan=setting == "value"
+            )
     for setting in REQUIRED_DISTRIBUTION_SETTINGS.get(distribution, ()):
         if setting not in spec:
             raise at.error(f"distribution {distribution!r} needs '{setting}'")
@@ -721,7 +865,7 @@ def _parse_matrix(value: Any, at: _At) -> Matrix:
 def _parse_tolerance_fields(mapping: YamlMap, at: _At) -> dict[str, float]:
     out = {}
     for key, item, item_at in _entries(mapping, at):
-        out[key] = _require_number(item, item_at, minimum=0.0)
+        out[key] = _require_tolerance(item, item_at, key)
     if ("quant_step" in out) != ("max_step_error" in out):
         raise at.error("quant_step and max_step_error go together")
     return out
@@ -735,9 +879,9 @@ def _parse_tolerances(value: Any, at: _At, dtypes: Sequence[str]) -> tuple[tuple
     if value is not None:
         mapping = _require_map(value, at)
         for key, item, item_at in _entries(mapping, at):
-            key_at = at.child(key, mapping.key_lines[key])
+            key_at = at.key(mapping, key, mapping.key_lines)
             if key in TOLERANCE_KEYS:
-                common[key] = _require_number(item, item_at, minimum=0.0)
+                common[key] = _require_tolerance(item, item_at, key)
                 continue
             dtype = canonical_dtype_name(key) if isinstance(key, str) else None
             if dtype is None:
@@ -782,7 +926,7 @@ def _parse_config(value: Any, at: _At, module_name: str) -> tuple[tuple[str, Any
     for key, item, item_at in _entries(mapping, at):
         exists, default = _config_default(module, key)
         if not exists:
-            raise at.child(key, mapping.key_lines[key]).error(f"not a {module_name} key", got=key)
+            raise at.key(mapping, key, mapping.key_lines).error(f"not a {module_name} key", got=key)
         if isinstance(default, bool) and not isinstance(item, bool):
             raise item_at.error("must be true or false (the config default is a bool)", got=item)
         if isinstance(default, (int, float)) and not isinstance(default, bool) and (
@@ -868,9 +1012,23 @@ def _parse_filechecks(value: Any, at: _At, parent: YamlMap) -> tuple[FileCheckBl
         check = _require_str(block["check"], check_at)
         # A block scalar ('|' or '>') starts on the line after its indicator.
         first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
+        _check_directives(check, check_at, first_line)
         when = _parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
         out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line))
     return tuple(out)
+
+
+def _check_directives(check: str, at: _At, first_line: int) -> None:
+    """A block with no directive, or a line starting like a misspelled one, would check
+    nothing and pass; both are load errors (LLVM FileCheck warns about the first)."""
+    found, problems = filecheck.directive_problems(check, filecheck.every_prefix(list(BACKENDS), list(DEVICES)))
+    allowed = "CHECK, CHECK-<DEVICE>, CHECK-<BACKEND>, CHECK-<DEVICE>-<BACKEND>, each plain or with -NEXT, -SAME, -NOT, -DAG, -LABEL, -EMPTY, -COUNT-<n>"
+    if problems:
+        index, word = problems[0]
+        line_at = _At(at.path, first_line + index, at.field)
+        raise line_at.error(f"{word + ':'!r} is not a FileCheck directive, so this line would check nothing", got=word, allowed=[allowed])
+    if not found:
+        raise at.error(f"no FileCheck directive in the block, so it would check nothing (a line needs one of {allowed}, then ':')")
 
 
 def _parse_counters(value: Any, at: _At) -> tuple[CounterExpectation, ...]:

@@ -10,8 +10,12 @@ must satisfy every check the tolerance declares:
 - ``float64_factor``: max |actual - ref64| <= factor * max |eager - ref64| + atol, where
   ref64 is the same program run in float64 on the same inputs.
 
+Complex outputs compare like floats, by the modulus of the difference (real and imaginary
+parts both count).
+
 A failure reads like pytest-regressions: mismatched count and percentage, max abs and rel
-error with their index, SQNR, and a table of the worst elements.
+error with their index, SQNR, and a table of the worst elements: the mismatched ones with
+the largest abs error, and always the max-abs and max-rel elements named above it.
 """
 
 from __future__ import annotations
@@ -66,15 +70,29 @@ def _fmt(value: float) -> str:
         return str(value)
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, complex):
+        return f"{_fmt(value.real)}{'' if _fmt(value.imag).startswith('-') else '+'}{_fmt(value.imag)}j"
     if math.isnan(value) or math.isinf(value):
         return str(value)
     return f"{value:.6g}"
 
 
+def is_inexact(tensor: torch.Tensor) -> bool:
+    """Floating or complex: compared within a tolerance (the rest compare exactly)."""
+    return tensor.is_floating_point() or tensor.is_complex()
+
+
+def _to_wide(tensor: torch.Tensor) -> torch.Tensor:
+    """float64 on the CPU, or complex128 for a complex tensor (a float64 cast drops the imaginary part)."""
+    return tensor.detach().to("cpu", torch.complex128 if tensor.is_complex() else torch.float64)
+
+
 def float_errors(expected: torch.Tensor, actual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(abs error, rel error) in float64 on the CPU; matching NaNs and same-signed infs count as 0."""
-    e = expected.detach().to("cpu", torch.float64)
-    a = actual.detach().to("cpu", torch.float64)
+    """(abs error, rel error) in float64 on the CPU; matching NaNs and same-signed infs count as 0.
+    For complex tensors the abs error is the modulus of the difference."""
+    wide = torch.complex128 if expected.is_complex() or actual.is_complex() else torch.float64
+    e = expected.detach().to("cpu", wide)
+    a = actual.detach().to("cpu", wide)
     both_nan = torch.isnan(e) & torch.isnan(a)
     same_inf = torch.isinf(e) & (e == a)
     abs_err = (a - e).abs()
@@ -87,10 +105,10 @@ def float_errors(expected: torch.Tensor, actual: torch.Tensor) -> tuple[torch.Te
 
 def sqnr_db(expected: torch.Tensor, actual: torch.Tensor) -> float:
     """Signal to noise ratio of ``actual`` as an approximation of ``expected``, in dB (inf when equal)."""
-    e = expected.detach().to("cpu", torch.float64)
-    a = actual.detach().to("cpu", torch.float64)
-    noise = (a - e).pow(2).sum().item()
-    signal = e.pow(2).sum().item()
+    e = _to_wide(expected)
+    a = _to_wide(actual)
+    noise = (a - e).abs().pow(2).sum().item()
+    signal = e.abs().pow(2).sum().item()
     if noise == 0:
         return math.inf
     if signal == 0 or math.isnan(noise):
@@ -98,14 +116,17 @@ def sqnr_db(expected: torch.Tensor, actual: torch.Tensor) -> float:
     return 10 * math.log10(signal / noise)
 
 
-def _stats(expected: torch.Tensor, actual: torch.Tensor, tolerance: Tolerance) -> tuple[TensorStats, torch.Tensor, torch.Tensor]:
+def _stats(
+    expected: torch.Tensor, actual: torch.Tensor, tolerance: Tolerance
+) -> tuple[TensorStats, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(stats, mismatch mask, abs error, rel error)."""
     abs_err, rel_err = float_errors(expected, actual)
-    e = expected.detach().to("cpu", torch.float64)
+    e = _to_wide(expected)
     allowed = tolerance.atol + tolerance.rtol * e.abs().nan_to_num(posinf=math.inf)
     mismatch = abs_err > allowed
     numel = abs_err.numel()
     if numel == 0:
-        return TensorStats(0, 0, 0.0, (), 0.0, (), math.inf), mismatch, abs_err
+        return TensorStats(0, 0, 0.0, (), 0.0, (), math.inf), mismatch, abs_err, rel_err
     flat_abs = abs_err.reshape(-1)
     flat_rel = rel_err.reshape(-1).nan_to_num(nan=0.0, posinf=math.inf)
     abs_i = int(flat_abs.argmax())
@@ -117,30 +138,46 @@ def _stats(expected: torch.Tensor, actual: torch.Tensor, tolerance: Tolerance) -
         max_abs_index=_unravel(abs_i, tuple(abs_err.shape)),
         max_rel=float(flat_rel[rel_i]),
         max_rel_index=_unravel(rel_i, tuple(abs_err.shape)),
-        sqnr_db=sqnr_db(expected, actual) if expected.is_floating_point() else math.inf,
+        sqnr_db=sqnr_db(expected, actual) if is_inexact(expected) else math.inf,
     )
-    return stats, mismatch, abs_err
+    return stats, mismatch, abs_err, rel_err
 
 
-def worst_elements_table(expected: torch.Tensor, actual: torch.Tensor, abs_err: torch.Tensor, mismatch: torch.Tensor) -> list[str]:
-    """Fixed-width rows of the worst elements (mismatched ones first), largest error first."""
-    flat_err = abs_err.reshape(-1).clone()
-    if mismatch.any():
-        flat_err[~mismatch.reshape(-1)] = -1.0
-    count = min(WORST_ROWS, int((flat_err > 0).sum()) or 1, flat_err.numel())
-    order = torch.topk(flat_err, count).indices.tolist()
+def worst_elements_table(
+    expected: torch.Tensor, actual: torch.Tensor, abs_err: torch.Tensor, rel_err: torch.Tensor, mismatch: torch.Tensor,
+) -> tuple[str, list[str]]:
+    """(what the table lists, its fixed-width rows): the up to WORST_ROWS mismatched elements
+    with the largest abs error (all elements when none mismatches, e.g. an SQNR failure),
+    plus the max-abs and max-rel elements wherever they are, largest abs error first."""
+    flat_abs = abs_err.reshape(-1)
+    flat_rel = rel_err.reshape(-1).nan_to_num(nan=0.0, posinf=math.inf)
+    flat_mismatch = mismatch.reshape(-1)
+    any_mismatch = bool(flat_mismatch.any())
+    ranked = torch.where(flat_mismatch, flat_abs, torch.full_like(flat_abs, -1.0)) if any_mismatch else flat_abs
+    count = min(WORST_ROWS, int(flat_mismatch.sum()) if any_mismatch else flat_abs.numel())
+    chosen = set(torch.topk(ranked, count).indices.tolist()) if count else set()
+    max_abs_i, max_rel_i = int(flat_abs.argmax()), int(flat_rel.argmax())
+    chosen |= {max_abs_i, max_rel_i}
+    order = sorted(chosen, key=lambda i: (-float(flat_abs[i]), i))
     e_flat = expected.detach().cpu().reshape(-1)
     a_flat = actual.detach().cpu().reshape(-1)
-    rows = [("index", "expected", "actual", "abs err")]
+    rows = [("index", "expected", "actual", "abs err", "rel err", "")]
     for i in order:
+        notes = [n for n, hit in (("max abs", i == max_abs_i), ("max rel", i == max_rel_i)) if hit]
+        if any_mismatch and not bool(flat_mismatch[i]):
+            notes.append("within tolerance")
         rows.append((
             _fmt_index(_unravel(i, tuple(expected.shape))),
             _fmt(e_flat[i].item()),
             _fmt(a_flat[i].item()),
-            _fmt(abs_err.reshape(-1)[i].item()),
+            _fmt(flat_abs[i].item()),
+            _fmt(flat_rel[i].item()),
+            ", ".join(notes),
         ))
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row[:-1], widths)) + (f"  {row[-1]}" if row[-1] else "") for row in rows]
+    picked = f"the {count} mismatched with the largest abs error" if any_mismatch else f"the {count} with the largest abs error"
+    return f"worst elements ({picked}, and the max abs and max rel ones):", lines
 
 
 def _compare_tensor(
@@ -157,9 +194,9 @@ def _compare_tensor(
         return False, [f"{name}: dtype differs: expected {expected.dtype}, got {actual.dtype}"], math.inf, math.inf
     if actual.shape != expected.shape:
         return False, [f"{name}: shape differs: expected {tuple(expected.shape)}, got {tuple(actual.shape)}"], math.inf, math.inf
-    exact = not expected.is_floating_point()
+    exact = not is_inexact(expected)
     effective = Tolerance(atol=0.0, rtol=0.0) if exact else tolerance
-    stats, mismatch, abs_err = _stats(expected, actual, effective)
+    stats, mismatch, abs_err, rel_err = _stats(expected, actual, effective)
     problems = []
     if stats.mismatched:
         problems.append("elementwise")
@@ -171,8 +208,8 @@ def _compare_tensor(
             problems.append(f"max error {steps:.3g} quantization steps > {tolerance.max_step_error:g} (step {tolerance.quant_step:g})")
     f64_line = None
     if not exact and tolerance.float64_factor is not None and ref64 is not None and eager is not None:
-        actual_err = float(float_errors(ref64, actual.to(torch.float64))[0].max()) if actual.numel() else 0.0
-        eager_err = float(float_errors(ref64, eager.to(torch.float64))[0].max()) if eager.numel() else 0.0
+        actual_err = float(float_errors(ref64, _to_wide(actual))[0].max()) if actual.numel() else 0.0
+        eager_err = float(float_errors(ref64, _to_wide(eager))[0].max()) if eager.numel() else 0.0
         bound = tolerance.float64_factor * eager_err + tolerance.atol
         f64_line = f"error vs float64: {_fmt(actual_err)} (eager's: {_fmt(eager_err)}; bound {tolerance.float64_factor:g} x eager + atol = {_fmt(bound)})"
         if actual_err > bound:
@@ -192,8 +229,9 @@ def _compare_tensor(
     if f64_line:
         lines.append(f"  {f64_line}")
     lines.extend(f"  failed: {p}" for p in problems if p != "elementwise")
-    lines.append("  worst elements:")
-    lines.extend("    " + row for row in worst_elements_table(expected, actual, abs_err, mismatch))
+    heading, rows = worst_elements_table(expected, actual, abs_err, rel_err, mismatch)
+    lines.append(f"  {heading}")
+    lines.extend("    " + row for row in rows)
     return False, lines, stats.max_abs, stats.max_rel
 
 
@@ -229,3 +267,16 @@ def compare_outputs(
     ok = not lines
     report = "" if ok else "\n".join([f"{label}:"] + ["  " + line for line in lines])
     return Comparison(label=label, ok=ok, report=report, max_abs=worst_abs, max_rel=worst_rel)
+
+
+def check_sampled_shapes(sampled_from: dict[str, list[int]], full: dict[str, torch.Tensor], label: str) -> Optional[Comparison]:
+    """A failed Comparison when an output stored as a sample (``golden_sample``) now has another
+    full shape: the sample of a (2, 8) output is that of a (4, 4) one, so values alone cannot tell."""
+    lines = [
+        f"{name}: shape differs: expected {tuple(shape)} (the golden's sample was drawn from that), got {tuple(full[name].shape)}"
+        for name, shape in sampled_from.items()
+        if name in full and list(full[name].shape) != list(shape)
+    ]
+    if not lines:
+        return None
+    return Comparison(label=label, ok=False, report="\n".join([f"{label}:"] + ["  " + line for line in lines]), max_abs=math.inf, max_rel=math.inf)

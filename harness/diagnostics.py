@@ -43,7 +43,7 @@ def add_options(group: Any) -> None:
     group.addoption("--bisect", action="store_true", help="rerun each failing cell through CompilerBisector and with our passes/lowerings disabled one at a time; the failure names where it diverges")
     group.addoption("--repro-dir", default=None, metavar="DIR", help=f"where failing cells write their standalone repro scripts (default: {DEFAULT_DIR} under the rootdir)")
     group.addoption("--report", default=None, metavar="DIR", help="write DIR/index.html and DIR/report.json: every cell, error pictures of numeric failures, kernel bandwidth")
-    group.addoption("--report-benchmarks", default=None, metavar="PATH", help=f"benchmark JSON drawn in the report (default: {DEFAULT_BENCHMARKS} under the rootdir)")
+    group.addoption("--report-benchmarks", default=None, metavar="PATH", help=f"benchmark JSON drawn in the report (default: {DEFAULT_BENCHMARKS} under the rootdir, drawn only when GPU cells ran)")
 
 
 def _json_safe(value: Any) -> Any:
@@ -71,6 +71,7 @@ class Diagnostics:
         report = config.getoption("report")
         self.report_dir = Path(report).resolve() if report else None
         bench = config.getoption("report_benchmarks")
+        self.benchmarks_asked = bool(bench)
         self.benchmarks = Path(bench).resolve() if bench else rootdir / DEFAULT_BENCHMARKS
         self.details: list[dict[str, Any]] = []
 
@@ -203,5 +204,8 @@ class Diagnostics:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.report_dir is None or hasattr(self.config, "workerinput"):
             return
-        page = write_report(self.report_dir, self.details, self.benchmarks, Path(self.config.rootpath))
+        # The benchmarks were measured on a GPU: drawn when asked for, or when GPU cells ran.
+        ran_on_gpu = any(d.get("device") != "cpu" and d.get("outcome") not in ("skipped", None) for d in self.details)
+        bench = self.benchmarks if self.benchmarks_asked or ran_on_gpu else None
+        page = write_report(self.report_dir, self.details, bench, Path(self.config.rootpath))
         terminalreporter.write_line(f"quantcheck report: {page} ({len(self.details)} cells)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import re
 from typing import Optional
 
 from filecheck.error import CheckError, ErrorOnMatch, ParseError
@@ -47,6 +48,53 @@ def prefixes_for(backend: str, device: str) -> list[str]:
     for b in backend_prefixes(backend):
         out += [f"CHECK-{b}", f"CHECK-{device_part}-{b}"]
     return out
+
+
+DIRECTIVE_SUFFIXES = ("NEXT", "SAME", "NOT", "DAG", "LABEL", "EMPTY")
+_DIRECTIVE = re.compile(r"(?<![\w-])([A-Za-z][\w-]*?)(?:-(NEXT|SAME|NOT|DAG|LABEL|EMPTY|COUNT-\d+))?:")
+_LEADING_WORD = re.compile(r"^\s*(?:(?://|[#;])\s*)?([A-Za-z][\w-]*)\s*:")
+
+
+def every_prefix(backends: list[str], devices: list[str]) -> list[str]:
+    """The prefixes some cell answers to (a block may hold lines for other cells)."""
+    return sorted({p for b in backends for d in devices for p in prefixes_for(b, d)})
+
+
+def _near_check(word: str) -> bool:
+    """Whether ``word`` looks like a misspelled CHECK directive: its first part within one edit
+    (or one swap of neighbours) of CHECK, in any case, or CHECK glued on with '_'."""
+    head = re.split(r"[-_]", word.upper(), maxsplit=1)[0]
+    if head == "CHECK":
+        return True
+    if abs(len(head) - 5) > 1:
+        return False
+    a, b = head, "CHECK"
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):  # optimal string alignment distance
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1] <= 1
+
+
+def directive_problems(check_text: str, prefixes: list[str]) -> tuple[bool, list[tuple[int, str]]]:
+    """(whether any line holds a directive of ``prefixes``, [(0-based line, word)] of lines that
+    start with what looks like a directive but is none: ``CHEKC:``, ``CHECK_NOT:``,
+    ``CHECK-NXT:``, ``check:``). Either would make the block silently check less."""
+    known = set(prefixes)
+    found = False
+    problems = []
+    for index, line in enumerate(check_text.split("\n")):
+        if any(m.group(1) in known for m in _DIRECTIVE.finditer(line)):
+            found = True
+            continue
+        leading = _LEADING_WORD.match(line)
+        if leading and _near_check(leading.group(1)):
+            problems.append((index, leading.group(1)))
+    return found, problems
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import pytest
 
 from .case import Case, CaseFormatError, load_suite
-from .compare import Comparison, compare_outputs
+from .compare import Comparison, check_sampled_shapes, compare_outputs
 from .counters import check_counters, check_graphs
 from .filecheck import prefixes_for, run_filecheck
 from .fuzz import fuzz_item_class
@@ -28,6 +28,7 @@ from .golden import (
     GoldenWriteError,
     golden_paths,
     load_golden,
+    read_sidecar,
     sample_for_golden,
     sidecar_for,
     write_golden,
@@ -237,9 +238,12 @@ class CaseItem(pytest.Item):
             for note in notes:
                 self.user_properties.append((REPAIR_PROPERTY, note.replace(str(settings.rootdir) + os.sep, "")))
         device_golden = {name: t.to(self.cell.device) for name, t in golden.items()}
+        sampled_from = {n: e["sampled_from"] for n, e in read_sidecar(paths.sidecar)["tensors"].items() if "sampled_from" in e}
         return [], [
-            compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
-            compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
+            check_sampled_shapes(sampled_from, run.eager, f"eager vs golden {shown_label}")
+            or compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
+            check_sampled_shapes(sampled_from, run.compiled, f"compiled ({self.cell.backend}) vs golden {shown_label}")
+            or compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
         ]
 
     def _check_perf(self, run: CellRun, timer, not_timed: Optional[str], settings: Settings) -> list[str]:

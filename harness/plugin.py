@@ -167,8 +167,20 @@ def rerun_options(config: pytest.Config) -> tuple[str, ...]:
     return tuple(kept)
 
 
+def _missing_paths(config: pytest.Config) -> list[str]:
+    """Command-line paths that do not exist (pytest says so itself only where it collects:
+    under xdist the controller does not, and a typo ran 0 items with exit 5, naming nothing)."""
+    if config.getoption("pyargs", False):
+        return []
+    base = Path(config.invocation_params.dir)
+    return [arg for arg in config.args if not (base / arg.split("::")[0]).exists()]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running case")
+    missing = _missing_paths(config) if not hasattr(config, "workerinput") else []
+    if missing:
+        raise pytest.UsageError(f"file or directory not found: {', '.join(missing)}")
     rootdir = Path(config.rootpath)
     project = _project(config)
     config.stash[SETTINGS_KEY] = Settings(

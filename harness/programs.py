@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import os
+import traceback
 from typing import Any, Callable, Mapping
 
 import torch
@@ -66,6 +68,8 @@ def import_program(target: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ProgramImportError(f"cannot import module {module_name!r}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # SystemExit too: a module calling sys.exit() must not end the session
+        raise ProgramImportError(f"importing module {module_name!r} raised {describe_exception(exc)}") from exc
     obj: Any = module
     for part in attr_path.split("."):
         try:
@@ -78,6 +82,14 @@ def import_program(target: str) -> Callable[..., Any]:
     if not callable(obj):
         raise ProgramImportError(f"{target!r} is a {type(obj).__name__}, not a callable")
     return obj
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (file:line)`` of where ``exc`` was raised, the innermost frame."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({os.path.relpath(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}" + (f": {message[0]}" if message else "") + where
 
 
 def make_program(target: str, params: Mapping[str, Any]) -> Callable[..., Any]:

@@ -1,12 +1,15 @@
 """``--report DIR``: a static HTML page and JSON for the run, with SVG pictures drawn here.
 
-One row per cell (case x backend x device x dtype): status, worst error, SQNR, compile time,
-counters seen. Each numeric failure gets a heatmap of where its error sits and a histogram
-of the error, both in units of the quantization step (the case's ``quant_step``; without
-one, the output dtype's spacing at the largest |expected|, and the page says which). The
-kernel benchmark table (benchmarks/woq_h100.json) is drawn as achieved bandwidth per shape
-against the measured copy bandwidth. No JavaScript, no external files: one page that
-opens anywhere.
+One row per cell (case x backend x device x dtype), failures and crashes first: status,
+worst error, SQNR, compile time, counters seen. Each numeric failure gets a heatmap of where
+its error sits and a histogram of the error in units of the quantization step (the case's
+``quant_step``; without one, the output dtype's spacing at the largest |expected|, and the
+page says which), and beside it a histogram of the relative error |a - e| / |e| by decade:
+an error of thousands of steps may be a constant 1e-3 relative error. The kernel benchmark
+table (benchmarks/woq_h100.json, measured on one GPU) is drawn as achieved bandwidth per
+shape against the measured copy bandwidth, only when the run asked for it
+(``--report-benchmarks``) or ran cells on a GPU. No JavaScript, no external files: one
+page that opens anywhere.
 
 Cells report from wherever they ran (xdist workers included) through a user property;
 the controller gathers them and writes the page at the end of the session.
@@ -24,11 +27,14 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from .compare import float_errors, sqnr_db
+from .compare import float_errors, is_inexact, sqnr_db
 
 DETAIL_PROPERTY = "quantcheck_detail"
 HEAT_ROWS, HEAT_COLS = 32, 48
 HIST_EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, math.inf)
+REL_EDGES = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, math.inf)  # relative error, by decade
+#: Outcomes in the order the page lists them: what needs a look first.
+OUTCOME_ORDER = ("crashed", "error", "failed", "xpassed", "xfailed", "passed", "skipped")
 MAX_COUNTERS = 30
 STATUS_COLORS = {
     "passed": "#1a7f37", "failed": "#cf222e", "error": "#cf222e", "skipped": "#8c959f",
@@ -56,14 +62,14 @@ def step_for(expected: torch.Tensor, quant_step: Optional[float]) -> tuple[float
     if quant_step:
         return float(quant_step), f"quantization step {quant_step:g} (tolerances.quant_step)"
     magnitude = float(expected.detach().abs().float().nan_to_num(0, 0, 0).max()) if expected.numel() else 0.0
-    eps = torch.finfo(expected.dtype).eps if expected.is_floating_point() else 1.0
+    eps = torch.finfo(expected.dtype).eps if is_inexact(expected) else 1.0  # a complex dtype's finfo is its parts'
     step = eps * magnitude or eps
     return step, f"{expected.dtype} spacing at max |expected| ({step:.3g}; no quant_step declared)"
 
 
 def error_picture(label: str, name: str, expected: torch.Tensor, actual: torch.Tensor, quant_step: Optional[float]) -> dict[str, Any]:
     """Where the error of ``actual`` sits: a max-pooled grid and a histogram, in steps."""
-    abs_err, _ = float_errors(expected, actual)
+    abs_err, rel_err = float_errors(expected, actual)
     step, unit = step_for(expected, quant_step)
     steps = (abs_err / step).nan_to_num(nan=math.inf)
     grid = steps.reshape(-1, steps.shape[-1]) if steps.dim() >= 2 else steps.reshape(1, -1)
@@ -77,10 +83,16 @@ def error_picture(label: str, name: str, expected: torch.Tensor, actual: torch.T
     edges = histogram_edges(float(flat[flat.isfinite()].max()) if flat.isfinite().any() else 0.0)
     counts = [int(((flat >= lo) & (flat < hi)).sum()) for lo, hi in zip(edges[:-1], edges[1:])]
     counts[-1] += int((flat == math.inf).sum())
+    rel = rel_err.reshape(-1).nan_to_num(nan=math.inf, posinf=math.inf)
+    rel_counts = [int(((rel >= lo) & (rel < hi)).sum()) for lo, hi in zip(REL_EDGES[:-1], REL_EDGES[1:])]
+    rel_counts[-1] += int((rel == math.inf).sum())
     return {
         "label": label, "output": name, "shape": list(expected.shape), "unit": unit, "step": step,
         "grid_shape": [rows, cols], "heat": heat, "hist_edges": [e if math.isfinite(e) else "inf" for e in edges],
         "hist_counts": counts, "max_steps": _finite_or_none(float(flat.max()) if flat.numel() else 0.0),
+        "rel_hist_edges": [e if math.isfinite(e) else "inf" for e in REL_EDGES], "rel_hist_counts": rel_counts,
+        "max_rel": _finite_or_none(float(rel.max()) if rel.numel() else 0.0),
+        "median_rel": _finite_or_none(float(rel.median()) if rel.numel() else 0.0),
     }
 
 
@@ -98,7 +110,7 @@ def worst_output(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tens
     best, best_err = None, -1.0
     for name, e in expected.items():
         a = actual.get(name)
-        if a is None or not e.is_floating_point() or a.shape != e.shape or a.dtype != e.dtype or not e.numel():
+        if a is None or not is_inexact(e) or a.shape != e.shape or a.dtype != e.dtype or not e.numel():
             continue
         err = float(float_errors(e, a)[0].max())
         if err > best_err:
@@ -109,7 +121,7 @@ def worst_output(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tens
 def min_sqnr(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> Optional[float]:
     values = [
         sqnr_db(e, actual[n]) for n, e in expected.items()
-        if n in actual and e.is_floating_point() and e.shape == actual[n].shape and e.numel()
+        if n in actual and is_inexact(e) and e.shape == actual[n].shape and e.numel()
     ]
     return min(values) if values else None
 
@@ -154,6 +166,14 @@ def _sampled_like(outputs: dict[str, torch.Tensor], golden: dict[str, torch.Tens
 # ------------------------------------------------------------------------- SVG
 
 
+def _svg_open(width: float, height: float, label: str) -> str:
+    """The opening tag; the viewBox lets a narrow window scale the picture down whole instead of cutting it."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:g}" height="{height:g}" viewBox="0 0 {width:g} {height:g}" '
+        f'role="img" aria-label="{html.escape(label)}">'
+    )
+
+
 def _color(value: float, top: float) -> str:
     """White at 0, dark red at ``top`` and above, on a log scale (errors span decades)."""
     if not math.isfinite(value):
@@ -170,16 +190,17 @@ def svg_heatmap(picture: dict[str, Any]) -> str:
     heat = picture["heat"]
     rows, cols = len(heat), len(heat[0]) if heat else 0
     cell = max(4, min(12, 480 // max(cols, 1)))
-    width, height = cols * cell + 150, rows * cell + 40
+    legend_h = 5 * 16  # five swatches; a one-row grid is shorter than its legend
+    width, height = max(cols * cell + 150, 280), max(rows * cell, legend_h) + 40
     finite = [v for r in heat for v in r if math.isfinite(v)]
     top = max(finite, default=1.0) or 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="error heatmap">']
+    parts = [_svg_open(width, height, "error heatmap")]
     for i, row in enumerate(heat):
         for j, v in enumerate(row):
             parts.append(f'<rect x="{j * cell}" y="{i * cell}" width="{cell}" height="{cell}" fill="{_color(v, top)}"><title>{v:g} steps</title></rect>')
     rr, cc = picture["grid_shape"]
     parts.append(f'<rect x="0" y="0" width="{cols * cell}" height="{rows * cell}" fill="none" stroke="#57606a"/>')
-    parts.append(f'<text x="0" y="{rows * cell + 16}" font-size="11">{rr} x {cc} elements, max-pooled to {rows} x {cols}</text>')
+    parts.append(f'<text x="0" y="{max(rows * cell, legend_h) + 16}" font-size="11">{rr} x {cc} elements, max-pooled to {rows} x {cols}</text>')
     legend_x = cols * cell + 16
     for k in range(5):
         v = math.expm1(math.log1p(top) * k / 4)  # the colour scale's own (log) spacing
@@ -192,23 +213,34 @@ def svg_heatmap(picture: dict[str, Any]) -> str:
 def _edge(value: Any) -> str:
     if isinstance(value, str):
         return value
+    if 0 < value < 1e-3:
+        return f"{value:.0e}".replace("e-0", "e-")
     return f"{value:g}" if value < 1e5 else f"{value:.0e}".replace("e+", "e")
 
 
-def svg_histogram(picture: dict[str, Any]) -> str:
-    counts, edges = picture["hist_counts"], picture["hist_edges"]
-    bar, gap, plot_h = 38, 6, 120
-    width, height = len(counts) * (bar + gap) + 60, plot_h + 60
+def svg_histogram(picture: dict[str, Any], relative: bool = False) -> str:
+    """Element counts per error bin (log scale): in steps, or (``relative``) |a - e| / |e| by decade."""
+    if relative:
+        counts, edges, color = picture["rel_hist_counts"], picture["rel_hist_edges"], "#8250df"
+        caption = "|error| / |expected| by decade; counts, log scale"
+    else:
+        counts, edges, color = picture["hist_counts"], picture["hist_edges"], "#0969da"
+        caption = "|error| in steps; element counts, log scale"
+    bar, gap, plot_h, top_margin = 38, 6, 120, 18  # the margin holds the tallest bar's count label
+    width = max(len(counts) * (bar + gap) + 60, math.ceil(6.6 * len(caption)) + 50)
+    height = top_margin + plot_h + 50
+    base = top_margin + plot_h
     top = max(counts) or 1
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="error histogram">']
+    label = "relative error histogram" if relative else "error histogram"
+    parts = [_svg_open(width, height, label)]
     for i, n in enumerate(counts):
         h = 0 if n == 0 else max(2.0, plot_h * math.log1p(n) / math.log1p(top))
         x = 40 + i * (bar + gap)
-        parts.append(f'<rect x="{x}" y="{plot_h - h + 10}" width="{bar}" height="{h}" fill="#0969da"><title>{n} elements</title></rect>')
-        parts.append(f'<text x="{x + bar / 2}" y="{plot_h - h + 6}" font-size="10" text-anchor="middle">{n}</text>')
-        parts.append(f'<text x="{x + bar / 2}" y="{plot_h + 24}" font-size="10" text-anchor="middle">&lt;{_edge(edges[i + 1])}</text>')
-    parts.append(f'<line x1="36" y1="{plot_h + 10}" x2="{width - 10}" y2="{plot_h + 10}" stroke="#57606a"/>')
-    parts.append(f'<text x="40" y="{plot_h + 44}" font-size="11">|error| in steps (bins), element counts on a log scale</text>')
+        parts.append(f'<rect x="{x}" y="{base - h:.1f}" width="{bar}" height="{h:.1f}" fill="{color}"><title>{n} elements</title></rect>')
+        parts.append(f'<text x="{x + bar / 2}" y="{base - h - 4:.1f}" font-size="10" text-anchor="middle">{n}</text>')
+        parts.append(f'<text x="{x + bar / 2}" y="{base + 14}" font-size="10" text-anchor="middle">&lt;{_edge(edges[i + 1])}</text>')
+    parts.append(f'<line x1="36" y1="{base}" x2="{width - 10}" y2="{base}" stroke="#57606a"/>')
+    parts.append(f'<text x="40" y="{base + 34}" font-size="11">{caption}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -220,7 +252,7 @@ def svg_bandwidth_chart(title: str, rows: list[dict[str, Any]], paths: list[str]
     top = max([copy_gbps] + [r["paths"].get(p, {}).get("GBps", 0) or 0 for r in rows for p in paths]) * 1.08
     y = lambda v: 10 + plot_h - plot_h * v / top  # noqa: E731
     bar = (group_w - 14) / max(len(paths), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">']
+    parts = [_svg_open(width, height, title)]
     for tick in range(0, int(top) + 1, max(250, int(top / 6) // 250 * 250 or 250)):
         parts.append(f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - 10}" y2="{y(tick):.1f}" stroke="#eaeef2"/>')
         parts.append(f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" font-size="10" text-anchor="end">{tick}</text>')
@@ -278,13 +310,13 @@ def _cells_table(cells: list[dict[str, Any]]) -> str:
         counters = ", ".join(f"{k}={v}" for k, v in c.get("counters", {}).items() if not k.startswith("stats."))
         anchor = f'<a href="#{_anchor(c)}">{html.escape(c["outcome"])}</a>' if c.get("picture") or c.get("message") else html.escape(c["outcome"])
         body.append(
-            f'<tr><td>{html.escape(c["suite"])}::{html.escape(c["case"])}</td><td>{html.escape(c["backend"])}</td>'
+            f'<tr><td class="case">{html.escape(c["suite"])}::{html.escape(c["case"])}</td><td>{html.escape(c["backend"])}</td>'
             f'<td>{html.escape(c["device"])}</td><td>{html.escape(c["dtype"])}</td>'
             f'<td class="status" style="color:{color}">{anchor}</td><td>{_fmt(c.get("max_abs"))}</td>'
             f'<td>{_fmt(c.get("sqnr_db"), ".1f")}</td><td>{_fmt(c.get("compile_s"), ".2f")}</td>'
             f'<td class="counters">{html.escape(counters)}</td></tr>'
         )
-    return f"<table>{head}{''.join(body)}</table>"
+    return f"<div class='wide'><table>{head}{''.join(body)}</table></div>"
 
 
 def _anchor(cell: dict[str, Any]) -> str:
@@ -303,8 +335,10 @@ def _failures(cells: list[dict[str, Any]]) -> str:
             parts.append(
                 f'<p>{html.escape(picture["label"])}, output <code>{html.escape(picture["output"])}</code> '
                 f'{html.escape(str(tuple(picture["shape"])))}: error in units of the {html.escape(picture["unit"])}; '
-                f'max {_fmt(picture["max_steps"], ".3g")} steps.</p>'
-                f'<div class="pictures">{svg_heatmap(picture)}{svg_histogram(picture)}</div>'
+                f'max {_fmt(picture["max_steps"], ".3g")} steps; relative error max {_fmt(picture.get("max_rel"), ".3g")}, '
+                f'median {_fmt(picture.get("median_rel"), ".3g")}.</p>'
+                f'<div class="pictures">{svg_heatmap(picture)}<div class="histograms">{svg_histogram(picture)}'
+                f'{svg_histogram(picture, relative=True) if "rel_hist_counts" in picture else ""}</div></div>'
             )
         elif c.get("crash"):
             parts.append(f'<p>Crashed: {html.escape(c["crash"]["cause"])}. The stack it died in is in the message below.</p>')
@@ -317,7 +351,7 @@ def _failures(cells: list[dict[str, Any]]) -> str:
 
 def _bench_section(bench: Optional[dict[str, Any]], source: str) -> str:
     if bench is None:
-        return "<p>No kernel benchmark results found.</p>"
+        return f"<p>No kernel benchmark results in <code>{html.escape(source)}</code>.</p>"
     rows = bench["rows"]
     order = ["ours", "compiled", "iq", "eager", "int8pack"]
     paths = [p for p in order if any(p in r["paths"] for r in rows)]
@@ -338,7 +372,9 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1f2328}
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:left}
 th{background:#f6f8fa}td.status{font-weight:600}td.counters{font-size:11px;color:#57606a;max-width:420px}
-.pictures{display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap}pre{background:#f6f8fa;padding:8px;font-size:12px;overflow:auto}
+.pictures{display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap}.histograms{display:flex;flex-direction:column;gap:8px}
+svg{max-width:100%;height:auto}.wide{overflow-x:auto}td.case,td.counters{overflow-wrap:anywhere;min-width:9em}
+pre{background:#f6f8fa;padding:8px;font-size:12px;overflow:auto}
 .summary span{margin-right:16px;font-weight:600}
 """
 
@@ -357,14 +393,23 @@ def render_html(cells: list[dict[str, Any]], bench: Optional[dict[str, Any]], be
         f"{len(cells)} cells</p><p class='summary'>{summary}</p>"
         f"<h2>Cells</h2>{_cells_table(cells)}"
         f"<h2>Numeric failures</h2>{_failures(cells)}"
-        f"<h2>Kernel bandwidth</h2>{_bench_section(bench, bench_source)}"
-        "</body></html>\n"
+        + (f"<h2>Kernel bandwidth</h2>{_bench_section(bench, bench_source)}" if bench_source else "")
+        + "</body></html>\n"
     )
 
 
+def _outcome_rank(outcome: str) -> int:
+    return OUTCOME_ORDER.index(outcome) if outcome in OUTCOME_ORDER else len(OUTCOME_ORDER)
+
+
 def write_report(directory: Path, cells: Iterable[dict[str, Any]], bench_path: Optional[Path], rootdir: Path) -> Path:
-    """Write ``index.html`` and ``report.json`` into ``directory``; returns the page's path."""
-    ordered = sorted(cells, key=lambda c: (c["suite"], c.get("line", 0), c["case"], c["dtype"], c["device"], c["backend"]))
+    """Write ``index.html`` and ``report.json`` into ``directory``; returns the page's path.
+
+    Cells are listed failures and crashes first, then in suite order. ``bench_path`` None:
+    no benchmark section (nobody asked for one and no cell ran on a GPU)."""
+    ordered = sorted(cells, key=lambda c: (
+        _outcome_rank(c["outcome"]), c["suite"], c.get("line", 0), c["case"], c["dtype"], c["device"], c["backend"],
+    ))
     bench = load_benchmarks(bench_path)
     try:
         source = str(bench_path.relative_to(rootdir)) if bench_path else ""

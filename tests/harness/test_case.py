@@ -159,6 +159,71 @@ def test_filecheck_block_knows_the_yaml_line_of_its_first_check():
             MINIMAL + "    compile_mode: reduce_overhead\n",
             "suites/x.yaml:7: cases.a.compile_mode: 'reduce_overhead' is not one of the allowed values (got 'reduce_overhead'; allowed default, reduce-overhead, *)",
         ),
+        (
+            MINIMAL + "    tolerances: {atol: .nan}\n",
+            "suites/x.yaml:7: cases.a.tolerances.atol: must be a number, not NaN (every comparison with NaN is false) (got nan)",
+        ),
+        (
+            MINIMAL + "    tolerances: {float32: {rtol: .nan}}\n",
+            "suites/x.yaml:7: cases.a.tolerances.float32.rtol: must be a number, not NaN *",
+        ),
+        (
+            MINIMAL + "    tolerances: {rtol: .inf}\n",
+            "suites/x.yaml:7: cases.a.tolerances.rtol: must be finite (only atol may be .inf, which switches the elementwise check off) (got inf)",
+        ),
+        (
+            MINIMAL + "    tolerances: {bf16: {min_sqnr_db: -3}}\n",
+            "suites/x.yaml:7: cases.a.tolerances.bf16.min_sqnr_db: must be >= 0.0 (got -3)",
+        ),
+        (
+            "defaults:\n  tolerances: {atol: -1e-3}\n" + MINIMAL,
+            "suites/x.yaml:2: defaults.tolerances.atol: must be >= 0.0 (got -0.001)",
+        ),
+        (
+            "defaults:\n  checks: {golden: yes please}\n" + MINIMAL + "    checks: {eager: true}\n",
+            "suites/x.yaml:2: defaults.checks.golden: must be true or false (got 'yes please')",
+        ),
+        (
+            "defaults:\n  config: {inplace_paddin: true}\n" + MINIMAL,
+            "suites/x.yaml:2: defaults.config.inplace_paddin: not a torch._inductor.config key (got 'inplace_paddin')",
+        ),
+        (
+            "defaults:\n  marks: [{skip: 1}]\n" + MINIMAL + "    marks: [{slow: true}]\n",
+            "suites/x.yaml:2: defaults.marks[0].skip: must be a string (got 1)",
+        ),
+        (
+            "cases:\n  [1, 2]: {}\n",
+            "suites/x.yaml:2: yaml: a mapping key must be a string or a number (got [1, 2])",
+        ),
+        (
+            MINIMAL + "    checks:\n      filecheck:\n        - check: |\n            CHECK: one\n            CHEKC: two\n",
+            "suites/x.yaml:11: cases.a.checks.filecheck[0].check: 'CHEKC:' is not a FileCheck directive, so this line would check nothing (got 'CHEKC'; allowed CHECK, *)",
+        ),
+        (
+            MINIMAL + "    checks:\n      filecheck:\n        - {check: 'CHECK_NOT: tl.float32'}\n",
+            "suites/x.yaml:9: cases.a.checks.filecheck[0].check: 'CHECK_NOT:' is not a FileCheck directive*",
+        ),
+        (
+            MINIMAL + "    checks:\n      filecheck:\n        - {check: 'CHECK-NXT: x'}\n",
+            "suites/x.yaml:9: cases.a.checks.filecheck[0].check: 'CHECK-NXT:' is not a FileCheck directive*",
+        ),
+        (
+            MINIMAL + "    checks:\n      filecheck:\n        - {check: 'cpp_fused_mul'}\n",
+            "suites/x.yaml:9: cases.a.checks.filecheck[0].check: no FileCheck directive in the block, so it would check nothing *",
+        ),
+        (
+            "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [100000, 100000]}\n",
+            "suites/x.yaml:5: cases.a.inputs.x.shape: the input needs 40 GB, more than the budget of 4 GB "
+            "(if it is meant, say so: max_input_gb: 40 in the case or under defaults:) (got [100000, 100000])",
+        ),
+        (
+            "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [4, 4], strides: [100000000000, 1]}\n",
+            "suites/x.yaml:5: cases.a.inputs.x.strides: the input needs 1.2e+03 GB, more than the budget of 4 GB *",
+        ),
+        (
+            "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [M, 4]}\n    fuzz: {dims: {M: [1, 1000000000000]}}\n",
+            "suites/x.yaml:5: cases.a.inputs.x.shape: the input needs 1.6e+04 GB at the fuzz dims' maxima (M=1000000000000), *",
+        ),
     ],
 )
 def test_bad_input_message(text, message):
@@ -181,3 +246,38 @@ def test_registered_input_kind_is_accepted_and_built():
     assert "params.scale: has the wrong type" in error_of(
         "cases:\n  a:\n    program: matmul\n    inputs:\n      w: {shape: [2], kind: test_pair, params: {scale: true}}\n"
     )
+
+
+def test_filecheck_lines_for_any_cell_are_directives():
+    (case,) = load(
+        MINIMAL + "    checks:\n      filecheck:\n        - check: |\n            // CHECK-CUDA-INDUCTOR: x\n"
+        "            CHECK-COUNT-2: y\n            CHECK-LABEL: def call(args):\n            CHECK-AOT-EAGER-SAME: z\n"
+    ).cases
+    assert len(case.checks.filecheck) == 1
+
+
+def test_max_input_gb_raises_the_budget_in_the_case_or_its_defaults():
+    big = "cases:\n  a:\n    program: matmul\n    inputs:\n      x: {shape: [100000, 100000]}\n"
+    assert load(big + "    max_input_gb: 40.1\n").cases[0].inputs[0].shape == (100000, 100000)
+    assert load("defaults: {max_input_gb: 41}\n" + big).cases
+    assert "max_input_gb: 40" in error_of(big + "    max_input_gb: 39\n")
+
+
+def test_alias_bomb_is_refused_fast():
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for name, previous in zip("bcdefghi", "abcdefgh"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    text = "\n".join(levels) + "\ncases:\n  a:\n    program: matmul\n    inputs: {x: {shape: *i}}\n"
+    assert len(text) < 800
+    import time
+
+    start = time.monotonic()
+    message = error_of(text)
+    assert time.monotonic() - start < 5
+    assert re.fullmatch(r"suites/x\.yaml:\d+: yaml: aliases expand to more than 200000 nodes .*", message), message
+
+
+def test_ordinary_aliases_still_load():
+    (case,) = load("cases:\n  a:\n    program: matmul\n    inputs: &io\n      x: {shape: [2, 2]}\n      y: {shape: [2, 2]}\n"
+                   "  b:\n    program: matmul\n    inputs: *io\n").cases[1:]
+    assert [spec.name for spec in case.inputs] == ["x", "y"]

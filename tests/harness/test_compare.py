@@ -32,10 +32,10 @@ def test_report_lists_counts_max_errors_sqnr_and_worst_elements():
         "    max abs error: 0.5 at index (1, 2)",
         "    max rel error: inf at index (0, 1)",
         "    SQNR: -inf dB",
-        "    worst elements:",
-        "       index  expected  actual  abs err",
-        "      (1, 2)         0     0.5      0.5",
-        "      (0, 1)         0   -0.25     0.25",
+        "    worst elements (the 2 mismatched with the largest abs error, and the max abs and max rel ones):",
+        "       index  expected  actual  abs err  rel err",
+        "      (1, 2)         0     0.5      0.5      inf  max abs",
+        "      (0, 1)         0   -0.25     0.25      inf  max rel",
     ]
     assert result.max_abs == 0.5
 
@@ -79,3 +79,32 @@ def test_sqnr_and_quant_step_and_float64_factor():
     assert "failed: error vs float64" in result.report
     fine = compare_outputs({"o": eager}, {"o": expected + 0.0015}, factor, label="x", float64={"o": ref64}, eager={"o": eager})
     assert fine.ok, fine.report
+
+
+def test_worst_elements_always_hold_the_max_abs_and_max_rel_elements():
+    # The largest abs error sits on a large value and is within rtol; two small values mismatch.
+    expected = torch.tensor([1000.0, 0.001, 1.0] + [5.0] * 20)
+    actual = expected.clone()
+    actual[0], actual[1], actual[2] = 1000.5, 0.0011, 1.2
+    actual[3:] += torch.linspace(1e-2, 2e-2, 20)  # 20 more mismatches, larger abs error than (1,)
+    report = compare_outputs({"o": expected}, {"o": actual}, Tolerance(atol=1e-5, rtol=1e-3), label="x").report
+    lines = report.splitlines()
+    assert "    max abs error: 0.5 at index (0,)" in lines
+    assert "    max rel error: 0.2 at index (2,)" in lines
+    heading = lines.index("    worst elements (the 8 mismatched with the largest abs error, and the max abs and max rel ones):")
+    rows = lines[heading + 2:]
+    assert rows[0].split() == ["(0,)", "1000", "1000.5", "0.5", "0.0005", "max", "abs,", "within", "tolerance"]
+    assert rows[1].split()[:1] == ["(2,)"] and rows[1].endswith("max rel")
+    assert len(rows) == 9  # 8 mismatched (the max-rel one among them) + the max-abs one
+
+
+def test_complex_outputs_compare_both_parts():
+    z = torch.tensor([1 + 1j, 2 - 1j], dtype=torch.complex64)
+    assert compare_outputs({"o": z}, {"o": z.clone()}, F32, label="x").ok
+    real_only = torch.complex(z.real, torch.zeros(2))
+    result = compare_outputs({"o": z}, {"o": real_only}, Tolerance(atol=1e-3, rtol=1e-3), label="x")
+    assert not result.ok
+    assert "    max abs error: 1 at index (0,)" in result.report.splitlines()
+    assert "(0,)      1+1j    1+0j        1" in result.report
+    close = compare_outputs({"o": z}, {"o": z + 1e-4j}, Tolerance(atol=1e-3, rtol=0.0), label="x")
+    assert close.ok, close.report

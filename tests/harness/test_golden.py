@@ -251,3 +251,30 @@ def test_leftovers_of_killed_writers_are_reported_and_cleaned(tmp_path):
     ]
     assert sorted(p.name for p in paths.case_dir.iterdir()) == ["cpu-float32.json", "cpu-float32.safetensors"]
     assert recover_leftovers(tmp_path / "golden") == []
+
+
+pytest_plugins = ["pytester"]  # for the project fixture below
+
+RESHAPED = """
+cases:
+  reshaped:
+    program: progs_reshape:reshaped
+    params: {rows: %d, cols: %d}
+    inputs: {x: {shape: [16]}}
+    matrix: {backends: [eager], devices: [cpu]}
+    checks: {golden_sample: 8}
+"""
+
+
+def test_golden_sample_checks_the_full_shape_it_was_drawn_from(project):
+    (project.root / "progs_reshape.py").write_text("def reshaped(x, rows, cols):\n    return x.reshape(rows, cols)\n", encoding="utf-8")
+    project.suite(RESHAPED % (4, 4))
+    project.run("--update-golden").assert_outcomes(passed=1)
+    assert json.loads((project.root / "golden/s/reshaped/cpu-float32.json").read_text())["tensors"]["output"]["sampled_from"] == [4, 4]
+    project.suite(RESHAPED % (2, 8))  # the same 16 values: the 8-element sample is unchanged
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "eager vs golden golden/s/reshaped/cpu-float32.safetensors (8 fixed elements of outputs larger than that):",
+        "  output: shape differs: expected (4, 4) (the golden's sample was drawn from that), got (2, 8)",
+    ])

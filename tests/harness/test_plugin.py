@@ -155,8 +155,8 @@ def test_golden_workflow(project):
         "    max abs error: * at index (*)",
         "    max rel error: * at index (*)",
         "    SQNR: * dB",
-        "    worst elements:",
-        "*index*expected*actual*abs err",
+        "    worst elements (*the max abs and max rel ones):",
+        "*index*expected*actual*abs err*rel err",
         "*(*)*",
         f"re-run this cell:      python -m pytest 'suites/s.yaml::first[[]eager-cpu-float32[]]' {RUN_OPTIONS}",
         f"accept as new golden:  python -m pytest suites/s.yaml::first {RUN_OPTIONS} --update-golden   (only after an intended change)",
@@ -529,3 +529,20 @@ def test_rerun_hints_repeat_the_users_own_options(project):
         "--cell-timeout=30", "--update-golden", "-pno:randomly", "--report=out", "-x", "--tb", "short",
     )
     assert rerun_options(config) == ("--devices", "cpu", "-W", "ignore::UserWarning", "--cell-timeout=30", "-pno:randomly", "--tb", "short")
+
+
+def test_a_missing_path_is_named_under_xdist_and_by_python_m_harness(project, monkeypatch):
+    import subprocess
+
+    pytest.importorskip("xdist")
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH")) if p))
+    project.suite(ONE_CASE)
+    result = project.pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "suites/typo.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # was 5, "no tests ran", naming nothing
+    result.stderr.fnmatch_lines(["ERROR: file or directory not found: suites/typo.yaml"])
+    main = subprocess.run(
+        [sys.executable, "-m", "harness", "suites/typo.yaml"], cwd=project.root, capture_output=True, text=True, timeout=300,
+    )
+    assert main.returncode == pytest.ExitCode.USAGE_ERROR, main.stdout + main.stderr
+    assert "ERROR: file or directory not found: suites/typo.yaml" in main.stderr

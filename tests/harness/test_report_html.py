@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.report_html import error_picture, load_benchmarks, svg_bandwidth_chart, svg_heatmap, svg_histogram
+from harness.report_html import error_picture, load_benchmarks, svg_bandwidth_chart, svg_heatmap, svg_histogram, write_report
 
 pytest_plugins = ["pytester"]
 
@@ -63,6 +63,70 @@ def test_bandwidth_chart_draws_every_measured_path_against_copy_bandwidth():
     bars = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if e.find("{http://www.w3.org/2000/svg}title") is not None]
     assert len(bars) == sum(1 for r in rows for p in ("ours", "eager") if r["paths"].get(p, {}).get("GBps"))
     assert f"copy {bench['copy_GBps']:.0f} GB/s" in svg
+
+
+def test_relative_error_view_shows_a_constant_relative_error_that_steps_hide():
+    torch.manual_seed(0)
+    expected = torch.randn(16, 24) * 1000
+    actual = expected * (1 + 9.8e-4)  # thousands of float32 steps, one constant relative error
+    picture = error_picture("compiled vs eager", "output", expected, actual, quant_step=None)
+    assert picture["max_steps"] > 1000
+    edges, counts = picture["rel_hist_edges"], picture["rel_hist_counts"]
+    (bin_index,) = [i for i, n in enumerate(counts) if n]
+    assert (edges[bin_index], edges[bin_index + 1]) == (1e-4, 1e-3) and counts[bin_index] == 16 * 24
+    assert picture["max_rel"] == pytest.approx(9.8e-4, rel=1e-3) and picture["median_rel"] == pytest.approx(9.8e-4, rel=1e-3)
+    svg = svg_histogram(picture, relative=True)
+    assert 'aria-label="relative error histogram"' in svg and "&lt;0.001" in svg
+
+
+def _texts_inside(svg: str) -> list[str]:
+    """The <text> elements whose glyphs (font-size tall, ~0.6 font-size per character wide) leave the SVG."""
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(svg)
+    width, height = float(root.get("width")), float(root.get("height"))
+    outside = []
+    for text in root.iter(f"{ns}text"):
+        if text.get("transform"):
+            continue  # rotated labels: the bandwidth chart's, checked on the rendered page
+        size, x, y = float(text.get("font-size")), float(text.get("x")), float(text.get("y"))
+        span = 0.6 * size * len(text.text or "")
+        left = {"middle": x - span / 2, "end": x - span}.get(text.get("text-anchor"), x)
+        if y - size < 0 or y > height or left < 0 or left + span > width:
+            outside.append(f"{text.text!r} at ({x}, {y}) in {width} x {height}")
+    return outside
+
+
+def test_no_label_is_clipped():
+    expected = torch.zeros(1, 3)
+    actual = expected.clone()
+    actual[0, 1] = 0.5
+    picture = error_picture("x", "output", expected, actual, quant_step=0.125)  # one row: shorter than the legend
+    for svg in (svg_heatmap(picture), svg_histogram(picture), svg_histogram(picture, relative=True)):
+        assert _texts_inside(svg) == [], svg
+
+
+def test_failures_and_crashes_come_first_and_the_gpu_benchmarks_only_when_asked(tmp_path):
+    def cell(case, outcome, line):
+        return {"suite": "suites/s.yaml", "case": case, "backend": "eager", "device": "cpu", "dtype": "float32",
+                "line": line, "outcome": outcome, "message": "", "picture": None, "counters": {}}
+
+    cells = [cell("a", "passed", 1), cell("b", "skipped", 2), cell("c", "failed", 3), cell("d", "crashed", 4), cell("e", "xfailed", 5)]
+    page = write_report(tmp_path / "plain", cells, None, REPO)
+    order = [c["case"] for c in json.loads((tmp_path / "plain" / "report.json").read_text())["cells"]]
+    assert order == ["d", "c", "e", "a", "b"]
+    text = page.read_text()
+    assert "Kernel bandwidth" not in text and "H100" not in text
+    if BENCHMARKS.is_file():
+        assert "Kernel bandwidth" in write_report(tmp_path / "bench", cells, BENCHMARKS, REPO).read_text()
+
+
+def test_a_cpu_run_draws_no_gpu_benchmark_section(project, tmp_path):
+    project.set_programs(PROGRAMS)
+    project.suite(SUITE)
+    out = tmp_path / "report"
+    project.run(f"--report={out}").assert_outcomes(passed=2, failed=1)
+    page = (out / "index.html").read_text()
+    assert "Kernel bandwidth" not in page and "H100" not in page  # benchmarks/woq_h100.json exists, but nobody asked
 
 
 PROGRAMS = '''
@@ -144,11 +208,23 @@ def test_report_under_xdist_renders_in_headless_chromium(project, monkeypatch, t
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it): the page was written but not rendered")
     page = (out / "index.html").as_uri()
-    shot = tmp_path / "report.png"
-    rendered = _chromium(f"--screenshot={shot}", "--window-size=1280,1600", page)
-    assert shot.is_file(), rendered.stderr[-2000:]
-    assert _png_is_not_blank(shot)
+    for width in (1280, 480):  # a laptop and a narrow window
+        shot = tmp_path / f"report-{width}.png"
+        rendered = _chromium(f"--screenshot={shot}", f"--window-size={width},1600", page)
+        assert shot.is_file(), rendered.stderr[-2000:]
+        assert _png_is_not_blank(shot)
     dom = _chromium("--dump-dom", page).stdout
     for text in ("quantcheck report", "suites/s.yaml::bumped", "1 failed", "2 passed", "Numeric failures",
                  "error in units of the quantization step 0.125", "Kernel bandwidth", "copy 3005 GB/s"):
         assert text in dom, text
+
+
+def test_complex_outputs_get_a_picture_of_both_parts():
+    from harness.report_html import worst_output
+
+    expected = torch.tensor([[1 + 1j, 2j, 3]], dtype=torch.complex64)
+    actual = expected.clone()
+    actual[0, 1] = 2j + 0.5j  # only the imaginary part moves
+    assert worst_output({"o": expected}, {"o": actual}) == "o"
+    picture = error_picture("x", "o", expected, actual, quant_step=0.125)
+    assert picture["max_steps"] == pytest.approx(4.0)

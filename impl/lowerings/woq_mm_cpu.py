@@ -284,6 +284,8 @@ def _register(scheme: str) -> None:
         x = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
         if kwargs or x is None or x.numel() == 0:
             return fallback(*args, **kwargs)
+        # A call that leaves the optional bias out (woq_mm_int8(x, q, s)) records fewer args.
+        args = (*args, *([None] * (_BIAS_INDEX[scheme] + 1 - len(args))))
         if x.device.type == "cuda":
             from .woq_mm_cuda import lower_through_triton
 

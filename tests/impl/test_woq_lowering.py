@@ -145,3 +145,16 @@ def test_cpu_lowering_picks_the_kernel(scheme, options, dtype, m, freezing, kern
     assert code.count(kernel) == 2, code
     floor = 60.0 if dtype == torch.float32 else 35.0
     assert compute_sqnr(expected, y) > floor
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_call_without_the_optional_bias_lowers(dtype):
+    """torch.ops.impl.woq_mm_int8(x, q, s) records three args; the lowering read a fourth
+    (IndexError) before it filled the bias in."""
+    q8, _, _ = _weights()
+    x = torch.randn(3, K, dtype=dtype)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        out = torch.compile(lambda x, q, s: torch.ops.impl.woq_mm_int8(x, q, s))(x, q8.qweight, q8.scale)
+    expected = torch.ops.impl.woq_mm_int8(x, q8.qweight, q8.scale)
+    torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)

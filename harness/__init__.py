@@ -6,13 +6,14 @@ Module map, each importing only modules above it in this list:
 - ``dtypes``     dtype names and aliases accepted in YAML
 - ``inputs``     input kinds (registry) and deterministic input construction
 - ``programs``   built-in programs and ``module:function`` resolution
+- ``filecheck``  LLVM FileCheck blocks with our diagnostics (and the directive check the loader runs)
 - ``case``       YAML -> frozen ``Case`` (validated, line numbers kept)
 - ``matrix``     ``Case`` -> ``MatrixCell`` list; device detection
 - ``run``        one cell: eager, float64, compiled; code, graphs and counters captured
 - ``compare``    tolerance model and numeric report
 - ``golden``     safetensors goldens with JSON sidecars, atomic locked writes
-- ``filecheck``  LLVM FileCheck blocks with our diagnostics
 - ``counters``   counter and graph-count expectations
+- ``checks``     the checks of one run (vs eager, counters and graphs, FileCheck): items, fuzz, bisect
 - ``report``     failure text and the session summary table
 - ``items``      ``CaseFile`` / ``CaseItem`` pytest nodes
 - ``plugin``     hooks and options only

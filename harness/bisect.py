@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from .case import Case, PassSpec
+from .checks import compare_with_eager
 from .compare import compare_outputs
 from .matrix import MatrixCell
 from .run import run_cell
@@ -180,7 +181,7 @@ def _rerun_keeping_run(case: Case, cell: MatrixCell) -> tuple[Rerun, Optional[An
         run = run_cell(case, cell)
     except Exception as exc:
         return Rerun(describe_error(exc)), None
-    ok = compare_outputs(run.eager, run.compiled, case.tolerance_for(cell.dtype), label="bisect").ok
+    ok = compare_with_eager(case, cell, run, label="bisect", float64=False).ok
     return Rerun("" if ok else MISMATCH), run
 
 

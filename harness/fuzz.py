@@ -329,8 +329,8 @@ def _smaller(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def run_example_checks(item: Any, case: Case) -> list[str]:
     """Run one concrete example in the item's cell; the failed checks' texts (empty: it passed)."""
+    from .checks import compare_with_eager, counter_sections, filecheck_sections
     from .compare import compare_outputs
-    from .counters import check_counters, check_graphs
     from .run import run_cell
 
     cell = item.cell
@@ -341,10 +341,7 @@ def run_example_checks(item: Any, case: Case) -> list[str]:
     tolerance = case.tolerance_for(cell.dtype)
     sections = []
     if case.checks.eager:
-        comparison = compare_outputs(
-            run.eager, run.compiled, tolerance, label=f"compiled ({cell.backend}) vs eager, same inputs",
-            float64=run.float64, eager=run.eager,
-        )
+        comparison = compare_with_eager(case, cell, run, label=f"compiled ({cell.backend}) vs eager, same inputs")
         if not comparison.ok:
             sections.append(comparison.report)
     reference = item.case.fuzz.reference
@@ -354,11 +351,8 @@ def run_example_checks(item: Any, case: Case) -> list[str]:
             comparison = compare_outputs(expected, actual, tolerance, label=f"{label} vs reference {reference}")
             if not comparison.ok:
                 sections.append(comparison.report)
-    counter_failures = check_counters(case.checks.counters, run.counters, cell, case.display_path)
-    counter_failures += check_graphs(case.checks, run.graphs, run.graph_breaks, run.graph_break_reasons, case.line, case.display_path)
-    if counter_failures:
-        sections.append("counters and graphs:\n" + "\n".join("  " + f for f in counter_failures))
-    sections += item._check_filecheck(run)
+    sections += counter_sections(case, cell, run)
+    sections += filecheck_sections(item.case, cell, run, item._dump_artifact, item._note)
     return sections
 
 

@@ -18,8 +18,7 @@ import pytest
 
 from .case import Case, CaseFormatError, load_suite
 from .compare import Comparison, check_sampled_shapes, compare_outputs
-from .counters import check_counters, check_graphs
-from .filecheck import prefixes_for, run_filecheck
+from .checks import compare_with_eager, counter_sections, filecheck_sections
 from .fuzz import fuzz_item_class
 from .golden import (
     GoldenError,
@@ -160,11 +159,7 @@ class CaseItem(pytest.Item):
 
         if self.case.checks.eager:
             comparisons.append(
-                compare_outputs(
-                    run.eager, run.compiled, tolerance,
-                    label=f"compiled ({self.cell.backend}) vs eager, same run, same inputs",
-                    float64=run.float64, eager=run.eager,
-                )
+                compare_with_eager(self.case, self.cell, run, label=f"compiled ({self.cell.backend}) vs eager, same run, same inputs")
             )
         compiled_matches_eager = bool(comparisons) and comparisons[0].ok
         if self.case.checks.golden:
@@ -179,13 +174,8 @@ class CaseItem(pytest.Item):
         sections += [c.report for c in comparisons if not c.ok]
         if golden_note:
             sections.append(golden_note)
-        sections += self._check_filecheck(run)
-        counter_failures = check_counters(self.case.checks.counters, run.counters, self.cell, self.case.display_path)
-        counter_failures += check_graphs(
-            self.case.checks, run.graphs, run.graph_breaks, run.graph_break_reasons, self.case.line, self.case.display_path
-        )
-        if counter_failures:
-            sections.append("counters and graphs:\n" + "\n".join("  " + f for f in counter_failures))
+        sections += filecheck_sections(self.case, self.cell, run, self._dump_artifact, self._note)
+        sections += counter_sections(self.case, self.cell, run)
         sections += self._check_perf(run, timer, not_timed, settings)
 
         self.stash[CELL_RESULT_KEY] = {
@@ -267,30 +257,9 @@ class CaseItem(pytest.Item):
     def _shown_error(exc: GoldenError, settings: Settings) -> str:
         return str(exc).replace(str(exc.path), display_path(exc.path, settings.rootdir))
 
-    def _check_filecheck(self, run: CellRun) -> list[str]:
-        failures = []
-        cell = self.cell
-        for block in self.case.checks.filecheck:
-            if not block.when.applies(cell.backend, cell.device, cell.dtype):
-                continue
-            if block.target in run.unavailable:
-                note = f"FileCheck on {block.target} not run: {run.unavailable[block.target]}"
-                self.user_properties.append((NOTE_PROPERTY, f"{self.nodeid}: {note}"))
-                continue
-            text = run.artifacts[block.target]
-            result = run_filecheck(
-                block.check, text,
-                prefixes=prefixes_for(cell.backend, cell.device),
-                variables={"DEVICE": cell.device, "DTYPE": cell.dtype, "BACKEND": cell.backend},
-                check_path=self.case.display_path,
-                first_check_line=block.first_check_line,
-                input_label=block.target,
-                input_dump=None,
-            )
-            if not result.ok:
-                dump = self._dump_artifact(block.target, text)
-                failures.append(result.report + f"\n  the whole {block.target}: {dump}")
-        return failures
+    def _note(self, note: str) -> None:
+        """A line for the session's notes (a FileCheck target this machine cannot produce, say)."""
+        self.user_properties.append((NOTE_PROPERTY, f"{self.nodeid}: {note}"))
 
     def _dump_artifact(self, target: str, text: str) -> str:
         """Write the FileCheck input where a person can open it; returns the path."""

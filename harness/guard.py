@@ -16,6 +16,14 @@
 - **CUDA out of memory.** The cell fails with the error; the frames of its traceback are
   cleared (they hold the tensors), then garbage is collected and the caching allocator
   emptied, so the next cell starts with the memory this one had taken back.
+- **Global torch state.** Default dtype and device, grad and anomaly mode, deterministic
+  algorithms, matmul precision, TF32 flags, thread count and the RNG are saved before each
+  cell and put back after it: ``torch.set_default_dtype(torch.float64)`` in one program
+  must not change the next cell's results.
+- **Exits.** ``os._exit()`` called by a program (in this process) raises
+  :class:`ProgramExit` in the cell instead of ending the session with no output; a
+  non-daemon thread a program leaves running is reported at the end of the session, which
+  then exits without waiting for it (it would hang there forever).
 """
 
 from __future__ import annotations
@@ -43,8 +51,18 @@ import pytest
 HARD_STOP_GRACE = 30.0
 
 
+#: Seconds a cell may run when neither its case nor --cell-timeout says otherwise: no
+#: legitimate cell takes this long, and without a bound one sleeping program hangs
+#: ``python -m harness`` forever. ``--cell-timeout 0`` removes it.
+DEFAULT_CELL_TIMEOUT = 600.0
+
+
 class CellTimeout(Exception):
     """A cell ran past its deadline."""
+
+
+class ProgramExit(Exception):
+    """A program called ``os._exit()``, which would end the whole session without a word."""
 
 
 class Deadline:
@@ -276,13 +294,83 @@ def _forget_compiled_state() -> None:
         pass
 
 
+@contextlib.contextmanager
+def preserved_torch_state() -> Iterator[None]:
+    """Put back the process-wide torch settings a program may change (see the module docstring)."""
+    import torch
+
+    backends = torch.backends
+    flags = [
+        (backends.cudnn, "allow_tf32"), (backends.cudnn, "benchmark"), (backends.cudnn, "deterministic"),
+        (backends.cuda.matmul, "allow_tf32"), (backends.cuda.matmul, "allow_fp16_reduced_precision_reduction"),
+        (backends.cuda.matmul, "allow_bf16_reduced_precision_reduction"),
+    ]
+    saved_flags = [(owner, name, getattr(owner, name)) for owner, name in flags if hasattr(owner, name)]
+    dtype, device = torch.get_default_dtype(), torch.get_default_device()
+    grad, anomaly = torch.is_grad_enabled(), torch.is_anomaly_enabled()
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch._C._get_deterministic_fill_uninitialized_memory()
+    precision, threads = torch.get_float32_matmul_precision(), torch.get_num_threads()
+    rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_default_device(None if device == torch.device("cpu") else device)
+        torch.set_grad_enabled(grad)
+        torch.set_anomaly_enabled(anomaly)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch._C._set_deterministic_fill_uninitialized_memory(fill)
+        torch.set_float32_matmul_precision(precision)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.random.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        for owner, name, value in saved_flags:
+            setattr(owner, name, value)
+
+
+@contextlib.contextmanager
+def os_exit_raises() -> Iterator[None]:
+    """``os._exit`` in this process raises ProgramExit (forked children still exit)."""
+    real_exit, pid = os._exit, os.getpid()
+
+    def refuse(code: int = 0) -> None:
+        if os.getpid() != pid:
+            real_exit(code)
+        raise ProgramExit(f"the program called os._exit({code}), which would end the whole session silently")
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real_exit
+
+
+def _program_thread(thread: threading.Thread) -> bool:
+    """A thread running code of the project (not of Python's library or torch): its target or run()."""
+    code = getattr(thread, "_target", None) or type(thread).run
+    module = getattr(code, "__module__", None) or ""
+    return not module.split(".")[0] in ("threading", "concurrent", "torch", "queue", "multiprocessing", "asyncio", "_pytest", "pytest", "execnet", "xdist")
+
+
+def leaked_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Non-daemon threads a program started that still run (interpreter exit would wait for them)."""
+    return [
+        t for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.daemon and _program_thread(t)
+    ]
+
+
 # --------------------------------------------------------------------------- pytest glue
 
 
 def add_options(group) -> None:
     group.addoption(
         "--cell-timeout", type=float, default=None, metavar="SECONDS",
-        help="fail a cell that runs longer than this (a case's own 'timeout:' wins); default: no limit",
+        help=f"fail a cell that runs longer than this (a case's own 'timeout:' wins); default {DEFAULT_CELL_TIMEOUT:g}, 0: no limit",
     )
 
 
@@ -293,7 +381,10 @@ class CellGuard:
     each worker; a worker writes its cells' records there."""
 
     def __init__(self, config) -> None:
-        self.default_timeout = config.getoption("cell_timeout", None)
+        self.config = config
+        self.given_timeout = config.getoption("cell_timeout", None)
+        self.leaked: list[tuple[threading.Thread, str]] = []  # (thread, the cell that started it)
+        self.exitstatus = 0
         workerinput = getattr(config, "workerinput", None)
         self.crash_dir: Optional[Path] = None
         self._owns_crash_dir = False
@@ -305,7 +396,9 @@ class CellGuard:
         own = getattr(item.case, "timeout", None)
         if own is not None:
             return own, f"the case's timeout: {own:g}"
-        return self.default_timeout, f"--cell-timeout {self.default_timeout:g}" if self.default_timeout else ""
+        if self.given_timeout is not None:
+            return self.given_timeout or None, f"--cell-timeout {self.given_timeout:g}" if self.given_timeout else ""
+        return DEFAULT_CELL_TIMEOUT, f"the default cell timeout, {DEFAULT_CELL_TIMEOUT:g}; --cell-timeout or the case's timeout: changes it"
 
     def record_for(self, nodeid: str) -> Optional[Path]:
         return crash_record_path(self.crash_dir, nodeid) if self.crash_dir is not None else None
@@ -319,9 +412,29 @@ class CellGuard:
             node.config.stash[CRASH_DIR_KEY] = self.crash_dir
         node.workerinput[CRASH_DIR_INPUT] = str(self.crash_dir)
 
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        self.exitstatus = int(exitstatus)
+
+    @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config) -> None:
         if self._owns_crash_dir and self.crash_dir is not None:
             shutil.rmtree(self.crash_dir, ignore_errors=True)
+        self._exit_past_leaked_threads(config)
+
+    def _exit_past_leaked_threads(self, config) -> None:
+        """Interpreter exit would wait forever for a thread a program left running: say so, then go."""
+        if config is not self.config or hasattr(config, "workerinput"):
+            return
+        alive = [(t, nodeid) for t, nodeid in self.leaked if t.is_alive()]
+        if not alive:
+            return
+        by_cell: dict[str, list[str]] = {}
+        for thread, nodeid in alive:
+            by_cell.setdefault(nodeid, []).append(repr(thread.name))
+        named = "; ".join(f"{', '.join(names)} started by {nodeid}" for nodeid, names in by_cell.items())
+        print(f"quantcheck: exiting without waiting for {len(alive)} thread(s) a program left running: {named}", file=sys.__stderr__, flush=True)
+        sys.stdout.flush()
+        os._exit(self.exitstatus)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item):
@@ -330,5 +443,9 @@ class CellGuard:
         if not isinstance(item, CaseItem):
             return (yield)
         timeout, source = self.timeout_for(item)
-        with guarded_cell(timeout, source, self.record_for(item.nodeid)):
-            return (yield)
+        threads_before = set(threading.enumerate())
+        try:
+            with preserved_torch_state(), os_exit_raises(), guarded_cell(timeout, source, self.record_for(item.nodeid)):
+                return (yield)
+        finally:
+            self.leaked += [(t, item.nodeid) for t in leaked_threads(threads_before)]

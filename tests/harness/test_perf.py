@@ -175,7 +175,8 @@ cases:
 """
 
 GOLDEN = "golden/s/timed/perf-fake-timer-9000-eager-float32.json"
-REFRESH = "python -m pytest 'suites/s.yaml::timed[[]eager-cpu-float32[]]' -p no:cacheprovider --update-golden"
+# The rerun hint repeats the options Project.run passes.
+REFRESH = "python -m pytest 'suites/s.yaml::timed[[]eager-cpu-float32[]]' -p no:cacheprovider -W ignore::UserWarning -W ignore::DeprecationWarning --update-golden"
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ from impl.schemes.names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, WEIGHT_O
 from impl.woq_mm import OPS
 
 aten = torch.ops.aten
+prims = torch.ops.prims
 
 # Short names in counter keys and pass names.
 SHORT_NAMES = {INT8_WEIGHT_ONLY: "int8", INT4_WEIGHT_ONLY: "int4", NF4: "nf4"}
@@ -447,12 +448,85 @@ def strip_matmul_padding(graph: fx.Graph) -> int:
     return changed
 
 
+def _call(node: object, target: Any) -> bool:
+    return isinstance(node, fx.Node) and node.op == "call_function" and node.target is target
+
+
+def _single_use(*nodes: fx.Node) -> bool:
+    return all(len(n.users) == 1 for n in nodes)
+
+
+def _cast_dtype(node: object) -> Optional[torch.dtype]:
+    """The dtype a pure dtype cast converts to (``prims.convert_element_type`` as after
+    decompositions, or ``aten._to_copy(t, dtype=...)``), else None."""
+    if _call(node, prims.convert_element_type.default):
+        return node.args[1]
+    if _call(node, aten._to_copy.default) and len(node.args) == 1 and set(node.kwargs) == {"dtype"}:
+        return node.kwargs["dtype"]
+    return None
+
+
+def _uncast(node: fx.Node) -> fx.Node:
+    """``node`` without a cast to float32 on top (opmath upcasts)."""
+    if _cast_dtype(node) == torch.float32 and _single_use(node):
+        return node.args[0]
+    return node
+
+
+def recompose_vector_mm(graph: fx.Graph) -> int:
+    """Give back ``mm(x, W.T)`` where Inductor's decomposition wrote a matrix-vector product
+    over our regions as a broadcast multiply and sum.
+
+    With ``coordinate_descent_tuning`` (what max-autotune modes turn on) Inductor decomposes
+    ``mm`` with M = 1 (or N = 1) before any post-grad pass, in float32 opmath:
+    ``sum(x.float()[:, :, None] * W.T.float()[None], dim=1).to(x.dtype)``. That is the same
+    product; rewriting it back lets the fusion patterns see the matmul (the H200 run: one
+    matmul in 12 of the quantized MLP left unfused under max-autotune). Returns the count.
+    """
+    changed = 0
+    for total in graph.find_nodes(op="call_function", target=aten.sum.dim_IntList):
+        if list(total.args[1]) not in ([1], [-2]) or total.kwargs.get("keepdim") or len(total.args) > 2:
+            continue
+        mul = total.args[0]
+        if not (_call(mul, aten.mul.Tensor) and len(mul.args) == 2 and _single_use(mul)):
+            continue
+        x_side, w_side = mul.args
+        if not (_call(x_side, aten.unsqueeze.default) and x_side.args[1] in (2, -1)
+                and _call(w_side, aten.unsqueeze.default) and w_side.args[1] == 0 and _single_use(x_side, w_side)):
+            continue
+        x, w_t = _uncast(x_side.args[0]), _uncast(w_side.args[0])
+        _, source = view_chain(w_t)
+        weight = as_quantized_weight(source)
+        x_val = _val(x)
+        if weight is None or x_val is None or x_val.dim() != 2 or x_val.dtype != weight.dtype:
+            continue
+        (user,) = total.users if len(total.users) == 1 else (None,)
+        if _cast_dtype(user) == x_val.dtype:
+            result = user
+        elif x_val.dtype == torch.float32:
+            result = total
+        else:
+            continue
+        with graph.inserting_before(result):
+            mm = graph.call_function(aten.mm.default, (x, w_t))
+        with _fake_mode([x, w_t]):
+            mm.meta["val"] = torch.mm(_val(x), _val(w_t))
+        mm.meta["stack_trace"] = result.meta.get("stack_trace")
+        result.replace_all_uses_with(mm)
+        for node in (result, total, mul, x_side, w_side, x_side.args[0], w_side.args[0]):
+            if node not in (x, w_t) and not node.users:
+                graph.erase_node(node)
+        changed += 1
+    return changed
+
+
 def apply_woq_fusion(graph: fx.Graph) -> None:
     """Every scheme's pass on ``graph``, in place; a graph without our regions is untouched."""
     regions = graph.find_nodes(op="call_function", target=invoke_quant)
     schemes = {n.kwargs.get("scheme") for n in regions} & set(WEIGHT_ONLY_SCHEMES)
     if schemes:
         strip_matmul_padding(graph)
+        recompose_vector_mm(graph)
     for scheme in WEIGHT_ONLY_SCHEMES:
         if scheme in schemes:
             woq_fusion_pass(scheme).apply(graph)
@@ -478,6 +552,7 @@ __all__ = [
     "apply_woq_fusion",
     "as_quantized_weight",
     "counter_key",
+    "recompose_vector_mm",
     "strip_matmul_padding",
     "woq_fusion_pass",
 ]

@@ -195,3 +195,23 @@ def test_padding_that_changes_the_product_is_kept():
     gm = _rewrite(fn, x, q8.qweight, q8.scale)
     assert "impl.woq_mm_int8.default" not in _targets(gm)
     torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matrix_vector_product_decomposed_by_inductor_still_fuses(dtype):
+    """Max-autotune's coordinate-descent tuning makes Inductor decompose mm with M = 1 into a
+    float32 broadcast multiply and sum before our pass (the H200 run: 1 matmul in 12 unfused);
+    the product is recomposed to mm and fuses."""
+    q8, _, _ = _weights()
+
+    def fn(x, q, s):
+        w_t = invoke_quant(lambda q, s: dequantize_int8(q, s, dtype), q, s, scheme=INT8).t()
+        product = (x.float().unsqueeze(2) * w_t.float().unsqueeze(0)).sum(dim=1)
+        return product.to(dtype)
+
+    x = torch.randn(1, K, dtype=dtype)
+    gm = _rewrite(fn, x, q8.qweight, q8.scale)
+    assert "impl.woq_mm_int8.default" in _targets(gm)
+    assert "aten.sum.dim_IntList" not in _targets(gm)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale), rtol=tol, atol=tol)

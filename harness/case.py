@@ -394,10 +394,6 @@ class Case:
     fuzz: Optional[Any] = None  # a harness.fuzz.FuzzSpec: input shapes/strides/values drawn by hypothesis
     compile_mode: str = "default"  # torch.compile mode of the ``inductor`` backend's cells
 
-    @property
-    def suite_stem(self) -> str:
-        return self.suite_path.stem
-
     def tolerance_for(self, dtype: str) -> Tolerance:
         return dict(self.tolerances)[dtype]
 

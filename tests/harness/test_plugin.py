@@ -524,6 +524,7 @@ def test_eager_moving_alone_says_compiled_still_matches_the_old_golden(project):
 def test_rerun_hints_repeat_the_users_own_options(project):
     from harness.plugin import rerun_options
 
+    project.suite(TWO_CASES)  # a path that does not exist is a usage error at configure
     config = project.pytester.parseconfigure(
         "suites/s.yaml", "-k", "first", "--devices", "cpu", "-n", "0", "--summary", "out.json", "-W", "ignore::UserWarning",
         "--cell-timeout=30", "--update-golden", "-pno:randomly", "--report=out", "-x", "--tb", "short",

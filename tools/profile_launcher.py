@@ -14,7 +14,6 @@ import cProfile
 import io
 import pstats
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
+from tools.bench_woq_gpu import cpu_us_per_call  # noqa: E402
 
 
 def calls(k: int = 4096, n: int = 4096):
@@ -39,17 +39,6 @@ def calls(k: int = 4096, n: int = 4096):
     }
 
 
-def host_us(fn, n: int) -> float:
-    torch.cuda.synchronize()
-    torch.cuda._sleep(50_000_000)
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    elapsed = time.perf_counter() - start
-    torch.cuda.synchronize()
-    return elapsed / n * 1e6
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
@@ -58,7 +47,7 @@ def main() -> int:
     for name, fn in calls().items():
         for _ in range(3):
             fn()
-        print(f"== {name}: {host_us(fn, args.calls):.1f} us host per call")
+        print(f"== {name}: {cpu_us_per_call(fn):.1f} us host per call")
         profile = cProfile.Profile()
         torch.cuda._sleep(50_000_000)
         profile.enable()

@@ -32,7 +32,7 @@ from torch._inductor.lowering import lowerings
 from torch._inductor.virtualized import V
 
 from .. import compat, kernels, woq_mm
-from .woq_mm_cpu import fake_value, inline_decomposition, max_autotune
+from .woq_mm_cpu import EAGER, fake_value, inline_decomposition, max_autotune
 
 aten = torch.ops.aten
 log = logging.getLogger(__name__)
@@ -110,10 +110,7 @@ class _Contest:
     """
 
     def __init__(self, scheme, args, fx_args, present, fakes, traced, ours) -> None:
-        from .woq_mm_cpu import EAGER
-
-        self.scheme, self.args, self.ours = scheme, args, ours
-        self.traced, self.fakes = traced, fakes
+        self.scheme, self.args, self.ours, self.traced = scheme, args, ours, traced
         x = fakes[0]
         self.k, self.n = int(x.shape[-1]), int(fake_value(fx_args[1]).shape[0])
         bias_at = BIAS_INDEX[scheme]

@@ -176,8 +176,27 @@ def _missing_paths(config: pytest.Config) -> list[str]:
     return [arg for arg in config.args if not (base / arg.split("::")[0]).exists()]
 
 
+def separate_inductor_cache_per_cpu_capability() -> Optional[str]:
+    """Give a run under ``ATEN_CPU_CAPABILITY`` an Inductor cache directory of its own.
+
+    Inductor's FX graph cache does not key its entries by that setting, and a graph
+    compiled under one capability, loaded under another, gives wrong numbers or aborts
+    (torch 2.13, an AVX-512 host: NaN and SIGABRT in inductor-cpu cells of one run under
+    avx2 once the other had filled the cache). A directory the user chose is left alone.
+    Returns the directory set, or None.
+    """
+    capability = os.environ.get("ATEN_CPU_CAPABILITY")
+    if not capability or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return None
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}-{capability.lower()}"
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running case")
+    separate_inductor_cache_per_cpu_capability()
     missing = _missing_paths(config) if not hasattr(config, "workerinput") else []
     if missing:
         raise pytest.UsageError(f"file or directory not found: {', '.join(missing)}")

@@ -22,8 +22,10 @@ MAX_RELATIVE_ERROR = 2e-2  # bfloat16 output rounding; a misread row is off by O
 
 
 @pytest.mark.parametrize("capability", ["default", "avx2"])
-def test_int8pack_path_neither_crashes_nor_misreads(capability):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def test_int8pack_path_neither_crashes_nor_misreads(capability, tmp_path):
+    # An Inductor cache of its own: graphs compiled under avx2 must not be loaded by the
+    # default-capability processes sharing the machine's cache (wrong numbers, aborts).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
     env.pop("ATEN_CPU_CAPABILITY", None)
     if capability != "default":
         env["ATEN_CPU_CAPABILITY"] = capability

@@ -14,17 +14,13 @@ under Inductor on a GPU (other tests switch this process to the interpreter).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("triton", reason="the kernels need triton")
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.impl.compiled_kernels_support import run_with_compiled_kernels  # noqa: E402
+
 KERNELS = ("woq_mm_int8_kernel", "woq_mm_int4_kernel", "woq_mm_nf4_kernel")
 
 _RENDER = r"""
@@ -40,12 +36,7 @@ json.dump({name: closure(k) for name, k in kernels.items()}, sys.stdout)
 
 @pytest.fixture(scope="module")
 def rendered() -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, "-c", _RENDER], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return run_with_compiled_kernels(_RENDER)
 
 
 def as_inductor_writes_it(source: str) -> str:

@@ -11,17 +11,13 @@ kernels are ``JITFunction``s as on a GPU. The GPU run checks the lowering end to
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("triton", reason="the kernels need triton")
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.impl.compiled_kernels_support import run_with_compiled_kernels  # noqa: E402
+
 
 _TRACE = r"""
 import json, sys
@@ -30,7 +26,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from impl.kernels import common, woq_mm_int4, woq_mm_int8, woq_mm_nf4
 from impl.lowerings.woq_mm_cpu import trace_to_aten
 from impl.lowerings.woq_mm_cuda import kernel_call
-from impl.schemes import nf4 as nf4_scheme
 
 for module in (common, woq_mm_int8, woq_mm_int4, woq_mm_nf4):  # no GPU to ask for its SM count
     module.sm_count = lambda device: 132
@@ -60,12 +55,7 @@ json.dump(result, sys.stdout)
 
 
 def _trace(eliminate_dead_code: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, "-c", _TRACE, "1" if eliminate_dead_code else "0"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return run_with_compiled_kernels(_TRACE, "1" if eliminate_dead_code else "0")
 
 
 def test_the_lowering_trace_keeps_every_schemes_launch():

@@ -67,7 +67,10 @@ def woq_mm_int4_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor
     config = int4.choose_config(M, N, K, group_size, x.device)
     out = x.new_empty((M, N))
     partial, counter = _scratch(M, N, config, x)
-    table = _int32_constant(nibble_pair_values(int4.INT4_LEVELS, x.dtype), x)
+    # Built on the device from arange (levels 0..15): a torch.tensor of Python ints would be a
+    # host-to-device copy, which a CUDA graph cannot capture (max-autotune times us that way).
+    levels = torch.arange(len(int4.INT4_LEVELS), dtype=torch.float32, device=x.device)
+    table, _ = nibble_tables_of(levels, x.dtype)
     return int4.launch_woq_mm_int4(x, qweight, scale, zero, table, out, partial, counter, group_size, config,
                                    kernel=wrap_triton(int4.woq_mm_int4_kernel))
 

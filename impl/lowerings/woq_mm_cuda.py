@@ -22,6 +22,7 @@ to the op, which launches the same kernels from Python.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Optional
 
@@ -143,8 +144,8 @@ class _Contest:
         with _no_fake_mode():
             ours_examples = self._examples(self.ours_fakes)
             theirs_examples = self._examples(self.choice_fakes)
-        ours_ms = time_on_gpu(lambda: self.traced(*ours_examples))
-        theirs_ms = compat.time_subgraph_choice(decomposed, theirs_examples, time_on_gpu)
+        ours_ms, theirs_ms = _time_fairly(lambda: self.traced(*ours_examples),
+                                          lambda timer: compat.time_subgraph_choice(decomposed, theirs_examples, timer))
         pick = "ours" if ours_ms <= theirs_ms else "inductor"
         counters["inductor"][f"woq_mm_{short}_autotune_{pick}"] += 1
         log.info("woq_mm_%s M=%d N=%d K=%d: ours %.4f ms, Inductor's decomposition %.4f ms -> %s",
@@ -179,24 +180,39 @@ def _flat(x: torch.Tensor, k: int) -> torch.Tensor:
         return x.reshape(-1, k)
 
 
-def time_on_gpu(fn: Callable[[], Any], replays: int = 20) -> float:
+def _time_fairly(ours: Callable[[], Any], theirs_with: Callable[[Callable], float]) -> tuple[float, float]:
+    """(ours ms, theirs ms), both timed the same way: as CUDA-graph replays, or, when either
+    side cannot be captured, both as plain back-to-back calls (a captured side against an
+    uncaptured one would compare kernel time with host launch cost)."""
+    ours_ms = time_on_gpu(ours)
+    theirs_ms = theirs_with(time_on_gpu)
+    if ours_ms is not None and theirs_ms is not None:
+        return ours_ms, theirs_ms
+    plain = functools.partial(time_on_gpu, capture=False)
+    return plain(ours), theirs_with(plain)
+
+
+def time_on_gpu(fn: Callable[[], Any], replays: int = 20, capture: bool = True) -> Optional[float]:
     """Milliseconds per call of ``fn``, replayed from a CUDA graph of ``replays`` calls so that
-    host launch cost is not counted (plain back-to-back calls where capture fails)."""
+    host launch cost is not counted; None when ``fn`` cannot be captured. With
+    ``capture=False``, plain back-to-back calls."""
     with _no_fake_mode():
         torch.cuda.synchronize()
         fn()  # compile and warm up
         torch.cuda.synchronize()
-        try:
-            stream = torch.cuda.Stream()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
-                for _ in range(replays):
-                    fn()
+        if capture:
+            try:
+                stream = torch.cuda.Stream()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+                    for _ in range(replays):
+                        fn()
+            except Exception as error:
+                log.info("woq_mm autotune: CUDA graph capture failed (%s)", error)
+                torch.cuda.synchronize()
+                return None
             run = graph.replay
-        except Exception as error:  # a callable that cannot be captured is timed as is
-            log.info("woq_mm autotune: CUDA graph capture failed (%s); timing plain calls", error)
-            torch.cuda.synchronize()
-
+        else:
             def run() -> None:
                 for _ in range(replays):
                     fn()

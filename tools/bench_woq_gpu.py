@@ -63,7 +63,7 @@ INT4_GROUP = 128
 NF4_BLOCK = 64
 ROTATION_BYTES = 256 * 2**20  # weight bytes cycled through per timing: 5x the H100's L2
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-TUNE_M_VALUES = (1, 16, 64, 256)  # the M buckets of impl.kernels.common.m_bucket (M = 1: int8 only)
+TUNE_M_VALUES = (1, 16, 64, 256)  # the M buckets of impl.kernels.common.m_bucket
 SCHEME_OPTIONS = {"int8": {}, "int4": {"group_size": INT4_GROUP}, "nf4": {"block_size": NF4_BLOCK}}  # quantize_linear_
 
 
@@ -771,7 +771,7 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
     def make(bm, bn, bk, warps, stages, **kw):
         return KernelConfig(bm, bn, min(bk, group or bk), num_warps=warps, num_stages=stages, **kw)
 
-    if M == 1:  # int8 only: the CUDA-core GEMV kernel against the tensor-core tiles
+    if M == 1 and scheme == "int8":  # the CUDA-core GEMV kernel against the tensor-core tiles
         gemv = [(16, 512, 4, 1), (32, 512, 8, 1), (16, 1024, 8, 1), (8, 1024, 4, 1), (32, 256, 4, 1),
                 (64, 256, 8, 1), (16, 512, 4, 3), (32, 512, 8, 3)]
         return ([make(1, bn, bk, w, st) for bn, bk, w, st in gemv]
@@ -781,9 +781,11 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
             shapes = [(32, 256, 4, 4), (64, 256, 4, 4), (64, 256, 8, 4), (128, 128, 4, 4), (128, 256, 8, 3),
                       (32, 512, 4, 3), (64, 512, 8, 3), (64, 128, 4, 8)]
             return [make(16, bn, bk, w, st) for bn, bk, w, st in shapes]
-        shapes = [(64, 128, 4, 4), (128, 128, 4, 4), (128, 128, 8, 3), (64, 128, 8, 4), (64, 64, 4, 8),
-                  (128, 64, 8, 6)]
-        configs = [make(16, bn, bk, w, st, scale_after_dot=sad) for bn, bk, w, st in shapes for sad in (True, False)]
+        # 4-bit decode: the tile's width, the pipeline's depth and where the scale goes decide
+        # how many weight bytes are in flight per SM (the H200 needs ~1.4x the H100's).
+        configs = [make(16, bn, bk, 8 if bn == 256 else 4, st, scale_after_dot=sad)
+                   for bn in (64, 128, 256) for bk in (64, 128) for st in (3, 5, 8) for sad in (True, False)]
+        configs = list(dict.fromkeys(configs))  # nf4's block of 64 caps bk: half the list repeats
         return configs + [make(16, 64, 128, 4, 4, scale_after_dot=False, decode="bits")] if scheme == "int4" else configs
     if M <= 64:
         shapes = [(64, 64, 128, 4, 4), (64, 128, 128, 4, 4), (32, 128, 128, 4, 4), (64, 128, 64, 4, 5),
@@ -809,7 +811,8 @@ def with_split_choices(config, problem: Problem, sms: int) -> list:
     auto = choose_split_k(tiles, k_steps, sms)
     double = choose_split_k(tiles, k_steps, 2 * sms, max_split=16)
     # Small M: one wave of programs already streams too little, so try splitting further.
-    splits = {auto, double} if problem.M <= 16 else {1, auto}
+    quadruple = choose_split_k(tiles, k_steps, 4 * sms, max_split=32)
+    splits = {auto, double, quadruple} if problem.M <= 16 else {1, auto}
     return [dataclasses.replace(config, split_k=s) for s in sorted(splits)]
 
 
@@ -821,11 +824,10 @@ def tune(args) -> dict:
     print(f"device: {torch.cuda.get_device_name(device)}; copy bandwidth {copy_gbs:.0f} GB/s", flush=True)
     plan = []
     for scheme in args.schemes.split(","):
-        kn_shapes = QUICK_KN_SHAPES if args.quick else KN_SHAPES
+        kn_shapes = parse_kn(args.kn) if args.kn else (QUICK_KN_SHAPES if args.quick else KN_SHAPES)
+        m_values = tuple(int(m) for m in args.m.split(",")) if args.m else TUNE_M_VALUES
         for (K, N) in kn_shapes:
-            for M in TUNE_M_VALUES:
-                if M == 1 and scheme != "int8":
-                    continue
+            for M in m_values:
                 problem = Problem(scheme, M, N, K, dtype)
                 for base in tune_candidates(scheme, M, problem.group):
                     for config in with_split_choices(base, problem, sms):

@@ -903,7 +903,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timer", default="events", choices=("events", "do_bench"),
                         help="events: CUDA events after a GPU spin (default); do_bench: triton's, with its L2 flush")
     parser.add_argument("--configs", default="",
-                        help="tuned-config JSON for our kernels (default: impl/kernels/tuned_configs_h100.json)")
+                        help="tuned-config JSON for our kernels (default: the GPU's own, impl/kernels/tuned_configs_<gpu>.json)")
     args = parser.parse_args(argv)
     TIMER["name"] = args.timer
     if args.configs:

@@ -6,7 +6,7 @@
 #   tools/gpu_run.sh bench ARGS kernel tests + benchmark with extra bench_woq_gpu ARGS
 #   tools/gpu_run.sh tune ARGS  kernel tests + config sweep (tune_woq.json, tuned_configs.json)
 #   tools/gpu_run.sh all ARGS   kernel tests + sweep + benchmark with the configs just tuned
-#                               (commit $OUT/tuned_configs.json as impl/kernels/tuned_configs_h100.json)
+#                               (commit $OUT/tuned_configs.json as impl/kernels/tuned_configs_<gpu>.json)
 #   tools/gpu_run.sh tests      kernel tests only
 #   tools/gpu_run.sh matrix     the session's one call: the op tests and kernel tests on CUDA,
 #                               then every suite's cuda matrix (existing cuda goldens compared,

@@ -418,10 +418,18 @@ def choose_split_k(tiles: int, k_steps: int, sms: int, max_split: int = 8, min_s
     return split
 
 
-# Configs measured fastest on an H100 per (scheme, M bucket, N, K), written by
+# Configs measured fastest per (scheme, M bucket, N, K) on one GPU kind, written by
 # ``python -m tools.bench_woq_gpu --tune``; IMPL_WOQ_TUNED_CONFIGS points at another file.
-TUNED_CONFIGS_FILE = Path(__file__).with_name("tuned_configs_h100.json")
+# A Hopper GPU with no table of its own (an H800, say) takes the H100's.
+TUNED_CONFIGS_FILES = {"H200": Path(__file__).with_name("tuned_configs_h200.json"),
+                       "H100": Path(__file__).with_name("tuned_configs_h100.json")}
 TUNED_CONFIGS_ENV = "IMPL_WOQ_TUNED_CONFIGS"
+
+
+@functools.lru_cache(maxsize=None)
+def tuned_configs_file(device_name: str) -> Path:
+    """The table for a GPU named ``device_name`` (torch.cuda.get_device_name)."""
+    return next((path for kind, path in TUNED_CONFIGS_FILES.items() if kind in device_name), TUNED_CONFIGS_FILES["H100"])
 M_BUCKETS = (1, 16, 64, 256)
 
 
@@ -447,7 +455,8 @@ def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, bloc
     the closest N * K in its bucket, split-K recomputed for its own tile count."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
         return None
-    table = _load_tuned_configs(os.environ.get(TUNED_CONFIGS_ENV, str(TUNED_CONFIGS_FILE)))
+    default_table = tuned_configs_file(torch.cuda.get_device_name(device))
+    table = _load_tuned_configs(os.environ.get(TUNED_CONFIGS_ENV, str(default_table)))
     bucket = m_bucket(M)
     if bucket == 1 and not any(key.startswith(f"{scheme}/1/") for key in table):
         bucket = 16

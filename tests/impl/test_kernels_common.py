@@ -140,3 +140,18 @@ def test_activation_checks_name_the_problem():
         common.check_activation(torch.zeros(0, 64, dtype=torch.float16), weight_k, "op")
     with pytest.raises(ValueError, match="unit stride along K"):
         common.check_activation(torch.zeros(64, 2, dtype=torch.float16).T, weight_k, "op")
+
+
+@pytest.mark.parametrize("name, table", [("NVIDIA H200", "tuned_configs_h200.json"),
+                                         ("NVIDIA H100 80GB HBM3", "tuned_configs_h100.json"),
+                                         ("NVIDIA H800", "tuned_configs_h100.json")])
+def test_each_gpu_kind_reads_its_own_tuned_table(name, table):
+    path = common.tuned_configs_file(name)
+    assert path.name == table
+    configs = common._load_tuned_configs(str(path))
+    assert configs and all(isinstance(c, common.KernelConfig) for c in configs.values())
+    # every decode shape of issue 12 has an entry of its own on the H200, M = 1 included
+    if "H200" in name:
+        for scheme in ("int8", "int4", "nf4"):
+            for key in (f"{scheme}/1/8192/8192", f"{scheme}/16/28672/8192"):
+                assert key in configs

@@ -470,16 +470,22 @@ def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, bloc
         if not candidates:
             return None
         base = min(candidates)[2]
-        tiles = triton.cdiv(M, base.block_m) * triton.cdiv(N, base.block_n)
-        config = dataclasses.replace(base, split_k=choose_split_k(tiles, triton.cdiv(K, base.block_k), sm_count(device)))
+        tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
+        config = dataclasses.replace(base, split_k=choose_split_k(tiles, ceil_div(K, base.block_k), sm_count(device)))
     if block_k_limit is not None and config.block_k > block_k_limit:
         config = dataclasses.replace(config, block_k=block_k_limit)
     return config
 
 
+def ceil_div(a: int, b: int) -> int:
+    """ceil(a / b) on the host (ints or SymInts). triton.cdiv is a constexpr function whose
+    call costs microseconds, and the launchers call this several times per launch."""
+    return -(-a // b)
+
+
 def grid_for(M: int, N: int, config: KernelConfig) -> tuple[int, int]:
     """(output tiles, SPLIT_K)."""
-    return triton.cdiv(M, config.block_m) * triton.cdiv(N, config.block_n), config.split_k
+    return ceil_div(M, config.block_m) * ceil_div(N, config.block_n), config.split_k
 
 
 class SplitKScratch:

@@ -29,6 +29,7 @@ from impl.kernels.common import (
     SplitKScratch,
     biased_nibbles,
     biased_nibbles_prmt,
+    ceil_div,
     check_activation,
     check_device,
     check_tensor,
@@ -48,6 +49,7 @@ from impl.kernels.common import (
     upcast_dot,
     zeros_f32,
 )
+from impl.kernels.launch import CachedLauncher
 
 OP = "woq_mm_int4"
 GROUP_SIZES = (32, 64, 128)
@@ -152,6 +154,9 @@ def woq_mm_int4_kernel(
 
 # ---------------------------------------------------------------------------- launcher
 
+# The eager launcher's path to the kernel: Triton's binding once per specialization.
+_CACHED_LAUNCHER = CachedLauncher(woq_mm_int4_kernel)
+
 
 @functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, group_size: int, device: torch.device) -> KernelConfig:
@@ -172,8 +177,8 @@ def choose_config(M: int, N: int, K: int, group_size: int, device: torch.device)
         base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
                             scale_after_dot=False)
     block_k = min(base.block_k, group_size)
-    tiles = triton.cdiv(M, base.block_m) * triton.cdiv(N, base.block_n)
-    split_k = choose_split_k(tiles, triton.cdiv(K, block_k), sm_count(device))
+    tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
+    split_k = choose_split_k(tiles, ceil_div(K, block_k), sm_count(device))
     return KernelConfig(**{**base.__dict__, "block_k": block_k, "split_k": split_k})
 
 
@@ -184,7 +189,7 @@ def check_int4_weight(x, qweight, scale, zero, group_size: int) -> tuple[int, in
     if qweight.dim() != 2:
         raise ValueError(f"{OP}: qweight must be 2-D (N, K_pad // 2); got shape {tuple(qweight.shape)}")
     N, K = qweight.shape[0], x.shape[-1]
-    K_pad = triton.cdiv(K, group_size) * group_size
+    K_pad = ceil_div(K, group_size) * group_size
     check_activation(x, K, OP)
     check_tensor(qweight, "qweight", (N, K_pad // 2), torch.uint8, x.device, OP)
     check_tensor(scale, "scale", (N, K_pad // group_size), torch.float32, x.device, OP)
@@ -201,7 +206,7 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
         raise ValueError(f"{OP}: config.block_k {config.block_k} must divide group_size {group_size}")
     # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
     decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
-    kernel = woq_mm_int4_kernel if kernel is None else kernel
+    kernel = _CACHED_LAUNCHER if kernel is None else kernel
     kernel[grid_for(M, N, config)](
         x, qweight, scale, zero, pair_table, out, partial, tile_counter,
         M, N, K,

@@ -20,6 +20,7 @@ from impl.kernels.common import (
     KernelConfig,
     SplitKScratch,
     _add,
+    ceil_div,
     check_activation,
     check_device,
     check_tensor,
@@ -35,6 +36,7 @@ from impl.kernels.common import (
     upcast_dot,
     zeros_f32,
 )
+from impl.kernels.launch import CachedLauncher
 
 OP = "woq_mm_int8"
 
@@ -126,6 +128,9 @@ def woq_mm_int8_kernel(
 
 # ---------------------------------------------------------------------------- launcher
 
+# The eager launcher's path to the kernel: Triton's binding once per specialization.
+_CACHED_LAUNCHER = CachedLauncher(woq_mm_int8_kernel)
+
 
 @functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, device: torch.device) -> KernelConfig:
@@ -143,8 +148,8 @@ def choose_config(M: int, N: int, K: int, device: torch.device) -> KernelConfig:
         base = KernelConfig(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=4)
     else:
         base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=4)
-    tiles = triton.cdiv(M, base.block_m) * triton.cdiv(N, base.block_n)
-    split_k = choose_split_k(tiles, triton.cdiv(K, base.block_k), sm_count(device))
+    tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
+    split_k = choose_split_k(tiles, ceil_div(K, base.block_k), sm_count(device))
     return KernelConfig(**{**base.__dict__, "split_k": split_k})
 
 
@@ -153,7 +158,7 @@ def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: Ke
     the torch.library.triton_op, which passes ``wrap_triton(woq_mm_int8_kernel)``)."""
     M, K = x.shape
     N = qweight.shape[0]
-    kernel = woq_mm_int8_kernel if kernel is None else kernel
+    kernel = _CACHED_LAUNCHER if kernel is None else kernel
     kernel[grid_for(M, N, config)](
         x, qweight, scale, out, partial, tile_counter,
         M, N, K,

@@ -29,6 +29,7 @@ from impl.kernels import interpreter_active
 from impl.kernels.common import (
     KernelConfig,
     SplitKScratch,
+    ceil_div,
     check_activation,
     check_device,
     check_tensor,
@@ -49,6 +50,7 @@ from impl.kernels.common import (
     upcast_dot,
     zeros_f32,
 )
+from impl.kernels.launch import CachedLauncher
 from impl.schemes.nf4 import DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table: one definition
 
 OP = "woq_mm_nf4"
@@ -149,6 +151,9 @@ def woq_mm_nf4_kernel(
 
 # ---------------------------------------------------------------------------- launcher
 
+# The eager launcher's path to the kernel: Triton's binding once per specialization.
+_CACHED_LAUNCHER = CachedLauncher(woq_mm_nf4_kernel)
+
 
 @functools.lru_cache(maxsize=1024)
 def choose_config(M: int, N: int, K: int, block_size: int, device: torch.device) -> KernelConfig:
@@ -169,8 +174,8 @@ def choose_config(M: int, N: int, K: int, block_size: int, device: torch.device)
         base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
                             scale_after_dot=False)
     block_k = min(base.block_k, block_size)
-    tiles = triton.cdiv(M, base.block_m) * triton.cdiv(N, base.block_n)
-    split_k = choose_split_k(tiles, triton.cdiv(K, block_k), sm_count(device))
+    tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
+    split_k = choose_split_k(tiles, ceil_div(K, block_k), sm_count(device))
     return KernelConfig(**{**base.__dict__, "block_k": block_k, "split_k": split_k})
 
 
@@ -182,7 +187,7 @@ def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, abs
     if qweight.dim() != 2:
         raise ValueError(f"{OP}: qweight must be 2-D (N, K_pad // 2); got shape {tuple(qweight.shape)}")
     N, K = qweight.shape[0], x.shape[-1]
-    K_pad = triton.cdiv(K, block_size) * block_size
+    K_pad = ceil_div(K, block_size) * block_size
     check_activation(x, K, OP)
     check_tensor(qweight, "qweight", (N, K_pad // 2), torch.uint8, x.device, OP)
     double_quant = absmax_scale is not None or absmax_offset is not None
@@ -191,7 +196,7 @@ def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, abs
             raise ValueError(f"{OP}: double-quantized absmax needs both absmax_scale and absmax_offset")
         flat_blocks = N * (K_pad // block_size)
         check_tensor(absmax, "absmax (codes)", (N, K_pad // block_size), torch.uint8, x.device, OP)
-        check_tensor(absmax_scale, "absmax_scale", (triton.cdiv(flat_blocks, ABSMAX_DOUBLE_QUANT_BLOCK),),
+        check_tensor(absmax_scale, "absmax_scale", (ceil_div(flat_blocks, ABSMAX_DOUBLE_QUANT_BLOCK),),
                      torch.float32, x.device, OP)
         check_tensor(absmax_offset, "absmax_offset", (), torch.float32, x.device, OP)
     else:
@@ -215,7 +220,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         absmax_scale = absmax_offset = absmax
     # The interpreter cannot run inline PTX; the table gather computes the same values.
     decode = "table" if interpreter_active() else config.decode
-    kernel = woq_mm_nf4_kernel if kernel is None else kernel
+    kernel = _CACHED_LAUNCHER if kernel is None else kernel
     kernel[grid_for(M, N, config)](
         x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
         M, N, K, absmax.shape[1],

@@ -133,8 +133,9 @@ def subgraph_choice(name: str, input_nodes: list, layout: Any, fn: Callable[...,
         )
 
 
-def time_subgraph_choice(choice: Any, example_inputs: list, timer: Callable[[Callable[[], Any]], float]) -> float:
-    """``timer`` applied to one call of a subgraph choice's compiled module on real inputs.
+def time_subgraph_choice(choice: Any, input_sets: list[list], timer: Callable[[list[Callable[[], Any]]], float]) -> float:
+    """``timer`` applied to calls of a subgraph choice's compiled module, one per set of real
+    inputs (copies of the weights, which the timer takes in turn).
 
     Both 2.11 and 2.13 compile the choice with ``_compile_for_benchmarking()`` (under the
     lowering's fake mode) and call ``module.call([*sym_input_values, *inputs])``; their own
@@ -144,7 +145,7 @@ def time_subgraph_choice(choice: Any, example_inputs: list, timer: Callable[[Cal
         choice._compiled_module = choice._compile_for_benchmarking()
     call = choice._compiled_module.call
     symbols = list(getattr(choice, "sym_input_values", []))
-    return timer(lambda: call([*symbols, *example_inputs]))
+    return timer([functools.partial(lambda inputs: call([*symbols, *inputs]), inputs) for inputs in input_sets])
 
 
 def select_algorithm(name: str, choices: list, input_nodes: list, layout: Any) -> Any:

@@ -42,31 +42,49 @@ SHORT = {"int8_weight_only": "int8", "int4_weight_only": "int4", "nf4": "nf4"}
 BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}
 
 
-def _launch(name: str, x: torch.Tensor, bias: Optional[torch.Tensor], *weight_args: Any) -> torch.Tensor:
-    """woq_mm._through_triton with the kernel's body in place of its triton_op (traced, not called)."""
+def _traced_body(name: str) -> Callable[..., torch.Tensor]:
     from . import triton as triton_lowerings
 
+    return triton_lowerings.BODIES[name]
+
+
+def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
+    """The eager launcher with the traced body's signature. For timing only: its decode
+    tables are cached per device (compiled code computes them in one small fused kernel),
+    so the contest times the kernel, not a dozen unfused table ops."""
+    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+
+    if name == "nf4":  # the kernel's cost does not depend on which 16 levels it decodes
+        return lambda x, q, absmax, block_size, levels: woq_mm_nf4.woq_mm_nf4(x, q, absmax, block_size)
+    return {"int8": woq_mm_int8.woq_mm_int8, "int4": woq_mm_int4.woq_mm_int4}[name]
+
+
+def _launch(body: Callable[..., torch.Tensor], x: torch.Tensor, bias: Optional[torch.Tensor],
+            *weight_args: Any) -> torch.Tensor:
+    """woq_mm._through_triton with ``body`` (the kernel's traced body) in place of its triton_op."""
     flat = x.reshape(-1, x.shape[-1]).contiguous()
-    y = triton_lowerings.BODIES[name](flat, *weight_args)
+    y = body(flat, *weight_args)
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
-def kernel_call(scheme: str, fx_args: list) -> tuple[list[int], Callable[..., torch.Tensor]]:
-    """(positions of the op's tensor operands the launch takes, the launch as a function of them)."""
+def kernel_call(scheme: str, fx_args: list, body_of: Callable[[str], Callable] = _traced_body,
+                ) -> tuple[list[int], Callable[..., torch.Tensor]]:
+    """(positions of the op's tensor operands the launch takes, the launch as a function of
+    them). ``body_of``: the kernel's traced body (lowering) or its eager launcher (timing)."""
     if scheme == "int8_weight_only":
-        return [0, 1, 2, 3], lambda x, q, s, b: _launch("int8", x, b, q.contiguous(), s.contiguous())
+        return [0, 1, 2, 3], lambda x, q, s, b: _launch(body_of("int8"), x, b, q.contiguous(), s.contiguous())
     if scheme == "int4_weight_only":
         group_size = fx_args[5]
         return [0, 1, 2, 3, 4], lambda x, q, s, z, b: _launch(
-            "int4", x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size
+            body_of("int4"), x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size
         )
     block_size = fx_args[7]
 
     def nf4(x, q, absmax, levels, absmax_scale, absmax_offset, b):
         float_absmax = woq_mm.decode_absmax(absmax, absmax_scale, absmax_offset).contiguous()
-        return _launch("nf4", x, b, q.contiguous(), float_absmax, block_size, levels.contiguous())
+        return _launch(body_of("nf4"), x, b, q.contiguous(), float_absmax, block_size, levels.contiguous())
 
     return [0, 1, 2, 3, 4, 5, 6], nf4
 
@@ -86,17 +104,20 @@ def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
     inputs = [args[i] for i in present]
     fakes = [fake_value(fx_args[i]) for i in present]
 
-    def traced(*tensors: torch.Tensor) -> torch.Tensor:
-        call_args = {i: None for i in positions}
-        call_args.update(zip(present, tensors))
-        return fn(*(call_args[i] for i in positions))
+    def call_with(launch: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def call(*tensors: torch.Tensor) -> torch.Tensor:
+            call_args = {i: None for i in positions}
+            call_args.update(zip(present, tensors))
+            return launch(*(call_args[i] for i in positions))
+        return call
 
     def ours() -> Any:
-        return inline_decomposition(traced, inputs, fakes, eliminate_dead_code=False)
+        return inline_decomposition(call_with(fn), inputs, fakes, eliminate_dead_code=False)
 
     if not max_autotune():
         return ours()
-    return _Contest(scheme, args, fx_args, present, fakes, traced, ours).winner()
+    timed = call_with(kernel_call(scheme, fx_args, body_of=_eager_kernel)[1])
+    return _Contest(scheme, args, fx_args, present, fakes, timed, ours).winner()
 
 
 # --------------------------------------------------------------------------- max-autotune
@@ -110,8 +131,8 @@ class _Contest:
     bias add and the leading dims are applied outside, to whichever wins.
     """
 
-    def __init__(self, scheme, args, fx_args, present, fakes, traced, ours) -> None:
-        self.scheme, self.args, self.ours, self.traced = scheme, args, ours, traced
+    def __init__(self, scheme, args, fx_args, present, fakes, timed_kernel, ours) -> None:
+        self.scheme, self.args, self.ours, self.timed_kernel = scheme, args, ours, timed_kernel
         x = fakes[0]
         self.k, self.n = int(x.shape[-1]), int(fake_value(fx_args[1]).shape[0])
         bias_at = BIAS_INDEX[scheme]
@@ -141,11 +162,18 @@ class _Contest:
         decomposed = compat.subgraph_choice(f"impl_woq_mm_{short}_decomposed", self.choice_inputs, layout, self.dense)
         if decomposed is None:
             return self.ours()
+        # Decode reads each weight once from HBM: both sides cycle through enough copies of
+        # the weights that none is still in L2 when its turn comes (one 8192 x 8192 int4
+        # weight fits in an H200's 60 MB L2, where Inductor's decomposition looks faster
+        # than it is).
+        copies = copies_past_l2(sum(f.numel() * f.element_size() for f in self.choice_fakes[1:]),
+                                self.choice_fakes[0].device)
         with _no_fake_mode():
-            ours_examples = self._examples(self.ours_fakes)
-            theirs_examples = self._examples(self.choice_fakes)
-        ours_ms, theirs_ms = _time_fairly(lambda: self.traced(*ours_examples),
-                                          lambda timer: compat.time_subgraph_choice(decomposed, theirs_examples, timer))
+            ours_sets = [self._examples(self.ours_fakes) for _ in range(copies)]
+            theirs_sets = [self._examples(self.choice_fakes) for _ in range(copies)]
+        ours_calls = [functools.partial(self.timed_kernel, *examples) for examples in ours_sets]
+        ours_ms, theirs_ms = _time_fairly(ours_calls,
+                                          lambda timer: compat.time_subgraph_choice(decomposed, theirs_sets, timer))
         pick = "ours" if ours_ms <= theirs_ms else "inductor"
         counters["inductor"][f"woq_mm_{short}_autotune_{pick}"] += 1
         log.info("woq_mm_%s M=%d N=%d K=%d: ours %.4f ms, Inductor's decomposition %.4f ms -> %s",
@@ -180,7 +208,14 @@ def _flat(x: torch.Tensor, k: int) -> torch.Tensor:
         return x.reshape(-1, k)
 
 
-def _time_fairly(ours: Callable[[], Any], theirs_with: Callable[[Callable], float]) -> tuple[float, float]:
+def copies_past_l2(weight_bytes: int, device: torch.device, max_copies: int = 8) -> int:
+    """Copies of a weight of ``weight_bytes`` to cycle through so that together they are
+    twice the device's L2 (at least 1, at most ``max_copies``)."""
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) if device.type == "cuda" else 0
+    return max(1, min(max_copies, -(-2 * l2 // max(weight_bytes, 1))))
+
+
+def _time_fairly(ours: list[Callable[[], Any]], theirs_with: Callable[[Callable], float]) -> tuple[float, float]:
     """(ours ms, theirs ms), both timed the same way: as CUDA-graph replays, or, when either
     side cannot be captured, both as plain back-to-back calls (a captured side against an
     uncaptured one would compare kernel time with host launch cost)."""
@@ -192,30 +227,33 @@ def _time_fairly(ours: Callable[[], Any], theirs_with: Callable[[Callable], floa
     return plain(ours), theirs_with(plain)
 
 
-def time_on_gpu(fn: Callable[[], Any], replays: int = 20, capture: bool = True) -> Optional[float]:
-    """Milliseconds per call of ``fn``, replayed from a CUDA graph of ``replays`` calls so that
-    host launch cost is not counted; None when ``fn`` cannot be captured. With
-    ``capture=False``, plain back-to-back calls."""
+def time_on_gpu(fns: list[Callable[[], Any]], replays: int = 24, capture: bool = True) -> Optional[float]:
+    """Milliseconds per call of ``fns`` taken in turn (one call each on its own copy of the
+    inputs), replayed from a CUDA graph of ``replays`` calls so that host launch cost is not
+    counted; None when a call cannot be captured. With ``capture=False``, plain back-to-back
+    calls."""
+    def calls() -> None:
+        for i in range(replays):
+            fns[i % len(fns)]()
+
     with _no_fake_mode():
         torch.cuda.synchronize()
-        fn()  # compile and warm up
+        for fn in fns:  # compile and warm up
+            fn()
         torch.cuda.synchronize()
         if capture:
             try:
                 stream = torch.cuda.Stream()
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
-                    for _ in range(replays):
-                        fn()
+                    calls()
             except Exception as error:
                 log.info("woq_mm autotune: CUDA graph capture failed (%s)", error)
                 torch.cuda.synchronize()
                 return None
             run = graph.replay
         else:
-            def run() -> None:
-                for _ in range(replays):
-                    fn()
+            run = calls
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         run()
         times = []

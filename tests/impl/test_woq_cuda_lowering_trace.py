@@ -67,3 +67,17 @@ def test_dead_code_elimination_would_drop_the_launch():
     """What the lowering did before: the trace keeps only the output's allocation."""
     for scheme, targets in _trace(eliminate_dead_code=True).items():
         assert "triton_kernel_wrapper_mutation" not in targets, (scheme, targets)
+
+
+def test_contest_weights_are_copied_past_l2(monkeypatch):
+    """copies_past_l2: copies of a weight that together are twice the GPU's L2."""
+    import torch
+
+    from impl.lowerings import woq_mm_cuda
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: type("P", (), {"L2_cache_size": 60 << 20}))
+    cuda = torch.device("cuda")
+    assert woq_mm_cuda.copies_past_l2(32 << 20, cuda) == 4      # 8192 x 8192 int4
+    assert woq_mm_cuda.copies_past_l2(235 << 20, cuda) == 1     # 28672 x 8192 int8: past L2 already
+    assert woq_mm_cuda.copies_past_l2(1 << 20, cuda) == 8       # capped
+    assert woq_mm_cuda.copies_past_l2(1 << 20, torch.device("cpu")) == 1

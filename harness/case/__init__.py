@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import pytest
 import yaml
 
-from . import filecheck, programs
-from .dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
-from .inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
+from .. import filecheck, programs
+from ..dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
+from ..inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
 
 BACKENDS = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
 DEVICES = ("cpu", "cuda", "xpu", "mps")
@@ -685,7 +685,7 @@ def _parse_case(name: str, body: YamlMap, at: _At, path: Path, display: str) -> 
     timeout = None if body.get("timeout") is None else _require_number(body["timeout"], sub("timeout"), minimum=0.001)
     fuzz = None
     if "fuzz" in body:
-        from .fuzz import parse_fuzz  # imports this module
+        from ..fuzz import parse_fuzz  # imports this module
 
         fuzz = parse_fuzz(body["fuzz"], sub("fuzz"), inputs)
         if checks.perf is not None:
@@ -868,7 +868,7 @@ def _parse_tolerance_fields(mapping: YamlMap, at: _At) -> dict[str, float]:
 
 
 def _parse_tolerances(value: Any, at: _At, dtypes: Sequence[str]) -> tuple[tuple[str, Tolerance], ...]:
-    from .dtypes import DEFAULT_TOLERANCES
+    from ..dtypes import DEFAULT_TOLERANCES
 
     common: dict[str, float] = {}
     per_dtype: dict[str, dict[str, float]] = {}

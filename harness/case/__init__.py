@@ -29,6 +29,7 @@ import yaml
 
 from .. import filecheck, programs
 from ..dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
+from ..portable import Tolerance
 from ..inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
 
 BACKENDS = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
@@ -275,26 +276,6 @@ class Matrix:
     backends: tuple[str, ...]
     devices: tuple[str, ...]
     dtypes: tuple[str, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """How close is close enough for floating outputs of one dtype.
-
-    ``atol``/``rtol``: elementwise, as torch.testing.assert_close. ``min_sqnr_db``: signal to
-    quantization-noise ratio of actual vs expected must reach this. ``quant_step`` with
-    ``max_step_error``: max |actual - expected| <= max_step_error * quant_step.
-    ``float64_factor``: the compiled result's max error against a float64 run of the same
-    program must be <= float64_factor x eager's (plus atol), i.e. compiling may not make
-    the numerics worse than eager by more than that factor.
-    """
-
-    atol: float
-    rtol: float
-    min_sqnr_db: Optional[float] = None
-    quant_step: Optional[float] = None
-    max_step_error: Optional[float] = None
-    float64_factor: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,9 @@ from .counters import check_counters, check_graphs
 from .dtypes import DTYPES
 from .filecheck import prefixes_for, run_filecheck
 from .matrix import MatrixCell
+from .portable import flatten_outputs
 from .programs import make_program
-from .run import CellRun, build_inputs, flatten_outputs
+from .run import CellRun, build_inputs
 
 
 def compare_with_eager(case: Case, cell: MatrixCell, run: CellRun, *, label: str, float64: bool = True) -> Comparison:

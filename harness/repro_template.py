@@ -21,7 +21,7 @@ import sys  # noqa: F401
 
 import torch
 
-from .portable import (  # a script has portable's source here instead
+from .portable import (  # in a script, portable's source stands before this file's instead
     BUILTIN_BUILDERS,
     DTYPES,
     InputSpec,

@@ -29,13 +29,13 @@ from .inputs import build_input
 from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
 from .matrix import MatrixCell
 # Running a program, naming its outputs, the float64 inputs, the pass chain and the
-# post-grad capture live where repro scripts can carry them (two names re-exported).
+# post-grad capture live where repro scripts can carry them (flatten_outputs re-exported).
 from .portable import (
     PostGradCapture,
     chain_passes,
     compile_program,
     deterministic_algorithms,
-    extract_kernel_sources,  # noqa: F401
+    extract_kernel_sources,
     flatten_outputs,  # noqa: F401
     run_program,
     upcast_to_float64,

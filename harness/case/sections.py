@@ -100,6 +100,8 @@ def _parse_when(value: Any, at: At) -> When:
 
 
 def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Case:
+    """One case's body, merged with the file's ``defaults:``, as a Case; ``at`` is where its name sits."""
+
     def sub(key: str) -> At:
         return at.key(body, key)
 

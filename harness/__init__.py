@@ -1,20 +1,39 @@
 """quantcheck's pytest plugin: YAML cases -> backend x device x dtype matrix -> run -> compare -> report.
 
-Module map, each importing only modules above it in this list:
+Module map, each importing only modules above it in this list (tests/harness/test_import_layers.py
+holds every module, and every import in it, at module level or in a function, to that):
 
-- ``project``    the project's settings: suite patterns, suites root, suite keys, golden dir
-- ``dtypes``     dtype names and aliases accepted in YAML
-- ``inputs``     input kinds (registry) and deterministic input construction
-- ``programs``   built-in programs and ``module:function`` resolution
-- ``filecheck``  LLVM FileCheck blocks with our diagnostics (and the directive check the loader runs)
-- ``case``       YAML -> frozen ``Case`` (validated, line numbers kept)
-- ``matrix``     ``Case`` -> ``MatrixCell`` list; device detection
-- ``run``        one cell: eager, float64, compiled; code, graphs and counters captured
-- ``compare``    tolerance model and numeric report
-- ``golden``     safetensors goldens with JSON sidecars, atomic locked writes
-- ``counters``   counter and graph-count expectations
-- ``checks``     the checks of one run (vs eager, counters and graphs, FileCheck): items, fuzz, bisect
-- ``report``     failure text and the session summary table
-- ``items``      ``CaseFile`` / ``CaseItem`` pytest nodes
-- ``plugin``     hooks and options only
+- ``portable``          what a repro script carries (torch and the standard library only): dtypes,
+                        inputs, built-in programs, running a program, tolerance numbers, golden sample
+- ``project``           the project's settings: suite patterns, suites root, suite keys, golden dir
+- ``dtypes``            dtype names and aliases accepted in YAML, default tolerances
+- ``programs``          the built-in programs' registry and ``module:function`` resolution
+- ``inputs``            input kinds (registry) and deterministic input construction
+- ``filecheck``         LLVM FileCheck blocks with our diagnostics (and the directive check the loader runs)
+- ``case.errors``       the one-line ``path:line: field: problem`` error of a suite file
+- ``case.yaml_lines``   YAML with line numbers; duplicate-key, alias-bomb and bad-key guards
+- ``case.model``        the frozen ``Case`` records (fuzz spec included) and the names they may hold
+- ``case.validators``   where a value sits; checks of single values
+- ``case.sections``     each part of a case's YAML -> its record
+- ``case``              YAML -> frozen ``Case`` (validated, line numbers kept): ``load_suite``
+- ``matrix``            ``Case`` -> ``MatrixCell`` list; device detection
+- ``kernel_asm``        PTX / SASS / register use of a cell's Triton kernels
+- ``run``               one cell: eager, float64, compiled; code, graphs and counters captured
+- ``compare``           tolerance model and numeric report
+- ``golden``            safetensors goldens with JSON sidecars, atomic locked writes
+- ``counters``          counter and graph-count expectations
+- ``checks``            the checks of one run (vs eager and float64, a fuzz reference, counters and
+                        graphs, FileCheck), for the items and bisect
+- ``fuzz``              a fuzz case's search: examples drawn, the first failure shrunk, the pinned case
+- ``perf``              the perf check: timers, perf goldens
+- ``report``            failure text and the session summary table
+- ``report_html``       ``--report``: the static HTML page and its pictures
+- ``repro_template``    the body of a repro script, after ``portable``'s source
+- ``repro``             a failing cell's standalone repro script
+- ``bisect``            ``--bisect``: where a failing cell's compiled result diverges
+- ``items``             ``CaseFile`` / ``CaseItem`` / ``FuzzItem`` pytest nodes
+- ``guard``             what surrounds each cell's run: deadline, crash record, torch state
+- ``diagnostics``       crashed cells, repro scripts, bisect and the HTML report, at session end
+- ``plugin``            hooks and options only
+- ``__main__``          ``python -m harness``: every suite, -n auto, the summary table
 """

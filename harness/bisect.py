@@ -40,8 +40,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from .case import Case, PassSpec
-from .checks import compare_with_eager
-from .compare import compare_outputs
+from .checks import compare_eager_with_float64, compare_with_eager
 from .matrix import MatrixCell
 from .run import run_cell
 
@@ -187,11 +186,8 @@ def _rerun_keeping_run(case: Case, cell: MatrixCell) -> tuple[Rerun, Optional[An
 
 def _eager_vs_float64(case: Case, cell: MatrixCell, run: Any) -> str:
     """When eager itself is off the float64 run of the program: one line saying so."""
-    if run is None or not run.float64:
-        return ""
-    reference = {n: t.to(run.eager[n].dtype) for n, t in run.float64.items() if n in run.eager}
-    comparison = compare_outputs(reference, run.eager, case.tolerance_for(cell.dtype), label="eager vs float64")
-    if comparison.ok:
+    comparison = None if run is None else compare_eager_with_float64(case, cell, run)
+    if comparison is None or comparison.ok:
         return ""
     return (
         f" Eager itself is off the program's float64 run (max abs error {comparison.max_abs:.3g}): "

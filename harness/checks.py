@@ -1,21 +1,27 @@
-"""The checks of one cell's run, written once: compiled vs eager, counters and graphs, FileCheck.
+"""The checks of one cell's run, written once: compiled vs eager (and float64), a fuzz case's
+reference, counters and graphs, FileCheck.
 
-``CaseItem`` (items.py), the fuzz item (fuzz.py) and ``--bisect`` (bisect.py) all judge a
-run through these, so a cell, each fuzz example of it and each bisect rerun are held to
-the same rules. Each returns report sections (empty: the check passed); goldens stay with
-the item (they need the session's golden directory and write mode).
+``CaseItem`` and ``FuzzItem`` (items.py) and ``--bisect`` (bisect.py) all judge a run
+through these, so a cell, each fuzz example of it and each bisect rerun are held to the
+same rules. Each returns comparisons or report sections (empty: the check passed);
+goldens stay with the item (they need the session's golden directory and write mode).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Optional
+
+import torch
 
 from .case import Case
 from .compare import Comparison, compare_outputs
 from .counters import check_counters, check_graphs
+from .dtypes import DTYPES
 from .filecheck import prefixes_for, run_filecheck
 from .matrix import MatrixCell
-from .run import CellRun
+from .portable import flatten_outputs
+from .programs import make_program
+from .run import CellRun, build_inputs
 
 
 def compare_with_eager(case: Case, cell: MatrixCell, run: CellRun, *, label: str, float64: bool = True) -> Comparison:
@@ -25,6 +31,35 @@ def compare_with_eager(case: Case, cell: MatrixCell, run: CellRun, *, label: str
         run.eager, run.compiled, case.tolerance_for(cell.dtype), label=label,
         float64=run.float64 if float64 else None, eager=run.eager if float64 else None,
     )
+
+
+def compare_eager_with_float64(case: Case, cell: MatrixCell, run: CellRun) -> Optional[Comparison]:
+    """Eager against the program's float64 run (cast back to eager's dtypes), within the
+    case's tolerance; None when the run has no float64 outputs."""
+    if not run.float64:
+        return None
+    reference = {n: t.to(run.eager[n].dtype) for n, t in run.float64.items() if n in run.eager}
+    return compare_outputs(reference, run.eager, case.tolerance_for(cell.dtype), label="eager vs float64")
+
+
+def compare_with_reference(case: Case, cell: MatrixCell, run: CellRun, reference: str) -> list[Comparison]:
+    """Eager's and the compiled outputs against a fuzz case's reference ``module:function``."""
+    expected = reference_outputs(case, cell, reference, like=run.eager)
+    tolerance = case.tolerance_for(cell.dtype)
+    return [
+        compare_outputs(expected, actual, tolerance, label=f"{label} vs reference {reference}")
+        for label, actual in (("eager", run.eager), (f"compiled ({cell.backend})", run.compiled))
+    ]
+
+
+def reference_outputs(case: Case, cell: MatrixCell, reference: str, like: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The reference's outputs on fresh inputs, cast to the dtype and device of ``like``'s."""
+    fn = make_program(reference, dict(case.params))
+    outputs = flatten_outputs(fn(*build_inputs(case, cell.device, DTYPES[cell.dtype])))
+    return {
+        name: t.detach().to(device=like[name].device, dtype=like[name].dtype) if name in like else t.detach()
+        for name, t in outputs.items()
+    }
 
 
 def counter_sections(case: Case, cell: MatrixCell, run: CellRun) -> list[str]:

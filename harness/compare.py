@@ -26,20 +26,11 @@ from typing import Optional
 
 import torch
 
-from .case import Tolerance
+# The tolerance model's numbers (errors, SQNR, which checks an output fails) live where repro
+# scripts can carry them; this module turns them into the report (three names re-exported).
+from .portable import Tolerance, float_errors, is_inexact, judge_tensor, sqnr_db, unravel  # noqa: F401
 
 WORST_ROWS = 8
-
-
-@dataclasses.dataclass
-class TensorStats:
-    mismatched: int
-    numel: int
-    max_abs: float
-    max_abs_index: tuple[int, ...]
-    max_rel: float
-    max_rel_index: tuple[int, ...]
-    sqnr_db: float
 
 
 @dataclasses.dataclass
@@ -51,14 +42,6 @@ class Comparison:
     report: str  # empty when ok
     max_abs: float = 0.0
     max_rel: float = 0.0
-
-
-def _unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    index = []
-    for size in reversed(shape):
-        index.append(flat_index % size if size else 0)
-        flat_index //= size if size else 1
-    return tuple(reversed(index))
 
 
 def _fmt_index(index: tuple[int, ...]) -> str:
@@ -75,72 +58,6 @@ def _fmt(value: float) -> str:
     if math.isnan(value) or math.isinf(value):
         return str(value)
     return f"{value:.6g}"
-
-
-def is_inexact(tensor: torch.Tensor) -> bool:
-    """Floating or complex: compared within a tolerance (the rest compare exactly)."""
-    return tensor.is_floating_point() or tensor.is_complex()
-
-
-def _to_wide(tensor: torch.Tensor) -> torch.Tensor:
-    """float64 on the CPU, or complex128 for a complex tensor (a float64 cast drops the imaginary part)."""
-    return tensor.detach().to("cpu", torch.complex128 if tensor.is_complex() else torch.float64)
-
-
-def float_errors(expected: torch.Tensor, actual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(abs error, rel error) in float64 on the CPU; matching NaNs and same-signed infs count as 0.
-    For complex tensors the abs error is the modulus of the difference."""
-    wide = torch.complex128 if expected.is_complex() or actual.is_complex() else torch.float64
-    e = expected.detach().to("cpu", wide)
-    a = actual.detach().to("cpu", wide)
-    both_nan = torch.isnan(e) & torch.isnan(a)
-    same_inf = torch.isinf(e) & (e == a)
-    abs_err = (a - e).abs()
-    abs_err = torch.where(both_nan | same_inf, torch.zeros_like(abs_err), abs_err)
-    abs_err = torch.where(torch.isnan(abs_err), torch.full_like(abs_err, math.inf), abs_err)
-    rel_err = abs_err / e.abs()
-    rel_err = torch.where(abs_err == 0, torch.zeros_like(rel_err), rel_err)
-    return abs_err, rel_err
-
-
-def sqnr_db(expected: torch.Tensor, actual: torch.Tensor) -> float:
-    """Signal to noise ratio of ``actual`` as an approximation of ``expected``, in dB (inf when equal)."""
-    e = _to_wide(expected)
-    a = _to_wide(actual)
-    noise = (a - e).abs().pow(2).sum().item()
-    signal = e.abs().pow(2).sum().item()
-    if noise == 0:
-        return math.inf
-    if signal == 0 or math.isnan(noise):
-        return -math.inf
-    return 10 * math.log10(signal / noise)
-
-
-def _stats(
-    expected: torch.Tensor, actual: torch.Tensor, tolerance: Tolerance
-) -> tuple[TensorStats, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(stats, mismatch mask, abs error, rel error)."""
-    abs_err, rel_err = float_errors(expected, actual)
-    e = _to_wide(expected)
-    allowed = tolerance.atol + tolerance.rtol * e.abs().nan_to_num(posinf=math.inf)
-    mismatch = abs_err > allowed
-    numel = abs_err.numel()
-    if numel == 0:
-        return TensorStats(0, 0, 0.0, (), 0.0, (), math.inf), mismatch, abs_err, rel_err
-    flat_abs = abs_err.reshape(-1)
-    flat_rel = rel_err.reshape(-1).nan_to_num(nan=0.0, posinf=math.inf)
-    abs_i = int(flat_abs.argmax())
-    rel_i = int(flat_rel.argmax())
-    stats = TensorStats(
-        mismatched=int(mismatch.sum()),
-        numel=numel,
-        max_abs=float(flat_abs[abs_i]),
-        max_abs_index=_unravel(abs_i, tuple(abs_err.shape)),
-        max_rel=float(flat_rel[rel_i]),
-        max_rel_index=_unravel(rel_i, tuple(abs_err.shape)),
-        sqnr_db=sqnr_db(expected, actual) if is_inexact(expected) else math.inf,
-    )
-    return stats, mismatch, abs_err, rel_err
 
 
 def worst_elements_table(
@@ -167,7 +84,7 @@ def worst_elements_table(
         if any_mismatch and not bool(flat_mismatch[i]):
             notes.append("within tolerance")
         rows.append((
-            _fmt_index(_unravel(i, tuple(expected.shape))),
+            _fmt_index(unravel(i, tuple(expected.shape))),
             _fmt(e_flat[i].item()),
             _fmt(a_flat[i].item()),
             _fmt(flat_abs[i].item()),
@@ -194,25 +111,20 @@ def _compare_tensor(
         return False, [f"{name}: dtype differs: expected {expected.dtype}, got {actual.dtype}"], math.inf, math.inf
     if actual.shape != expected.shape:
         return False, [f"{name}: shape differs: expected {tuple(expected.shape)}, got {tuple(actual.shape)}"], math.inf, math.inf
-    exact = not is_inexact(expected)
-    effective = Tolerance(atol=0.0, rtol=0.0) if exact else tolerance
-    stats, mismatch, abs_err, rel_err = _stats(expected, actual, effective)
+    verdict = judge_tensor(expected, actual, tolerance, ref64, eager)
+    exact, stats = verdict.exact, verdict.stats
     problems = []
     if stats.mismatched:
         problems.append("elementwise")
-    if not exact and tolerance.min_sqnr_db is not None and stats.sqnr_db < tolerance.min_sqnr_db:
+    if verdict.sqnr_failed:
         problems.append(f"SQNR {stats.sqnr_db:.2f} dB < {tolerance.min_sqnr_db:g} dB")
-    if not exact and tolerance.quant_step is not None:
-        steps = stats.max_abs / tolerance.quant_step if tolerance.quant_step else math.inf
-        if steps > tolerance.max_step_error:
-            problems.append(f"max error {steps:.3g} quantization steps > {tolerance.max_step_error:g} (step {tolerance.quant_step:g})")
+    if verdict.steps_failed:
+        problems.append(f"max error {verdict.steps:.3g} quantization steps > {tolerance.max_step_error:g} (step {tolerance.quant_step:g})")
     f64_line = None
-    if not exact and tolerance.float64_factor is not None and ref64 is not None and eager is not None:
-        actual_err = float(float_errors(ref64, _to_wide(actual))[0].max()) if actual.numel() else 0.0
-        eager_err = float(float_errors(ref64, _to_wide(eager))[0].max()) if eager.numel() else 0.0
-        bound = tolerance.float64_factor * eager_err + tolerance.atol
+    if verdict.float64 is not None:
+        actual_err, eager_err, bound = verdict.float64
         f64_line = f"error vs float64: {_fmt(actual_err)} (eager's: {_fmt(eager_err)}; bound {tolerance.float64_factor:g} x eager + atol = {_fmt(bound)})"
-        if actual_err > bound:
+        if verdict.float64_failed:
             problems.append(f"error vs float64 {_fmt(actual_err)} > {_fmt(bound)}")
     if not problems:
         return True, [], stats.max_abs, stats.max_rel
@@ -229,7 +141,7 @@ def _compare_tensor(
     if f64_line:
         lines.append(f"  {f64_line}")
     lines.extend(f"  failed: {p}" for p in problems if p != "elementwise")
-    heading, rows = worst_elements_table(expected, actual, abs_err, rel_err, mismatch)
+    heading, rows = worst_elements_table(expected, actual, verdict.abs_err, verdict.rel_err, verdict.mismatch)
     lines.append(f"  {heading}")
     lines.extend("    " + row for row in rows)
     return False, lines, stats.max_abs, stats.max_rel

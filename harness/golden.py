@@ -33,7 +33,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from .compare import float_errors
+# The fixed sample of a large output lives where repro scripts can carry it (re-exported).
+from .portable import float_errors, sample_for_golden, sample_indices  # noqa: F401
 
 GOLDEN_FORMAT = "quantcheck-golden/1"
 DATA_SUFFIX = ".safetensors"
@@ -112,35 +113,6 @@ def _check_regular(path: Path, root: Optional[Path], error: type[GoldenError] = 
         if is_kind(mode):
             raise error(path, None, f"is {kind}, not a golden file")
     return True
-
-
-_SAMPLE_MULTIPLIER = 2654435761  # a prime near 2**32 / golden ratio: spreads k * m mod n over [0, n)
-
-
-def sample_indices(numel: int, count: int) -> torch.Tensor:
-    """``count`` distinct-as-possible flat indices spread over ``[0, numel)``, the same on every
-    torch version and machine (plain integer arithmetic, no RNG), sorted."""
-    k = torch.arange(count, dtype=torch.int64)
-    return torch.unique((k * _SAMPLE_MULTIPLIER) % numel)
-
-
-def sample_for_golden(tensors: dict[str, torch.Tensor], count: Optional[int]) -> dict[str, torch.Tensor]:
-    """Outputs with more than ``count`` elements replaced by a fixed 1-D sample of them.
-
-    Big outputs (a 2048 x 2048 matmul is 16 MB) would bloat the repository; a few
-    thousand fixed elements still catch a changed constant, while the full tensors are
-    compared with eager in the same run.
-    """
-    if count is None:
-        return tensors
-    out = {}
-    for name, tensor in tensors.items():
-        if tensor.numel() > count:
-            flat = tensor.detach().reshape(-1)
-            out[name] = flat[sample_indices(flat.numel(), count).to(flat.device)]
-        else:
-            out[name] = tensor
-    return out
 
 
 def tensor_sha256(tensor: torch.Tensor) -> str:

@@ -46,6 +46,8 @@ from typing import IO, Any, Iterator, Optional
 
 import pytest
 
+from .items import CaseItem
+
 #: Seconds after the deadline before a cell that never returned to Python ends its process
 #: (at least the timeout itself; QUANTCHECK_HARD_STOP_GRACE overrides, for tests).
 HARD_STOP_GRACE = 30.0
@@ -438,8 +440,6 @@ class CellGuard:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item):
-        from .items import CaseItem
-
         if not isinstance(item, CaseItem):
             return (yield)
         timeout, source = self.timeout_for(item)

@@ -1,8 +1,10 @@
-"""pytest nodes: a suite file is a ``CaseFile``; each matrix cell of each case is a ``CaseItem``.
+"""pytest nodes: a suite file is a ``CaseFile``; each matrix cell of each case is a ``CaseItem``
+(a ``FuzzItem`` for a fuzz case).
 
 A ``CaseItem`` runs its cell and then every check the case declares, collecting all
 failures (golden, eager, FileCheck, counters, graphs) into one report instead of
-stopping at the first.
+stopping at the first. A ``FuzzItem`` runs the search of harness/fuzz.py over its cell,
+judging each example with the same checks, and reports the smallest failing one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import dataclasses
 import os
 import re
 import tempfile
+import time
+import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,8 +22,8 @@ import pytest
 
 from .case import Case, CaseFormatError, load_suite
 from .compare import Comparison, check_sampled_shapes, compare_outputs
-from .checks import compare_with_eager, counter_sections, filecheck_sections
-from .fuzz import fuzz_item_class
+from .checks import compare_with_eager, compare_with_reference, counter_sections, filecheck_sections
+from .fuzz import concretize, describe_example, pinned_case_yaml, search
 from .golden import (
     GoldenError,
     GoldenMissing,
@@ -84,7 +88,7 @@ class CaseFile(pytest.File):
         _check_golden_key(self.path, shown, settings)
         suite = load_suite(self.path, shown)
         for case in suite.cases:
-            item_class = CaseItem if case.fuzz is None else fuzz_item_class()
+            item_class = CaseItem if case.fuzz is None else FuzzItem
             for cell in expand_matrix(case, settings.narrowing):
                 yield item_class.from_parent(self, name=f"{case.name}[{cell.id}]", case=case, cell=cell)
 
@@ -304,6 +308,55 @@ class CaseItem(pytest.Item):
     def _xdist(self, key: str, default: Any) -> Any:
         """``workerid`` / ``workercount`` of this pytest-xdist worker (``default`` outside xdist)."""
         return getattr(self.config, "workerinput", {}).get(key, default)
+
+
+class FuzzItem(CaseItem):
+    """A fuzz case's cell: examples drawn and shrunk by harness.fuzz.search, each judged like a
+    plain cell (no golden: the shapes vary)."""
+
+    def runtest(self) -> None:
+        symbolic = self.case
+        fuzz = symbolic.fuzz
+        start = time.monotonic()
+        outcome = search(fuzz, symbolic.seed, lambda example: self._example_failures(concretize(symbolic, example), fuzz.reference))
+        if outcome.failure is None:
+            return
+        example, sections = outcome.failure
+        concrete = concretize(symbolic, example)
+        self.case = concrete  # the repro script and report describe the example that failed
+        minimal = "" if not outcome.budget_hit else f" (shrinking stopped at max_seconds {fuzz.max_seconds:g}: may not be minimal)"
+        pinned = pinned_case_yaml(concrete, self.cell.dtype, f"{symbolic.name}_pinned")
+        message = [
+            f"{symbolic.display_path}:{symbolic.line}: fuzz case {symbolic.name!r} [{self.cell.id}] failed",
+            "",
+            f"fuzz: {outcome.tried} example(s) run in {time.monotonic() - start:.1f} s; the first failure was run "
+            f"{outcome.found_at}, then shrunk{minimal}",
+            f"smallest failing example: {describe_example(fuzz, example)}",
+            "",
+            *[s.rstrip() + "\n" for s in sections],
+            f"pin it as a plain case (under cases: in {symbolic.display_path}):",
+            pinned,
+            "",
+            f"re-run this cell:      {rerun_command(self.nodeid, self.config.stash[SETTINGS_KEY].rerun_options)}",
+        ]
+        raise CellFailure("\n".join(message))
+
+    def _example_failures(self, case: Case, reference: Optional[str]) -> list[str]:
+        """Run one concrete example in this cell; the failed checks' texts (empty: it passed)."""
+        cell = self.cell
+        try:
+            run = run_cell(case, cell)
+        except Exception as exc:  # a crash is a failure of this example, and shrinks like one
+            return [f"raised {type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc)[-6:])]
+        comparisons = []
+        if case.checks.eager:
+            comparisons.append(compare_with_eager(case, cell, run, label=f"compiled ({cell.backend}) vs eager, same inputs"))
+        if reference is not None:
+            comparisons += compare_with_reference(case, cell, run, reference)
+        sections = [c.report for c in comparisons if not c.ok]
+        sections += counter_sections(case, cell, run)
+        sections += filecheck_sections(case, cell, run, self._dump_artifact, self._note)
+        return sections
 
 
 def assign_golden_writers(items: list[pytest.Item]) -> None:

@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .matrix import device_count
+
 PERF_FORMAT = "quantcheck-perf/1"
 PERF_PREFIX = "perf-"
 # Spin the GPU this many cycles (~0.5 ms on an H100/H200) before each timed call, so the
@@ -308,8 +310,6 @@ def timer_for_cell(case: Any, cell: Any, enabled: bool, workers: int) -> tuple[O
     ``workers``: pytest-xdist workers of the session (0 without xdist). Call only for cells
     where :func:`perf_applies`.
     """
-    from .matrix import device_count
-
     reason = why_not_timed(cell.device, enabled, workers, device_count(cell.device))
     return (None, reason) if reason else (TIMERS[cell.device], None)
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from .compare import float_errors, is_inexact, sqnr_db
+from .portable import float_errors, is_inexact, sample_for_golden, sqnr_db
 
 DETAIL_PROPERTY = "quantcheck_detail"
 HEAT_ROWS, HEAT_COLS = 32, 48
@@ -151,8 +151,6 @@ def cell_detail(row: dict[str, Any], run: Any, tolerance: Any, failed: bool, mes
 
 def _sampled_like(outputs: dict[str, torch.Tensor], golden: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Outputs cut to the golden's sample where the golden stores one (1-D, fewer elements)."""
-    from .golden import sample_for_golden
-
     out = {}
     for name, tensor in outputs.items():
         g = golden.get(name)

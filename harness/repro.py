@@ -1,11 +1,13 @@
 """Repro scripts: every failing cell leaves a standalone Python file that reproduces it.
 
-The script is :mod:`harness.repro_template`'s source followed by the cell's ``SPEC``: the
-program (``module:function`` + params, or a built-in by name), each input's spec and seed,
-the backend, device, dtype, Inductor and Dynamo config, the case's passes, and every check
-the cell makes (tolerance, golden path, counters, graphs, FileCheck blocks). Running it
-needs torch, the program's module and the pass factories, not the harness; it exits 1 with
-the failures printed, 0 once the cell would pass.
+The script is :mod:`harness.portable`'s source (input construction, built-in programs,
+running a program, the tolerance model, the golden sample: the code the harness runs),
+then :mod:`harness.repro_template`'s (reading the spec, printing the verdict), then the
+cell's ``SPEC``: the program (``module:function`` + params, or a built-in by name), each
+input's spec and seed, the backend, device, dtype, Inductor and Dynamo config, the case's
+passes, and every check the cell makes (tolerance, golden path, counters, graphs,
+FileCheck blocks). Running it needs torch, the program's module and the pass factories,
+not the harness; it exits 1 with the failures printed, 0 once the cell would pass.
 
 Inputs are rebuilt from their seeds. An input whose builder no script can import (a
 lambda, a function defined inside another) is saved beside the script as
@@ -17,25 +19,25 @@ passes removes its stale script.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import pprint
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Optional
 
 import torch
 
-from . import programs
+from . import portable, programs, repro_template
 from .case import Case
+from .dtypes import DTYPES
 from .filecheck import prefixes_for
 from .inputs import input_kind
 from .matrix import MatrixCell
 from .run import FRESH_COMPILE_CONFIG, build_inputs, compile_mode, compiled_runs, input_seed, needs_fresh_compile
 
 DEFAULT_DIR = ".quantcheck/repro"
-TEMPLATE = Path(__file__).with_name("repro_template.py")
-# Built-ins whose twin lives in the template; others are rebuilt through their build function.
-TEMPLATE_BUILTINS = ("matmul", "linear", "pointwise_chain", "constant_pad_nd_mm", "reduce")
 
 
 def script_path(directory: Path, suite_key: str, case: Case, cell: MatrixCell) -> Path:
@@ -62,7 +64,7 @@ def _program_spec(case: Case) -> dict[str, Any]:
     if builtin is None:
         return {"kind": "function", "target": case.program, "params": dict(case.params)}
     params = {name: dict(case.params).get(name, spec.default) for name, spec in builtin.params.items()}
-    if builtin.build.__module__ == programs.__name__ and case.program in TEMPLATE_BUILTINS:
+    if portable.BUILTIN_BUILDERS.get(case.program) is builtin.build:  # a script has portable's builders
         return {"kind": "builtin", "name": case.program, "params": params}
     target = _importable_name(builtin.build)
     if target is None:
@@ -148,8 +150,6 @@ def _save_inputs(case: Case, cell: MatrixCell, spec: dict[str, Any], path: Path)
         return None
     from safetensors.torch import save_file
 
-    from .dtypes import DTYPES
-
     tensors = {}
     for input_spec, value in zip(case.inputs, build_inputs(case, "cpu", DTYPES[cell.dtype])):
         if input_spec.name not in names:
@@ -164,6 +164,21 @@ def _save_inputs(case: Case, cell: MatrixCell, spec: dict[str, Any], path: Path)
     return saved
 
 
+def _script_part(module: ModuleType) -> str:
+    """``module``'s source as a part of a script: without its docstring, its ``__future__``
+    import and its imports from the harness (the script holds what they name itself)."""
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    dropped: set[int] = set()
+    for node in tree.body:
+        docstring = node is tree.body[0] and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        ours = isinstance(node, ast.ImportFrom) and (node.level > 0 or node.module == "__future__")
+        if docstring or ours:
+            dropped.update(range(node.lineno, node.end_lineno + 1))
+    kept = "".join(line for number, line in enumerate(source.splitlines(keepends=True), 1) if number not in dropped)
+    return f"\n\n# {'-' * 30} {module.__name__}\n" + kept
+
+
 def render_script(spec: dict[str, Any], rootdir: Path, why: str, saved_inputs: Optional[Path]) -> str:
     header = (
         "#!/usr/bin/env python3\n"
@@ -174,8 +189,7 @@ def render_script(spec: dict[str, Any], rootdir: Path, why: str, saved_inputs: O
         + "".join(f"    {line}\n" for line in why.strip().splitlines()[:12])
         + '"""\n'
     )
-    body = TEMPLATE.read_text(encoding="utf-8")
-    body = body.split('"""', 2)[2]  # drop the template's own docstring
+    body = "\nfrom __future__ import annotations\n" + _script_part(portable) + _script_part(repro_template)
     saved = repr(str(saved_inputs)) if saved_inputs else "None"
     footer = (
         f"\n\nsys.path.insert(0, {str(rootdir)!r})  # the project root: the program's module\n"

@@ -17,20 +17,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import re
 import time
 import warnings
 from typing import Any, Callable, Iterator, Optional
 
 import torch
-import torch.utils._pytree as pytree
 
 from .case import CUDAGRAPH_MODES, Case
 from .dtypes import DTYPES
 from .inputs import build_input
 from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
 from .matrix import MatrixCell
+# Running a program, naming its outputs, the float64 inputs, the pass chain and the
+# post-grad capture live where repro scripts can carry them (flatten_outputs re-exported).
+from .portable import (
+    PostGradCapture,
+    chain_passes,
+    compile_program,
+    deterministic_algorithms,
+    extract_kernel_sources,
+    flatten_outputs,  # noqa: F401
+    run_program,
+    upcast_to_float64,
+)
 from .programs import import_program
 
 MAX_AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
@@ -47,11 +56,6 @@ FRESH_FUNCTORCH_CONFIG = {"enable_autograd_cache": False}
 # Profile-guided dynamism read from an earlier run's cache would compile shapes dynamic that
 # the case declares static.
 FRESH_DYNAMO_CONFIG = {"automatic_dynamic_local_pgo": False}
-
-_KERNEL_DEFINITION = re.compile(
-    r"^(?P<name>\w+) = async_compile\.(?P<kind>\w+)\((?P<head>[^\n]*?)r?'''\n?(?P<source>.*?)'''",
-    re.DOTALL | re.MULTILINE,
-)
 
 
 @dataclasses.dataclass
@@ -85,106 +89,14 @@ def build_inputs(case: Case, device: str, dtype: torch.dtype) -> list[Any]:
     ]
 
 
-def _upcast_to_float64(value: Any) -> Any:
-    def upcast(t: Any) -> Any:
-        if isinstance(t, torch.Tensor) and t.is_floating_point():
-            out = t.detach().to(torch.float64)
-            return out.requires_grad_(t.requires_grad)
-        return t
-
-    return pytree.tree_map(upcast, value)
-
-
-def flatten_outputs(result: Any, prefix: str = "output") -> dict[str, torch.Tensor]:
-    """Name each leaf of a program's result: 'output' for a lone tensor, else 'output[i]' / 'output[key]'."""
-    if isinstance(result, torch.Tensor):
-        return {prefix: result}
-    leaves, _ = pytree.tree_flatten_with_path(result)
-    named = {}
-    for path, leaf in leaves:
-        name = prefix + "".join(f"[{getattr(k, 'idx', getattr(k, 'key', k))}]" for k in path)
-        if isinstance(leaf, torch.Tensor):
-            named[name] = leaf
-        elif isinstance(leaf, (bool, int, float)):
-            named[name] = torch.tensor(leaf)
-        elif leaf is not None:
-            raise TypeError(f"{name}: the program returned a {type(leaf).__name__}; outputs must be tensors or numbers")
-    return named
-
-
 def _run_program(case: Case, fn: Callable[..., Any], inputs: list[Any]) -> dict[str, torch.Tensor]:
-    """Call ``fn`` (under no_grad when the case asks), run backward when it asks, and collect
-    outputs, grads and (optionally) inputs."""
-    with torch.no_grad() if case.no_grad else contextlib.nullcontext():
-        result = fn(*inputs)
-    outputs = flatten_outputs(result)
-    if case.backward:
-        differentiable = [t for t in outputs.values() if t.requires_grad]
-        if not differentiable:
-            raise RuntimeError("backward: true, but no output requires grad")
-        torch.autograd.backward(differentiable, [torch.ones_like(t) for t in differentiable])
-        for spec, value in zip(case.inputs, inputs):
-            if spec.requires_grad and isinstance(value, torch.Tensor):
-                if value.grad is None:
-                    raise RuntimeError(f"backward: input {spec.name!r} got no gradient")
-                outputs[f"grad({spec.name})"] = value.grad
-    if case.checks.inputs_after:
-        for spec, value in zip(case.inputs, inputs):
-            for name, tensor in flatten_outputs(value, prefix=f"input({spec.name})").items():
-                outputs[name] = tensor
-    return {name: t.detach() for name, t in outputs.items()}
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    previous = torch.are_deterministic_algorithms_enabled()
-    # The C-level switch behind torch.utils.deterministic's module property, which 2.11 and
-    # 2.13 spell differently (fill_uninitialized_memory / fill_uninitialized_empty).
-    previous_fill = torch._C._get_deterministic_fill_uninitialized_memory()
-    previous_workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    # cuBLAS is only deterministic with a fixed workspace; torch refuses otherwise.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch._C._set_deterministic_fill_uninitialized_memory(True)  # torch.empty gives NaN, not stale memory
-    try:
-        yield
-    finally:
-        if previous_workspace is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        torch.use_deterministic_algorithms(previous)
-        torch._C._set_deterministic_fill_uninitialized_memory(previous_fill)
+    """``fn`` on ``inputs`` as the case runs it (no_grad, backward, inputs_after): named outputs."""
+    return run_program(fn, inputs, case.inputs, no_grad=case.no_grad, backward=case.backward, inputs_after=case.checks.inputs_after)
 
 
 def needs_fresh_compile(case: Case) -> bool:
     """Counters, code checks and custom passes need the passes to really run: no cache hits."""
     return bool(case.checks.counters or case.checks.filecheck or case.passes)
-
-
-def _chain(passes: list[Callable[[Any], Any]]) -> Callable[[Any], None]:
-    def composite(graph: Any) -> None:
-        for graph_pass in passes:
-            graph_pass(graph)
-
-    composite.__qualname__ = "quantcheck_composite_pass"
-    return composite
-
-
-class _PostGradCapture:
-    """A post-grad pass that records each graph it sees as readable text (forward and backward)."""
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def __call__(self, graph: torch.fx.Graph) -> None:
-        module = graph.owning_module
-        if module is not None:
-            body = module.print_readable(print_output=False, include_stride=True, include_device=True)
-        else:
-            body = str(graph)
-        self.texts.append(f"# AFTER POST GRAD: graph {len(self.texts)}\n{body}")
 
 
 class _AutotuneBlockCapture:
@@ -215,33 +127,17 @@ class _AutotuneBlockCapture:
             CppWrapperGpu.generate_and_run_autotune_block = original
 
 
-def extract_kernel_sources(output_code: str) -> str:
-    """The generated kernels (Triton, C++) in an output-code module, each under a '# kernel <name>' header."""
-    parts = []
-    for match in _KERNEL_DEFINITION.finditer(output_code):
-        parts.append(f"# kernel {match['name']} ({match['kind']})\n{match['source'].rstrip()}")
-    return "\n".join(parts)
-
-
-def _inductor_config_patch(case: Case, cell: MatrixCell, post_grad_capture: Optional[_PostGradCapture]) -> dict[str, Any]:
+def _inductor_config_patch(case: Case, post_grad_capture: Optional[PostGradCapture]) -> dict[str, Any]:
     from torch._inductor import config as inductor_config
 
     patch: dict[str, Any] = dict(case.config)
     if needs_fresh_compile(case):
         for key, value in FRESH_COMPILE_CONFIG.items():
             patch.setdefault(key, value)  # a case (or --bisect) may set one of them itself
-    hooks: dict[str, list[Callable[[Any], Any]]] = {}
-    for spec in case.passes:
-        existing = patch.get(spec.hook, getattr(inductor_config, spec.hook))
-        chain = hooks.setdefault(spec.hook, [existing] if existing is not None else [])
-        chain.append(import_program(spec.factory)())
+    passes = [(spec.hook, import_program(spec.factory)()) for spec in case.passes]
     if post_grad_capture is not None:
-        existing = patch.get("post_grad_custom_post_pass", inductor_config.post_grad_custom_post_pass)
-        chain = hooks.setdefault("post_grad_custom_post_pass", [existing] if existing is not None else [])
-        chain.append(post_grad_capture)
-    for hook, chain in hooks.items():
-        patch[hook] = chain[0] if len(chain) == 1 else _chain(chain)
-    return patch
+        passes.append(("post_grad_custom_post_pass", post_grad_capture))
+    return chain_passes(patch, passes, inductor_config)
 
 
 def compile_mode(case: Case, backend: str) -> Optional[str]:
@@ -255,12 +151,6 @@ def compile_mode(case: Case, backend: str) -> Optional[str]:
 
 def compiled_runs(case: Case, backend: str) -> int:
     return CUDAGRAPH_RUNS if compile_mode(case, backend) in CUDAGRAPH_MODES else 1
-
-
-def _compile(fn: Callable[..., Any], backend: str, mode: Optional[str]) -> Callable[..., Any]:
-    if backend.startswith("inductor"):
-        return torch.compile(fn, backend="inductor", mode=mode)
-    return torch.compile(fn, backend=backend)
 
 
 def _counter_snapshot() -> dict[str, dict[str, int]]:
@@ -301,7 +191,7 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
     seconds: dict[str, float] = {}
     wants_float64 = any(t.float64_factor is not None for _, t in case.tolerances)
 
-    with _deterministic(case.deterministic):
+    with deterministic_algorithms(case.deterministic):
         start = time.perf_counter()
         eager = _run_program(case, program, build_inputs(case, cell.device, dtype))
         seconds["eager"] = time.perf_counter() - start
@@ -309,11 +199,11 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         float64 = None
         if wants_float64:
             start = time.perf_counter()
-            float64 = _run_program(case, program, _upcast_to_float64(build_inputs(case, cell.device, dtype)))
+            float64 = _run_program(case, program, upcast_to_float64(build_inputs(case, cell.device, dtype)))
             seconds["float64"] = time.perf_counter() - start
 
         targets = {block.target for block in case.checks.filecheck if block.when.applies(cell.backend, cell.device, cell.dtype)}
-        post_grad_capture = _PostGradCapture() if "post_grad_graph" in targets else None
+        post_grad_capture = PostGradCapture() if "post_grad_graph" in targets else None
         autotune_capture = _AutotuneBlockCapture()
         asm_wanted = tuple(t for t in ASM_TARGETS if t in targets)
         loaded_modules = LoadedModules()
@@ -323,7 +213,7 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         inputs = build_inputs(case, cell.device, dtype)
         start = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            stack.enter_context(inductor_config.patch(_inductor_config_patch(case, cell, post_grad_capture)))
+            stack.enter_context(inductor_config.patch(_inductor_config_patch(case, post_grad_capture)))
             if needs_fresh_compile(case):
                 stack.enter_context(functorch_config.patch(FRESH_FUNCTORCH_CONFIG))
                 stack.enter_context(dynamo_config.patch(FRESH_DYNAMO_CONFIG))
@@ -336,7 +226,7 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
             # A case setting force_disable_caches makes Dynamo warn that PGO is off: that is the point.
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
-            compiled_fn = _compile(program, cell.backend, compile_mode(case, cell.backend))
+            compiled_fn = compile_program(program, cell.backend, compile_mode(case, cell.backend))
             compiled, code = run_and_get_code(_run_program, case, compiled_fn, inputs)
             for _ in range(compiled_runs(case, cell.backend) - 1):
                 compiled = _run_program(case, compiled_fn, inputs)

@@ -1,4 +1,4 @@
-"""harness/case.py: YAML -> Case, with one-line errors carrying file, line and field."""
+"""harness/case/: YAML -> Case, with one-line errors carrying file, line and field."""
 
 from __future__ import annotations
 

@@ -1,18 +1,22 @@
-"""Repro scripts: a failing cell's script reproduces it without the harness; its mirrors match the harness."""
+"""Repro scripts: a failing cell's script reproduces it without the harness, with the harness's own code."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness import programs, repro_template
+from harness import portable, programs, repro_template
+from harness.case import parse_suite
 from harness.inputs import InputSpec, build_input
-from harness.repro import TEMPLATE_BUILTINS, _input_builder
+from harness.matrix import expand_matrix
+from harness.repro import _input_builder, build_spec, render_script
 from tests.harness.conftest import PLANTED_MISCOMPILE
 
 pytest_plugins = ["pytester"]
@@ -105,7 +109,7 @@ SPECS = [
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_template_rebuilds_inputs_exactly_as_the_harness(spec, dtype):
-    """The script's input construction is a mirror of harness.inputs: same values, strides, storage."""
+    """An input's spec, as the script's SPEC holds it, rebuilds the harness's input: same values, strides, storage."""
     import dataclasses
 
     expected = build_input(spec, device="cpu", matrix_dtype=dtype, seed=11)
@@ -117,30 +121,73 @@ def test_template_rebuilds_inputs_exactly_as_the_harness(spec, dtype):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
 
 
-BUILTIN_SAMPLES = {
-    "matmul": ({}, [(3, 4), (4, 2)]),
-    "linear": ({}, [(3, 4), (5, 4), (5,)]),
-    "pointwise_chain": ({"ops": ["sin", {"mul": 2.0}, "gelu", {"pow": 2}]}, [(3, 4), (3, 4)]),
-    "constant_pad_nd_mm": ({"pad": [0, 2, 0, 0], "value": 1.5, "add_before": 0.25}, [(3, 4), (6, 2)]),
-    "reduce": ({"op": "amax", "dim": 0}, [(3, 4)]),
-}
+BUILTIN_CASES = """
+defaults:
+  matrix: {backends: [aot_eager], devices: [cpu]}
+  checks: {golden: false}
+cases:
+  matmul: {program: matmul, inputs: {a: {shape: [3, 4]}, b: {shape: [4, 2]}}}
+  linear: {program: linear, inputs: {x: {shape: [3, 4]}, weight: {shape: [5, 4]}, bias: {shape: [5]}}}
+  pointwise_chain:
+    program: pointwise_chain
+    params: {ops: [sin, {mul: 2.0}, gelu, {pow: 2}]}
+    inputs: {x: {shape: [3, 4]}, y: {shape: [3, 4]}}
+  constant_pad_nd_mm:
+    program: constant_pad_nd_mm
+    params: {pad: [0, 2, 0, 0], value: 1.5, add_before: 0.25}
+    inputs: {a: {shape: [3, 4]}, b: {shape: [6, 2]}}
+  reduce: {program: reduce, params: {op: amax, dim: 0}, inputs: {x: {shape: [3, 4]}}}
+"""
 
 
-def test_every_harness_builtin_has_a_twin_in_the_template():
-    ours = sorted(n for n in programs.builtin_program_names() if programs.builtin_program(n).build.__module__ == programs.__name__)
-    assert sorted(TEMPLATE_BUILTINS) == ours == sorted(BUILTIN_SAMPLES)
-
-
-@pytest.mark.parametrize("name", sorted(BUILTIN_SAMPLES))
-def test_template_builtins_compute_what_the_harness_builtins_compute(name):
-    params, shapes = BUILTIN_SAMPLES[name]
-    generator = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(shape, generator=generator) for shape in shapes]
-    builtin = programs.builtin_program(name)
-    resolved = {k: params.get(k, spec.default) for k, spec in builtin.params.items()}
-    torch.testing.assert_close(
-        repro_template.builtin_program(name, resolved)(*inputs), programs.make_program(name, params)(*inputs), rtol=0, atol=0
+def test_a_script_of_each_builtin_runs_without_the_harness(tmp_path):
+    """Every built-in of the harness, as a script builds it (portable's builders): each cell's script passes."""
+    suite = parse_suite(textwrap.dedent(BUILTIN_CASES), Path("suites/b.yaml"), "suites/b.yaml")
+    assert sorted(case.name for case in suite.cases) == sorted(portable.BUILTIN_BUILDERS), "a case per built-in"
+    scripts = []
+    for case in suite.cases:
+        (cell,) = expand_matrix(case)
+        spec = build_spec(case, cell, None, f"suites/b.yaml::{case.name}[{cell.id}]")
+        assert spec["program"]["kind"] == "builtin"
+        scripts.append(tmp_path / f"{case.name}.py")
+        scripts[-1].write_text(render_script(spec, tmp_path, "(nothing: a test)", None), encoding="utf-8")
+    runner = (
+        "import runpy, sys; sys.modules['harness'] = None\n"
+        f"for script in {[str(s) for s in scripts]!r}:\n"
+        "    try:\n"
+        "        runpy.run_path(script, run_name='__main__')\n"
+        "    except SystemExit as exit:\n"
+        "        print('exit', exit.code)\n"
     )
+    ran = subprocess.run([sys.executable, "-W", "ignore", "-c", runner], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    for case in suite.cases:
+        assert f"OK suites/b.yaml::{case.name}[aot_eager-cpu-float32]: every check passes" in ran.stdout, ran.stdout
+    assert ran.stdout.count("exit 0") == len(suite.cases), ran.stdout
+
+
+def _top_level_names(module) -> set[str]:
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_the_pasted_modules_can_share_one_script():
+    """A script holds portable's source then the template's: portable imports nothing a script
+    lacks (torch, the standard library), and the template redefines none of portable's names."""
+    tree = ast.parse(Path(portable.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module != "__future__"}
+    assert all(not node.level for node in ast.walk(tree) if isinstance(node, ast.ImportFrom))
+    assert {name.split(".")[0] for name in imported} <= set(sys.stdlib_module_names) | {"torch", "safetensors"}
+    assert not _top_level_names(portable) & _top_level_names(repro_template)
 
 
 def test_template_compare_follows_the_tolerance_model():

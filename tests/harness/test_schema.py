@@ -1,4 +1,4 @@
-"""harness/schema.json stays in step with the loader (harness/case.py)."""
+"""harness/schema.json stays in step with the loader (harness/case/)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness import case as case_module
-from harness.case import CaseFormatError, _LineLoader, load_suite, parse_suite
+from harness.case import CaseFormatError, load_suite, parse_suite
+from harness.case.yaml_lines import LineLoader as _LineLoader
 from harness.dtypes import DTYPE_ALIASES, DTYPES
 from harness.inputs import DISTRIBUTIONS
 

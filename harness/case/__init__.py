@@ -1,0 +1,164 @@
+"""YAML suite file -> frozen :class:`Case` records, validated, with YAML line numbers kept.
+
+Every problem in a suite file is reported as one line,
+``path:line: field: problem (got X; allowed A, B)``, raised as :class:`CaseFormatError`
+(a ``pytest.Collector.CollectError``, so pytest prints the message alone). The format is
+documented in docs/harness.md and described by harness/schema.json; a test keeps the
+schema and this validator in agreement on every suite file.
+
+File layout::
+
+    description: free text                 # optional
+    defaults: {<case fields>}              # optional; merged under every case
+    cases:
+      <case name>: {<case fields>}
+
+The package, in the order its modules import one another: ``errors`` (the one-line
+error), ``yaml_lines`` (YAML with line numbers, and its guards), ``model`` (the frozen
+records and the names they may hold), ``validators`` (where a value sits, checks of single
+values), ``sections`` (each part of a case -> its record); this module reads the file,
+merges ``defaults:`` under each case, and is what the rest of the harness imports.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .. import programs
+from .errors import CaseFormatError
+from .model import (
+    BACKENDS,
+    COMPILE_MODES,
+    COUNTER_OPS,
+    CUDAGRAPH_MODES,
+    DEVICES,
+    FILECHECK_TARGETS,
+    LAYOUTS,
+    MARK_KINDS,
+    PASS_HOOKS,
+    RANGE_SETTINGS,
+    REQUIREMENTS,
+    Case,
+    Checks,
+    CounterExpectation,
+    DimRange,
+    FileCheckBlock,
+    FuzzSpec,
+    InputFuzz,
+    Mark,
+    Matrix,
+    PassSpec,
+    PerfSpec,
+    Suite,
+    Tolerance,
+    When,
+)
+from .sections import (
+    CASE_KEYS,
+    CHECKS_KEYS,
+    DEFAULT_MATRIX,
+    DEFAULT_MAX_INPUT_GB,
+    DEFAULTS_KEYS,
+    INPUT_KEYS,
+    PERF_KEYS,
+    TOLERANCE_KEYS,
+    parse_case,
+)
+from .validators import At, entries, require_map, require_str
+from .yaml_lines import YamlMap, YamlSeq, as_yaml_map, parse_yaml_with_lines
+
+__all__ = [
+    "BACKENDS", "CASE_KEYS", "CHECKS_KEYS", "COMPILE_MODES", "COUNTER_OPS", "CUDAGRAPH_MODES", "DEFAULT_MATRIX",
+    "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
+    "PASS_HOOKS", "PERF_KEYS", "RANGE_SETTINGS", "REQUIREMENTS", "TOLERANCE_KEYS", "TOP_LEVEL_KEYS",
+    "Case", "CaseFormatError", "Checks", "CounterExpectation", "DimRange", "FileCheckBlock", "FuzzSpec", "InputFuzz",
+    "Mark", "Matrix", "PassSpec", "PerfSpec", "Suite", "Tolerance", "When",
+    "load_suite", "parse_suite",
+]
+
+TOP_LEVEL_KEYS = ("description", "defaults", "cases")
+
+
+def load_suite(path: Path, display_path: Optional[str] = None) -> Suite:
+    """Read and validate one suite file. Raises CaseFormatError naming file, line and field."""
+    display = display_path or _display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CaseFormatError(display, 1, "file", f"cannot read: {exc}") from None
+    try:
+        return parse_suite(text, path, display)
+    except CaseFormatError:
+        raise
+    except Exception as exc:  # a loader bug must still be one line, naming the file
+        raise CaseFormatError(display, 1, "file", f"the loader failed (a harness bug): {programs.describe_exception(exc)}") from exc
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def parse_suite(text: str, path: Path, display: str) -> Suite:
+    document = parse_yaml_with_lines(text, display)
+    root_at = At(display, 1, "")
+    if document is None:
+        raise root_at.error("the file is empty; a suite needs a 'cases' mapping")
+    top = require_map(document, root_at, TOP_LEVEL_KEYS)
+    description = ""
+    defaults = as_yaml_map({}, 1)
+    if "description" in top:
+        description = require_str(top["description"], root_at.child("description", top.value_lines["description"]))
+    if "defaults" in top:
+        defaults = require_map(top["defaults"], root_at.child("defaults", top.value_lines["defaults"]), DEFAULTS_KEYS)
+    if "cases" not in top:
+        raise root_at.error("missing key 'cases' (a mapping from case name to case)")
+    cases_at = root_at.child("cases", top.value_lines["cases"])
+    cases_map = require_map(top["cases"], cases_at)
+    if not cases_map:
+        raise cases_at.error("must name at least one case")
+    cases = []
+    for name, body, case_at in entries(cases_map, cases_at):
+        case_at = At(display, cases_map.key_lines[name], case_at.field)
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
+        body = require_map(body, case_at, CASE_KEYS)
+        merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"), "defaults", case_at.field)
+        cases.append(parse_case(name, merged, case_at, path, display))
+    return Suite(path=path, display_path=display, description=description, cases=tuple(cases))
+
+
+def _merge_maps(base: YamlMap, override: YamlMap, deep_keys: Sequence[str], base_field: str, override_field: str) -> YamlMap:
+    """``override`` on top of ``base``; for ``deep_keys`` the nested mappings merge key by key.
+
+    Line tables and field paths follow each key to the map it came from (``base_field``,
+    e.g. ``defaults``, or ``override_field``, e.g. ``cases.w8``), so an error in a default
+    points at the defaults block by line and by name.
+    """
+    merged = YamlMap()
+    merged.line = override.line
+    merged.key_lines, merged.value_lines, merged.value_styles, merged.key_fields = {}, {}, {}, {}
+    for source, field in ((base, base_field), (override, override_field)):
+        for key, value in source.items():
+            merged.key_fields.pop(key, None)
+            if key in deep_keys and isinstance(merged.get(key), YamlMap) and isinstance(value, YamlMap):
+                value = _merge_maps(merged[key], value, (), f"{base_field}.{key}", f"{override_field}.{key}")
+            elif key == "marks" and isinstance(merged.get(key), YamlSeq) and isinstance(value, YamlSeq):
+                combined = YamlSeq(list(merged[key]) + list(value))
+                combined.line = value.line
+                combined.item_lines = list(merged[key].item_lines) + list(value.item_lines)
+                combined.item_fields = [f"{base_field}.marks[{i}]" for i in range(len(merged[key]))] + [
+                    f"{override_field}.marks[{i}]" for i in range(len(value))
+                ]
+                value = combined
+            elif source is base:
+                merged.key_fields[key] = f"{base_field}.{key}"
+            merged[key] = value
+            merged.key_lines[key] = source.key_lines.get(key, source.line)
+            merged.value_lines[key] = source.value_lines.get(key, source.line)
+            merged.value_styles[key] = source.value_styles.get(key)
+    return merged

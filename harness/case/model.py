@@ -1,0 +1,214 @@
+"""The case model: frozen records a suite file becomes, and the names they may hold.
+
+Everything here is plain data, made only by the loader (harness/case/sections.py), which
+has checked every value against these names; the matrix, the run and the checks read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .. import programs
+from ..inputs import InputSpec
+from ..portable import Tolerance  # the tolerance model's record lives with its maths
+
+BACKENDS = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
+DEVICES = ("cpu", "cuda", "xpu", "mps")
+FILECHECK_TARGETS = ("output_code", "post_grad_graph", "kernel_source", "autotune_block", "ptx", "sass", "kernel_resources")
+PASS_HOOKS = (
+    "pre_grad_custom_pass",
+    "joint_custom_pre_pass",
+    "joint_custom_post_pass",
+    "post_grad_custom_pre_pass",
+    "post_grad_custom_post_pass",
+)
+COUNTER_OPS = ("equals", "at_least", "at_most")
+MARK_KINDS = ("slow", "skip", "xfail", "requires")
+REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_interpreter")
+
+# torch.compile modes the ``inductor`` backend's cells may use (``compile_mode:``); the ones
+# with CUDA graphs are run until they replay (harness/run.py, CUDAGRAPH_RUNS).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+# How a fuzz case may vary an input (harness/fuzz.py draws them).
+LAYOUTS = ("contiguous", "transposed", "padded")
+RANGE_SETTINGS = ("mean", "std", "low", "high")
+
+
+@dataclasses.dataclass(frozen=True)
+class When:
+    """A filter on matrix cells; an empty tuple means "any"."""
+
+    backends: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
+
+    def applies(self, backend: str, device: str, dtype: str) -> bool:
+        return (
+            (not self.backends or backend in self.backends)
+            and (not self.devices or device in self.devices)
+            and (not self.dtypes or dtype in self.dtypes)
+        )
+
+    def describe(self) -> str:
+        parts = [f"{k}={','.join(v)}" for k, v in dataclasses.asdict(self).items() if v]
+        return " ".join(parts) or "every cell"
+
+
+@dataclasses.dataclass(frozen=True)
+class Matrix:
+    backends: tuple[str, ...]
+    devices: tuple[str, ...]
+    dtypes: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCheckBlock:
+    target: str
+    check: str
+    first_check_line: int  # YAML line of the check text's first line
+    when: When
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CounterExpectation:
+    key: str  # "<group>.<name>", e.g. "inductor.inplace_padding"
+    equals: Optional[int]
+    at_least: Optional[int]
+    at_most: Optional[int]
+    when: When
+    line: int
+
+    @property
+    def group(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split(".", 1)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfSpec:
+    """``checks.perf``: time the cell (harness/perf.py); fail when slower than (1 + band) x its perf golden."""
+
+    band: float = 0.15
+    warmup: int = 10  # untimed calls first
+    reps: int = 100  # timed calls; the median is kept
+    cuda_graph: bool = False  # time the replay of a CUDA graph of the call
+    l2_flush: bool = False  # read a 256 MB buffer before each timed call (operands from HBM)
+    when: When = When()
+    line: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PassSpec:
+    """``factory`` is a ``module:function``; called with no arguments it returns a graph pass."""
+
+    hook: str
+    factory: str
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Mark:
+    kind: str  # slow | skip | xfail | requires
+    reason: str
+    when: When
+    strict: bool = True
+    requirements: tuple[tuple[str, Any], ...] = ()
+    line: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Checks:
+    golden: bool = True
+    golden_sample: Optional[int] = None  # store only this many spread-out elements of larger outputs
+    eager: bool = True
+    inputs_after: bool = False
+    filecheck: tuple[FileCheckBlock, ...] = ()
+    counters: tuple[CounterExpectation, ...] = ()
+    graphs: Optional[int] = 1
+    graph_breaks: Optional[int] = 0
+    perf: Optional[PerfSpec] = None
+
+
+# --------------------------------------------------------------------------- fuzz spec
+
+
+@dataclasses.dataclass(frozen=True)
+class DimRange:
+    """A size a fuzz case draws: from ``min`` to ``max`` inclusive, a multiple of ``multiple_of``."""
+
+    name: str
+    min: int
+    max: int
+    multiple_of: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFuzz:
+    """How one input may vary: layouts, distributions and ranges of their settings."""
+
+    name: str
+    layouts: tuple[str, ...] = ("contiguous",)
+    max_pad: int = 8
+    distributions: tuple[str, ...] = ()  # empty: the input's own
+    ranges: tuple[tuple[str, float, float], ...] = ()  # (setting, low, high)
+
+
+@dataclasses.dataclass(frozen=True)
+class FuzzSpec:
+    """A case's ``fuzz:`` block: how many examples, from which seed, varying what (harness/fuzz.py)."""
+
+    examples: int
+    seed: Optional[int]
+    max_seconds: float
+    dims: tuple[DimRange, ...]
+    inputs: tuple[InputFuzz, ...]
+    reference: Optional[str]
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    suite_path: Path
+    display_path: str
+    name: str
+    line: int
+    description: str
+    program: str
+    params: tuple[tuple[str, Any], ...]
+    inputs: tuple[InputSpec, ...]
+    seed: int
+    matrix: Matrix
+    tolerances: tuple[tuple[str, Tolerance], ...]  # dtype name -> tolerance, every matrix dtype present
+    config: tuple[tuple[str, Any], ...]
+    dynamo_config: tuple[tuple[str, Any], ...]
+    passes: tuple[PassSpec, ...]
+    backward: bool
+    no_grad: bool  # every run (eager, float64, compiled) under torch.no_grad(), as inference compiles
+    deterministic: bool
+    checks: Checks
+    marks: tuple[Mark, ...]
+    timeout: Optional[float] = None  # seconds; None: --cell-timeout or no limit (harness/guard.py)
+    fuzz: Optional[FuzzSpec] = None  # input shapes/strides/values drawn by hypothesis (harness/fuzz.py)
+    compile_mode: str = "default"  # torch.compile mode of the ``inductor`` backend's cells
+
+    def tolerance_for(self, dtype: str) -> Tolerance:
+        return dict(self.tolerances)[dtype]
+
+    def make_program(self) -> Callable[..., Any]:
+        return programs.make_program(self.program, dict(self.params))
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    path: Path
+    display_path: str
+    description: str
+    cases: tuple[Case, ...]

@@ -430,6 +430,8 @@ TUNED_CONFIGS_ENV = "IMPL_WOQ_TUNED_CONFIGS"
 def tuned_configs_file(device_name: str) -> Path:
     """The table for a GPU named ``device_name`` (torch.cuda.get_device_name)."""
     return next((path for kind, path in TUNED_CONFIGS_FILES.items() if kind in device_name), TUNED_CONFIGS_FILES["H100"])
+
+
 M_BUCKETS = (1, 16, 64, 256)
 
 

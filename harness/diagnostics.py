@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+import torch
 
 from .bisect import bisect_cell
 from .case import Case, load_suite
@@ -36,14 +37,27 @@ from .report import SummaryRow, rerun_command
 from .repro import DEFAULT_DIR, remove_repro, write_repro
 from .report_html import DETAIL_PROPERTY, cell_detail, write_report
 
-DEFAULT_BENCHMARKS = "benchmarks/woq_h100.json"
+BENCHMARKS_DIR = "benchmarks"
+
+
+def benchmarks_for_gpu(rootdir: Path, device_name: str) -> Optional[Path]:
+    """``benchmarks/woq_<kind>.json`` measured on the GPU kind the cells ran on
+    (``woq_h200.json`` for an "NVIDIA H200"), or None: another GPU's table would be drawn
+    as if it were this one's."""
+    words = device_name.lower().split()
+    return next((path for path in sorted((rootdir / BENCHMARKS_DIR).glob("woq_*.json"))
+                 if path.stem.removeprefix("woq_") in words), None)
+
+
+def _gpu_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else ""
 
 
 def add_options(group: Any) -> None:
     group.addoption("--bisect", action="store_true", help="rerun each failing cell through CompilerBisector and with our passes/lowerings disabled one at a time; the failure names where it diverges")
     group.addoption("--repro-dir", default=None, metavar="DIR", help=f"where failing cells write their standalone repro scripts (default: {DEFAULT_DIR} under the rootdir)")
     group.addoption("--report", default=None, metavar="DIR", help="write DIR/index.html and DIR/report.json: every cell, error pictures of numeric failures, kernel bandwidth")
-    group.addoption("--report-benchmarks", default=None, metavar="PATH", help=f"benchmark JSON drawn in the report (default: {DEFAULT_BENCHMARKS} under the rootdir, drawn only when GPU cells ran)")
+    group.addoption("--report-benchmarks", default=None, metavar="PATH", help=f"benchmark JSON drawn in the report (default: when GPU cells ran, {BENCHMARKS_DIR}/woq_<gpu>.json under the rootdir for that GPU, e.g. woq_h200.json)")
 
 
 def _json_safe(value: Any) -> Any:
@@ -72,7 +86,7 @@ class Diagnostics:
         self.report_dir = Path(report).resolve() if report else None
         bench = config.getoption("report_benchmarks")
         self.benchmarks_asked = bool(bench)
-        self.benchmarks = Path(bench).resolve() if bench else rootdir / DEFAULT_BENCHMARKS
+        self.benchmarks = Path(bench).resolve() if bench else None
         self.details: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------- where the cell ran
@@ -206,6 +220,7 @@ class Diagnostics:
             return
         # The benchmarks were measured on a GPU: drawn when asked for, or when GPU cells ran.
         ran_on_gpu = any(d.get("device") != "cpu" and d.get("outcome") not in ("skipped", None) for d in self.details)
-        bench = self.benchmarks if self.benchmarks_asked or ran_on_gpu else None
-        page = write_report(self.report_dir, self.details, bench, Path(self.config.rootpath))
+        rootdir = Path(self.config.rootpath)
+        bench = self.benchmarks if self.benchmarks_asked else (benchmarks_for_gpu(rootdir, _gpu_name()) if ran_on_gpu else None)
+        page = write_report(self.report_dir, self.details, bench, rootdir)
         terminalreporter.write_line(f"quantcheck report: {page} ({len(self.details)} cells)")

@@ -6,9 +6,9 @@ its error sits and a histogram of the error in units of the quantization step (t
 ``quant_step``; without one, the output dtype's spacing at the largest |expected|, and the
 page says which), and beside it a histogram of the relative error |a - e| / |e| by decade:
 an error of thousands of steps may be a constant 1e-3 relative error. The kernel benchmark
-table (benchmarks/woq_h100.json, measured on one GPU) is drawn as achieved bandwidth per
-shape against the measured copy bandwidth, only when the run asked for it
-(``--report-benchmarks``) or ran cells on a GPU. No JavaScript, no external files: one
+table (benchmarks/woq_<gpu>.json of the GPU kind the cells ran on, e.g. woq_h200.json) is
+drawn as achieved bandwidth per shape against the measured copy bandwidth, only when the
+run asked for it (``--report-benchmarks``) or ran cells on a GPU. No JavaScript, no external files: one
 page that opens anywhere.
 
 Cells report from wherever they ran (xdist workers included) through a user property;

@@ -228,3 +228,15 @@ def test_complex_outputs_get_a_picture_of_both_parts():
     assert worst_output({"o": expected}, {"o": actual}) == "o"
     picture = error_picture("x", "o", expected, actual, quant_step=0.125)
     assert picture["max_steps"] == pytest.approx(4.0)
+
+
+def test_a_gpu_run_draws_the_benchmarks_of_its_own_gpu_kind(tmp_path):
+    from harness.diagnostics import benchmarks_for_gpu
+
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    for name in ("woq_h100.json", "woq_h200.json", "woq_h200_tune.json"):
+        (bench / name).write_text("{}")
+    assert benchmarks_for_gpu(tmp_path, "NVIDIA H200") == bench / "woq_h200.json"
+    assert benchmarks_for_gpu(tmp_path, "NVIDIA H100 80GB HBM3") == bench / "woq_h100.json"
+    assert benchmarks_for_gpu(tmp_path, "NVIDIA A100-SXM4-80GB") is None  # no table of another GPU instead

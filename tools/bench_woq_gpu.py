@@ -769,7 +769,9 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
     from impl.kernels.common import KernelConfig
 
     def make(bm, bn, bk, warps, stages, **kw):
-        return KernelConfig(bm, bn, min(bk, group or bk), num_warps=warps, num_stages=stages, **kw)
+        # A step may span several groups only with the scale before the dot (woq_mm_int4).
+        capped = min(bk, group or bk) if kw.get("scale_after_dot", True) else bk
+        return KernelConfig(bm, bn, capped, num_warps=warps, num_stages=stages, **kw)
 
     if M == 1 and scheme == "int8":  # the CUDA-core GEMV kernel against the tensor-core tiles
         gemv = [(16, 512, 4, 1), (32, 512, 8, 1), (16, 1024, 8, 1), (8, 1024, 4, 1), (32, 256, 4, 1),
@@ -785,6 +787,10 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
         # how many weight bytes are in flight per SM (the H200 needs ~1.4x the H100's).
         configs = [make(16, bn, bk, 8 if bn == 256 else 4, st, scale_after_dot=sad)
                    for bn in (64, 128, 256) for bk in (64, 128) for st in (3, 5, 8) for sad in (True, False)]
+        # Steps spanning groups: each weight row read BLOCK_K // 2 contiguous bytes at a time.
+        configs += [make(16, bn, bk, w, st, scale_after_dot=False)
+                    for bn, bk, w, st in ((128, 256, 8, 3), (64, 256, 4, 4), (64, 512, 8, 3), (32, 512, 4, 3),
+                                          (128, 128, 4, 4), (64, 256, 4, 6), (32, 256, 4, 6))]
         configs = list(dict.fromkeys(configs))  # nf4's block of 64 caps bk: half the list repeats
         return configs + [make(16, 64, 128, 4, 4, scale_after_dot=False, decode="bits")] if scheme == "int4" else configs
     if M <= 64:

@@ -92,6 +92,14 @@ def split_k_bounds(pid_k, K, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
 
 
 @triton.jit
+def group_columns(values, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, GROUP_BYTES: tl.constexpr):
+    """values (BLOCK_N, GROUPS) -> (BLOCK_N, GROUPS * GROUP_BYTES): each group's value over
+    the packed byte columns of its group (a step of a 4-bit kernel spanning GROUPS groups)."""
+    wide = tl.broadcast_to(tl.reshape(values, (BLOCK_N, GROUPS, 1)), (BLOCK_N, GROUPS, GROUP_BYTES))
+    return tl.reshape(wide, (BLOCK_N, GROUPS * GROUP_BYTES))
+
+
+@triton.jit
 def mma(a, b, acc, UPCAST: tl.constexpr):
     """acc + a @ b on the tensor cores. UPCAST runs the product in float32 (see upcast_dot)."""
     if UPCAST:
@@ -474,7 +482,8 @@ def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, bloc
         base = min(candidates)[2]
         tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
         config = dataclasses.replace(base, split_k=choose_split_k(tiles, ceil_div(K, base.block_k), sm_count(device)))
-    if block_k_limit is not None and config.block_k > block_k_limit:
+    # A step may span several groups only with the scale before the dot (woq_mm_int4's docstring).
+    if block_k_limit is not None and config.block_k > block_k_limit and config.scale_after_dot:
         config = dataclasses.replace(config, block_k=block_k_limit)
     return config
 

@@ -6,11 +6,13 @@ in its high nibble, u in [0, 15]; scale and zero (N, K_pad // G) float32, zero h
 integers in [0, 15]. W[n, k] = (u[n, k] - zero[n, k // G]) * scale[n, k // G] for k < K.
 
 The kernel never interleaves nibbles: the low nibbles of a (BLOCK_K // 2, BLOCK_N) byte tile
-meet x's even columns and the high nibbles its odd columns, two dots per K step. BLOCK_K
-divides G, so one K step sees one group per row and K_pad is a whole number of steps.
+meet x's even columns and the high nibbles its odd columns, two dots per K step.
 With scale_after_dot each step's nibble product is scaled once per (row, column) in
-float32, (x . u - (zero + bias) * sum(x)) * scale, which keeps the weights exact; without
-it, each nibble is scaled to a float16/bfloat16 weight before the dot (cheaper for tall M).
+float32, (x . u - (zero + bias) * sum(x)) * scale, which keeps the weights exact; that
+needs one group per row and step, so BLOCK_K divides G. Without it, each nibble is scaled
+to a float16/bfloat16 weight before the dot (cheaper for tall M), and BLOCK_K may span
+several groups: each row then reads BLOCK_K // 2 contiguous bytes a step instead of at most
+G // 2, and HBM serves wide row segments faster than narrow ones (tools/probe_weight_reads.py).
 
 Tutorial order: kernel, launcher, reference.
 """
@@ -29,12 +31,14 @@ from impl.kernels.common import (
     SplitKScratch,
     biased_nibbles,
     biased_nibbles_prmt,
+    cdiv,
     ceil_div,
     check_activation,
     check_device,
     check_tensor,
     choose_split_k,
     grid_for,
+    group_columns,
     lookup_nibble_pairs,
     mma,
     nibble_bias,
@@ -71,10 +75,11 @@ def woq_mm_int4_kernel(
     GROUP_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr, SWAP_AB: tl.constexpr,
-    DECODE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    DECODE: tl.constexpr, UPCAST_DOT: tl.constexpr, EVEN_STEPS: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K_pad // 2) uint8, scale/zero (N, K_pad // G) fp32
-    -> out (M, N) in x's dtype. BLOCK_K divides GROUP_SIZE. SWAP_AB: see woq_mm_int8_kernel."""
+    -> out (M, N) in x's dtype. BLOCK_K divides GROUP_SIZE, or is a multiple of it without
+    SCALE_AFTER_DOT. SWAP_AB: see woq_mm_int8_kernel."""
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     HALF_K: tl.constexpr = BLOCK_K // 2
     pid = tl.program_id(0)
@@ -89,8 +94,8 @@ def woq_mm_int4_kernel(
     mask_m = offs_m < M
     mask_n = offs_n < N
     x_ptrs = x_ptr + offs_m[:, None] * stride_xm + (k_begin + offs_k)[None, :] * stride_xk
-    # Byte tile (BLOCK_N, BLOCK_K // 2), bytes contiguous along K. No K mask: K_pad is a
-    # whole number of BLOCK_K steps and the padding bytes meet zeroed activations.
+    # Byte tile (BLOCK_N, BLOCK_K // 2), bytes contiguous along K. No K mask while BLOCK_K
+    # divides G: K_pad is a whole number of steps and the padding bytes meet zeroed activations.
     q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
     s_ptrs = scale_ptr + offs_n * stride_sn
     z_ptrs = zero_ptr + offs_n * stride_sn
@@ -99,16 +104,35 @@ def woq_mm_int4_kernel(
     else:
         bias = nibble_bias(DTYPE)
 
+    if BLOCK_K > GROUP_SIZE:  # several groups a step (scale before the dot only)
+        GROUPS: tl.constexpr = BLOCK_K // GROUP_SIZE
+        offs_g = tl.arange(0, GROUPS)
+        groups_per_row = cdiv(K, GROUP_SIZE)
+
     if SWAP_AB:
         acc = zeros_f32(BLOCK_N, BLOCK_M)
     else:
         acc = zeros_f32(BLOCK_M, BLOCK_N)
     for k in range(k_begin, k_end, BLOCK_K):
         x = tl.load(x_ptrs, mask=mask_m[:, None] & ((k + offs_k) < K)[None, :], other=0.0)
-        packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
         group = k // GROUP_SIZE
-        scale = tl.load(s_ptrs + group * stride_sg, mask=mask_n, other=0.0)
-        zero = tl.load(z_ptrs + group * stride_sg, mask=mask_n, other=0.0) + bias
+        if BLOCK_K > GROUP_SIZE:
+            if EVEN_STEPS:  # K_pad a whole number of steps: no mask along K (masks cost ~2x registers)
+                packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+            else:  # bytes past K_pad masked to zero
+                packed = tl.load(q_ptrs, mask=mask_n[:, None] & ((k + 2 * offs_j) < K)[None, :], other=0)
+            g_ptrs = offs_n[:, None] * stride_sn + (group + offs_g)[None, :] * stride_sg
+            if EVEN_STEPS:
+                g_mask = mask_n[:, None]
+            else:
+                g_mask = mask_n[:, None] & ((group + offs_g) < groups_per_row)[None, :]
+            scale = group_columns(tl.load(scale_ptr + g_ptrs, mask=g_mask, other=0.0), BLOCK_N, GROUPS, GROUP_SIZE // 2)
+            zero = group_columns(tl.load(zero_ptr + g_ptrs, mask=g_mask, other=0.0) + bias, BLOCK_N, GROUPS,
+                                 GROUP_SIZE // 2)
+        else:
+            packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+            scale = tl.load(s_ptrs + group * stride_sg, mask=mask_n, other=0.0)
+            zero = tl.load(z_ptrs + group * stride_sg, mask=mask_n, other=0.0) + bias
         if DECODE == "table":
             low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
         elif DECODE == "prmt":
@@ -127,14 +151,17 @@ def woq_mm_int4_kernel(
                 part = mma(x_odd, tl.trans(high), part, UPCAST_DOT)
                 acc += (part - x_sum[:, None] * zero[None, :]) * scale[None, :]
         else:
+            if BLOCK_K <= GROUP_SIZE:  # one group a step: (BLOCK_N,) -> (BLOCK_N, 1)
+                scale = scale[:, None]
+                zero = zero[:, None]
             if UPCAST_DOT:  # interpreter: its bfloat16 arithmetic is wrong, float32 is exact
-                w_low = ((low.to(tl.float32) - zero[:, None]) * scale[:, None]).to(DTYPE)
-                w_high = ((high.to(tl.float32) - zero[:, None]) * scale[:, None]).to(DTYPE)
+                w_low = ((low.to(tl.float32) - zero) * scale).to(DTYPE)
+                w_high = ((high.to(tl.float32) - zero) * scale).to(DTYPE)
             else:
                 # (biased nibble - biased zero) is an integer in [-15, 15], exact in DTYPE; one
                 # packed subtract and one packed multiply per pair of weights.
-                zero_h = zero.to(DTYPE)[:, None]
-                scale_h = scale.to(DTYPE)[:, None]
+                zero_h = zero.to(DTYPE)
+                scale_h = scale.to(DTYPE)
                 w_low = (low - zero_h) * scale_h
                 w_high = (high - zero_h) * scale_h
             if SWAP_AB:
@@ -202,8 +229,9 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
     """Launch with buffers already checked and allocated (eager launcher and triton_op)."""
     M, K = x.shape
     N = qweight.shape[0]
-    if group_size % config.block_k:
-        raise ValueError(f"{OP}: config.block_k {config.block_k} must divide group_size {group_size}")
+    if config.block_k > group_size and config.scale_after_dot:
+        raise ValueError(f"{OP}: config.block_k {config.block_k} spans several groups of {group_size}, which "
+                         "needs scale_after_dot=False (the scale goes into each weight before the dot)")
     # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
     decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
     kernel = _CACHED_LAUNCHER if kernel is None else kernel
@@ -216,6 +244,7 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
         SWAP_AB=config.swap_ab, DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype),
+        EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,  # K_pad a whole number of steps
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

@@ -35,6 +35,7 @@ from impl.kernels.common import (
     check_tensor,
     choose_split_k,
     grid_for,
+    group_columns,
     lookup_nibble_pairs,
     load_nibble_lut,
     lookup_nibbles_prmt,
@@ -74,10 +75,11 @@ def woq_mm_nf4_kernel(
     BLOCK_SIZE: tl.constexpr, DOUBLE_QUANT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SCALE_AFTER_DOT: tl.constexpr, SWAP_AB: tl.constexpr,
-    DECODE: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    DECODE: tl.constexpr, UPCAST_DOT: tl.constexpr, EVEN_STEPS: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K_pad // 2) uint8, absmax (N, K_pad // B) -> out (M, N)
-    in x's dtype. BLOCK_K divides BLOCK_SIZE. SWAP_AB: see woq_mm_int8_kernel."""
+    in x's dtype. BLOCK_K divides BLOCK_SIZE, or is a multiple of it without SCALE_AFTER_DOT
+    (see woq_mm_int4's docstring). SWAP_AB: see woq_mm_int8_kernel."""
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     HALF_K: tl.constexpr = BLOCK_K // 2
     pid = tl.program_id(0)
@@ -98,20 +100,37 @@ def woq_mm_nf4_kernel(
     if DECODE == "prmt":
         lut = load_nibble_lut(lut_ptr)
 
+    if BLOCK_K > BLOCK_SIZE:  # several blocks a step (scale before the dot only)
+        BLOCKS: tl.constexpr = BLOCK_K // BLOCK_SIZE
+        offs_b = tl.arange(0, BLOCKS)
+
     if SWAP_AB:
         acc = zeros_f32(BLOCK_N, BLOCK_M)
     else:
         acc = zeros_f32(BLOCK_M, BLOCK_N)
     for k in range(k_begin, k_end, BLOCK_K):
         x = tl.load(x_ptrs, mask=mask_m[:, None] & ((k + offs_k) < K)[None, :], other=0.0)
-        packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
-        flat_block = offs_n * blocks_per_row + k // BLOCK_SIZE
+        if BLOCK_K > BLOCK_SIZE:
+            if EVEN_STEPS:  # K_pad a whole number of steps: no mask along K (masks cost ~2x registers)
+                packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+            else:  # bytes past K_pad masked to zero
+                packed = tl.load(q_ptrs, mask=mask_n[:, None] & ((k + 2 * offs_j) < K)[None, :], other=0)
+            block = k // BLOCK_SIZE + offs_b
+            flat_block = offs_n[:, None] * blocks_per_row + block[None, :]
+            if EVEN_STEPS:
+                block_mask = mask_n[:, None]
+            else:
+                block_mask = mask_n[:, None] & (block < blocks_per_row)[None, :]
+        else:
+            packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+            flat_block = offs_n * blocks_per_row + k // BLOCK_SIZE
+            block_mask = mask_n
         if DOUBLE_QUANT:
-            code = tl.load(absmax_ptr + flat_block, mask=mask_n, other=0)
-            code_scale = tl.load(absmax_scale_ptr + flat_block // 256, mask=mask_n, other=0.0)
+            code = tl.load(absmax_ptr + flat_block, mask=block_mask, other=0)
+            code_scale = tl.load(absmax_scale_ptr + flat_block // 256, mask=block_mask, other=0.0)
             absmax = code.to(tl.float32) * code_scale + absmax_offset
         else:
-            absmax = tl.load(absmax_ptr + flat_block, mask=mask_n, other=0.0)
+            absmax = tl.load(absmax_ptr + flat_block, mask=block_mask, other=0.0)
         if DECODE == "prmt":
             low, high = lookup_nibbles_prmt(packed, lut, DTYPE)
         else:
@@ -127,11 +146,15 @@ def woq_mm_nf4_kernel(
                 part = mma(x_odd, tl.trans(high), part, UPCAST_DOT)
                 acc += part * absmax[None, :]
         else:
+            if BLOCK_K > BLOCK_SIZE:  # (BLOCK_N, BLOCKS) -> (BLOCK_N, BLOCK_K // 2)
+                absmax = group_columns(absmax, BLOCK_N, BLOCKS, BLOCK_SIZE // 2)
+            else:  # (BLOCK_N,) -> (BLOCK_N, 1)
+                absmax = absmax[:, None]
             if UPCAST_DOT:  # interpreter: its bfloat16 arithmetic is wrong, float32 is exact
-                w_low = (low.to(tl.float32) * absmax[:, None]).to(DTYPE)
-                w_high = (high.to(tl.float32) * absmax[:, None]).to(DTYPE)
+                w_low = (low.to(tl.float32) * absmax).to(DTYPE)
+                w_high = (high.to(tl.float32) * absmax).to(DTYPE)
             else:  # one packed multiply per pair of weights
-                absmax_h = absmax.to(DTYPE)[:, None]
+                absmax_h = absmax.to(DTYPE)
                 w_low = low * absmax_h
                 w_high = high * absmax_h
             if SWAP_AB:
@@ -211,8 +234,9 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
     pair_table and lut_words decode nibbles (nibble_pair_table, nibble_lut_words)."""
     M, K = x.shape
     N = qweight.shape[0]
-    if block_size % config.block_k:
-        raise ValueError(f"{OP}: config.block_k {config.block_k} must divide block_size {block_size}")
+    if config.block_k > block_size and config.scale_after_dot:
+        raise ValueError(f"{OP}: config.block_k {config.block_k} spans several blocks of {block_size}, which "
+                         "needs scale_after_dot=False (absmax goes into each weight before the dot)")
     if config.decode not in ("prmt", "table"):
         raise ValueError(f"{OP}: config.decode {config.decode!r} is not one of 'prmt', 'table'")
     double_quant = absmax_scale is not None
@@ -228,7 +252,9 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
-        SWAP_AB=config.swap_ab, DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
+        SWAP_AB=config.swap_ab, DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype),
+        EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,  # K_pad a whole number of steps
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out
 

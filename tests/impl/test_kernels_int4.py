@@ -62,6 +62,10 @@ CONFIGS = [
     KernelConfig(16, 32, 32, decode="bits"),                           # elementwise twin of "prmt"
     KernelConfig(16, 32, 32, split_k=2, swap_ab=True),                 # weights as the A operand
     KernelConfig(32, 16, 32, swap_ab=True, scale_after_dot=False),
+    # A step spanning groups (G 32 and 64: 4 and 2 a step; G 128: one), K_pad not a whole
+    # number of steps: the byte and scale masks along K.
+    KernelConfig(16, 32, 128, split_k=2, scale_after_dot=False),
+    KernelConfig(32, 16, 128, swap_ab=True, scale_after_dot=False, decode="table"),
 ]
 
 
@@ -90,7 +94,7 @@ def test_contract_errors():
         woq_mm_int4(x, qweight, scale, torch.zeros(8, 4, device=DEVICE), 64)
     with pytest.raises(TypeError, match="scale must be torch.float32; got torch.bfloat16"):
         woq_mm_int4(x, qweight, scale.bfloat16(), zero, 64)
-    with pytest.raises(ValueError, match="config.block_k 128 must divide group_size 64"):
+    with pytest.raises(ValueError, match="config.block_k 128 spans several groups of 64, which needs scale_after_dot=False"):
         woq_mm_int4(x, qweight, scale, zero, 64, config=KernelConfig(16, 16, 128))
 
 

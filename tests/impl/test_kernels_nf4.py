@@ -77,6 +77,9 @@ CONFIGS = [
     KernelConfig(16, 32, 64, decode="table"),   # the gather decode (what the interpreter always runs)
     KernelConfig(16, 32, 32, split_k=2, swap_ab=True),
     KernelConfig(32, 16, 32, swap_ab=True, scale_after_dot=False),
+    # A step spanning 2 and 4 blocks of 64, K_pad not a whole number of steps.
+    KernelConfig(16, 32, 128, split_k=2, scale_after_dot=False),
+    KernelConfig(32, 16, 256, swap_ab=True, scale_after_dot=False),
 ]
 
 
@@ -91,6 +94,7 @@ def test_matches_float64_reference(M, N, K, double_quant, dtype, config):
 @pytest.mark.parametrize("block_size", [32, 128, 256])
 def test_other_block_sizes(block_size):
     check(3, 24, 300, block_size, torch.float16, KernelConfig(16, 16, 32, split_k=2))
+    check(3, 24, 300, block_size, torch.float16, KernelConfig(16, 16, 512, scale_after_dot=False))
 
 
 def test_contract_errors():
@@ -105,6 +109,8 @@ def test_contract_errors():
                    absmax_offset=torch.tensor(0.0, device=DEVICE))
     with pytest.raises(ValueError, match=r"absmax must have shape \(8, 2\); got \(2, 8\)"):
         woq_mm_nf4(x, weight["qweight"], weight["absmax"].T.contiguous(), 64)
+    with pytest.raises(ValueError, match="config.block_k 128 spans several blocks of 64, which needs scale_after_dot=False"):
+        woq_mm_nf4(x, weight["qweight"], weight["absmax"], 64, config=KernelConfig(16, 16, 128))
 
 
 @gpu_only

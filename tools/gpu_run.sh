@@ -68,7 +68,7 @@ fi
 if [ "$MODE" = perf ]; then
   touch /tmp/perf_start
   start=$(date +%s)
-  timeout "${PERF_S:-360}" python3 -m pytest suites/woq_perf.yaml -p no:cacheprovider -n 0 --add-missing-goldens "$@" \
+  timeout "${PERF_S:-360}" python3 -m pytest suites/woq_perf.yaml -v -p no:cacheprovider -n 0 --add-missing-goldens "$@" \
     > "$OUT/perf.log" 2>&1
   [ $? -eq 0 ] || status=1
   grep -E "^(FAILED|ERROR)|perf golden|slower than|passed|failed" "$OUT/perf.log" | tail -n 20

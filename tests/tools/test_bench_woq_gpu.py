@@ -142,3 +142,12 @@ def test_bench_models_goes_dense_first_target_shapes_first_and_stops_at_the_budg
     assert [m.get("skipped") for m in out[3:]] == ["model time budget spent"] * 9  # ... the rest say why
     assert out[3]["layers"] == bench.model_layers(8192, 8192)
     assert len(json.loads(partial.read_text())["model_rows"]) == 12
+
+
+@pytest.mark.parametrize("scheme, group", [("int4", 128), ("nf4", 64)])
+def test_tune_candidates_span_groups_only_with_the_scale_before_the_dot(scheme, group):
+    configs = bench.tune_candidates(scheme, 1, group)
+    spanning = [c for c in configs if c.block_k > group]
+    assert spanning, "no candidate reads more than one group a step"
+    assert not any(c.scale_after_dot for c in spanning)
+    assert len(configs) == len(set(configs))

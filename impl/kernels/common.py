@@ -589,17 +589,23 @@ def _int32_table_cached(values: tuple, device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int32, device=device)
 
 
+@functools.lru_cache(maxsize=None)
+def _table_of(values_of, levels: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return _int32_table_cached(values_of(tuple(float(v) for v in levels), dtype), torch.device(device))
+
+
 def nibble_pair_table(levels, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(256,) int32: entry b holds LEVELS[b & 15] in bits 0..15 and LEVELS[b >> 4] in bits
-    16..31, each as a ``dtype`` (float16 or bfloat16) bit pattern. Cached per device."""
-    return _int32_table_cached(nibble_pair_values(tuple(float(v) for v in levels), dtype), torch.device(device))
+    16..31, each as a ``dtype`` (float16 or bfloat16) bit pattern. Cached per device (one
+    dictionary lookup when ``levels`` is a tuple: the eager launchers call this every launch)."""
+    return _table_of(nibble_pair_values, levels if type(levels) is tuple else tuple(map(float, levels)), dtype, device)
 
 
 def nibble_lut_words(levels, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(8,) int32 for lookup_nibbles_prmt: words 0..3 hold the low bytes of LEVELS[0..15] as
     ``dtype`` bit patterns (entry 4 i + j in byte j of word i), words 4..7 their high bytes.
-    Cached per device."""
-    return _int32_table_cached(nibble_lut_values(tuple(float(v) for v in levels), dtype), torch.device(device))
+    Cached per device, as nibble_pair_table."""
+    return _table_of(nibble_lut_values, levels if type(levels) is tuple else tuple(map(float, levels)), dtype, device)
 
 
 def _wrap_int32(words: torch.Tensor) -> torch.Tensor:

@@ -27,17 +27,25 @@ _INT32 = (-(2**31), 2**31)
 
 
 def specialization_of(args: tuple) -> tuple:
-    """The part of each argument a compiled kernel is specialized on (see the module doc)."""
+    """The part of each argument a compiled kernel is specialized on (see the module doc).
+
+    Called on every launch: plain ints, the commonest argument, are tested first by exact
+    type (bool, an int subclass, is its own key)."""
     key = []
+    append = key.append
+    low, high = _INT32
     for a in args:
-        if isinstance(a, torch.Tensor):
-            key.append((a.dtype, a.data_ptr() % 16 == 0))
-        elif isinstance(a, bool) or a is None:
-            key.append(a)
+        kind = type(a)
+        if kind is int:
+            append((a == 1, a % 16 == 0, low <= a < high))
+        elif isinstance(a, torch.Tensor):
+            append((a.dtype, a.data_ptr() % 16 == 0))
+        elif kind is bool or a is None:
+            append(a)
         elif isinstance(a, int):
-            key.append((a == 1, a % 16 == 0, _INT32[0] <= a < _INT32[1]))
+            append((a == 1, a % 16 == 0, low <= a < high))
         else:
-            key.append(type(a))
+            append(kind)
     return tuple(key)
 
 

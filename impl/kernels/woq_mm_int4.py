@@ -238,8 +238,7 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
     kernel[grid_for(M, N, config)](
         x, qweight, scale, zero, pair_table, out, partial, tile_counter,
         M, N, K,
-        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), scale.stride(0), scale.stride(1),
-        out.stride(0), out.stride(1),
+        *x.stride(), *qweight.stride(), *scale.stride(), *out.stride(),  # one call a tensor: host time
         GROUP_SIZE=group_size,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,

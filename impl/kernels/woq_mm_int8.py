@@ -162,7 +162,7 @@ def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: Ke
     kernel[grid_for(M, N, config)](
         x, qweight, scale, out, partial, tile_counter,
         M, N, K,
-        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
+        *x.stride(), *qweight.stride(), *out.stride(),  # one call a tensor: host time
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SWAP_AB=config.swap_ab, EVEN_K=K % config.block_k == 0,
         UPCAST_DOT=upcast_dot(x.dtype), GEMV=config.block_m == 1,

@@ -248,7 +248,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
     kernel[grid_for(M, N, config)](
         x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
         M, N, K, absmax.shape[1],
-        x.stride(0), x.stride(1), qweight.stride(0), qweight.stride(1), out.stride(0), out.stride(1),
+        *x.stride(), *qweight.stride(), *out.stride(),  # one call a tensor: host time
         BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,

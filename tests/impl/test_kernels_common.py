@@ -119,6 +119,16 @@ def test_nibble_pair_table_holds_both_levels(dtype):
     assert torch.equal(high, expected[byte >> 4])
 
 
+def test_nibble_tables_are_cached_per_levels_dtype_and_device():
+    levels = tuple(float(i) for i in range(16))
+    cpu = torch.device("cpu")
+    table = common.nibble_pair_table(levels, torch.float16, cpu)
+    assert common.nibble_pair_table(levels, torch.float16, cpu) is table      # launchers call it every launch
+    assert torch.equal(common.nibble_pair_table(list(levels), torch.float16, cpu), table)
+    assert not torch.equal(common.nibble_pair_table(levels, torch.bfloat16, cpu), table)
+    assert common.nibble_lut_words(levels, torch.float16, cpu).shape == (8,)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nibble_tables_of_a_levels_tensor_equal_the_host_tables(dtype):
     """The device-side tables (any NF4 levels operand, no host sync) match the Python ones."""

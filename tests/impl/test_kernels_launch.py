@@ -28,6 +28,7 @@ def test_specialization_follows_triton_int_rules():
     assert key((32,)) != key((33,))           # divisibility by 16
     assert key((2**31 + 16,)) != key((16,))   # beyond 32 bits: a 64-bit argument
     assert key((48,)) == key((64,))
+    assert key((True,)) != key((1,)) and key((None,)) != key((0,))   # bool and None are their own keys
 
 
 def test_specialization_follows_tensor_dtype_and_alignment():

@@ -314,16 +314,16 @@ def _warm_one(job) -> tuple:
         partial, counter = common.SplitKScratch.buffers(M, N, config, device)
         if scheme == "int8":
             woq_mm_int8.launch_woq_mm_int8(x, *weights, out, partial, counter, config,
-                                           kernel=_WarmupOnly(woq_mm_int8.woq_mm_int8_kernel))
+                                           wrap=_WarmupOnly)
         elif scheme == "int4":
             table = common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, problem.dtype, device)
             woq_mm_int4.launch_woq_mm_int4(x, *weights, table, out, partial, counter, problem.group, config,
-                                           kernel=_WarmupOnly(woq_mm_int4.woq_mm_int4_kernel))
+                                           wrap=_WarmupOnly)
         else:
             table = common.nibble_pair_table(woq_mm_nf4.NF4_LEVELS, problem.dtype, device)
             lut = common.nibble_lut_words(woq_mm_nf4.NF4_LEVELS, problem.dtype, device)
             woq_mm_nf4.launch_woq_mm_nf4(x, weights[0], weights[1], None, None, table, lut, out, partial, counter,
-                                         problem.group, config, kernel=_WarmupOnly(woq_mm_nf4.woq_mm_nf4_kernel))
+                                         problem.group, config, wrap=_WarmupOnly)
         return job, time.perf_counter() - start, None
     except Exception as exc:  # reported, and the timing run compiles (and fails) again
         return job, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
@@ -420,8 +420,6 @@ def target_first(M: int, K: int, N: int) -> tuple:
 
 
 def bench(args) -> dict:
-    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
-
     plan = make_plan(args)
     device = torch.device("cuda")
     copy_gbs = measure_copy_bandwidth(device)
@@ -429,18 +427,13 @@ def bench(args) -> dict:
     problems = [Problem(s, M, N, K, DTYPES[d]) for d in plan.dtypes for s in plan.schemes
                 for (K, N) in plan.kn_shapes for M in plan.m_values]
 
-    choosers = {
-        "int8": lambda p: woq_mm_int8.choose_config(p.M, p.N, p.K, device),
-        "int4": lambda p: woq_mm_int4.choose_config(p.M, p.N, p.K, p.group, device),
-        "nf4": lambda p: woq_mm_nf4.choose_config(p.M, p.N, p.K, p.group, device),
-    }
-    precompile([config_job(p, choosers[p.scheme](p)) for p in problems], args.workers)
+    precompile([config_job(p, current_config(p, device)) for p in problems], args.workers)
 
     rows = []
     peer_deadline = time.perf_counter() + plan.peer_budget_s
     partial = os.path.join(args.out, f"{args.name}.partial.json")
     for problem in sorted(problems, key=lambda p: target_first(p.M, p.K, p.N)):
-        rows.append(bench_problem(problem, device, copy_gbs, choosers[problem.scheme](problem),
+        rows.append(bench_problem(problem, device, copy_gbs, current_config(problem, device),
                                   peers=not args.no_peers, peer_deadline=peer_deadline))
         print(format_row(rows[-1]), flush=True)
         with open(partial, "w") as f:  # survives a kill
@@ -764,6 +757,16 @@ def markdown_table(result: dict) -> str:
 # --------------------------------------------------------------------------------- tune
 
 
+def current_config(problem: Problem, device):
+    """The config our launcher picks for this problem (the tuned table, else the fallback)."""
+    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+
+    if problem.scheme == "int8":
+        return woq_mm_int8.choose_config(problem.M, problem.N, problem.K, device)
+    module = woq_mm_int4 if problem.scheme == "int4" else woq_mm_nf4
+    return module.choose_config(problem.M, problem.N, problem.K, problem.group, device)
+
+
 def tune_candidates(scheme: str, M: int, group: int) -> list:
     """Configs worth timing for one scheme and M bucket (split_k filled in per shape)."""
     from impl.kernels.common import KernelConfig
@@ -773,9 +776,17 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
         capped = min(bk, group or bk) if kw.get("scale_after_dot", True) else bk
         return KernelConfig(bm, bn, capped, num_warps=warps, num_stages=stages, **kw)
 
+    if M == 1 and scheme in ("int4", "nf4"):  # the CUDA-core GEMV kernels, then the tensor-core tiles
+        gemv = [make(1, bn, bk, w, 1, scale_after_dot=False)
+                for bn, bk, w in ((128, 128, 4), (64, 256, 4), (256, 128, 8), (128, 256, 8), (64, 128, 4),
+                                  (32, 512, 4), (128, 512, 8), (64, 512, 4), (16, 1024, 4), (32, 1024, 8),
+                                  (16, 2048, 8))]
+        gemv += [make(1, 128, 128, 4, 3, scale_after_dot=False), make(1, 64, 256, 4, 2, scale_after_dot=False)]
+        return gemv + tune_candidates(scheme, 16, group)
     if M == 1 and scheme == "int8":  # the CUDA-core GEMV kernel against the tensor-core tiles
         gemv = [(16, 512, 4, 1), (32, 512, 8, 1), (16, 1024, 8, 1), (8, 1024, 4, 1), (32, 256, 4, 1),
-                (64, 256, 8, 1), (16, 512, 4, 3), (32, 512, 8, 3)]
+                (64, 256, 8, 1), (16, 512, 4, 3), (32, 512, 8, 3), (64, 256, 4, 1), (128, 128, 4, 1),
+                (128, 256, 8, 1)]
         return ([make(1, bn, bk, w, st) for bn, bk, w, st in gemv]
                 + [make(16, bn, bk, w, st) for bn, bk, w, st in [(32, 256, 4, 4), (64, 256, 4, 4), (32, 512, 4, 3)]])
     if M <= 16:
@@ -835,7 +846,11 @@ def tune(args) -> dict:
         for (K, N) in kn_shapes:
             for M in m_values:
                 problem = Problem(scheme, M, N, K, dtype)
-                for base in tune_candidates(scheme, M, problem.group):
+                bases = tune_candidates(scheme, M, problem.group)
+                if args.gemv_only:  # the GEMV candidates against the config the shape runs now
+                    bases = [c for c in bases if c.block_m == 1]
+                    plan.append((problem, current_config(problem, device)))
+                for base in bases:
                     for config in with_split_choices(base, problem, sms):
                         plan.append((problem, config))
     plan = list(dict.fromkeys(plan))
@@ -886,6 +901,8 @@ def tune(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tune", action="store_true", help="time candidate kernel configs instead")
+    parser.add_argument("--gemv-only", action="store_true",
+                        help="--tune: only the GEMV (block_m 1) candidates, and each shape's current config")
     parser.add_argument("--quick", action="store_true",
                         help="K = N = 8192, M = 1 and 16, bf16, smaller budgets: about 5 minutes on an H200")
     parser.add_argument("--schemes", default="int8,int4,nf4")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -65,7 +66,7 @@ def main() -> int:
                         out, codes = run_and_get_code(compiled_model, x)  # benchmark subgraphs' modules too
                         out = compiled_model(x).clone()  # a second call: replays the CUDA graph
                     err = ((out.float() - eager.float()).norm() / eager.float().norm()).item()
-                    row.update(rel_err=err, kernel=any(f"woq_mm_{scheme}_kernel" in code for code in codes),
+                    row.update(rel_err=err, kernel=any(re.search(rf"woq_mm_{scheme}_(gemv_)?kernel", code) for code in codes),
                                contest={k: v for k, v in counters["inductor"].items() if "autotune_" in k and "woq" in k},
                                fused={k: v for k, v in counters["inductor"].items() if k.endswith("matcher_count") and "woq" in k})
                     bad += not (err <= TOLERANCE)

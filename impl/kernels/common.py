@@ -200,6 +200,83 @@ def biased_nibbles_prmt(packed, DTYPE: tl.constexpr):
             "=r,=r,=r,=r,r", [packed], dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
 
 
+# float32 2**23: its ulp is 1, so OR-ing an integer u < 2**23 into its mantissa gives 2**23 + u.
+MAGIC_F32 = tl.constexpr(8388608.0)
+
+
+@triton.jit
+def half_nibbles_f32(packed):
+    """packed (R, C) uint8 -> (low, high) nibbles as float32 v = 1/2 + u / 256, u in [0, 15]:
+    u written into the mantissa of 1/2 at bit 16 (one OR each, no int-to-float conversion),
+    exact, and small enough that v * x keeps x's bits (u - zero = 256 v - 128 - zero).
+    Elementwise Triton."""
+    low = (((packed & 0xF).to(tl.int32) << 16) | 0x3F000000).to(tl.float32, bitcast=True)
+    high = (((packed >> 4).to(tl.int32) << 16) | 0x3F000000).to(tl.float32, bitcast=True)
+    return low, high
+
+
+@triton.jit
+def half_nibbles_f32_prmt(packed):
+    """``half_nibbles_f32`` in PTX, four bytes per call: two LOP3 and a shift split the
+    register's nibbles into two registers of four bytes, and one PRMT per nibble moves its
+    byte into byte 2 under the exponent byte of 1/2: 11 instructions per 8 nibbles.
+    Compiled kernels only."""
+    return tl.inline_asm_elementwise(
+        "{ .reg .b32 l, h, m; mov.b32 m, 0x3F000000; and.b32 l, $8, 0x0F0F0F0F; shr.b32 h, $8, 4; "
+        "and.b32 h, h, 0x0F0F0F0F; prmt.b32 $0, l, m, 0x7044; prmt.b32 $1, l, m, 0x7144; "
+        "prmt.b32 $2, l, m, 0x7244; prmt.b32 $3, l, m, 0x7344; prmt.b32 $4, h, m, 0x7044; "
+        "prmt.b32 $5, h, m, 0x7144; prmt.b32 $6, h, m, 0x7244; prmt.b32 $7, h, m, 0x7344; }",
+        "=r,=r,=r,=r,=r,=r,=r,=r,r", [packed], dtype=(tl.float32, tl.float32), is_pure=True, pack=4)
+
+
+@triton.jit
+def magic_int8_f32(q, PRMT: tl.constexpr):
+    """q (R, C) int8 -> float32 2**23 + 128 + q: the byte q + 128 (q with its top bit flipped)
+    written under the exponent of 2**23, exact, no int-to-float conversion (a quarter-rate
+    unit on the H100 and H200). PRMT: in PTX, one XOR per four bytes and one PRMT per byte
+    (compiled kernels only); else elementwise Triton."""
+    if PRMT:
+        return tl.inline_asm_elementwise(
+            "{ .reg .b32 t, m; mov.b32 m, 0x4B000000; xor.b32 t, $4, 0x80808080; prmt.b32 $0, t, m, 0x7440; "
+            "prmt.b32 $1, t, m, 0x7441; prmt.b32 $2, t, m, 0x7442; prmt.b32 $3, t, m, 0x7443; }",
+            "=r,=r,=r,=r,r", [q], dtype=tl.float32, is_pure=True, pack=4)
+    return ((q.to(tl.int32) + 128) | 0x4B000000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def unpack_half_pairs(pairs, DTYPE: tl.constexpr):
+    """pairs (C,) int32, each two 16-bit floats of DTYPE (element 2j in the low half) ->
+    (even, odd) float32, (C,) each. Lets a GEMV read x as 32-bit words in its weights' layout."""
+    if DTYPE == tl.bfloat16:
+        even = (pairs << 16).to(tl.float32, bitcast=True)
+        odd = (pairs & -65536).to(tl.float32, bitcast=True)
+    else:
+        even = (pairs & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        odd = (pairs >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    return even, odd
+
+
+@triton.jit
+def x_pairs_f32(x_pairs_ptr, k, offs_j, K, EVEN_K: tl.constexpr, DTYPE: tl.constexpr):
+    """x columns k + 2j and k + 2j + 1, j in offs_j, as float32 (zero from K on), read as one
+    32-bit word each from x_pairs_ptr (x's first row as int32 pairs). EVEN_K: all < K."""
+    if EVEN_K:
+        return unpack_half_pairs(tl.load(x_pairs_ptr + k // 2 + offs_j), DTYPE)
+    cols = k + 2 * offs_j
+    even, odd = unpack_half_pairs(tl.load(x_pairs_ptr + k // 2 + offs_j, mask=cols < K, other=0), DTYPE)
+    return even, tl.where(cols + 1 < K, odd, 0.0)
+
+
+def gemv_activation(x: torch.Tensor, op: str) -> torch.Tensor:
+    """x (1, K), unit stride along K (check_activation), as the GEMV kernels read it: 32-bit
+    words of column pairs, so from an even element offset; copied when it starts at an odd one."""
+    if x.shape[0] != 1:
+        raise ValueError(f"{op}: a GEMV config (block_m 1) takes one x row; x has M = {x.shape[0]}")
+    if x.storage_offset() % 2:
+        return x.clone(memory_format=torch.contiguous_format)
+    return x
+
+
 # PTX for lookup_nibbles_prmt, eight packed bytes per call (pack=8): bytes in $8 and $9 ->
 # the levels of their low nibbles in $0..$3 and of their high nibbles in $4..$7, each
 # register two 16-bit floats (bytes 2r and 2r + 1 of the eight). The levels' low bytes come
@@ -322,7 +399,8 @@ class KernelConfig:
     """Tile shape and launch options of one kernel launch.
 
     block_m, block_n, block_k: tile of x rows, output columns and reduction (unpacked K);
-    block_m 1 (int8, M == 1) selects the GEMV kernel: CUDA-core multiply-adds, any block_n;
+    block_m 1 (M == 1) selects the GEMV kernel: CUDA-core float32 multiply-adds, any block_n
+    (int4, nf4: any block_k, scale_after_dot ignored);
     split_k: programs sharing one output tile along K; group_m: row tiles per L2 group;
     scale_after_dot (int4, nf4): multiply the per-group scale into the (BLOCK_M, BLOCK_N)
     partial product instead of into each weight element (cheaper when BLOCK_M is small);
@@ -364,7 +442,7 @@ class KernelConfig:
         """A compact label such as 'm16n64k256s2w4p4' for tables."""
         label = (f"m{self.block_m}n{self.block_n}k{self.block_k}s{self.split_k}"
                  f"w{self.num_warps}p{self.num_stages}")
-        if not self.scale_after_dot:
+        if not self.scale_after_dot and self.block_m != 1:  # the GEMV kernels ignore it
             label += "-sbd"
         if self.decode != "prmt":
             label += f"-{self.decode}"
@@ -482,8 +560,10 @@ def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, bloc
         base = min(candidates)[2]
         tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
         config = dataclasses.replace(base, split_k=choose_split_k(tiles, ceil_div(K, base.block_k), sm_count(device)))
-    # A step may span several groups only with the scale before the dot (woq_mm_int4's docstring).
-    if block_k_limit is not None and config.block_k > block_k_limit and config.scale_after_dot:
+    # A step may span several groups only with the scale before the dot (woq_mm_int4's docstring);
+    # the GEMV kernels (block_m 1) scale each group's row sums, whatever the step.
+    if (block_k_limit is not None and config.block_k > block_k_limit and config.scale_after_dot
+            and config.block_m != 1):
         config = dataclasses.replace(config, block_k=block_k_limit)
     return config
 

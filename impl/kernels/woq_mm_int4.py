@@ -29,6 +29,7 @@ from impl.kernels import interpreter_active
 from impl.kernels.common import (
     KernelConfig,
     SplitKScratch,
+    _add,
     biased_nibbles,
     biased_nibbles_prmt,
     cdiv,
@@ -37,9 +38,12 @@ from impl.kernels.common import (
     check_device,
     check_tensor,
     choose_split_k,
+    gemv_activation,
     grid_for,
     group_columns,
     lookup_nibble_pairs,
+    half_nibbles_f32,
+    half_nibbles_f32_prmt,
     mma,
     nibble_bias,
     nibble_pair_table,
@@ -51,6 +55,7 @@ from impl.kernels.common import (
     tile_coordinates,
     tuned_config,
     upcast_dot,
+    x_pairs_f32,
     zeros_f32,
 )
 from impl.kernels.launch import CachedLauncher
@@ -179,10 +184,79 @@ def woq_mm_int4_kernel(
                       stride_om, stride_on, pid, pid_k, SPLIT_K)
 
 
+@triton.jit
+def woq_mm_int4_gemv_kernel(
+    # pointers
+    x_ptr, qweight_ptr, scale_ptr, zero_ptr, out_ptr, partial_ptr, tile_counter_ptr,
+    # sizes
+    N, K,
+    # strides (scale and zero share theirs)
+    stride_qn, stride_qk, stride_sn, stride_sg, stride_on,
+    # meta-parameters
+    GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    DECODE: tl.constexpr, EVEN_STEPS: tl.constexpr, EVEN_K: tl.constexpr,
+):
+    """One x row (M == 1) on the CUDA cores: x (1, K) fp16/bf16 (see gemv_activation) ->
+    out (1, N). Program (column block, split) reduces [k_begin, k_end) for BLOCK_N columns.
+
+    No tensor cores: a 16-row tile would be 15 rows of padding, and its operand layout
+    costs a shuffle of every decoded weight through shared memory. A K step covers
+    BLOCK_K // min(BLOCK_K, G) sub-steps of at most one group, unrolled, so each weight row
+    is read BLOCK_K // 2 contiguous bytes at a time (HBM serves wide row segments faster,
+    tools/probe_weight_reads.py). Each nibble becomes v = 1/2 + u/256 (half_nibbles_f32,
+    exact), and sum (u - zero) x = 256 sum v x - (128 + zero) sum x: one FFMA a weight
+    besides the decode, the zero point and the scale applied once per row and group.
+    EVEN_STEPS: K_pad a whole number of steps; EVEN_K: K too (no masks along K at all)."""
+    SUB_K: tl.constexpr = BLOCK_K if BLOCK_K < GROUP_SIZE else GROUP_SIZE
+    SUBS: tl.constexpr = BLOCK_K // SUB_K
+    HALF_SUB: tl.constexpr = SUB_K // 2
+    HALF_K: tl.constexpr = BLOCK_K // 2
+    DTYPE: tl.constexpr = x_ptr.dtype.element_ty
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    k_begin, k_end = split_k_bounds(pid_k, K, BLOCK_K, SPLIT_K)
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_j = tl.arange(0, HALF_K)
+    offs_g = tl.arange(0, SUBS)
+    mask_n = offs_n < N
+    q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
+    g_ptrs = offs_n[:, None] * stride_sn + offs_g[None, :] * stride_sg
+    x_pairs_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    groups_per_row = cdiv(K, GROUP_SIZE)
+
+    acc = tl.full((BLOCK_N,), 0.0, tl.float32)
+    for k in range(k_begin, k_end, BLOCK_K):
+        group = k // GROUP_SIZE
+        if EVEN_STEPS or EVEN_K:
+            packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+            g_mask = mask_n[:, None]
+        else:
+            packed = tl.load(q_ptrs, mask=mask_n[:, None] & ((k + 2 * offs_j) < K)[None, :], other=0)
+            g_mask = mask_n[:, None] & ((group + offs_g) < groups_per_row)[None, :]
+        scale = tl.load(scale_ptr + g_ptrs + group * stride_sg, mask=g_mask, other=0.0)
+        zero = tl.load(zero_ptr + g_ptrs + group * stride_sg, mask=g_mask, other=0.0)
+        x_even, x_odd = x_pairs_f32(x_pairs_ptr, k, offs_j, K, EVEN_K, DTYPE)
+        if DECODE == "prmt":
+            low, high = half_nibbles_f32_prmt(packed)
+        else:
+            low, high = half_nibbles_f32(packed)
+        # The whole step's bytes come in one load (wide row segments); sums per group.
+        vx = (tl.reduce(tl.reshape(low * x_even[None, :], (BLOCK_N, SUBS, HALF_SUB)), 2, _add)
+              + tl.reduce(tl.reshape(high * x_odd[None, :], (BLOCK_N, SUBS, HALF_SUB)), 2, _add))
+        x_sum = tl.reduce(tl.reshape(x_even + x_odd, (SUBS, HALF_SUB)), 1, _add)
+        acc += tl.reduce((256.0 * vx - (128.0 + zero) * x_sum[None, :]) * scale, 1, _add)
+        q_ptrs += HALF_K * stride_qk
+
+    store_output_tile(tl.reshape(acc, (1, BLOCK_N)), out_ptr, partial_ptr, tile_counter_ptr, tl.arange(0, 1),
+                      offs_n, 1, N, 0, stride_on, pid_n, pid_k, SPLIT_K)
+
+
 # ---------------------------------------------------------------------------- launcher
 
-# The eager launcher's path to the kernel: Triton's binding once per specialization.
+# The eager launcher's path to the kernels: Triton's binding once per specialization.
 _CACHED_LAUNCHER = CachedLauncher(woq_mm_int4_kernel)
+_CACHED_GEMV_LAUNCHER = CachedLauncher(woq_mm_int4_gemv_kernel)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -225,16 +299,31 @@ def check_int4_weight(x, qweight, scale, zero, group_size: int) -> tuple[int, in
 
 
 def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_counter,
-                       group_size: int, config: KernelConfig, kernel=None):
-    """Launch with buffers already checked and allocated (eager launcher and triton_op)."""
+                       group_size: int, config: KernelConfig, wrap=None):
+    """Launch with buffers already checked and allocated (eager launcher and triton_op).
+    ``wrap`` maps the chosen @triton.jit kernel to what launches it (wrap_triton for a
+    triton_op); None: the eager launcher's cached binding."""
     M, K = x.shape
     N = qweight.shape[0]
+    # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
+    decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
+    if config.block_m == 1:
+        if decode == "table":
+            raise ValueError(f"{OP}: a GEMV config (block_m 1) decodes with 'prmt' or 'bits', not 'table'")
+        x = gemv_activation(x, OP)
+        kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_int4_gemv_kernel)
+        kernel[grid_for(M, N, config)](
+            x, qweight, scale, zero, out, partial, tile_counter, N, K,
+            *qweight.stride(), *scale.stride(), out.stride(1),
+            GROUP_SIZE=group_size, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
+            DECODE=decode, EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0, EVEN_K=K % config.block_k == 0,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+        )
+        return out
     if config.block_k > group_size and config.scale_after_dot:
         raise ValueError(f"{OP}: config.block_k {config.block_k} spans several groups of {group_size}, which "
                          "needs scale_after_dot=False (the scale goes into each weight before the dot)")
-    # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
-    decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
-    kernel = _CACHED_LAUNCHER if kernel is None else kernel
+    kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_int4_kernel)
     kernel[grid_for(M, N, config)](
         x, qweight, scale, zero, pair_table, out, partial, tile_counter,
         M, N, K,

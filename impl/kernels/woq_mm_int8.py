@@ -16,8 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
+from impl.kernels import interpreter_active
 from impl.kernels.common import (
     KernelConfig,
+    MAGIC_F32,
     SplitKScratch,
     _add,
     ceil_div,
@@ -27,6 +29,7 @@ from impl.kernels.common import (
     choose_split_k,
     grid_for,
     int8_to_dot_operand,
+    magic_int8_f32,
     mma,
     sm_count,
     split_k_bounds,
@@ -55,7 +58,7 @@ def woq_mm_int8_kernel(
     # meta-parameters
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr, GROUP_M: tl.constexpr, SWAP_AB: tl.constexpr, EVEN_K: tl.constexpr,
-    UPCAST_DOT: tl.constexpr, GEMV: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, GEMV: tl.constexpr, DECODE: tl.constexpr,
 ):
     """x (M, K) fp16/bf16, qweight (N, K) int8, scale (N,) fp32 -> out (M, N) in x's dtype.
 
@@ -64,7 +67,8 @@ def woq_mm_int8_kernel(
     then the tensor cores' A operand, which Hopper's wgmma reads from registers (B must sit
     in shared memory, so the unswapped form stores each decoded tile there first).
     GEMV (BLOCK_M == 1, for M == 1): multiply-adds on the CUDA cores instead of tensor cores,
-    which would spend 15 of their 16 rows on padding."""
+    which would spend 15 of their 16 rows on padding; each int8 becomes float32 by the
+    magic-number write of magic_int8_f32 (DECODE "prmt" in PTX, "bits" elementwise)."""
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -81,21 +85,24 @@ def woq_mm_int8_kernel(
     q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin + offs_k)[None, :] * stride_qk
 
     if GEMV:
-        # One x row (BLOCK_M == 1): no tensor cores. Each thread multiplies its weights into
-        # a float32 (BLOCK_N, BLOCK_K) tile and the tile is summed along K once at the end.
-        products = tl.full((BLOCK_N, BLOCK_K), 0.0, tl.float32)
+        # One x row (BLOCK_M == 1): no tensor cores. Each thread multiply-adds its weights
+        # with x (a vector broadcast over the rows) along K, and the row sums are reduced
+        # across threads every step.
+        row_sums_acc = tl.full((BLOCK_N,), 0.0, tl.float32)
+        x_row_ptrs = x_ptr + (k_begin + offs_k) * stride_xk
         for k in range(k_begin, k_end, BLOCK_K):
             if EVEN_K:
-                x = tl.load(x_ptrs, mask=mask_m[:, None], other=0.0)
+                x = tl.load(x_row_ptrs)
                 q = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
             else:
                 mask_k = (k + offs_k) < K
-                x = tl.load(x_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+                x = tl.load(x_row_ptrs, mask=mask_k, other=0.0)
                 q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0)
-            products += int8_to_dot_operand(q, DTYPE, UPCAST_DOT).to(tl.float32) * x.to(tl.float32)
-            x_ptrs += BLOCK_K * stride_xk
+            w = magic_int8_f32(q, DECODE == "prmt") - (MAGIC_F32 + 128.0)  # exact q in float32
+            row_sums_acc += tl.reduce(w * x.to(tl.float32)[None, :], 1, _add)
+            x_row_ptrs += BLOCK_K * stride_xk
             q_ptrs += BLOCK_K * stride_qk
-        acc = tl.reshape(tl.reduce(products, 1, _add), (1, BLOCK_N))
+        acc = tl.reshape(row_sums_acc, (1, BLOCK_N))
     else:
         if SWAP_AB:
             acc = zeros_f32(BLOCK_N, BLOCK_M)
@@ -153,12 +160,12 @@ def choose_config(M: int, N: int, K: int, device: torch.device) -> KernelConfig:
     return KernelConfig(**{**base.__dict__, "split_k": split_k})
 
 
-def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: KernelConfig, kernel=None):
+def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: KernelConfig, wrap=None):
     """Launch with buffers already checked and allocated (shared by the eager launcher and
-    the torch.library.triton_op, which passes ``wrap_triton(woq_mm_int8_kernel)``)."""
+    the torch.library.triton_op, which passes ``wrap=wrap_triton``: what launches the kernel)."""
     M, K = x.shape
     N = qweight.shape[0]
-    kernel = _CACHED_LAUNCHER if kernel is None else kernel
+    kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_int8_kernel)
     kernel[grid_for(M, N, config)](
         x, qweight, scale, out, partial, tile_counter,
         M, N, K,
@@ -166,6 +173,8 @@ def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: Ke
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SWAP_AB=config.swap_ab, EVEN_K=K % config.block_k == 0,
         UPCAST_DOT=upcast_dot(x.dtype), GEMV=config.block_m == 1,
+        # the GEMV's int8 decode; the interpreter cannot run inline PTX
+        DECODE="bits" if interpreter_active() else "prmt",
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

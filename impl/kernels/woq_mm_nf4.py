@@ -29,10 +29,12 @@ from impl.kernels import interpreter_active
 from impl.kernels.common import (
     KernelConfig,
     SplitKScratch,
+    _add,
     ceil_div,
     check_activation,
     check_device,
     check_tensor,
+    gemv_activation,
     choose_split_k,
     grid_for,
     group_columns,
@@ -49,6 +51,7 @@ from impl.kernels.common import (
     tile_coordinates,
     tuned_config,
     upcast_dot,
+    x_pairs_f32,
     zeros_f32,
 )
 from impl.kernels.launch import CachedLauncher
@@ -172,10 +175,80 @@ def woq_mm_nf4_kernel(
                       stride_om, stride_on, pid, pid_k, SPLIT_K)
 
 
+@triton.jit
+def woq_mm_nf4_gemv_kernel(
+    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT)
+    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, lut_ptr,
+    out_ptr, partial_ptr, tile_counter_ptr,
+    # sizes (blocks_per_row = K_pad // BLOCK_SIZE)
+    N, K, blocks_per_row,
+    # strides
+    stride_qn, stride_qk, stride_on,
+    # meta-parameters
+    BLOCK_SIZE: tl.constexpr, DOUBLE_QUANT: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    DECODE: tl.constexpr, EVEN_STEPS: tl.constexpr, EVEN_K: tl.constexpr,
+):
+    """One x row (M == 1) on the CUDA cores: x (1, K) fp16/bf16 (see gemv_activation) ->
+    out (1, N), as woq_mm_int4_gemv_kernel (steps of sub-steps of at most one block): each
+    thread's levels, looked up as 16-bit floats of x's dtype, become float32 and
+    multiply-add with x along its own bytes; each row sum takes its block's absmax once."""
+    SUB_K: tl.constexpr = BLOCK_K if BLOCK_K < BLOCK_SIZE else BLOCK_SIZE
+    SUBS: tl.constexpr = BLOCK_K // SUB_K
+    HALF_SUB: tl.constexpr = SUB_K // 2
+    HALF_K: tl.constexpr = BLOCK_K // 2
+    DTYPE: tl.constexpr = x_ptr.dtype.element_ty
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    k_begin, k_end = split_k_bounds(pid_k, K, BLOCK_K, SPLIT_K)
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_j = tl.arange(0, HALF_K)
+    offs_b = tl.arange(0, SUBS)
+    mask_n = offs_n < N
+    q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
+    x_pairs_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    if DOUBLE_QUANT:
+        absmax_offset = tl.load(absmax_offset_ptr)
+    if DECODE == "prmt":
+        lut = load_nibble_lut(lut_ptr)
+
+    acc = tl.full((BLOCK_N,), 0.0, tl.float32)
+    for k in range(k_begin, k_end, BLOCK_K):
+        block = k // BLOCK_SIZE + offs_b
+        if EVEN_STEPS or EVEN_K:
+            packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
+            block_mask = mask_n[:, None]
+        else:
+            packed = tl.load(q_ptrs, mask=mask_n[:, None] & ((k + 2 * offs_j) < K)[None, :], other=0)
+            block_mask = mask_n[:, None] & (block < blocks_per_row)[None, :]
+        flat_block = offs_n[:, None] * blocks_per_row + block[None, :]
+        if DOUBLE_QUANT:
+            code = tl.load(absmax_ptr + flat_block, mask=block_mask, other=0)
+            code_scale = tl.load(absmax_scale_ptr + flat_block // 256, mask=block_mask, other=0.0)
+            absmax = code.to(tl.float32) * code_scale + absmax_offset
+        else:
+            absmax = tl.load(absmax_ptr + flat_block, mask=block_mask, other=0.0)
+        x_even, x_odd = x_pairs_f32(x_pairs_ptr, k, offs_j, K, EVEN_K, DTYPE)
+        if DECODE == "prmt":
+            low, high = lookup_nibbles_prmt(packed, lut, DTYPE)
+        else:
+            low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
+        # The whole step's bytes come in one load (wide row segments); sums per block.
+        sums = (tl.reduce(tl.reshape(low.to(tl.float32) * x_even[None, :], (BLOCK_N, SUBS, HALF_SUB)), 2, _add)
+                + tl.reduce(tl.reshape(high.to(tl.float32) * x_odd[None, :], (BLOCK_N, SUBS, HALF_SUB)), 2, _add))
+        acc += tl.reduce(sums * absmax, 1, _add)
+        q_ptrs += HALF_K * stride_qk
+
+    store_output_tile(tl.reshape(acc, (1, BLOCK_N)), out_ptr, partial_ptr, tile_counter_ptr, tl.arange(0, 1),
+                      offs_n, 1, N, 0, stride_on, pid_n, pid_k, SPLIT_K)
+
+
 # ---------------------------------------------------------------------------- launcher
 
-# The eager launcher's path to the kernel: Triton's binding once per specialization.
+# The eager launcher's path to the kernels: Triton's binding once per specialization.
 _CACHED_LAUNCHER = CachedLauncher(woq_mm_nf4_kernel)
+_CACHED_GEMV_LAUNCHER = CachedLauncher(woq_mm_nf4_gemv_kernel)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -228,13 +301,14 @@ def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, abs
 
 
 def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial,
-                      tile_counter, block_size: int, config: KernelConfig, kernel=None):
-    """Launch with buffers already checked and allocated (eager launcher and triton_op).
+                      tile_counter, block_size: int, config: KernelConfig, wrap=None):
+    """Launch with buffers already checked and allocated (eager launcher and triton_op);
+    ``wrap`` as in launch_woq_mm_int4.
     absmax_scale and absmax_offset are None unless absmax holds double-quantized codes;
     pair_table and lut_words decode nibbles (nibble_pair_table, nibble_lut_words)."""
     M, K = x.shape
     N = qweight.shape[0]
-    if config.block_k > block_size and config.scale_after_dot:
+    if config.block_k > block_size and config.scale_after_dot and config.block_m != 1:
         raise ValueError(f"{OP}: config.block_k {config.block_k} spans several blocks of {block_size}, which "
                          "needs scale_after_dot=False (absmax goes into each weight before the dot)")
     if config.decode not in ("prmt", "table"):
@@ -244,7 +318,19 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         absmax_scale = absmax_offset = absmax
     # The interpreter cannot run inline PTX; the table gather computes the same values.
     decode = "table" if interpreter_active() else config.decode
-    kernel = _CACHED_LAUNCHER if kernel is None else kernel
+    if config.block_m == 1:
+        x = gemv_activation(x, OP)
+        kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_nf4_gemv_kernel)
+        kernel[grid_for(M, N, config)](
+            x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
+            N, K, absmax.shape[1], *qweight.stride(), out.stride(1),
+            BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
+            DECODE=decode, EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0, EVEN_K=K % config.block_k == 0,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+        )
+        return out
+    kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_nf4_kernel)
     kernel[grid_for(M, N, config)](
         x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
         M, N, K, absmax.shape[1],

@@ -56,7 +56,7 @@ def woq_mm_int8_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor
     out = x.new_empty((M, N))
     partial, counter = _scratch(M, N, config, x)
     return int8.launch_woq_mm_int8(x, qweight, scale, out, partial, counter, config,
-                                   kernel=wrap_triton(int8.woq_mm_int8_kernel))
+                                   wrap=wrap_triton)
 
 
 def woq_mm_int4_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
@@ -72,7 +72,7 @@ def woq_mm_int4_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor
     levels = torch.arange(len(int4.INT4_LEVELS), dtype=torch.float32, device=x.device)
     table, _ = nibble_tables_of(levels, x.dtype)
     return int4.launch_woq_mm_int4(x, qweight, scale, zero, table, out, partial, counter, group_size, config,
-                                   kernel=wrap_triton(int4.woq_mm_int4_kernel))
+                                   wrap=wrap_triton)
 
 
 def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
@@ -93,7 +93,7 @@ def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor
         check_tensor(levels, "levels", (len(nf4.NF4_LEVELS),), torch.float32, x.device, nf4.OP)
         table, lut = nibble_tables_of(levels, x.dtype)
     return nf4.launch_woq_mm_nf4(x, qweight, absmax, None, None, table, lut, out, partial, counter, block_size,
-                                 config, kernel=wrap_triton(nf4.woq_mm_nf4_kernel))
+                                 config, wrap=wrap_triton)
 
 
 # The bodies stay callable on their own: traced without functionalization (make_fx), a body

@@ -21,7 +21,8 @@ pytest.importorskip("triton", reason="the kernels need triton")
 
 from tests.impl.compiled_kernels_support import run_with_compiled_kernels  # noqa: E402
 
-KERNELS = ("woq_mm_int8_kernel", "woq_mm_int4_kernel", "woq_mm_nf4_kernel")
+KERNELS = ("woq_mm_int8_kernel", "woq_mm_int4_kernel", "woq_mm_nf4_kernel", "woq_mm_int4_gemv_kernel",
+           "woq_mm_nf4_gemv_kernel")
 
 _RENDER = r"""
 import json, sys
@@ -29,7 +30,9 @@ from torch._inductor.codegen.wrapper import user_defined_triton_kernel_transitiv
 from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
 kernels = {"woq_mm_int8_kernel": woq_mm_int8.woq_mm_int8_kernel,
            "woq_mm_int4_kernel": woq_mm_int4.woq_mm_int4_kernel,
-           "woq_mm_nf4_kernel": woq_mm_nf4.woq_mm_nf4_kernel}
+           "woq_mm_nf4_kernel": woq_mm_nf4.woq_mm_nf4_kernel,
+           "woq_mm_int4_gemv_kernel": woq_mm_int4.woq_mm_int4_gemv_kernel,
+           "woq_mm_nf4_gemv_kernel": woq_mm_nf4.woq_mm_nf4_gemv_kernel}
 json.dump({name: closure(k) for name, k in kernels.items()}, sys.stdout)
 """
 

@@ -77,6 +77,51 @@ def test_matches_float64_reference(M, N, K, group_size, dtype, config):
     check(M, N, K, group_size, dtype, config)
 
 
+# The GEMV kernel (block_m 1): a step within one group, steps spanning groups with ragged
+# K (K_pad not a whole number of steps: a sub-step past K_pad), uneven split-K, both decodes.
+GEMV_CONFIGS = [
+    KernelConfig(1, 16, 32, split_k=3),
+    KernelConfig(1, 32, 128, split_k=2),
+    KernelConfig(1, 8, 256, decode="bits"),
+    KernelConfig(1, 64, 64, decode="bits", num_warps=8),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("config", GEMV_CONFIGS, ids=lambda c: c.short())
+def test_gemv_path_matches_float64_reference(group_size, dtype, config):
+    check(1, 33, 200, group_size, dtype, config)
+    check(1, 40, 256, group_size, dtype, config, symmetric=True)  # K a whole number of steps
+
+
+def test_gemv_reads_activations_at_an_odd_offset():
+    """x is read as 32-bit words of column pairs: a view starting at an odd element is
+    copied first (gemv_activation); K odd masks the last pair's upper half."""
+    config = KernelConfig(1, 16, 64, split_k=2)
+    qweight, scale, zero = random_int4_weight(24, 129, 64, seed=3)
+    wide = random_activation(1, 130, torch.bfloat16, seed=4)
+    for x in (wide[:, 1:], wide[:, :129]):  # storage offsets 1 and 0
+        y = woq_mm_int4(x, qweight, scale, zero, 64, config=config)
+        expected = woq_mm_int4_reference(x, qweight, scale, zero, 64)
+        weight = dequantize_int4_reference(qweight, scale, zero, 64, 129)
+        assert_matches_reference(y, expected, x, weight, "int4 gemv strided x")
+
+
+def test_gemv_config_rejects_table_decode():
+    x = random_activation(1, 64, torch.float16, seed=0)
+    qweight, scale, zero = random_int4_weight(8, 64, 32, seed=0)
+    with pytest.raises(ValueError, match="a GEMV config .block_m 1. decodes with 'prmt' or 'bits', not 'table'"):
+        woq_mm_int4(x, qweight, scale, zero, 32, config=KernelConfig(1, 8, 64, decode="table"))
+
+
+def test_gemv_config_needs_one_row():
+    x = random_activation(2, 64, torch.float16, seed=0)
+    qweight, scale, zero = random_int4_weight(8, 64, 32, seed=0)
+    with pytest.raises(ValueError, match="a GEMV config .block_m 1. takes one x row; x has M = 2"):
+        woq_mm_int4(x, qweight, scale, zero, 32, config=KernelConfig(1, 8, 64))
+
+
 @pytest.mark.parametrize("config", [KernelConfig(16, 16, 64), KernelConfig(16, 16, 64, scale_after_dot=False)],
                          ids=lambda c: c.short())
 def test_symmetric_zero_point(config):

@@ -91,6 +91,26 @@ def test_matches_float64_reference(M, N, K, double_quant, dtype, config):
     check(M, N, K, 64, dtype, config, double_quant=double_quant)
 
 
+# The GEMV kernel (block_m 1): within one block, spanning blocks with ragged K, split-K.
+GEMV_CONFIGS = [KernelConfig(1, 16, 32, split_k=3), KernelConfig(1, 32, 256, split_k=2),
+                KernelConfig(1, 64, 64, decode="table", num_warps=8)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("double_quant", [False, True], ids=["absmax", "double-quant"])
+@pytest.mark.parametrize("config", GEMV_CONFIGS, ids=lambda c: c.short())
+def test_gemv_path_matches_float64_reference(double_quant, dtype, config):
+    check(1, 33, 200, 64, dtype, config, double_quant=double_quant)
+    check(1, 40, 512, 64, dtype, config, double_quant=double_quant)  # K a whole number of steps
+
+
+def test_gemv_config_needs_one_row():
+    x = random_activation(2, 64, torch.float16, seed=0)
+    weight = random_nf4_weight(8, 64, 64, seed=0)
+    with pytest.raises(ValueError, match="a GEMV config .block_m 1. takes one x row; x has M = 2"):
+        woq_mm_nf4(x, **weight, config=KernelConfig(1, 8, 64))
+
+
 @pytest.mark.parametrize("block_size", [32, 128, 256])
 def test_other_block_sizes(block_size):
     check(3, 24, 300, block_size, torch.float16, KernelConfig(16, 16, 32, split_k=2))

@@ -5,6 +5,8 @@ CUDA: under torch.compile the kernel appears in Inductor's output code."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -99,7 +101,9 @@ def test_inductor_emits_the_kernel(scheme, M):
 
     torch._dynamo.reset()
     y, code = run_and_get_code(torch.compile(linear, fullgraph=True), *args)
-    assert any(kernel_name in source for source in code), f"{kernel_name} not in Inductor's output code"
+    # M = 1 may take the scheme's GEMV kernel (woq_mm_int4_gemv_kernel) where the tuned table says so
+    emitted = re.compile(rf"def {kernel_name.removesuffix('_kernel')}_(gemv_)?kernel\(")
+    assert any(emitted.search(source) for source in code), f"{kernel_name} not in Inductor's output code"
     assert_matches_reference(y - 1.0, reference, args[0], weight, f"{scheme} compiled")
 
 

@@ -777,11 +777,12 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
         return KernelConfig(bm, bn, capped, num_warps=warps, num_stages=stages, **kw)
 
     if M == 1 and scheme in ("int4", "nf4"):  # the CUDA-core GEMV kernels, then the tensor-core tiles
+        # Steps of any width (the GEMV sums each group apart); one stage: without a tl.dot,
+        # Triton pipelines nothing (p2 and p3 measured the same on the H200).
         gemv = [make(1, bn, bk, w, 1, scale_after_dot=False)
                 for bn, bk, w in ((128, 128, 4), (64, 256, 4), (256, 128, 8), (128, 256, 8), (64, 128, 4),
                                   (32, 512, 4), (128, 512, 8), (64, 512, 4), (16, 1024, 4), (32, 1024, 8),
                                   (16, 2048, 8))]
-        gemv += [make(1, 128, 128, 4, 3, scale_after_dot=False), make(1, 64, 256, 4, 2, scale_after_dot=False)]
         return gemv + tune_candidates(scheme, 16, group)
     if M == 1 and scheme == "int8":  # the CUDA-core GEMV kernel against the tensor-core tiles
         gemv = [(16, 512, 4, 1), (32, 512, 8, 1), (16, 1024, 8, 1), (8, 1024, 4, 1), (32, 256, 4, 1),

@@ -190,9 +190,10 @@ def woq_mm_nf4_gemv_kernel(
     DECODE: tl.constexpr, EVEN_STEPS: tl.constexpr, EVEN_K: tl.constexpr,
 ):
     """One x row (M == 1) on the CUDA cores: x (1, K) fp16/bf16 (see gemv_activation) ->
-    out (1, N), as woq_mm_int4_gemv_kernel (steps of sub-steps of at most one block): each
-    thread's levels, looked up as 16-bit floats of x's dtype, become float32 and
-    multiply-add with x along its own bytes; each row sum takes its block's absmax once."""
+    out (1, N), as woq_mm_int4_gemv_kernel (a step's bytes in one load, sums per block from
+    a reshape): each thread's levels, looked up as 16-bit floats of x's dtype, become
+    float32 and multiply-add with x along its own bytes; each row sum takes its block's
+    absmax once."""
     SUB_K: tl.constexpr = BLOCK_K if BLOCK_K < BLOCK_SIZE else BLOCK_SIZE
     SUBS: tl.constexpr = BLOCK_K // SUB_K
     HALF_SUB: tl.constexpr = SUB_K // 2

@@ -151,3 +151,16 @@ def test_tune_candidates_span_groups_only_with_the_scale_before_the_dot(scheme, 
     assert spanning, "no candidate reads more than one group a step"
     assert not any(c.scale_after_dot for c in spanning)
     assert len(configs) == len(set(configs))
+
+
+@pytest.mark.parametrize("scheme, group", [("int4", 128), ("nf4", 64), ("int8", None)])
+def test_m1_candidates_put_the_gemv_kernels_against_the_tiles(scheme, group):
+    """M = 1 sweeps the GEMV kernels (block_m 1, one stage) next to the 16-row tiles; the 4-bit
+    GEMV steps are not capped at the group (wide row segments are what made them pay)."""
+    gemv = [c for c in bench.tune_candidates(scheme, 1, group) if c.block_m == 1]
+    tiles = [c for c in bench.tune_candidates(scheme, 1, group) if c.block_m == 16]
+    assert gemv and tiles
+    assert max(c.block_k for c in gemv) >= 1024
+    if group:
+        assert all(c.num_stages == 1 for c in gemv)
+    assert not any(c.block_m == 1 for c in bench.tune_candidates(scheme, 16, group))

@@ -63,7 +63,7 @@ INT4_GROUP = 128
 NF4_BLOCK = 64
 ROTATION_BYTES = 256 * 2**20  # weight bytes cycled through per timing: 5x the H100's L2
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-TUNE_M_VALUES = (1, 16, 64, 256)  # the M buckets of impl.kernels.common.m_bucket
+TUNE_M_VALUES = (1, 2, 4, 8, 16, 64, 256)  # the M buckets of impl.kernels.common.m_bucket
 SCHEME_OPTIONS = {"int8": {}, "int4": {"group_size": INT4_GROUP}, "nf4": {"block_size": NF4_BLOCK}}  # quantize_linear_
 
 
@@ -790,6 +790,12 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
                 (128, 256, 8, 1)]
         return ([make(1, bn, bk, w, st) for bn, bk, w, st in gemv]
                 + [make(16, bn, bk, w, st) for bn, bk, w, st in [(32, 256, 4, 4), (64, 256, 4, 4), (32, 512, 4, 3)]])
+    if M in (2, 4, 8):  # the GEMV kernels with M rows (each decoded weight used M times), then the tiles
+        # Fewer weights a thread than at M = 1: the decoded weights stay live for all M rows
+        # (local sm_90a compile: m2n64k512w4 spills, m2n32k512w4 and m4n16k512w4 do not).
+        gemv = [make(M, bn, bk, w, 1, scale_after_dot=False)
+                for bn, bk, w in ((32, 512, 4), (16, 1024, 4), (32, 1024, 8), (16, 512, 4), (8, 1024, 4))]
+        return gemv + tune_candidates(scheme, 16, group)
     if M <= 16:
         if scheme == "int8":
             shapes = [(32, 256, 4, 4), (64, 256, 4, 4), (64, 256, 8, 4), (128, 128, 4, 4), (128, 256, 8, 3),
@@ -849,7 +855,7 @@ def tune(args) -> dict:
                 problem = Problem(scheme, M, N, K, dtype)
                 bases = tune_candidates(scheme, M, problem.group)
                 if args.gemv_only:  # the GEMV candidates against the config the shape runs now
-                    bases = [c for c in bases if c.block_m == 1]
+                    bases = [c for c in bases if c.gemv]
                     plan.append((problem, current_config(problem, device)))
                 for base in bases:
                     for config in with_split_choices(base, problem, sms):
@@ -903,7 +909,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tune", action="store_true", help="time candidate kernel configs instead")
     parser.add_argument("--gemv-only", action="store_true",
-                        help="--tune: only the GEMV (block_m 1) candidates, and each shape's current config")
+                        help="--tune: only the GEMV (block_m 1, 2, 4, 8) candidates, and each shape's current config")
     parser.add_argument("--quick", action="store_true",
                         help="K = N = 8192, M = 1 and 16, bf16, smaller budgets: about 5 minutes on an H200")
     parser.add_argument("--schemes", default="int8,int4,nf4")

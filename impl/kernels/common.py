@@ -259,7 +259,7 @@ def unpack_half_pairs(pairs, DTYPE: tl.constexpr):
 @triton.jit
 def x_pairs_f32(x_pairs_ptr, k, offs_j, K, EVEN_K: tl.constexpr, DTYPE: tl.constexpr):
     """x columns k + 2j and k + 2j + 1, j in offs_j, as float32 (zero from K on), read as one
-    32-bit word each from x_pairs_ptr (x's first row as int32 pairs). EVEN_K: all < K."""
+    32-bit word each from x_pairs_ptr (one x row as int32 pairs). EVEN_K: all < K."""
     if EVEN_K:
         return unpack_half_pairs(tl.load(x_pairs_ptr + k // 2 + offs_j), DTYPE)
     cols = k + 2 * offs_j
@@ -267,14 +267,59 @@ def x_pairs_f32(x_pairs_ptr, k, offs_j, K, EVEN_K: tl.constexpr, DTYPE: tl.const
     return even, tl.where(cols + 1 < K, odd, 0.0)
 
 
-def gemv_activation(x: torch.Tensor, op: str) -> torch.Tensor:
-    """x (1, K), unit stride along K (check_activation), as the GEMV kernels read it: 32-bit
-    words of column pairs, so from an even element offset; copied when it starts at an odd one."""
-    if x.shape[0] != 1:
-        raise ValueError(f"{op}: a GEMV config (block_m 1) takes one x row; x has M = {x.shape[0]}")
-    if x.storage_offset() % 2:
-        return x.clone(memory_format=torch.contiguous_format)
-    return x
+@triton.jit
+def gemv_tile(M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+              SPLIT_K: tl.constexpr):
+    """(tile_id, pid_k, first_row, offs_n, k_begin, k_end) of a GEMV program: BLOCK_M x rows
+    (from first_row) by BLOCK_N output columns over K range [k_begin, k_end). Row tiles vary
+    fastest, so the programs reading one weight tile run together (M > BLOCK_M)."""
+    tile_id = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    row_tiles = cdiv(M, BLOCK_M)
+    first_row = (tile_id % row_tiles) * BLOCK_M
+    offs_n = (tile_id // row_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    k_begin, k_end = split_k_bounds(pid_k, K, BLOCK_K, SPLIT_K)
+    return tile_id, pid_k, first_row, offs_n, k_begin, k_end
+
+
+@triton.jit
+def gemv_row(first_row, r: tl.constexpr, M):
+    """Row r of a GEMV tile, clamped to the last row of x: rows past M read real data (no
+    mask on the loads) and their sums are dropped by the store's row mask."""
+    return tl.minimum(first_row + r, M - 1)
+
+
+@triton.jit
+def add_to_column(acc, values, column: tl.constexpr):
+    """acc (R, C) with values (R,) added to its column ``column``: a GEMV tile keeps one
+    accumulator column per x row (Triton tensors cannot be indexed by assignment)."""
+    cols = tl.arange(0, acc.shape[1])
+    return acc + tl.where(cols[None, :] == column, values[:, None], 0.0)
+
+
+@triton.jit
+def group_dots(low, high, x_even, x_odd, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, HALF_GROUP: tl.constexpr):
+    """Decoded nibbles low, high (BLOCK_N, GROUPS * HALF_GROUP) float32 against one x row's
+    even and odd columns (GROUPS * HALF_GROUP,) -> (BLOCK_N, GROUPS) sums, one per weight row
+    and group of the step (each group is scaled apart afterwards)."""
+    return (tl.reduce(tl.reshape(low * x_even[None, :], (BLOCK_N, GROUPS, HALF_GROUP)), 2, _add)
+            + tl.reduce(tl.reshape(high * x_odd[None, :], (BLOCK_N, GROUPS, HALF_GROUP)), 2, _add))
+
+
+GEMV_ROWS = (1, 2, 4, 8)
+
+
+def gemv_activation(x: torch.Tensor) -> torch.Tensor:
+    """x (M, K), unit stride along K (check_activation), as the GEMV kernels read it: 32-bit
+    words of column pairs, so every row from an even element offset. A view that starts at
+    an odd one, or (M > 1) whose rows are an odd number of elements apart, is copied into
+    rows of K rounded up to even (the kernels mask the column past K)."""
+    M, K = x.shape
+    if x.storage_offset() % 2 == 0 and (M == 1 or x.stride(0) % 2 == 0):
+        return x
+    rows = x.new_empty((M, K + K % 2))
+    rows[:, :K].copy_(x)
+    return rows[:, :K]
 
 
 # PTX for lookup_nibbles_prmt, eight packed bytes per call (pack=8): bytes in $8 and $9 ->
@@ -399,8 +444,9 @@ class KernelConfig:
     """Tile shape and launch options of one kernel launch.
 
     block_m, block_n, block_k: tile of x rows, output columns and reduction (unpacked K);
-    block_m 1 (M == 1) selects the GEMV kernel: CUDA-core float32 multiply-adds, any block_n
-    (int4, nf4: any block_k, scale_after_dot ignored);
+    block_m 1, 2, 4 or 8 (GEMV_ROWS, decode sizes) selects the GEMV kernel: CUDA-core float32
+    multiply-adds, each decoded weight used by block_m x rows, any block_n (int4, nf4: any
+    block_k, scale_after_dot ignored); larger block_m are tensor-core tiles (16 and up);
     split_k: programs sharing one output tile along K; group_m: row tiles per L2 group;
     scale_after_dot (int4, nf4): multiply the per-group scale into the (BLOCK_M, BLOCK_N)
     partial product instead of into each weight element (cheaper when BLOCK_M is small);
@@ -423,16 +469,25 @@ class KernelConfig:
     decode: str = "prmt"
     swap_ab: bool = False
 
+    @property
+    def gemv(self) -> bool:
+        """CUDA-core GEMV kernel (block_m in GEMV_ROWS) rather than tensor-core tiles."""
+        return self.block_m < 16
+
     def __post_init__(self):
-        gemv = self.block_m == 1  # one x row on the CUDA cores (int8): no tl.dot minimum
+        if self.gemv and self.block_m not in GEMV_ROWS:
+            raise ValueError(f"KernelConfig.block_m: {self.block_m} is neither a GEMV row count "
+                             f"({', '.join(map(str, GEMV_ROWS))}) nor a power of two >= 16")
         for name in ("block_m", "block_n", "block_k"):
             value = getattr(self, name)
-            if gemv and name != "block_k":
+            if self.gemv and name == "block_n":
                 if value & (value - 1):
                     raise ValueError(f"KernelConfig.{name}: {value} is not a power of two")
+            elif self.gemv and name == "block_m":
+                continue
             elif value < 16 or value & (value - 1):
                 raise ValueError(f"KernelConfig.{name}: {value} is not a power of two >= 16 (tl.dot needs that; "
-                                 "block_m 1 selects the GEMV kernel)")
+                                 "block_m 1, 2, 4 or 8 selects the GEMV kernel)")
         if self.split_k < 1:
             raise ValueError(f"KernelConfig.split_k: {self.split_k} is not >= 1")
         if self.decode not in DECODES:
@@ -442,7 +497,7 @@ class KernelConfig:
         """A compact label such as 'm16n64k256s2w4p4' for tables."""
         label = (f"m{self.block_m}n{self.block_n}k{self.block_k}s{self.split_k}"
                  f"w{self.num_warps}p{self.num_stages}")
-        if not self.scale_after_dot and self.block_m != 1:  # the GEMV kernels ignore it
+        if not self.scale_after_dot and not self.gemv:  # the GEMV kernels ignore it
             label += "-sbd"
         if self.decode != "prmt":
             label += f"-{self.decode}"
@@ -518,13 +573,23 @@ def tuned_configs_file(device_name: str) -> Path:
     return next((path for kind, path in TUNED_CONFIGS_FILES.items() if kind in device_name), TUNED_CONFIGS_FILES["H100"])
 
 
-M_BUCKETS = (1, 16, 64, 256)
+M_BUCKETS = (1, 2, 4, 8, 16, 64, 256)
 
 
 def m_bucket(M: int) -> int:
-    """The tuned M a launch with M rows uses: 1, 16 (2..16, one BLOCK_M of 16 rows whatever
-    M), 64 (17..64) or 256 (more). M = 1 falls back to 16 where it has no entry of its own."""
+    """The smallest tuned M that covers a launch with M rows: 1, 2, 4, 8 (the GEMV kernels'
+    row counts), 16 (one 16-row tile), 64 or 256 (more rows: 256)."""
     return next((b for b in M_BUCKETS if M <= b), M_BUCKETS[-1])
+
+
+def table_bucket(table: dict, scheme: str, M: int) -> int | None:
+    """The M bucket of ``table`` a launch with M rows takes: m_bucket(M), or where the table
+    has no entry of ``scheme`` there, the next larger bucket it has (the largest for an M
+    beyond them all); None when it has none for the scheme."""
+    buckets = sorted({int(key.split("/")[1]) for key in table if key.startswith(f"{scheme}/")})
+    if not buckets:
+        return None
+    return next((b for b in buckets if b >= m_bucket(M)), buckets[-1])
 
 
 @functools.lru_cache(maxsize=4)
@@ -545,9 +610,9 @@ def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, bloc
         return None
     default_table = tuned_configs_file(torch.cuda.get_device_name(device))
     table = _load_tuned_configs(os.environ.get(TUNED_CONFIGS_ENV, str(default_table)))
-    bucket = m_bucket(M)
-    if bucket == 1 and not any(key.startswith(f"{scheme}/1/") for key in table):
-        bucket = 16
+    bucket = table_bucket(table, scheme, M)
+    if bucket is None:
+        return None
     config = table.get(f"{scheme}/{bucket}/{N}/{K}")
     if config is None:
         candidates = []
@@ -561,9 +626,8 @@ def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, bloc
         tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
         config = dataclasses.replace(base, split_k=choose_split_k(tiles, ceil_div(K, base.block_k), sm_count(device)))
     # A step may span several groups only with the scale before the dot (woq_mm_int4's docstring);
-    # the GEMV kernels (block_m 1) scale each group's row sums, whatever the step.
-    if (block_k_limit is not None and config.block_k > block_k_limit and config.scale_after_dot
-            and config.block_m != 1):
+    # the GEMV kernels scale each group's row sums, whatever the step.
+    if block_k_limit is not None and config.block_k > block_k_limit and config.scale_after_dot and not config.gemv:
         config = dataclasses.replace(config, block_k=block_k_limit)
     return config
 

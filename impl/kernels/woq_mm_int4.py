@@ -30,6 +30,7 @@ from impl.kernels.common import (
     KernelConfig,
     SplitKScratch,
     _add,
+    add_to_column,
     biased_nibbles,
     biased_nibbles_prmt,
     cdiv,
@@ -39,8 +40,11 @@ from impl.kernels.common import (
     check_tensor,
     choose_split_k,
     gemv_activation,
+    gemv_row,
+    gemv_tile,
     grid_for,
     group_columns,
+    group_dots,
     lookup_nibble_pairs,
     half_nibbles_f32,
     half_nibbles_f32_prmt,
@@ -189,47 +193,47 @@ def woq_mm_int4_gemv_kernel(
     # pointers
     x_ptr, qweight_ptr, scale_ptr, zero_ptr, out_ptr, partial_ptr, tile_counter_ptr,
     # sizes
-    N, K,
-    # strides (scale and zero share theirs)
-    stride_qn, stride_qk, stride_sn, stride_sg, stride_on,
+    M, N, K,
+    # strides (scale and zero share theirs; x: stride_xm only, see gemv_activation)
+    stride_xm, stride_qn, stride_qk, stride_sn, stride_sg, stride_om, stride_on,
     # meta-parameters
-    GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    DECODE: tl.constexpr, EVEN_STEPS: tl.constexpr, EVEN_K: tl.constexpr,
+    GROUP_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, DECODE: tl.constexpr, EVEN_STEPS: tl.constexpr, EVEN_K: tl.constexpr,
 ):
-    """One x row (M == 1) on the CUDA cores: x (1, K) fp16/bf16 (see gemv_activation) ->
-    out (1, N). Program (column block, split) reduces [k_begin, k_end) for BLOCK_N columns.
+    """A few x rows (BLOCK_M in GEMV_ROWS) on the CUDA cores: x (M, K) fp16/bf16 (see
+    gemv_activation) -> out (M, N). Program (tile, split) reduces [k_begin, k_end) for
+    BLOCK_M rows and BLOCK_N columns.
 
-    No tensor cores: a 16-row tile would be 15 rows of padding, and its operand layout
-    costs a shuffle of every decoded weight through shared memory. A K step reads its
+    No tensor cores: a 16-row tile would be mostly padding at decode sizes, and its operand
+    layout costs a shuffle of every decoded weight through shared memory. A K step reads its
     (BLOCK_N, BLOCK_K // 2) bytes in one load, so each weight row comes in BLOCK_K // 2
     contiguous bytes (HBM serves wide row segments faster, tools/probe_weight_reads.py;
     loading one group at a time measured 63.7 against 47.4 µs on the H200), and sums per
     group come from a reshape of the step. Each nibble becomes v = 1/2 + u/256
-    (half_nibbles_f32, exact), and sum (u - zero) x = 256 sum v x - (128 + zero) sum x: one
-    FFMA a weight besides the decode, the zero point and scale applied once per row and group.
-    EVEN_STEPS: K_pad a whole number of steps; EVEN_K: K too (no masks along K at all)."""
+    (half_nibbles_f32, exact), decoded once for all BLOCK_M rows, and
+    sum (u - zero) x = 256 sum v x - (128 + zero) sum x: one FFMA a weight and row besides
+    the decode, the zero point and scale applied once per row, column and group.
+    EVEN_STEPS: K_pad a whole number of steps (no masks along K; K % BLOCK_K == 0 implies it);
+    EVEN_K: K too (x's loads unmasked)."""
     SUB_K: tl.constexpr = BLOCK_K if BLOCK_K < GROUP_SIZE else GROUP_SIZE
     SUBS: tl.constexpr = BLOCK_K // SUB_K
     HALF_SUB: tl.constexpr = SUB_K // 2
     HALF_K: tl.constexpr = BLOCK_K // 2
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    k_begin, k_end = split_k_bounds(pid_k, K, BLOCK_K, SPLIT_K)
-
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    tile_id, pid_k, first_row, offs_n, k_begin, k_end = gemv_tile(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K)
     offs_j = tl.arange(0, HALF_K)
     offs_g = tl.arange(0, SUBS)
     mask_n = offs_n < N
     q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
     g_ptrs = offs_n[:, None] * stride_sn + offs_g[None, :] * stride_sg
     x_pairs_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    stride_x_pairs = stride_xm // 2
     groups_per_row = cdiv(K, GROUP_SIZE)
 
-    acc = tl.full((BLOCK_N,), 0.0, tl.float32)
+    acc = zeros_f32(BLOCK_N, BLOCK_M)  # one column per x row
     for k in range(k_begin, k_end, BLOCK_K):
         group = k // GROUP_SIZE
-        if EVEN_STEPS or EVEN_K:
+        if EVEN_STEPS:
             packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
             g_mask = mask_n[:, None]
         else:
@@ -237,20 +241,20 @@ def woq_mm_int4_gemv_kernel(
             g_mask = mask_n[:, None] & ((group + offs_g) < groups_per_row)[None, :]
         scale = tl.load(scale_ptr + g_ptrs + group * stride_sg, mask=g_mask, other=0.0)
         zero = tl.load(zero_ptr + g_ptrs + group * stride_sg, mask=g_mask, other=0.0)
-        x_even, x_odd = x_pairs_f32(x_pairs_ptr, k, offs_j, K, EVEN_K, DTYPE)
         if DECODE == "prmt":
             low, high = half_nibbles_f32_prmt(packed)
         else:
             low, high = half_nibbles_f32(packed)
-        # The whole step's bytes come in one load (wide row segments); sums per group.
-        vx = (tl.reduce(tl.reshape(low * x_even[None, :], (BLOCK_N, SUBS, HALF_SUB)), 2, _add)
-              + tl.reduce(tl.reshape(high * x_odd[None, :], (BLOCK_N, SUBS, HALF_SUB)), 2, _add))
-        x_sum = tl.reduce(tl.reshape(x_even + x_odd, (SUBS, HALF_SUB)), 1, _add)
-        acc += tl.reduce((256.0 * vx - (128.0 + zero) * x_sum[None, :]) * scale, 1, _add)
+        for r in tl.static_range(BLOCK_M):
+            row_pairs = x_pairs_ptr + gemv_row(first_row, r, M) * stride_x_pairs
+            x_even, x_odd = x_pairs_f32(row_pairs, k, offs_j, K, EVEN_K, DTYPE)
+            vx = group_dots(low, high, x_even, x_odd, BLOCK_N, SUBS, HALF_SUB)
+            x_sum = tl.reduce(tl.reshape(x_even + x_odd, (SUBS, HALF_SUB)), 1, _add)
+            acc = add_to_column(acc, tl.reduce((256.0 * vx - (128.0 + zero) * x_sum[None, :]) * scale, 1, _add), r)
         q_ptrs += HALF_K * stride_qk
 
-    store_output_tile(tl.reshape(acc, (1, BLOCK_N)), out_ptr, partial_ptr, tile_counter_ptr, tl.arange(0, 1),
-                      offs_n, 1, N, 0, stride_on, pid_n, pid_k, SPLIT_K)
+    store_output_tile(tl.trans(acc), out_ptr, partial_ptr, tile_counter_ptr, first_row + tl.arange(0, BLOCK_M),
+                      offs_n, M, N, stride_om, stride_on, tile_id, pid_k, SPLIT_K)
 
 
 # ---------------------------------------------------------------------------- launcher
@@ -308,17 +312,18 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
     N = qweight.shape[0]
     # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
     decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
-    if config.block_m == 1:
+    if config.gemv:
         if decode == "table":
-            raise ValueError(f"{OP}: a GEMV config (block_m 1) decodes with 'prmt' or 'bits', not 'table'")
-        x = gemv_activation(x, OP)
+            raise ValueError(f"{OP}: a GEMV config (block_m {config.block_m}) decodes with 'prmt' or 'bits', "
+                             "not 'table'")
+        x = gemv_activation(x)
         kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_int4_gemv_kernel)
         kernel[grid_for(M, N, config)](
-            x, qweight, scale, zero, out, partial, tile_counter, N, K,
-            *qweight.stride(), *scale.stride(), out.stride(1),
-            GROUP_SIZE=group_size, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
-            DECODE=decode, EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0, EVEN_K=K % config.block_k == 0,
-            num_warps=config.num_warps, num_stages=config.num_stages,
+            x, qweight, scale, zero, out, partial, tile_counter, M, N, K,
+            x.stride(0), *qweight.stride(), *scale.stride(), *out.stride(),
+            GROUP_SIZE=group_size, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            SPLIT_K=config.split_k, DECODE=decode, EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,
+            EVEN_K=K % config.block_k == 0, num_warps=config.num_warps, num_stages=config.num_stages,
         )
         return out
     if config.block_k > group_size and config.scale_after_dot:

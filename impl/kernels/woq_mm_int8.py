@@ -22,11 +22,13 @@ from impl.kernels.common import (
     MAGIC_F32,
     SplitKScratch,
     _add,
+    add_to_column,
     ceil_div,
     check_activation,
     check_device,
     check_tensor,
     choose_split_k,
+    gemv_row,
     grid_for,
     int8_to_dot_operand,
     magic_int8_f32,
@@ -66,9 +68,10 @@ def woq_mm_int8_kernel(
     SWAP_AB computes the transposed tile, W (BLOCK_N, BLOCK_K) @ x.T: the decoded weights are
     then the tensor cores' A operand, which Hopper's wgmma reads from registers (B must sit
     in shared memory, so the unswapped form stores each decoded tile there first).
-    GEMV (BLOCK_M == 1, for M == 1): multiply-adds on the CUDA cores instead of tensor cores,
-    which would spend 15 of their 16 rows on padding; each int8 becomes float32 by the
-    magic-number write of magic_int8_f32 (DECODE "prmt" in PTX, "bits" elementwise)."""
+    GEMV (BLOCK_M in GEMV_ROWS, decode sizes): multiply-adds on the CUDA cores instead of
+    tensor cores, whose 16-row tile would be mostly padding; each int8 becomes float32 by the
+    magic-number write of magic_int8_f32 (DECODE "prmt" in PTX, "bits" elementwise), once
+    for all BLOCK_M rows."""
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
     pid = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -85,24 +88,28 @@ def woq_mm_int8_kernel(
     q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin + offs_k)[None, :] * stride_qk
 
     if GEMV:
-        # One x row (BLOCK_M == 1): no tensor cores. Each thread multiply-adds its weights
-        # with x (a vector broadcast over the rows) along K, and the row sums are reduced
-        # across threads every step.
-        row_sums_acc = tl.full((BLOCK_N,), 0.0, tl.float32)
-        x_row_ptrs = x_ptr + (k_begin + offs_k) * stride_xk
+        # A few x rows (BLOCK_M in GEMV_ROWS): no tensor cores. Each thread decodes its weights
+        # once and multiply-adds them with every x row (a vector broadcast over the weight rows)
+        # along K; the row sums are reduced across threads every step, one accumulator
+        # column per x row.
+        acc_t = zeros_f32(BLOCK_N, BLOCK_M)
+        first_row = pid_m * BLOCK_M
         for k in range(k_begin, k_end, BLOCK_K):
             if EVEN_K:
-                x = tl.load(x_row_ptrs)
                 q = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
             else:
                 mask_k = (k + offs_k) < K
-                x = tl.load(x_row_ptrs, mask=mask_k, other=0.0)
                 q = tl.load(q_ptrs, mask=mask_n[:, None] & mask_k[None, :], other=0)
             w = magic_int8_f32(q, DECODE == "prmt") - (MAGIC_F32 + 128.0)  # exact q in float32
-            row_sums_acc += tl.reduce(w * x.to(tl.float32)[None, :], 1, _add)
-            x_row_ptrs += BLOCK_K * stride_xk
+            for r in tl.static_range(BLOCK_M):
+                x_row_ptrs = x_ptr + gemv_row(first_row, r, M) * stride_xm + (k + offs_k) * stride_xk
+                if EVEN_K:
+                    x = tl.load(x_row_ptrs)
+                else:
+                    x = tl.load(x_row_ptrs, mask=mask_k, other=0.0)
+                acc_t = add_to_column(acc_t, tl.reduce(w * x.to(tl.float32)[None, :], 1, _add), r)
             q_ptrs += BLOCK_K * stride_qk
-        acc = tl.reshape(row_sums_acc, (1, BLOCK_N))
+        acc = tl.trans(acc_t)
     else:
         if SWAP_AB:
             acc = zeros_f32(BLOCK_N, BLOCK_M)
@@ -172,7 +179,7 @@ def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: Ke
         *x.stride(), *qweight.stride(), *out.stride(),  # one call a tensor: host time
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         SPLIT_K=config.split_k, GROUP_M=config.group_m, SWAP_AB=config.swap_ab, EVEN_K=K % config.block_k == 0,
-        UPCAST_DOT=upcast_dot(x.dtype), GEMV=config.block_m == 1,
+        UPCAST_DOT=upcast_dot(x.dtype), GEMV=config.gemv,
         # the GEMV's int8 decode; the interpreter cannot run inline PTX
         DECODE="bits" if interpreter_active() else "prmt",
         num_warps=config.num_warps, num_stages=config.num_stages,
@@ -190,8 +197,6 @@ def woq_mm_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor,
         raise ValueError(f"{OP}: qweight must be 2-D (N, K); got shape {tuple(qweight.shape)}")
     N, K = qweight.shape
     check_activation(x, K, OP)
-    if config is not None and config.block_m == 1 and x.shape[0] != 1:
-        raise ValueError(f"{OP}: a GEMV config (block_m 1) takes one x row; x has M = {x.shape[0]}")
     check_tensor(qweight, "qweight", (N, K), torch.int8, x.device, OP)
     check_tensor(scale, "scale", (N,), torch.float32, x.device, OP)
     M = x.shape[0]

@@ -34,10 +34,14 @@ from impl.kernels.common import (
     check_activation,
     check_device,
     check_tensor,
-    gemv_activation,
+    add_to_column,
     choose_split_k,
+    gemv_activation,
+    gemv_row,
+    gemv_tile,
     grid_for,
     group_columns,
+    group_dots,
     lookup_nibble_pairs,
     load_nibble_lut,
     lookup_nibbles_prmt,
@@ -60,9 +64,22 @@ from impl.schemes.nf4 import DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's tabl
 OP = "woq_mm_nf4"
 BLOCK_SIZES = (32, 64, 128, 256)
 ABSMAX_DOUBLE_QUANT_BLOCK = DOUBLE_QUANT_BLOCK
+ABSMAX_CODES_PER_SCALE = tl.constexpr(DOUBLE_QUANT_BLOCK)  # the same, as the kernels read it
 
 
 # ------------------------------------------------------------------------------ kernel
+
+
+@triton.jit
+def load_absmax(absmax_ptr, absmax_scale_ptr, absmax_offset, flat_block, mask, DOUBLE_QUANT: tl.constexpr):
+    """The float32 absmax of NF4 blocks ``flat_block`` (row-major block index, any shape):
+    loaded, or DOUBLE_QUANT decoded from its uint8 code, code * absmax_scale[flat // 256] +
+    absmax_offset (impl/schemes/nf4.py's double quantization)."""
+    if DOUBLE_QUANT:
+        code = tl.load(absmax_ptr + flat_block, mask=mask, other=0)
+        code_scale = tl.load(absmax_scale_ptr + flat_block // ABSMAX_CODES_PER_SCALE, mask=mask, other=0.0)
+        return code.to(tl.float32) * code_scale + absmax_offset
+    return tl.load(absmax_ptr + flat_block, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -100,6 +117,8 @@ def woq_mm_nf4_kernel(
     q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
     if DOUBLE_QUANT:
         absmax_offset = tl.load(absmax_offset_ptr)
+    else:
+        absmax_offset = 0.0
     if DECODE == "prmt":
         lut = load_nibble_lut(lut_ptr)
 
@@ -128,12 +147,7 @@ def woq_mm_nf4_kernel(
             packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
             flat_block = offs_n * blocks_per_row + k // BLOCK_SIZE
             block_mask = mask_n
-        if DOUBLE_QUANT:
-            code = tl.load(absmax_ptr + flat_block, mask=block_mask, other=0)
-            code_scale = tl.load(absmax_scale_ptr + flat_block // 256, mask=block_mask, other=0.0)
-            absmax = code.to(tl.float32) * code_scale + absmax_offset
-        else:
-            absmax = tl.load(absmax_ptr + flat_block, mask=block_mask, other=0.0)
+        absmax = load_absmax(absmax_ptr, absmax_scale_ptr, absmax_offset, flat_block, block_mask, DOUBLE_QUANT)
         if DECODE == "prmt":
             low, high = lookup_nibbles_prmt(packed, lut, DTYPE)
         else:
@@ -181,68 +195,64 @@ def woq_mm_nf4_gemv_kernel(
     x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, lut_ptr,
     out_ptr, partial_ptr, tile_counter_ptr,
     # sizes (blocks_per_row = K_pad // BLOCK_SIZE)
-    N, K, blocks_per_row,
-    # strides
-    stride_qn, stride_qk, stride_on,
+    M, N, K, blocks_per_row,
+    # strides (x: stride_xm only, see gemv_activation)
+    stride_xm, stride_qn, stride_qk, stride_om, stride_on,
     # meta-parameters
     BLOCK_SIZE: tl.constexpr, DOUBLE_QUANT: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     DECODE: tl.constexpr, EVEN_STEPS: tl.constexpr, EVEN_K: tl.constexpr,
 ):
-    """One x row (M == 1) on the CUDA cores: x (1, K) fp16/bf16 (see gemv_activation) ->
-    out (1, N), as woq_mm_int4_gemv_kernel (a step's bytes in one load, sums per block from
-    a reshape): each thread's levels, looked up as 16-bit floats of x's dtype, become
-    float32 and multiply-add with x along its own bytes; each row sum takes its block's
-    absmax once."""
+    """A few x rows (BLOCK_M in GEMV_ROWS) on the CUDA cores: x (M, K) fp16/bf16 (see
+    gemv_activation) -> out (M, N), as woq_mm_int4_gemv_kernel (a step's bytes in one load,
+    decoded once for all BLOCK_M rows, sums per block from a reshape): each thread's levels,
+    looked up as 16-bit floats of x's dtype, become float32 and multiply-add with each x row
+    along its own bytes; each row sum takes its block's absmax once."""
     SUB_K: tl.constexpr = BLOCK_K if BLOCK_K < BLOCK_SIZE else BLOCK_SIZE
     SUBS: tl.constexpr = BLOCK_K // SUB_K
     HALF_SUB: tl.constexpr = SUB_K // 2
     HALF_K: tl.constexpr = BLOCK_K // 2
     DTYPE: tl.constexpr = x_ptr.dtype.element_ty
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    k_begin, k_end = split_k_bounds(pid_k, K, BLOCK_K, SPLIT_K)
-
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    tile_id, pid_k, first_row, offs_n, k_begin, k_end = gemv_tile(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT_K)
     offs_j = tl.arange(0, HALF_K)
     offs_b = tl.arange(0, SUBS)
     mask_n = offs_n < N
     q_ptrs = qweight_ptr + offs_n[:, None] * stride_qn + (k_begin // 2 + offs_j)[None, :] * stride_qk
     x_pairs_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    stride_x_pairs = stride_xm // 2
     if DOUBLE_QUANT:
         absmax_offset = tl.load(absmax_offset_ptr)
+    else:
+        absmax_offset = 0.0
     if DECODE == "prmt":
         lut = load_nibble_lut(lut_ptr)
 
-    acc = tl.full((BLOCK_N,), 0.0, tl.float32)
+    acc = zeros_f32(BLOCK_N, BLOCK_M)  # one column per x row
     for k in range(k_begin, k_end, BLOCK_K):
         block = k // BLOCK_SIZE + offs_b
-        if EVEN_STEPS or EVEN_K:
+        if EVEN_STEPS:
             packed = tl.load(q_ptrs, mask=mask_n[:, None], other=0)
             block_mask = mask_n[:, None]
         else:
             packed = tl.load(q_ptrs, mask=mask_n[:, None] & ((k + 2 * offs_j) < K)[None, :], other=0)
             block_mask = mask_n[:, None] & (block < blocks_per_row)[None, :]
-        flat_block = offs_n[:, None] * blocks_per_row + block[None, :]
-        if DOUBLE_QUANT:
-            code = tl.load(absmax_ptr + flat_block, mask=block_mask, other=0)
-            code_scale = tl.load(absmax_scale_ptr + flat_block // 256, mask=block_mask, other=0.0)
-            absmax = code.to(tl.float32) * code_scale + absmax_offset
-        else:
-            absmax = tl.load(absmax_ptr + flat_block, mask=block_mask, other=0.0)
-        x_even, x_odd = x_pairs_f32(x_pairs_ptr, k, offs_j, K, EVEN_K, DTYPE)
+        absmax = load_absmax(absmax_ptr, absmax_scale_ptr, absmax_offset, offs_n[:, None] * blocks_per_row + block[None, :],
+                             block_mask, DOUBLE_QUANT)
         if DECODE == "prmt":
             low, high = lookup_nibbles_prmt(packed, lut, DTYPE)
         else:
             low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
-        # The whole step's bytes come in one load (wide row segments); sums per block.
-        sums = (tl.reduce(tl.reshape(low.to(tl.float32) * x_even[None, :], (BLOCK_N, SUBS, HALF_SUB)), 2, _add)
-                + tl.reduce(tl.reshape(high.to(tl.float32) * x_odd[None, :], (BLOCK_N, SUBS, HALF_SUB)), 2, _add))
-        acc += tl.reduce(sums * absmax, 1, _add)
+        low = low.to(tl.float32)
+        high = high.to(tl.float32)
+        for r in tl.static_range(BLOCK_M):
+            row_pairs = x_pairs_ptr + gemv_row(first_row, r, M) * stride_x_pairs
+            x_even, x_odd = x_pairs_f32(row_pairs, k, offs_j, K, EVEN_K, DTYPE)
+            sums = group_dots(low, high, x_even, x_odd, BLOCK_N, SUBS, HALF_SUB)
+            acc = add_to_column(acc, tl.reduce(sums * absmax, 1, _add), r)
         q_ptrs += HALF_K * stride_qk
 
-    store_output_tile(tl.reshape(acc, (1, BLOCK_N)), out_ptr, partial_ptr, tile_counter_ptr, tl.arange(0, 1),
-                      offs_n, 1, N, 0, stride_on, pid_n, pid_k, SPLIT_K)
+    store_output_tile(tl.trans(acc), out_ptr, partial_ptr, tile_counter_ptr, first_row + tl.arange(0, BLOCK_M),
+                      offs_n, M, N, stride_om, stride_on, tile_id, pid_k, SPLIT_K)
 
 
 # ---------------------------------------------------------------------------- launcher
@@ -309,7 +319,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
     pair_table and lut_words decode nibbles (nibble_pair_table, nibble_lut_words)."""
     M, K = x.shape
     N = qweight.shape[0]
-    if config.block_k > block_size and config.scale_after_dot and config.block_m != 1:
+    if config.block_k > block_size and config.scale_after_dot and not config.gemv:
         raise ValueError(f"{OP}: config.block_k {config.block_k} spans several blocks of {block_size}, which "
                          "needs scale_after_dot=False (absmax goes into each weight before the dot)")
     if config.decode not in ("prmt", "table"):
@@ -319,14 +329,14 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         absmax_scale = absmax_offset = absmax
     # The interpreter cannot run inline PTX; the table gather computes the same values.
     decode = "table" if interpreter_active() else config.decode
-    if config.block_m == 1:
-        x = gemv_activation(x, OP)
+    if config.gemv:
+        x = gemv_activation(x)
         kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_nf4_gemv_kernel)
         kernel[grid_for(M, N, config)](
             x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
-            N, K, absmax.shape[1], *qweight.stride(), out.stride(1),
+            M, N, K, absmax.shape[1], x.stride(0), *qweight.stride(), *out.stride(),
             BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
-            BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
+            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
             DECODE=decode, EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0, EVEN_K=K % config.block_k == 0,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )

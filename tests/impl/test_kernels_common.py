@@ -23,7 +23,7 @@ if not ON_GPU:
     use_interpreter()
 
 from impl.kernels import common  # noqa: E402  (after the interpreter switch)
-from impl.kernels.common import KernelConfig  # noqa: E402
+from impl.kernels.common import KernelConfig, m_bucket, table_bucket  # noqa: E402
 
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 DTYPES = (torch.float16, torch.bfloat16)
@@ -76,15 +76,33 @@ def random_activation(M: int, K: int, dtype: torch.dtype, seed: int) -> torch.Te
 def test_kernel_config_rejects_bad_blocks():
     with pytest.raises(ValueError, match="block_n: 24 is not a power of two"):
         KernelConfig(16, 24, 64)
-    with pytest.raises(ValueError, match="block_m: 8 is not a power of two >= 16"):
-        KernelConfig(8, 16, 64)
+    with pytest.raises(ValueError, match="block_m: 3 is neither a GEMV row count .1, 2, 4, 8. nor a power of two >= 16"):
+        KernelConfig(3, 16, 64)
+    with pytest.raises(ValueError, match="block_m: 24 is not a power of two >= 16"):
+        KernelConfig(24, 16, 64)
     with pytest.raises(ValueError, match="block_n: 24 is not a power of two$"):
         KernelConfig(1, 24, 64)
-    assert KernelConfig(1, 8, 64).block_n == 8  # block_m 1: the GEMV kernel, no tl.dot minimum
+    with pytest.raises(ValueError, match="block_k: 8 is not a power of two >= 16"):
+        KernelConfig(4, 16, 8)
+    for rows in (1, 2, 4, 8):  # the GEMV kernels: no tl.dot minimum on block_m and block_n
+        assert KernelConfig(rows, 8, 64).gemv and KernelConfig(rows, 8, 64).block_n == 8
+    assert not KernelConfig(16, 16, 64).gemv
     with pytest.raises(ValueError, match="split_k: 0"):
         KernelConfig(16, 16, 64, split_k=0)
     with pytest.raises(ValueError, match="decode: 'lut'"):
         KernelConfig(16, 16, 64, decode="lut")
+
+
+def test_tuned_bucket_is_the_next_one_the_table_has():
+    """M rows take the smallest tuned M that covers them, or the next larger one the table
+    holds for the scheme (an M = 3 launch runs the M = 16 tile where no M = 4 entry exists)."""
+    table = {"int4/1/8192/8192": None, "int4/4/8192/8192": None, "int4/16/8192/8192": None,
+             "int4/256/8192/8192": None, "int8/16/8192/8192": None}
+    buckets = {M: table_bucket(table, "int4", M) for M in (1, 2, 3, 4, 5, 16, 17, 300)}
+    assert buckets == {1: 1, 2: 4, 3: 4, 4: 4, 5: 16, 16: 16, 17: 256, 300: 256}
+    assert [table_bucket(table, "int8", M) for M in (1, 8, 64)] == [16, 16, 16]
+    assert table_bucket(table, "nf4", 1) is None
+    assert [m_bucket(M) for M in (1, 2, 3, 5, 9, 17, 65, 1000)] == [1, 2, 4, 8, 16, 64, 256, 256]
 
 
 def test_kernel_config_label():

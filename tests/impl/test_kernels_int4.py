@@ -115,11 +115,33 @@ def test_gemv_config_rejects_table_decode():
         woq_mm_int4(x, qweight, scale, zero, 32, config=KernelConfig(1, 8, 64, decode="table"))
 
 
-def test_gemv_config_needs_one_row():
-    x = random_activation(2, 64, torch.float16, seed=0)
-    qweight, scale, zero = random_int4_weight(8, 64, 32, seed=0)
-    with pytest.raises(ValueError, match="a GEMV config .block_m 1. takes one x row; x has M = 2"):
-        woq_mm_int4(x, qweight, scale, zero, 32, config=KernelConfig(1, 8, 64))
+# GEMV tiles of several x rows: M below, at and above block_m (rows past M clamped to the
+# last row, then dropped by the store), ragged N and K, split-K.
+MULTI_ROW_GEMV_CONFIGS = [
+    KernelConfig(2, 16, 64, split_k=2),
+    KernelConfig(4, 8, 256, decode="bits"),
+    KernelConfig(8, 32, 128, split_k=3, num_warps=8),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("M", [1, 3, 5])
+@pytest.mark.parametrize("config", MULTI_ROW_GEMV_CONFIGS, ids=lambda c: c.short())
+def test_multi_row_gemv_matches_float64_reference(M, dtype, config):
+    check(M, 33, 200, 64, dtype, config)
+
+
+def test_multi_row_gemv_reads_rows_an_odd_number_of_elements_apart():
+    """Rows of x K = 129 elements apart (and a view at an odd offset) cannot be read as
+    32-bit pairs: gemv_activation copies them into even rows first."""
+    config = KernelConfig(4, 16, 64)
+    qweight, scale, zero = random_int4_weight(24, 129, 64, seed=5)
+    wide = random_activation(3, 130, torch.float16, seed=6)
+    for x in (random_activation(3, 129, torch.float16, seed=7), wide[:, 1:], wide[:, :129]):
+        y = woq_mm_int4(x, qweight, scale, zero, 64, config=config)
+        expected = woq_mm_int4_reference(x, qweight, scale, zero, 64)
+        weight = dequantize_int4_reference(qweight, scale, zero, 64, 129)
+        assert_matches_reference(y, expected, x, weight, f"int4 gemv x strides {x.stride()}")
 
 
 @pytest.mark.parametrize("config", [KernelConfig(16, 16, 64), KernelConfig(16, 16, 64, scale_after_dot=False)],

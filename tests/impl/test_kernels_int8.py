@@ -67,11 +67,13 @@ def test_gemv_path_matches_float64_reference(dtype, config):
     check(1, 33, 200, dtype, config)
 
 
-def test_gemv_config_needs_one_row():
-    x = random_activation(2, 64, torch.float16, seed=0)
-    qweight, scale = random_int8_weight(8, 64, seed=0)
-    with pytest.raises(ValueError, match="a GEMV config .block_m 1. takes one x row; x has M = 2"):
-        woq_mm_int8(x, qweight, scale, config=KernelConfig(1, 8, 64))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("M", [3, 5])
+@pytest.mark.parametrize("config", [KernelConfig(2, 8, 64, split_k=2), KernelConfig(4, 32, 32, split_k=3),
+                                    KernelConfig(8, 16, 128, num_warps=8)], ids=lambda c: c.short())
+def test_multi_row_gemv_matches_float64_reference(M, dtype, config):
+    """GEMV tiles of several x rows: M below, at and above block_m, ragged N and K, split-K."""
+    check(M, 33, 200, dtype, config)
 
 
 def test_split_k_is_deterministic_and_leaves_counters_at_zero():

@@ -104,11 +104,17 @@ def test_gemv_path_matches_float64_reference(double_quant, dtype, config):
     check(1, 40, 512, 64, dtype, config, double_quant=double_quant)  # K a whole number of steps
 
 
-def test_gemv_config_needs_one_row():
-    x = random_activation(2, 64, torch.float16, seed=0)
-    weight = random_nf4_weight(8, 64, 64, seed=0)
-    with pytest.raises(ValueError, match="a GEMV config .block_m 1. takes one x row; x has M = 2"):
-        woq_mm_nf4(x, **weight, config=KernelConfig(1, 8, 64))
+# GEMV tiles of several x rows: M below, at and above block_m, ragged N and K, split-K.
+MULTI_ROW_GEMV_CONFIGS = [KernelConfig(2, 16, 128, split_k=2), KernelConfig(4, 8, 64, decode="table"),
+                          KernelConfig(8, 32, 256, split_k=3, num_warps=8)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("double_quant", [False, True], ids=["absmax", "double-quant"])
+@pytest.mark.parametrize("M", [3, 5])
+@pytest.mark.parametrize("config", MULTI_ROW_GEMV_CONFIGS, ids=lambda c: c.short())
+def test_multi_row_gemv_matches_float64_reference(M, double_quant, dtype, config):
+    check(M, 33, 200, 64, dtype, config, double_quant=double_quant)
 
 
 @pytest.mark.parametrize("block_size", [32, 128, 256])

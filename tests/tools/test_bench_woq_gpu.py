@@ -164,3 +164,14 @@ def test_m1_candidates_put_the_gemv_kernels_against_the_tiles(scheme, group):
     if group:
         assert all(c.num_stages == 1 for c in gemv)
     assert not any(c.block_m == 1 for c in bench.tune_candidates(scheme, 16, group))
+
+
+@pytest.mark.parametrize("M", [2, 4, 8])
+@pytest.mark.parametrize("scheme, group", [("int4", 128), ("nf4", 64), ("int8", None)])
+def test_small_m_candidates_put_m_row_gemv_kernels_against_the_tiles(scheme, group, M):
+    """M = 2, 4, 8 sweep the GEMV kernels with exactly M rows a tile next to the 16-row tiles."""
+    candidates = bench.tune_candidates(scheme, M, group)
+    gemv = [c for c in candidates if c.gemv]
+    assert gemv and {c.block_m for c in gemv} == {M}
+    assert any(c.block_m == 16 for c in candidates)
+    assert len(candidates) == len(set(candidates))

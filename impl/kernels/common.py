@@ -644,12 +644,13 @@ def grid_for(M: int, N: int, config: KernelConfig) -> tuple[int, int]:
 
 
 class SplitKScratch:
-    """Scratch for the split-K epilogue: float32 partials (split_k, M, N), and a per-device,
-    per-stream int32 counter per tile that the kernel leaves at zero after every launch (so
-    it is zeroed once, not per call). Launches sharing a counter must be stream-ordered,
-    which launches on one stream are."""
+    """Scratch for the split-K epilogue: float32 partials (split_k, M, N), and an int32
+    counter per tile that the kernel leaves at zero after every launch (so it is zeroed
+    once, not per call); both per device and stream, grown when a launch needs more.
+    Launches sharing them must be stream-ordered, which launches on one stream are."""
 
     _counters: dict = {}
+    _partials: dict = {}
     _unused: dict = {}
 
     @classmethod
@@ -666,8 +667,8 @@ class SplitKScratch:
                 unused = torch.empty(1, device=device, dtype=torch.float32)
                 cls._unused[device] = (unused, unused.view(torch.int32))
             return cls._unused[device]
-        partial = torch.empty((split_k, M, N), device=device, dtype=torch.float32)
         if fresh_counters:
+            partial = torch.empty((split_k, M, N), device=device, dtype=torch.float32)
             return partial, torch.zeros(tiles, device=device, dtype=torch.int32)
         stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
         key = (device, stream)
@@ -675,7 +676,14 @@ class SplitKScratch:
         if counter is None or counter.numel() < tiles:
             counter = torch.zeros(max(tiles, 1024), device=device, dtype=torch.int32)
             cls._counters[key] = counter
-        return partial, counter
+        # The partials are read back within the launch that wrote them, so launches ordered
+        # on one stream can share one buffer: no allocation a call (host time).
+        elements = split_k * M * N
+        partials = cls._partials.get(key)
+        if partials is None or partials.numel() < elements:
+            partials = torch.empty(max(elements, 1 << 20), device=device, dtype=torch.float32)
+            cls._partials[key] = partials
+        return partials[:elements].view(split_k, M, N), counter
 
 
 def upcast_dot(dtype: torch.dtype) -> bool:

@@ -78,8 +78,10 @@ def load_absmax(absmax_ptr, absmax_scale_ptr, absmax_offset, flat_block, mask, D
     if DOUBLE_QUANT:
         code = tl.load(absmax_ptr + flat_block, mask=mask, other=0)
         code_scale = tl.load(absmax_scale_ptr + flat_block // ABSMAX_CODES_PER_SCALE, mask=mask, other=0.0)
-        return code.to(tl.float32) * code_scale + absmax_offset
-    return tl.load(absmax_ptr + flat_block, mask=mask, other=0.0)
+        absmax = code.to(tl.float32) * code_scale + absmax_offset
+    else:  # one return: Triton type-checks every return of a function, constexpr branches too
+        absmax = tl.load(absmax_ptr + flat_block, mask=mask, other=0.0)
+    return absmax
 
 
 @triton.jit

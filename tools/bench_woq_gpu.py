@@ -63,7 +63,7 @@ INT4_GROUP = 128
 NF4_BLOCK = 64
 ROTATION_BYTES = 256 * 2**20  # weight bytes cycled through per timing: 5x the H100's L2
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-TUNE_M_VALUES = (1, 2, 4, 8, 16, 64, 256)  # the M buckets of impl.kernels.common.m_bucket
+TUNE_M_VALUES = (1, 2, 4, 8, 16, 64, 256, 1024)  # the M buckets of impl.kernels.common.m_bucket
 SCHEME_OPTIONS = {"int8": {}, "int4": {"group_size": INT4_GROUP}, "nf4": {"block_size": NF4_BLOCK}}  # quantize_linear_
 
 
@@ -821,6 +821,10 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
     configs += [make(bm, bn, bk, w, st, scale_after_dot=False, swap_ab=True) for bm, bn, bk, w, st in shapes[:2]]
     if scheme != "int8":
         configs += [make(bm, bn, bk, w, st, scale_after_dot=True) for bm, bn, bk, w, st in shapes[:2]]
+    # The prefill route: the weight decoded once into x's dtype, then cuBLAS (the dequantize
+    # kernel's tile: 8-16 K weights a program, each row written 0.5-2 KB at a time).
+    configs += [make(16, bn, bk, w, 1, scale_after_dot=False, dequantize_first=True)
+                for bn, bk, w in ((32, 256, 4), (16, 512, 4), (16, 1024, 8), (32, 512, 8), (64, 256, 8))]
     return configs
 
 
@@ -830,6 +834,8 @@ def with_split_choices(config, problem: Problem, sms: int) -> list:
 
     from impl.kernels.common import choose_split_k
 
+    if config.dequantize_first:  # never split
+        return [config]
     tiles = triton.cdiv(problem.M, config.block_m) * triton.cdiv(problem.N, config.block_n)
     k_steps = triton.cdiv(problem.K, config.block_k)
     auto = choose_split_k(tiles, k_steps, sms)

@@ -436,6 +436,21 @@ def store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_
             tl.atomic_xchg(tile_counter_ptr + tile_id, 0)
 
 
+@triton.jit
+def store_weight_pairs(w_ptr, low, high, offs_n, offs_j, N, half_k_pad, stride_wn):
+    """Store decoded nibble pairs, low and high (BLOCK_N, C) float32 for byte columns offs_j
+    (W's columns 2 j and 2 j + 1), into W (N, K_pad) rounded once to w's 16-bit dtype: each
+    pair one 32-bit word (its byte's two weights side by side), so nothing is interleaved in
+    registers. W has unit stride along K and an even row stride (K_pad is)."""
+    DTYPE: tl.constexpr = w_ptr.dtype.element_ty
+    low_bits = low.to(DTYPE).to(tl.uint16, bitcast=True).to(tl.uint32)
+    high_bits = high.to(DTYPE).to(tl.uint16, bitcast=True).to(tl.uint32)
+    words = (low_bits | (high_bits << 16)).to(tl.int32, bitcast=True)
+    w_words = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    mask = (offs_n < N)[:, None] & (offs_j < half_k_pad)[None, :]
+    tl.store(w_words + offs_n[:, None] * (stride_wn // 2) + offs_j[None, :], words, mask=mask)
+
+
 # ---------------------------------------------------------------------------- launchers
 
 
@@ -455,7 +470,12 @@ class KernelConfig:
     "bits" (int4): the nibble written into a float mantissa, elementwise Triton; "table":
     a gather from a 256-entry table of decoded byte pairs;
     swap_ab: compute the transposed tile W @ x.T, so the decoded weights are the tensor
-    cores' A operand (on Hopper read from registers instead of shared memory).
+    cores' A operand (on Hopper read from registers instead of shared memory);
+    dequantize_first: the prefill route. Decode the whole weight once into x's dtype (a
+    (block_n, block_k) tile a program, any block_k), then one dense GEMM (torch.mm, cuBLAS):
+    at hundreds of rows the tiles above decode every weight once per row tile and run on
+    far fewer, less efficient programs than a dense GEMM. block_m, num_stages and
+    scale_after_dot do not apply; split_k is 1.
     """
 
     block_m: int
@@ -468,6 +488,7 @@ class KernelConfig:
     scale_after_dot: bool = True
     decode: str = "prmt"
     swap_ab: bool = False
+    dequantize_first: bool = False
 
     @property
     def gemv(self) -> bool:
@@ -492,9 +513,14 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.split_k: {self.split_k} is not >= 1")
         if self.decode not in DECODES:
             raise ValueError(f"KernelConfig.decode: {self.decode!r} is not one of {', '.join(map(repr, DECODES))}")
+        if self.dequantize_first and (self.gemv or self.split_k != 1 or self.swap_ab):
+            raise ValueError("KernelConfig.dequantize_first: needs block_m >= 16, split_k 1 and no swap_ab "
+                             f"(got block_m {self.block_m}, split_k {self.split_k}, swap_ab {self.swap_ab})")
 
     def short(self) -> str:
         """A compact label such as 'm16n64k256s2w4p4' for tables."""
+        if self.dequantize_first:  # the dequantize kernel's tile, then the dense GEMM
+            return f"dq-n{self.block_n}k{self.block_k}w{self.num_warps}"
         label = (f"m{self.block_m}n{self.block_n}k{self.block_k}s{self.split_k}"
                  f"w{self.num_warps}p{self.num_stages}")
         if not self.scale_after_dot and not self.gemv:  # the GEMV kernels ignore it
@@ -573,12 +599,12 @@ def tuned_configs_file(device_name: str) -> Path:
     return next((path for kind, path in TUNED_CONFIGS_FILES.items() if kind in device_name), TUNED_CONFIGS_FILES["H100"])
 
 
-M_BUCKETS = (1, 2, 4, 8, 16, 64, 256)
+M_BUCKETS = (1, 2, 4, 8, 16, 64, 256, 1024)
 
 
 def m_bucket(M: int) -> int:
     """The smallest tuned M that covers a launch with M rows: 1, 2, 4, 8 (the GEMV kernels'
-    row counts), 16 (one 16-row tile), 64 or 256 (more rows: 256)."""
+    row counts), 16 (one 16-row tile), 64, 256 or 1024 (prefill; more rows: 1024)."""
     return next((b for b in M_BUCKETS if M <= b), M_BUCKETS[-1])
 
 
@@ -623,11 +649,14 @@ def tuned_config(scheme: str, M: int, N: int, K: int, device: torch.device, bloc
         if not candidates:
             return None
         base = min(candidates)[2]
+        if base.dequantize_first:  # no split to recompute
+            return base
         tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
         config = dataclasses.replace(base, split_k=choose_split_k(tiles, ceil_div(K, base.block_k), sm_count(device)))
     # A step may span several groups only with the scale before the dot (woq_mm_int4's docstring);
     # the GEMV kernels scale each group's row sums, whatever the step.
-    if block_k_limit is not None and config.block_k > block_k_limit and config.scale_after_dot and not config.gemv:
+    if (block_k_limit is not None and config.block_k > block_k_limit and config.scale_after_dot
+            and not config.gemv and not config.dequantize_first):
         config = dataclasses.replace(config, block_k=block_k_limit)
     return config
 
@@ -641,6 +670,17 @@ def ceil_div(a: int, b: int) -> int:
 def grid_for(M: int, N: int, config: KernelConfig) -> tuple[int, int]:
     """(output tiles, SPLIT_K)."""
     return ceil_div(M, config.block_m) * ceil_div(N, config.block_n), config.split_k
+
+
+def dequantize_grid(N: int, K: int, config: KernelConfig) -> tuple[int, int]:
+    """(weight row tiles, weight column tiles) of a dequantize kernel: one program a tile."""
+    return ceil_div(N, config.block_n), ceil_div(K, config.block_k)
+
+
+def dense_gemm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ weight (N, K).T in x's dtype: the dequantize_first route's GEMM
+    (cuBLAS in eager code; Inductor's mm lowering in compiled code)."""
+    return torch.mm(x, weight.t())
 
 
 class SplitKScratch:

@@ -39,6 +39,8 @@ from impl.kernels.common import (
     check_device,
     check_tensor,
     choose_split_k,
+    dense_gemm,
+    dequantize_grid,
     gemv_activation,
     gemv_row,
     gemv_tile,
@@ -56,6 +58,7 @@ from impl.kernels.common import (
     split_even_odd_columns,
     split_k_bounds,
     store_output_tile,
+    store_weight_pairs,
     tile_coordinates,
     tuned_config,
     upcast_dot,
@@ -257,11 +260,42 @@ def woq_mm_int4_gemv_kernel(
                       offs_n, M, N, stride_om, stride_on, tile_id, pid_k, SPLIT_K)
 
 
+@triton.jit
+def dequantize_int4_kernel(
+    qweight_ptr, scale_ptr, zero_ptr, w_ptr, N, half_k_pad, groups_per_row, stride_qn, stride_sn, stride_wn,
+    GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The dequantize_first route's decode: W (N, K_pad) in w's dtype = (u - zero) * scale,
+    in float32, rounded once. Program (i, j) writes rows i * BLOCK_N.., columns j * BLOCK_K..
+    (a whole number of groups, or part of one); qweight, scale and zero row-major."""
+    HALF_K: tl.constexpr = BLOCK_K // 2
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_j = tl.program_id(1) * HALF_K + tl.arange(0, HALF_K)  # byte columns: k = 2 j (low), 2 j + 1 (high)
+    mask_n = offs_n < N
+    packed = tl.load(qweight_ptr + offs_n[:, None] * stride_qn + offs_j[None, :],
+                     mask=mask_n[:, None] & (offs_j < half_k_pad)[None, :], other=0)
+    if BLOCK_K > GROUP_SIZE:  # (BLOCK_N, GROUPS) scales, each over its group's byte columns
+        GROUPS: tl.constexpr = BLOCK_K // GROUP_SIZE
+        group = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)
+        g_ptrs = offs_n[:, None] * stride_sn + group[None, :]
+        g_mask = mask_n[:, None] & (group < groups_per_row)[None, :]
+        scale = group_columns(tl.load(scale_ptr + g_ptrs, mask=g_mask, other=0.0), BLOCK_N, GROUPS, GROUP_SIZE // 2)
+        zero = group_columns(tl.load(zero_ptr + g_ptrs, mask=g_mask, other=0.0), BLOCK_N, GROUPS, GROUP_SIZE // 2)
+    else:  # one group: (BLOCK_N, 1)
+        g_ptrs = offs_n * stride_sn + (tl.program_id(1) * BLOCK_K) // GROUP_SIZE
+        scale = tl.load(scale_ptr + g_ptrs, mask=mask_n, other=0.0)[:, None]
+        zero = tl.load(zero_ptr + g_ptrs, mask=mask_n, other=0.0)[:, None]
+    low = ((packed & 0xF).to(tl.float32) - zero) * scale
+    high = ((packed >> 4).to(tl.float32) - zero) * scale
+    store_weight_pairs(w_ptr, low, high, offs_n, offs_j, N, half_k_pad, stride_wn)
+
+
 # ---------------------------------------------------------------------------- launcher
 
 # The eager launcher's path to the kernels: Triton's binding once per specialization.
 _CACHED_LAUNCHER = CachedLauncher(woq_mm_int4_kernel)
 _CACHED_GEMV_LAUNCHER = CachedLauncher(woq_mm_int4_gemv_kernel)
+_CACHED_DEQUANTIZE_LAUNCHER = CachedLauncher(dequantize_int4_kernel)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -310,6 +344,16 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
     triton_op); None: the eager launcher's cached binding."""
     M, K = x.shape
     N = qweight.shape[0]
+    if config.dequantize_first:  # ``out`` stays unwritten: the dense GEMM returns y
+        K_pad = 2 * qweight.shape[1]
+        weight = x.new_empty((N, K_pad))
+        kernel = _CACHED_DEQUANTIZE_LAUNCHER if wrap is None else wrap(dequantize_int4_kernel)
+        kernel[dequantize_grid(N, K_pad, config)](
+            qweight, scale, zero, weight, N, K_pad // 2, scale.shape[1], qweight.stride(0), scale.stride(0),
+            weight.stride(0), GROUP_SIZE=group_size, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            num_warps=config.num_warps,
+        )
+        return dense_gemm(x, weight[:, :K])
     # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
     decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
     if config.gemv:

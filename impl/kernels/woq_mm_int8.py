@@ -28,6 +28,8 @@ from impl.kernels.common import (
     check_device,
     check_tensor,
     choose_split_k,
+    dense_gemm,
+    dequantize_grid,
     gemv_row,
     grid_for,
     int8_to_dot_operand,
@@ -140,10 +142,28 @@ def woq_mm_int8_kernel(
                       stride_om, stride_on, pid, pid_k, SPLIT_K)
 
 
+@triton.jit
+def dequantize_int8_kernel(
+    qweight_ptr, scale_ptr, w_ptr, N, K, stride_qn, stride_qk, stride_wn, stride_wk,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The dequantize_first route's decode: W (N, K) in w's dtype = qweight * scale[:, None],
+    computed in float32 and rounded once; program (i, j) writes one (BLOCK_N, BLOCK_K) tile."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_n = offs_n < N
+    mask = mask_n[:, None] & (offs_k < K)[None, :]
+    q = tl.load(qweight_ptr + offs_n[:, None] * stride_qn + offs_k[None, :] * stride_qk, mask=mask, other=0)
+    scale = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0)
+    w = (q.to(tl.float32) * scale[:, None]).to(w_ptr.dtype.element_ty)
+    tl.store(w_ptr + offs_n[:, None] * stride_wn + offs_k[None, :] * stride_wk, w, mask=mask)
+
+
 # ---------------------------------------------------------------------------- launcher
 
 # The eager launcher's path to the kernel: Triton's binding once per specialization.
 _CACHED_LAUNCHER = CachedLauncher(woq_mm_int8_kernel)
+_CACHED_DEQUANTIZE_LAUNCHER = CachedLauncher(dequantize_int8_kernel)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -172,6 +192,14 @@ def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: Ke
     the torch.library.triton_op, which passes ``wrap=wrap_triton``: what launches the kernel)."""
     M, K = x.shape
     N = qweight.shape[0]
+    if config.dequantize_first:  # ``out`` stays unwritten: the dense GEMM returns y
+        weight = x.new_empty((N, K))
+        kernel = _CACHED_DEQUANTIZE_LAUNCHER if wrap is None else wrap(dequantize_int8_kernel)
+        kernel[dequantize_grid(N, K, config)](
+            qweight, scale, weight, N, K, *qweight.stride(), *weight.stride(),
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
+        )
+        return dense_gemm(x, weight)
     kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_int8_kernel)
     kernel[grid_for(M, N, config)](
         x, qweight, scale, out, partial, tile_counter,

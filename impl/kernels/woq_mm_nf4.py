@@ -36,6 +36,8 @@ from impl.kernels.common import (
     check_tensor,
     add_to_column,
     choose_split_k,
+    dense_gemm,
+    dequantize_grid,
     gemv_activation,
     gemv_row,
     gemv_tile,
@@ -52,6 +54,7 @@ from impl.kernels.common import (
     split_even_odd_columns,
     split_k_bounds,
     store_output_tile,
+    store_weight_pairs,
     tile_coordinates,
     tuned_config,
     upcast_dot,
@@ -63,8 +66,7 @@ from impl.schemes.nf4 import DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's tabl
 
 OP = "woq_mm_nf4"
 BLOCK_SIZES = (32, 64, 128, 256)
-ABSMAX_DOUBLE_QUANT_BLOCK = DOUBLE_QUANT_BLOCK
-ABSMAX_CODES_PER_SCALE = tl.constexpr(DOUBLE_QUANT_BLOCK)  # the same, as the kernels read it
+ABSMAX_CODES_PER_SCALE = tl.constexpr(DOUBLE_QUANT_BLOCK)  # as the kernels read it
 
 
 # ------------------------------------------------------------------------------ kernel
@@ -257,11 +259,49 @@ def woq_mm_nf4_gemv_kernel(
                       offs_n, M, N, stride_om, stride_on, tile_id, pid_k, SPLIT_K)
 
 
+@triton.jit
+def dequantize_nf4_kernel(
+    # absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT
+    qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, w_ptr,
+    N, half_k_pad, blocks_per_row, stride_qn, stride_wn,
+    BLOCK_SIZE: tl.constexpr, DOUBLE_QUANT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The dequantize_first route's decode: W (N, K_pad) in w's dtype = level * absmax, the
+    level from the 16-bit pair table (as the fused kernels see it), the product in float32,
+    rounded once. Program (i, j) writes rows i * BLOCK_N.., columns j * BLOCK_K.. (a whole
+    number of blocks, or part of one); qweight and absmax row-major."""
+    DTYPE: tl.constexpr = w_ptr.dtype.element_ty
+    HALF_K: tl.constexpr = BLOCK_K // 2
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_j = tl.program_id(1) * HALF_K + tl.arange(0, HALF_K)  # byte columns: k = 2 j (low), 2 j + 1 (high)
+    mask_n = offs_n < N
+    packed = tl.load(qweight_ptr + offs_n[:, None] * stride_qn + offs_j[None, :],
+                     mask=mask_n[:, None] & (offs_j < half_k_pad)[None, :], other=0)
+    if DOUBLE_QUANT:
+        absmax_offset = tl.load(absmax_offset_ptr)
+    else:
+        absmax_offset = 0.0
+    if BLOCK_K > BLOCK_SIZE:  # (BLOCK_N, BLOCKS) absmax, each over its block's byte columns
+        BLOCKS: tl.constexpr = BLOCK_K // BLOCK_SIZE
+        block = tl.program_id(1) * BLOCKS + tl.arange(0, BLOCKS)
+        flat_block = offs_n[:, None] * blocks_per_row + block[None, :]
+        block_mask = mask_n[:, None] & (block < blocks_per_row)[None, :]
+        absmax = load_absmax(absmax_ptr, absmax_scale_ptr, absmax_offset, flat_block, block_mask, DOUBLE_QUANT)
+        absmax = group_columns(absmax, BLOCK_N, BLOCKS, BLOCK_SIZE // 2)
+    else:  # one block: (BLOCK_N, 1)
+        flat_block = offs_n * blocks_per_row + (tl.program_id(1) * BLOCK_K) // BLOCK_SIZE
+        absmax = load_absmax(absmax_ptr, absmax_scale_ptr, absmax_offset, flat_block, mask_n, DOUBLE_QUANT)[:, None]
+    low, high = lookup_nibble_pairs(packed, pair_table_ptr, DTYPE)
+    store_weight_pairs(w_ptr, low.to(tl.float32) * absmax, high.to(tl.float32) * absmax, offs_n, offs_j, N,
+                       half_k_pad, stride_wn)
+
+
 # ---------------------------------------------------------------------------- launcher
 
 # The eager launcher's path to the kernels: Triton's binding once per specialization.
 _CACHED_LAUNCHER = CachedLauncher(woq_mm_nf4_kernel)
 _CACHED_GEMV_LAUNCHER = CachedLauncher(woq_mm_nf4_gemv_kernel)
+_CACHED_DEQUANTIZE_LAUNCHER = CachedLauncher(dequantize_nf4_kernel)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -305,7 +345,7 @@ def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, abs
             raise ValueError(f"{OP}: double-quantized absmax needs both absmax_scale and absmax_offset")
         flat_blocks = N * (K_pad // block_size)
         check_tensor(absmax, "absmax (codes)", (N, K_pad // block_size), torch.uint8, x.device, OP)
-        check_tensor(absmax_scale, "absmax_scale", (ceil_div(flat_blocks, ABSMAX_DOUBLE_QUANT_BLOCK),),
+        check_tensor(absmax_scale, "absmax_scale", (ceil_div(flat_blocks, DOUBLE_QUANT_BLOCK),),
                      torch.float32, x.device, OP)
         check_tensor(absmax_offset, "absmax_offset", (), torch.float32, x.device, OP)
     else:
@@ -321,7 +361,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
     pair_table and lut_words decode nibbles (nibble_pair_table, nibble_lut_words)."""
     M, K = x.shape
     N = qweight.shape[0]
-    if config.block_k > block_size and config.scale_after_dot and not config.gemv:
+    if config.block_k > block_size and config.scale_after_dot and not (config.gemv or config.dequantize_first):
         raise ValueError(f"{OP}: config.block_k {config.block_k} spans several blocks of {block_size}, which "
                          "needs scale_after_dot=False (absmax goes into each weight before the dot)")
     if config.decode not in ("prmt", "table"):
@@ -329,6 +369,16 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
     double_quant = absmax_scale is not None
     if not double_quant:  # unused by the kernel; any float32 pointer will do
         absmax_scale = absmax_offset = absmax
+    if config.dequantize_first:  # ``out`` stays unwritten: the dense GEMM returns y
+        K_pad = 2 * qweight.shape[1]
+        weight = x.new_empty((N, K_pad))
+        kernel = _CACHED_DEQUANTIZE_LAUNCHER if wrap is None else wrap(dequantize_nf4_kernel)
+        kernel[dequantize_grid(N, K_pad, config)](
+            qweight, absmax, absmax_scale, absmax_offset, pair_table, weight, N, K_pad // 2, absmax.shape[1],
+            qweight.stride(0), weight.stride(0), BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
+        )
+        return dense_gemm(x, weight[:, :K])
     # The interpreter cannot run inline PTX; the table gather computes the same values.
     decode = "table" if interpreter_active() else config.decode
     if config.gemv:
@@ -385,7 +435,7 @@ def decode_absmax_reference(absmax, absmax_scale=None, absmax_offset=None) -> to
         return absmax.cpu().to(torch.float64)
     codes = absmax.cpu().to(torch.float64)
     flat = torch.arange(codes.numel()).reshape(codes.shape)
-    code_scale = absmax_scale.cpu().to(torch.float64)[flat // ABSMAX_DOUBLE_QUANT_BLOCK]
+    code_scale = absmax_scale.cpu().to(torch.float64)[flat // DOUBLE_QUANT_BLOCK]
     return codes * code_scale + absmax_offset.cpu().to(torch.float64)
 
 

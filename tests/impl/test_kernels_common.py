@@ -102,12 +102,19 @@ def test_tuned_bucket_is_the_next_one_the_table_has():
     assert buckets == {1: 1, 2: 4, 3: 4, 4: 4, 5: 16, 16: 16, 17: 256, 300: 256}
     assert [table_bucket(table, "int8", M) for M in (1, 8, 64)] == [16, 16, 16]
     assert table_bucket(table, "nf4", 1) is None
-    assert [m_bucket(M) for M in (1, 2, 3, 5, 9, 17, 65, 1000)] == [1, 2, 4, 8, 16, 64, 256, 256]
+    assert [m_bucket(M) for M in (1, 2, 3, 5, 9, 17, 65, 1000, 5000)] == [1, 2, 4, 8, 16, 64, 256, 1024, 1024]
 
 
 def test_kernel_config_label():
     assert KernelConfig(16, 64, 256, split_k=2, num_warps=4, num_stages=4).short() == "m16n64k256s2w4p4"
     assert KernelConfig(64, 128, 64, scale_after_dot=False, decode="table").short() == "m64n128k64s1w4p3-sbd-table"
+    assert KernelConfig(16, 32, 256, num_warps=8, dequantize_first=True).short() == "dq-n32k256w8"
+
+
+@pytest.mark.parametrize("fields", [dict(block_m=1), dict(split_k=2), dict(swap_ab=True)], ids=str)
+def test_dequantize_first_rejects_what_it_cannot_run(fields):
+    with pytest.raises(ValueError, match="KernelConfig.dequantize_first: needs block_m >= 16, split_k 1 and no swap_ab"):
+        KernelConfig(**{"block_m": 16, "block_n": 32, "block_k": 64, "dequantize_first": True, **fields})
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ pytest.importorskip("triton", reason="the kernels need triton")
 from tests.impl.compiled_kernels_support import run_with_compiled_kernels  # noqa: E402
 
 KERNELS = ("woq_mm_int8_kernel", "woq_mm_int4_kernel", "woq_mm_nf4_kernel", "woq_mm_int4_gemv_kernel",
-           "woq_mm_nf4_gemv_kernel")
+           "woq_mm_nf4_gemv_kernel", "dequantize_int8_kernel", "dequantize_int4_kernel", "dequantize_nf4_kernel")
 
 _RENDER = r"""
 import json, sys
@@ -32,7 +32,10 @@ kernels = {"woq_mm_int8_kernel": woq_mm_int8.woq_mm_int8_kernel,
            "woq_mm_int4_kernel": woq_mm_int4.woq_mm_int4_kernel,
            "woq_mm_nf4_kernel": woq_mm_nf4.woq_mm_nf4_kernel,
            "woq_mm_int4_gemv_kernel": woq_mm_int4.woq_mm_int4_gemv_kernel,
-           "woq_mm_nf4_gemv_kernel": woq_mm_nf4.woq_mm_nf4_gemv_kernel}
+           "woq_mm_nf4_gemv_kernel": woq_mm_nf4.woq_mm_nf4_gemv_kernel,
+           "dequantize_int8_kernel": woq_mm_int8.dequantize_int8_kernel,
+           "dequantize_int4_kernel": woq_mm_int4.dequantize_int4_kernel,
+           "dequantize_nf4_kernel": woq_mm_nf4.dequantize_nf4_kernel}
 json.dump({name: closure(k) for name, k in kernels.items()}, sys.stdout)
 """
 

@@ -66,6 +66,10 @@ CONFIGS = [
     # number of steps: the byte and scale masks along K.
     KernelConfig(16, 32, 128, split_k=2, scale_after_dot=False),
     KernelConfig(32, 16, 128, swap_ab=True, scale_after_dot=False, decode="table"),
+    # Prefill route: the weight decoded into x's dtype (a tile spanning groups, ragged N and
+    # K), then a dense GEMM.
+    KernelConfig(16, 16, 128, dequantize_first=True),
+    KernelConfig(16, 32, 32, dequantize_first=True, num_warps=8),
 ]
 
 

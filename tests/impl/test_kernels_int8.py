@@ -50,6 +50,8 @@ CONFIGS = [
     KernelConfig(16, 16, 32, split_k=3, group_m=2),    # uneven split-K, one split may be empty
     KernelConfig(32, 32, 64, split_k=1),
     KernelConfig(16, 32, 64, split_k=2, swap_ab=True),   # weights as the A operand
+    KernelConfig(16, 16, 64, dequantize_first=True),     # prefill: dequantize, then a dense GEMM
+    KernelConfig(16, 64, 32, dequantize_first=True, num_warps=8),
 ]
 
 

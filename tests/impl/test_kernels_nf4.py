@@ -80,6 +80,9 @@ CONFIGS = [
     # A step spanning 2 and 4 blocks of 64, K_pad not a whole number of steps.
     KernelConfig(16, 32, 128, split_k=2, scale_after_dot=False),
     KernelConfig(32, 16, 256, swap_ab=True, scale_after_dot=False),
+    # Prefill route: the weight decoded into x's dtype, then a dense GEMM.
+    KernelConfig(16, 16, 128, dequantize_first=True),
+    KernelConfig(16, 32, 32, dequantize_first=True),
 ]
 
 

@@ -24,6 +24,7 @@ from tests.impl.test_kernels_nf4 import random_nf4_weight
 
 import impl.lowerings.triton  # noqa: E402,F401  (registers torch.ops.impl.woq_mm_*_triton)
 from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
+from impl.kernels.common import KernelConfig  # noqa: E402
 
 pytestmark = INTERPRETER_WARNINGS
 
@@ -105,6 +106,40 @@ def test_inductor_emits_the_kernel(scheme, M):
     emitted = re.compile(rf"def {kernel_name.removesuffix('_kernel')}_(gemv_)?kernel\(")
     assert any(emitted.search(source) for source in code), f"{kernel_name} not in Inductor's output code"
     assert_matches_reference(y - 1.0, reference, args[0], weight, f"{scheme} compiled")
+
+
+DEQUANTIZE_FIRST = KernelConfig(16, 32, 128, dequantize_first=True)
+CHOOSERS = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}
+
+
+def prefill_route(monkeypatch, scheme: str) -> None:
+    """Make the scheme's launches take the dequantize_first route whatever the shape."""
+    monkeypatch.setattr(CHOOSERS[scheme], "choose_config", lambda *args: DEQUANTIZE_FIRST)
+
+
+@needs_wrap_triton_of_interpreted_kernels
+@pytest.mark.parametrize("scheme", sorted(CASES))
+def test_op_on_the_prefill_route_matches_float64_reference(scheme, monkeypatch):
+    prefill_route(monkeypatch, scheme)
+    op, args, reference, weight, _ = CASES[scheme](5, 40, 200, torch.bfloat16)
+    assert_matches_reference(op(*args), reference, args[0], weight, f"{scheme} triton_op, dequantize_first")
+
+
+@gpu_only
+@pytest.mark.parametrize("scheme", sorted(CASES))
+def test_inductor_emits_the_prefill_route(scheme, monkeypatch):
+    """Compiled, the route is our dequantize kernel in the output code, then Inductor's mm."""
+    from torch._inductor.utils import run_and_get_code
+
+    prefill_route(monkeypatch, scheme)
+    op, args, reference, weight, _ = CASES[scheme](300, 1000, 1024, torch.bfloat16)
+    torch._dynamo.reset()
+    y, code = run_and_get_code(torch.compile(lambda x, *rest: op(x, *rest) + 1.0, fullgraph=True), *args)
+    source = "\n".join(code)
+    assert f"def dequantize_{scheme}_kernel(" in source, "our dequantize kernel not in Inductor's output code"
+    assert re.search(r"extern_kernels\.mm\(|triton_tem_fused_mm|def triton_.*mm", source), "no dense GEMM after it"
+    assert f"woq_mm_{scheme}_kernel" not in source
+    assert_matches_reference(y - 1.0, reference, args[0], weight, f"{scheme} compiled, dequantize_first")
 
 
 def test_device_is_what_the_mode_expects():

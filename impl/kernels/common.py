@@ -602,6 +602,13 @@ def tuned_configs_file(device_name: str) -> Path:
 M_BUCKETS = (1, 2, 4, 8, 16, 64, 256, 1024)
 
 
+# Past this many rows an untuned launch takes the prefill route (KernelConfig.dequantize_first):
+# on the H200 it beat every tile at M = 1024 for each scheme and shape measured
+# (benchmarks/woq_h200.md), and the dense GEMM's lead only grows with M.
+PREFILL_ROWS = 256
+PREFILL_CONFIG = KernelConfig(16, 16, 512, num_warps=4, dequantize_first=True)
+
+
 def m_bucket(M: int) -> int:
     """The smallest tuned M that covers a launch with M rows: 1, 2, 4, 8 (the GEMV kernels'
     row counts), 16 (one 16-row tile), 64, 256 or 1024 (prefill; more rows: 1024)."""
@@ -610,12 +617,11 @@ def m_bucket(M: int) -> int:
 
 def table_bucket(table: dict, scheme: str, M: int) -> int | None:
     """The M bucket of ``table`` a launch with M rows takes: m_bucket(M), or where the table
-    has no entry of ``scheme`` there, the next larger bucket it has (the largest for an M
-    beyond them all); None when it has none for the scheme."""
+    has no entry of ``scheme`` there, the next larger bucket it has; None when it has none
+    that large (a table tuned up to 256 rows says nothing about prefill sizes: the
+    launchers' fallback decides) or none for the scheme."""
     buckets = sorted({int(key.split("/")[1]) for key in table if key.startswith(f"{scheme}/")})
-    if not buckets:
-        return None
-    return next((b for b in buckets if b >= m_bucket(M)), buckets[-1])
+    return next((b for b in buckets if b >= m_bucket(M)), None)
 
 
 @functools.lru_cache(maxsize=4)

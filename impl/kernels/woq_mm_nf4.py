@@ -27,6 +27,8 @@ import triton.language as tl
 
 from impl.kernels import interpreter_active
 from impl.kernels.common import (
+    PREFILL_CONFIG,
+    PREFILL_ROWS,
     KernelConfig,
     SplitKScratch,
     _add,
@@ -308,10 +310,13 @@ _CACHED_DEQUANTIZE_LAUNCHER = CachedLauncher(dequantize_nf4_kernel)
 def choose_config(M: int, N: int, K: int, block_size: int, device: torch.device) -> KernelConfig:
     """Tile shape by M, BLOCK_K capped by the NF4 block size, split-K to fill the SMs.
 
-    The H100-tuned table (common.tuned_config) comes first; this is the fallback."""
+    The GPU's tuned table (common.tuned_config) comes first; this is the fallback, which
+    past PREFILL_ROWS rows takes the prefill route (KernelConfig.dequantize_first)."""
     tuned = tuned_config("nf4", M, N, K, device, block_k_limit=block_size)
     if tuned is not None:
         return tuned
+    if M > PREFILL_ROWS:
+        return PREFILL_CONFIG
     if M <= 16:
         base = KernelConfig(block_m=16, block_n=64, block_k=64, num_warps=4, num_stages=5)
     elif M <= 32:

@@ -95,14 +95,27 @@ def test_kernel_config_rejects_bad_blocks():
 
 def test_tuned_bucket_is_the_next_one_the_table_has():
     """M rows take the smallest tuned M that covers them, or the next larger one the table
-    holds for the scheme (an M = 3 launch runs the M = 16 tile where no M = 4 entry exists)."""
+    holds for the scheme (an M = 3 launch runs the M = 16 tile where no M = 4 entry exists);
+    none past the table's largest (the launchers' fallback, the prefill route there)."""
     table = {"int4/1/8192/8192": None, "int4/4/8192/8192": None, "int4/16/8192/8192": None,
-             "int4/256/8192/8192": None, "int8/16/8192/8192": None}
-    buckets = {M: table_bucket(table, "int4", M) for M in (1, 2, 3, 4, 5, 16, 17, 300)}
-    assert buckets == {1: 1, 2: 4, 3: 4, 4: 4, 5: 16, 16: 16, 17: 256, 300: 256}
-    assert [table_bucket(table, "int8", M) for M in (1, 8, 64)] == [16, 16, 16]
+             "int4/256/8192/8192": None, "int8/16/8192/8192": None, "int8/1024/8192/8192": None}
+    buckets = {M: table_bucket(table, "int4", M) for M in (1, 2, 3, 4, 5, 16, 17, 256, 257, 5000)}
+    assert buckets == {1: 1, 2: 4, 3: 4, 4: 4, 5: 16, 16: 16, 17: 256, 256: 256, 257: None, 5000: None}
+    assert [table_bucket(table, "int8", M) for M in (1, 8, 64, 300, 5000)] == [16, 16, 1024, 1024, 1024]
     assert table_bucket(table, "nf4", 1) is None
     assert [m_bucket(M) for M in (1, 2, 3, 5, 9, 17, 65, 1000, 5000)] == [1, 2, 4, 8, 16, 64, 256, 1024, 1024]
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4", "nf4"])
+def test_untuned_prefill_sizes_take_the_prefill_route(scheme):
+    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+
+    cpu = torch.device("cpu")  # no tuned table: the fallback alone
+    choose = {"int8": lambda M: woq_mm_int8.choose_config(M, 4096, 4096, cpu),
+              "int4": lambda M: woq_mm_int4.choose_config(M, 4096, 4096, 128, cpu),
+              "nf4": lambda M: woq_mm_nf4.choose_config(M, 4096, 4096, 64, cpu)}[scheme]
+    assert choose(common.PREFILL_ROWS + 1) == common.PREFILL_CONFIG
+    assert not choose(common.PREFILL_ROWS).dequantize_first
 
 
 def test_kernel_config_label():

@@ -170,7 +170,7 @@ def test_contract_errors():
 
 
 @gpu_only
-@pytest.mark.parametrize("M", [1, 4, 16, 64, 256])
+@pytest.mark.parametrize("M", [1, 4, 16, 64, 256, 1024])
 @pytest.mark.parametrize("N, K, group_size", [(4096 + 7, 4096, 128), (1000, 4096 + 40, 32)])
 def test_full_size_default_configs(M, N, K, group_size):
     check(M, N, K, group_size, torch.bfloat16, seed=M)

@@ -112,7 +112,7 @@ def test_contract_errors():
 
 
 @gpu_only
-@pytest.mark.parametrize("M", [1, 4, 16, 64, 256])
+@pytest.mark.parametrize("M", [1, 4, 16, 64, 256, 1024])
 @pytest.mark.parametrize("N, K", [(4096 + 7, 4096), (1000, 4096 + 40)])
 def test_full_size_default_configs(M, N, K):
     check(M, N, K, torch.bfloat16, seed=M)

@@ -143,7 +143,7 @@ def test_contract_errors():
 
 
 @gpu_only
-@pytest.mark.parametrize("M", [1, 4, 16, 64, 256])
+@pytest.mark.parametrize("M", [1, 4, 16, 64, 256, 1024])
 @pytest.mark.parametrize("double_quant", [False, True], ids=["absmax", "double-quant"])
 def test_full_size_default_configs(M, double_quant):
     check(M, 4096 + 7, 4096 + 40, 64, torch.bfloat16, seed=M, double_quant=double_quant)

@@ -437,6 +437,19 @@ def store_output_tile(acc, out_ptr, partial_ptr, tile_counter_ptr, offs_m, offs_
 
 
 @triton.jit
+def load_packed_tile(qweight_ptr, N, half_k_pad, stride_qn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """A dequantize kernel's packed 4-bit tile: program (i, j) reads rows i * BLOCK_N..,
+    byte columns j * BLOCK_K // 2.. of qweight (N, K_pad // 2), bytes contiguous along K.
+    Returns (offs_n, offs_j, mask_n, packed (BLOCK_N, BLOCK_K // 2) uint8, zero past the edges)."""
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_j = tl.program_id(1) * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)  # k = 2 j (low), 2 j + 1 (high)
+    mask_n = offs_n < N
+    packed = tl.load(qweight_ptr + offs_n[:, None] * stride_qn + offs_j[None, :],
+                     mask=mask_n[:, None] & (offs_j < half_k_pad)[None, :], other=0)
+    return offs_n, offs_j, mask_n, packed
+
+
+@triton.jit
 def store_weight_pairs(w_ptr, low, high, offs_n, offs_j, N, half_k_pad, stride_wn):
     """Store decoded nibble pairs, low and high (BLOCK_N, C) float32 for byte columns offs_j
     (W's columns 2 j and 2 j + 1), into W (N, K_pad) rounded once to w's 16-bit dtype: each

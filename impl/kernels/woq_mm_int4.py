@@ -49,6 +49,7 @@ from impl.kernels.common import (
     grid_for,
     group_columns,
     group_dots,
+    load_packed_tile,
     lookup_nibble_pairs,
     half_nibbles_f32,
     half_nibbles_f32_prmt,
@@ -270,12 +271,7 @@ def dequantize_int4_kernel(
     """The dequantize_first route's decode: W (N, K_pad) in w's dtype = (u - zero) * scale,
     in float32, rounded once. Program (i, j) writes rows i * BLOCK_N.., columns j * BLOCK_K..
     (a whole number of groups, or part of one); qweight, scale and zero row-major."""
-    HALF_K: tl.constexpr = BLOCK_K // 2
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_j = tl.program_id(1) * HALF_K + tl.arange(0, HALF_K)  # byte columns: k = 2 j (low), 2 j + 1 (high)
-    mask_n = offs_n < N
-    packed = tl.load(qweight_ptr + offs_n[:, None] * stride_qn + offs_j[None, :],
-                     mask=mask_n[:, None] & (offs_j < half_k_pad)[None, :], other=0)
+    offs_n, offs_j, mask_n, packed = load_packed_tile(qweight_ptr, N, half_k_pad, stride_qn, BLOCK_N, BLOCK_K)
     if BLOCK_K > GROUP_SIZE:  # (BLOCK_N, GROUPS) scales, each over its group's byte columns
         GROUPS: tl.constexpr = BLOCK_K // GROUP_SIZE
         group = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)

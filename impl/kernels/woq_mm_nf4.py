@@ -46,6 +46,7 @@ from impl.kernels.common import (
     grid_for,
     group_columns,
     group_dots,
+    load_packed_tile,
     lookup_nibble_pairs,
     load_nibble_lut,
     lookup_nibbles_prmt,
@@ -273,12 +274,7 @@ def dequantize_nf4_kernel(
     rounded once. Program (i, j) writes rows i * BLOCK_N.., columns j * BLOCK_K.. (a whole
     number of blocks, or part of one); qweight and absmax row-major."""
     DTYPE: tl.constexpr = w_ptr.dtype.element_ty
-    HALF_K: tl.constexpr = BLOCK_K // 2
-    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_j = tl.program_id(1) * HALF_K + tl.arange(0, HALF_K)  # byte columns: k = 2 j (low), 2 j + 1 (high)
-    mask_n = offs_n < N
-    packed = tl.load(qweight_ptr + offs_n[:, None] * stride_qn + offs_j[None, :],
-                     mask=mask_n[:, None] & (offs_j < half_k_pad)[None, :], other=0)
+    offs_n, offs_j, mask_n, packed = load_packed_tile(qweight_ptr, N, half_k_pad, stride_qn, BLOCK_N, BLOCK_K)
     if DOUBLE_QUANT:
         absmax_offset = tl.load(absmax_offset_ptr)
     else:

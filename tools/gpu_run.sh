@@ -57,7 +57,7 @@ if [ "$MODE" = matrix ]; then
   find golden -name 'cuda-*' -newer /tmp/matrix_start -print0 | tar -cf "$OUT/cuda_goldens.tar" --null -T -
   echo "cuda goldens written: $(tar -tf "$OUT/cuda_goldens.tar" | wc -l) files"
   start=$(date +%s)
-  timeout "${IMPL_S:-120}" python3 -m pytest tests/impl -q -p no:cacheprovider -n 14 -k "cuda or prologue or kernels or triton" \
+  timeout "${IMPL_S:-180}" python3 -m pytest tests/impl -q -p no:cacheprovider -n 14 -k "cuda or prologue or kernels or triton" \
     > "$OUT/impl_tests.log" 2>&1
   [ $? -eq 0 ] || status=1
   tail -n 25 "$OUT/impl_tests.log"

@@ -783,10 +783,6 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
                 for bn, bk, w in ((128, 128, 4), (64, 256, 4), (256, 128, 8), (128, 256, 8), (64, 128, 4),
                                   (32, 512, 4), (128, 512, 8), (64, 512, 4), (16, 1024, 4), (32, 1024, 8),
                                   (16, 2048, 8))]
-        if scheme == "int4":  # the word-reading GEMV: the next step prefetched, so fewer rows a thread
-            gemv += [make(1, bn, bk, w, 1, scale_after_dot=False, decode="words")
-                     for bn, bk, w in ((32, 512, 4), (16, 512, 4), (32, 256, 4), (64, 512, 8), (32, 1024, 8),
-                                       (16, 1024, 4), (64, 256, 4), (64, 1024, 8))]
         return gemv + tune_candidates(scheme, 16, group)
     if M == 1 and scheme == "int8":  # the CUDA-core GEMV kernel against the tensor-core tiles
         gemv = [(16, 512, 4, 1), (32, 512, 8, 1), (16, 1024, 8, 1), (8, 1024, 4, 1), (32, 256, 4, 1),
@@ -799,9 +795,6 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
         # (local sm_90a compile: m2n64k512w4 spills, m2n32k512w4 and m4n16k512w4 do not).
         gemv = [make(M, bn, bk, w, 1, scale_after_dot=False)
                 for bn, bk, w in ((32, 512, 4), (16, 1024, 4), (32, 1024, 8), (16, 512, 4), (8, 1024, 4))]
-        if scheme == "int4" and M <= 4:  # one program a row, the second row's weights from L2
-            gemv += [make(1, bn, bk, w, 1, scale_after_dot=False, decode="words")
-                     for bn, bk, w in ((32, 512, 4), (64, 512, 8), (32, 1024, 8))]
         return gemv + tune_candidates(scheme, 16, group)
     if M <= 16:
         if scheme == "int8":
@@ -867,9 +860,8 @@ def tune(args) -> dict:
             for M in m_values:
                 problem = Problem(scheme, M, N, K, dtype)
                 bases = tune_candidates(scheme, M, problem.group)
-                if args.gemv_only or args.decode:  # the candidates asked for against the config the shape runs now
-                    bases = [c for c in bases if (c.gemv or not args.gemv_only)
-                             and (c.decode == args.decode or not args.decode)]
+                if args.gemv_only:  # the GEMV candidates against the config the shape runs now
+                    bases = [c for c in bases if c.gemv]
                     plan.append((problem, current_config(problem, device)))
                 for base in bases:
                     for config in with_split_choices(base, problem, sms):
@@ -924,8 +916,6 @@ def main(argv=None) -> int:
     parser.add_argument("--tune", action="store_true", help="time candidate kernel configs instead")
     parser.add_argument("--gemv-only", action="store_true",
                         help="--tune: only the GEMV (block_m 1, 2, 4, 8) candidates, and each shape's current config")
-    parser.add_argument("--decode", default="", choices=("", "bits", "prmt", "table", "words"),
-                        help="--tune: only the candidates of this KernelConfig.decode, and each shape's current config")
     parser.add_argument("--quick", action="store_true",
                         help="K = N = 8192, M = 1 and 16, bf16, smaller budgets: about 5 minutes on an H200")
     parser.add_argument("--schemes", default="int8,int4,nf4")

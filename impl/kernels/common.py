@@ -28,7 +28,7 @@ import triton.language as tl
 from impl.kernels import interpreter_active
 
 SUPPORTED_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
-DECODES = ("bits", "prmt", "table", "words")
+DECODES = ("bits", "prmt", "table")
 
 # Programs per SM worth aiming for before split-K stops paying (measured on the H100:
 # see benchmarks/woq_h100.md); the SM count itself is read off the device.
@@ -215,43 +215,18 @@ def half_nibbles_f32(packed):
     return low, high
 
 
-# PTX of half_nibbles_f32_prmt: the low nibbles of $8's four bytes go to $0..$3, the high
-# ones to $4..$7. Shared by the byte form (pack=4, uint8 tensors) and the word form (pack=1).
-_HALF_NIBBLES_ASM = tl.constexpr(
-    "{ .reg .b32 l, h, m; mov.b32 m, 0x3F000000; and.b32 l, $8, 0x0F0F0F0F; shr.b32 h, $8, 4; "
-    "and.b32 h, h, 0x0F0F0F0F; prmt.b32 $0, l, m, 0x7044; prmt.b32 $1, l, m, 0x7144; "
-    "prmt.b32 $2, l, m, 0x7244; prmt.b32 $3, l, m, 0x7344; prmt.b32 $4, h, m, 0x7044; "
-    "prmt.b32 $5, h, m, 0x7144; prmt.b32 $6, h, m, 0x7244; prmt.b32 $7, h, m, 0x7344; }")
-
-
 @triton.jit
 def half_nibbles_f32_prmt(packed):
     """``half_nibbles_f32`` in PTX, four bytes per call: two LOP3 and a shift split the
     register's nibbles into two registers of four bytes, and one PRMT per nibble moves its
     byte into byte 2 under the exponent byte of 1/2: 11 instructions per 8 nibbles.
     Compiled kernels only."""
-    return tl.inline_asm_elementwise(_HALF_NIBBLES_ASM, "=r,=r,=r,=r,=r,=r,=r,=r,r", [packed],
-                                     dtype=(tl.float32, tl.float32), is_pure=True, pack=4)
-
-
-@triton.jit
-def _nibble_f32(words, shift: tl.constexpr):
-    return ((((words >> shift) & 0xF) << 16) | 0x3F000000).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def word_nibbles_f32(words, PRMT: tl.constexpr):
-    """words int32 (any shape), each four packed bytes of one weight row, so its nibble i
-    (bits 4i..4i+3) holds column k + i -> the eight nibbles as float32 v = 1/2 + u / 256
-    (see half_nibbles_f32), in column order. PRMT: the PTX of half_nibbles_f32_prmt, one
-    word a call (compiled kernels only); else elementwise Triton."""
-    if PRMT:
-        l0, l1, l2, l3, h0, h1, h2, h3 = tl.inline_asm_elementwise(
-            _HALF_NIBBLES_ASM, "=r,=r,=r,=r,=r,=r,=r,=r,r", [words], dtype=(tl.float32,) * 8, is_pure=True,
-            pack=1)
-        return l0, h0, l1, h1, l2, h2, l3, h3
-    return (_nibble_f32(words, 0), _nibble_f32(words, 4), _nibble_f32(words, 8), _nibble_f32(words, 12),
-            _nibble_f32(words, 16), _nibble_f32(words, 20), _nibble_f32(words, 24), _nibble_f32(words, 28))
+    return tl.inline_asm_elementwise(
+        "{ .reg .b32 l, h, m; mov.b32 m, 0x3F000000; and.b32 l, $8, 0x0F0F0F0F; shr.b32 h, $8, 4; "
+        "and.b32 h, h, 0x0F0F0F0F; prmt.b32 $0, l, m, 0x7044; prmt.b32 $1, l, m, 0x7144; "
+        "prmt.b32 $2, l, m, 0x7244; prmt.b32 $3, l, m, 0x7344; prmt.b32 $4, h, m, 0x7044; "
+        "prmt.b32 $5, h, m, 0x7144; prmt.b32 $6, h, m, 0x7244; prmt.b32 $7, h, m, 0x7344; }",
+        "=r,=r,=r,=r,=r,=r,=r,=r,r", [packed], dtype=(tl.float32, tl.float32), is_pure=True, pack=4)
 
 
 @triton.jit
@@ -506,10 +481,7 @@ class KernelConfig:
     decode (int4, nf4): how nibbles become 16-bit floats. "prmt": inline PTX, four bytes at
     a time (compiled kernels only; under the interpreter int4 runs "bits" and nf4 "table");
     "bits" (int4): the nibble written into a float mantissa, elementwise Triton; "table":
-    a gather from a 256-entry table of decoded byte pairs; "words" (int4, block_m 1 only):
-    the GEMV reading the packed weight as 32-bit words, the next step loaded before this
-    step's arithmetic, sums reduced across threads once per program (woq_mm_int4's
-    woq_mm_int4_gemv_words_kernel; "prmt"'s PTX compiled, elementwise interpreted);
+    a gather from a 256-entry table of decoded byte pairs;
     swap_ab: compute the transposed tile W @ x.T, so the decoded weights are the tensor
     cores' A operand (on Hopper read from registers instead of shared memory);
     dequantize_first: the prefill route. Decode the whole weight once into x's dtype (a
@@ -554,8 +526,6 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.split_k: {self.split_k} is not >= 1")
         if self.decode not in DECODES:
             raise ValueError(f"KernelConfig.decode: {self.decode!r} is not one of {', '.join(map(repr, DECODES))}")
-        if self.decode == "words" and self.block_m != 1:
-            raise ValueError(f"KernelConfig.decode: 'words' is the one-row GEMV's (block_m 1); got block_m {self.block_m}")
         if self.dequantize_first and (self.gemv or self.split_k != 1 or self.swap_ab):
             raise ValueError("KernelConfig.dequantize_first: needs block_m >= 16, split_k 1 and no swap_ab "
                              f"(got block_m {self.block_m}, split_k {self.split_k}, swap_ab {self.swap_ab})")

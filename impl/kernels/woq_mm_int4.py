@@ -65,7 +65,6 @@ from impl.kernels.common import (
     tile_coordinates,
     tuned_config,
     upcast_dot,
-    word_nibbles_f32,
     x_pairs_f32,
     zeros_f32,
 )
@@ -265,95 +264,6 @@ def woq_mm_int4_gemv_kernel(
 
 
 @triton.jit
-def woq_mm_int4_gemv_words_kernel(
-    # pointers
-    x_ptr, qweight_ptr, scale_ptr, zero_ptr, out_ptr, partial_ptr, tile_counter_ptr,
-    # sizes
-    M, N, K,
-    # strides (qweight's rows in bytes, a multiple of 4; scale and zero share theirs)
-    stride_xm, stride_qn, stride_sn, stride_sg, stride_om, stride_on,
-    # meta-parameters
-    GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    PRMT: tl.constexpr, EVEN_STEPS: tl.constexpr, EVEN_K: tl.constexpr,
-):
-    """One x row a program (config decode "words"): x (M, K) fp16/bf16 (see gemv_activation)
-    -> out (M, N). Program (tile, split) reduces [k_begin, k_end) of row tile % M for BLOCK_N
-    columns.
-
-    What woq_mm_int4_gemv_kernel does with bytes, on 32-bit words of qweight: word w of a
-    row holds columns 8w..8w + 7 in nibble order, so a step is a (BLOCK_N, GROUPS, WORDS)
-    int32 tile (GROUPS groups of WORDS words) that Triton keeps in registers as it is. That
-    lets each step's load be issued before the previous step's arithmetic (a byte tile
-    carried across iterations would be unpacked and repacked), and the sums stay per thread:
-    acc holds one float32 per word, scaled per group every step and reduced across threads
-    once, after the loop. Per weight: the PRMT decode (11 instructions per 8 nibbles) and one
-    FFMA; per word: two FFMA for the group's scale and zero point,
-    sum (u - zero) x s = 256 s sum v x - (128 + zero) s sum x.
-    EVEN_STEPS: K_pad a whole number of steps (no masks along K); EVEN_K: K too."""
-    SUB_K: tl.constexpr = BLOCK_K if BLOCK_K < GROUP_SIZE else GROUP_SIZE
-    GROUPS: tl.constexpr = BLOCK_K // SUB_K
-    WORDS: tl.constexpr = SUB_K // 8
-    DTYPE: tl.constexpr = x_ptr.dtype.element_ty
-    tile_id, pid_k, row, offs_n, k_begin, k_end = gemv_tile(M, N, K, 1, BLOCK_N, BLOCK_K, SPLIT_K)
-    offs_g = tl.arange(0, GROUPS)
-    x_word = offs_g[:, None] * WORDS + tl.arange(0, WORDS)[None, :]  # word of the step (GROUPS, WORDS)
-    step_word = tl.arange(0, BLOCK_K // 8)
-    mask_n = offs_n < N
-    q_ptrs = (qweight_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + offs_n[:, None] * (stride_qn // 4)
-              + k_begin // 8 + step_word[None, :])
-    g_ptrs = offs_n[:, None] * stride_sn + offs_g[None, :] * stride_sg
-    x_pairs_ptr = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + row * (stride_xm // 2)
-    groups_per_row = cdiv(K, GROUP_SIZE)
-
-    words, scale, zero = _load_word_step(q_ptrs, scale_ptr, zero_ptr, g_ptrs, stride_sg, k_begin, k_end, mask_n,
-                                         step_word, offs_g, groups_per_row, GROUP_SIZE, EVEN_STEPS)
-    acc = tl.full((BLOCK_N, GROUPS, WORDS), 0.0, tl.float32)
-    for k in range(k_begin, k_end, BLOCK_K):
-        q_ptrs += BLOCK_K // 8
-        next_words, next_scale, next_zero = _load_word_step(
-            q_ptrs, scale_ptr, zero_ptr, g_ptrs, stride_sg, k + BLOCK_K, k_end, mask_n, step_word, offs_g,
-            groups_per_row, GROUP_SIZE, EVEN_STEPS)
-        # Loaded as (BLOCK_N, BLOCK_K // 8), threads along K, a few rows each (what the
-        # coalescing pass picks for a 2-D tile); split into groups here, a free reshape.
-        v0, v1, v2, v3, v4, v5, v6, v7 = word_nibbles_f32(tl.reshape(words, (BLOCK_N, GROUPS, WORDS)), PRMT)
-        # x as (GROUPS, WORDS) tensors, broadcast over the rows only at the products: each
-        # thread loads and sums its columns once, not once per weight row it holds.
-        x0, x1 = x_pairs_f32(x_pairs_ptr, k, 4 * x_word, K, EVEN_K, DTYPE)
-        x2, x3 = x_pairs_f32(x_pairs_ptr, k, 4 * x_word + 1, K, EVEN_K, DTYPE)
-        x4, x5 = x_pairs_f32(x_pairs_ptr, k, 4 * x_word + 2, K, EVEN_K, DTYPE)
-        x6, x7 = x_pairs_f32(x_pairs_ptr, k, 4 * x_word + 3, K, EVEN_K, DTYPE)
-        vx = (v0 * x0[None, :, :] + v1 * x1[None, :, :] + v2 * x2[None, :, :] + v3 * x3[None, :, :]
-              + v4 * x4[None, :, :] + v5 * x5[None, :, :] + v6 * x6[None, :, :] + v7 * x7[None, :, :])
-        x_sum = (((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)))[None, :, :]
-        acc += vx * (256.0 * scale)[:, :, None] - x_sum * ((128.0 + zero) * scale)[:, :, None]
-        words, scale, zero = next_words, next_scale, next_zero
-
-    total = tl.reduce(tl.reduce(acc, 2, _add), 1, _add)
-    store_output_tile(total[None, :], out_ptr, partial_ptr, tile_counter_ptr, row + tl.arange(0, 1), offs_n,
-                      M, N, stride_om, stride_on, tile_id, pid_k, SPLIT_K)
-
-
-@triton.jit
-def _load_word_step(q_ptrs, scale_ptr, zero_ptr, g_ptrs, stride_sg, k, k_end, mask_n, step_word, offs_g,
-                    groups_per_row, GROUP_SIZE: tl.constexpr, EVEN_STEPS: tl.constexpr):
-    """The words, scales and zero points of the step at column k of woq_mm_int4_gemv_words_kernel;
-    nothing read (zeros) from k_end on, so the loop's prefetch past its last step is free.
-    Weights evict first: each is read once, while x, scales and partials are worth keeping."""
-    live = k < k_end
-    group = k // GROUP_SIZE
-    if EVEN_STEPS:
-        q_mask = mask_n[:, None] & live
-        g_mask = mask_n[:, None] & live
-    else:
-        q_mask = mask_n[:, None] & live & ((k // 8 + step_word) < groups_per_row * (GROUP_SIZE // 8))[None, :]
-        g_mask = mask_n[:, None] & live & ((group + offs_g) < groups_per_row)[None, :]
-    words = tl.load(q_ptrs, mask=q_mask, other=0, eviction_policy="evict_first")
-    scale = tl.load(scale_ptr + g_ptrs + group * stride_sg, mask=g_mask, other=0.0)
-    zero = tl.load(zero_ptr + g_ptrs + group * stride_sg, mask=g_mask, other=0.0)
-    return words, scale, zero
-
-
-@triton.jit
 def dequantize_int4_kernel(
     qweight_ptr, scale_ptr, zero_ptr, w_ptr, N, half_k_pad, groups_per_row, stride_qn, stride_sn, stride_wn,
     GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -383,7 +293,6 @@ def dequantize_int4_kernel(
 # The eager launcher's path to the kernels: Triton's binding once per specialization.
 _CACHED_LAUNCHER = CachedLauncher(woq_mm_int4_kernel)
 _CACHED_GEMV_LAUNCHER = CachedLauncher(woq_mm_int4_gemv_kernel)
-_CACHED_GEMV_WORDS_LAUNCHER = CachedLauncher(woq_mm_int4_gemv_words_kernel)
 _CACHED_DEQUANTIZE_LAUNCHER = CachedLauncher(dequantize_int4_kernel)
 
 
@@ -429,13 +338,6 @@ def check_int4_weight(x, qweight, scale, zero, group_size: int) -> tuple[int, in
     return N, K_pad
 
 
-def words_readable(qweight: torch.Tensor) -> bool:
-    """qweight (N, K_pad // 2) uint8 readable as 32-bit words: unit stride along K, rows and
-    start on 4-byte boundaries (allocations themselves are; storage offsets, not data_ptr,
-    so that fake tensors answer too)."""
-    return qweight.stride(1) == 1 and qweight.stride(0) % 4 == 0 and qweight.storage_offset() % 4 == 0
-
-
 def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_counter,
                        group_size: int, config: KernelConfig, wrap=None):
     """Launch with buffers already checked and allocated (eager launcher and triton_op).
@@ -455,22 +357,6 @@ def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_c
         return dense_gemm(x, weight[:, :K])
     # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
     decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
-    if decode == "words" and not config.gemv:
-        raise ValueError(f"{OP}: decode 'words' is the one-row GEMV's (block_m 1), not a tile's "
-                         f"(block_m {config.block_m})")
-    if decode == "words" and words_readable(qweight):
-        x = gemv_activation(x)
-        kernel = _CACHED_GEMV_WORDS_LAUNCHER if wrap is None else wrap(woq_mm_int4_gemv_words_kernel)
-        kernel[grid_for(M, N, config)](
-            x, qweight, scale, zero, out, partial, tile_counter, M, N, K,
-            x.stride(0), qweight.stride(0), *scale.stride(), *out.stride(),
-            GROUP_SIZE=group_size, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
-            PRMT=not interpreter_active(), EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,
-            EVEN_K=K % config.block_k == 0, num_warps=config.num_warps, num_stages=config.num_stages,
-        )
-        return out
-    if decode == "words":  # a view not on 4-byte boundaries: the same tile, read byte by byte
-        decode = "bits" if interpreter_active() else "prmt"
     if config.gemv:
         if decode == "table":
             raise ValueError(f"{OP}: a GEMV config (block_m {config.block_m}) decodes with 'prmt' or 'bits', "

@@ -99,46 +99,6 @@ def test_gemv_path_matches_float64_reference(group_size, dtype, config):
     check(1, 40, 256, group_size, dtype, config, symmetric=True)  # K a whole number of steps
 
 
-# The word-reading GEMV (decode "words"): a step within a group, steps spanning groups with
-# K_pad not a whole number of steps (the word and scale masks), uneven split-K (an empty
-# split's prefetch), several rows (one program each).
-WORDS_GEMV_CONFIGS = [
-    KernelConfig(1, 16, 32, split_k=3, decode="words"),
-    KernelConfig(1, 32, 128, split_k=2, decode="words"),
-    KernelConfig(1, 8, 256, decode="words", num_warps=8),
-]
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("group_size", [32, 64, 128])
-@pytest.mark.parametrize("config", WORDS_GEMV_CONFIGS, ids=lambda c: c.short())
-def test_words_gemv_matches_float64_reference(group_size, dtype, config):
-    check(1, 33, 200, group_size, dtype, config)
-    check(3, 40, 256, group_size, dtype, config, symmetric=True)  # K a whole number of steps
-
-
-def test_words_gemv_reads_a_misaligned_weight_view_byte_by_byte():
-    """A qweight view that starts off a 4-byte boundary cannot be read as words: the
-    launcher runs the byte-reading GEMV with the same tile, with the same result."""
-    config = KernelConfig(1, 16, 64, decode="words")
-    qweight, scale, zero = random_int4_weight(24, 128, 64, seed=8)
-    flat = torch.cat((qweight.new_zeros(2), qweight.flatten()))
-    shifted = flat[2:].view(qweight.shape)  # contiguous, storage offset 2
-    assert shifted.storage_offset() == 2 and torch.equal(shifted, qweight)
-    x = random_activation(1, 128, torch.bfloat16, seed=9)
-    y = woq_mm_int4(x, shifted, scale, zero, 64, config=config)
-    assert torch.equal(y, woq_mm_int4(x, qweight, scale, zero, 64, config=KernelConfig(1, 16, 64)))
-    weight = dequantize_int4_reference(qweight, scale, zero, 64, 128)
-    assert_matches_reference(y, woq_mm_int4_reference(x, qweight, scale, zero, 64), x, weight, "int4 words view")
-
-
-def test_words_decode_is_the_one_row_gemvs():
-    with pytest.raises(ValueError, match="'words' is the one-row GEMV's .block_m 1.; got block_m 16"):
-        KernelConfig(16, 16, 64, decode="words")
-    with pytest.raises(ValueError, match="'words' is the one-row GEMV's .block_m 1.; got block_m 2"):
-        KernelConfig(2, 16, 64, decode="words")
-
-
 def test_gemv_reads_activations_at_an_odd_offset():
     """x is read as 32-bit words of column pairs: a view starting at an odd element is
     copied first (gemv_activation); K odd masks the last pair's upper half."""

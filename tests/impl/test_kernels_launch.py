@@ -93,6 +93,81 @@ def test_the_interpreter_goes_through_triton(monkeypatch):
     assert len(kernel.slow_launches) == 2 and not kernel.fast_launches
 
 
+# LaunchPlans: a stand-in eager op with the shape of ours (key, plan, full call recorded).
+_SCRATCH = torch.zeros(8)
+
+
+def _stand_in_op(plans, launcher, x, copy_x=False, launches=1, fail=False):
+    inputs = (x,)
+    key = plans.key(inputs, "stand-in")
+    plan = plans.get(key)
+    if plan is not None:
+        return plan.run(inputs)
+    out = torch.empty_like(x)
+    with plans.record(key, inputs, out, stable=(_SCRATCH,)) as call:
+        for _ in range(launches):
+            launcher[(2,)](x.clone() if copy_x else x, out, _SCRATCH, x.shape[0], BLOCK=16)
+        if fail:
+            raise RuntimeError("launch failed")
+        call.result = out
+    return call.result
+
+
+def test_a_plan_replays_the_recorded_launch_with_the_calls_own_tensors(compiled_mode):
+    kernel = _StandInKernel()
+    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
+    plans, launcher = launch.LaunchPlans(), launch.CachedLauncher(kernel)
+    first, second = torch.zeros(64, dtype=torch.float16), torch.ones(64, dtype=torch.float16)
+    _stand_in_op(plans, launcher, first)                  # through Triton, recorded
+    y = _stand_in_op(plans, launcher, second)             # replayed: no binding, no key of the launcher
+    assert len(kernel.slow_launches) == 1 and len(launcher._compiled) == 1
+    number, grid, args, stream = kernel.fast_launches[-1]
+    assert (number, grid, stream) == (1, (2, 1, 1), 7)
+    assert args[0] is second and args[1] is y and args[2] is _SCRATCH and args[3:] == (64, 16)
+    plan = plans.get(plans.key((second,), "stand-in"))
+    assert plan.template[:2] == [None, None]              # no reference kept to the first call's tensors
+    assert y.shape == (64,) and y.dtype == torch.float16 and y is not first
+
+
+def test_other_metadata_takes_the_full_call(compiled_mode):
+    kernel = _StandInKernel()
+    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
+    plans, launcher = launch.LaunchPlans(), launch.CachedLauncher(kernel)
+    base = torch.zeros(72, dtype=torch.float16)
+    for x in (base[:64], base[1:65], base[:48], base[:64].view(torch.bfloat16), base[:64].view(8, 8)[:, 0]):
+        _stand_in_op(plans, launcher, x)
+    assert len(plans._plans) == 5                         # alignment, shape, dtype, strides: each its own plan
+    _stand_in_op(plans, launcher, base[8:72])             # 16 bytes in: the first plan again
+    assert len(plans._plans) == 5
+
+
+def test_calls_that_cannot_be_replayed_are_not_recorded(compiled_mode):
+    kernel = _StandInKernel()
+    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
+    plans, launcher = launch.LaunchPlans(), launch.CachedLauncher(kernel)
+    x = torch.zeros(64, dtype=torch.float16)
+    _stand_in_op(plans, launcher, x, copy_x=True)         # a tensor made for the call alone
+    _stand_in_op(plans, launcher, x, launches=2)          # two launches
+    with pytest.raises(RuntimeError, match="launch failed"):
+        _stand_in_op(plans, launcher, x, fail=True)
+    assert not plans._plans and launch._recording is None
+
+
+def test_plans_start_over_at_their_limit(compiled_mode):
+    kernel = _StandInKernel()
+    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
+    plans, launcher = launch.LaunchPlans(limit=2), launch.CachedLauncher(kernel)
+    for n in (16, 32, 48):
+        _stand_in_op(plans, launcher, torch.zeros(n, dtype=torch.float16))
+    assert len(plans._plans) == 1
+
+
+def test_no_plans_under_the_interpreter(monkeypatch):
+    monkeypatch.setattr(launch, "interpreter_active", lambda: True)
+    plans = launch.LaunchPlans()
+    assert plans.key((torch.zeros(4),), "stand-in") is None and plans.get(None) is None
+
+
 def _eager_launch_and_reference(scheme: str, M: int = 3, N: int = 96, K: int = 256):
     """(launch(x), reference(x), dense W) of one scheme's eager op on fixed random weights."""
     from tests.impl import test_kernels_int4, test_kernels_int8, test_kernels_nf4
@@ -122,8 +197,9 @@ def test_repeated_and_misaligned_launches_match_the_reference(scheme):
     store = random_activation(3, 256 + 8, torch.bfloat16, seed=0)
     aligned, misaligned = store[:, :256], store[:, 1:257]  # data pointer 2 bytes off 16
     first = run(aligned)
-    again = run(aligned)          # the cached compiled kernel, launched directly
+    again = run(aligned)          # the call's recorded launch, replayed (launch.LaunchPlans)
     shifted = run(misaligned)     # another specialization: through Triton again
-    for x, y in ((aligned, first), (aligned, again), (misaligned, shifted)):
+    other = run(aligned.clone().neg_())  # the plan with another tensor's data
+    for x, y in ((aligned, first), (aligned, again), (misaligned, shifted), (aligned.clone().neg_(), other)):
         assert_matches_reference(y, reference(x), x, dense, f"{scheme} cached launch")
-    assert torch.equal(first, again)
+    assert torch.equal(first, again) and again.data_ptr() != first.data_ptr()

@@ -1,10 +1,10 @@
 """Where the eager launchers' host time goes, on a GPU: cProfile of back-to-back calls.
 
-    python3 -m tools.profile_launcher [--calls 200] [--top 25]
+    python3 -m tools.profile_launcher [--calls 200] [--top 25] [--rounds 9]
 
 For each kernel (int8, int4 g128, nf4 b64 at M = 1, K = N = 4096, bf16) prints host
-microseconds per call (the GPU kept busy, so no call waits on it) and the functions that
-take the most cumulative time.
+microseconds per call (the GPU kept busy, so no call waits on it: median and best of
+``--rounds`` rounds) and the functions that take the most cumulative time.
 """
 
 from __future__ import annotations
@@ -43,11 +43,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     for name, fn in calls().items():
         for _ in range(3):
             fn()
-        print(f"== {name}: {cpu_us_per_call(fn):.1f} us host per call")
+        # One round of 30 calls is noisy on a shared host (10 µs apart between runs): report
+        # the median and the best of several.
+        rounds = sorted(cpu_us_per_call(fn) for _ in range(args.rounds))
+        print(f"== {name}: {rounds[len(rounds) // 2]:.1f} us host per call (median of {args.rounds} rounds of 30 "
+              f"calls; best {rounds[0]:.1f}, worst {rounds[-1]:.1f})")
         profile = cProfile.Profile()
         torch.cuda._sleep(50_000_000)
         profile.enable()

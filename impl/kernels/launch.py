@@ -22,6 +22,7 @@ their own tensors (about 4 µs of Python on the CPU machine instead of about 16)
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Callable
 
 import torch
@@ -79,13 +80,15 @@ class CachedLauncher:
         else:
             compiled, meta = hit
             compiled[grid3](*args, *meta, stream=driver.active.get_current_stream(device))
-        if _recording is not None:
-            _recording.append((compiled, grid3, args, meta))
+        recording = getattr(_this_thread, "recording", None)
+        if recording is not None:
+            recording.append((compiled, grid3, args, meta))
         return compiled
 
 
-# The launches of the eager call that LaunchPlans.record is watching (None: no call is).
-_recording: list | None = None
+# .recording: the launches of the eager call that LaunchPlans.record is watching in this
+# thread (None or absent: no call is). Per thread, so concurrent calls never see each other's.
+_this_thread = threading.local()
 
 
 class LaunchPlan:
@@ -145,17 +148,16 @@ class LaunchPlans:
     @contextlib.contextmanager
     def record(self, key: tuple | None, inputs: tuple, out: torch.Tensor, stable: tuple):
         """``with plans.record(...) as call: call.result = <the full call>``."""
-        global _recording
         call = _Record()
         if key is None:
             yield call
             return
-        outer, _recording = _recording, []
+        outer = getattr(_this_thread, "recording", None)
+        launches = _this_thread.recording = []
         try:
             yield call
-            launches = _recording
         finally:
-            _recording = outer
+            _this_thread.recording = outer
         if len(launches) != 1 or call.result is not out:
             return
         compiled, grid3, args, meta = launches[0]

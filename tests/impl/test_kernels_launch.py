@@ -150,7 +150,24 @@ def test_calls_that_cannot_be_replayed_are_not_recorded(compiled_mode):
     _stand_in_op(plans, launcher, x, launches=2)          # two launches
     with pytest.raises(RuntimeError, match="launch failed"):
         _stand_in_op(plans, launcher, x, fail=True)
-    assert not plans._plans and launch._recording is None
+    assert not plans._plans and getattr(launch._this_thread, "recording", None) is None
+
+
+def test_a_recording_sees_only_its_own_threads_launches(compiled_mode):
+    import threading
+
+    kernel = _StandInKernel()
+    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
+    plans, launcher = launch.LaunchPlans(), launch.CachedLauncher(kernel)
+    x = torch.zeros(64, dtype=torch.float16)
+    key = plans.key((x,), "stand-in")
+    out = torch.empty_like(x)
+    with plans.record(key, (x,), out, stable=(_SCRATCH,)) as call:
+        other = threading.Thread(target=lambda: launcher[(2,)](x, out, _SCRATCH, 64, BLOCK=16))
+        other.start()
+        other.join()
+        call.result = out
+    assert len(kernel.slow_launches) == 1 and plans.get(key) is None  # not this call's launch
 
 
 def test_plans_start_over_at_their_limit(compiled_mode):

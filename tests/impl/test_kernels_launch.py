@@ -185,6 +185,80 @@ def test_no_plans_under_the_interpreter(monkeypatch):
     assert plans.key((torch.zeros(4),), "stand-in") is None and plans.get(None) is None
 
 
+class _RecordingKernel:
+    """Stands in for one of our @triton.jit kernels and for its compiled kernel: records
+    every launch's arguments, through Triton (the first) and direct (meta-parameters
+    positional) alike."""
+
+    def __init__(self, real, launches: list):
+        self.arg_names, self.launches = real.arg_names, launches
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.launches.append(args)
+            return self
+        return run
+
+
+def _same_argument(replayed, full) -> bool:
+    """Tensors: the same memory and layout (a scratch view is made anew each full call); the
+    output is the call's own. Everything else: equal."""
+    if isinstance(full, torch.Tensor):
+        return (replayed.shape, replayed.stride(), replayed.dtype, replayed.data_ptr()) == (
+            full.shape, full.stride(), full.dtype, full.data_ptr())
+    return replayed == full
+
+
+@pytest.mark.parametrize("scheme, config", [
+    ("int8", None), ("int4", None), ("nf4", None),                  # the CPU fallback tiles, split-K
+    ("int4", "gemv"), ("nf4", "gemv"), ("nf4", "double-quant"),
+])
+def test_the_real_launchers_replay_what_the_full_call_passes(compiled_mode, monkeypatch, scheme, config):
+    """A replayed call hands the kernel, position by position, what the full call hands it
+    for the same inputs (the launch stubbed, on the CPU)."""
+    from tests.impl import test_kernels_int4, test_kernels_int8, test_kernels_nf4
+
+    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+    from impl.kernels.common import KernelConfig
+
+    module = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[scheme]
+    launches: list = []
+    for value in list(vars(module).values()):
+        if isinstance(value, launch.CachedLauncher):
+            monkeypatch.setattr(value, "kernel", _RecordingKernel(value.kernel, launches))
+            monkeypatch.setattr(value, "_compiled", {})
+    monkeypatch.setattr(module, "check_device", lambda x, op: None)
+    monkeypatch.setattr(module, "interpreter_active", lambda: False)
+    plans = launch.LaunchPlans()
+    monkeypatch.setattr(module, "_PLANS", plans)
+    M, N, K = 2, 40, 256
+    kw = {} if config in (None, "double-quant") else {"config": KernelConfig(1, 16, 64)}
+    if scheme == "int8":
+        q, s = test_kernels_int8.random_int8_weight(N, K, seed=1)
+        call = lambda x, **k: woq_mm_int8.woq_mm_int8(x, q, s, **k)  # noqa: E731
+    elif scheme == "int4":
+        q, s, z = test_kernels_int4.random_int4_weight(N, K, 64, seed=1)
+        call = lambda x, **k: woq_mm_int4.woq_mm_int4(x, q, s, z, 64, **k)  # noqa: E731
+    else:
+        w = test_kernels_nf4.random_nf4_weight(N, K, 64, seed=1, double_quant=config == "double-quant")
+        call = lambda x, **k: woq_mm_nf4.woq_mm_nf4(x, **w, **k)  # noqa: E731
+    first, second = (random_activation(M, K, torch.bfloat16, seed=seed) for seed in (2, 3))
+    call(first, **kw)                                  # recorded
+    y = call(second, **kw)                             # replayed
+    assert len(plans._plans) == 1 and len(launches) == 2
+    plans.enabled = False
+    call(second, **kw)                                 # the full call, for comparison
+    replayed, full = launches[1], launches[2]
+    assert len(replayed) == len(full)
+    out_position = next(i for i, a in enumerate(replayed) if a is y)
+    for position, (a, b) in enumerate(zip(replayed, full)):
+        if position == out_position:
+            assert (a.shape, a.dtype) == (b.shape, b.dtype)
+        else:
+            assert _same_argument(a, b), f"argument {position}: {a!r} against {b!r}"
+    assert replayed[0] is second
+
+
 def _eager_launch_and_reference(scheme: str, M: int = 3, N: int = 96, K: int = 256):
     """(launch(x), reference(x), dense W) of one scheme's eager op on fixed random weights."""
     from tests.impl import test_kernels_int4, test_kernels_int8, test_kernels_nf4

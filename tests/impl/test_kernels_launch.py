@@ -231,7 +231,7 @@ def test_the_real_launchers_replay_what_the_full_call_passes(compiled_mode, monk
     monkeypatch.setattr(module, "interpreter_active", lambda: False)
     plans = launch.LaunchPlans()
     monkeypatch.setattr(module, "_PLANS", plans)
-    M, N, K = 2, 40, 256
+    M, N, K = 2, 40, 2048  # K long enough for the fallback tiles to split (partials, counters)
     kw = {} if config in (None, "double-quant") else {"config": KernelConfig(1, 16, 64)}
     if scheme == "int8":
         q, s = test_kernels_int8.random_int8_weight(N, K, seed=1)
@@ -257,6 +257,8 @@ def test_the_real_launchers_replay_what_the_full_call_passes(compiled_mode, monk
         else:
             assert _same_argument(a, b), f"argument {position}: {a!r} against {b!r}"
     assert replayed[0] is second
+    if config is None:  # the split-K scratch went with the plan
+        assert any(isinstance(a, torch.Tensor) and a.dtype == torch.int32 and a.numel() >= 1024 for a in replayed)
 
 
 def _eager_launch_and_reference(scheme: str, M: int = 3, N: int = 96, K: int = 256):

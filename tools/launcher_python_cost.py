@@ -26,9 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from impl.kernels import launch, woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
 
-SCHEME_MODULES = (woq_mm_int8, woq_mm_int4, woq_mm_nf4)
-
-
 class _NoOpKernel:
     """Stands in for a @triton.jit kernel: kernel[grid](...) returns a compiled kernel whose
     launches do nothing."""
@@ -45,7 +42,7 @@ def stub_launches(plans: bool) -> None:
     active = types.SimpleNamespace(get_current_device=lambda: 0, get_current_stream=lambda device: 0)
     launch.driver = types.SimpleNamespace(active=active)
     launch.interpreter_active = lambda: False
-    for module in SCHEME_MODULES:
+    for module in (woq_mm_int8, woq_mm_int4, woq_mm_nf4):
         module.interpreter_active = lambda: False
         module.check_device = lambda x, op: None
         for value in vars(module).values():
@@ -60,10 +57,10 @@ def calls(k: int = 4096, n: int = 4096) -> dict:
     q4 = torch.randint(0, 255, (n, k // 2), dtype=torch.uint8)
     scale4, zero4 = torch.rand(n, k // 128), torch.full((n, k // 128), 8.0)
     absmax = torch.rand(n, k // 64)
-    return {
-        "int8": lambda: woq_mm_int8.woq_mm_int8(x, q8, scale8),
-        "int4": lambda: woq_mm_int4.woq_mm_int4(x, q4, scale4, zero4, 128),
-        "nf4": lambda: woq_mm_nf4.woq_mm_nf4(x, q4, absmax, 64),
+    return {  # name: (module, call)
+        "int8": (woq_mm_int8, lambda: woq_mm_int8.woq_mm_int8(x, q8, scale8)),
+        "int4": (woq_mm_int4, lambda: woq_mm_int4.woq_mm_int4(x, q4, scale4, zero4, 128)),
+        "nf4": (woq_mm_nf4, lambda: woq_mm_nf4.woq_mm_nf4(x, q4, absmax, 64)),
     }
 
 
@@ -73,7 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args(argv)
     stub_launches(plans=not args.no_plans)
-    for name, fn in calls().items():
+    for name, (module, fn) in calls().items():
         for _ in range(10):
             fn()
         best = float("inf")
@@ -82,7 +79,6 @@ def main(argv=None) -> int:
             for _ in range(args.calls):
                 fn()
             best = min(best, (time.perf_counter() - start) / args.calls * 1e6)
-        module = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[name]
         print(f"{name}: {best:.1f} µs a call (our Python, launch stubbed{', no plans' if args.no_plans else ''}; "
               f"{len(module._PLANS._plans)} plan recorded)")
     return 0

@@ -131,6 +131,8 @@ class LaunchPlans:
         self._plans: dict[tuple, LaunchPlan] = {}
 
     def key(self, tensors: tuple, *extra) -> tuple | None:
+        """(current device, current stream, *extra, then five fields a tensor, None for an
+        absent one); None while plans are off. ``record`` takes the plan's stream from it."""
         if not self.enabled:
             return None
         device = driver.active.get_current_device()

@@ -97,6 +97,13 @@ def test_the_interpreter_goes_through_triton(monkeypatch):
 _SCRATCH = torch.zeros(8)
 
 
+def _stand_in_op_parts(limit: int = 4096):
+    """(kernel, plans, launcher) of the stand-in op, whose kernel takes (x, out, scratch, n)."""
+    kernel = _StandInKernel()
+    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
+    return kernel, launch.LaunchPlans(limit=limit), launch.CachedLauncher(kernel)
+
+
 def _stand_in_op(plans, launcher, x, copy_x=False, launches=1, fail=False):
     inputs = (x,)
     key = plans.key(inputs, "stand-in")
@@ -114,9 +121,7 @@ def _stand_in_op(plans, launcher, x, copy_x=False, launches=1, fail=False):
 
 
 def test_a_plan_replays_the_recorded_launch_with_the_calls_own_tensors(compiled_mode):
-    kernel = _StandInKernel()
-    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
-    plans, launcher = launch.LaunchPlans(), launch.CachedLauncher(kernel)
+    kernel, plans, launcher = _stand_in_op_parts()
     first, second = torch.zeros(64, dtype=torch.float16), torch.ones(64, dtype=torch.float16)
     _stand_in_op(plans, launcher, first)                  # through Triton, recorded
     y = _stand_in_op(plans, launcher, second)             # replayed: no binding, no key of the launcher
@@ -130,9 +135,7 @@ def test_a_plan_replays_the_recorded_launch_with_the_calls_own_tensors(compiled_
 
 
 def test_other_metadata_takes_the_full_call(compiled_mode):
-    kernel = _StandInKernel()
-    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
-    plans, launcher = launch.LaunchPlans(), launch.CachedLauncher(kernel)
+    kernel, plans, launcher = _stand_in_op_parts()
     base = torch.zeros(72, dtype=torch.float16)
     for x in (base[:64], base[1:65], base[:48], base[:64].view(torch.bfloat16), base[:64].view(8, 8)[:, 0]):
         _stand_in_op(plans, launcher, x)
@@ -142,9 +145,7 @@ def test_other_metadata_takes_the_full_call(compiled_mode):
 
 
 def test_calls_that_cannot_be_replayed_are_not_recorded(compiled_mode):
-    kernel = _StandInKernel()
-    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
-    plans, launcher = launch.LaunchPlans(), launch.CachedLauncher(kernel)
+    kernel, plans, launcher = _stand_in_op_parts()
     x = torch.zeros(64, dtype=torch.float16)
     _stand_in_op(plans, launcher, x, copy_x=True)         # a tensor made for the call alone
     _stand_in_op(plans, launcher, x, launches=2)          # two launches
@@ -156,9 +157,7 @@ def test_calls_that_cannot_be_replayed_are_not_recorded(compiled_mode):
 def test_a_recording_sees_only_its_own_threads_launches(compiled_mode):
     import threading
 
-    kernel = _StandInKernel()
-    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
-    plans, launcher = launch.LaunchPlans(), launch.CachedLauncher(kernel)
+    kernel, plans, launcher = _stand_in_op_parts()
     x = torch.zeros(64, dtype=torch.float16)
     key = plans.key((x,), "stand-in")
     out = torch.empty_like(x)
@@ -171,9 +170,7 @@ def test_a_recording_sees_only_its_own_threads_launches(compiled_mode):
 
 
 def test_plans_start_over_at_their_limit(compiled_mode):
-    kernel = _StandInKernel()
-    kernel.arg_names = ["x_ptr", "out_ptr", "scratch_ptr", "n", "BLOCK"]
-    plans, launcher = launch.LaunchPlans(limit=2), launch.CachedLauncher(kernel)
+    kernel, plans, launcher = _stand_in_op_parts(limit=2)
     for n in (16, 32, 48):
         _stand_in_op(plans, launcher, torch.zeros(n, dtype=torch.float16))
     assert len(plans._plans) == 1

@@ -46,7 +46,6 @@ TRITON_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
 dequantize_int8 = int8_scheme.dequantize_int8_values
 dequantize_int4 = int4_scheme.dequantize_int4_values
 dequantize_nf4 = nf4_scheme.dequantize_nf4_values
-decode_absmax = nf4_scheme.decode_absmax
 
 
 # --------------------------------------------------------------------------- checks
@@ -126,6 +125,12 @@ def _through_triton(op_name: str, x: torch.Tensor, bias: Optional[torch.Tensor],
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+def double_quant_operands(absmax_scale: Optional[torch.Tensor], absmax_offset: Optional[torch.Tensor]) -> tuple:
+    """NF4's (absmax_scale, absmax_offset) as the kernels take them: unit-stride, or None
+    without double quantization (the kernels then read absmax as float32)."""
+    return tuple(None if t is None else t.contiguous() for t in (absmax_scale, absmax_offset))
+
+
 # --------------------------------------------------------------------------- the ops
 
 
@@ -169,8 +174,8 @@ def woq_mm_nf4(
     """y (..., N) = x (..., K) @ W.T + bias, W from the NF4 layout (optionally double-quantized)."""
     check_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size)
     if _use_triton(x):  # the kernel decodes any levels table (no host sync: CUDA-graph safe)
-        float_absmax = decode_absmax(absmax, absmax_scale, absmax_offset).contiguous()
-        return _through_triton("nf4", x, bias, qweight.contiguous(), float_absmax, block_size, levels.contiguous())
+        return _through_triton("nf4", x, bias, qweight.contiguous(), absmax.contiguous(), block_size,
+                               levels.contiguous(), *double_quant_operands(absmax_scale, absmax_offset))
     weight = dequantize_nf4(
         qweight, absmax, levels, absmax_scale, absmax_offset, block_size, int(x.shape[-1]), x.dtype
     )
@@ -207,7 +212,6 @@ OPS = {
 
 __all__ = [
     "OPS",
-    "decode_absmax",
     "dequantize_int4",
     "dequantize_int8",
     "dequantize_nf4",

@@ -827,11 +827,22 @@ def _wrap_int32(words: torch.Tensor) -> torch.Tensor:
 def nibble_tables_of(levels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(``nibble_pair_table``, ``nibble_lut_words``) of a (16,) float32 levels tensor, computed
     with tensor ops on its device: traceable, and capturable in a CUDA graph, where the
-    Python-int tables above would need the levels on the host (a device sync)."""
-    bits = levels.to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF  # (16,)
-    # entry b = 16 h + l: bits[l] in the low half, bits[h] in the high half
-    pair_table = _wrap_int32(bits.repeat(16) | (bits.repeat_interleave(16) << 16))
-    shifts = torch.arange(0, 32, 8, device=levels.device)
-    low_words = ((bits & 0xFF).reshape(4, 4) << shifts).sum(dim=1)
-    high_words = ((bits >> 8).reshape(4, 4) << shifts).sum(dim=1)
-    return pair_table, _wrap_int32(torch.cat([low_words, high_words]))
+    Python-int tables above would need the levels on the host (a device sync).
+
+    Both tables are views of one (264,) tensor written by one gather over ``levels``, so
+    compiled code computes them in one small kernel (a layer pays a launch per kernel)."""
+    def bits(index: torch.Tensor) -> torch.Tensor:  # levels[index] as dtype bit patterns
+        return torch.gather(levels, 0, index).to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF
+
+    entry = torch.arange(256 + 8, device=levels.device)
+    # entries 0..255: entry b holds bits[b & 15] in its low half, bits[b >> 4] in its high half
+    pair = entry.clamp(max=255)
+    pair_words = bits(pair & 0xF) | (bits(pair >> 4) << 16)
+    # entries 256..263: word w = entry - 256, byte j = byte (w // 4) of bits[4 (w % 4) + j].
+    # Written in entry (256 = 0 mod 8) without a clamp: Inductor's range analysis fails on
+    # an indirect index through clamp, %, * and + (torch 2.13: "vr must not be None").
+    byte_shift, first = ((entry // 4) % 2) * 8, (entry % 4) * 4
+    lut_words = sum(((bits(first + j) >> byte_shift) & 0xFF) << (8 * j) for j in range(4))
+    tables = _wrap_int32(torch.where(entry < 256, pair_words, lut_words))
+    pair_table, lut = tables.split((256, 8))  # not tables[:256]: indexing fails on fake CUDA tensors in a CPU build
+    return pair_table, lut

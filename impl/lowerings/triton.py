@@ -2,14 +2,18 @@
 
     torch.ops.impl.woq_mm_int8_triton(x, qweight, scale)                   -> (M, N)
     torch.ops.impl.woq_mm_int4_triton(x, qweight, scale, zero, group_size) -> (M, N)
-    torch.ops.impl.woq_mm_nf4_triton(x, qweight, absmax, block_size)       -> (M, N)
+    torch.ops.impl.woq_mm_nf4_triton(x, qweight, absmax, block_size[, levels, absmax_scale,
+                                     absmax_offset])                       -> (M, N)
 
 Layouts and shapes as in impl/kernels/woq_mm_<scheme>.py (x (M, K) float16/bfloat16). A
 triton_op is traced, not treated as opaque: under torch.compile Inductor copies each
 ``wrap_triton`` kernel into its output code and launches it from there, where a plain
 custom op would stay a call into Python. The bodies therefore use only traceable
-operations: tensors come from ``new_empty``/``new_zeros``/``torch.tensor`` (no cached
-buffers), and the split-K tile counters are allocated zeroed on every call.
+operations: outputs and scratch come from ``new_empty``/``torch.zeros`` (the split-K tile
+counters are allocated zeroed on every call). The fixed decode tables are the device's
+cached copies when a body runs eagerly; traced, int4's is built on the device unless the
+caller hands it in (the CUDA lowering passes a graph constant), NF4's standard ones are
+in-graph constants.
 
 Import this module only where triton is importable; it raises ImportError otherwise.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch._guards import detect_fake_mode
 from torch.library import triton_op, wrap_triton
 
 from impl.kernels import woq_mm_int4 as int4
@@ -29,6 +34,8 @@ from impl.kernels.common import (
     check_activation,
     check_tensor,
     nibble_lut_values,
+    nibble_lut_words,
+    nibble_pair_table,
     nibble_pair_values,
     nibble_tables_of,
 )
@@ -36,9 +43,14 @@ from impl.kernels.common import (
 NAMESPACE = "impl"
 
 
-def _int32_constant(values: tuple, like: torch.Tensor) -> torch.Tensor:
-    """A small int32 table (Python ints) as an in-graph constant on ``like``'s device."""
-    return torch.tensor(values, dtype=torch.int32, device=like.device)
+def _standard_nf4_tables(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The NF4 kernel's decode tables of the standard levels in x's dtype: the device's cached
+    copies when run eagerly (no host-to-device copy a call); traced, in-graph constants."""
+    if detect_fake_mode((x,)) is None:
+        return (nibble_pair_table(nf4.NF4_LEVELS, x.dtype, x.device),
+                nibble_lut_words(nf4.NF4_LEVELS, x.dtype, x.device))
+    return tuple(torch.tensor(values(nf4.NF4_LEVELS, x.dtype), dtype=torch.int32, device=x.device)
+                 for values in (nibble_pair_values, nibble_lut_values))
 
 
 def _scratch(M: int, N: int, config, x: torch.Tensor):
@@ -59,41 +71,57 @@ def woq_mm_int8_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor
                                    wrap=wrap_triton)
 
 
+def int4_pair_table(x: torch.Tensor) -> torch.Tensor:
+    """The int4 kernel's decode table (nibble_pair_table of the levels 0..15 in x's dtype).
+    Run eagerly: the device's cached copy. Traced: built on the device from arange, one small
+    kernel a call (a torch.tensor of Python ints would be a host-to-device copy a call, which
+    a CUDA graph cannot capture); the CUDA lowering hands the body a graph constant instead."""
+    if detect_fake_mode((x,)) is None:
+        return nibble_pair_table(int4.INT4_LEVELS, x.dtype, x.device)
+    levels = torch.arange(len(int4.INT4_LEVELS), dtype=torch.float32, device=x.device)
+    return nibble_tables_of(levels, x.dtype)[0]
+
+
 def woq_mm_int4_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                       group_size: int) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ W.T, W from the int4 group-wise layout (woq_mm_int4)."""
+                     group_size: int, pair_table: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T, W from the int4 group-wise layout (woq_mm_int4).
+    ``pair_table``: the decode table, made by int4_pair_table when None."""
     N, _ = int4.check_int4_weight(x, qweight, scale, zero, group_size)
     M, K = int(x.shape[0]), int(x.shape[1])
     config = int4.choose_config(M, N, K, group_size, x.device)
     out = x.new_empty((M, N))
     partial, counter = _scratch(M, N, config, x)
-    # Built on the device from arange (levels 0..15): a torch.tensor of Python ints would be a
-    # host-to-device copy, which a CUDA graph cannot capture (max-autotune times us that way).
-    levels = torch.arange(len(int4.INT4_LEVELS), dtype=torch.float32, device=x.device)
-    table, _ = nibble_tables_of(levels, x.dtype)
+    table = int4_pair_table(x) if pair_table is None else pair_table
     return int4.launch_woq_mm_int4(x, qweight, scale, zero, table, out, partial, counter, group_size, config,
                                    wrap=wrap_triton)
 
 
+def _int4_op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                  group_size: int) -> torch.Tensor:
+    """The op's schema without the table parameter (an implementation detail of the lowering)."""
+    return woq_mm_int4_body(x, qweight, scale, zero, group_size)
+
+
 def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
-                    levels: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ W.T, W from the NF4 layout with float32 absmax (woq_mm_nf4).
+                    levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
+                    absmax_offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T, W from the NF4 layout (woq_mm_nf4): absmax float32, or its
+    uint8 codes with absmax_scale and absmax_offset (double quantization, decoded in the kernel).
 
     ``levels`` (16,) float32: the code table; None means the standard NF4 table. A tensor is
     decoded into the kernel's tables on the device (no host sync, CUDA-graph safe)."""
-    N, _ = nf4.check_nf4_weight(x, qweight, absmax, block_size)
+    N, _ = nf4.check_nf4_weight(x, qweight, absmax, block_size, absmax_scale, absmax_offset)
     M, K = int(x.shape[0]), int(x.shape[1])
     config = nf4.choose_config(M, N, K, block_size, x.device)
     out = x.new_empty((M, N))
     partial, counter = _scratch(M, N, config, x)
     if levels is None:
-        table = _int32_constant(nibble_pair_values(nf4.NF4_LEVELS, x.dtype), x)
-        lut = _int32_constant(nibble_lut_values(nf4.NF4_LEVELS, x.dtype), x)
+        table, lut = _standard_nf4_tables(x)
     else:
         check_tensor(levels, "levels", (len(nf4.NF4_LEVELS),), torch.float32, x.device, nf4.OP)
         table, lut = nibble_tables_of(levels, x.dtype)
-    return nf4.launch_woq_mm_nf4(x, qweight, absmax, None, None, table, lut, out, partial, counter, block_size,
-                                 config, wrap=wrap_triton)
+    return nf4.launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, table, lut, out, partial,
+                                 counter, block_size, config, wrap=wrap_triton)
 
 
 # The bodies stay callable on their own: traced without functionalization (make_fx), a body
@@ -101,7 +129,7 @@ def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor
 # its output code (impl/lowerings/woq_mm_cuda.py inlines them into the fused ops' lowering).
 BODIES = {"int8": woq_mm_int8_body, "int4": woq_mm_int4_body, "nf4": woq_mm_nf4_body}
 woq_mm_int8_triton = triton_op(f"{NAMESPACE}::woq_mm_int8_triton", mutates_args=())(woq_mm_int8_body)
-woq_mm_int4_triton = triton_op(f"{NAMESPACE}::woq_mm_int4_triton", mutates_args=())(woq_mm_int4_body)
+woq_mm_int4_triton = triton_op(f"{NAMESPACE}::woq_mm_int4_triton", mutates_args=())(_int4_op_body)
 woq_mm_nf4_triton = triton_op(f"{NAMESPACE}::woq_mm_nf4_triton", mutates_args=())(woq_mm_nf4_body)
 
 OPS = {

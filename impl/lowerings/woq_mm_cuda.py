@@ -55,7 +55,8 @@ def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
     from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
 
     if name == "nf4":  # the kernel's cost does not depend on which 16 levels it decodes
-        return lambda x, q, absmax, block_size, levels: woq_mm_nf4.woq_mm_nf4(x, q, absmax, block_size)
+        return lambda x, q, absmax, block_size, levels, absmax_scale, absmax_offset: woq_mm_nf4.woq_mm_nf4(
+            x, q, absmax, block_size, absmax_scale=absmax_scale, absmax_offset=absmax_offset)
     return {"int8": woq_mm_int8.woq_mm_int8, "int4": woq_mm_int4.woq_mm_int4}[name]
 
 
@@ -77,16 +78,31 @@ def kernel_call(scheme: str, fx_args: list, body_of: Callable[[str], Callable] =
         return [0, 1, 2, 3], lambda x, q, s, b: _launch(body_of("int8"), x, b, q.contiguous(), s.contiguous())
     if scheme == "int4_weight_only":
         group_size = fx_args[5]
-        return [0, 1, 2, 3, 4], lambda x, q, s, z, b: _launch(
-            body_of("int4"), x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size
+        return [0, 1, 2, 3, 4], lambda x, q, s, z, b, *tables: _launch(
+            body_of("int4"), x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size, *tables
         )
     block_size = fx_args[7]
 
     def nf4(x, q, absmax, levels, absmax_scale, absmax_offset, b):
-        float_absmax = woq_mm.decode_absmax(absmax, absmax_scale, absmax_offset).contiguous()
-        return _launch(body_of("nf4"), x, b, q.contiguous(), float_absmax, block_size, levels.contiguous())
+        # Double-quantized absmax goes to the kernel as codes: decoding it first would be a
+        # kernel of its own and four bytes a block read back instead of one.
+        return _launch(body_of("nf4"), x, b, q.contiguous(), absmax.contiguous(), block_size, levels.contiguous(),
+                       *woq_mm.double_quant_operands(absmax_scale, absmax_offset))
 
     return [0, 1, 2, 3, 4, 5, 6], nf4
+
+
+def fixed_tables(scheme: str, x: torch.Tensor) -> list[torch.Tensor]:
+    """The decode tables a kernel takes after the op's operands that depend only on the scheme
+    and x's dtype (int4's pair table), as real tensors on x's device: the lowering adds them
+    as graph constants, so compiled code runs no kernel a call to build them (one launch a
+    layer). NF4's tables come from its levels operand, a graph input."""
+    if scheme != "int4_weight_only":
+        return []
+    from impl.kernels import common, woq_mm_int4
+
+    with _no_fake_mode():
+        return [common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, x.dtype, x.device)]
 
 
 def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
@@ -105,14 +121,18 @@ def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
     fakes = [fake_value(fx_args[i]) for i in present]
 
     def call_with(launch: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        def call(*tensors: torch.Tensor) -> torch.Tensor:
+        def call(*tensors: torch.Tensor) -> torch.Tensor:  # the present operands, then any tables
             call_args = {i: None for i in positions}
             call_args.update(zip(present, tensors))
-            return launch(*(call_args[i] for i in positions))
+            return launch(*(call_args[i] for i in positions), *tensors[len(present):])
         return call
 
     def ours() -> Any:
-        return inline_decomposition(call_with(fn), inputs, fakes, eliminate_dead_code=False)
+        tables = fixed_tables(scheme, x)
+        table_inputs = [V.graph.add_tensor_constant(t) for t in tables]
+        table_fakes = [V.fake_mode.from_tensor(t) for t in tables]
+        return inline_decomposition(call_with(fn), inputs + table_inputs, fakes + table_fakes,
+                                    eliminate_dead_code=False)
 
     if not max_autotune():
         return ours()

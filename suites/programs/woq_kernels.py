@@ -11,9 +11,8 @@ the scheme's layout (the tuples ``suites.programs.woq_fusion``'s input builders 
   eager launches and Inductor copies into its output code;
 - for the harness's float64 run, the layout's formula in float64: the reference.
 
-NF4 on the CPU hands the double-quantized absmax to the launcher as it is (the kernel
-decodes it); the triton_op takes the decoded float32 absmax, as the fused op's lowering
-passes it.
+NF4 hands a double-quantized absmax to the launcher and to the triton_op as it is (codes,
+absmax_scale, absmax_offset: the kernel decodes it), as the fused op's lowering passes it.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import torch
 
 from impl import kernels
-from impl.schemes.nf4 import decode_absmax
 from suites.programs.woq_fusion import dequantize
 
 TRITON_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
@@ -48,8 +46,8 @@ def _through_triton_op(x: torch.Tensor, weight: tuple, scheme: str, block: int) 
     from impl.lowerings.triton import OPS
 
     if scheme == "nf4":
-        qweight, absmax, _levels, *double = weight
-        return OPS["nf4"](x, qweight, decode_absmax(absmax, *double) if double else absmax, block)
+        qweight, absmax, levels, *double = weight
+        return OPS["nf4"](x, qweight, absmax, block, levels, *double)
     if scheme == "int4":
         return OPS["int4"](x, *weight, block)
     return OPS["int8"](x, *weight)

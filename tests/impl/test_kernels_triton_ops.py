@@ -60,7 +60,26 @@ def nf4_case(M, N, K, dtype):
             woq_mm_nf4.dequantize_nf4_reference(K=K, **weight), "woq_mm_nf4_kernel")
 
 
-CASES = {"int8": int8_case, "int4": int4_case, "nf4": nf4_case}
+def nf4_double_quant_case(M, N, K, dtype):
+    """Double-quantized absmax handed to the op as codes (the kernel decodes them), with the
+    levels operand the fused op passes (decoded into the kernel's tables on the device)."""
+    from impl.schemes.nf4 import nf4_levels
+
+    x = random_activation(M, K, dtype, seed=7)
+    weight = random_nf4_weight(N, K, 64, seed=8, double_quant=True)
+    levels = nf4_levels(x.device)
+    return (torch.ops.impl.woq_mm_nf4_triton,
+            (x, weight["qweight"], weight["absmax"], 64, levels, weight["absmax_scale"], weight["absmax_offset"]),
+            woq_mm_nf4.woq_mm_nf4_reference(x, **weight),
+            woq_mm_nf4.dequantize_nf4_reference(K=K, **weight), "woq_mm_nf4_kernel")
+
+
+CASES = {"int8": int8_case, "int4": int4_case, "nf4": nf4_case, "nf4_double_quant": nf4_double_quant_case}
+
+
+def scheme_of(case: str) -> str:
+    """The kernel's scheme of a CASES key ("nf4_double_quant" -> "nf4")."""
+    return case.split("_")[0]
 
 
 @needs_wrap_triton_of_interpreted_kernels
@@ -114,7 +133,7 @@ CHOOSERS = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}
 
 def prefill_route(monkeypatch, scheme: str) -> None:
     """Make the scheme's launches take the dequantize_first route whatever the shape."""
-    monkeypatch.setattr(CHOOSERS[scheme], "choose_config", lambda *args: DEQUANTIZE_FIRST)
+    monkeypatch.setattr(CHOOSERS[scheme_of(scheme)], "choose_config", lambda *args: DEQUANTIZE_FIRST)
 
 
 @needs_wrap_triton_of_interpreted_kernels
@@ -136,9 +155,9 @@ def test_inductor_emits_the_prefill_route(scheme, monkeypatch):
     torch._dynamo.reset()
     y, code = run_and_get_code(torch.compile(lambda x, *rest: op(x, *rest) + 1.0, fullgraph=True), *args)
     source = "\n".join(code)
-    assert f"def dequantize_{scheme}_kernel(" in source, "our dequantize kernel not in Inductor's output code"
+    assert f"def dequantize_{scheme_of(scheme)}_kernel(" in source, "our dequantize kernel not in Inductor's output code"
     assert re.search(r"extern_kernels\.mm\(|triton_tem_fused_mm|def triton_.*mm", source), "no dense GEMM after it"
-    assert f"woq_mm_{scheme}_kernel" not in source
+    assert f"woq_mm_{scheme_of(scheme)}_kernel" not in source
     assert_matches_reference(y - 1.0, reference, args[0], weight, f"{scheme} compiled, dequantize_first")
 
 

@@ -90,3 +90,35 @@ def test_max_autotune_picks_our_kernel_at_decode_from_hbm(scheme):
     with torch.no_grad():
         torch.compile(model, mode="max-autotune-no-cudagraphs")(x)
     assert counters["inductor"][f"woq_mm_{scheme}_autotune_ours"] == 1, dict(counters["inductor"])
+
+
+# Kernels a compiled layer launches besides ours, at most: int4's decode table is a graph
+# constant (none), NF4's tables come from its levels operand (one small kernel), and a
+# split-K launch needs its tile counters zeroed (one fill, unless Inductor memsets them).
+OTHER_KERNELS_PER_LAYER = {"int8": 0, "int4": 0, "nf4": 1}
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_a_compiled_layer_launches_no_table_kernels(scheme):
+    """At decode a launch costs as much as a small kernel's work: the compiled model must not
+    rebuild per layer what depends only on the scheme (int4's table) or decode double-quantized
+    absmax into a float32 copy before our kernel reads it (NF4: codes go to the kernel)."""
+    from impl.kernels import common, woq_mm_int4, woq_mm_int8, woq_mm_nf4
+
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(FEATURES, FEATURES, bias=False) for _ in range(3)]
+    model = quantize_linear_(torch.nn.Sequential(*layers).to("cuda", torch.bfloat16).eval(), scheme, **SCHEMES[scheme])
+    x = torch.randn(1, FEATURES, device="cuda", dtype=torch.bfloat16)
+    config = {"int8": lambda: woq_mm_int8.choose_config(1, FEATURES, FEATURES, x.device),
+              "int4": lambda: woq_mm_int4.choose_config(1, FEATURES, FEATURES, 64, x.device),
+              "nf4": lambda: woq_mm_nf4.choose_config(1, FEATURES, FEATURES, 64, x.device)}[scheme]()
+    split = common.grid_for(1, FEATURES, config)[1] > 1
+    with torch.no_grad():
+        eager = model(x)
+        out, (code, *_) = run_and_get_code(torch.compile(copy.deepcopy(model)), x)
+    launches = re.findall(r"^\s*(\w+)\.run\(", code, flags=re.MULTILINE)
+    ours = [name for name in launches if name.startswith(f"woq_mm_{scheme}_")]
+    others = [name for name in launches if not name.startswith(f"woq_mm_{scheme}_")]
+    assert len(ours) == len(layers), launches
+    assert len(others) <= len(layers) * (OTHER_KERNELS_PER_LAYER[scheme] + split), (split, launches)
+    assert _relative_error(out, eager) < 2e-2

@@ -11,6 +11,7 @@ kernels are ``JITFunction``s as on a GPU. The GPU run checks the lowering end to
 
 from __future__ import annotations
 
+import functools
 
 import pytest
 
@@ -44,29 +45,72 @@ with FakeTensorMode():
         "nf4": ([None] * 7 + [64], [x, torch.empty(N, K // 2, dtype=torch.uint8, device="cuda"),
                                     torch.empty(N, K // 64, device="cuda"), torch.empty(16, device="cuda")]),
     }
-    for scheme, (fx_args, tensors) in operands.items():
+    # int4 with its pair table handed in (as the lowering hands it a graph constant); NF4 with
+    # double-quantized absmax: uint8 codes, absmax_scale (one per 256 blocks), absmax_offset
+    table = torch.empty(256, dtype=torch.int32, device="cuda")
+    codes = [x, torch.empty(N, K // 2, dtype=torch.uint8, device="cuda"),
+             torch.empty(N, K // 64, dtype=torch.uint8, device="cuda"), torch.empty(16, device="cuda"),
+             torch.empty(1, device="cuda"), torch.empty((), device="cuda")]
+    variants = {scheme: (scheme, fx_args, tensors, []) for scheme, (fx_args, tensors) in operands.items()}
+    variants["int4_weight_only+table"] = ("int4_weight_only", *operands["int4_weight_only"], [table])
+    variants["nf4+double_quant"] = ("nf4", operands["nf4"][0], codes, [])
+    for name, (scheme, fx_args, tensors, tables) in variants.items():
         positions, launch = kernel_call(scheme, fx_args)
         padded = len(positions) - 1 - len(tensors)  # optional operands and bias: None
-        gm = trace_to_aten(lambda *t: launch(*t, *([None] * (padded + 1))), tensors,
+        n = len(tensors)
+        gm = trace_to_aten(lambda *t: launch(*t[:n], *([None] * (padded + 1)), *t[n:]), tensors + tables,
                            eliminate_dead_code=eliminate_dead_code)
-        result[scheme] = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+        nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+        launches = [n.kwargs["kwargs"] for n in nodes if str(n.target) == "triton_kernel_wrapper_mutation"]
+        position = {p: i for i, p in enumerate(gm.graph.find_nodes(op="placeholder"))}
+        result[name] = {
+            "targets": [str(n.target) for n in nodes],
+            # per launch: each kernel argument that a trace input feeds directly, and its position
+            "inputs": [{arg: position[v] for arg, v in kwargs.items() if v in position} for kwargs in launches],
+        }
 json.dump(result, sys.stdout)
 """
 
 
+@functools.lru_cache(maxsize=None)
 def _trace(eliminate_dead_code: bool) -> dict:
     return run_with_compiled_kernels(_TRACE, "1" if eliminate_dead_code else "0")
 
 
+# What a trace does besides the launch without running a kernel: allocations and views
+NO_KERNEL = {"aten.view.default", "aten.view.dtype", "aten.alias.default", "aten.empty.memory_format"}
+
+
 def test_the_lowering_trace_keeps_every_schemes_launch():
-    for scheme, targets in _trace(eliminate_dead_code=False).items():
-        assert targets.count("triton_kernel_wrapper_mutation") == 1, (scheme, targets)
+    for variant, trace in _trace(eliminate_dead_code=False).items():
+        assert trace["targets"].count("triton_kernel_wrapper_mutation") == 1, (variant, trace["targets"])
 
 
 def test_dead_code_elimination_would_drop_the_launch():
     """What the lowering did before: the trace keeps only the output's allocation."""
-    for scheme, targets in _trace(eliminate_dead_code=True).items():
-        assert "triton_kernel_wrapper_mutation" not in targets, (scheme, targets)
+    for variant, trace in _trace(eliminate_dead_code=True).items():
+        assert "triton_kernel_wrapper_mutation" not in trace["targets"], (variant, trace["targets"])
+
+
+def test_int4_given_its_decode_table_builds_nothing_per_call():
+    """The lowering hands int4's kernel its pair table as a graph constant: the trace then
+    computes nothing (without it, it builds the table: a kernel a layer in compiled code)."""
+    trace = _trace(eliminate_dead_code=False)
+    given, built = trace["int4_weight_only+table"], trace["int4_weight_only"]
+    assert set(given["targets"]) - NO_KERNEL == {"triton_kernel_wrapper_mutation"}, given["targets"]
+    assert given["inputs"] == [{"qweight_ptr": 1, "scale_ptr": 2, "zero_ptr": 3, "pair_table_ptr": 4}]
+    assert "aten.gather.default" in built["targets"]
+
+
+def test_nf4_double_quantized_absmax_reaches_the_kernel_as_codes():
+    """Codes, absmax_scale and absmax_offset go straight to the kernel (it decodes them): no
+    float32 absmax is computed and read back. The rest of the trace (the decode tables
+    from the levels operand) is the same as without double quantization."""
+    trace = _trace(eliminate_dead_code=False)
+    double, single = trace["nf4+double_quant"], trace["nf4"]
+    assert double["inputs"][0]["absmax_ptr"] == 2
+    assert (double["inputs"][0]["absmax_scale_ptr"], double["inputs"][0]["absmax_offset_ptr"]) == (4, 5)
+    assert double["targets"] == single["targets"]
 
 
 def test_contest_weights_are_copied_past_l2(monkeypatch):

@@ -824,25 +824,25 @@ def _wrap_int32(words: torch.Tensor) -> torch.Tensor:
     return (words - ((words >> 31) & 1) * (1 << 32)).to(torch.int32)
 
 
-def nibble_tables_of(levels: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(``nibble_pair_table``, ``nibble_lut_words``) of a (16,) float32 levels tensor, computed
-    with tensor ops on its device: traceable, and capturable in a CUDA graph, where the
-    Python-int tables above would need the levels on the host (a device sync).
+def _level_bits(levels: torch.Tensor, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """levels[index] as ``dtype`` bit patterns (int64 in 0..0xFFFF). A gather, not levels[index]:
+    indexing fails on fake CUDA tensors in a CPU build of torch (the CPU trace tests)."""
+    return torch.gather(levels, 0, index).to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF
 
-    Both tables are views of one (264,) tensor written by one gather over ``levels``, so
-    compiled code computes them in one small kernel (a layer pays a launch per kernel)."""
-    def bits(index: torch.Tensor) -> torch.Tensor:  # levels[index] as dtype bit patterns
-        return torch.gather(levels, 0, index).to(dtype).view(torch.int16).to(torch.int64) & 0xFFFF
 
-    entry = torch.arange(256 + 8, device=levels.device)
-    # entries 0..255: entry b holds bits[b & 15] in its low half, bits[b >> 4] in its high half
-    pair = entry.clamp(max=255)
-    pair_words = bits(pair & 0xF) | (bits(pair >> 4) << 16)
-    # entries 256..263: word w = entry - 256, byte j = byte (w // 4) of bits[4 (w % 4) + j].
-    # Written in entry (256 = 0 mod 8) without a clamp: Inductor's range analysis fails on
-    # an indirect index through clamp, %, * and + (torch 2.13: "vr must not be None").
-    byte_shift, first = ((entry // 4) % 2) * 8, (entry % 4) * 4
-    lut_words = sum(((bits(first + j) >> byte_shift) & 0xFF) << (8 * j) for j in range(4))
-    tables = _wrap_int32(torch.where(entry < 256, pair_words, lut_words))
-    pair_table, lut = tables.split((256, 8))  # not tables[:256]: indexing fails on fake CUDA tensors in a CPU build
-    return pair_table, lut
+def nibble_pair_table_of(levels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``nibble_pair_table`` of a (16,) float32 levels tensor, computed on its device with one
+    gather (compiled: one small kernel): traceable and capturable in a CUDA graph, where the
+    Python-int tables above would need the levels on the host (a device sync)."""
+    entry = torch.arange(256, device=levels.device)  # entry b: levels[b & 15] low, levels[b >> 4] high
+    return _wrap_int32(_level_bits(levels, entry & 0xF, dtype) | (_level_bits(levels, entry >> 4, dtype) << 16))
+
+
+def nibble_lut_words_of(levels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``nibble_lut_words`` of a (16,) float32 levels tensor, as nibble_pair_table_of: word w,
+    byte j holds byte w // 4 of levels[4 (w % 4) + j]."""
+    word = torch.arange(8, device=levels.device)
+    byte_shift, first = (word // 4) * 8, (word % 4) * 4
+    return _wrap_int32(sum(((_level_bits(levels, first + j, dtype) >> byte_shift) & 0xFF) << (8 * j)
+                           for j in range(4)))
+

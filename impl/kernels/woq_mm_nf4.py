@@ -355,6 +355,12 @@ def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, abs
     return N, K_pad
 
 
+def decode_of(config: KernelConfig) -> str:
+    """Which table a launch with ``config`` reads: "prmt" reads lut_words only, "table"
+    pair_table only (the dequantize kernel gathers; the interpreter cannot run inline PTX)."""
+    return "table" if config.dequantize_first or interpreter_active() else config.decode
+
+
 def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial,
                       tile_counter, block_size: int, config: KernelConfig, wrap=None):
     """Launch with buffers already checked and allocated (eager launcher and triton_op);
@@ -381,8 +387,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
             BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
         )
         return dense_gemm(x, weight[:, :K])
-    # The interpreter cannot run inline PTX; the table gather computes the same values.
-    decode = "table" if interpreter_active() else config.decode
+    decode = decode_of(config)  # the table gather computes what PRMT does
     if config.gemv:
         x = gemv_activation(x)
         kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_nf4_gemv_kernel)

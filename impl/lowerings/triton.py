@@ -35,9 +35,10 @@ from impl.kernels.common import (
     check_tensor,
     nibble_lut_values,
     nibble_lut_words,
+    nibble_lut_words_of,
     nibble_pair_table,
+    nibble_pair_table_of,
     nibble_pair_values,
-    nibble_tables_of,
 )
 
 NAMESPACE = "impl"
@@ -79,7 +80,7 @@ def int4_pair_table(x: torch.Tensor) -> torch.Tensor:
     if detect_fake_mode((x,)) is None:
         return nibble_pair_table(int4.INT4_LEVELS, x.dtype, x.device)
     levels = torch.arange(len(int4.INT4_LEVELS), dtype=torch.float32, device=x.device)
-    return nibble_tables_of(levels, x.dtype)[0]
+    return nibble_pair_table_of(levels, x.dtype)
 
 
 def woq_mm_int4_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
@@ -119,7 +120,10 @@ def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor
         table, lut = _standard_nf4_tables(x)
     else:
         check_tensor(levels, "levels", (len(nf4.NF4_LEVELS),), torch.float32, x.device, nf4.OP)
-        table, lut = nibble_tables_of(levels, x.dtype)
+        # The launch reads one of the two tables (by its decode route): only that one is built,
+        # one small kernel a layer once compiled; the other pointer goes unread.
+        build = nibble_lut_words_of if nf4.decode_of(config) == "prmt" else nibble_pair_table_of
+        table = lut = build(levels, x.dtype)
     return nf4.launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, table, lut, out, partial,
                                  counter, block_size, config, wrap=wrap_triton)
 

@@ -171,7 +171,8 @@ def test_nibble_tables_are_cached_per_levels_dtype_and_device():
 def test_nibble_tables_of_a_levels_tensor_equal_the_host_tables(dtype):
     """The device-side tables (any NF4 levels operand, no host sync) match the Python ones."""
     levels = [(-1.0) ** i * i / 7 for i in range(16)]
-    pair_table, lut_words = common.nibble_tables_of(torch.tensor(levels), dtype)
+    pair_table = common.nibble_pair_table_of(torch.tensor(levels), dtype)
+    lut_words = common.nibble_lut_words_of(torch.tensor(levels), dtype)
     assert pair_table.tolist() == list(common.nibble_pair_values(tuple(levels), dtype))
     assert lut_words.tolist() == list(common.nibble_lut_values(tuple(levels), dtype))
 

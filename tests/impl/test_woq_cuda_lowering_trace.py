@@ -6,7 +6,9 @@ buffer and returns nothing, so the usual trace clean-up (dead-code elimination) 
 the H200 run's woq_fusion cells came back with the output unwritten (NaN, garbage) and no
 kernel in the output code. Here the same trace is made on fake CUDA tensors (no GPU needed:
 the launch is recorded, not run), in a subprocess without ``TRITON_INTERPRET`` so the
-kernels are ``JITFunction``s as on a GPU. The GPU run checks the lowering end to end.
+kernels are ``JITFunction``s as on a GPU. The same traces show what else a compiled layer
+would compute each call: nothing for int4 once handed its table, only the levels' decode
+table for NF4, double-quantized absmax or not. The GPU run checks the lowering end to end.
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ with FakeTensorMode():
     for name, (scheme, fx_args, tensors, tables) in variants.items():
         positions, launch = kernel_call(scheme, fx_args)
         padded = len(positions) - 1 - len(tensors)  # optional operands and bias: None
-        n = len(tensors)
-        gm = trace_to_aten(lambda *t: launch(*t[:n], *([None] * (padded + 1)), *t[n:]), tensors + tables,
+        operand_count = len(tensors)
+        gm = trace_to_aten(lambda *t: launch(*t[:operand_count], *([None] * (padded + 1)), *t[operand_count:]),
+                           tensors + tables,
                            eliminate_dead_code=eliminate_dead_code)
         nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
         launches = [n.kwargs["kwargs"] for n in nodes if str(n.target) == "triton_kernel_wrapper_mutation"]

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from impl.kernels import launch, woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
 
+
 class _NoOpKernel:
     """Stands in for a @triton.jit kernel: kernel[grid](...) returns a compiled kernel whose
     launches do nothing."""

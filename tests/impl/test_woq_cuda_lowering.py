@@ -111,10 +111,9 @@ def test_a_compiled_layer_launches_no_table_kernels(scheme):
     layers = [torch.nn.Linear(FEATURES, FEATURES, bias=False) for _ in range(3)]
     model = quantize_linear_(torch.nn.Sequential(*layers).to("cuda", torch.bfloat16).eval(), scheme, **SCHEMES[scheme])
     x = torch.randn(1, FEATURES, device="cuda", dtype=torch.bfloat16)
-    config = {"int8": lambda: woq_mm_int8.choose_config(1, FEATURES, FEATURES, x.device),
-              "int4": lambda: woq_mm_int4.choose_config(1, FEATURES, FEATURES, 64, x.device),
-              "nf4": lambda: woq_mm_nf4.choose_config(1, FEATURES, FEATURES, 64, x.device)}[scheme]()
-    split = common.grid_for(1, FEATURES, config)[1] > 1
+    kernel = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[scheme]
+    block = () if scheme == "int8" else (64,)  # SCHEMES' group / block size
+    split = common.grid_for(1, FEATURES, kernel.choose_config(1, FEATURES, FEATURES, *block, x.device))[1] > 1
     with torch.no_grad():
         eager = model(x)
         out, (code, *_) = run_and_get_code(torch.compile(copy.deepcopy(model)), x)

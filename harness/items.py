@@ -90,7 +90,11 @@ class CaseFile(pytest.File):
         for case in suite.cases:
             item_class = CaseItem if case.fuzz is None else FuzzItem
             for cell in expand_matrix(case, settings.narrowing):
-                yield item_class.from_parent(self, name=f"{case.name}[{cell.id}]", case=case, cell=cell)
+                name = f"{case.name}[{cell.id}]"
+                # The node id given as a string: pytest >= 9.2 parses it into (path, names,
+                # params) as it does a parametrized function's, which is how --lf matches
+                # the ids it stored; a name with brackets alone would not compare equal.
+                yield item_class.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", case=case, cell=cell)
 
 
 def _check_golden_key(path: Path, shown: str, settings: Settings) -> None:

@@ -136,11 +136,20 @@ def _option_arity(config: pytest.Config) -> dict[str, Optional[str]]:
     parser = getattr(config, "_parser", None)
     for group in [*getattr(parser, "_groups", []), getattr(parser, "_anonymous", None)]:
         for option in getattr(group, "options", []):
-            attrs = option.attrs()
-            kind = None if attrs.get("action") in _NO_VALUE_ACTIONS else ("optional" if attrs.get("nargs") == "?" else "value")
             for name in option.names():
-                arity[name] = kind
+                arity[name] = _arity(option)
     return arity
+
+
+def _arity(option) -> Optional[str]:
+    # pytest >= 9.2 wraps an argparse Action (nargs 0 for a flag); earlier ones keep the
+    # add_option keywords, where a flag is named by its action.
+    action = getattr(option, "_action", None)
+    if action is not None:
+        nargs = action.nargs
+        return None if nargs == 0 else ("optional" if nargs == "?" else "value")
+    attrs = option.attrs()
+    return None if attrs.get("action") in _NO_VALUE_ACTIONS else ("optional" if attrs.get("nargs") == "?" else "value")
 
 
 def rerun_options(config: pytest.Config) -> tuple[str, ...]:

@@ -195,11 +195,6 @@ def _eager_vs_float64(case: Case, cell: MatrixCell, run: Any) -> str:
     )
 
 
-def is_good(case: Case, cell: MatrixCell) -> bool:
-    """The cell runs, and its compiled outputs match eager's within the case's tolerance."""
-    return rerun(case, cell).good
-
-
 class StagePredicate:
     """CompilerBisector's ``fn`` (True: good) for a cell that failed with ``failure``.
 

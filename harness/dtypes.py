@@ -44,7 +44,3 @@ def canonical_dtype_name(name: str) -> str | None:
 def dtype_name(dtype: torch.dtype) -> str:
     """'float32' for torch.float32 (the reverse of DTYPES)."""
     return str(dtype).removeprefix("torch.")
-
-
-def is_floating(dtype: torch.dtype) -> bool:
-    return dtype.is_floating_point or dtype.is_complex

@@ -10,7 +10,26 @@ the suites that run it.
 
 from __future__ import annotations
 
-from tools.mutation import Mutant
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """One planted bug: replace ``find`` (exactly one occurrence) by ``replace`` in ``path``."""
+
+    name: str
+    path: str  # relative to the repository root
+    find: str
+    replace: str
+    tests: tuple[str, ...]  # pytest arguments (paths, node ids, -k ...) that should kill it
+    bug: str  # the numeric bug in words
+
+    def __post_init__(self) -> None:
+        if self.find == self.replace:
+            raise ValueError(f"mutant {self.name}: replace equals find")
+        if not self.tests:
+            raise ValueError(f"mutant {self.name}: names no tests")
+
 
 INT4_KERNEL_TESTS = ("tests/impl/test_kernels_int4.py", "suites/woq_kernels.yaml")
 INT8_KERNEL_TESTS = ("tests/impl/test_kernels_scale_precision.py", "tests/impl/test_kernels_int8.py", "suites/woq_kernels.yaml")

@@ -42,26 +42,10 @@ REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: make `tools` importable
     sys.path.insert(0, str(REPO))
 
+from tools.mutants import CATALOGUE, Mutant  # noqa: E402  (after the path set-up above)
+
 STATUSES = ("killed", "survived", "timeout", "stale", "error")
 _FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
-
-
-@dataclasses.dataclass(frozen=True)
-class Mutant:
-    """One planted bug: replace ``find`` (exactly one occurrence) by ``replace`` in ``path``."""
-
-    name: str
-    path: str  # relative to the repository root
-    find: str
-    replace: str
-    tests: tuple[str, ...]  # pytest arguments (paths, node ids, -k ...) that should kill it
-    bug: str  # the numeric bug in words
-
-    def __post_init__(self) -> None:
-        if self.find == self.replace:
-            raise ValueError(f"mutant {self.name}: replace equals find")
-        if not self.tests:
-            raise ValueError(f"mutant {self.name}: names no tests")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +250,6 @@ def table(results: Sequence[Result]) -> list[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from tools.mutants import CATALOGUE
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="comma list of mutant names (default: all)")

@@ -753,11 +753,6 @@ def upcast_dot(dtype: torch.dtype) -> bool:
     return interpreter_active() and dtype == torch.bfloat16
 
 
-def triton_dtype(dtype: torch.dtype):
-    """tl dtype matching a torch activation dtype."""
-    return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}[dtype]
-
-
 # ------------------------------------------------------------------ 4-bit decode tables
 
 

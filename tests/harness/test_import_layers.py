@@ -10,6 +10,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 import harness
 
 HARNESS = Path(harness.__file__).parent
@@ -21,14 +23,14 @@ def _layers() -> list[str]:
     return [f"harness.{name}" for name in MAP_ENTRY.findall(harness.__doc__ or "")]
 
 
-def _modules() -> dict[str, Path]:
-    """Every module of the package but its ``__init__`` (the map itself), by dotted name."""
+def _modules(package: Path = HARNESS) -> dict[str, Path]:
+    """Every module of ``package`` but its ``__init__`` (harness's: the map itself), by dotted name."""
     out = {}
-    for path in sorted(HARNESS.rglob("*.py")):
-        parts = path.relative_to(HARNESS.parent).with_suffix("").parts
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        if parts != ("harness",):
+        if parts != (package.name,):
             out[".".join(parts)] = path
     return out
 
@@ -75,9 +77,11 @@ def _circle(graph: dict[str, set[str]]) -> list[str]:
     return []
 
 
-def test_no_import_circles():
-    """Whatever the map's order: a circle breaks every order (and lazy imports only hide it)."""
-    modules = _modules()
+@pytest.mark.parametrize("package", ["harness", "tools"])
+def test_no_import_circles(package):
+    """Whatever the map's order: a circle breaks every order (and lazy imports only hide it).
+    tools/ has no map, but a circle there is as much a knot."""
+    modules = _modules(HARNESS.parent / package)
     graph = {module: _imported(module, path, set(modules)) for module, path in modules.items()}
     circle = _circle(graph)
     assert not circle, "import circle: " + " -> ".join(circle)

@@ -169,9 +169,9 @@ class _Contest:
 
         self.dense = dense
         flat = lowerings[aten.reshape.default](args[0], [-1, self.k])
-        self.choice_inputs = [flat, *(args[i] for i in weights)]
-        for t in self.choice_inputs:
-            t.realize()
+        # Autotuning choices take buffers with a layout: x is often a view of a computed
+        # buffer (a 3-D activation after a norm), which realize() leaves a View without one.
+        self.choice_inputs = [ir.ExternKernel.realize_input(t) for t in (flat, *(args[i] for i in weights))]
         self.choice_fakes = [_flat(x, self.k), *(fake_value(fx_args[i]) for i in weights)]
         self.ours_fakes = fakes
 

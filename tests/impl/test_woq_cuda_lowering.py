@@ -123,3 +123,58 @@ def test_a_compiled_layer_launches_no_table_kernels(scheme):
     assert len(ours) == len(layers), launches
     assert len(others) <= len(layers) * (OTHER_KERNELS_PER_LAYER[scheme] + split), (split, launches)
     assert _relative_error(out, eager) < 2e-2
+
+
+def _fallback_calls(code: str, scheme: str) -> list[str]:
+    """The fused op left as a call into its eager implementation (the lowering's fallback)."""
+    return re.findall(rf"torch\.ops\.impl\.woq_mm_{scheme}\.default\(", code)
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_a_dynamic_batch_launches_our_kernel_and_recompiles_per_bucket(scheme):
+    """Batch 1, then 8 (automatic dynamic: M symbolic), then 6 (same M bucket, (4, 8]: no
+    recompile), then 16 (next bucket: the bucket's guards make it recompile). Every compile
+    has our kernel in its code and no fallback to the eager op; every result is right."""
+    model = _model(scheme)
+    compiled = torch.compile(copy.deepcopy(model))
+    compiles = []
+    with torch.no_grad():
+        for m in (1, 8, 6, 16):
+            x = torch.randn(m, 1, FEATURES, device="cuda", dtype=torch.bfloat16)
+            out, codes = run_and_get_code(compiled, x)
+            compiles.append(len(codes))
+            for code in codes:
+                assert re.search(rf"def woq_mm_{scheme}_(gemv_)?kernel\(", code), (m, "our kernel not in the code")
+                assert not _fallback_calls(code, scheme), (m, "fell back to the eager op")
+            assert _relative_error(out, model(x)) < 2e-2, m
+    assert compiles == [1, 1, 0, 1], compiles
+
+
+@pytest.mark.parametrize("scheme", ["int4", "nf4"])
+def test_dynamic_true_launches_our_kernel(scheme):
+    model = _model(scheme)
+    x = torch.randn(3, FEATURES, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        out, (code, *_) = run_and_get_code(torch.compile(copy.deepcopy(model), dynamic=True), x)
+        ref = model(x)
+    assert re.search(rf"def woq_mm_{scheme}_(gemv_)?kernel\(", code) and not _fallback_calls(code, scheme)
+    assert _relative_error(out, ref) < 2e-2
+
+
+@pytest.mark.parametrize("mode", [None, "max-autotune-no-cudagraphs"])
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_a_llama_shaped_model_compiles_in_every_mode(scheme, mode):
+    """transformers' LlamaForCausalLM (small config): x reaches each quantized linear as a view
+    of a computed buffer (RMSNorm's output, 3-D), where max-autotune failed to lower."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=512)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    quantize_linear_(model, scheme, filter_fn=lambda name, _: name != "lm_head", **SCHEMES[scheme])
+    ids = torch.randint(0, 512, (2, 1), device="cuda")
+    with torch.no_grad():
+        ref = model(ids, use_cache=False).logits
+        out = torch.compile(lambda i: model(i, use_cache=False).logits, mode=mode)(ids)
+    assert counters["inductor"][f"woq_fusion_{scheme}_matcher_count"] == 14
+    assert _relative_error(out, ref) < 2e-2

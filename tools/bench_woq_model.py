@@ -199,7 +199,8 @@ def markdown(result: dict) -> str:
     variants = result["variants"]
     lines = [f"# Llama decode step, µs a forward ({result['gpu']})", "",
              f"torch {result['torch']}, {result['layers']} layers of Llama-3-8B shapes, vocab {VOCAB}, bf16, "
-             "lm_head dense, one token per sequence, use_cache=False: µs a forward (one decode step for the batch); median of "
+             "lm_head dense, one token per sequence, use_cache=False: µs a forward (one decode step for the batch); "
+             "median of "
              f"{REPS}. `—`: not measured (budget) or failed.", "",
              "| how it runs | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for row, cells in result["cells"].items():

@@ -181,4 +181,5 @@ OPS = {
     "nf4": torch.ops.impl.woq_mm_nf4_triton,
 }
 
-__all__ = ["BODIES", "M_BUCKETS", "choose_config", "OPS", "woq_mm_int4_triton", "woq_mm_int8_triton", "woq_mm_nf4_triton"]
+__all__ = ["BODIES", "M_BUCKETS", "OPS", "choose_config", "woq_mm_int4_triton", "woq_mm_int8_triton",
+           "woq_mm_nf4_triton"]

@@ -132,6 +132,7 @@ def test_contest_weights_are_copied_past_l2(monkeypatch):
 
 
 _SYMBOLIC_TRACE = r"""
+import functools
 import json
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -165,8 +166,9 @@ for scheme, short, block in (("int8_weight_only", "int8", None), ("int4_weight_o
             fx_args = [None] * (5 if short == "int4" else 7) + [block]
             tensors = [x, torch.empty(N, K // 2, dtype=torch.uint8, device="cuda"),
                        torch.empty(N, K // block, device="cuda")]
-            tensors.append(torch.empty(N, K // block, device="cuda") if short == "int4" else torch.empty(16, device="cuda"))
-        positions, launch = kernel_call(scheme, fx_args, body_of=lambda name: __import__("functools").partial(
+            last = (N, K // block) if short == "int4" else (16,)  # zero points, or NF4's levels
+            tensors.append(torch.empty(last, device="cuda"))
+        positions, launch = kernel_call(scheme, fx_args, body_of=lambda name: functools.partial(
             bodies.BODIES[name], config=config))
         padded = len(positions) - len(tensors)
         count = len(tensors)

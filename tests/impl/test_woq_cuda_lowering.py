@@ -186,3 +186,26 @@ def test_a_llama_shaped_model_compiles_in_every_mode(scheme, mode):
         out = torch.compile(lambda i: model(i, use_cache=False).logits, mode=mode)(ids)
     assert counters["inductor"][f"woq_fusion_{scheme}_matcher_count"] == 14
     assert _relative_error(out, ref) < 2e-2
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_split_k_counters_held_by_the_compiled_graph_stay_right_call_after_call(scheme, monkeypatch):
+    """The compiled layer's split-K tile counters are a graph constant that the kernel leaves
+    zeroed after each launch: with K split four ways, every call must be right, not only the
+    first (a counter left non-zero would finish tiles early or never)."""
+    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+    from impl.kernels.common import KernelConfig
+
+    kernel = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[scheme]
+    split = KernelConfig(block_m=16, block_n=64, block_k=64, split_k=4)  # 64: the scheme's group / block
+    monkeypatch.setattr(kernel, "choose_config", lambda *args: split)
+    torch.manual_seed(0)
+    features = 1024
+    model = quantize_linear_(torch.nn.Sequential(torch.nn.Linear(features, features, bias=False))
+                             .to("cuda", torch.bfloat16).eval(), scheme, **SCHEMES[scheme])
+    compiled = torch.compile(copy.deepcopy(model))
+    with torch.no_grad():
+        for _ in range(4):
+            x = torch.randn(1, features, device="cuda", dtype=torch.bfloat16)
+            ref = x.float() @ model[0].dequantize_weight().t()
+            assert _relative_error(compiled(x), ref) < 2e-2

@@ -10,7 +10,8 @@ triton_op is traced, not treated as opaque: under torch.compile Inductor copies 
 ``wrap_triton`` kernel into its output code and launches it from there, where a plain
 custom op would stay a call into Python. The bodies therefore use only traceable
 operations: outputs and scratch come from ``new_empty``/``torch.zeros`` (the split-K tile
-counters are allocated zeroed on every call). The fixed decode tables are the device's
+counters are allocated zeroed on every call unless the caller hands in a zeroed buffer,
+which the kernel leaves zeroed: the CUDA lowering passes a graph constant). The fixed decode tables are the device's
 cached copies when a body runs eagerly; traced, int4's is built on the device unless the
 caller hands it in (the CUDA lowering passes a graph constant), NF4's standard ones are
 in-graph constants.
@@ -20,7 +21,7 @@ Import this module only where triton is importable; it raises ImportError otherw
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch._guards import detect_fake_mode
@@ -30,6 +31,7 @@ from impl.kernels import woq_mm_int4 as int4
 from impl.kernels import woq_mm_int8 as int8
 from impl.kernels import woq_mm_nf4 as nf4
 from impl.kernels.common import (
+    M_BUCKETS,
     SplitKScratch,
     check_activation,
     check_tensor,
@@ -54,20 +56,43 @@ def _standard_nf4_tables(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                  for values in (nibble_pair_values, nibble_lut_values))
 
 
-def _scratch(M: int, N: int, config, x: torch.Tensor):
-    return SplitKScratch.buffers(M, N, config, x.device, fresh_counters=True)
+def _scratch(M, N: int, config, x: torch.Tensor, tile_counter: Optional[torch.Tensor]):
+    """(partial, tile_counter). ``tile_counter``: zeroed int32 with a counter for every tile
+    (the kernel leaves it zeroed), or None to allocate zeros here, a fill kernel a call. A
+    launch without split-K reads neither: the given buffer stands in for both pointers."""
+    if tile_counter is None:
+        return SplitKScratch.buffers(M, N, config, x.device, fresh_counters=True)
+    if config.split_k == 1:
+        return tile_counter.view(torch.float32), tile_counter
+    return torch.empty((config.split_k, M, N), device=x.device, dtype=torch.float32), tile_counter
 
 
-def woq_mm_int8_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ (qweight (N, K) int8 * scale (N,) fp32 [:, None]).T."""
+def _rows(x: torch.Tensor, config) -> Any:
+    """x's row count: an int where the body picks its config from it; as given (an int or, in
+    a trace with a symbolic batch, a SymInt) where the caller picked the config for M's bucket."""
+    return int(x.shape[0]) if config is None else x.shape[0]
+
+
+def choose_config(name: str, M: int, N: int, K: int, block: Optional[int], device: torch.device):
+    """The kernel's tile config for an (M, K) x and N outputs; ``block``: int4's group size or
+    NF4's block size (None for int8)."""
+    if name == "int8":
+        return int8.choose_config(M, N, K, device)
+    return {"int4": int4.choose_config, "nf4": nf4.choose_config}[name](M, N, K, block, device)
+
+
+def woq_mm_int8_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *, config=None,
+                     tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ (qweight (N, K) int8 * scale (N,) fp32 [:, None]).T.
+    ``config``: the tile config (None: chosen from M); ``tile_counter``: see _scratch."""
     N, K = qweight.shape
     check_activation(x, K, int8.OP)
     check_tensor(qweight, "qweight", (N, K), torch.int8, x.device, int8.OP)
     check_tensor(scale, "scale", (N,), torch.float32, x.device, int8.OP)
-    M = int(x.shape[0])
-    config = int8.choose_config(M, N, K, x.device)
+    M = _rows(x, config)
+    config = config or int8.choose_config(M, N, K, x.device)
     out = x.new_empty((M, N))
-    partial, counter = _scratch(M, N, config, x)
+    partial, counter = _scratch(M, N, config, x, tile_counter)
     return int8.launch_woq_mm_int8(x, qweight, scale, out, partial, counter, config,
                                    wrap=wrap_triton)
 
@@ -84,38 +109,52 @@ def int4_pair_table(x: torch.Tensor) -> torch.Tensor:
 
 
 def woq_mm_int4_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                     group_size: int, pair_table: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     group_size: int, pair_table: Optional[torch.Tensor] = None, *, config=None,
+                     tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y (M, N) = x (M, K) @ W.T, W from the int4 group-wise layout (woq_mm_int4).
-    ``pair_table``: the decode table, made by int4_pair_table when None."""
+    ``pair_table``: the decode table, made by int4_pair_table when None; ``config``,
+    ``tile_counter``: as for woq_mm_int8_body."""
     N, _ = int4.check_int4_weight(x, qweight, scale, zero, group_size)
-    M, K = int(x.shape[0]), int(x.shape[1])
-    config = int4.choose_config(M, N, K, group_size, x.device)
+    M, K = _rows(x, config), int(x.shape[1])
+    config = config or int4.choose_config(M, N, K, group_size, x.device)
     out = x.new_empty((M, N))
-    partial, counter = _scratch(M, N, config, x)
+    partial, counter = _scratch(M, N, config, x, tile_counter)
     table = int4_pair_table(x) if pair_table is None else pair_table
     return int4.launch_woq_mm_int4(x, qweight, scale, zero, table, out, partial, counter, group_size, config,
                                    wrap=wrap_triton)
 
 
+# The ops' schemas leave out what only the lowering hands in (int4's table, config, counters).
+def _int8_op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return woq_mm_int8_body(x, qweight, scale)
+
+
 def _int4_op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
                   group_size: int) -> torch.Tensor:
-    """The op's schema without the table parameter (an implementation detail of the lowering)."""
     return woq_mm_int4_body(x, qweight, scale, zero, group_size)
+
+
+def _nf4_op_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
+                 levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
+                 absmax_offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return woq_mm_nf4_body(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset)
 
 
 def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
                     levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
-                    absmax_offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    absmax_offset: Optional[torch.Tensor] = None, *, config=None,
+                    tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y (M, N) = x (M, K) @ W.T, W from the NF4 layout (woq_mm_nf4): absmax float32, or its
     uint8 codes with absmax_scale and absmax_offset (double quantization, decoded in the kernel).
+    ``config``, ``tile_counter``: as for woq_mm_int8_body.
 
     ``levels`` (16,) float32: the code table; None means the standard NF4 table. A tensor is
     decoded into the kernel's tables on the device (no host sync, CUDA-graph safe)."""
     N, _ = nf4.check_nf4_weight(x, qweight, absmax, block_size, absmax_scale, absmax_offset)
-    M, K = int(x.shape[0]), int(x.shape[1])
-    config = nf4.choose_config(M, N, K, block_size, x.device)
+    M, K = _rows(x, config), int(x.shape[1])
+    config = config or nf4.choose_config(M, N, K, block_size, x.device)
     out = x.new_empty((M, N))
-    partial, counter = _scratch(M, N, config, x)
+    partial, counter = _scratch(M, N, config, x, tile_counter)
     if levels is None:
         table, lut = _standard_nf4_tables(x)
     else:
@@ -132,9 +171,9 @@ def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor
 # records each launch as a triton_kernel_wrapper_mutation node, which Inductor lowers into
 # its output code (impl/lowerings/woq_mm_cuda.py inlines them into the fused ops' lowering).
 BODIES = {"int8": woq_mm_int8_body, "int4": woq_mm_int4_body, "nf4": woq_mm_nf4_body}
-woq_mm_int8_triton = triton_op(f"{NAMESPACE}::woq_mm_int8_triton", mutates_args=())(woq_mm_int8_body)
+woq_mm_int8_triton = triton_op(f"{NAMESPACE}::woq_mm_int8_triton", mutates_args=())(_int8_op_body)
 woq_mm_int4_triton = triton_op(f"{NAMESPACE}::woq_mm_int4_triton", mutates_args=())(_int4_op_body)
-woq_mm_nf4_triton = triton_op(f"{NAMESPACE}::woq_mm_nf4_triton", mutates_args=())(woq_mm_nf4_body)
+woq_mm_nf4_triton = triton_op(f"{NAMESPACE}::woq_mm_nf4_triton", mutates_args=())(_nf4_op_body)
 
 OPS = {
     "int8": torch.ops.impl.woq_mm_int8_triton,
@@ -142,4 +181,5 @@ OPS = {
     "nf4": torch.ops.impl.woq_mm_nf4_triton,
 }
 
-__all__ = ["BODIES", "OPS", "woq_mm_int4_triton", "woq_mm_int8_triton", "woq_mm_nf4_triton"]
+__all__ = ["BODIES", "M_BUCKETS", "OPS", "choose_config", "woq_mm_int4_triton", "woq_mm_int8_triton",
+           "woq_mm_nf4_triton"]

@@ -15,15 +15,18 @@ Inductor's own lowering of the decomposition (dequantize + matmul, compiled as a
 graph so that neither pays for host launch cost, and the faster one is emitted. Each
 decision bumps ``counters["inductor"]["woq_mm_<short>_autotune_{ours,inductor}"]``.
 
-Applies to float16 / bfloat16 activations (what the kernels take) with static shapes (a
-tile config is chosen per shape); anything else returns None and the caller falls back
-to the op, which launches the same kernels from Python.
+Applies to float16 / bfloat16 activations (what the kernels take) with static weight
+shapes. A static M gets the tile config chosen for it; a symbolic M (a dynamic batch) the
+config of its M bucket, held by guards on M (``rows_bucket``): a call in another bucket
+recompiles. Anything else returns None and the caller falls back to the op, which
+launches the same kernels from Python.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Any, Callable, Optional
 
 import torch
@@ -42,10 +45,14 @@ SHORT = {"int8_weight_only": "int8", "int4_weight_only": "int4", "nf4": "nf4"}
 BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}
 
 
-def _traced_body(name: str) -> Callable[..., torch.Tensor]:
-    from . import triton as triton_lowerings
+def _triton_lowerings():
+    from . import triton as triton_lowerings  # imports triton: only once the kernels apply
 
-    return triton_lowerings.BODIES[name]
+    return triton_lowerings
+
+
+def _traced_body(name: str) -> Callable[..., torch.Tensor]:
+    return _triton_lowerings().BODIES[name]
 
 
 def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
@@ -61,10 +68,10 @@ def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
 
 
 def _launch(body: Callable[..., torch.Tensor], x: torch.Tensor, bias: Optional[torch.Tensor],
-            *weight_args: Any) -> torch.Tensor:
+            *weight_args: Any, **extra: Any) -> torch.Tensor:
     """woq_mm._through_triton with ``body`` (the kernel's traced body) in place of its triton_op."""
     flat = x.reshape(-1, x.shape[-1]).contiguous()
-    y = body(flat, *weight_args)
+    y = body(flat, *weight_args, **extra)
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], y.shape[-1])
@@ -73,36 +80,72 @@ def _launch(body: Callable[..., torch.Tensor], x: torch.Tensor, bias: Optional[t
 def kernel_call(scheme: str, fx_args: list, body_of: Callable[[str], Callable] = _traced_body,
                 ) -> tuple[list[int], Callable[..., torch.Tensor]]:
     """(positions of the op's tensor operands the launch takes, the launch as a function of
-    them). ``body_of``: the kernel's traced body (lowering) or its eager launcher (timing)."""
+    them and of the body's keyword extras: ``pair_table``, ``tile_counter``, ``config``).
+    ``body_of``: the kernel's traced body (lowering) or its eager launcher (timing, no extras)."""
     if scheme == "int8_weight_only":
-        return [0, 1, 2, 3], lambda x, q, s, b: _launch(body_of("int8"), x, b, q.contiguous(), s.contiguous())
+        return [0, 1, 2, 3], lambda x, q, s, b, **extra: _launch(
+            body_of("int8"), x, b, q.contiguous(), s.contiguous(), **extra)
     if scheme == "int4_weight_only":
         group_size = fx_args[5]
-        return [0, 1, 2, 3, 4], lambda x, q, s, z, b, *tables: _launch(
-            body_of("int4"), x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size, *tables
+        return [0, 1, 2, 3, 4], lambda x, q, s, z, b, **extra: _launch(
+            body_of("int4"), x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size, **extra
         )
     block_size = fx_args[7]
 
-    def nf4(x, q, absmax, levels, absmax_scale, absmax_offset, b):
+    def nf4(x, q, absmax, levels, absmax_scale, absmax_offset, b, **extra):
         # Double-quantized absmax goes to the kernel as codes: decoding it first would be a
         # kernel of its own and four bytes a block read back instead of one.
         return _launch(body_of("nf4"), x, b, q.contiguous(), absmax.contiguous(), block_size, levels.contiguous(),
-                       *woq_mm.double_quant_operands(absmax_scale, absmax_offset))
+                       *woq_mm.double_quant_operands(absmax_scale, absmax_offset), **extra)
 
     return [0, 1, 2, 3, 4, 5, 6], nf4
 
 
-def fixed_tables(scheme: str, x: torch.Tensor) -> list[torch.Tensor]:
+def fixed_tables(scheme: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The decode tables a kernel takes after the op's operands that depend only on the scheme
-    and x's dtype (int4's pair table), as real tensors on x's device: the lowering adds them
-    as graph constants, so compiled code runs no kernel a call to build them (one launch a
-    layer). NF4's tables come from its levels operand, a graph input."""
+    and x's dtype (int4's pair table), by the body's keyword, as real tensors on x's device:
+    the lowering adds them as graph constants, so compiled code runs no kernel a call to build
+    them (one launch a layer). NF4's tables come from its levels operand, a graph input."""
     if scheme != "int4_weight_only":
-        return []
+        return {}
     from impl.kernels import common, woq_mm_int4
 
     with _no_fake_mode():
-        return [common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, x.dtype, x.device)]
+        return {"pair_table": common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, x.dtype, x.device)}
+
+
+def tile_counters(rows: Optional[int], n: int, config: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    """The split-K tile counters, zeroed, for launches of up to ``rows`` rows (None: no bound,
+    and the body allocates zeroed counters each call), by the body's keyword. The kernel
+    leaves them zeroed, so one graph constant serves every call: no fill kernel a layer.
+    Launches of one compiled graph share a stream, so they never overlap on it."""
+    if rows is None:
+        return {}
+    from impl.kernels.common import grid_for
+
+    tiles = grid_for(rows, n, config)[0] if config.split_k > 1 else 1
+    with _no_fake_mode():
+        return {"tile_counter": torch.zeros(tiles, dtype=torch.int32, device=device)}
+
+
+def rows_bucket(x: torch.Tensor) -> tuple[Any, Optional[int]]:
+    """(M = rows of x flattened to (M, K), the most rows the compiled launch is built for).
+
+    A static M is its own bound. A symbolic M (a dynamic batch) is placed in its M bucket
+    (``common.M_BUCKETS``) by comparisons on the SymInt: each one becomes a guard of the
+    compiled graph, so a call in another bucket recompiles rather than running this bucket's
+    config. The last bucket has no upper bound (None). Each bucket a batch size visits is a
+    compiled graph of its own, which counts toward dynamo's ``recompile_limit`` (8 by
+    default; a static batch 1 plus every bucket would be 9)."""
+    from impl.kernels.common import M_BUCKETS
+
+    m = math.prod(x.shape[:-1])
+    if not isinstance(m, torch.SymInt):
+        return int(m), int(m)
+    for bucket in M_BUCKETS[:-1]:
+        if m <= bucket:
+            return m, bucket
+    return m, None
 
 
 def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
@@ -113,28 +156,39 @@ def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
     x = fake_value(fx_args[0])
     if x.dtype not in woq_mm.TRITON_ACTIVATION_DTYPES or not kernels.triton_available():
         return None
-    if any(isinstance(d, torch.SymInt) for d in x.shape):
-        return None  # the kernels pick their tile configs from concrete sizes
-    positions, fn = kernel_call(scheme, fx_args)
+    w = fake_value(fx_args[1])
+    if any(isinstance(d, torch.SymInt) for d in (*x.shape[-1:], *w.shape)):
+        return None  # K and N come from the weights: symbolic only in hand-written graphs
+    m, bound = rows_bucket(x)
+    short = SHORT[scheme]
+    # A symbolic M launches the config of its bucket's largest M (the tuned tables are per
+    # bucket), which covers every M the bucket's guards let through.
+    block = None if short == "int8" else fx_args[BIAS_INDEX[scheme] + 1]
+    bodies = _triton_lowerings()
+    config = bodies.choose_config(short, bound or bodies.M_BUCKETS[-1], int(w.shape[0]), int(x.shape[-1]), block,
+                                  x.device)
+    positions, fn = kernel_call(scheme, fx_args, body_of=lambda name: functools.partial(_traced_body(name),
+                                                                                         config=config))
     present = [i for i in positions if isinstance(args[i], ir.IRNode)]
     inputs = [args[i] for i in present]
     fakes = [fake_value(fx_args[i]) for i in present]
 
-    def call_with(launch: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        def call(*tensors: torch.Tensor) -> torch.Tensor:  # the present operands, then any tables
+    def call_with(launch: Callable[..., torch.Tensor], names: tuple = ()) -> Callable[..., torch.Tensor]:
+        def call(*tensors: torch.Tensor) -> torch.Tensor:  # the present operands, then the extras
             call_args = {i: None for i in positions}
             call_args.update(zip(present, tensors))
-            return launch(*(call_args[i] for i in positions), *tensors[len(present):])
+            return launch(*(call_args[i] for i in positions), **dict(zip(names, tensors[len(present):])))
         return call
 
     def ours() -> Any:
-        tables = fixed_tables(scheme, x)
-        table_inputs = [V.graph.add_tensor_constant(t) for t in tables]
-        table_fakes = [V.fake_mode.from_tensor(t) for t in tables]
-        return inline_decomposition(call_with(fn), inputs + table_inputs, fakes + table_fakes,
+        extras = {**fixed_tables(scheme, x), **tile_counters(bound, int(w.shape[0]), config, x.device)}
+        extra_inputs = [V.graph.add_tensor_constant(t) for t in extras.values()]
+        extra_fakes = [V.fake_mode.from_tensor(t) for t in extras.values()]
+        return inline_decomposition(call_with(fn, tuple(extras)), inputs + extra_inputs, fakes + extra_fakes,
                                     eliminate_dead_code=False)
 
-    if not max_autotune():
+    if not max_autotune() or isinstance(m, torch.SymInt):
+        # The contest times one M; for a symbolic M our kernel, configured for the bucket.
         return ours()
     timed = call_with(kernel_call(scheme, fx_args, body_of=_eager_kernel)[1])
     return _Contest(scheme, args, fx_args, present, fakes, timed, ours).winner()
@@ -169,9 +223,9 @@ class _Contest:
 
         self.dense = dense
         flat = lowerings[aten.reshape.default](args[0], [-1, self.k])
-        self.choice_inputs = [flat, *(args[i] for i in weights)]
-        for t in self.choice_inputs:
-            t.realize()
+        # Autotuning choices take buffers with a layout: x is often a view of a computed
+        # buffer (a 3-D activation after a norm), which realize() leaves a View without one.
+        self.choice_inputs = [ir.ExternKernel.realize_input(t) for t in (flat, *(args[i] for i in weights))]
         self.choice_fakes = [_flat(x, self.k), *(fake_value(fx_args[i]) for i in weights)]
         self.ours_fakes = fakes
 

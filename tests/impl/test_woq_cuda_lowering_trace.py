@@ -53,15 +53,16 @@ with FakeTensorMode():
     codes = [x, torch.empty(N, K // 2, dtype=torch.uint8, device="cuda"),
              torch.empty(N, K // 64, dtype=torch.uint8, device="cuda"), torch.empty(16, device="cuda"),
              torch.empty(1, device="cuda"), torch.empty((), device="cuda")]
-    variants = {scheme: (scheme, fx_args, tensors, []) for scheme, (fx_args, tensors) in operands.items()}
-    variants["int4_weight_only+table"] = ("int4_weight_only", *operands["int4_weight_only"], [table])
-    variants["nf4+double_quant"] = ("nf4", operands["nf4"][0], codes, [])
-    for name, (scheme, fx_args, tensors, tables) in variants.items():
+    variants = {scheme: (scheme, fx_args, tensors, {}) for scheme, (fx_args, tensors) in operands.items()}
+    variants["int4_weight_only+table"] = ("int4_weight_only", *operands["int4_weight_only"], {"pair_table": table})
+    variants["nf4+double_quant"] = ("nf4", operands["nf4"][0], codes, {})
+    for name, (scheme, fx_args, tensors, extras) in variants.items():
         positions, launch = kernel_call(scheme, fx_args)
         padded = len(positions) - 1 - len(tensors)  # optional operands and bias: None
         operand_count = len(tensors)
-        gm = trace_to_aten(lambda *t: launch(*t[:operand_count], *([None] * (padded + 1)), *t[operand_count:]),
-                           tensors + tables,
+        gm = trace_to_aten(lambda *t: launch(*t[:operand_count], *([None] * (padded + 1)),
+                                             **dict(zip(extras, t[operand_count:]))),
+                           tensors + list(extras.values()),
                            eliminate_dead_code=eliminate_dead_code)
         nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
         launches = [n.kwargs["kwargs"] for n in nodes if str(n.target) == "triton_kernel_wrapper_mutation"]
@@ -128,3 +129,76 @@ def test_contest_weights_are_copied_past_l2(monkeypatch):
     assert woq_mm_cuda.copies_past_l2(235 << 20, cuda) == 1     # 28672 x 8192 int8: past L2 already
     assert woq_mm_cuda.copies_past_l2(1 << 20, cuda) == 8       # capped
     assert woq_mm_cuda.copies_past_l2(1 << 20, torch.device("cpu")) == 1
+
+
+_SYMBOLIC_TRACE = r"""
+import functools
+import json
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+from impl.kernels import common, woq_mm_int4, woq_mm_int8, woq_mm_nf4
+from impl.lowerings import triton as bodies
+from impl.lowerings.woq_mm_cpu import trace_to_aten
+from impl.lowerings.woq_mm_cuda import kernel_call, rows_bucket, tile_counters
+
+for module in (common, woq_mm_int8, woq_mm_int4, woq_mm_nf4):  # no GPU to ask for its SM count
+    module.sm_count = lambda device: 132
+    if hasattr(module, "tuned_config"):
+        module.tuned_config = lambda *args, **kwargs: None
+N, K = 32, 4096  # one tile of N, K long enough to split
+result = {}
+for scheme, short, block in (("int8_weight_only", "int8", None), ("int4_weight_only", "int4", 128), ("nf4", "nf4", 64)):
+    shape_env = ShapeEnv()
+    mode = FakeTensorMode(shape_env=shape_env)
+    dynamic = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.DYNAMIC, DimDynamic.STATIC, DimDynamic.STATIC])
+    batch = mode.from_tensor(torch.empty(5, 1, K), symbolic_context=dynamic).shape[0]
+    with mode:
+        x = torch.empty(batch, 1, K, dtype=torch.float16, device="cuda")  # one-token sequences, s0 = 5
+        m, bound = rows_bucket(x)
+        config = bodies.choose_config(short, bound, N, K, block, x.device)
+        counter = tile_counters(bound, N, config, torch.device("cpu"))["tile_counter"]
+        counter = torch.empty(counter.numel(), dtype=torch.int32, device="cuda")
+        if scheme == "int8_weight_only":
+            fx_args = [None] * 4
+            tensors = [x, torch.empty(N, K, dtype=torch.int8, device="cuda"), torch.empty(N, device="cuda")]
+        else:
+            fx_args = [None] * (5 if short == "int4" else 7) + [block]
+            tensors = [x, torch.empty(N, K // 2, dtype=torch.uint8, device="cuda"),
+                       torch.empty(N, K // block, device="cuda")]
+            last = (N, K // block) if short == "int4" else (16,)  # zero points, or NF4's levels
+            tensors.append(torch.empty(last, device="cuda"))
+        positions, launch = kernel_call(scheme, fx_args, body_of=lambda name: functools.partial(
+            bodies.BODIES[name], config=config))
+        padded = len(positions) - len(tensors)
+        count = len(tensors)
+        gm = trace_to_aten(lambda *t: launch(*t[:count], *([None] * padded), tile_counter=t[count]),
+                           tensors + [counter], eliminate_dead_code=False)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function"]
+    (kwargs,) = [n.kwargs for n in nodes if str(n.target) == "triton_kernel_wrapper_mutation"]
+    placeholders = gm.graph.find_nodes(op="placeholder")
+    result[short] = {
+        "bound": bound, "split_k": config.split_k, "counters": counter.numel(),
+        # the batch sizes the guards admit
+        "admits": [v for v in range(1, 40) if all(bool(g.expr.subs(batch.node.expr, v)) for g in shape_env.guards)],
+        "grid_is_symbolic": any(isinstance(d, torch.fx.Node) for d in kwargs["grid"][0]),
+        "m_is_symbolic": isinstance(kwargs["kwargs"]["M"], torch.fx.Node),
+        "counter_is_given": kwargs["kwargs"]["tile_counter_ptr"] is placeholders[-1],
+        "targets": sorted({str(n.target) for n in nodes}),
+    }
+print(json.dumps(result))
+"""
+
+
+def test_a_symbolic_batch_launches_its_buckets_config_with_a_symbolic_grid():
+    """A dynamic batch (M = s0, 5 when traced): rows_bucket puts M in the bucket (4, 8] by
+    guards on s0 (which make a call in another bucket recompile), the launch takes that
+    bucket's config with M and the grid symbolic (no guard pins M to 5), and the split-K
+    counters it is handed (sized for 8 rows) instead of zeroing new ones each call."""
+    result = run_with_compiled_kernels(_SYMBOLIC_TRACE)
+    for short, trace in result.items():
+        assert trace["bound"] == 8, (short, trace)
+        assert trace["admits"] == [5, 6, 7, 8], (short, trace)
+        assert trace["grid_is_symbolic"] and trace["m_is_symbolic"], (short, trace)
+        assert trace["split_k"] > 1 and trace["counters"] >= 1 and trace["counter_is_given"], (short, trace)
+        assert not {"aten.zeros.default", "aten.full.default", "aten.fill_.Scalar"} & set(trace["targets"]), trace

@@ -215,3 +215,49 @@ def test_matrix_vector_product_decomposed_by_inductor_still_fuses(dtype):
     assert "aten.sum.dim_IntList" not in _targets(gm)
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale), rtol=tol, atol=tol)
+
+
+def test_broadcast_multiply_and_sum_that_is_no_matrix_product_is_left_alone():
+    """Found by the property test: sum(x[:, :, None] * W.T[None], 1) with x (M, 1) broadcasts
+    x over K; it is not mm(x, W.T) (whose K would not match: the pass crashed on the fake mm)."""
+    q8, _, _ = _weights()
+
+    def fn(x, q, s):
+        w_t = _int8_region(q, s).t()
+        return (x.unsqueeze(2) * w_t.unsqueeze(0)).sum(dim=1)
+
+    x = torch.randn(3, 1)
+    gm = _rewrite(fn, x, q8.qweight, q8.scale)
+    assert _fused_count() == {}
+    torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale))
+
+
+def test_multiply_and_sum_into_another_dtype_is_left_alone():
+    """sum(..., dtype=float64) of a float32 product is no float32 mm: recomposing it would change
+    the output's dtype."""
+    q8, _, _ = _weights()
+
+    def fn(x, q, s):
+        w_t = _int8_region(q, s).t()
+        return torch.sum(x.unsqueeze(2) * w_t.unsqueeze(0), dim=1, dtype=torch.float64)
+
+    x = torch.randn(1, K)
+    gm = _rewrite(fn, x, q8.qweight, q8.scale)
+    assert gm(x, q8.qweight, q8.scale).dtype == torch.float64
+    torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale))
+
+
+def test_negative_padding_that_crops_k_is_kept():
+    """Found by the property test: F.pad with negative pads crops; mm(pad(x, [0, -1]),
+    pad(W.T, [0, 0, 0, -1])) drops the last K column, and dropping the "padding" fused a
+    different product (off by 0.3 of the output's max)."""
+    q8, _, _ = _weights()
+
+    def fn(x, q, s):
+        w_t = _int8_region(q, s).t()
+        return torch.mm(F.pad(x, [0, -1]), F.pad(w_t, [0, 0, 0, -1]))
+
+    x = torch.randn(3, K)
+    gm = _rewrite(fn, x, q8.qweight, q8.scale)
+    assert _fused_count() == {}
+    torch.testing.assert_close(gm(x, q8.qweight, q8.scale), fn(x, q8.qweight, q8.scale))

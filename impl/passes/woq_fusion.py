@@ -519,7 +519,7 @@ def recompose_vector_mm(graph: fx.Graph) -> int:
             mm.meta["val"] = torch.mm(_val(x), _val(w_t))
         mm.meta["stack_trace"] = result.meta.get("stack_trace")
         result.replace_all_uses_with(mm)
-        for node in (result, total, mul, x_side, w_side, x_side.args[0], w_side.args[0]):
+        for node in dict.fromkeys((result, total, mul, x_side, w_side, x_side.args[0], w_side.args[0])):
             if node not in (x, w_t) and not node.users:
                 graph.erase_node(node)
         changed += 1

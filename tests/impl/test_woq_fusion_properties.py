@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from torch._dynamo.utils import counters
 from torch._inductor import config as inductor_config
@@ -36,7 +36,7 @@ from torch._inductor.decomposition import select_decomp_table
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import impl
-from impl.hop import invoke_quant
+from impl.hop import InvokeQuant, invoke_quant
 from impl.passes.woq_fusion import COUNTER_NAMES, apply_woq_fusion
 from impl.schemes import nf4 as nf4_scheme
 from impl.schemes import quantize_int4, quantize_int8, quantize_nf4
@@ -71,6 +71,8 @@ WEIGHT_VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "flipped_t": lambda w: w.flip(0).t(),
     "negated_t": lambda w: (-w).t(),
 }
+TRANSPOSED_VIEWS = ("t", "transpose", "permute", "mT", "t_t_t", "flat_view_t", "unsqueeze_squeeze_t", "split_dim_t")
+UNTRANSPOSED_VIEWS = ("identity", "t_t")
 CONSUMERS = ("mm", "addmm", "matmul", "linear", "aten_linear", "bmm", "vector_sum", "padded_mm")
 X_LAYOUTS = ("contiguous", "transposed", "strided")
 BIASES = ("none", "row", "row_float32", "one_by_n", "m_by_n")
@@ -106,42 +108,56 @@ class Program:
 
     def is_canonical(self) -> bool:
         """The forms the pass exists for: they must fuse."""
-        plain_bias = self.bias in ("none", "row")
-        return (
-            self.view in ("t", "transpose", "permute", "mT", "t_t_t", "flat_view_t", "unsqueeze_squeeze_t", "split_dim_t")
-            and self.extra == "none"
-            and (
-                (self.consumer in ("mm", "matmul") and self.bias == "none")
-                or (self.consumer == "addmm" and self.bias == "row" and self.alpha is None and self.beta is None)
-            )
-            and plain_bias
-        ) or (self.consumer == "linear" and self.view in ("identity", "t_t") and plain_bias and self.extra == "none")
+        if self.extra != "none" or self.alpha is not None or self.beta is not None or self.broadcast_x:
+            return False
+        if self.consumer in ("linear", "aten_linear"):
+            return self.view in UNTRANSPOSED_VIEWS and self.bias in ("none", "row")
+        if self.consumer == "padded_mm":
+            pk, pm, pk_w = self.pads
+            # pad_mm's form: K padded alike on both sides, or M padded (pads of 0 are no pad_mm)
+            return self.view in TRANSPOSED_VIEWS and pk == pk_w and min(self.pads) >= 0 and (pk or pm) > 0
+        return self.view in TRANSPOSED_VIEWS and self.bias == ("row" if self.consumer == "addmm" else "none")
 
 
 @st.composite
 def programs(draw) -> Program:
+    """A program the pass fuses, with up to two of its fields then redrawn (near misses)."""
     scheme = draw(st.sampled_from(sorted(SCHEMES)))
     k = draw(st.sampled_from([32, 64]))
     # Square weights half the time: there only the strides tell W from W.T.
     n = k if draw(st.booleans()) else draw(st.sampled_from([16, 48]))
     consumer = draw(st.sampled_from(CONSUMERS))
-    program = Program(
+    linear = consumer in ("linear", "aten_linear")
+    fusible = {
+        "view": draw(st.sampled_from(UNTRANSPOSED_VIEWS if linear else TRANSPOSED_VIEWS)),
+        "bias": "row" if consumer == "addmm" else draw(st.sampled_from(["none", "row"])) if linear else "none",
+        "alpha": None,
+        "beta": None,
+        "pads": draw(st.sampled_from([(1, 0, 1), (3, 2, 3), (0, 2, 0)])) if consumer == "padded_mm" else (0, 0, 0),
+        "broadcast_x": False,
+        "extra": "none",
+    }
+    anything = {
+        "view": st.sampled_from(sorted(WEIGHT_VIEWS)),
+        "bias": st.sampled_from(BIASES) if consumer in ("addmm", "linear", "aten_linear") else st.just("none"),
+        "alpha": st.sampled_from([None, 1, 1.0, 0.5, 2.0, 0.0]) if consumer == "addmm" else st.just(None),
+        "beta": st.sampled_from([None, 1, 1.0, 0.5, 0.0]) if consumer == "addmm" else st.just(None),
+        "pads": st.tuples(*[st.sampled_from([-1, 0, 1, 3])] * 3) if consumer == "padded_mm" else st.just((0, 0, 0)),
+        "broadcast_x": st.booleans() if consumer == "vector_sum" else st.just(False),
+        "extra": st.sampled_from(EXTRA_READERS),
+    }
+    for field in draw(st.lists(st.sampled_from(sorted(anything)), max_size=2, unique=True)):
+        fusible[field] = draw(anything[field])
+    return Program(
         scheme=scheme,
         dtype=draw(st.sampled_from(sorted(DTYPES))),
         n=n,
         k=k,
         m=draw(st.sampled_from([1, 3])),
-        view=draw(st.sampled_from(sorted(WEIGHT_VIEWS))),
         consumer=consumer,
         x_layout=draw(st.sampled_from(X_LAYOUTS)),
-        bias=draw(st.sampled_from(BIASES)) if consumer in ("addmm", "linear", "aten_linear") else "none",
-        alpha=draw(st.sampled_from([None, 1, 1.0, 0.5, 2.0, 0.0])) if consumer == "addmm" else None,
-        beta=draw(st.sampled_from([None, 1, 1.0, 0.5, 0.0])) if consumer == "addmm" else None,
-        pads=draw(st.tuples(*[st.sampled_from([-1, 0, 0, 1, 3])] * 3)) if consumer == "padded_mm" else (0, 0, 0),
-        broadcast_x=draw(st.booleans()) if consumer == "vector_sum" else False,
-        extra=draw(st.sampled_from(EXTRA_READERS)),
+        **fusible,
     )
-    return program
 
 
 # --------------------------------------------------------------------------- building a program
@@ -160,14 +176,17 @@ def _weight_tensors(scheme: str, n: int, k: int) -> tuple[torch.Tensor, ...]:
     return q.qweight, q.absmax, nf4_scheme.nf4_levels()
 
 
-def _region(program: Program, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _region(program: Program, tensors: tuple[torch.Tensor, ...], compiled: bool) -> torch.Tensor:
+    """W (N, K) as one region: the unpacked op for make_fx (what AOTAutograd leaves), the
+    ``InvokeQuant`` front end under torch.compile (what a user calls)."""
     dtype, k = program.torch_dtype, program.k
     bodies = {
         "int8": lambda q, s: dequantize_int8(q, s, dtype),
         "int4": lambda q, s, z: dequantize_int4(q, s, z, GROUP, k, dtype),
         "nf4": lambda q, a, lv: dequantize_nf4(q, a, lv, None, None, GROUP, k, dtype),
     }
-    return invoke_quant(bodies[program.scheme], *tensors, scheme=SCHEMES[program.scheme])
+    region = InvokeQuant() if compiled else invoke_quant
+    return region(bodies[program.scheme], *tensors, scheme=SCHEMES[program.scheme])
 
 
 def _activation(program: Program, rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
@@ -180,7 +199,7 @@ def _activation(program: Program, rows: int, cols: int, generator: torch.Generat
     return torch.randn(rows, cols, generator=generator).to(dtype)
 
 
-def build(program: Program) -> tuple[Callable, tuple]:
+def build(program: Program, compiled: bool = False) -> tuple[Callable, tuple]:
     """(fn(x, bias, *weight tensors) -> tuple of outputs, its arguments)."""
     generator = torch.Generator().manual_seed(7)
     dtype, m = program.torch_dtype, program.m
@@ -211,7 +230,7 @@ def build(program: Program) -> tuple[Callable, tuple]:
         bias = torch.randn(shape, generator=generator).to(bias_dtype)
 
     def fn(x, bias, *tensors):
-        w = _region(program, tensors)
+        w = _region(program, tensors, compiled)
         operand = WEIGHT_VIEWS[program.view](w)
         if consumer == "mm":
             y = torch.mm(x, operand)
@@ -291,6 +310,7 @@ def _assert_matches(got, expected, program: Program, fused: int) -> None:
 @given(programs().filter(is_valid))
 def test_fusion_is_never_wrong(program):
     fused = rewrite_and_compare(program)
+    event(f"fused: {fused}")
     if program.is_canonical():
         assert fused == 1, f"{program}: the canonical form did not fuse"
 
@@ -309,10 +329,11 @@ def _passes_installed():
 @given(programs().filter(lambda p: p.consumer != "aten_linear" and is_valid(p)))
 def test_compiled_program_matches_eager(_passes_installed, program):
     """Through Dynamo, AOTAutograd, our pass and our lowering: compiled equals eager."""
-    fn, args = build(program)
+    fn, args = build(program, compiled=True)
     expected = fn(*args)
     torch._dynamo.reset()
     counters.clear()
     with inductor_config.patch(fx_graph_cache=True):
         got = torch.compile(fn, dynamic=False)(*args)
+    event(f"fused: {_fused()}" if counters["inductor"]["fxgraph_cache_hit"] == 0 else "fused: cached")
     _assert_matches(got, expected, program, _fused())

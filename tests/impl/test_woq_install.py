@@ -216,3 +216,25 @@ def test_the_block_leaves_torch_compile_as_it_was():
         # Another backend gets no Inductor options.
         torch.compile(lambda x: x, backend="aot_eager")
     assert torch.compile is original
+
+
+def test_a_mode_becomes_its_options_next_to_the_passes():
+    """torch.compile takes mode or options, not both: inside the block a mode is handed on as
+    the options it stands for, with the passes added; other backends are untouched."""
+    from torch._inductor import list_mode_options
+
+    from impl.install import compile_with_passes
+
+    calls = []
+
+    def record(model=None, **kwargs):
+        calls.append(kwargs)
+        return model
+
+    passes = InstalledPasses()
+    compile_fn = compile_with_passes(record, passes)
+    compile_fn(len, mode="max-autotune-no-cudagraphs", dynamic=True)
+    assert calls[-1]["mode"] is None
+    assert calls[-1]["options"] == {**list_mode_options("max-autotune-no-cudagraphs", True), HOOK: passes}
+    compile_fn(len, backend="aot_eager", mode="max-autotune")
+    assert calls[-1] == {"backend": "aot_eager", "mode": "max-autotune"}

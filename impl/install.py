@@ -107,12 +107,14 @@ def uninstall() -> bool:
     return True
 
 
-def compile_with_passes(compile_fn: Any, passes: InstalledPasses) -> Any:
-    """``compile_fn`` (``torch.compile``) whose Inductor backends carry ``passes`` in their options.
+def compile_with_passes(compile_fn: Any) -> Any:
+    """``compile_fn`` (``torch.compile``) whose Inductor backends carry our passes in their options.
 
-    The passes go in as ``options[HOOK]``, chained after a hook the caller's own options
-    name; a ``mode`` is given as the options it stands for. A non-Inductor backend, or
-    ``mode`` and ``options`` together (torch's own error), is passed through untouched.
+    The passes go in as ``options[HOOK]``: the hook's value at the call (``InstalledPasses``
+    inside ``installed()``, or our passes chained after a pass patched in since), or our
+    passes chained after the hook the caller's own options name. A ``mode`` is given as the
+    options it stands for. A non-Inductor backend, or ``mode`` and ``options`` together
+    (torch's own error), is passed through untouched.
     """
 
     @functools.wraps(compile_fn)
@@ -124,8 +126,8 @@ def compile_with_passes(compile_fn: Any, passes: InstalledPasses) -> Any:
         if not (isinstance(backend, str) and backend == "inductor") or (mode is not None and options is not None):
             return compile_fn(model, **kwargs)
         options = {**compat.inductor_mode_options(mode, kwargs.get("dynamic")), **(options or {})}
-        own = options.get(HOOK)
-        options[HOOK] = own if isinstance(own, InstalledPasses) else passes if own is None else InstalledPasses(own)
+        hook = options.get(HOOK, getattr(inductor_config, HOOK))
+        options[HOOK] = hook if isinstance(hook, InstalledPasses) else InstalledPasses(hook)
         return compile_fn(model, **{**kwargs, "mode": None, "options": options})
 
     return compile
@@ -141,7 +143,7 @@ def installed() -> Iterator[InstalledPasses]:
     before = getattr(inductor_config, HOOK)
     passes = install()
     original = torch.compile
-    torch.compile = compile_with_passes(original, passes)
+    torch.compile = compile_with_passes(original)
     try:
         yield passes
     finally:

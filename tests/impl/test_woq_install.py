@@ -231,10 +231,15 @@ def test_a_mode_becomes_its_options_next_to_the_passes():
         calls.append(kwargs)
         return model
 
-    passes = InstalledPasses()
-    compile_fn = compile_with_passes(record, passes)
+    passes = impl.install()
+    compile_fn = compile_with_passes(record)
     compile_fn(len, mode="max-autotune-no-cudagraphs", dynamic=True)
     assert calls[-1]["mode"] is None
     assert calls[-1]["options"] == {**list_mode_options("max-autotune-no-cudagraphs", True), HOOK: passes}
     compile_fn(len, backend="aot_eager", mode="max-autotune")
     assert calls[-1] == {"backend": "aot_eager", "mode": "max-autotune"}
+    # A pass patched into the hook inside the block runs first, ours after it.
+    user = RecordingPass()
+    with inductor_config.patch({HOOK: user}):
+        compile_fn(len)
+    assert isinstance(calls[-1]["options"][HOOK], InstalledPasses) and calls[-1]["options"][HOOK].previous is user

@@ -15,8 +15,11 @@ fails here too.
 ``test_compiled_program_matches_eager`` runs a few drawn programs through torch.compile
 with the passes installed: the compiled output (our lowering where it fused) against eager.
 
-Examples are derandomized (the same ones every run) and bounded, for CI time; failures
-found here are kept below as explicit regression tests.
+Examples are derandomized (the same ones every run) and bounded, for CI time (the compiled
+ones hit the FX graph cache on a rerun, keyed by our passes' sources). What this found is
+kept as explicit tests in ``test_woq_fusion_pass.py``: negative pads (crops) taken for
+pad_mm's padding (a wrong fusion), a broadcast multiply-and-sum recomposed into an mm whose
+K did not match (a crash), a ``sum(..., dtype=)`` recomposed (a dtype change).
 """
 
 from __future__ import annotations

@@ -99,6 +99,7 @@ class Program:
     beta: Optional[float] = None
     pads: tuple[int, int, int] = (0, 0, 0)  # padded_mm: (K pad of x, M pad of x, K pad of W.T)
     broadcast_x: bool = False  # vector_sum: x (M, 1), broadcast against every row of the operand
+    batched_x: bool = False  # linear, aten_linear, matmul: x (2, M, K)
     extra: str = "none"
 
     @property
@@ -159,6 +160,7 @@ def programs(draw) -> Program:
         m=draw(st.sampled_from([1, 3])),
         consumer=consumer,
         x_layout=draw(st.sampled_from(X_LAYOUTS)),
+        batched_x=draw(st.booleans()) if consumer in ("linear", "aten_linear", "matmul") else False,
         **fusible,
     )
 
@@ -208,7 +210,10 @@ def build(program: Program, compiled: bool = False) -> tuple[Callable, tuple]:
     dtype, m = program.torch_dtype, program.m
     rows, cols = program.operand_shape()
     consumer = program.consumer
-    if consumer in ("linear", "aten_linear"):
+    if program.batched_x:  # (2, M, K): a view of the drawn layout where one exists
+        x = _activation(program, 2 * m, cols if consumer != "matmul" else rows, generator).unflatten(0, (2, m))
+        out_features = rows if consumer != "matmul" else cols
+    elif consumer in ("linear", "aten_linear"):
         x = _activation(program, m, cols, generator)
         out_features = rows
     elif consumer == "bmm":
@@ -225,7 +230,7 @@ def build(program: Program, compiled: bool = False) -> tuple[Callable, tuple]:
         "row": ((out_features,), dtype),
         "row_float32": ((out_features,), torch.float32),
         "one_by_n": ((1, out_features), dtype),
-        "m_by_n": ((m, out_features), dtype),
+        "m_by_n": ((*x.shape[:-1], out_features), dtype),
     }
     bias = None
     if bias_shapes[program.bias] is not None:

@@ -93,6 +93,28 @@ def custom_graph_passes(hook_value: Any) -> list:
     return list(hook_value) if isinstance(hook_value, (list, tuple)) else [hook_value]
 
 
+def default_compile_backend() -> Any:
+    """The backend ``torch.compile`` uses when the caller names none: torch 2.13 asks its
+    backend registry (``get_default_backend``, which a plugin may change); 2.11 has no
+    registry default and uses "inductor"."""
+    from torch._dynamo.backends import registry
+
+    shipped = getattr(registry, "get_default_backend", None)
+    return shipped() if shipped is not None else "inductor"
+
+
+def inductor_mode_options(mode: Any, dynamic: Any) -> dict:
+    """The Inductor options a ``torch.compile(mode=...)`` stands for, so a caller can pass
+    them as ``options`` instead (torch.compile takes one or the other). 2.11 and 2.13 alike:
+    ``_TorchCompileInductorWrapper.apply_mode`` applies ``list_mode_options(mode, dynamic)``
+    and nothing for None or "default"."""
+    if not mode or mode == "default":
+        return {}
+    from torch._inductor import list_mode_options
+
+    return dict(list_mode_options(mode, dynamic))
+
+
 def wrap_triton_takes_interpreted_kernels() -> bool:
     """Whether ``torch.library.wrap_triton`` accepts a kernel built under TRITON_INTERPRET=1.
 

@@ -1,7 +1,7 @@
 """``impl.install()``: our graph passes into Inductor's post-grad hook, after the user's own.
 
     impl.install()                      # from now on torch.compile fuses our regions
-    with impl.installed(): ...          # only inside the block
+    with impl.installed(): ...          # what is torch.compile'd inside the block
     impl.uninstall()                    # the hook as it was before install()
 
 One ``CustomGraphPass`` goes into ``torch._inductor.config.post_grad_custom_pre_pass``:
@@ -17,14 +17,26 @@ previous pass has no uuid (a plain function) neither has ours and Inductor bypas
 cache, as it did before install().
 
 ``install()`` is idempotent (a hook already holding ``InstalledPasses`` is left as it is).
+
+``with impl.installed():`` binds the passes to what is compiled inside it. torch.compile
+is lazy (Dynamo and Inductor run at the first call, and again at each recompile), so a
+global hook that is gone by then would leave a model compiled in the block unfused, or
+half fused after a recompile for a new batch size. Inside the block ``torch.compile``
+(and so ``nn.Module.compile``) is wrapped: an Inductor backend gets the passes in its own
+``options`` (Inductor applies them as config patches at every compile of that callable);
+a ``mode`` becomes the options it stands for, since torch.compile takes one or the other.
+Other backends, ``torch._dynamo.optimize`` and a callable compiled before the block get
+the passes only while the global hook holds them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from typing import Any, Iterator, Optional
 
+import torch
 import torch.fx as fx
 from torch._inductor import config as inductor_config
 from torch._inductor.custom_graph_pass import CustomGraphPass
@@ -95,15 +107,48 @@ def uninstall() -> bool:
     return True
 
 
+def compile_with_passes(compile_fn: Any) -> Any:
+    """``compile_fn`` (``torch.compile``) whose Inductor backends carry our passes in their options.
+
+    The passes go in as ``options[HOOK]``: the hook's value at the call (``InstalledPasses``
+    inside ``installed()``, or our passes chained after a pass patched in since), or our
+    passes chained after the hook the caller's own options name. A ``mode`` is given as the
+    options it stands for. A non-Inductor backend, or ``mode`` and ``options`` together
+    (torch's own error), is passed through untouched.
+    """
+
+    @functools.wraps(compile_fn)
+    def compile(model: Any = None, **kwargs: Any) -> Any:
+        backend = kwargs.get("backend")
+        mode, options = kwargs.get("mode"), kwargs.get("options")
+        if backend is None:
+            backend = compat.default_compile_backend()
+        if not (isinstance(backend, str) and backend == "inductor") or (mode is not None and options is not None):
+            return compile_fn(model, **kwargs)
+        options = {**compat.inductor_mode_options(mode, kwargs.get("dynamic")), **(options or {})}
+        hook = options.get(HOOK, getattr(inductor_config, HOOK))
+        options[HOOK] = hook if isinstance(hook, InstalledPasses) else InstalledPasses(hook)
+        return compile_fn(model, **{**kwargs, "mode": None, "options": options})
+
+    return compile
+
+
 @contextlib.contextmanager
 def installed() -> Iterator[InstalledPasses]:
-    """``install()`` for the block; the hook's previous value is restored after it."""
+    """``install()`` for the block, and for every later compile of what is torch.compile'd in it.
+
+    After the block the hook has its previous value and ``torch.compile`` is torch's again;
+    a callable compiled inside keeps the passes (see the module docstring).
+    """
     before = getattr(inductor_config, HOOK)
     passes = install()
+    original = torch.compile
+    torch.compile = compile_with_passes(original)
     try:
         yield passes
     finally:
         setattr(inductor_config, HOOK, before)
+        torch.compile = original
 
 
-__all__ = ["HOOK", "InstalledPasses", "install", "installed", "is_installed", "uninstall"]
+__all__ = ["HOOK", "InstalledPasses", "compile_with_passes", "install", "installed", "is_installed", "uninstall"]

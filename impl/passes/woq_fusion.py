@@ -381,12 +381,13 @@ def _fuse(match: Match, *args: object, scheme: str, **kwargs: object) -> None:
 
 
 def _zero_pad(node: object) -> Optional[list]:
-    """The pad list of ``constant_pad_nd(t, pad, 0)``, or None for anything else."""
+    """The pad list of ``constant_pad_nd(t, pad, 0)`` with no negative pad, or None for anything else."""
     if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target is aten.constant_pad_nd.default):
         return None
     value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
     pad = list(node.args[1])
-    return pad if value == 0 and all(isinstance(p, int) for p in pad) else None
+    # A negative pad crops: the product then lacks terms, and is not pad_mm's form.
+    return pad if value == 0 and all(isinstance(p, int) and p >= 0 for p in pad) else None
 
 
 def _padded(node: object) -> Optional[tuple[object, list]]:
@@ -408,8 +409,8 @@ def strip_matmul_padding(graph: fx.Graph) -> int:
     ``mm(pad(x, [0, pk, 0, pm]), pad(W.T, [0, 0, 0, pk]))[:M]``: zeros appended to K on
     both sides add nothing to the product, and the rows appended to M are sliced off
     again. Dropping the pads (and the slice) gives back the form the fusion patterns match;
-    the fused kernel handles any M and K itself. Padding of N (which pads the bias too) is
-    left alone. Returns the number of matmuls changed.
+    the fused kernel handles any M and K itself. Padding of N (which pads the bias too) and
+    negative pads (which crop) are left alone. Returns the number of matmuls changed.
     """
     changed = 0
     for target, at in ((aten.mm.default, 0), (aten.addmm.default, 1)):
@@ -485,7 +486,9 @@ def recompose_vector_mm(graph: fx.Graph) -> int:
     """
     changed = 0
     for total in graph.find_nodes(op="call_function", target=aten.sum.dim_IntList):
-        if list(total.args[1]) not in ([1], [-2]) or total.kwargs.get("keepdim") or len(total.args) > 2:
+        # A dtype= keyword makes the sum another dtype than the mm would be.
+        if list(total.args[1]) not in ([1], [-2]) or len(total.args) > 2 or set(total.kwargs) - {"keepdim"} \
+                or total.kwargs.get("keepdim"):
             continue
         mul = total.args[0]
         if not (_call(mul, aten.mul.Tensor) and len(mul.args) == 2 and _single_use(mul)):
@@ -497,8 +500,11 @@ def recompose_vector_mm(graph: fx.Graph) -> int:
         x, w_t = _uncast(x_side.args[0]), _uncast(w_side.args[0])
         _, source = view_chain(w_t)
         weight = as_quantized_weight(source)
-        x_val = _val(x)
+        x_val, w_val = _val(x), _val(w_t)
         if weight is None or x_val is None or x_val.dim() != 2 or x_val.dtype != weight.dtype:
+            continue
+        # (M, K, 1) * (1, K, N) only: a size-1 K on either side broadcasts, which no mm does.
+        if w_val is None or w_val.dim() != 2 or x_val.shape[1] != w_val.shape[0]:
             continue
         (user,) = total.users if len(total.users) == 1 else (None,)
         if _cast_dtype(user) == x_val.dtype:
@@ -513,7 +519,7 @@ def recompose_vector_mm(graph: fx.Graph) -> int:
             mm.meta["val"] = torch.mm(_val(x), _val(w_t))
         mm.meta["stack_trace"] = result.meta.get("stack_trace")
         result.replace_all_uses_with(mm)
-        for node in (result, total, mul, x_side, w_side, x_side.args[0], w_side.args[0]):
+        for node in dict.fromkeys((result, total, mul, x_side, w_side, x_side.args[0], w_side.args[0])):
             if node not in (x, w_t) and not node.users:
                 graph.erase_node(node)
         changed += 1

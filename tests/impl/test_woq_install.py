@@ -143,3 +143,103 @@ def test_without_install_the_program_runs_unfused():
     with inductor_config.patch(force_disable_caches=True):
         torch.testing.assert_close(torch.compile(fn)(x), fn(x), rtol=1e-5, atol=1e-5)
     assert counter_key("int8_weight_only", "matcher_count") not in counters["inductor"]
+
+
+# --------------------------------------------------------------------------- compiled in the block, run after it
+#
+# torch.compile is lazy: Dynamo and Inductor run at the first call, not at torch.compile().
+# What was compiled inside ``with impl.installed():`` keeps our passes for every compile it
+# does later, after the block included (a recompile for a new batch size too).
+
+
+def _fused() -> int:
+    return counters["inductor"][counter_key("int8_weight_only", "matcher_count")]
+
+
+@pytest.fixture
+def _fresh():
+    torch._dynamo.reset()
+    counters.clear()
+    with inductor_config.patch(force_disable_caches=True):
+        yield
+    torch._dynamo.reset()
+
+
+def test_compiled_in_the_block_and_first_called_after_it_fuses(_fresh):
+    fn, x = _int8_linear()
+    with impl.installed():
+        compiled = torch.compile(fn)
+    assert getattr(inductor_config, HOOK) is None  # the global hook is restored all the same
+    torch.testing.assert_close(compiled(x), fn(x), rtol=1e-5, atol=1e-5)
+    assert _fused() == 1
+
+
+def test_a_recompile_after_the_block_still_fuses(_fresh):
+    """Batch 3 compiled inside the block, batch 8 after it: Dynamo recompiles (automatic
+    dynamic M) and that graph is fused too, so the model is not half fused."""
+    fn, x = _int8_linear()
+    with impl.installed():
+        compiled = torch.compile(fn)
+        torch.testing.assert_close(compiled(x), fn(x), rtol=1e-5, atol=1e-5)
+    assert _fused() == 1
+    x8 = torch.randn(8, x.shape[1])
+    torch.testing.assert_close(compiled(x8), fn(x8), rtol=1e-5, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 2  # it did recompile
+    assert _fused() == 2
+
+
+def test_a_module_compiled_in_the_block_with_options_keeps_them_and_the_user_pass(_fresh):
+    """``nn.Module.compile`` goes through torch.compile too; the user's own options stay, a
+    pass the user gave in ``options`` runs first and ours after it."""
+    fn, x = _int8_linear()
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    user = RecordingPass()
+    model = Model()
+    with impl.installed():
+        model.compile(options={HOOK: user, "epilogue_fusion": False})
+    torch.testing.assert_close(model(x), fn(x), rtol=1e-5, atol=1e-5)
+    assert user.saw_region.count(True) == 1 and _fused() == 1
+
+
+def test_the_block_leaves_torch_compile_as_it_was():
+    original = torch.compile
+    with impl.installed():
+        assert torch.compile is not original
+        with impl.installed():  # nested: one set of passes, restored in order
+            pass
+        with pytest.raises(RuntimeError, match="Either mode or options"):
+            torch.compile(lambda x: x, mode="max-autotune", options={"max_autotune": True})
+        # Another backend gets no Inductor options.
+        torch.compile(lambda x: x, backend="aot_eager")
+    assert torch.compile is original
+
+
+def test_a_mode_becomes_its_options_next_to_the_passes():
+    """torch.compile takes mode or options, not both: inside the block a mode is handed on as
+    the options it stands for, with the passes added; other backends are untouched."""
+    from torch._inductor import list_mode_options
+
+    from impl.install import compile_with_passes
+
+    calls = []
+
+    def record(model=None, **kwargs):
+        calls.append(kwargs)
+        return model
+
+    passes = impl.install()
+    compile_fn = compile_with_passes(record)
+    compile_fn(len, mode="max-autotune-no-cudagraphs", dynamic=True)
+    assert calls[-1]["mode"] is None
+    assert calls[-1]["options"] == {**list_mode_options("max-autotune-no-cudagraphs", True), HOOK: passes}
+    compile_fn(len, backend="aot_eager", mode="max-autotune")
+    assert calls[-1] == {"backend": "aot_eager", "mode": "max-autotune"}
+    # A pass patched into the hook inside the block runs first, ours after it.
+    user = RecordingPass()
+    with inductor_config.patch({HOOK: user}):
+        compile_fn(len)
+    assert isinstance(calls[-1]["options"][HOOK], InstalledPasses) and calls[-1]["options"][HOOK].previous is user

@@ -34,12 +34,14 @@ from .model import (
     COUNTER_OPS,
     CUDAGRAPH_MODES,
     DEVICES,
+    DYNAMIC_MODES,
     FILECHECK_TARGETS,
     LAYOUTS,
     MARK_KINDS,
     PASS_HOOKS,
     RANGE_SETTINGS,
     REQUIREMENTS,
+    Call,
     Case,
     Checks,
     CounterExpectation,
@@ -51,6 +53,7 @@ from .model import (
     Matrix,
     PassSpec,
     PerfSpec,
+    RecompileBound,
     Suite,
     Tolerance,
     When,
@@ -71,10 +74,10 @@ from .yaml_lines import YamlMap, YamlSeq, as_yaml_map, parse_yaml_with_lines
 
 __all__ = [
     "BACKENDS", "CASE_KEYS", "CHECKS_KEYS", "COMPILE_MODES", "COUNTER_OPS", "CUDAGRAPH_MODES", "DEFAULT_MATRIX",
-    "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
+    "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "DYNAMIC_MODES", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
     "PASS_HOOKS", "PERF_KEYS", "RANGE_SETTINGS", "REQUIREMENTS", "TOLERANCE_KEYS", "TOP_LEVEL_KEYS",
-    "Case", "CaseFormatError", "Checks", "CounterExpectation", "DimRange", "FileCheckBlock", "FuzzSpec", "InputFuzz",
-    "Mark", "Matrix", "PassSpec", "PerfSpec", "Suite", "Tolerance", "When",
+    "Call", "Case", "CaseFormatError", "Checks", "CounterExpectation", "DimRange", "FileCheckBlock", "FuzzSpec", "InputFuzz",
+    "Mark", "Matrix", "PassSpec", "PerfSpec", "RecompileBound", "Suite", "Tolerance", "When",
     "load_suite", "parse_suite",
 ]
 

@@ -32,6 +32,9 @@ REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_
 # with CUDA graphs are run until they replay (harness/run.py, CUDAGRAPH_RUNS).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+# The ``dynamic:`` matrix axis: torch.compile(dynamic=False), (dynamic=True), and dynamic=None
+# (automatic: static first, dynamic once a second shape is seen).
+DYNAMIC_MODES = ("static", "dynamic", "automatic")
 
 # How a fuzz case may vary an input (harness/fuzz.py draws them).
 LAYOUTS = ("contiguous", "transposed", "padded")
@@ -72,6 +75,7 @@ class FileCheckBlock:
     first_check_line: int  # YAML line of the check text's first line
     when: When
     line: int
+    each_graph: bool = False  # run on each compiled graph's code alone (a case with calls recompiles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +94,31 @@ class CounterExpectation:
     @property
     def name(self) -> str:
         return self.key.split(".", 1)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecompileBound:
+    """``checks.recompiles``: how many calls after the first may compile anew (``op`` is ==, <= or >=);
+    ``dynamic``: the ``dynamic:`` axis value it holds for (None: every cell)."""
+
+    op: str
+    count: int
+    dynamic: Optional[str] = None
+    line: int = 0
+
+    def holds(self, recompiles: int) -> bool:
+        return {"==": recompiles == self.count, "<=": recompiles <= self.count, ">=": recompiles >= self.count}[self.op]
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One call of a case's ``calls:`` sequence: every input's spec for this call; ``changed``
+    names the inputs the call overrides (built anew for it; the others are the same objects
+    in every call of the sequence, as a user's model is)."""
+
+    inputs: tuple[InputSpec, ...]
+    changed: tuple[str, ...]
+    line: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +164,7 @@ class Checks:
     graphs: Optional[int] = 1
     graph_breaks: Optional[int] = 0
     perf: Optional[PerfSpec] = None
+    recompiles: tuple[RecompileBound, ...] = ()  # only for a case with calls
 
 
 # --------------------------------------------------------------------------- fuzz spec
@@ -198,6 +228,7 @@ class Case:
     timeout: Optional[float] = None  # seconds; None: --cell-timeout or no limit (harness/guard.py)
     fuzz: Optional[FuzzSpec] = None  # input shapes/strides/values drawn by hypothesis (harness/fuzz.py)
     compile_mode: str = "default"  # torch.compile mode of the ``inductor`` backend's cells
+    calls: tuple[Call, ...] = ()  # a sequence of calls of one compiled callable (empty: one call on ``inputs``)
 
     def tolerance_for(self, dtype: str) -> Tolerance:
         return dict(self.tolerances)[dtype]

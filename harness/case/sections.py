@@ -29,6 +29,8 @@ from .model import (
     PASS_HOOKS,
     RANGE_SETTINGS,
     REQUIREMENTS,
+    DYNAMIC_MODES,
+    Call,
     Case,
     Checks,
     CounterExpectation,
@@ -40,6 +42,7 @@ from .model import (
     Matrix,
     PassSpec,
     PerfSpec,
+    RecompileBound,
     Tolerance,
     When,
 )
@@ -64,14 +67,17 @@ CASE_KEYS = (
     "description", "program", "params", "inputs", "seed", "matrix", "tolerances", "config",
     "dynamo_config", "passes", "backward", "no_grad", "deterministic", "checks", "marks", "timeout", "fuzz",
     "compile_mode",
-    "max_input_gb",
+    "max_input_gb", "calls",
 )
-DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz"))
-CHECKS_KEYS = ("golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks", "perf")
+DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz", "calls"))
+CHECKS_KEYS = (
+    "golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks", "perf", "recompiles",
+)
 INPUT_KEYS = (
     "kind", "shape", "dtype", "strides", "pad_last_dim", "distribution", "mean", "std", "low", "high",
     "value", "seed", "requires_grad", "params",
 )
+EACH_GRAPH_TARGETS = ("output_code", "kernel_source")  # texts the run keeps per compiled graph
 PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when")
 TOLERANCE_KEYS = ("atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor")
 FUZZ_KEYS = ("examples", "seed", "max_seconds", "dims", "inputs", "reference")
@@ -149,12 +155,23 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
         raise sub("max_input_gb").error("must be finite", got=max_input_gb)
     for (_, _, input_at), spec in zip(entries(inputs_map, sub("inputs")), inputs):
         _check_input_size(spec, fuzz, matrix, max_input_gb, input_at)
+    calls: tuple[Call, ...] = ()
+    if "calls" in body:
+        if fuzz is not None:
+            raise sub("calls").error("a fuzz case draws its own inputs: give either calls or fuzz")
+        calls = _parse_calls(body["calls"], sub("calls"), inputs_map, sub("inputs"))
+        for call in calls:
+            for spec in call.inputs:
+                if spec.name in call.changed:
+                    _check_input_size(spec, None, matrix, max_input_gb, At(display, call.line, sub("calls").field))
+    if checks.recompiles and not calls:
+        raise sub("checks").error("recompiles counts the compiles after a case's first call: it needs calls:")
     return Case(
         suite_path=path, display_path=display, name=name, line=at.line, description=description,
         program=program, params=tuple(params.items()), inputs=inputs, seed=seed, matrix=matrix,
         tolerances=tolerances, config=config, dynamo_config=dynamo_config, passes=passes,
         backward=backward, no_grad=no_grad, deterministic=deterministic, checks=checks, marks=marks, timeout=timeout, fuzz=fuzz,
-        compile_mode=compile_mode,
+        compile_mode=compile_mode, calls=calls,
     )
 
 
@@ -297,6 +314,73 @@ def _parse_input(name: str, value: Any, at: At, dims: Sequence[str] = ()) -> Inp
     return InputSpec(**fields)
 
 
+def _merge_input(base: YamlMap, override: YamlMap) -> YamlMap:
+    """An input's YAML with a call's keys on top (``params`` merged key by key), lines kept."""
+    merged = as_yaml_map({}, override.line)
+    for source in (base, override):
+        for key, value in source.items():
+            if key == "params" and isinstance(merged.get(key), dict) and isinstance(value, dict):
+                params = as_yaml_map({**merged[key], **value}, value.line)
+                params.key_lines = {**merged[key].key_lines, **value.key_lines}
+                params.value_lines = {**merged[key].value_lines, **value.value_lines}
+                value = params
+            merged[key] = value
+            merged.key_lines[key] = source.key_lines.get(key, source.line)
+            merged.value_lines[key] = source.value_lines.get(key, source.line)
+            merged.value_styles[key] = source.value_styles.get(key)
+    return merged
+
+
+def parse_input_overrides(value: Any, at: At, inputs_map: YamlMap, inputs_at: At) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:
+    """``{input name: {spec keys}}`` on top of the case's inputs: (every input's spec, the names overridden).
+
+    A call of ``calls:`` and a baseline (``checks.perf.faster_than``, ``checks.reference``) say
+    what differs from ``inputs:`` this way; the merged spec is checked like any input."""
+    overrides = require_map(value, at)
+    for name in overrides:
+        if name not in inputs_map:
+            raise at.key(overrides, name, overrides.key_lines).error("not an input of this case", got=name, allowed=list(inputs_map))
+    specs = []
+    for name, base, base_at in entries(inputs_map, inputs_at):
+        if name in overrides:
+            override_at = at.key(overrides, name)
+            merged = _merge_input(require_map(base, base_at, INPUT_KEYS), require_map(overrides[name], override_at, INPUT_KEYS))
+            specs.append(_parse_input(name, merged, override_at))
+        else:
+            specs.append(_parse_input(name, base, base_at))
+    return tuple(specs), tuple(n for n in inputs_map if n in overrides)
+
+
+def _parse_calls(value: Any, at: At, inputs_map: YamlMap, inputs_at: At) -> tuple[Call, ...]:
+    items = require_list(value, at)
+    calls = []
+    for i, item in enumerate(items):
+        item_at = at.item(items, i)
+        specs, changed = parse_input_overrides(item if item is not None else as_yaml_map({}, item_at.line), item_at, inputs_map, inputs_at)
+        calls.append(Call(inputs=specs, changed=changed, line=item_at.line))
+    return tuple(calls)
+
+
+def _parse_recompiles(value: Any, at: At) -> tuple[RecompileBound, ...]:
+    """``0``, ``"<= 1"`` (also ``==``, ``>=``), or one of those per ``dynamic:`` mode."""
+    if isinstance(value, dict):
+        mapping = require_map(value, at, DYNAMIC_MODES)
+        return tuple(
+            dataclasses.replace(_parse_recompile_bound(item, item_at), dynamic=mode) for mode, item, item_at in entries(mapping, at)
+        )
+    return (_parse_recompile_bound(value, at),)
+
+
+def _parse_recompile_bound(value: Any, at: At) -> RecompileBound:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return RecompileBound("==", require_int(value, at, minimum=0), line=at.line)
+    text = require_str(value, at).strip()
+    for op in ("<=", ">=", "=="):
+        if text.startswith(op) and text[len(op):].strip().isdigit():
+            return RecompileBound(op, int(text[len(op):]), line=at.line)
+    raise at.error("must be a count or '<= N', '>= N', '== N'", got=value)
+
+
 def _parse_matrix(value: Any, at: At) -> Matrix:
     fields = dict(DEFAULT_MATRIX)
     if value is not None:
@@ -426,6 +510,8 @@ def _parse_checks(value: Any, at: At) -> Checks:
             fields[key] = _parse_counters(item, item_at)
         elif key == "perf":
             fields[key] = _parse_perf(item, item_at)
+        elif key == "recompiles":
+            fields[key] = _parse_recompiles(item, item_at)
     return Checks(**fields)
 
 
@@ -449,7 +535,7 @@ def _parse_filechecks(value: Any, at: At, parent: YamlMap) -> tuple[FileCheckBlo
     out = []
     for i, item in enumerate(items):
         item_at = at.item(items, i)
-        block = require_map(item, item_at, ("target", "check", "when"))
+        block = require_map(item, item_at, ("target", "check", "when", "each_graph"))
         if "check" not in block:
             raise item_at.error("missing key 'check' (FileCheck text: CHECK lines)")
         target = require_choice(block.get("target", "output_code"), item_at.child("target", block.value_lines.get("target", item_at.line)), FILECHECK_TARGETS)
@@ -459,7 +545,15 @@ def _parse_filechecks(value: Any, at: At, parent: YamlMap) -> tuple[FileCheckBlo
         first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
         _check_directives(check, check_at, first_line)
         when = _parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
-        out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line))
+        each_graph = False
+        if "each_graph" in block:
+            each_at = item_at.child("each_graph", block.value_lines["each_graph"])
+            each_graph = require_bool(block["each_graph"], each_at)
+            if each_graph and target not in EACH_GRAPH_TARGETS:
+                raise each_at.error(f"target {target!r} is not kept per graph", got=target, allowed=EACH_GRAPH_TARGETS)
+        out.append(FileCheckBlock(
+            target=target, check=check, first_check_line=first_line, when=when, line=item_at.line, each_graph=each_graph,
+        ))
     return tuple(out)
 
 

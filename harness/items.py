@@ -302,7 +302,7 @@ class CaseItem(pytest.Item):
     def summary_row(self, outcome: str) -> SummaryRow:
         result = self.stash.get(CELL_RESULT_KEY, {})
         return SummaryRow(
-            suite=self.case.display_path, case=self.case.name, backend=self.cell.backend, device=self.cell.device,
+            suite=self.case.display_path, case=self.case.name, backend=self.cell.variant, device=self.cell.device,
             dtype=self.cell.dtype, line=self.case.line, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
             seconds=result.get("seconds", 0.0), detail=self.cell.skip_reason or "",
             device_index=None if outcome == "skipped" else current_device_index(self.cell.device),

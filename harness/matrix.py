@@ -26,10 +26,16 @@ class MatrixCell:
     device: str
     dtype: str
     skip_reason: Optional[str] = None
+    dynamic: Optional[str] = None  # the case's ``dynamic:`` axis value (None: the case has no such axis)
 
     @property
     def id(self) -> str:
-        return f"{self.backend}-{self.device}-{self.dtype}"
+        return f"{self.backend}-{self.device}-{self.dtype}" + (f"-{self.dynamic}" if self.dynamic else "")
+
+    @property
+    def variant(self) -> str:
+        """The backend with the dynamic mode, ``inductor.dynamic``: what tells two cells of one device and dtype apart."""
+        return f"{self.backend}.{self.dynamic}" if self.dynamic else self.backend
 
     @property
     def compiles_with_inductor(self) -> bool:
@@ -140,12 +146,13 @@ def why_cannot_run(case: Case, backend: str, device: str, dtype: str, narrowing:
 
 
 def expand_matrix(case: Case, narrowing: Narrowing = Narrowing()) -> list[MatrixCell]:
-    """Every cell of the case the narrowing keeps, in backend, device, dtype order."""
+    """Every cell of the case the narrowing keeps, in backend, device, dtype, dynamic order."""
     cells = []
-    for backend, device, dtype in itertools.product(case.matrix.backends, case.matrix.devices, case.matrix.dtypes):
+    modes: tuple[Optional[str], ...] = case.matrix.dynamic or (None,)
+    for backend, device, dtype, dynamic in itertools.product(case.matrix.backends, case.matrix.devices, case.matrix.dtypes, modes):
         if not narrowing.keeps(backend, device, dtype):
             continue
-        cells.append(MatrixCell(backend, device, dtype, why_cannot_run(case, backend, device, dtype, narrowing)))
+        cells.append(MatrixCell(backend, device, dtype, why_cannot_run(case, backend, device, dtype, narrowing), dynamic))
     return cells
 
 

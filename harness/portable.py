@@ -401,11 +401,17 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         torch._C._set_deterministic_fill_uninitialized_memory(previous_fill)
 
 
-def compile_program(fn: Callable[..., Any], backend: str, mode: Optional[str]) -> Callable[..., Any]:
-    """torch.compile for a cell's backend: the ``inductor*`` backends are Inductor in ``mode``."""
+#: torch.compile's ``dynamic=`` for each mode of a case's ``dynamic:`` axis (None: automatic,
+#: static until a second shape is seen, as torch.compile does by default).
+DYNAMIC_ARGUMENT = {"static": False, "dynamic": True, "automatic": None, None: None}
+
+
+def compile_program(fn: Callable[..., Any], backend: str, mode: Optional[str], dynamic: Optional[str] = None) -> Callable[..., Any]:
+    """torch.compile for a cell's backend: the ``inductor*`` backends are Inductor in ``mode``;
+    ``dynamic``: the cell's dynamic mode (static, dynamic, automatic; None: the default)."""
     if backend.startswith("inductor"):
-        return torch.compile(fn, backend="inductor", mode=mode)
-    return torch.compile(fn, backend=backend)
+        return torch.compile(fn, backend="inductor", mode=mode, dynamic=DYNAMIC_ARGUMENT[dynamic])
+    return torch.compile(fn, backend=backend, dynamic=DYNAMIC_ARGUMENT[dynamic])
 
 
 def _chain(passes: list[Callable[[Any], Any]]) -> Callable[[Any], None]:

@@ -274,7 +274,7 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
             # A case setting force_disable_caches makes Dynamo warn that PGO is off: that is the point.
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
-            compiled_fn = compile_program(program, cell.backend, compile_mode(case, cell.backend))
+            compiled_fn = compile_program(program, cell.backend, compile_mode(case, cell.backend), cell.dynamic)
             compiled, graph_codes, graphs, recompiles = _run_compiled_calls(case, cell, compiled_fn, sequence)
             code = [text for _, text in graph_codes]
             seconds["compiled"] = time.perf_counter() - start
@@ -312,6 +312,14 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
     )
 
 
+def mark_dynamic(case: Case, specs: tuple[InputSpec, ...], args: list[Any]) -> None:
+    """``torch._dynamo.mark_dynamic`` on the dims the case's ``mark_dynamic:`` names."""
+    dims = dict(case.mark_dynamic)
+    for spec, value in zip(specs, args):
+        if spec.name in dims and isinstance(value, torch.Tensor):
+            torch._dynamo.mark_dynamic(value, list(dims[spec.name]))
+
+
 def _run_compiled_calls(
     case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], sequence: list[list[Any]],
 ) -> tuple[dict[str, torch.Tensor], list[tuple[int, str]], int, int]:
@@ -332,6 +340,7 @@ def _run_compiled_calls(
     with mock.patch.object(GraphLowering, "save_output_code", lambda code: graph_codes.append((index, code))):
         for index, (specs, args) in enumerate(zip(call_specs(case), sequence)):
             before = counters["stats"]["unique_graphs"]
+            mark_dynamic(case, specs, args)
             result = _run_program(case, compiled_fn, args, specs)
             for _ in range(runs - 1):
                 result = _run_program(case, compiled_fn, args, specs)

@@ -66,6 +66,7 @@ class Matrix:
     backends: tuple[str, ...]
     devices: tuple[str, ...]
     dtypes: tuple[str, ...]
+    dynamic: tuple[str, ...] = ()  # DYNAMIC_MODES of the ``dynamic:`` axis; empty: no axis (torch.compile's default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +230,7 @@ class Case:
     fuzz: Optional[FuzzSpec] = None  # input shapes/strides/values drawn by hypothesis (harness/fuzz.py)
     compile_mode: str = "default"  # torch.compile mode of the ``inductor`` backend's cells
     calls: tuple[Call, ...] = ()  # a sequence of calls of one compiled callable (empty: one call on ``inputs``)
+    mark_dynamic: tuple[tuple[str, tuple[int, ...]], ...] = ()  # input name -> dims torch._dynamo.mark_dynamic marks
 
     def tolerance_for(self, dtype: str) -> Tolerance:
         return dict(self.tolerances)[dtype]

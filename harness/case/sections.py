@@ -67,9 +67,9 @@ CASE_KEYS = (
     "description", "program", "params", "inputs", "seed", "matrix", "tolerances", "config",
     "dynamo_config", "passes", "backward", "no_grad", "deterministic", "checks", "marks", "timeout", "fuzz",
     "compile_mode",
-    "max_input_gb", "calls",
+    "max_input_gb", "calls", "mark_dynamic",
 )
-DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz", "calls"))
+DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz", "calls", "mark_dynamic"))
 CHECKS_KEYS = (
     "golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks", "perf", "recompiles",
 )
@@ -155,6 +155,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
         raise sub("max_input_gb").error("must be finite", got=max_input_gb)
     for (_, _, input_at), spec in zip(entries(inputs_map, sub("inputs")), inputs):
         _check_input_size(spec, fuzz, matrix, max_input_gb, input_at)
+    mark_dynamic = () if "mark_dynamic" not in body else _parse_mark_dynamic(body["mark_dynamic"], sub("mark_dynamic"), inputs)
     calls: tuple[Call, ...] = ()
     if "calls" in body:
         if fuzz is not None:
@@ -171,7 +172,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
         program=program, params=tuple(params.items()), inputs=inputs, seed=seed, matrix=matrix,
         tolerances=tolerances, config=config, dynamo_config=dynamo_config, passes=passes,
         backward=backward, no_grad=no_grad, deterministic=deterministic, checks=checks, marks=marks, timeout=timeout, fuzz=fuzz,
-        compile_mode=compile_mode, calls=calls,
+        compile_mode=compile_mode, calls=calls, mark_dynamic=mark_dynamic,
     )
 
 
@@ -384,15 +385,52 @@ def _parse_recompile_bound(value: Any, at: At) -> RecompileBound:
 def _parse_matrix(value: Any, at: At) -> Matrix:
     fields = dict(DEFAULT_MATRIX)
     if value is not None:
-        mapping = require_map(value, at, tuple(DEFAULT_MATRIX))
+        mapping = require_map(value, at, tuple(DEFAULT_MATRIX) + ("dynamic",))
         for key, item, item_at in entries(mapping, at):
             if key == "backends":
                 fields[key] = choice_list(item, item_at, BACKENDS)
             elif key == "devices":
                 fields[key] = choice_list(item, item_at, DEVICES)
+            elif key == "dynamic":
+                fields[key] = _parse_dynamic_axis(item, item_at)
             else:
                 fields[key] = choice_list(item, item_at, list(DTYPES), lambda v, a: require_dtype(v, a))
     return Matrix(**fields)
+
+
+#: How the ``dynamic:`` axis may spell each mode: torch.compile's own ``dynamic=`` values, or the names.
+DYNAMIC_SPELLINGS = {False: "static", True: "dynamic", "static": "static", "dynamic": "dynamic", "automatic": "automatic"}
+
+
+def _parse_dynamic_axis(value: Any, at: At) -> tuple[str, ...]:
+    items = require_list(value, at)
+    modes = []
+    for i, item in enumerate(items):
+        mode = DYNAMIC_SPELLINGS.get(item) if isinstance(item, (bool, str)) else None
+        if mode is None:
+            raise at.item(items, i).error("not a dynamic mode", got=item, allowed=["false", "true", "automatic"])
+        if mode in modes:
+            raise at.item(items, i).error("named twice", got=item)
+        modes.append(mode)
+    return tuple(modes)
+
+
+def _parse_mark_dynamic(value: Any, at: At, inputs: Sequence[InputSpec]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``{input: [dim, ...]}``: dims of tensor inputs marked dynamic before each compiled call."""
+    mapping = require_map(value, at)
+    by_name = {spec.name: spec for spec in inputs}
+    out = []
+    for name, item, item_at in entries(mapping, at):
+        if name not in by_name:
+            raise item_at.error("not an input of this case", got=name, allowed=list(by_name))
+        dims = require_list(item, item_at)
+        rank = len(by_name[name].shape)
+        parsed = tuple(require_int(d, item_at.item(dims, i), minimum=0) for i, d in enumerate(dims))
+        for i, dim in enumerate(parsed):
+            if dim >= rank:
+                raise item_at.item(dims, i).error(f"input {name!r} has {rank} dims", got=dim)
+        out.append((name, parsed))
+    return tuple(out)
 
 
 def _parse_tolerance_fields(mapping: YamlMap, at: At) -> dict[str, float]:

@@ -256,7 +256,7 @@ class CaseItem(pytest.Item):
             suite_key=settings.project.suite_key(self.case.suite_path),
             shown=lambda path: display_path(path, settings.rootdir),
             write=settings.update_golden, write_if_missing=settings.add_missing_goldens,
-            refresh_command=update_command(self.nodeid, settings.rerun_options),
+            refresh_command=update_command(self.nodeid, settings.rerun_options), baseline=run.perf_baseline,
         )
         self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: {verdict.note}"))
         return [] if verdict.ok else [verdict.failure]

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from .case import CUDAGRAPH_MODES, Case
+from .case import CUDAGRAPH_MODES, Case, Variant
 from .dtypes import DTYPES
 from .inputs import InputSpec, build_input
 from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
@@ -73,6 +73,7 @@ class CellRun:
     graph_break_reasons: list[str]
     seconds: dict[str, float]
     perf: Optional[Any] = None  # a harness.perf.PerfSample when the cell was timed
+    perf_baseline: Optional[Any] = None  # the same for checks.perf.faster_than's baseline, timed after it
     # FileCheck targets this cell has no text for (ptx on a CPU cell), with the reason
     unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
     # each compiled graph's output code, with the index of the call that compiled it
@@ -278,8 +279,12 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
             compiled, graph_codes, graphs, recompiles = _run_compiled_calls(case, cell, compiled_fn, sequence)
             code = [text for _, text in graph_codes]
             seconds["compiled"] = time.perf_counter() - start
-            perf = None if timer is None else _time_compiled(case, cell, compiled_fn, timer, sequence[-1])
-        snapshot = _counter_snapshot()
+            snapshot = _counter_snapshot()  # the baseline's compile is not the case's
+            perf = perf_baseline = None
+            if timer is not None:
+                perf = _time_compiled(case, cell, compiled_fn, timer, sequence[-1])
+                if case.checks.perf.faster_than is not None:
+                    perf_baseline = _time_baseline(case, cell, timer, case.checks.perf.faster_than.baseline)
         torch._dynamo.reset()
 
     output_code = "\n".join(code)
@@ -306,10 +311,26 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         graph_break_reasons=[reason.splitlines()[0] for reason in graph_breaks],
         seconds=seconds,
         perf=perf,
+        perf_baseline=perf_baseline,
         unavailable=unavailable,
         graph_codes=graph_codes,
         recompiles=recompiles,
     )
+
+
+def variant_case(case: Case, variant: Variant) -> Case:
+    """The case with a variant's program and inputs (a baseline, a reference)."""
+    return dataclasses.replace(case, program=variant.program, params=variant.params, inputs=variant.inputs, calls=variant.calls)
+
+
+def _time_baseline(case: Case, cell: MatrixCell, timer: Any, baseline: Variant) -> Any:
+    """The baseline compiled as the case was (backend, mode, dynamic, passes), put through the
+    same call sequence (so the same recompiles), then timed as the case was."""
+    baseline_case = variant_case(case, baseline)
+    compiled_fn = compile_program(baseline_case.make_program(), cell.backend, compile_mode(case, cell.backend), cell.dynamic)
+    sequence = build_call_inputs(baseline_case, cell.device, DTYPES[cell.dtype])
+    _run_compiled_calls(baseline_case, cell, compiled_fn, sequence)
+    return _time_compiled(baseline_case, cell, compiled_fn, timer, sequence[-1])
 
 
 def mark_dynamic(case: Case, specs: tuple[InputSpec, ...], args: list[Any]) -> None:

@@ -41,6 +41,7 @@ from .model import (
     PASS_HOOKS,
     RANGE_SETTINGS,
     REQUIREMENTS,
+    PERF_TIMERS,
     Call,
     Case,
     Checks,
@@ -52,8 +53,10 @@ from .model import (
     Mark,
     Matrix,
     PassSpec,
+    FasterThan,
     PerfSpec,
     RecompileBound,
+    Variant,
     Suite,
     Tolerance,
     When,
@@ -74,10 +77,10 @@ from .yaml_lines import YamlMap, YamlSeq, as_yaml_map, parse_yaml_with_lines
 
 __all__ = [
     "BACKENDS", "CASE_KEYS", "CHECKS_KEYS", "COMPILE_MODES", "COUNTER_OPS", "CUDAGRAPH_MODES", "DEFAULT_MATRIX",
-    "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "DYNAMIC_MODES", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
+    "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "DYNAMIC_MODES", "PERF_TIMERS", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
     "PASS_HOOKS", "PERF_KEYS", "RANGE_SETTINGS", "REQUIREMENTS", "TOLERANCE_KEYS", "TOP_LEVEL_KEYS",
     "Call", "Case", "CaseFormatError", "Checks", "CounterExpectation", "DimRange", "FileCheckBlock", "FuzzSpec", "InputFuzz",
-    "Mark", "Matrix", "PassSpec", "PerfSpec", "RecompileBound", "Suite", "Tolerance", "When",
+    "Mark", "Matrix", "FasterThan", "PassSpec", "PerfSpec", "RecompileBound", "Suite", "Variant", "Tolerance", "When",
     "load_suite", "parse_suite",
 ]
 

@@ -123,16 +123,49 @@ class Call:
 
 
 @dataclasses.dataclass(frozen=True)
+class Variant:
+    """The case's program or inputs changed, run in the same cell beside it (a baseline to time
+    against, a reference to compare with): ``inputs`` and ``calls`` as the case's, with the
+    variant's input overrides on top."""
+
+    program: str
+    params: tuple[tuple[str, Any], ...]
+    inputs: tuple[InputSpec, ...]
+    calls: tuple[Call, ...]
+    changed: tuple[str, ...]  # the inputs the variant overrides
+    text: str  # how the suite wrote it, for reports
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FasterThan:
+    """``checks.perf.faster_than``: the baseline's time / the case's >= ``by``, both timed in the cell."""
+
+    baseline: Variant
+    by: float
+    line: int = 0
+
+
+#: ``checks.perf.timer``: CUDA events around each call after a GPU spin (the GPU's time), a CUDA
+#: graph's replay, or the host's clock around plain synchronized calls (host cost included).
+PERF_TIMERS = ("events", "graph", "wall")
+
+
+@dataclasses.dataclass(frozen=True)
 class PerfSpec:
-    """``checks.perf``: time the cell (harness/perf.py); fail when slower than (1 + band) x its perf golden."""
+    """``checks.perf``: time the cell (harness/perf.py); fail when slower than (1 + band) x its
+    perf golden, or not ``faster_than.by`` times faster than a baseline timed beside it."""
 
     band: float = 0.15
     warmup: int = 10  # untimed calls first
     reps: int = 100  # timed calls; the median is kept
-    cuda_graph: bool = False  # time the replay of a CUDA graph of the call
+    cuda_graph: bool = False  # time the replay of a CUDA graph of the call (timer: graph)
     l2_flush: bool = False  # read a 256 MB buffer before each timed call (operands from HBM)
     when: When = When()
     line: int = 0
+    timer: str = "events"  # one of PERF_TIMERS; "graph" exactly when cuda_graph
+    golden: bool = True  # hold the time to a perf golden of the device kind
+    faster_than: Optional[FasterThan] = None
 
 
 @dataclasses.dataclass(frozen=True)

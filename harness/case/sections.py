@@ -30,9 +30,12 @@ from .model import (
     RANGE_SETTINGS,
     REQUIREMENTS,
     DYNAMIC_MODES,
+    PERF_TIMERS,
     Call,
     Case,
     Checks,
+    FasterThan,
+    Variant,
     CounterExpectation,
     DimRange,
     FileCheckBlock,
@@ -78,7 +81,8 @@ INPUT_KEYS = (
     "value", "seed", "requires_grad", "params",
 )
 EACH_GRAPH_TARGETS = ("output_code", "kernel_source")  # texts the run keeps per compiled graph
-PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when")
+PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when", "timer", "golden", "faster_than")
+VARIANT_KEYS = ("program", "params", "inputs")
 TOLERANCE_KEYS = ("atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor")
 FUZZ_KEYS = ("examples", "seed", "max_seconds", "dims", "inputs", "reference")
 INPUT_FUZZ_KEYS = ("layout", "max_pad", "distribution") + RANGE_SETTINGS
@@ -130,7 +134,10 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
     backward = require_bool(body.get("backward", False), sub("backward"))
     no_grad = require_bool(body.get("no_grad", False), sub("no_grad"))
     deterministic = require_bool(body.get("deterministic", False), sub("deterministic"))
-    checks = _parse_checks(body.get("checks"), sub("checks"))
+    def variant(value: Any, variant_at: At, keys: Sequence[str] = VARIANT_KEYS) -> tuple[Variant, YamlMap]:
+        return _parse_variant(value, variant_at, keys, program, params, inputs_map, sub("inputs"), body.get("calls"), sub("calls"))
+
+    checks = _parse_checks(body.get("checks"), sub("checks"), variant)
     marks = _parse_marks(body.get("marks"), sub("marks"))
     description = require_str(body.get("description", name), sub("description"))
     if backward and not any(spec.requires_grad for spec in inputs):
@@ -530,7 +537,40 @@ def _parse_passes(value: Any, at: At) -> tuple[PassSpec, ...]:
     return tuple(out)
 
 
-def _parse_checks(value: Any, at: At) -> Checks:
+def _parse_variant(
+    value: Any, at: At, keys: Sequence[str], program: str, params: YamlMap,
+    inputs_map: YamlMap, inputs_at: At, calls_value: Any, calls_at: At,
+) -> tuple[Variant, YamlMap]:
+    """A baseline or reference: ``{program?, params?, inputs?}`` (the case's unless given; its
+    input overrides apply to every call) and the mapping, for the caller's own keys."""
+    mapping = require_map(value, at, keys)
+    variant_program = program
+    if "program" in mapping:
+        variant_program = require_str(mapping["program"], at.key(mapping, "program"))
+    variant_params = params if "program" not in mapping else as_yaml_map({}, at.line)
+    if "params" in mapping:
+        variant_params = require_map(mapping["params"], at.key(mapping, "params"))
+    _check_program(variant_program, variant_params, at.key(mapping, "program"), at.key(mapping, "params"))
+    changed: tuple[str, ...] = ()
+    if "inputs" in mapping:
+        overrides = require_map(mapping["inputs"], at.key(mapping, "inputs"))
+        _, changed = parse_input_overrides(overrides, at.key(mapping, "inputs"), inputs_map, inputs_at)
+        merged = as_yaml_map({}, inputs_map.line)
+        for name, base in inputs_map.items():
+            merged[name] = _merge_input(base, overrides[name]) if name in overrides else base
+            merged.key_lines[name] = inputs_map.key_lines.get(name, inputs_map.line)
+            merged.value_lines[name] = inputs_map.value_lines.get(name, inputs_map.line)
+        inputs_map = merged
+    inputs = tuple(_parse_input(n, v, a) for n, v, a in entries(inputs_map, inputs_at))
+    calls = () if calls_value is None else _parse_calls(calls_value, calls_at, inputs_map, inputs_at)
+    text = variant_program + "".join(f", {name} changed" for name in changed)
+    return Variant(
+        program=variant_program, params=tuple(variant_params.items()), inputs=inputs, calls=calls,
+        changed=changed, text=text, line=at.line,
+    ), mapping
+
+
+def _parse_checks(value: Any, at: At, variant: Any = None) -> Checks:
     if value is None:
         return Checks()
     mapping = require_map(value, at, CHECKS_KEYS)
@@ -547,13 +587,13 @@ def _parse_checks(value: Any, at: At) -> Checks:
         elif key == "counters":
             fields[key] = _parse_counters(item, item_at)
         elif key == "perf":
-            fields[key] = _parse_perf(item, item_at)
+            fields[key] = _parse_perf(item, item_at, variant)
         elif key == "recompiles":
             fields[key] = _parse_recompiles(item, item_at)
     return Checks(**fields)
 
 
-def _parse_perf(value: Any, at: At) -> PerfSpec:
+def _parse_perf(value: Any, at: At, variant: Any = None) -> PerfSpec:
     spec = require_map(value, at, PERF_KEYS)
     fields: dict[str, Any] = {"line": at.line}
     for key, item, item_at in entries(spec, at):
@@ -561,10 +601,29 @@ def _parse_perf(value: Any, at: At) -> PerfSpec:
             fields[key] = require_number(item, item_at, minimum=0.0)
         elif key in ("warmup", "reps"):
             fields[key] = require_int(item, item_at, minimum=0 if key == "warmup" else 1)
-        elif key in ("cuda_graph", "l2_flush"):
+        elif key in ("cuda_graph", "l2_flush", "golden"):
             fields[key] = require_bool(item, item_at)
+        elif key == "timer":
+            fields[key] = require_choice(item, item_at, PERF_TIMERS)
+        elif key == "faster_than":
+            baseline, mapping = variant(item, item_at, VARIANT_KEYS + ("by",))
+            if "by" not in mapping:
+                raise item_at.error("missing key 'by' (how many times faster than the baseline the case must be, e.g. 1.2)")
+            by = require_number(mapping["by"], item_at.key(mapping, "by"), minimum=0.0)
+            if not by > 0:
+                raise item_at.key(mapping, "by").error("must be > 0", got=by)
+            fields[key] = FasterThan(baseline=baseline, by=by, line=item_at.line)
         else:
             fields[key] = _parse_when(item, item_at)
+    if "timer" in fields and "cuda_graph" in fields and fields["cuda_graph"] != (fields["timer"] == "graph"):
+        raise at.key(spec, "cuda_graph").error(f"contradicts timer: {fields['timer']} (cuda_graph: true is timer: graph; give one of them)")
+    if fields.get("cuda_graph"):
+        fields["timer"] = "graph"
+    fields["cuda_graph"] = fields.get("timer") == "graph"
+    if "golden" not in fields:
+        fields["golden"] = "faster_than" not in fields  # a ratio needs no golden unless asked
+    if not fields["golden"] and "faster_than" not in fields:
+        raise at.error("checks nothing: golden: false and no faster_than (give a baseline, or keep the perf golden)")
     return PerfSpec(**fields)
 
 

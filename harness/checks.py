@@ -42,6 +42,21 @@ def compare_eager_with_float64(case: Case, cell: MatrixCell, run: CellRun) -> Op
     return compare_outputs(reference, run.eager, case.tolerance_for(cell.dtype), label="eager vs float64")
 
 
+def compare_with_references(case: Case, cell: MatrixCell, run: CellRun) -> list[Comparison]:
+    """The compiled outputs against each of ``checks.references`` (run eagerly in this cell),
+    cast to the compiled outputs' dtypes, within the reference's tolerance."""
+    comparisons = []
+    for ref in case.checks.references:
+        if ref.name not in run.references:
+            continue
+        expected = {n: t.to(run.compiled[n].dtype) if n in run.compiled else t for n, t in run.references[ref.name].items()}
+        comparisons.append(compare_outputs(
+            expected, run.compiled, ref.tolerance_for(cell.dtype),
+            label=f"compiled ({cell.backend}) vs reference {ref.name!r} ({ref.variant.text}, eager)",
+        ))
+    return comparisons
+
+
 def compare_with_reference(case: Case, cell: MatrixCell, run: CellRun, reference: str) -> list[Comparison]:
     """Eager's and the compiled outputs against a fuzz case's reference ``module:function``."""
     expected = reference_outputs(case, cell, reference, like=run.eager)

@@ -22,7 +22,7 @@ import pytest
 
 from .case import Case, CaseFormatError, load_suite
 from .compare import Comparison, check_sampled_shapes, compare_outputs
-from .checks import compare_with_eager, compare_with_reference, counter_sections, filecheck_sections
+from .checks import compare_with_eager, compare_with_reference, compare_with_references, counter_sections, filecheck_sections
 from .fuzz import concretize, describe_example, pinned_case_yaml, search
 from .golden import (
     GoldenError,
@@ -170,6 +170,7 @@ class CaseItem(pytest.Item):
                 compare_with_eager(self.case, self.cell, run, label=f"compiled ({self.cell.backend}) vs eager, same run, same inputs")
             )
         compiled_matches_eager = bool(comparisons) and comparisons[0].ok
+        comparisons += compare_with_references(self.case, self.cell, run)
         if self.case.checks.golden:
             golden_sections, golden_comparisons = self._check_golden(run, settings, tolerance)
             sections += golden_sections

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import itertools
 import os
 from typing import Optional, Sequence
@@ -111,6 +112,10 @@ def unmet_requirement(mark: Mark, device: str) -> Optional[str]:
                 import triton  # noqa: F401
             except ImportError:
                 return "needs triton, which is not importable here"
+        if key == "imports":
+            for module in wanted:
+                if importlib.util.find_spec(module) is None:
+                    return f"needs the Python module {module!r}, which is not importable here (tools/setup.sh installs the test dependencies)"
         if key == "triton_interpreter" and wanted:
             reason = triton_interpreter_unavailable()
             if reason is not None:

@@ -74,6 +74,7 @@ class CellRun:
     seconds: dict[str, float]
     perf: Optional[Any] = None  # a harness.perf.PerfSample when the cell was timed
     perf_baseline: Optional[Any] = None  # the same for checks.perf.faster_than's baseline, timed after it
+    references: dict[str, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)  # checks.references, run eagerly
     # FileCheck targets this cell has no text for (ptx on a CPU cell), with the reason
     unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
     # each compiled graph's output code, with the index of the call that compiled it
@@ -251,6 +252,15 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
             float64 = _run_calls(case, program, [upcast_to_float64(args) for args in build_call_inputs(case, cell.device, dtype)])
             seconds["float64"] = time.perf_counter() - start
 
+        start = time.perf_counter()
+        references = {}
+        for ref in case.checks.references:
+            if ref.when.applies(cell.backend, cell.device, cell.dtype):
+                ref_case = variant_case(case, ref.variant)
+                references[ref.name] = _run_calls(ref_case, ref_case.make_program(), build_call_inputs(ref_case, cell.device, dtype))
+        if references:
+            seconds["references"] = time.perf_counter() - start
+
         targets = {block.target for block in case.checks.filecheck if block.when.applies(cell.backend, cell.device, cell.dtype)}
         post_grad_capture = PostGradCapture() if "post_grad_graph" in targets else None
         autotune_capture = _AutotuneBlockCapture()
@@ -312,6 +322,7 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         seconds=seconds,
         perf=perf,
         perf_baseline=perf_baseline,
+        references=references,
         unavailable=unavailable,
         graph_codes=graph_codes,
         recompiles=recompiles,

@@ -56,6 +56,7 @@ from .model import (
     FasterThan,
     PerfSpec,
     RecompileBound,
+    Reference,
     Variant,
     Suite,
     Tolerance,
@@ -80,7 +81,7 @@ __all__ = [
     "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "DYNAMIC_MODES", "PERF_TIMERS", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
     "PASS_HOOKS", "PERF_KEYS", "RANGE_SETTINGS", "REQUIREMENTS", "TOLERANCE_KEYS", "TOP_LEVEL_KEYS",
     "Call", "Case", "CaseFormatError", "Checks", "CounterExpectation", "DimRange", "FileCheckBlock", "FuzzSpec", "InputFuzz",
-    "Mark", "Matrix", "FasterThan", "PassSpec", "PerfSpec", "RecompileBound", "Suite", "Variant", "Tolerance", "When",
+    "Mark", "Matrix", "FasterThan", "PassSpec", "PerfSpec", "RecompileBound", "Reference", "Suite", "Variant", "Tolerance", "When",
     "load_suite", "parse_suite",
 ]
 

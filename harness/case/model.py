@@ -26,7 +26,7 @@ PASS_HOOKS = (
 )
 COUNTER_OPS = ("equals", "at_least", "at_most")
 MARK_KINDS = ("slow", "skip", "xfail", "requires")
-REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_interpreter")
+REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_interpreter", "imports")
 
 # torch.compile modes the ``inductor`` backend's cells may use (``compile_mode:``); the ones
 # with CUDA graphs are run until they replay (harness/run.py, CUDAGRAPH_RUNS).
@@ -138,6 +138,20 @@ class Variant:
 
 
 @dataclasses.dataclass(frozen=True)
+class Reference:
+    """``checks.references[i]``: a variant run eagerly in the cell, the compiled outputs held to it
+    (a quantized model to the dense one, or to its float64 formula) with its own tolerances."""
+
+    name: str
+    variant: Variant
+    tolerances: tuple[tuple[str, Tolerance], ...]  # dtype name -> tolerance, every matrix dtype present
+    when: When = When()
+
+    def tolerance_for(self, dtype: str) -> Tolerance:
+        return dict(self.tolerances)[dtype]
+
+
+@dataclasses.dataclass(frozen=True)
 class FasterThan:
     """``checks.perf.faster_than``: the baseline's time / the case's >= ``by``, both timed in the cell."""
 
@@ -199,6 +213,7 @@ class Checks:
     graph_breaks: Optional[int] = 0
     perf: Optional[PerfSpec] = None
     recompiles: tuple[RecompileBound, ...] = ()  # only for a case with calls
+    references: tuple["Reference", ...] = ()
 
 
 # --------------------------------------------------------------------------- fuzz spec

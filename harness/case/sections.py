@@ -35,6 +35,7 @@ from .model import (
     Case,
     Checks,
     FasterThan,
+    Reference,
     Variant,
     CounterExpectation,
     DimRange,
@@ -75,7 +76,9 @@ CASE_KEYS = (
 DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz", "calls", "mark_dynamic"))
 CHECKS_KEYS = (
     "golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks", "perf", "recompiles",
+    "references",
 )
+REFERENCE_KEYS = ("name", "program", "params", "inputs", "tolerances", "when")
 INPUT_KEYS = (
     "kind", "shape", "dtype", "strides", "pad_last_dim", "distribution", "mean", "std", "low", "high",
     "value", "seed", "requires_grad", "params",
@@ -83,7 +86,9 @@ INPUT_KEYS = (
 EACH_GRAPH_TARGETS = ("output_code", "kernel_source")  # texts the run keeps per compiled graph
 PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when", "timer", "golden", "faster_than")
 VARIANT_KEYS = ("program", "params", "inputs")
-TOLERANCE_KEYS = ("atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor")
+TOLERANCE_KEYS = (
+    "atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor", "max_kl_div", "min_top_k_agreement", "top_k",
+)
 FUZZ_KEYS = ("examples", "seed", "max_seconds", "dims", "inputs", "reference")
 INPUT_FUZZ_KEYS = ("layout", "max_pad", "distribution") + RANGE_SETTINGS
 
@@ -137,7 +142,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
     def variant(value: Any, variant_at: At, keys: Sequence[str] = VARIANT_KEYS) -> tuple[Variant, YamlMap]:
         return _parse_variant(value, variant_at, keys, program, params, inputs_map, sub("inputs"), body.get("calls"), sub("calls"))
 
-    checks = _parse_checks(body.get("checks"), sub("checks"), variant)
+    checks = _parse_checks(body.get("checks"), sub("checks"), variant, matrix.dtypes)
     marks = _parse_marks(body.get("marks"), sub("marks"))
     description = require_str(body.get("description", name), sub("description"))
     if backward and not any(spec.requires_grad for spec in inputs):
@@ -323,8 +328,11 @@ def _parse_input(name: str, value: Any, at: At, dims: Sequence[str] = ()) -> Inp
 
 
 def _merge_input(base: YamlMap, override: YamlMap) -> YamlMap:
-    """An input's YAML with a call's keys on top (``params`` merged key by key), lines kept."""
+    """An input's YAML with a call's keys on top (``params`` merged key by key unless the call
+    changes the input's kind), lines kept."""
     merged = as_yaml_map({}, override.line)
+    if "kind" in override and override.get("kind") != base.get("kind", "tensor"):
+        base = as_yaml_map({k: v for k, v in base.items() if k != "params"}, base.line)  # another kind's params do not apply
     for source in (base, override):
         for key, value in source.items():
             if key == "params" and isinstance(merged.get(key), dict) and isinstance(value, dict):
@@ -440,10 +448,19 @@ def _parse_mark_dynamic(value: Any, at: At, inputs: Sequence[InputSpec]) -> tupl
     return tuple(out)
 
 
+def _tolerance_value(item: Any, at: At, key: str) -> float:
+    value = require_tolerance(item, at, key)
+    if key == "top_k" and (value < 1 or value != int(value) or isinstance(item, float)):
+        raise at.error("must be an integer >= 1", got=item)
+    if key == "min_top_k_agreement" and value > 1:
+        raise at.error("is a share of rows: at most 1", got=item)
+    return value
+
+
 def _parse_tolerance_fields(mapping: YamlMap, at: At) -> dict[str, float]:
     out = {}
     for key, item, item_at in entries(mapping, at):
-        out[key] = require_tolerance(item, item_at, key)
+        out[key] = _tolerance_value(item, item_at, key)
     if ("quant_step" in out) != ("max_step_error" in out):
         raise at.error("quant_step and max_step_error go together")
     return out
@@ -457,7 +474,7 @@ def _parse_tolerances(value: Any, at: At, dtypes: Sequence[str]) -> tuple[tuple[
         for key, item, item_at in entries(mapping, at):
             key_at = at.key(mapping, key, mapping.key_lines)
             if key in TOLERANCE_KEYS:
-                common[key] = require_tolerance(item, item_at, key)
+                common[key] = _tolerance_value(item, item_at, key)
                 continue
             dtype = canonical_dtype_name(key) if isinstance(key, str) else None
             if dtype is None:
@@ -570,7 +587,25 @@ def _parse_variant(
     ), mapping
 
 
-def _parse_checks(value: Any, at: At, variant: Any = None) -> Checks:
+def _parse_references(value: Any, at: At, variant: Any, dtypes: Sequence[str]) -> tuple[Reference, ...]:
+    items = require_list(value, at)
+    out = []
+    for i, item in enumerate(items):
+        item_at = at.item(items, i)
+        parsed, mapping = variant(item, item_at, REFERENCE_KEYS)
+        for key in ("name", "tolerances"):
+            if key not in mapping:
+                raise item_at.error(f"missing key '{key}'")
+        name = require_str(mapping["name"], item_at.key(mapping, "name"))
+        if name in {r.name for r in out}:
+            raise item_at.key(mapping, "name").error("named twice", got=name)
+        tolerances = _parse_tolerances(mapping["tolerances"], item_at.key(mapping, "tolerances"), dtypes)
+        when = _parse_when(mapping["when"], item_at.key(mapping, "when")) if "when" in mapping else When()
+        out.append(Reference(name=name, variant=parsed, tolerances=tolerances, when=when))
+    return tuple(out)
+
+
+def _parse_checks(value: Any, at: At, variant: Any = None, dtypes: Sequence[str] = ()) -> Checks:
     if value is None:
         return Checks()
     mapping = require_map(value, at, CHECKS_KEYS)
@@ -590,6 +625,8 @@ def _parse_checks(value: Any, at: At, variant: Any = None) -> Checks:
             fields[key] = _parse_perf(item, item_at, variant)
         elif key == "recompiles":
             fields[key] = _parse_recompiles(item, item_at)
+        elif key == "references":
+            fields[key] = _parse_references(item, item_at, variant, dtypes)
     return Checks(**fields)
 
 
@@ -724,6 +761,9 @@ def _parse_marks(value: Any, at: At) -> tuple[Mark, ...]:
                     parsed.append((key, require_bool(req_value, req_at)))
                 elif key == "min_devices":
                     parsed.append((key, require_int(req_value, req_at, minimum=1)))
+                elif key == "imports":
+                    names = require_list(req_value, req_at)
+                    parsed.append((key, tuple(require_str(n, req_at.item(names, j)) for j, n in enumerate(names))))
                 else:
                     parsed.append((key, require_number(req_value, req_at, minimum=0.0)))
             requirements = tuple(parsed)

@@ -19,7 +19,7 @@ from .counters import check_counters, check_graphs
 from .dtypes import DTYPES
 from .filecheck import prefixes_for, run_filecheck
 from .matrix import MatrixCell
-from .portable import flatten_outputs
+from .portable import extract_kernel_sources, flatten_outputs
 from .programs import make_program
 from .run import CellRun, build_inputs
 
@@ -40,6 +40,21 @@ def compare_eager_with_float64(case: Case, cell: MatrixCell, run: CellRun) -> Op
         return None
     reference = {n: t.to(run.eager[n].dtype) for n, t in run.float64.items() if n in run.eager}
     return compare_outputs(reference, run.eager, case.tolerance_for(cell.dtype), label="eager vs float64")
+
+
+def compare_with_references(case: Case, cell: MatrixCell, run: CellRun) -> list[Comparison]:
+    """The compiled outputs against each of ``checks.references`` (run eagerly in this cell),
+    cast to the compiled outputs' dtypes, within the reference's tolerance."""
+    comparisons = []
+    for ref in case.checks.references:
+        if ref.name not in run.references:
+            continue
+        expected = {n: t.to(run.compiled[n].dtype) if n in run.compiled else t for n, t in run.references[ref.name].items()}
+        comparisons.append(compare_outputs(
+            expected, run.compiled, ref.tolerance_for(cell.dtype),
+            label=f"compiled ({cell.backend}) vs reference {ref.name!r} ({ref.variant.text}, eager)",
+        ))
+    return comparisons
 
 
 def compare_with_reference(case: Case, cell: MatrixCell, run: CellRun, reference: str) -> list[Comparison]:
@@ -66,7 +81,24 @@ def counter_sections(case: Case, cell: MatrixCell, run: CellRun) -> list[str]:
     """The ``checks.counters``, ``graphs`` and ``graph_breaks`` failures, as one section."""
     failures = check_counters(case.checks.counters, run.counters, cell, case.display_path)
     failures += check_graphs(case.checks, run.graphs, run.graph_breaks, run.graph_break_reasons, case.line, case.display_path)
+    failures += recompile_failures(case, cell, run)
     return ["counters and graphs:\n" + "\n".join("  " + f for f in failures)] if failures else []
+
+
+def recompile_failures(case: Case, cell: MatrixCell, run: CellRun) -> list[str]:
+    """``checks.recompiles`` of the cell's ``dynamic:`` mode against the calls that compiled anew."""
+    mode = getattr(cell, "dynamic", None)
+    failures = []
+    for bound in case.checks.recompiles:
+        if bound.dynamic is not None and bound.dynamic != mode:
+            continue
+        if not bound.holds(run.recompiles):
+            compiled_by = sorted({index for index, _ in run.graph_codes})
+            failures.append(
+                f"{case.display_path}:{bound.line}: recompiles: {run.recompiles}, expected {bound.op} {bound.count} "
+                f"(calls that compiled, counting from 0: {', '.join(map(str, compiled_by)) or 'none'})"
+            )
+    return failures
 
 
 def filecheck_sections(
@@ -82,16 +114,31 @@ def filecheck_sections(
         if block.target in run.unavailable:
             note(f"FileCheck on {block.target} not run: {run.unavailable[block.target]}")
             continue
-        text = run.artifacts[block.target]
-        result = run_filecheck(
-            block.check, text,
-            prefixes=prefixes_for(cell.backend, cell.device),
-            variables={"DEVICE": cell.device, "DTYPE": cell.dtype, "BACKEND": cell.backend},
-            check_path=case.display_path,
-            first_check_line=block.first_check_line,
-            input_label=block.target,
-            input_dump=None,
-        )
-        if not result.ok:
-            failures.append(result.report + f"\n  the whole {block.target}: {dump(block.target, text)}")
+        if block.each_graph:
+            texts = [
+                (f"{block.target} of graph {number} (compiled by call {call})", _graph_text(block.target, code))
+                for number, (call, code) in enumerate(run.graph_codes)
+            ]
+            if not texts:
+                failures.append(f"FileCheck on {block.target} of each graph (each_graph: true): the cell compiled no graph")
+        else:
+            texts = [(block.target, run.artifacts[block.target])]
+        for label, text in texts:
+            result = run_filecheck(
+                block.check, text,
+                prefixes=prefixes_for(cell.backend, cell.device),
+                variables={"DEVICE": cell.device, "DTYPE": cell.dtype, "BACKEND": cell.backend},
+                check_path=case.display_path,
+                first_check_line=block.first_check_line,
+                input_label=label,
+                input_dump=None,
+            )
+            if not result.ok:
+                name = label.replace(" ", "_").replace("(", "").replace(")", "")
+                failures.append(result.report + f"\n  the whole {label}: {dump(name, text)}")
     return failures
+
+
+def _graph_text(target: str, code: str) -> str:
+    """One graph's text for ``target`` (``output_code`` or ``kernel_source``)."""
+    return extract_kernel_sources(code) if target == "kernel_source" else code

@@ -8,7 +8,10 @@ must satisfy every check the tolerance declares:
 - ``min_sqnr_db``: 10 log10(sum(expected^2) / sum((actual - expected)^2)) >= it;
 - ``quant_step`` + ``max_step_error``: max abs error <= max_step_error quantization steps;
 - ``float64_factor``: max |actual - ref64| <= factor * max |eager - ref64| + atol, where
-  ref64 is the same program run in float64 on the same inputs.
+  ref64 is the same program run in float64 on the same inputs;
+- ``max_kl_div`` / ``min_top_k_agreement`` (+ ``top_k``): the last dimension read as logits,
+  the mean KL divergence of the next-token distributions and the share of rows whose argmax
+  is in expected's top k.
 
 Complex outputs compare like floats, by the modulus of the difference (real and imaginary
 parts both count).
@@ -126,6 +129,18 @@ def _compare_tensor(
         f64_line = f"error vs float64: {_fmt(actual_err)} (eager's: {_fmt(eager_err)}; bound {tolerance.float64_factor:g} x eager + atol = {_fmt(bound)})"
         if verdict.float64_failed:
             problems.append(f"error vs float64 {_fmt(actual_err)} > {_fmt(bound)}")
+    distribution_line = None
+    if verdict.distribution is not None:
+        mean_kl, max_kl, agreement = verdict.distribution
+        k = int(tolerance.top_k or 1)
+        distribution_line = (
+            f"next-token distributions (one per row of the last dim): KL mean {_fmt(mean_kl)} nats, max {_fmt(max_kl)}; "
+            f"argmax in expected's top-{k}: {agreement:.1%} of rows"
+        )
+        if verdict.kl_failed:
+            problems.append(f"mean KL {_fmt(mean_kl)} > {_fmt(tolerance.max_kl_div)} nats")
+        if verdict.top_k_failed:
+            problems.append(f"top-{k} agreement {agreement:.1%} < {tolerance.min_top_k_agreement:.1%}")
     if not problems:
         return True, [], stats.max_abs, stats.max_rel
     pct = 100.0 * stats.mismatched / stats.numel if stats.numel else 0.0
@@ -140,6 +155,8 @@ def _compare_tensor(
         lines.append(f"  SQNR: {_fmt(round(stats.sqnr_db, 2)) if math.isfinite(stats.sqnr_db) else stats.sqnr_db} dB")
     if f64_line:
         lines.append(f"  {f64_line}")
+    if distribution_line:
+        lines.append(f"  {distribution_line}")
     lines.extend(f"  failed: {p}" for p in problems if p != "elementwise")
     heading, rows = worst_elements_table(expected, actual, verdict.abs_err, verdict.rel_err, verdict.mismatch)
     lines.append(f"  {heading}")

@@ -22,7 +22,7 @@ import pytest
 
 from .case import Case, CaseFormatError, load_suite
 from .compare import Comparison, check_sampled_shapes, compare_outputs
-from .checks import compare_with_eager, compare_with_reference, counter_sections, filecheck_sections
+from .checks import compare_with_eager, compare_with_reference, compare_with_references, counter_sections, filecheck_sections
 from .fuzz import concretize, describe_example, pinned_case_yaml, search
 from .golden import (
     GoldenError,
@@ -170,6 +170,7 @@ class CaseItem(pytest.Item):
                 compare_with_eager(self.case, self.cell, run, label=f"compiled ({self.cell.backend}) vs eager, same run, same inputs")
             )
         compiled_matches_eager = bool(comparisons) and comparisons[0].ok
+        comparisons += compare_with_references(self.case, self.cell, run)
         if self.case.checks.golden:
             golden_sections, golden_comparisons = self._check_golden(run, settings, tolerance)
             sections += golden_sections
@@ -256,7 +257,7 @@ class CaseItem(pytest.Item):
             suite_key=settings.project.suite_key(self.case.suite_path),
             shown=lambda path: display_path(path, settings.rootdir),
             write=settings.update_golden, write_if_missing=settings.add_missing_goldens,
-            refresh_command=update_command(self.nodeid, settings.rerun_options),
+            refresh_command=update_command(self.nodeid, settings.rerun_options), baseline=run.perf_baseline,
         )
         self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: {verdict.note}"))
         return [] if verdict.ok else [verdict.failure]
@@ -302,7 +303,7 @@ class CaseItem(pytest.Item):
     def summary_row(self, outcome: str) -> SummaryRow:
         result = self.stash.get(CELL_RESULT_KEY, {})
         return SummaryRow(
-            suite=self.case.display_path, case=self.case.name, backend=self.cell.backend, device=self.cell.device,
+            suite=self.case.display_path, case=self.case.name, backend=self.cell.variant, device=self.cell.device,
             dtype=self.cell.dtype, line=self.case.line, outcome=outcome, max_abs=result.get("max_abs"), max_rel=result.get("max_rel"),
             seconds=result.get("seconds", 0.0), detail=self.cell.skip_reason or "",
             device_index=None if outcome == "skipped" else current_device_index(self.cell.device),

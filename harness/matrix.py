@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import itertools
 import os
 from typing import Optional, Sequence
@@ -26,10 +27,16 @@ class MatrixCell:
     device: str
     dtype: str
     skip_reason: Optional[str] = None
+    dynamic: Optional[str] = None  # the case's ``dynamic:`` axis value (None: the case has no such axis)
 
     @property
     def id(self) -> str:
-        return f"{self.backend}-{self.device}-{self.dtype}"
+        return f"{self.backend}-{self.device}-{self.dtype}" + (f"-{self.dynamic}" if self.dynamic else "")
+
+    @property
+    def variant(self) -> str:
+        """The backend with the dynamic mode, ``inductor.dynamic``: what tells two cells of one device and dtype apart."""
+        return f"{self.backend}.{self.dynamic}" if self.dynamic else self.backend
 
     @property
     def compiles_with_inductor(self) -> bool:
@@ -105,6 +112,10 @@ def unmet_requirement(mark: Mark, device: str) -> Optional[str]:
                 import triton  # noqa: F401
             except ImportError:
                 return "needs triton, which is not importable here"
+        if key == "imports":
+            for module in wanted:
+                if importlib.util.find_spec(module) is None:
+                    return f"needs the Python module {module!r}, which is not importable here (tools/setup.sh installs the test dependencies)"
         if key == "triton_interpreter" and wanted:
             reason = triton_interpreter_unavailable()
             if reason is not None:
@@ -140,12 +151,13 @@ def why_cannot_run(case: Case, backend: str, device: str, dtype: str, narrowing:
 
 
 def expand_matrix(case: Case, narrowing: Narrowing = Narrowing()) -> list[MatrixCell]:
-    """Every cell of the case the narrowing keeps, in backend, device, dtype order."""
+    """Every cell of the case the narrowing keeps, in backend, device, dtype, dynamic order."""
     cells = []
-    for backend, device, dtype in itertools.product(case.matrix.backends, case.matrix.devices, case.matrix.dtypes):
+    modes: tuple[Optional[str], ...] = case.matrix.dynamic or (None,)
+    for backend, device, dtype, dynamic in itertools.product(case.matrix.backends, case.matrix.devices, case.matrix.dtypes, modes):
         if not narrowing.keeps(backend, device, dtype):
             continue
-        cells.append(MatrixCell(backend, device, dtype, why_cannot_run(case, backend, device, dtype, narrowing)))
+        cells.append(MatrixCell(backend, device, dtype, why_cannot_run(case, backend, device, dtype, narrowing), dynamic))
     return cells
 
 

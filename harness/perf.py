@@ -8,9 +8,11 @@ The cell's program (compiled with the cell's backend) is called on fresh inputs 
 by the device's timer; the median goes to
 ``golden/<suite key>/<case>/perf-<device kind>-<backend>-<dtype>.json`` (one file per GPU kind:
 an H100 and an H200 keep separate numbers), written with ``--update-golden`` and, when
-missing, ``--add-missing-goldens``. Only CUDA has a timer (CUDA events, see
-:func:`time_cuda`); other devices' cells say why they were not timed. Tests register a fake
-timer for the CPU with :func:`register_timer`.
+missing, ``--add-missing-goldens``. CUDA cells are timed by CUDA events, a CUDA graph's
+replay or the host's clock (``timer: events | graph | wall``, :func:`time_cuda`), CPU cells
+by the host's clock (:func:`time_wall`); other cells say why they were not timed. Tests
+register a fake timer with :func:`register_timer`. ``faster_than`` holds the time to a
+baseline timed in the same cell instead of (or besides) a golden (:func:`judge_ratio`).
 
 The golden records what the number depends on (shapes, CUDA graph, L2 flush, torch and
 triton versions); a golden measured under another setup fails instead of comparing
@@ -23,11 +25,14 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .case import PERF_TIMERS
 from .matrix import device_count
 
 PERF_FORMAT = "quantcheck-perf/1"
@@ -70,6 +75,7 @@ class DeviceTimer:
 
     device_kind: Callable[[], str]
     measure: Callable[[Callable[[], Any], Any], PerfSample]
+    timers: tuple[str, ...] = PERF_TIMERS  # the ``checks.perf.timer`` kinds it can measure
 
 
 def summarize(times_us: list[float]) -> PerfSample:
@@ -107,8 +113,26 @@ def cuda_graph_replay(fn: Callable[[], Any]) -> Callable[[], Any]:
     return graph.replay
 
 
+def time_wall(fn: Callable[[], Any], spec: Any, synchronize: Callable[[], Any] = lambda: None, flush: Callable[[], Any] = lambda: None) -> PerfSample:
+    """Host time per plain call of ``fn``, from ``time.perf_counter`` around a synchronized
+    call: what a user's loop waits for a result (a decode step), host cost included (Python,
+    Dynamo's guards, the wrapper, each launch) as well as the device's."""
+    for _ in range(spec.warmup):
+        fn()
+    times = []
+    for _ in range(spec.reps):
+        flush()
+        synchronize()
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        times.append((time.perf_counter() - start) * 1e6)
+    return summarize(times)
+
+
 def time_cuda(fn: Callable[[], Any], spec: Any) -> PerfSample:
-    """GPU time per call of ``fn`` (or of its CUDA-graph replay), from CUDA events.
+    """GPU time per call of ``fn`` (or of its CUDA-graph replay), from CUDA events; with
+    ``timer: wall`` the host's time around each synchronized call (:func:`time_wall`).
 
     Each timed call follows a GPU spin, so the time is the GPU's, not the host's launch
     path; with ``l2_flush`` a 256 MB buffer is read first, outside the timed interval, so
@@ -116,6 +140,10 @@ def time_cuda(fn: Callable[[], Any], spec: Any) -> PerfSample:
     back while the timed call runs).
     """
     import torch
+
+    if getattr(spec, "timer", "events") == "wall":
+        buffer = torch.ones(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda") if spec.l2_flush else None
+        return time_wall(fn, spec, torch.cuda.synchronize, (lambda: buffer.amax()) if buffer is not None else (lambda: None))
 
     call = cuda_graph_replay(fn) if spec.cuda_graph else fn
     for _ in range(spec.warmup):
@@ -141,7 +169,22 @@ def _cuda_device_kind() -> str:
     return torch.cuda.get_device_name()
 
 
-TIMERS: dict[str, DeviceTimer] = {"cuda": DeviceTimer(device_kind=_cuda_device_kind, measure=time_cuda)}
+def _cpu_device_kind() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+TIMERS: dict[str, DeviceTimer] = {
+    "cuda": DeviceTimer(device_kind=_cuda_device_kind, measure=time_cuda),
+    "cpu": DeviceTimer(device_kind=_cpu_device_kind, measure=time_wall, timers=("wall",)),
+}
 
 
 def register_timer(device: str, timer: Optional[DeviceTimer]) -> Optional[DeviceTimer]:
@@ -154,16 +197,19 @@ def register_timer(device: str, timer: Optional[DeviceTimer]) -> Optional[Device
     return previous
 
 
-def why_not_timed(device: str, enabled: bool, workers: int, device_count: int) -> Optional[str]:
+def why_not_timed(device: str, enabled: bool, workers: int, device_count: int, timer: str = "events") -> Optional[str]:
     """Why a ``device`` cell is not timed in this process (None: it is).
 
     ``workers``: pytest-xdist workers in the session (0 without xdist); ``device_count``:
     devices of that type. Workers sharing a GPU would time each other's kernels.
+    ``timer``: the case's ``checks.perf.timer``.
     """
     if not enabled:
         return "perf checks are off (--no-perf)"
     if device not in TIMERS:
-        return f"perf checks time cuda cells only (no timer for {device})"
+        return f"no timer for {device} cells"
+    if timer not in TIMERS[device].timers:
+        return f"timer: {timer} needs cuda; {device} cells have timer: {', '.join(TIMERS[device].timers)}"
     if workers > max(device_count, 1):
         return (
             f"{workers} xdist workers share {device_count} {device} device(s), so timings would be contended; "
@@ -196,9 +242,16 @@ def parse_perf_golden_name(name: str) -> Optional[tuple[str, str, str]]:
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
 
 
-def setup_of(spec: Any, shapes: dict[str, list[int]]) -> dict[str, Any]:
-    """What a timing depends on besides the code: compared between golden and run."""
-    return {"shapes": shapes, "cuda_graph": spec.cuda_graph, "l2_flush": spec.l2_flush}
+def setup_of(spec: Any, shapes: dict[str, list[int]], compile_mode: str = "default") -> dict[str, Any]:
+    """What a timing depends on besides the code: compared between golden and run. The wall
+    timer and a compile mode other than the default are recorded only when used, so goldens
+    written before they existed still compare."""
+    setup: dict[str, Any] = {"shapes": shapes, "cuda_graph": spec.cuda_graph, "l2_flush": spec.l2_flush}
+    if getattr(spec, "timer", "events") == "wall":
+        setup["timer"] = "wall"
+    if compile_mode != "default":
+        setup["compile_mode"] = compile_mode
+    return setup
 
 
 def perf_record(sample: PerfSample, *, suite: str, case: str, backend: str, dtype: str, device_kind: str, setup: dict) -> dict:
@@ -310,11 +363,70 @@ def timer_for_cell(case: Any, cell: Any, enabled: bool, workers: int) -> tuple[O
     ``workers``: pytest-xdist workers of the session (0 without xdist). Call only for cells
     where :func:`perf_applies`.
     """
-    reason = why_not_timed(cell.device, enabled, workers, device_count(cell.device))
+    reason = why_not_timed(cell.device, enabled, workers, device_count(cell.device), case.checks.perf.timer)
     return (None, reason) if reason else (TIMERS[cell.device], None)
 
 
 def check_perf(
+    sample: PerfSample,
+    timer: DeviceTimer,
+    case: Any,
+    cell: Any,
+    *,
+    golden_root: Path,
+    suite_key: str,
+    shown: Callable[[Path], str],
+    write: bool,
+    write_if_missing: bool,
+    refresh_command: str,
+    baseline: Optional[PerfSample] = None,
+) -> PerfVerdict:
+    """The cell's perf checks: its perf golden (when ``checks.perf.golden``) and its ratio to the
+    baseline timed in the same cell (``faster_than``; ``baseline`` is that sample)."""
+    spec = case.checks.perf
+    verdicts = []
+    if spec.golden:
+        verdicts.append(check_perf_golden(
+            sample, timer, case, cell, golden_root=golden_root, suite_key=suite_key, shown=shown,
+            write=write, write_if_missing=write_if_missing, refresh_command=refresh_command,
+        ))
+    if spec.faster_than is not None:
+        if baseline is None:  # the run always times the baseline with the case; a harness bug otherwise
+            raise ValueError(f"{case.display_path}: faster_than without a baseline sample")
+        verdicts.append(judge_ratio(sample, baseline, spec.faster_than))
+    return PerfVerdict(
+        ok=all(v.ok for v in verdicts),
+        note="; ".join(v.note for v in verdicts),
+        failure="\n".join(v.failure for v in verdicts if not v.ok),
+    )
+
+
+def judge_ratio(sample: PerfSample, baseline: PerfSample, faster_than: Any) -> PerfVerdict:
+    """The baseline's median over the case's must reach ``faster_than.by``; both times and the ratio reported."""
+    ratio = baseline.median_us / sample.median_us if sample.median_us > 0 else math.inf
+    summary = (
+        f"{_fmt_us(sample.median_us)} measured, baseline {faster_than.baseline.text} {_fmt_us(baseline.median_us)}: "
+        f"{ratio:.2f}x as fast (needs >= {faster_than.by:.2f}x)"
+    )
+    if ratio >= faster_than.by:
+        return PerfVerdict(ok=True, note=summary)
+    failure = (
+        f"perf: not {faster_than.by:.2f}x as fast as the baseline: {_fmt_us(sample.median_us)} measured, "
+        f"baseline {_fmt_us(baseline.median_us)}, ratio {ratio:.2f}\n"
+        f"  baseline: {faster_than.baseline.text}, timed in this cell the same way\n"
+        f"  spread {sample.spread:.0%} ({sample.reps} reps), baseline's {baseline.spread:.0%} ({baseline.reps} reps)"
+    )
+    return PerfVerdict(ok=False, note="NOT FASTER: " + summary, failure=failure)
+
+
+def perf_setup(case: Any, cell: Any) -> dict[str, Any]:
+    """:func:`setup_of` a cell: the shapes of its (last) call, its compile mode."""
+    specs = case.calls[-1].inputs if case.calls else case.inputs
+    mode = case.compile_mode if cell.backend == "inductor" else "default"
+    return setup_of(case.checks.perf, {s.name: list(s.shape) for s in specs}, mode)
+
+
+def check_perf_golden(
     sample: PerfSample,
     timer: DeviceTimer,
     case: Any,
@@ -332,15 +444,15 @@ def check_perf(
     nothing is overwritten unless asked."""
     spec = case.checks.perf
     kind = timer.device_kind()
-    path = perf_golden_path(golden_root, suite_key, case.name, kind, cell.backend, cell.dtype)
-    setup = setup_of(spec, {s.name: list(s.shape) for s in case.inputs})
+    path = perf_golden_path(golden_root, suite_key, case.name, kind, getattr(cell, "variant", cell.backend), cell.dtype)
+    setup = perf_setup(case, cell)
     if write or (write_if_missing and not path.exists()):
         try:
             previous: Optional[float] = read_perf_golden(path)["median_us"]
         except PerfGoldenError:
             previous = None
         record = perf_record(
-            sample, suite=case.display_path, case=case.name, backend=cell.backend, dtype=cell.dtype,
+            sample, suite=case.display_path, case=case.name, backend=getattr(cell, "variant", cell.backend), dtype=cell.dtype,
             device_kind=kind, setup=setup,
         )
         write_perf_golden(path, record)
@@ -376,10 +488,12 @@ def declared_perf_keys(case: Any) -> set[tuple[str, str]]:
     spec = case.checks.perf
     if spec is None:
         return set()
+    if not spec.golden:
+        return set()
     matrix = case.matrix
     return {
-        (backend, dtype)
-        for backend in matrix.backends for device in matrix.devices for dtype in matrix.dtypes
+        (f"{backend}.{mode}" if mode else backend, dtype)
+        for backend in matrix.backends for device in matrix.devices for dtype in matrix.dtypes for mode in (matrix.dynamic or (None,))
         if spec.when.applies(backend, device, dtype)
     }
 

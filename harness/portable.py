@@ -401,11 +401,17 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         torch._C._set_deterministic_fill_uninitialized_memory(previous_fill)
 
 
-def compile_program(fn: Callable[..., Any], backend: str, mode: Optional[str]) -> Callable[..., Any]:
-    """torch.compile for a cell's backend: the ``inductor*`` backends are Inductor in ``mode``."""
+#: torch.compile's ``dynamic=`` for each mode of a case's ``dynamic:`` axis (None: automatic,
+#: static until a second shape is seen, as torch.compile does by default).
+DYNAMIC_ARGUMENT = {"static": False, "dynamic": True, "automatic": None, None: None}
+
+
+def compile_program(fn: Callable[..., Any], backend: str, mode: Optional[str], dynamic: Optional[str] = None) -> Callable[..., Any]:
+    """torch.compile for a cell's backend: the ``inductor*`` backends are Inductor in ``mode``;
+    ``dynamic``: the cell's dynamic mode (static, dynamic, automatic; None: the default)."""
     if backend.startswith("inductor"):
-        return torch.compile(fn, backend="inductor", mode=mode)
-    return torch.compile(fn, backend=backend)
+        return torch.compile(fn, backend="inductor", mode=mode, dynamic=DYNAMIC_ARGUMENT[dynamic])
+    return torch.compile(fn, backend=backend, dynamic=DYNAMIC_ARGUMENT[dynamic])
 
 
 def _chain(passes: list[Callable[[Any], Any]]) -> Callable[[Any], None]:
@@ -474,7 +480,11 @@ class Tolerance:
     ``max_step_error``: max |actual - expected| <= max_step_error * quant_step.
     ``float64_factor``: the compiled result's max error against a float64 run of the same
     program must be <= float64_factor x eager's (plus atol), i.e. compiling may not make
-    the numerics worse than eager by more than that factor.
+    the numerics worse than eager by more than that factor. ``max_kl_div`` and
+    ``min_top_k_agreement`` read the last dimension as logits, one distribution per row
+    (a language model's next token): the mean KL(softmax(expected) || softmax(actual)) over
+    rows, in nats, must stay <= max_kl_div; the share of rows whose actual argmax is among
+    expected's ``top_k`` (default 1: the argmaxes agree) must reach min_top_k_agreement.
     """
 
     atol: float
@@ -483,6 +493,9 @@ class Tolerance:
     quant_step: Optional[float] = None
     max_step_error: Optional[float] = None
     float64_factor: Optional[float] = None
+    max_kl_div: Optional[float] = None
+    min_top_k_agreement: Optional[float] = None
+    top_k: Optional[float] = None  # an integer >= 1 (the loader checks), float like every tolerance number
 
 
 def is_inexact(tensor: torch.Tensor) -> bool:
@@ -587,10 +600,32 @@ class Verdict:
     # (max error vs float64, eager's, the bound) where float64_factor is declared and both runs are there
     float64: Optional[tuple[float, float, float]] = None
     float64_failed: bool = False
+    # (mean KL over rows, max KL, top-k agreement) where max_kl_div or min_top_k_agreement is declared
+    distribution: Optional[tuple[float, float, float]] = None
+    kl_failed: bool = False
+    top_k_failed: bool = False
 
     @property
     def ok(self) -> bool:
-        return not (self.stats.mismatched or self.sqnr_failed or self.steps_failed or self.float64_failed)
+        return not (
+            self.stats.mismatched or self.sqnr_failed or self.steps_failed or self.float64_failed or self.kl_failed or self.top_k_failed
+        )
+
+
+def next_token_agreement(expected: torch.Tensor, actual: torch.Tensor, top_k: int = 1) -> tuple[float, float, float]:
+    """(mean KL, max KL, top-k agreement) of the last dimension read as logits, one
+    distribution per row: KL(softmax(expected) || softmax(actual)) in nats, in float64, and
+    the share of rows whose actual argmax is one of expected's ``top_k`` largest."""
+    vocab = expected.shape[-1] if expected.dim() else 1
+    e = to_wide(expected).real.reshape(-1, vocab)
+    a = to_wide(actual).real.reshape(-1, vocab)
+    if e.numel() == 0:
+        return 0.0, 0.0, 1.0
+    log_p, log_q = e.log_softmax(-1), a.log_softmax(-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
+    top = e.topk(min(top_k, vocab), dim=-1).indices
+    agreement = (top == a.argmax(-1, keepdim=True)).any(-1).double().mean()
+    return float(kl.mean()), float(kl.max()), float(agreement)
 
 
 def judge_tensor(
@@ -617,6 +652,11 @@ def judge_tensor(
         bound = tolerance.float64_factor * eager_err + tolerance.atol
         verdict.float64 = (actual_err, eager_err, bound)
         verdict.float64_failed = actual_err > bound
+    if tolerance.max_kl_div is not None or tolerance.min_top_k_agreement is not None:
+        verdict.distribution = next_token_agreement(expected, actual, int(tolerance.top_k or 1))
+        mean_kl, _, agreement = verdict.distribution
+        verdict.kl_failed = tolerance.max_kl_div is not None and not mean_kl <= tolerance.max_kl_div
+        verdict.top_k_failed = tolerance.min_top_k_agreement is not None and not agreement >= tolerance.min_top_k_agreement
     return verdict
 
 

@@ -23,9 +23,9 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from .case import CUDAGRAPH_MODES, Case
+from .case import CUDAGRAPH_MODES, Case, Variant
 from .dtypes import DTYPES
-from .inputs import build_input
+from .inputs import InputSpec, build_input
 from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
 from .matrix import MatrixCell
 # Running a program, naming its outputs, the float64 inputs, the pass chain and the
@@ -73,8 +73,13 @@ class CellRun:
     graph_break_reasons: list[str]
     seconds: dict[str, float]
     perf: Optional[Any] = None  # a harness.perf.PerfSample when the cell was timed
+    perf_baseline: Optional[Any] = None  # the same for checks.perf.faster_than's baseline, timed after it
+    references: dict[str, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)  # checks.references, run eagerly
     # FileCheck targets this cell has no text for (ptx on a CPU cell), with the reason
     unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
+    # each compiled graph's output code, with the index of the call that compiled it
+    graph_codes: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    recompiles: int = 0  # calls after the first that compiled anything (a case with calls)
 
 
 def input_seed(case: Case, index: int) -> int:
@@ -89,9 +94,53 @@ def build_inputs(case: Case, device: str, dtype: torch.dtype) -> list[Any]:
     ]
 
 
-def _run_program(case: Case, fn: Callable[..., Any], inputs: list[Any]) -> dict[str, torch.Tensor]:
+def call_specs(case: Case) -> list[tuple[InputSpec, ...]]:
+    """Each call's input specs: the ``calls:`` sequence, or the one call on ``inputs``."""
+    return [call.inputs for call in case.calls] if case.calls else [case.inputs]
+
+
+def build_call_inputs(case: Case, device: str, dtype: torch.dtype) -> list[list[Any]]:
+    """Each call's arguments. An input a call overrides is built for that call; the others are
+    built once and passed to every call of the sequence (a user calls one model, not copies)."""
+    if not case.calls:
+        return [build_inputs(case, device, dtype)]
+    shared: dict[str, Any] = {}
+    sequence = []
+    for call in case.calls:
+        args = []
+        for index, spec in enumerate(call.inputs):
+            seed = spec.seed if spec.seed is not None else case.seed * 1000 + index
+            if spec.name in call.changed:
+                args.append(build_input(spec, device=device, matrix_dtype=dtype, seed=seed))
+            else:
+                if spec.name not in shared:
+                    shared[spec.name] = build_input(spec, device=device, matrix_dtype=dtype, seed=seed)
+                args.append(shared[spec.name])
+        sequence.append(args)
+    return sequence
+
+
+def call_output_names(case: Case, index: int, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A call's outputs named for the cell: ``call[i].output`` when the case has calls."""
+    return {f"call[{index}].{name}": t for name, t in outputs.items()} if case.calls else outputs
+
+
+def _run_program(
+    case: Case, fn: Callable[..., Any], inputs: list[Any], specs: Optional[tuple[InputSpec, ...]] = None,
+) -> dict[str, torch.Tensor]:
     """``fn`` on ``inputs`` as the case runs it (no_grad, backward, inputs_after): named outputs."""
-    return run_program(fn, inputs, case.inputs, no_grad=case.no_grad, backward=case.backward, inputs_after=case.checks.inputs_after)
+    return run_program(
+        fn, inputs, case.inputs if specs is None else specs,
+        no_grad=case.no_grad, backward=case.backward, inputs_after=case.checks.inputs_after,
+    )
+
+
+def _run_calls(case: Case, fn: Callable[..., Any], sequence: list[list[Any]]) -> dict[str, torch.Tensor]:
+    """Every call of the sequence through ``fn`` (eager or float64): the cell's named outputs."""
+    outputs: dict[str, torch.Tensor] = {}
+    for index, (specs, args) in enumerate(zip(call_specs(case), sequence)):
+        outputs.update(call_output_names(case, index, _run_program(case, fn, args, specs)))
+    return outputs
 
 
 def needs_fresh_compile(case: Case) -> bool:
@@ -159,9 +208,11 @@ def _counter_snapshot() -> dict[str, dict[str, int]]:
     return {group: dict(values) for group, values in counters.items() if values}
 
 
-def _time_compiled(case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], timer: Any) -> Any:
-    """``timer.measure`` of the compiled program on fresh inputs (forward only)."""
-    inputs = build_inputs(case, cell.device, DTYPES[cell.dtype])
+def _time_compiled(case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], timer: Any, last_call: list[Any]) -> Any:
+    """``timer.measure`` of the compiled program (forward only): on fresh inputs, or for a case
+    with calls on the last call's own arguments, after the whole sequence has run (so the
+    times are those of whatever the sequence's recompiles left)."""
+    inputs = last_call if case.calls else build_inputs(case, cell.device, DTYPES[cell.dtype])
     # Inductor's CUDA graphs: each call is a new step, whose replay may overwrite the last one's outputs.
     new_step = torch.compiler.cudagraph_mark_step_begin if compile_mode(case, cell.backend) in CUDAGRAPH_MODES else None
 
@@ -184,7 +235,6 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
     from torch._inductor import config as inductor_config
     from torch._dynamo import config as dynamo_config
     from torch._functorch import config as functorch_config
-    from torch._inductor.utils import run_and_get_code
 
     dtype = DTYPES[cell.dtype]
     program = case.make_program()
@@ -193,14 +243,23 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
 
     with deterministic_algorithms(case.deterministic):
         start = time.perf_counter()
-        eager = _run_program(case, program, build_inputs(case, cell.device, dtype))
+        eager = _run_calls(case, program, build_call_inputs(case, cell.device, dtype))
         seconds["eager"] = time.perf_counter() - start
 
         float64 = None
         if wants_float64:
             start = time.perf_counter()
-            float64 = _run_program(case, program, upcast_to_float64(build_inputs(case, cell.device, dtype)))
+            float64 = _run_calls(case, program, [upcast_to_float64(args) for args in build_call_inputs(case, cell.device, dtype)])
             seconds["float64"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        references = {}
+        for ref in case.checks.references:
+            if ref.when.applies(cell.backend, cell.device, cell.dtype):
+                ref_case = variant_case(case, ref.variant)
+                references[ref.name] = _run_calls(ref_case, ref_case.make_program(), build_call_inputs(ref_case, cell.device, dtype))
+        if references:
+            seconds["references"] = time.perf_counter() - start
 
         targets = {block.target for block in case.checks.filecheck if block.when.applies(cell.backend, cell.device, cell.dtype)}
         post_grad_capture = PostGradCapture() if "post_grad_graph" in targets else None
@@ -210,7 +269,7 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
 
         torch._dynamo.reset()
         counters.clear()
-        inputs = build_inputs(case, cell.device, dtype)
+        sequence = build_call_inputs(case, cell.device, dtype)
         start = time.perf_counter()
         with contextlib.ExitStack() as stack:
             stack.enter_context(inductor_config.patch(_inductor_config_patch(case, post_grad_capture)))
@@ -226,15 +285,16 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
             # A case setting force_disable_caches makes Dynamo warn that PGO is off: that is the point.
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
-            compiled_fn = compile_program(program, cell.backend, compile_mode(case, cell.backend))
-            compiled, code = run_and_get_code(_run_program, case, compiled_fn, inputs)
-            for _ in range(compiled_runs(case, cell.backend) - 1):
-                compiled = _run_program(case, compiled_fn, inputs)
-            if compiled_runs(case, cell.backend) > 1:  # a replay's outputs live in the graph's pool
-                compiled = {name: t.clone() for name, t in compiled.items()}
+            compiled_fn = compile_program(program, cell.backend, compile_mode(case, cell.backend), cell.dynamic)
+            compiled, graph_codes, graphs, recompiles = _run_compiled_calls(case, cell, compiled_fn, sequence)
+            code = [text for _, text in graph_codes]
             seconds["compiled"] = time.perf_counter() - start
-            perf = None if timer is None else _time_compiled(case, cell, compiled_fn, timer)
-        snapshot = _counter_snapshot()
+            snapshot = _counter_snapshot()  # the baseline's compile is not the case's
+            perf = perf_baseline = None
+            if timer is not None:
+                perf = _time_compiled(case, cell, compiled_fn, timer, sequence[-1])
+                if case.checks.perf.faster_than is not None:
+                    perf_baseline = _time_baseline(case, cell, timer, case.checks.perf.faster_than.baseline)
         torch._dynamo.reset()
 
     output_code = "\n".join(code)
@@ -256,10 +316,72 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         strides={name: tuple(t.stride()) for name, t in eager.items()},
         artifacts=artifacts,
         counters=snapshot,
-        graphs=snapshot.get("stats", {}).get("unique_graphs", 0),
+        graphs=graphs,
         graph_breaks=sum(graph_breaks.values()),
         graph_break_reasons=[reason.splitlines()[0] for reason in graph_breaks],
         seconds=seconds,
         perf=perf,
+        perf_baseline=perf_baseline,
+        references=references,
         unavailable=unavailable,
+        graph_codes=graph_codes,
+        recompiles=recompiles,
     )
+
+
+def variant_case(case: Case, variant: Variant) -> Case:
+    """The case with a variant's program and inputs (a baseline, a reference)."""
+    return dataclasses.replace(case, program=variant.program, params=variant.params, inputs=variant.inputs, calls=variant.calls)
+
+
+def _time_baseline(case: Case, cell: MatrixCell, timer: Any, baseline: Variant) -> Any:
+    """The baseline compiled as the case was (backend, mode, dynamic, passes), put through the
+    same call sequence (so the same recompiles), then timed as the case was."""
+    baseline_case = variant_case(case, baseline)
+    compiled_fn = compile_program(baseline_case.make_program(), cell.backend, compile_mode(case, cell.backend), cell.dynamic)
+    sequence = build_call_inputs(baseline_case, cell.device, DTYPES[cell.dtype])
+    _run_compiled_calls(baseline_case, cell, compiled_fn, sequence)
+    return _time_compiled(baseline_case, cell, compiled_fn, timer, sequence[-1])
+
+
+def mark_dynamic(case: Case, specs: tuple[InputSpec, ...], args: list[Any]) -> None:
+    """``torch._dynamo.mark_dynamic`` on the dims the case's ``mark_dynamic:`` names."""
+    dims = dict(case.mark_dynamic)
+    for spec, value in zip(specs, args):
+        if spec.name in dims and isinstance(value, torch.Tensor):
+            torch._dynamo.mark_dynamic(value, list(dims[spec.name]))
+
+
+def _run_compiled_calls(
+    case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], sequence: list[list[Any]],
+) -> tuple[dict[str, torch.Tensor], list[tuple[int, str]], int, int]:
+    """Each call through the compiled callable: (named outputs, (call index, output code) of
+    each graph compiled, graphs of the first call, calls after the first that compiled)."""
+    from unittest import mock
+
+    from torch._dynamo.utils import counters
+    from torch._inductor.graph import GraphLowering
+
+    outputs: dict[str, torch.Tensor] = {}
+    graph_codes: list[tuple[int, str]] = []
+    first_graphs = recompiles = 0
+    runs = compiled_runs(case, cell.backend)
+    index = 0
+    # As run_and_get_code records output code, but across the whole sequence: it resets
+    # Dynamo on each call, which would make every call a first compile.
+    with mock.patch.object(GraphLowering, "save_output_code", lambda code: graph_codes.append((index, code))):
+        for index, (specs, args) in enumerate(zip(call_specs(case), sequence)):
+            before = counters["stats"]["unique_graphs"]
+            mark_dynamic(case, specs, args)
+            result = _run_program(case, compiled_fn, args, specs)
+            for _ in range(runs - 1):
+                result = _run_program(case, compiled_fn, args, specs)
+            if runs > 1:  # a replay's outputs live in the graph's pool
+                result = {name: t.clone() for name, t in result.items()}
+            outputs.update(call_output_names(case, index, result))
+            after = counters["stats"]["unique_graphs"]
+            if index == 0:
+                first_graphs = after
+            elif after > before:
+                recompiles += 1
+    return outputs, graph_codes, first_graphs, recompiles

@@ -26,12 +26,15 @@ PASS_HOOKS = (
 )
 COUNTER_OPS = ("equals", "at_least", "at_most")
 MARK_KINDS = ("slow", "skip", "xfail", "requires")
-REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_interpreter")
+REQUIREMENTS = ("big_gpu", "device_memory_gb", "min_devices", "triton", "triton_interpreter", "imports")
 
 # torch.compile modes the ``inductor`` backend's cells may use (``compile_mode:``); the ones
 # with CUDA graphs are run until they replay (harness/run.py, CUDAGRAPH_RUNS).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+# The ``dynamic:`` matrix axis: torch.compile(dynamic=False), (dynamic=True), and dynamic=None
+# (automatic: static first, dynamic once a second shape is seen).
+DYNAMIC_MODES = ("static", "dynamic", "automatic")
 
 # How a fuzz case may vary an input (harness/fuzz.py draws them).
 LAYOUTS = ("contiguous", "transposed", "padded")
@@ -63,6 +66,7 @@ class Matrix:
     backends: tuple[str, ...]
     devices: tuple[str, ...]
     dtypes: tuple[str, ...]
+    dynamic: tuple[str, ...] = ()  # DYNAMIC_MODES of the ``dynamic:`` axis; empty: no axis (torch.compile's default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,7 @@ class FileCheckBlock:
     first_check_line: int  # YAML line of the check text's first line
     when: When
     line: int
+    each_graph: bool = False  # run on each compiled graph's code alone (a case with calls recompiles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,16 +98,88 @@ class CounterExpectation:
 
 
 @dataclasses.dataclass(frozen=True)
+class RecompileBound:
+    """``checks.recompiles``: how many calls after the first may compile anew (``op`` is ==, <= or >=);
+    ``dynamic``: the ``dynamic:`` axis value it holds for (None: every cell)."""
+
+    op: str
+    count: int
+    dynamic: Optional[str] = None
+    line: int = 0
+
+    def holds(self, recompiles: int) -> bool:
+        return {"==": recompiles == self.count, "<=": recompiles <= self.count, ">=": recompiles >= self.count}[self.op]
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One call of a case's ``calls:`` sequence: every input's spec for this call; ``changed``
+    names the inputs the call overrides (built anew for it; the others are the same objects
+    in every call of the sequence, as a user's model is)."""
+
+    inputs: tuple[InputSpec, ...]
+    changed: tuple[str, ...]
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """The case's program or inputs changed, run in the same cell beside it (a baseline to time
+    against, a reference to compare with): ``inputs`` and ``calls`` as the case's, with the
+    variant's input overrides on top."""
+
+    program: str
+    params: tuple[tuple[str, Any], ...]
+    inputs: tuple[InputSpec, ...]
+    calls: tuple[Call, ...]
+    changed: tuple[str, ...]  # the inputs the variant overrides
+    text: str  # how the suite wrote it, for reports
+    line: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """``checks.references[i]``: a variant run eagerly in the cell, the compiled outputs held to it
+    (a quantized model to the dense one, or to its float64 formula) with its own tolerances."""
+
+    name: str
+    variant: Variant
+    tolerances: tuple[tuple[str, Tolerance], ...]  # dtype name -> tolerance, every matrix dtype present
+    when: When = When()
+
+    def tolerance_for(self, dtype: str) -> Tolerance:
+        return dict(self.tolerances)[dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class FasterThan:
+    """``checks.perf.faster_than``: the baseline's time / the case's >= ``by``, both timed in the cell."""
+
+    baseline: Variant
+    by: float
+    line: int = 0
+
+
+#: ``checks.perf.timer``: CUDA events around each call after a GPU spin (the GPU's time), a CUDA
+#: graph's replay, or the host's clock around plain synchronized calls (host cost included).
+PERF_TIMERS = ("events", "graph", "wall")
+
+
+@dataclasses.dataclass(frozen=True)
 class PerfSpec:
-    """``checks.perf``: time the cell (harness/perf.py); fail when slower than (1 + band) x its perf golden."""
+    """``checks.perf``: time the cell (harness/perf.py); fail when slower than (1 + band) x its
+    perf golden, or not ``faster_than.by`` times faster than a baseline timed beside it."""
 
     band: float = 0.15
     warmup: int = 10  # untimed calls first
     reps: int = 100  # timed calls; the median is kept
-    cuda_graph: bool = False  # time the replay of a CUDA graph of the call
+    cuda_graph: bool = False  # time the replay of a CUDA graph of the call (timer: graph)
     l2_flush: bool = False  # read a 256 MB buffer before each timed call (operands from HBM)
     when: When = When()
     line: int = 0
+    timer: str = "events"  # one of PERF_TIMERS; "graph" exactly when cuda_graph
+    golden: bool = True  # hold the time to a perf golden of the device kind
+    faster_than: Optional[FasterThan] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +212,8 @@ class Checks:
     graphs: Optional[int] = 1
     graph_breaks: Optional[int] = 0
     perf: Optional[PerfSpec] = None
+    recompiles: tuple[RecompileBound, ...] = ()  # only for a case with calls
+    references: tuple["Reference", ...] = ()
 
 
 # --------------------------------------------------------------------------- fuzz spec
@@ -198,6 +277,8 @@ class Case:
     timeout: Optional[float] = None  # seconds; None: --cell-timeout or no limit (harness/guard.py)
     fuzz: Optional[FuzzSpec] = None  # input shapes/strides/values drawn by hypothesis (harness/fuzz.py)
     compile_mode: str = "default"  # torch.compile mode of the ``inductor`` backend's cells
+    calls: tuple[Call, ...] = ()  # a sequence of calls of one compiled callable (empty: one call on ``inputs``)
+    mark_dynamic: tuple[tuple[str, tuple[int, ...]], ...] = ()  # input name -> dims torch._dynamo.mark_dynamic marks
 
     def tolerance_for(self, dtype: str) -> Tolerance:
         return dict(self.tolerances)[dtype]

@@ -29,8 +29,14 @@ from .model import (
     PASS_HOOKS,
     RANGE_SETTINGS,
     REQUIREMENTS,
+    DYNAMIC_MODES,
+    PERF_TIMERS,
+    Call,
     Case,
     Checks,
+    FasterThan,
+    Reference,
+    Variant,
     CounterExpectation,
     DimRange,
     FileCheckBlock,
@@ -40,6 +46,7 @@ from .model import (
     Matrix,
     PassSpec,
     PerfSpec,
+    RecompileBound,
     Tolerance,
     When,
 )
@@ -64,16 +71,24 @@ CASE_KEYS = (
     "description", "program", "params", "inputs", "seed", "matrix", "tolerances", "config",
     "dynamo_config", "passes", "backward", "no_grad", "deterministic", "checks", "marks", "timeout", "fuzz",
     "compile_mode",
-    "max_input_gb",
+    "max_input_gb", "calls", "mark_dynamic",
 )
-DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz"))
-CHECKS_KEYS = ("golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks", "perf")
+DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz", "calls", "mark_dynamic"))
+CHECKS_KEYS = (
+    "golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks", "perf", "recompiles",
+    "references",
+)
+REFERENCE_KEYS = ("name", "program", "params", "inputs", "tolerances", "when")
 INPUT_KEYS = (
     "kind", "shape", "dtype", "strides", "pad_last_dim", "distribution", "mean", "std", "low", "high",
     "value", "seed", "requires_grad", "params",
 )
-PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when")
-TOLERANCE_KEYS = ("atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor")
+EACH_GRAPH_TARGETS = ("output_code", "kernel_source")  # texts the run keeps per compiled graph
+PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when", "timer", "golden", "faster_than")
+VARIANT_KEYS = ("program", "params", "inputs")
+TOLERANCE_KEYS = (
+    "atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor", "max_kl_div", "min_top_k_agreement", "top_k",
+)
 FUZZ_KEYS = ("examples", "seed", "max_seconds", "dims", "inputs", "reference")
 INPUT_FUZZ_KEYS = ("layout", "max_pad", "distribution") + RANGE_SETTINGS
 
@@ -124,7 +139,10 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
     backward = require_bool(body.get("backward", False), sub("backward"))
     no_grad = require_bool(body.get("no_grad", False), sub("no_grad"))
     deterministic = require_bool(body.get("deterministic", False), sub("deterministic"))
-    checks = _parse_checks(body.get("checks"), sub("checks"))
+    def variant(value: Any, variant_at: At, keys: Sequence[str] = VARIANT_KEYS) -> tuple[Variant, YamlMap]:
+        return _parse_variant(value, variant_at, keys, program, params, inputs_map, sub("inputs"), body.get("calls"), sub("calls"))
+
+    checks = _parse_checks(body.get("checks"), sub("checks"), variant, matrix.dtypes)
     marks = _parse_marks(body.get("marks"), sub("marks"))
     description = require_str(body.get("description", name), sub("description"))
     if backward and not any(spec.requires_grad for spec in inputs):
@@ -149,12 +167,24 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
         raise sub("max_input_gb").error("must be finite", got=max_input_gb)
     for (_, _, input_at), spec in zip(entries(inputs_map, sub("inputs")), inputs):
         _check_input_size(spec, fuzz, matrix, max_input_gb, input_at)
+    mark_dynamic = () if "mark_dynamic" not in body else _parse_mark_dynamic(body["mark_dynamic"], sub("mark_dynamic"), inputs)
+    calls: tuple[Call, ...] = ()
+    if "calls" in body:
+        if fuzz is not None:
+            raise sub("calls").error("a fuzz case draws its own inputs: give either calls or fuzz")
+        calls = _parse_calls(body["calls"], sub("calls"), inputs_map, sub("inputs"))
+        for call in calls:
+            for spec in call.inputs:
+                if spec.name in call.changed:
+                    _check_input_size(spec, None, matrix, max_input_gb, At(display, call.line, sub("calls").field))
+    if checks.recompiles and not calls:
+        raise sub("checks").error("recompiles counts the compiles after a case's first call: it needs calls:")
     return Case(
         suite_path=path, display_path=display, name=name, line=at.line, description=description,
         program=program, params=tuple(params.items()), inputs=inputs, seed=seed, matrix=matrix,
         tolerances=tolerances, config=config, dynamo_config=dynamo_config, passes=passes,
         backward=backward, no_grad=no_grad, deterministic=deterministic, checks=checks, marks=marks, timeout=timeout, fuzz=fuzz,
-        compile_mode=compile_mode,
+        compile_mode=compile_mode, calls=calls, mark_dynamic=mark_dynamic,
     )
 
 
@@ -297,24 +327,140 @@ def _parse_input(name: str, value: Any, at: At, dims: Sequence[str] = ()) -> Inp
     return InputSpec(**fields)
 
 
+def _merge_input(base: YamlMap, override: YamlMap) -> YamlMap:
+    """An input's YAML with a call's keys on top (``params`` merged key by key unless the call
+    changes the input's kind), lines kept."""
+    merged = as_yaml_map({}, override.line)
+    if "kind" in override and override.get("kind") != base.get("kind", "tensor"):
+        base = as_yaml_map({k: v for k, v in base.items() if k != "params"}, base.line)  # another kind's params do not apply
+    for source in (base, override):
+        for key, value in source.items():
+            if key == "params" and isinstance(merged.get(key), dict) and isinstance(value, dict):
+                params = as_yaml_map({**merged[key], **value}, value.line)
+                params.key_lines = {**merged[key].key_lines, **value.key_lines}
+                params.value_lines = {**merged[key].value_lines, **value.value_lines}
+                value = params
+            merged[key] = value
+            merged.key_lines[key] = source.key_lines.get(key, source.line)
+            merged.value_lines[key] = source.value_lines.get(key, source.line)
+            merged.value_styles[key] = source.value_styles.get(key)
+    return merged
+
+
+def parse_input_overrides(value: Any, at: At, inputs_map: YamlMap, inputs_at: At) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:
+    """``{input name: {spec keys}}`` on top of the case's inputs: (every input's spec, the names overridden).
+
+    A call of ``calls:`` and a baseline (``checks.perf.faster_than``, ``checks.reference``) say
+    what differs from ``inputs:`` this way; the merged spec is checked like any input."""
+    overrides = require_map(value, at)
+    for name in overrides:
+        if name not in inputs_map:
+            raise at.key(overrides, name, overrides.key_lines).error("not an input of this case", got=name, allowed=list(inputs_map))
+    specs = []
+    for name, base, base_at in entries(inputs_map, inputs_at):
+        if name in overrides:
+            override_at = at.key(overrides, name)
+            merged = _merge_input(require_map(base, base_at, INPUT_KEYS), require_map(overrides[name], override_at, INPUT_KEYS))
+            specs.append(_parse_input(name, merged, override_at))
+        else:
+            specs.append(_parse_input(name, base, base_at))
+    return tuple(specs), tuple(n for n in inputs_map if n in overrides)
+
+
+def _parse_calls(value: Any, at: At, inputs_map: YamlMap, inputs_at: At) -> tuple[Call, ...]:
+    items = require_list(value, at)
+    calls = []
+    for i, item in enumerate(items):
+        item_at = at.item(items, i)
+        specs, changed = parse_input_overrides(item if item is not None else as_yaml_map({}, item_at.line), item_at, inputs_map, inputs_at)
+        calls.append(Call(inputs=specs, changed=changed, line=item_at.line))
+    return tuple(calls)
+
+
+def _parse_recompiles(value: Any, at: At) -> tuple[RecompileBound, ...]:
+    """``0``, ``"<= 1"`` (also ``==``, ``>=``), or one of those per ``dynamic:`` mode."""
+    if isinstance(value, dict):
+        mapping = require_map(value, at, DYNAMIC_MODES)
+        return tuple(
+            dataclasses.replace(_parse_recompile_bound(item, item_at), dynamic=mode) for mode, item, item_at in entries(mapping, at)
+        )
+    return (_parse_recompile_bound(value, at),)
+
+
+def _parse_recompile_bound(value: Any, at: At) -> RecompileBound:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return RecompileBound("==", require_int(value, at, minimum=0), line=at.line)
+    text = require_str(value, at).strip()
+    for op in ("<=", ">=", "=="):
+        if text.startswith(op) and text[len(op):].strip().isdigit():
+            return RecompileBound(op, int(text[len(op):]), line=at.line)
+    raise at.error("must be a count or '<= N', '>= N', '== N'", got=value)
+
+
 def _parse_matrix(value: Any, at: At) -> Matrix:
     fields = dict(DEFAULT_MATRIX)
     if value is not None:
-        mapping = require_map(value, at, tuple(DEFAULT_MATRIX))
+        mapping = require_map(value, at, tuple(DEFAULT_MATRIX) + ("dynamic",))
         for key, item, item_at in entries(mapping, at):
             if key == "backends":
                 fields[key] = choice_list(item, item_at, BACKENDS)
             elif key == "devices":
                 fields[key] = choice_list(item, item_at, DEVICES)
+            elif key == "dynamic":
+                fields[key] = _parse_dynamic_axis(item, item_at)
             else:
                 fields[key] = choice_list(item, item_at, list(DTYPES), lambda v, a: require_dtype(v, a))
     return Matrix(**fields)
 
 
+#: How the ``dynamic:`` axis may spell each mode: torch.compile's own ``dynamic=`` values, or the names.
+DYNAMIC_SPELLINGS = {False: "static", True: "dynamic", "static": "static", "dynamic": "dynamic", "automatic": "automatic"}
+
+
+def _parse_dynamic_axis(value: Any, at: At) -> tuple[str, ...]:
+    items = require_list(value, at)
+    modes = []
+    for i, item in enumerate(items):
+        mode = DYNAMIC_SPELLINGS.get(item) if isinstance(item, (bool, str)) else None
+        if mode is None:
+            raise at.item(items, i).error("not a dynamic mode", got=item, allowed=["false", "true", "automatic"])
+        if mode in modes:
+            raise at.item(items, i).error("named twice", got=item)
+        modes.append(mode)
+    return tuple(modes)
+
+
+def _parse_mark_dynamic(value: Any, at: At, inputs: Sequence[InputSpec]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``{input: [dim, ...]}``: dims of tensor inputs marked dynamic before each compiled call."""
+    mapping = require_map(value, at)
+    by_name = {spec.name: spec for spec in inputs}
+    out = []
+    for name, item, item_at in entries(mapping, at):
+        if name not in by_name:
+            raise item_at.error("not an input of this case", got=name, allowed=list(by_name))
+        dims = require_list(item, item_at)
+        rank = len(by_name[name].shape)
+        parsed = tuple(require_int(d, item_at.item(dims, i), minimum=0) for i, d in enumerate(dims))
+        for i, dim in enumerate(parsed):
+            if dim >= rank:
+                raise item_at.item(dims, i).error(f"input {name!r} has {rank} dims", got=dim)
+        out.append((name, parsed))
+    return tuple(out)
+
+
+def _tolerance_value(item: Any, at: At, key: str) -> float:
+    value = require_tolerance(item, at, key)
+    if key == "top_k" and (value < 1 or value != int(value) or isinstance(item, float)):
+        raise at.error("must be an integer >= 1", got=item)
+    if key == "min_top_k_agreement" and value > 1:
+        raise at.error("is a share of rows: at most 1", got=item)
+    return value
+
+
 def _parse_tolerance_fields(mapping: YamlMap, at: At) -> dict[str, float]:
     out = {}
     for key, item, item_at in entries(mapping, at):
-        out[key] = require_tolerance(item, item_at, key)
+        out[key] = _tolerance_value(item, item_at, key)
     if ("quant_step" in out) != ("max_step_error" in out):
         raise at.error("quant_step and max_step_error go together")
     return out
@@ -328,7 +474,7 @@ def _parse_tolerances(value: Any, at: At, dtypes: Sequence[str]) -> tuple[tuple[
         for key, item, item_at in entries(mapping, at):
             key_at = at.key(mapping, key, mapping.key_lines)
             if key in TOLERANCE_KEYS:
-                common[key] = require_tolerance(item, item_at, key)
+                common[key] = _tolerance_value(item, item_at, key)
                 continue
             dtype = canonical_dtype_name(key) if isinstance(key, str) else None
             if dtype is None:
@@ -408,7 +554,58 @@ def _parse_passes(value: Any, at: At) -> tuple[PassSpec, ...]:
     return tuple(out)
 
 
-def _parse_checks(value: Any, at: At) -> Checks:
+def _parse_variant(
+    value: Any, at: At, keys: Sequence[str], program: str, params: YamlMap,
+    inputs_map: YamlMap, inputs_at: At, calls_value: Any, calls_at: At,
+) -> tuple[Variant, YamlMap]:
+    """A baseline or reference: ``{program?, params?, inputs?}`` (the case's unless given; its
+    input overrides apply to every call) and the mapping, for the caller's own keys."""
+    mapping = require_map(value, at, keys)
+    variant_program = program
+    if "program" in mapping:
+        variant_program = require_str(mapping["program"], at.key(mapping, "program"))
+    variant_params = params if "program" not in mapping else as_yaml_map({}, at.line)
+    if "params" in mapping:
+        variant_params = require_map(mapping["params"], at.key(mapping, "params"))
+    _check_program(variant_program, variant_params, at.key(mapping, "program"), at.key(mapping, "params"))
+    changed: tuple[str, ...] = ()
+    if "inputs" in mapping:
+        overrides = require_map(mapping["inputs"], at.key(mapping, "inputs"))
+        _, changed = parse_input_overrides(overrides, at.key(mapping, "inputs"), inputs_map, inputs_at)
+        merged = as_yaml_map({}, inputs_map.line)
+        for name, base in inputs_map.items():
+            merged[name] = _merge_input(base, overrides[name]) if name in overrides else base
+            merged.key_lines[name] = inputs_map.key_lines.get(name, inputs_map.line)
+            merged.value_lines[name] = inputs_map.value_lines.get(name, inputs_map.line)
+        inputs_map = merged
+    inputs = tuple(_parse_input(n, v, a) for n, v, a in entries(inputs_map, inputs_at))
+    calls = () if calls_value is None else _parse_calls(calls_value, calls_at, inputs_map, inputs_at)
+    text = variant_program + "".join(f", {name} changed" for name in changed)
+    return Variant(
+        program=variant_program, params=tuple(variant_params.items()), inputs=inputs, calls=calls,
+        changed=changed, text=text, line=at.line,
+    ), mapping
+
+
+def _parse_references(value: Any, at: At, variant: Any, dtypes: Sequence[str]) -> tuple[Reference, ...]:
+    items = require_list(value, at)
+    out = []
+    for i, item in enumerate(items):
+        item_at = at.item(items, i)
+        parsed, mapping = variant(item, item_at, REFERENCE_KEYS)
+        for key in ("name", "tolerances"):
+            if key not in mapping:
+                raise item_at.error(f"missing key '{key}'")
+        name = require_str(mapping["name"], item_at.key(mapping, "name"))
+        if name in {r.name for r in out}:
+            raise item_at.key(mapping, "name").error("named twice", got=name)
+        tolerances = _parse_tolerances(mapping["tolerances"], item_at.key(mapping, "tolerances"), dtypes)
+        when = _parse_when(mapping["when"], item_at.key(mapping, "when")) if "when" in mapping else When()
+        out.append(Reference(name=name, variant=parsed, tolerances=tolerances, when=when))
+    return tuple(out)
+
+
+def _parse_checks(value: Any, at: At, variant: Any = None, dtypes: Sequence[str] = ()) -> Checks:
     if value is None:
         return Checks()
     mapping = require_map(value, at, CHECKS_KEYS)
@@ -425,11 +622,15 @@ def _parse_checks(value: Any, at: At) -> Checks:
         elif key == "counters":
             fields[key] = _parse_counters(item, item_at)
         elif key == "perf":
-            fields[key] = _parse_perf(item, item_at)
+            fields[key] = _parse_perf(item, item_at, variant)
+        elif key == "recompiles":
+            fields[key] = _parse_recompiles(item, item_at)
+        elif key == "references":
+            fields[key] = _parse_references(item, item_at, variant, dtypes)
     return Checks(**fields)
 
 
-def _parse_perf(value: Any, at: At) -> PerfSpec:
+def _parse_perf(value: Any, at: At, variant: Any = None) -> PerfSpec:
     spec = require_map(value, at, PERF_KEYS)
     fields: dict[str, Any] = {"line": at.line}
     for key, item, item_at in entries(spec, at):
@@ -437,10 +638,29 @@ def _parse_perf(value: Any, at: At) -> PerfSpec:
             fields[key] = require_number(item, item_at, minimum=0.0)
         elif key in ("warmup", "reps"):
             fields[key] = require_int(item, item_at, minimum=0 if key == "warmup" else 1)
-        elif key in ("cuda_graph", "l2_flush"):
+        elif key in ("cuda_graph", "l2_flush", "golden"):
             fields[key] = require_bool(item, item_at)
+        elif key == "timer":
+            fields[key] = require_choice(item, item_at, PERF_TIMERS)
+        elif key == "faster_than":
+            baseline, mapping = variant(item, item_at, VARIANT_KEYS + ("by",))
+            if "by" not in mapping:
+                raise item_at.error("missing key 'by' (how many times faster than the baseline the case must be, e.g. 1.2)")
+            by = require_number(mapping["by"], item_at.key(mapping, "by"), minimum=0.0)
+            if not by > 0:
+                raise item_at.key(mapping, "by").error("must be > 0", got=by)
+            fields[key] = FasterThan(baseline=baseline, by=by, line=item_at.line)
         else:
             fields[key] = _parse_when(item, item_at)
+    if "timer" in fields and "cuda_graph" in fields and fields["cuda_graph"] != (fields["timer"] == "graph"):
+        raise at.key(spec, "cuda_graph").error(f"contradicts timer: {fields['timer']} (cuda_graph: true is timer: graph; give one of them)")
+    if fields.get("cuda_graph"):
+        fields["timer"] = "graph"
+    fields["cuda_graph"] = fields.get("timer") == "graph"
+    if "golden" not in fields:
+        fields["golden"] = "faster_than" not in fields  # a ratio needs no golden unless asked
+    if not fields["golden"] and "faster_than" not in fields:
+        raise at.error("checks nothing: golden: false and no faster_than (give a baseline, or keep the perf golden)")
     return PerfSpec(**fields)
 
 
@@ -449,7 +669,7 @@ def _parse_filechecks(value: Any, at: At, parent: YamlMap) -> tuple[FileCheckBlo
     out = []
     for i, item in enumerate(items):
         item_at = at.item(items, i)
-        block = require_map(item, item_at, ("target", "check", "when"))
+        block = require_map(item, item_at, ("target", "check", "when", "each_graph"))
         if "check" not in block:
             raise item_at.error("missing key 'check' (FileCheck text: CHECK lines)")
         target = require_choice(block.get("target", "output_code"), item_at.child("target", block.value_lines.get("target", item_at.line)), FILECHECK_TARGETS)
@@ -459,7 +679,15 @@ def _parse_filechecks(value: Any, at: At, parent: YamlMap) -> tuple[FileCheckBlo
         first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
         _check_directives(check, check_at, first_line)
         when = _parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
-        out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line))
+        each_graph = False
+        if "each_graph" in block:
+            each_at = item_at.child("each_graph", block.value_lines["each_graph"])
+            each_graph = require_bool(block["each_graph"], each_at)
+            if each_graph and target not in EACH_GRAPH_TARGETS:
+                raise each_at.error(f"target {target!r} is not kept per graph", got=target, allowed=EACH_GRAPH_TARGETS)
+        out.append(FileCheckBlock(
+            target=target, check=check, first_check_line=first_line, when=when, line=item_at.line, each_graph=each_graph,
+        ))
     return tuple(out)
 
 
@@ -533,6 +761,9 @@ def _parse_marks(value: Any, at: At) -> tuple[Mark, ...]:
                     parsed.append((key, require_bool(req_value, req_at)))
                 elif key == "min_devices":
                     parsed.append((key, require_int(req_value, req_at, minimum=1)))
+                elif key == "imports":
+                    names = require_list(req_value, req_at)
+                    parsed.append((key, tuple(require_str(n, req_at.item(names, j)) for j, n in enumerate(names))))
                 else:
                     parsed.append((key, require_number(req_value, req_at, minimum=0.0)))
             requirements = tuple(parsed)

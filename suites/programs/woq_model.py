@@ -29,7 +29,7 @@ from impl.schemes import WeightOnlyLinear, quantize_linear_
 
 
 def quantized_mlp(spec: InputSpec, ctx: BuildContext) -> torch.nn.Module:
-    """Linear(shape[0] -> shape[1]), ReLU, Linear(shape[1] -> shape[2]), ... quantized by ``scheme``."""
+    """Linear(shape[0] -> shape[1]), ReLU, Linear(shape[1] -> shape[2]), ... quantized by ``scheme`` (``dense``: not)."""
     params = spec.param_dict
     features = tuple(spec.shape)
     if len(features) < 2:
@@ -43,7 +43,9 @@ def quantized_mlp(spec: InputSpec, ctx: BuildContext) -> torch.nn.Module:
                 linear.bias.copy_(ctx.sample(spec, (fan_out,), torch.float32) * 0.1)
         layers += [linear, torch.nn.ReLU()]
     options = {key: value for key, value in params.items() if key != "scheme"}
-    model = quantize_linear_(torch.nn.Sequential(*layers[:-1]), params["scheme"], **options)
+    model = torch.nn.Sequential(*layers[:-1])
+    if params["scheme"] != "dense":  # dense: the same weights unquantized, the baseline to beat
+        model = quantize_linear_(model, params["scheme"], **options)
     return model.to(device=ctx.device, dtype=ctx.dtype).eval()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from harness.case import Tolerance
@@ -108,3 +109,25 @@ def test_complex_outputs_compare_both_parts():
     assert "(0,)      1+1j    1+0j        1" in result.report
     close = compare_outputs({"o": z}, {"o": z + 1e-4j}, Tolerance(atol=1e-3, rtol=0.0), label="x")
     assert close.ok, close.report
+
+
+def test_next_token_kl_divergence_and_top_k_agreement():
+    from harness.portable import next_token_agreement
+
+    expected = torch.tensor([[4.0, 1.0, 0.0, 0.0], [0.0, 3.0, 2.9, 0.0]])
+    swapped = torch.tensor([[4.0, 1.0, 0.0, 0.0], [0.0, 2.9, 3.0, 0.0]])  # row 1's argmax moves to its second best
+    mean_kl, max_kl, top1 = next_token_agreement(expected, swapped, 1)
+    p = torch.tensor([0.0, 3.0, 2.9, 0.0], dtype=torch.float64).softmax(-1)
+    q = torch.tensor([0.0, 2.9, 3.0, 0.0], dtype=torch.float64).softmax(-1)
+    assert max_kl == pytest.approx(float((p * (p / q).log()).sum()), rel=1e-4) and mean_kl == pytest.approx(max_kl / 2)
+    assert top1 == 0.5 and next_token_agreement(expected, swapped, 2)[2] == 1.0
+
+    loose = Tolerance(atol=math.inf, rtol=0.0, max_kl_div=0.01, top_k=2, min_top_k_agreement=1.0)
+    assert compare_outputs({"output": expected}, {"output": swapped}, loose, label="x").ok
+    strict = Tolerance(atol=math.inf, rtol=0.0, max_kl_div=1e-4, min_top_k_agreement=1.0)
+    result = compare_outputs({"output": expected}, {"output": swapped}, strict, label="compiled vs dense")
+    assert not result.ok
+    assert "next-token distributions (one per row of the last dim): KL mean 0.00" in result.report
+    assert "argmax in expected's top-1: 50.0% of rows" in result.report
+    assert "failed: mean KL" in result.report and "> 0.0001 nats" in result.report
+    assert "failed: top-1 agreement 50.0% < 100.0%" in result.report

@@ -48,7 +48,9 @@ def test_device_kind_slug_and_golden_name_round_trip():
 
 def test_why_not_timed():
     assert why_not_timed("cuda", enabled=False, workers=0, device_count=1) == "perf checks are off (--no-perf)"
-    assert why_not_timed("cpu", enabled=True, workers=0, device_count=1) == "perf checks time cuda cells only (no timer for cpu)"
+    assert why_not_timed("cpu", enabled=True, workers=0, device_count=1) == "timer: events needs cuda; cpu cells have timer: wall"
+    assert why_not_timed("cpu", enabled=True, workers=0, device_count=1, timer="wall") is None
+    assert why_not_timed("xpu", enabled=True, workers=0, device_count=1) == "no timer for xpu cells"
     assert why_not_timed("cuda", enabled=True, workers=0, device_count=1) is None
     assert why_not_timed("cuda", enabled=True, workers=2, device_count=2) is None
     contended = why_not_timed("cuda", enabled=True, workers=8, device_count=1)
@@ -120,7 +122,13 @@ def test_perf_block_parses_with_defaults():
     [
         ("{perf: {band: -0.1}}", "suites/x.yaml:5: cases.a.checks.perf.band: must be >= 0.0 (got -0.1)"),
         ("{perf: {reps: 0}}", "suites/x.yaml:5: cases.a.checks.perf.reps: must be >= 1 (got 0)"),
-        ("{perf: {speed: fast}}", "suites/x.yaml:5: cases.a.checks.perf.speed: unknown key (got 'speed'; allowed band, warmup, reps, cuda_graph, l2_flush, when)"),
+        ("{perf: {speed: fast}}", "suites/x.yaml:5: cases.a.checks.perf.speed: unknown key (got 'speed'; allowed band, warmup, reps, cuda_graph, l2_flush, when, timer, golden, faster_than)"),
+        ("{perf: {timer: stopwatch}}", "suites/x.yaml:5: cases.a.checks.perf.timer: 'stopwatch' is not one of the allowed values (got 'stopwatch'; allowed events, graph, wall)"),
+        ("{perf: {timer: wall, cuda_graph: true}}", "suites/x.yaml:5: cases.a.checks.perf.cuda_graph: contradicts timer: wall (cuda_graph: true is timer: graph; give one of them)"),
+        ("{perf: {golden: false}}", "suites/x.yaml:5: cases.a.checks.perf: checks nothing: golden: false and no faster_than (give a baseline, or keep the perf golden)"),
+        ("{perf: {faster_than: {program: linear}}}", "suites/x.yaml:5: cases.a.checks.perf.faster_than: missing key 'by' (how many times faster than the baseline the case must be, e.g. 1.2)"),
+        ("{perf: {faster_than: {by: 0}}}", "suites/x.yaml:5: cases.a.checks.perf.faster_than.by: must be > 0 (got 0.0)"),
+        ("{perf: {faster_than: {by: 2, inputs: {z: {shape: [1]}}}}}", "suites/x.yaml:5: cases.a.checks.perf.faster_than.inputs.z: not an input of this case (got 'z'; allowed x, y)"),
         ("{perf: 0.15}", "suites/x.yaml:5: cases.a.checks.perf: must be a mapping (got 0.15)"),
     ],
 )
@@ -128,6 +136,35 @@ def test_bad_perf_block_is_one_line(checks, message):
     with pytest.raises(CaseFormatError) as error:
         _parse(checks)
     assert str(error.value) == message
+
+
+def test_timer_golden_and_faster_than_parse():
+    spec = _parse("{perf: {timer: graph}}").checks.perf
+    assert (spec.timer, spec.cuda_graph, spec.golden, spec.faster_than) == ("graph", True, True, None)
+    assert _parse("{perf: {cuda_graph: true}}").checks.perf.timer == "graph"  # the older spelling
+    spec = _parse("{perf: {timer: wall, faster_than: {inputs: {y: {shape: [2, 2], distribution: ones}}, by: 1.5}}}").checks.perf
+    assert spec.golden is False  # a ratio needs no golden unless asked
+    baseline = spec.faster_than.baseline
+    assert (spec.faster_than.by, baseline.program, baseline.changed, baseline.text) == (1.5, "matmul", ("y",), "matmul, y changed")
+    assert [s.distribution for s in baseline.inputs] == ["normal", "ones"]
+
+
+def test_setup_records_the_wall_timer_and_compile_mode_only_when_used():
+    from harness.perf import setup_of
+
+    assert setup_of(PerfSpec(), {"x": [1]}) == {"shapes": {"x": [1]}, "cuda_graph": False, "l2_flush": False}
+    assert setup_of(PerfSpec(timer="wall"), {"x": [1]}, "max-autotune")  == {
+        "shapes": {"x": [1]}, "cuda_graph": False, "l2_flush": False, "timer": "wall", "compile_mode": "max-autotune",
+    }
+
+
+def test_time_wall_includes_what_the_host_does():
+    import time as _time
+
+    from harness.perf import time_wall
+
+    sample = time_wall(lambda: _time.sleep(0.002), PerfSpec(warmup=1, reps=5))
+    assert 1900 < sample.median_us < 20000 and sample.reps == 5
 
 
 def test_perf_cuda_graph_refuses_a_compile_mode_with_cuda_graphs():
@@ -271,10 +308,10 @@ def test_cells_not_timed_say_why(timed_project, monkeypatch):
     off = project.run("--no-perf")
     off.assert_outcomes(passed=1)
     off.stdout.fnmatch_lines(["1 cell(s) not timed: perf checks are off (--no-perf)"])
-    monkeypatch.delenv("FAKE_PERF_US")  # no CPU timer: the default
+    monkeypatch.delenv("FAKE_PERF_US")  # the real CPU timer: wall only
     cpu = project.run()
     cpu.assert_outcomes(passed=1)
-    cpu.stdout.fnmatch_lines(["1 cell(s) not timed: perf checks time cuda cells only (no timer for cpu)"])
+    cpu.stdout.fnmatch_lines(["1 cell(s) not timed: timer: events needs cuda; cpu cells have timer: wall"])
     assert not (project.root / "golden").exists()
 
 
@@ -287,3 +324,54 @@ def test_time_cuda_measures_a_matmul(cuda_graph):
     sample = time_cuda(lambda: a @ a, PerfSpec(reps=20, warmup=3, cuda_graph=cuda_graph))
     assert sample.reps == 20
     assert 0.5 < sample.median_us < 10_000  # a 1024^3 bf16 matmul takes some µs on any GPU
+
+
+RATIO = """
+cases:
+  ratio:
+    program: progs:quick
+    inputs:
+      x: {shape: [4, 3]}
+    matrix: {backends: [eager, inductor], devices: [cpu], dynamic: [true]}
+    checks:
+      golden: false
+      perf: {timer: wall, warmup: 2, reps: 9, faster_than: {program: progs:slow, by: BY}}
+"""
+
+RATIO_PROGRAMS = """
+import time
+
+def quick(x):
+    return x + 1
+
+def slow(x):
+    time.sleep(0.004)  # a graph break: the sleep runs in every call, compiled or not
+    return x + 1
+"""
+
+
+@pytest.mark.parametrize("by, outcome", [(2.0, "passed"), (1000.0, "failed")])
+def test_faster_than_times_the_baseline_in_the_same_cell_on_the_cpu(project, by, outcome):
+    project.set_programs(RATIO_PROGRAMS)
+    project.suite(RATIO.replace("BY", str(by)))
+    result = project.run("-W", "ignore::UserWarning")
+    result.assert_outcomes(**{outcome: 2})
+    if outcome == "passed":
+        result.stdout.fnmatch_lines([
+            "*quantcheck perf*",
+            "suites/s.yaml::ratio[[]eager-cpu-float32-dynamic[]]: * µs measured, baseline progs:slow * µs: *x as fast (needs >= 2.00x)",
+        ])
+    else:
+        result.stdout.fnmatch_lines([
+            "perf: not 1000.00x as fast as the baseline: * µs measured, baseline * µs, ratio *",
+            "  baseline: progs:slow, timed in this cell the same way",
+        ])
+    assert not (project.root / "golden").exists()  # no perf golden asked for
+
+
+def test_a_perf_golden_of_a_dynamic_cell_names_its_mode(timed_project):
+    project = timed_project
+    project.suite(TIMED.replace("devices: [cpu]}", "devices: [cpu], dynamic: [true]}"))
+    project.run("--add-missing-goldens").assert_outcomes(passed=1)
+    assert (project.root / "golden/s/timed/perf-fake-timer-9000-eager.dynamic-float32.json").exists()
+    assert "stale" not in project.run().stdout.str()

@@ -134,9 +134,10 @@ def rows_bucket(x: torch.Tensor) -> tuple[Any, Optional[int]]:
     A static M is its own bound. A symbolic M (a dynamic batch) is placed in its M bucket
     (``common.M_BUCKETS``) by comparisons on the SymInt: each one becomes a guard of the
     compiled graph, so a call in another bucket recompiles rather than running this bucket's
-    config. The last bucket has no upper bound (None). Each bucket a batch size visits is a
-    compiled graph of its own, which counts toward dynamo's ``recompile_limit`` (8 by
-    default; a static batch 1 plus every bucket would be 9)."""
+    config. Past 256 rows one bucket has no upper bound (None): it launches the largest
+    bucket's config, as a static M there does. Each bucket a batch size visits is a compiled
+    graph of its own, which counts toward dynamo's ``recompile_limit`` (8 by default): a
+    static batch 1 plus the seven symbolic buckets (2, 4, 8, 16, 64, 256, more) stay within it."""
     from impl.kernels.common import M_BUCKETS
 
     m = math.prod(x.shape[:-1])

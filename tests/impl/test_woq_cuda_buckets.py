@@ -54,3 +54,24 @@ def test_bucket_guards_from_the_lowering_make_other_buckets_recompile(monkeypatc
     torch._dynamo.reset()
     assert frames == [1, 1, 0, 1], frames
     assert bounds == [1, 8, 16], bounds
+
+
+def test_a_static_batch_and_every_symbolic_bucket_fit_dynamos_recompile_limit():
+    """A server's batch sizes may visit every bucket: with the static first compile they must
+    not pass dynamo's recompile limit, past which the frame runs eagerly (unfused)."""
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    shape_env = ShapeEnv()
+    bounds = set()
+    for hint in (2, 3, 5, 9, 17, 65, 257, 1025, 5000):
+        symbol = shape_env.create_symbol(hint, torch._dynamo.source.ConstantSource(f"m{hint}"))
+        bounds.add(woq_mm_cuda.rows_bucket(_Rows(shape_env.create_symintnode(symbol, hint=hint)))[1])
+    assert bounds == {2, 4, 8, 16, 64, 256, None}, bounds  # past 256 rows: one bucket, the largest config
+    assert 1 + len(bounds) <= torch._dynamo.config.recompile_limit, bounds
+
+
+class _Rows:
+    """Stands in for x (M, K): rows_bucket reads only its shape."""
+
+    def __init__(self, m) -> None:
+        self.shape = (m, K)

@@ -2,7 +2,8 @@
 
 Hypothesis draws the programs a user may write around a quantized weight W (N, K): views of
 it (transposed or not, square weights where only strides tell ``x @ W`` from ``x @ W.T``,
-reshapes, strided slices, copies), the matmul reading it (``mm``, ``addmm`` with any
+reshapes, strided slices, copies), region bodies that are not the scheme's formula yet take its operand shapes, the matmul
+reading it (``mm``, ``addmm`` with any
 ``alpha`` / ``beta``, ``bmm``, ``F.linear``, ``aten.linear``, ``matmul``, a padded ``mm``
 as pad_mm writes it, the broadcast multiply-and-sum Inductor writes for matrix-vector
 products), bias shapes and dtypes, activation layouts, activation dtypes, a second reader
@@ -100,6 +101,7 @@ class Program:
     pads: tuple[int, int, int] = (0, 0, 0)  # padded_mm: (K pad of x, M pad of x, K pad of W.T)
     broadcast_x: bool = False  # vector_sum: x (M, 1), broadcast against every row of the operand
     batched_x: bool = False  # linear, aten_linear, matmul: x (2, M, K)
+    body: str = "scheme"  # int8 only: "per_column_scale" / "transposed_codes" (square weights)
     extra: str = "none"
 
     @property
@@ -112,7 +114,7 @@ class Program:
 
     def is_canonical(self) -> bool:
         """The forms the pass exists for: they must fuse."""
-        if self.extra != "none" or self.alpha is not None or self.beta is not None or self.broadcast_x:
+        if self.body != "scheme" or self.extra != "none" or self.alpha is not None or self.beta is not None or self.broadcast_x:
             return False
         if self.consumer in ("linear", "aten_linear"):
             return self.view in UNTRANSPOSED_VIEWS and self.bias in ("none", "row")
@@ -140,6 +142,7 @@ def programs(draw) -> Program:
         "pads": draw(st.sampled_from([(1, 0, 1), (3, 2, 3), (0, 2, 0)])) if consumer == "padded_mm" else (0, 0, 0),
         "broadcast_x": False,
         "extra": "none",
+        "body": "scheme",
     }
     anything = {
         "view": st.sampled_from(sorted(WEIGHT_VIEWS)),
@@ -149,6 +152,7 @@ def programs(draw) -> Program:
         "pads": st.tuples(*[st.sampled_from([-1, 0, 1, 3])] * 3) if consumer == "padded_mm" else st.just((0, 0, 0)),
         "broadcast_x": st.booleans() if consumer == "vector_sum" else st.just(False),
         "extra": st.sampled_from(EXTRA_READERS),
+        "body": st.sampled_from(["scheme", "per_column_scale", "transposed_codes"]) if scheme == "int8" else st.just("scheme"),
     }
     for field in draw(st.lists(st.sampled_from(sorted(anything)), max_size=2, unique=True)):
         fusible[field] = draw(anything[field])
@@ -190,6 +194,11 @@ def _region(program: Program, tensors: tuple[torch.Tensor, ...], compiled: bool)
         "int4": lambda q, s, z: dequantize_int4(q, s, z, GROUP, k, dtype),
         "nf4": lambda q, a, lv: dequantize_nf4(q, a, lv, None, None, GROUP, k, dtype),
     }
+    # Bodies other than the scheme's formula, with its operand shapes where W is square.
+    if program.body == "per_column_scale":
+        bodies["int8"] = lambda q, s: (q.to(torch.float32) * s).to(dtype)
+    elif program.body == "transposed_codes":
+        bodies["int8"] = lambda q, s: dequantize_int8(q.t(), s, dtype)
     region = InvokeQuant() if compiled else invoke_quant
     return region(bodies[program.scheme], *tensors, scheme=SCHEMES[program.scheme])
 

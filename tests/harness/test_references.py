@@ -12,6 +12,8 @@ from harness.checks import compare_with_references
 from harness.matrix import MatrixCell, expand_matrix
 from harness.run import run_cell
 
+pytest_plugins = ["pytester"]
+
 PROGRAMS = "tests.harness.test_references"
 CELL = MatrixCell("aot_eager", "cpu", "float32")
 
@@ -92,3 +94,29 @@ def test_requires_imports_skips_with_the_reason():
     assert cell.skip_reason == (
         "needs the Python module 'no_such_module_anywhere', which is not importable here (tools/setup.sh installs the test dependencies)"
     )
+
+
+def test_a_cell_fails_on_a_reference_and_says_which(project):
+    project.set_programs("def logits(x, w):\n    return x @ w\n")
+    project.suite(
+        """
+        cases:
+          lm:
+            program: progs:logits
+            inputs:
+              x: {shape: [8, 16]}
+              w: {shape: [16, 32], std: 2.0}
+            matrix: {backends: [eager], devices: [cpu]}
+            checks:
+              golden: false
+              references:
+                - {name: other, inputs: {w: {seed: 99}}, tolerances: {atol: .inf, max_kl_div: 1e-6}}
+        """
+    )
+    result = project.run()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "compiled (eager) vs reference 'other' (progs:logits, w changed, eager):",
+        "*next-token distributions (one per row of the last dim): KL mean *",
+        "*failed: mean KL * > 1e-06 nats",
+    ])

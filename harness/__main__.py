@@ -1,4 +1,4 @@
-"""``python -m harness``: every suite of the current project over the matrix this machine offers, then the summary table.
+"""``python -m harness`` (installed: ``python -m quantcheck``): every suite of the current project over the matrix this machine offers, then the summary table.
 
 Runs pytest with ``-n auto`` when pytest-xdist is installed, ``--summary``, and
 ``--all-suites``: with no path given, pytest collects the project's suites root (its
@@ -17,10 +17,14 @@ from typing import Optional
 import pytest
 
 
+#: The plugin's module under the installed name and a checkout's.
+PLUGIN_MODULES = ("quantcheck.harness.plugin", "harness.plugin")
+
+
 def _entry_point_loads_plugin() -> bool:
     from importlib.metadata import entry_points
 
-    return any(ep.value == "harness.plugin" for ep in entry_points(group="pytest11"))
+    return any(ep.value in PLUGIN_MODULES for ep in entry_points(group="pytest11"))
 
 
 def build_arguments(argv: list[str]) -> list[str]:
@@ -33,7 +37,7 @@ def build_arguments(argv: list[str]) -> list[str]:
     # "-p" (not a plugin object) so that pytest-xdist workers load it too; a conftest using
     # harness.plugin.register_once then sees it registered and does nothing.
     if not _entry_point_loads_plugin():
-        args[:0] = ["-p", "harness.plugin"]
+        args[:0] = ["-p", f"{__package__}.plugin"]
     return args
 
 

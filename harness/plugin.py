@@ -1,6 +1,6 @@
 """quantcheck's pytest plugin: hooks and options only.
 
-Loaded by the ``pytest11`` entry point ``quantcheck = "harness.plugin"`` when the package is
+Loaded by the ``pytest11`` entry point ``quantcheck = "quantcheck.harness.plugin"`` when the package is
 installed, and from a project's root conftest.py otherwise. pytest refuses to register
 one module under two names, so the conftest should go through :func:`register_once`::
 

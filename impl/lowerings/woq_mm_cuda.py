@@ -52,7 +52,7 @@ def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
     """The eager launcher with the traced body's signature. For timing only: its decode
     tables are cached per device (compiled code computes them in one small fused kernel),
     so the contest times the kernel, not a dozen unfused table ops."""
-    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+    from ..kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
 
     if name == "nf4":  # the kernel's cost does not depend on which 16 levels it decodes
         return lambda x, q, absmax, block_size, levels, absmax_scale, absmax_offset: woq_mm_nf4.woq_mm_nf4(
@@ -99,7 +99,7 @@ def fixed_tables(scheme: str, x: torch.Tensor) -> list[torch.Tensor]:
     layer). NF4's tables come from its levels operand, a graph input."""
     if scheme != "int4_weight_only":
         return []
-    from impl.kernels import common, woq_mm_int4
+    from ..kernels import common, woq_mm_int4
 
     with _no_fake_mode():
         return [common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, x.dtype, x.device)]

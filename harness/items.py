@@ -85,8 +85,14 @@ class CaseFile(pytest.File):
     def collect(self):
         settings = self.config.stash[SETTINGS_KEY]
         shown = display_path(self.path, settings.rootdir)
-        _check_golden_key(self.path, shown, settings)
-        suite = load_suite(self.path, shown)
+        try:
+            _check_golden_key(self.path, shown, settings)
+            suite = load_suite(self.path, shown)
+        except CaseFormatError as exc:
+            # One error item, not a collection error: pytest stops the whole session at a
+            # collection error, and one bad suite must not keep the others from running.
+            yield SuiteError.from_parent(self, name=SuiteError.NAME, error=exc)
+            return
         for case in suite.cases:
             item_class = CaseItem if case.fuzz is None else FuzzItem
             for cell in expand_matrix(case, settings.narrowing):
@@ -95,6 +101,26 @@ class CaseFile(pytest.File):
                 # params) as it does a parametrized function's, which is how --lf matches
                 # the ids it stored; a name with brackets alone would not compare equal.
                 yield item_class.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", case=case, cell=cell)
+
+
+class SuiteError(pytest.Item):
+    """A suite file that does not load: reported as one error (its lines), the session goes on."""
+
+    NAME = "load"
+
+    def __init__(self, *, error: CaseFormatError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def setup(self) -> None:
+        # In setup, so that pytest counts it an error, not a failed test; pytrace=False: the lines alone.
+        pytest.fail(str(self.error), pytrace=False)
+
+    def runtest(self) -> None:
+        raise AssertionError("unreachable: setup raised")
+
+    def reportinfo(self):
+        return self.path, self.error.line - 1, f"{self.path.name}: does not load"
 
 
 def _check_golden_key(path: Path, shown: str, settings: Settings) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import programs
-from .errors import CaseFormatError
+from .errors import CaseFormatError, SuiteErrors
 from .model import (
     BACKENDS,
     COMPILE_MODES,
@@ -73,7 +73,7 @@ __all__ = [
     "BACKENDS", "CASE_KEYS", "CHECKS_KEYS", "COMPILE_MODES", "COUNTER_OPS", "CUDAGRAPH_MODES", "DEFAULT_MATRIX",
     "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
     "PASS_HOOKS", "PERF_KEYS", "RANGE_SETTINGS", "REQUIREMENTS", "TOLERANCE_KEYS", "TOP_LEVEL_KEYS",
-    "Case", "CaseFormatError", "Checks", "CounterExpectation", "DimRange", "FileCheckBlock", "FuzzSpec", "InputFuzz",
+    "Case", "CaseFormatError", "Checks", "SuiteErrors", "CounterExpectation", "DimRange", "FileCheckBlock", "FuzzSpec", "InputFuzz",
     "Mark", "Matrix", "PassSpec", "PerfSpec", "Suite", "Tolerance", "When",
     "load_suite", "parse_suite",
 ]
@@ -122,14 +122,30 @@ def parse_suite(text: str, path: Path, display: str) -> Suite:
     if not cases_map:
         raise cases_at.error("must name at least one case")
     cases = []
+    errors: list[CaseFormatError] = []  # as a compiler does: every case checked, each one's first error reported
     for name, body, case_at in entries(cases_map, cases_at):
         case_at = At(display, cases_map.key_lines[name], case_at.field)
-        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-            raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
-        body = require_map(body, case_at, CASE_KEYS)
-        merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"), "defaults", case_at.field)
-        cases.append(parse_case(name, merged, case_at, path, display))
+        try:
+            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+                raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
+            body = require_map(body, case_at, CASE_KEYS)
+            merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"), "defaults", case_at.field)
+            cases.append(parse_case(name, merged, case_at, path, display))
+        except SuiteErrors as exc:
+            errors += exc.errors
+        except CaseFormatError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise SuiteErrors(sorted(_dedupe(errors), key=lambda e: e.line))
     return Suite(path=path, display_path=display, description=description, cases=tuple(cases))
+
+
+def _dedupe(errors: list[CaseFormatError]) -> list[CaseFormatError]:
+    """One line per message: an error in ``defaults:`` is met again by every case it merges into."""
+    seen: set[str] = set()
+    return [e for e in errors if not (str(e) in seen or seen.add(str(e)))]
 
 
 def _merge_maps(base: YamlMap, override: YamlMap, deep_keys: Sequence[str], base_field: str, override_field: str) -> YamlMap:

@@ -107,10 +107,52 @@ def test_bad_narrowing_value_is_a_usage_error(project):
 def test_bad_input_is_one_line_without_traceback(project, suite, message):
     project.suite(suite)
     result = project.run()
-    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([message])
     assert "Traceback" not in result.stdout.str()
     assert "harness/case.py" not in result.stdout.str()
+
+
+GOOD_SUITE = """
+cases:
+  fine:
+    program: progs:scaled
+    inputs: {x: {shape: [3]}}
+    matrix: {backends: [eager], devices: [cpu]}
+    checks: {golden: false}
+"""
+
+
+def test_a_bad_suite_is_one_error_and_the_other_suites_run(project):
+    project.suite("cases:\n  a:\n    program: progs:nope\n    inputs: {x: {shape: [2]}}\n", name="bad")
+    project.suite(GOOD_SUITE, name="good")
+    result = project.run()
+    result.assert_outcomes(passed=1, errors=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["suites/bad.yaml:3: cases.a.program: unknown program: module 'progs' has no 'nope' *"])
+    assert "Interrupted" not in result.stdout.str() and "Traceback" not in result.stdout.str()
+
+
+def test_every_case_error_of_a_file_is_reported_in_one_run(project):
+    """As a compiler does: fix one, rerun, meet the next was the old way."""
+    project.suite("""
+        defaults:
+          tolerances: {float32: {atol: -1}}
+        cases:
+          a: {program: progs:nope, inputs: {x: {shape: [2]}}}
+          ok: {program: progs:scaled, inputs: {x: {shape: [2]}}}
+          b: {program: progs:also_nope, inputs: {x: {shape: [2]}}}
+    """)
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "suites/s.yaml:2: defaults.tolerances.float32.atol: *",
+        "suites/s.yaml:4: cases.a.program: unknown program: module 'progs' has no 'nope' *",
+        "suites/s.yaml:6: cases.b.program: unknown program: module 'progs' has no 'also_nope' *",
+    ])
+    assert output.count("defaults.tolerances.float32.atol: must be") == 1  # once, though two cases merge it
 
 
 def test_golden_workflow(project):

@@ -141,3 +141,60 @@ def test_a_project_with_its_own_impl_and_harness_uses_the_plugin_and_our_stack(i
     again = subprocess.run(pytest_cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
     assert "1 passed" in again.stdout
+
+
+NEWCOMER_PACKAGE = '''
+import torch
+from quantcheck.impl.schemes import quantize_linear_
+
+torch.manual_seed(0)
+MODEL = quantize_linear_(torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU()), "int8")
+
+
+def mlp(x):
+    return MODEL(x)
+'''
+NEWCOMER_SUITE = """
+cases:
+  mlp:
+    program: myquant.models:mlp
+    inputs: {x: {shape: [4, 32]}}
+    matrix: {backends: [eager, aot_eager], devices: [cpu], dtypes: [float32]}
+"""
+
+
+def test_a_newcomers_project_runs_the_documented_commands(installed, tmp_path):
+    """docs/using-in-your-project.md, step by step: a package, pyproject.toml, a suite; goldens
+    written with --update-golden, then python -m quantcheck and --report."""
+    project = tmp_path / "newcomer"
+    (project / "myquant").mkdir(parents=True)
+    (project / "myquant" / "__init__.py").write_text("")
+    (project / "myquant" / "models.py").write_text(NEWCOMER_PACKAGE)
+    (project / "suites").mkdir()
+    (project / "suites" / "mlp.yaml").write_text(NEWCOMER_SUITE)
+    env = user_env(installed)
+
+    def run(*args: str, python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *python_flags, "-m", *args, "-n", "0", "-W", "ignore::DeprecationWarning"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=600,
+        )
+
+    # Without the pythonpath setting (and with -P, as the `pytest` command runs: the current
+    # directory not on sys.path) the program does not import; the error says what to set.
+    (project / "pyproject.toml").write_text('[project]\nname = "newcomer"\nversion = "0"\n')
+    unset = run("pytest", "-p", "no:cacheprovider", python_flags=("-P",))
+    assert unset.returncode == pytest.ExitCode.TESTS_FAILED, unset.stdout[-3000:]
+    assert "cannot import module 'myquant.models': No module named 'myquant'; is the project's root on the import path? " \
+        'set pythonpath = ["."] under [tool.pytest.ini_options] in pyproject.toml' in unset.stdout
+
+    (project / "pyproject.toml").write_text('[project]\nname = "newcomer"\nversion = "0"\n\n[tool.pytest.ini_options]\npythonpath = ["."]\n')
+    written = run("quantcheck", "--update-golden")
+    assert written.returncode == 0, written.stdout[-3000:] + written.stderr[-2000:]
+    assert sorted(p.name for p in (project / "golden" / "mlp" / "mlp").iterdir()) == ["cpu-float32.json", "cpu-float32.safetensors"]
+    checked = run("quantcheck", "--report=out/report")
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-2000:]
+    assert "2 passed" in checked.stdout and "quantcheck summary" in checked.stdout
+    assert (project / "out" / "report" / "index.html").is_file()
+    report = (project / "out" / "report" / "report.json").read_text()
+    assert "mlp" in report

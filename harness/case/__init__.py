@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import programs
+from .. import filecheck, programs
 from .errors import CaseFormatError, SuiteErrors
 from .model import (
     BACKENDS,
@@ -130,7 +130,9 @@ def parse_suite(text: str, path: Path, display: str) -> Suite:
                 raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
             body = require_map(body, case_at, CASE_KEYS)
             merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"), "defaults", case_at.field)
-            cases.append(parse_case(name, merged, case_at, path, display))
+            case = parse_case(name, merged, case_at, path, display)
+            _check_filecheck_cells(case, case_at)
+            cases.append(case)
         except SuiteErrors as exc:
             errors += exc.errors
         except CaseFormatError as exc:
@@ -140,6 +142,29 @@ def parse_suite(text: str, path: Path, display: str) -> Suite:
     if errors:
         raise SuiteErrors(sorted(_dedupe(errors), key=lambda e: e.line))
     return Suite(path=path, display_path=display, description=description, cases=tuple(cases))
+
+
+#: The backends whose runs produce code, graphs and kernels for FileCheck (eager and aot_eager run no Inductor).
+CODE_BACKENDS = ("inductor", "inductor_max_autotune")
+
+
+def _check_filecheck_cells(case: Case, case_at: At) -> None:
+    """A FileCheck block whose lines apply to an eager or aot_eager cell would fail on empty
+    text at run time; the matrix is known now, so it is a load error."""
+    for index, block in enumerate(case.checks.filecheck):
+        cells = [
+            (backend, device)
+            for backend in case.matrix.backends if backend not in CODE_BACKENDS
+            for device in case.matrix.devices
+            if any(block.when.applies(backend, device, dtype) for dtype in case.matrix.dtypes)
+        ]
+        hit = sorted({b for b, d in cells if filecheck.directive_problems(block.check, filecheck.prefixes_for(b, d))[0]})
+        if hit:
+            at = At(case_at.path, block.line, f"{case_at.field}.checks.filecheck[{index}]")
+            raise at.error(
+                f"{block.target} comes from Inductor only, and this block's lines apply to the matrix's {', '.join(hit)} cells, "
+                "where they would fail on empty text; add when: {backends: [inductor]} (or narrow the matrix)"
+            )
 
 
 def _dedupe(errors: list[CaseFormatError]) -> list[CaseFormatError]:

@@ -150,6 +150,7 @@ class CaseItem(pytest.Item):
         self.case = case
         self.cell = cell
         self.writes_golden = False  # set at collection end: one writer per golden file
+        self.golden_writer = ""  # that writer's node id: its report holds the eager vs golden table
         self._add_marks()
 
     def _add_marks(self) -> None:
@@ -189,6 +190,7 @@ class CaseItem(pytest.Item):
         sections: list[str] = []
         comparisons: list[Comparison] = []
         eager_moved = False  # eager itself differs from the golden: the one case a new golden may be due
+        eager_vs_golden = None
         golden_note = ""
 
         if self.case.checks.eager:
@@ -205,7 +207,7 @@ class CaseItem(pytest.Item):
                 eager_moved = not eager_vs_golden.ok
                 checked_eager = compiled_matches_eager if self.case.checks.eager else None
                 golden_note = golden_verdict(eager_vs_golden.ok, compiled_vs_golden.ok, checked_eager)
-        sections += [c.report for c in comparisons if not c.ok]
+        sections += [self._shown(c, eager_vs_golden) for c in comparisons if not c.ok]
         if golden_note:
             sections.append(golden_note)
         sections += filecheck_sections(self.case, self.cell, run, self._dump_artifact, self._note)
@@ -222,6 +224,15 @@ class CaseItem(pytest.Item):
         if sections:
             title = f"{self.case.display_path}:{self.case.line}: case {self.case.name!r} [{self.cell.id}] failed"
             raise CellFailure(format_cell_failure(title, sections, self.nodeid, self.case_nodeid, eager_moved, settings.rerun_options))
+
+    def _shown(self, comparison: Comparison, eager_vs_golden: Optional[Comparison]) -> str:
+        """A failed comparison's table; eager vs golden's only in the golden's writer cell (it is
+        the same in every backend's cell of the case), elsewhere its first line and where the table is."""
+        if comparison is not eager_vs_golden or self.golden_writer in ("", self.nodeid):
+            return comparison.report
+        lines = comparison.report.splitlines()
+        first = lines[1].strip() if len(lines) > 1 else ""
+        return f"{comparison.label}: {first}\n  (eager is the same in every backend's cell: the table is in the report of {self.golden_writer})"
 
     def _check_golden(self, run: CellRun, settings: Settings, tolerance) -> tuple[list[str], list[Comparison]]:
         """Failure sections and the (eager vs golden, compiled vs golden) comparisons; writes
@@ -390,14 +401,18 @@ class FuzzItem(CaseItem):
 
 
 def assign_golden_writers(items: list[pytest.Item]) -> None:
-    """The first collected cell of each (suite, case, device, dtype) writes that golden under --update-golden."""
-    seen: set[tuple[str, str, str, str]] = set()
+    """The first collected cell of each (suite, case, device, dtype) writes that golden under
+    --update-golden, and its report shows the eager vs golden table for every cell of the key."""
+    writers: dict[tuple[str, str, str, str], str] = {}
     for item in items:
         runs = not item.cell.skip_reason and item.get_closest_marker("skip") is None if isinstance(item, CaseItem) else False
         if isinstance(item, CaseItem) and item.case.checks.golden and runs:
-            if item.golden_key not in seen:
-                seen.add(item.golden_key)
+            if item.golden_key not in writers:
+                writers[item.golden_key] = item.nodeid
                 item.writes_golden = True
+    for item in items:
+        if isinstance(item, CaseItem):
+            item.golden_writer = writers.get(item.golden_key, "")
 
 
 def outcome_of(report: pytest.TestReport) -> Optional[str]:

@@ -204,6 +204,13 @@ def test_golden_workflow(project):
         f"accept as new golden:  python -m pytest suites/s.yaml::first {RUN_OPTIONS} --update-golden   (only after an intended change)",
     ])
     assert "the golden differs because the program's own" in regressed.stdout.str()
+    # One eager vs golden table a case (eager is the same in the aot_eager cell), not one a backend.
+    assert regressed.stdout.str().count("eager vs golden golden/s/first/cpu-float32.safetensors:\n") == 1
+    regressed.stdout.fnmatch_lines([
+        "suites/s.yaml:2: case 'first' [[]aot_eager-cpu-float32[]] failed",
+        "eager vs golden golden/s/first/cpu-float32.safetensors: output: (4, 3) float32",
+        "  (eager is the same in every backend's cell: the table is in the report of suites/s.yaml::first[[]eager-cpu-float32[]])",
+    ])
 
     before = project.golden_files()
     updated = project.run("--update-golden")

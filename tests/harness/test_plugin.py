@@ -204,6 +204,7 @@ def test_golden_workflow(project):
         f"accept as new golden:  python -m pytest suites/s.yaml::first {RUN_OPTIONS} --update-golden   (only after an intended change)",
     ])
     assert "the golden differs because the program's own" in regressed.stdout.str()
+    assert "impl/" not in regressed.stdout.str()  # the user's project has no impl/ of ours
     # One eager vs golden table a case (eager is the same in the aot_eager cell), not one a backend.
     assert regressed.stdout.str().count("eager vs golden golden/s/first/cpu-float32.safetensors:\n") == 1
     regressed.stdout.fnmatch_lines([

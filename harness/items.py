@@ -309,11 +309,22 @@ class CaseItem(pytest.Item):
     def _dump_artifact(self, target: str, text: str) -> str:
         """Write the FileCheck input where a person can open it; returns the path."""
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.nodeid)
-        directory = Path(tempfile.gettempdir()) / f"quantcheck-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / safe
+        directory = self._run_temp_dir() / safe
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{target}.txt"
         path.write_text(text, encoding="utf-8")
         return str(path)
+
+    def _run_temp_dir(self) -> Path:
+        """This run's own temporary directory (pytest's basetemp: one per run, per xdist worker,
+        the last few kept), so that projects and runs never share or mix their files."""
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        if factory is not None:
+            return factory.getbasetemp() / "quantcheck"
+        directory = getattr(self.config, "_quantcheck_tmp", None)
+        if directory is None:  # the tmpdir plugin disabled (-p no:tmpdir)
+            directory = self.config._quantcheck_tmp = Path(tempfile.mkdtemp(prefix="quantcheck-"))
+        return directory
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CellFailure):

@@ -391,6 +391,10 @@ def test_inductor_filecheck_diagnostics(project):
         "  scanning kernel_source from line *",
         "  the whole kernel_source: *kernel_source.txt",
     ])
+    # In this run's own temporary directory (pytest's basetemp), not one every project shares.
+    dumped = Path(next(line for line in result.outlines if "the whole kernel_source:" in line).split(": ", 1)[1])
+    assert dumped.is_file() and "cpp_fused_mul_sin_0" in dumped.read_text()
+    assert dumped.is_relative_to(project.pytester.path.parent / "basetemp" / "quantcheck")  # the inner run's --basetemp
 
 
 def test_update_golden_under_xdist_touches_only_the_changed_case(project, monkeypatch):

@@ -68,6 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--devices", default="", help=f"comma list narrowing the matrix devices ({', '.join(DEVICES)})")
     group.addoption("--dtypes", default="", help="comma list narrowing the matrix dtypes (float32, bfloat16, ...)")
     group.addoption("--update-golden", action="store_true", help="write goldens (from eager) for the selected cells; unchanged files are left alone")
+    group.addoption(
+        "--fail-on-golden-writes", action="store_true",
+        help="with --update-golden / --add-missing-goldens: the run fails when it created or changed any golden (as pytest-regressions' --force-regen)",
+    )
     group.addoption("--add-missing-goldens", action="store_true", help="write (from eager) only the goldens of the selected cells that do not exist yet; compare the rest (a new device or case)")
     group.addoption("--prune-stale-goldens", action="store_true", help="delete goldens that no case declares (they are always reported)")
     group.addoption("--no-perf", action="store_true", help="do not time the cells of cases with checks.perf (their numerics still run)")
@@ -124,7 +128,7 @@ NOT_REPEATED = {
     "-k", "-m", "--deselect", "--ignore", "--ignore-glob", "--lf", "--last-failed", "--ff", "--failed-first",
     "--nf", "--new-first", "--sw", "--stepwise", "--sw-skip", "--stepwise-skip", "-x", "--exitfirst", "--maxfail",
     "--co", "--collect-only", "--basetemp", "--junitxml", "--junit-xml", "--resultlog", "--all-suites",
-    "--update-golden", "--add-missing-goldens", "--prune-stale-goldens", "--fail-on-stale-goldens",
+    "--update-golden", "--add-missing-goldens", "--prune-stale-goldens", "--fail-on-stale-goldens", "--fail-on-golden-writes",
     "--summary", "--report", "--report-benchmarks",
 }
 _NO_VALUE_ACTIONS = {"store_true", "store_false", "store_const", "append_const", "count", "help", "version"}
@@ -317,6 +321,14 @@ def _stale_goldens(config: pytest.Config, state: dict) -> list[StaleGolden]:
     return [s for s in stale if not owned_perf_golden(s.path, settings.golden_root, perf_owned)]
 
 
+def golden_writes_line(notes: list[str]) -> str:
+    """``N goldens rewritten (created C, changed K), U unchanged``: what --update-golden did."""
+    created = sum(1 for n in notes if n.endswith(": created"))
+    unchanged = sum(1 for n in notes if n.endswith(": unchanged"))
+    rewritten = len(notes) - unchanged
+    return f"{rewritten} golden{'' if rewritten == 1 else 's'} rewritten (created {created}, changed {rewritten - created}), {unchanged} unchanged"
+
+
 def _fails_on_stale(config: pytest.Config) -> bool:
     option = config.getoption("fail_on_stale_goldens")
     return option if option is not None else config.stash[SETTINGS_KEY].project.fail_on_stale_goldens
@@ -335,6 +347,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state["stale"] and _fails_on_stale(config) and not config.getoption("prune_stale_goldens"):
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    rewrote = any(not note.endswith(": unchanged") for note in state["golden_notes"])
+    if rewrote and config.getoption("fail_on_golden_writes") and session.exitstatus == pytest.ExitCode.OK:
+        # as pytest-regressions' --force-regen: a run left with --update-golden on cannot hide a change
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -352,7 +368,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for note in changed:
             write(note)
         if state["golden_notes"]:
-            write(f"{len(changed)} golden file(s) written, {len(state['golden_notes']) - len(changed)} unchanged")
+            write(golden_writes_line(state["golden_notes"]))
+            if changed and config.getoption("fail_on_golden_writes"):
+                write(f"{len(changed)} golden(s) rewritten: this run fails (--fail-on-golden-writes); rerun without --update-golden to check them")
         for line in repairs:
             write(f"repaired: {line}")
     if state["perf_notes"]:

@@ -172,7 +172,7 @@ def test_golden_workflow(project):
     created.stdout.fnmatch_lines([
         "suites/s.yaml::first: golden/s/first/cpu-float32.safetensors: created",
         "suites/s.yaml::second: golden/s/second/cpu-float32.safetensors: created",
-        "2 golden file(s) written, 0 unchanged",
+        "2 goldens rewritten (created 2, changed 0), 0 unchanged",
     ])
     assert sorted(project.golden_files()) == [
         "s/first/cpu-float32.json", "s/first/cpu-float32.safetensors",
@@ -218,16 +218,24 @@ def test_golden_workflow(project):
     updated.assert_outcomes(passed=3)
     updated.stdout.fnmatch_lines([
         "suites/s.yaml::first: golden/s/first/cpu-float32.safetensors: changed; output: max abs change *, max rel change *",
-        "1 golden file(s) written, 1 unchanged",
+        "1 golden rewritten (created 0, changed 1), 1 unchanged",
     ])
     after = project.golden_files()
     changed = sorted(name for name in after if after[name] != before[name])
     assert changed == ["s/first/cpu-float32.json", "s/first/cpu-float32.safetensors"]
 
     again = project.run("--update-golden")
-    again.stdout.fnmatch_lines(["0 golden file(s) written, 2 unchanged"])
+    again.stdout.fnmatch_lines(["0 goldens rewritten (created 0, changed 0), 2 unchanged"])
     assert project.golden_files() == after
     project.run().assert_outcomes(passed=3)
+
+    # --fail-on-golden-writes: a run that rewrote a golden fails (a CI left with --update-golden on hides nothing).
+    project.set_programs((project.root / "progs.py").read_text().replace("SCALE = 2.5", "SCALE = 2.75"))
+    forced = project.run("--update-golden", "--fail-on-golden-writes")
+    forced.assert_outcomes(passed=3)
+    assert forced.ret == pytest.ExitCode.TESTS_FAILED
+    forced.stdout.fnmatch_lines(["1 golden rewritten (created 0, changed 1), 1 unchanged", "1 golden(s) rewritten: this run fails (--fail-on-golden-writes)*"])
+    assert project.run("--update-golden", "--fail-on-golden-writes").ret == pytest.ExitCode.OK
 
 
 def test_add_missing_goldens_writes_only_what_is_missing(project):
@@ -413,7 +421,7 @@ def test_update_golden_under_xdist_touches_only_the_changed_case(project, monkey
     updated.stdout.fnmatch_lines(["suites/s.yaml::second: golden/s/second/cpu-float32.safetensors: changed; output[[]1[]]: max abs change 1, *"])
     after = project.golden_files()
     assert sorted(n for n in after if after[n] != before[n]) == ["s/second/cpu-float32.json", "s/second/cpu-float32.safetensors"]
-    project.pytester.runpytest_subprocess(*common, "--update-golden").stdout.fnmatch_lines(["0 golden file(s) written, 2 unchanged"])
+    project.pytester.runpytest_subprocess(*common, "--update-golden").stdout.fnmatch_lines(["0 goldens rewritten (created 0, changed 0), 2 unchanged"])
     assert project.golden_files() == after
 
 

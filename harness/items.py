@@ -93,6 +93,7 @@ class CaseFile(pytest.File):
             # collection error, and one bad suite must not keep the others from running.
             yield SuiteError.from_parent(self, name=SuiteError.NAME, error=exc)
             return
+        self.case_names = frozenset(case.name for case in suite.cases)
         for case in suite.cases:
             item_class = CaseItem if case.fuzz is None else FuzzItem
             for cell in expand_matrix(case, settings.narrowing):
@@ -266,7 +267,7 @@ class CaseItem(pytest.Item):
         try:
             golden = load_golden(paths, suite=self.case.display_path, notes=notes)
         except GoldenMissing:
-            return [f"golden missing: {shown}\n  make it (from eager on {self.cell.device}) with:\n    {update}"], []
+            return [f"golden missing: {shown}{self._renamed_hint(paths, settings)}\n  make it (from eager on {self.cell.device}) with:\n    {update}"], []
         except GoldenError as exc:
             return [f"golden unusable: {self._shown_error(exc, settings)}\n  nothing was overwritten; to regenerate it:\n    {update}"], []
         finally:
@@ -280,6 +281,24 @@ class CaseItem(pytest.Item):
             check_sampled_shapes(sampled_from, run.compiled, f"compiled ({self.cell.backend}) vs golden {shown_label}")
             or compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
         ]
+
+    def _renamed_hint(self, paths: GoldenPaths, settings: Settings) -> str:
+        """A missing golden beside one of a case the suite no longer has: the case was likely renamed."""
+        suite_dir = paths.case_dir.parent
+        names = getattr(self.parent, "case_names", frozenset())
+        try:
+            others = sorted(d for d in suite_dir.iterdir() if d.is_dir() and not d.is_symlink() and d.name not in names)
+        except OSError:
+            return ""
+        orphans = [d for d in others if (d / paths.data.name).is_file()]
+        if not orphans:
+            return ""
+        old = orphans[0]
+        return (
+            f"\n  renamed? {display_path(old / paths.data.name, settings.rootdir)} is the golden of case {old.name!r}, "
+            f"which {self.case.display_path} no longer has; to keep it: "
+            f"mv {display_path(old, settings.rootdir)} {display_path(paths.case_dir, settings.rootdir)}"
+        )
 
     def _check_perf(self, run: CellRun, timer, not_timed: Optional[str], settings: Settings) -> list[str]:
         """The perf golden of this cell (harness/perf.py); notes go to the session's perf section."""

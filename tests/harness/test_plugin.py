@@ -372,6 +372,20 @@ def test_stale_goldens_reported_then_pruned(project):
     assert (project.root / "golden/s/first/cpu-float32.json").exists()
 
 
+def test_a_renamed_case_gets_a_rename_hint_with_its_missing_golden(project):
+    project.suite(TWO_CASES)
+    project.run("--update-golden").assert_outcomes(passed=3)
+    project.suite(TWO_CASES.replace("  second:", "  renamed:"))
+    result = project.run("-k", "renamed")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "golden missing: golden/s/renamed/cpu-float32.safetensors",
+        "  renamed? golden/s/second/cpu-float32.safetensors is the golden of case 'second', which suites/s.yaml no longer has; "
+        "to keep it: mv golden/s/second golden/s/renamed",
+        "  make it (from eager on cpu) with:",
+    ])
+
+
 def test_inductor_filecheck_diagnostics(project):
     project.suite("""
         cases:

@@ -6,6 +6,7 @@ Runs pytest with ``-n auto`` when pytest-xdist is installed, ``--summary``, and
 current directory), not its ``testpaths``. Every other argument passes through to pytest
 unchanged, e.g. ``python -m harness --devices cpu --summary out/summary.json``,
 ``python -m harness --lf`` or ``python -m harness suites/invoke_quant.yaml -n 0``.
+``python -m harness golden show|diff PATH`` looks at one golden instead (:mod:`harness.golden_cli`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def build_arguments(argv: list[str]) -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_arguments(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["golden"]:
+        from .golden_cli import main as golden_main
+
+        return golden_main(given[1:])
+    args = build_arguments(given)
     print("python -m pytest " + " ".join(args), flush=True)
     return int(pytest.main(args))
 

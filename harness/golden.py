@@ -79,6 +79,30 @@ class GoldenPaths:
         return self.data.with_suffix(PENDING_SUFFIX)
 
 
+OBTAINED_MARK = ".obtained"  # <device>-<dtype>.obtained[-<backend>].safetensors: what a failing cell got
+
+
+def obtained_path(paths: GoldenPaths, backend: Optional[str] = None) -> Path:
+    """Beside the golden, as pytest-regressions' ``.obtained`` files: eager's outputs (what
+    --update-golden would write), or with ``backend`` that backend's compiled outputs."""
+    tag = OBTAINED_MARK + (f"-{backend}" if backend else "")
+    return paths.data.with_name(paths.data.stem + tag + DATA_SUFFIX)
+
+
+def write_obtained(path: Path, tensors: dict[str, torch.Tensor]) -> Optional[str]:
+    """Write ``tensors`` to ``path`` (whole or not at all); the problem as text when it cannot."""
+    from safetensors.torch import save_file
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(temporary))
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        return f"{path}: not written ({exc.strerror or exc})"
+    return None
+
+
 def golden_paths(root: Path, suite_key: str, case: str, device: str, dtype: str) -> GoldenPaths:
     base = root / suite_key / case / f"{device}-{dtype}"
     return GoldenPaths(data=base.with_suffix(DATA_SUFFIX), sidecar=base.with_suffix(SIDECAR_SUFFIX), root=root)
@@ -463,7 +487,7 @@ def find_stale_goldens(
         return stale
     for path in _golden_files(root):
         parts = path.relative_to(root).parts
-        if path.suffix not in (DATA_SUFFIX, SIDECAR_SUFFIX) or path.name.startswith(".") or len(parts) < 3:
+        if path.suffix not in (DATA_SUFFIX, SIDECAR_SUFFIX) or path.name.startswith(".") or len(parts) < 3 or OBTAINED_MARK in path.name:
             continue
         key, case = "/".join(parts[:-2]), parts[-2]
         device, _, dtype = path.stem.partition("-")

@@ -26,6 +26,8 @@ from .checks import compare_with_eager, compare_with_reference, counter_sections
 from .fuzz import concretize, describe_example, pinned_case_yaml, search
 from .golden import (
     GoldenError,
+    obtained_path,
+    write_obtained,
     GoldenMissing,
     GoldenPaths,
     GoldenWriteError,
@@ -79,6 +81,11 @@ def display_path(path: Path, rootdir: Path) -> str:
         return str(path.relative_to(rootdir))
     except ValueError:
         return str(path)
+
+
+def harness_command() -> str:
+    """How this process's harness is run: ``python -m quantcheck`` installed, ``python -m harness`` in a checkout."""
+    return "python -m quantcheck" if __package__.startswith("quantcheck.") else f"python -m {__package__}"
 
 
 class CaseFile(pytest.File):
@@ -275,12 +282,31 @@ class CaseItem(pytest.Item):
                 self.user_properties.append((REPAIR_PROPERTY, note.replace(str(settings.rootdir) + os.sep, "")))
         device_golden = {name: t.to(self.cell.device) for name, t in golden.items()}
         sampled_from = {n: e["sampled_from"] for n, e in read_sidecar(paths.sidecar)["tensors"].items() if "sampled_from" in e}
-        return [], [
+        comparisons = [
             check_sampled_shapes(sampled_from, run.eager, f"eager vs golden {shown_label}")
             or compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
             check_sampled_shapes(sampled_from, run.compiled, f"compiled ({self.cell.backend}) vs golden {shown_label}")
             or compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
         ]
+        return self._keep_obtained(paths, settings, {None: (eager, comparisons[0].ok), self.cell.backend: (compiled, comparisons[1].ok)}), comparisons
+
+    def _keep_obtained(self, paths: GoldenPaths, settings: Settings, sides: dict) -> list[str]:
+        """Beside a golden that a side (eager: None, or a backend) failed, that side's outputs as
+        ``.obtained`` files; a side that matches removes its old one. Eager's is the writer cell's."""
+        lines = []
+        for backend, (outputs, ok) in sides.items():
+            if backend is None and self.golden_writer not in ("", self.nodeid):
+                continue
+            path = obtained_path(paths, backend)
+            if ok:
+                path.unlink(missing_ok=True)
+                continue
+            problem = write_obtained(path, outputs)
+            shown = display_path(path, settings.rootdir)
+            what = "eager's outputs" if backend is None else f"the {backend} outputs"
+            diff = f"{harness_command()} golden diff {display_path(paths.data, settings.rootdir)}" + ("" if backend is None else f" --backend {backend}")
+            lines.append(f"obtained: {problem}" if problem else f"obtained ({what}): {shown}\n  compare: {diff}")
+        return lines
 
     def _renamed_hint(self, paths: GoldenPaths, settings: Settings) -> str:
         """A missing golden beside one of a case the suite no longer has: the case was likely renamed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -205,6 +206,21 @@ def test_golden_workflow(project):
     ])
     assert "the golden differs because the program's own" in regressed.stdout.str()
     assert "impl/" not in regressed.stdout.str()  # the user's project has no impl/ of ours
+    # What the failing cells got, beside the golden (as pytest-regressions' .obtained files), and the command to compare.
+    regressed.stdout.fnmatch_lines([
+        "obtained (eager's outputs): golden/s/first/cpu-float32.obtained.safetensors",
+        "  compare: python -m harness golden diff golden/s/first/cpu-float32.safetensors",
+    ])
+    assert (project.root / "golden/s/first/cpu-float32.obtained-aot_eager.safetensors").is_file()
+    harness_cli = [sys.executable, "-m", "harness", "golden"]
+    env_path = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    diff = subprocess.run([*harness_cli, "diff", "golden/s/first/cpu-float32.safetensors"], cwd=project.root, capture_output=True, text=True, env={**os.environ, **env_path})
+    assert diff.returncode == 1, diff.stderr
+    assert diff.stdout.startswith("golden/s/first/cpu-float32.obtained.safetensors vs golden golden/s/first/cpu-float32.safetensors:\n  output: (4, 3) float32")
+    show = subprocess.run([*harness_cli, "show", "golden/s/first/cpu-float32.json"], cwd=project.root, capture_output=True, text=True, env={**os.environ, **env_path})
+    assert show.returncode == 0 and "  case: first" in show.stdout and "  output: (4, 3) float32  min " in show.stdout, show.stdout + show.stderr
+    stale = project.run("-k", "first")
+    assert "obtained" not in "".join(line for line in stale.outlines if line.startswith("stale"))  # never a stale golden
     # One eager vs golden table a case (eager is the same in the aot_eager cell), not one a backend.
     assert regressed.stdout.str().count("eager vs golden golden/s/first/cpu-float32.safetensors:\n") == 1
     regressed.stdout.fnmatch_lines([
@@ -228,6 +244,7 @@ def test_golden_workflow(project):
     again.stdout.fnmatch_lines(["0 goldens rewritten (created 0, changed 0), 2 unchanged"])
     assert project.golden_files() == after
     project.run().assert_outcomes(passed=3)
+    assert not list((project.root / "golden/s/first").glob("*.obtained*")), "a passing cell removes what it obtained"
 
     # --fail-on-golden-writes: a run that rewrote a golden fails (a CI left with --update-golden on hides nothing).
     project.set_programs((project.root / "progs.py").read_text().replace("SCALE = 2.5", "SCALE = 2.75"))

@@ -63,6 +63,7 @@ class Settings:
     add_missing_goldens: bool = False  # write goldens that do not exist yet, compare the rest
     perf: bool = True  # time the cells of cases with checks.perf (--no-perf: not)
     rerun_options: tuple[str, ...] = ()  # the user's own options, repeated in rerun hints
+    update_checks: bool = False  # --update-checks: FileCheck blocks' checks files written from this run
 
     def golden_paths(self, case: Case, device: str, dtype: str) -> GoldenPaths:
         return golden_paths(self.golden_root, self.project.suite_key(case.suite_path), case.name, device, dtype)
@@ -218,7 +219,9 @@ class CaseItem(pytest.Item):
         sections += [self._shown(c, eager_vs_golden) for c in comparisons if not c.ok]
         if golden_note:
             sections.append(golden_note)
-        sections += filecheck_sections(self.case, self.cell, run, self._dump_artifact, self._note)
+        sections += filecheck_sections(
+            self.case, self.cell, run, self._dump_artifact, self._note, update_checks=settings.update_checks, source=self.nodeid,
+        )
         sections += counter_sections(self.case, self.cell, run)
         sections += self._check_perf(run, timer, not_timed, settings)
 

@@ -69,6 +69,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--dtypes", default="", help="comma list narrowing the matrix dtypes (float32, bfloat16, ...)")
     group.addoption("--update-golden", action="store_true", help="write goldens (from eager) for the selected cells; unchanged files are left alone")
     group.addoption(
+        "--update-checks", action="store_true",
+        help="write each FileCheck block's checks file (file:) from the selected cells' output (as lit's update_test_checks.py)",
+    )
+    group.addoption(
         "--fail-on-golden-writes", action="store_true",
         help="with --update-golden / --add-missing-goldens: the run fails when it created or changed any golden (as pytest-regressions' --force-regen)",
     )
@@ -128,7 +132,7 @@ NOT_REPEATED = {
     "-k", "-m", "--deselect", "--ignore", "--ignore-glob", "--lf", "--last-failed", "--ff", "--failed-first",
     "--nf", "--new-first", "--sw", "--stepwise", "--sw-skip", "--stepwise-skip", "-x", "--exitfirst", "--maxfail",
     "--co", "--collect-only", "--basetemp", "--junitxml", "--junit-xml", "--resultlog", "--all-suites",
-    "--update-golden", "--add-missing-goldens", "--prune-stale-goldens", "--fail-on-stale-goldens", "--fail-on-golden-writes",
+    "--update-golden", "--add-missing-goldens", "--prune-stale-goldens", "--fail-on-stale-goldens", "--fail-on-golden-writes", "--update-checks",
     "--summary", "--report", "--report-benchmarks",
 }
 _NO_VALUE_ACTIONS = {"store_true", "store_false", "store_const", "append_const", "count", "help", "version"}
@@ -224,6 +228,7 @@ def pytest_configure(config: pytest.Config) -> None:
         add_missing_goldens=config.getoption("add_missing_goldens"),
         perf=not config.getoption("no_perf"),
         rerun_options=rerun_options(config),
+        update_checks=config.getoption("update_checks"),
     )
     if config.getoption("all_suites") and config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(project.suites_root)]

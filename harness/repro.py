@@ -137,7 +137,7 @@ def build_spec(case: Case, cell: MatrixCell, golden_data: Optional[Path], nodeid
         "graphs": case.checks.graphs,
         "graph_breaks": case.checks.graph_breaks,
         "filecheck": [
-            {"target": b.target, "check": b.check, "line": b.first_check_line}
+            {"target": b.target, "check": b.check, "line": b.first_check_line, "prefixes": prefixes_for(cell.backend, cell.device, b.prefixes)}
             for b in case.checks.filecheck if applies(b.when) and b.target != "autotune_block"
         ],
         "filecheck_prefixes": prefixes_for(cell.backend, cell.device),

@@ -225,7 +225,7 @@ def main(spec, root=".", saved_inputs_path=None):
         "post_grad_graph": "\n".join(capture.texts) if capture else "",
     }
     for block in spec["filecheck"]:
-        ok, printed = run_filecheck(block, texts[block["target"]], spec["filecheck_prefixes"], spec["filecheck_variables"])
+        ok, printed = run_filecheck(block, texts[block["target"]], block.get("prefixes") or spec["filecheck_prefixes"], spec["filecheck_variables"])
         if not ok:
             failures.append(f"FileCheck on {block['target']} (suite line {block['line']}) failed:\n{printed.rstrip()}")
 

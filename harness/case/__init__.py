@@ -22,6 +22,7 @@ merges ``defaults:`` under each case, and is what the rest of the harness import
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -64,6 +65,7 @@ from .sections import (
     INPUT_KEYS,
     PERF_KEYS,
     TOLERANCE_KEYS,
+    check_directives,
     parse_case,
 )
 from .validators import At, entries, require_map, require_str
@@ -130,7 +132,7 @@ def parse_suite(text: str, path: Path, display: str) -> Suite:
                 raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
             body = require_map(body, case_at, CASE_KEYS)
             merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"), "defaults", case_at.field)
-            case = parse_case(name, merged, case_at, path, display)
+            case = _read_check_files(parse_case(name, merged, case_at, path, display), case_at, path)
             _check_filecheck_cells(case, case_at)
             cases.append(case)
         except SuiteErrors as exc:
@@ -142,6 +144,30 @@ def parse_suite(text: str, path: Path, display: str) -> Suite:
     if errors:
         raise SuiteErrors(sorted(_dedupe(errors), key=lambda e: e.line))
     return Suite(path=path, display_path=display, description=description, cases=tuple(cases))
+
+
+def _read_check_files(case: Case, case_at: At, path: Path) -> Case:
+    """Each ``file:`` block's text, from its path relative to the suite file's folder, checked
+    as an inline block is (errors name the checks file's line). A file that does not exist yet
+    stays empty: its cells fail, naming it, until ``--update-checks`` writes it."""
+    if not any(block.file for block in case.checks.filecheck):
+        return case
+    blocks = []
+    for index, block in enumerate(case.checks.filecheck):
+        if block.file:
+            file_path = Path(path).parent / block.file
+            shown = Path(os.path.normpath(Path(case.display_path).parent / block.file)).as_posix()
+            check = ""
+            if file_path.is_file():
+                at = At(shown, 1, f"{case_at.field}.checks.filecheck[{index}].file")
+                try:
+                    check = file_path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise At(case_at.path, block.line, at.field).error(f"cannot read {shown}: {exc}") from None
+                check_directives(check, at, 1, block.prefixes)
+            block = dataclasses.replace(block, check=check, file=shown, file_path=file_path)
+        blocks.append(block)
+    return dataclasses.replace(case, checks=dataclasses.replace(case.checks, filecheck=tuple(blocks)))
 
 
 #: The backends whose runs produce code, graphs and kernels for FileCheck (eager and aot_eager run no Inductor).

@@ -69,9 +69,12 @@ class Matrix:
 class FileCheckBlock:
     target: str
     check: str
-    first_check_line: int  # YAML line of the check text's first line
+    first_check_line: int  # YAML line of the check text's first line (1 in a checks file)
     when: When
     line: int
+    prefixes: tuple[str, ...] = ("CHECK",)  # the block's own check prefixes (``prefixes:``)
+    file: str = ""  # a checks file (``file:``), as shown; its text is ``check`` ("" while it does not exist)
+    file_path: Optional[Path] = None  # that file, to read and to write (--update-checks)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import importlib
 import math
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -449,25 +450,37 @@ def _parse_filechecks(value: Any, at: At, parent: YamlMap) -> tuple[FileCheckBlo
     out = []
     for i, item in enumerate(items):
         item_at = at.item(items, i)
-        block = require_map(item, item_at, ("target", "check", "when"))
-        if "check" not in block:
-            raise item_at.error("missing key 'check' (FileCheck text: CHECK lines)")
+        block = require_map(item, item_at, ("target", "check", "file", "prefixes", "when"))
+        if ("check" in block) == ("file" in block):
+            raise item_at.error("needs one of 'check' (FileCheck text: CHECK lines) and 'file' (a checks file beside the suite)")
         target = require_choice(block.get("target", "output_code"), item_at.child("target", block.value_lines.get("target", item_at.line)), FILECHECK_TARGETS)
+        prefixes = ("CHECK",)
+        if "prefixes" in block:
+            prefixes_at = item_at.child("prefixes", block.value_lines["prefixes"])
+            prefixes = tuple(require_str(p, prefixes_at.item(block["prefixes"], i)) for i, p in enumerate(require_list(block["prefixes"], prefixes_at)))
+            bad = [p for p in prefixes if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", p)]
+            if bad:
+                raise prefixes_at.error("a prefix is a letter, then letters, digits, '-' or '_'", got=bad[0])
+        when = _parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
+        if "file" in block:  # read (and checked) by the loader, which knows the suite file's folder
+            file = require_str(block["file"], item_at.child("file", block.value_lines["file"]))
+            out.append(FileCheckBlock(target=target, check="", first_check_line=1, when=when, line=item_at.line, prefixes=prefixes, file=file))
+            continue
         check_at = item_at.child("check", block.value_lines["check"])
         check = require_str(block["check"], check_at)
         # A block scalar ('|' or '>') starts on the line after its indicator.
         first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
-        _check_directives(check, check_at, first_line)
-        when = _parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
-        out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line))
+        check_directives(check, check_at, first_line, prefixes)
+        out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line, prefixes=prefixes))
     return tuple(out)
 
 
-def _check_directives(check: str, at: At, first_line: int) -> None:
+def check_directives(check: str, at: At, first_line: int, bases: Sequence[str] = ("CHECK",)) -> None:
     """A block with no directive, or a line starting like a misspelled one, would check
     nothing and pass; both are load errors (LLVM FileCheck warns about the first)."""
-    found, problems = filecheck.directive_problems(check, filecheck.every_prefix(list(BACKENDS), list(DEVICES)))
-    allowed = "CHECK, CHECK-<DEVICE>, CHECK-<BACKEND>, CHECK-<DEVICE>-<BACKEND>, each plain or with -NEXT, -SAME, -NOT, -DAG, -LABEL, -EMPTY, -COUNT-<n>"
+    found, problems = filecheck.directive_problems(check, filecheck.every_prefix(list(BACKENDS), list(DEVICES), bases))
+    base = "/".join(bases)
+    allowed = f"{base}, {base}-<DEVICE>, {base}-<BACKEND>, {base}-<DEVICE>-<BACKEND>, each plain or with -NEXT, -SAME, -NOT, -DAG, -LABEL, -EMPTY, -COUNT-<n>"
     if problems:
         index, word = problems[0]
         line_at = At(at.path, first_line + index, at.field)

@@ -184,7 +184,7 @@ def _check_filecheck_cells(case: Case, case_at: At) -> None:
             for device in case.matrix.devices
             if any(block.when.applies(backend, device, dtype) for dtype in case.matrix.dtypes)
         ]
-        hit = sorted({b for b, d in cells if filecheck.directive_problems(block.check, filecheck.prefixes_for(b, d))[0]})
+        hit = sorted({b for b, d in cells if filecheck.directive_problems(block.check, filecheck.prefixes_for(b, d, block.prefixes))[0]})
         if hit:
             at = At(case_at.path, block.line, f"{case_at.field}.checks.filecheck[{index}]")
             raise at.error(

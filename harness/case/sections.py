@@ -78,6 +78,10 @@ TOLERANCE_KEYS = ("atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error",
 FUZZ_KEYS = ("examples", "seed", "max_seconds", "dims", "inputs", "reference")
 INPUT_FUZZ_KEYS = ("layout", "max_pad", "distribution") + RANGE_SETTINGS
 
+#: Input seeds are ``seed x 1000 + input index``, and torch's generators take 64-bit seeds.
+MAX_SEED = 10**15
+#: A cell deadline past a week is a typo (and past ~1e9 s the timer itself overflows).
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
 DEFAULT_MATRIX = {"backends": ("eager", "aot_eager", "inductor"), "devices": ("cpu", "cuda"), "dtypes": ("float32",)}
 #: Storage one input may take (GB, 1e9 bytes) unless its case says ``max_input_gb:``: more
 #: is usually a typo (a stride of 1e11, a dim of 1e12) that would otherwise surface as a
@@ -116,7 +120,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
     inputs_map = require_map(body["inputs"], sub("inputs"))
     dims = _fuzz_dim_names(body.get("fuzz"))
     inputs = tuple(_parse_input(n, v, a, dims) for n, v, a in entries(inputs_map, sub("inputs")))
-    seed = require_int(body.get("seed", 0), sub("seed"), minimum=0)
+    seed = require_int(body.get("seed", 0), sub("seed"), minimum=0, maximum=MAX_SEED)
     matrix = _parse_matrix(body.get("matrix"), sub("matrix"))
     tolerances = _parse_tolerances(body.get("tolerances"), sub("tolerances"), matrix.dtypes)
     config = _parse_config(body.get("config"), sub("config"), "torch._inductor.config")
@@ -138,7 +142,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
             f"compile_mode {compile_mode!r} replays CUDA graphs itself; checks.perf.cuda_graph would capture one around them "
             "(drop cuda_graph: the cell is timed through Inductor's graphs)"
         )
-    timeout = None if body.get("timeout") is None else require_number(body["timeout"], sub("timeout"), minimum=0.001)
+    timeout = None if body.get("timeout") is None else require_number(body["timeout"], sub("timeout"), minimum=0.001, maximum=MAX_TIMEOUT_S)
     fuzz = None
     if "fuzz" in body:
         fuzz = parse_fuzz(body["fuzz"], sub("fuzz"), inputs)
@@ -353,8 +357,10 @@ def _config_module(name: str) -> Any:
 def _config_default(module: Any, key: str) -> tuple[bool, Any]:
     """(exists, default value) of a dotted config key such as 'triton.cudagraphs'."""
     declared = getattr(module, "_config", None)
-    if isinstance(declared, dict) and key in declared:
-        return True, getattr(declared[key], "default", None)
+    if isinstance(declared, dict):
+        # torch's config modules list their keys: anything else they hold (os, a submodule,
+        # a dunder) is no setting, and patching it would break the process, not configure it.
+        return (True, getattr(declared[key], "default", None)) if key in declared else (False, None)
     obj = module
     for part in key.split("."):
         if not hasattr(obj, part):

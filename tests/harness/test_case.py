@@ -295,3 +295,20 @@ def test_ordinary_aliases_still_load():
     (case,) = load("cases:\n  a:\n    program: matmul\n    inputs: &io\n      x: {shape: [2, 2]}\n      y: {shape: [2, 2]}\n"
                    "  b:\n    program: matmul\n    inputs: *io\n").cases[1:]
     assert [spec.name for spec in case.inputs] == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("    config: {__class__: 1}\n", "suites/x.yaml:7: cases.a.config.__class__: not a torch._inductor.config key (got '__class__')"),
+        ("    config: {os: 1}\n", "suites/x.yaml:7: cases.a.config.os: not a torch._inductor.config key (got 'os')"),
+        ("    dynamo_config: {sys: 1}\n", "suites/x.yaml:7: cases.a.dynamo_config.sys: not a torch._dynamo.config key (got 'sys')"),
+        ("    timeout: 1e300\n", "suites/x.yaml:7: cases.a.timeout: must be <= 604800 (got 1e+300)"),
+        ("    seed: 100000000000000000000000\n", "suites/x.yaml:7: cases.a.seed: must be <= 1e+15 (got 100000000000000000000000)"),
+    ],
+    ids=["dunder", "module-attribute", "dynamo-module-attribute", "timeout", "seed"],
+)
+def test_settings_that_cannot_work_are_load_errors(extra, message):
+    """Were accepted at load: a config 'key' that is a dunder or a module the config module
+    imports, a deadline the timer overflows on, a seed past 64 bits once input indices are added."""
+    assert error_of(MINIMAL + extra) == message

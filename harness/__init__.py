@@ -20,7 +20,8 @@ holds every module, and every import in it, at module level or in a function, to
 - ``kernel_asm``        PTX / SASS / register use of a cell's Triton kernels
 - ``run``               one cell: eager, float64, compiled; code, graphs and counters captured
 - ``compare``           tolerance model and numeric report
-- ``golden``            safetensors goldens with JSON sidecars, atomic locked writes
+- ``golden``            safetensors goldens with JSON sidecars, atomic locked writes; obtained files
+- ``golden_cli``        ``python -m harness golden show|diff``: one golden, and a failing cell's obtained outputs
 - ``counters``          counter and graph-count expectations
 - ``checks``            the checks of one run (vs eager and float64, a fuzz reference, counters and
                         graphs, FileCheck), for the items and bisect

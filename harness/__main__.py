@@ -1,4 +1,4 @@
-"""``python -m harness``: every suite of the current project over the matrix this machine offers, then the summary table.
+"""``python -m harness`` (installed: ``python -m quantcheck``): every suite of the current project over the matrix this machine offers, then the summary table.
 
 Runs pytest with ``-n auto`` when pytest-xdist is installed, ``--summary``, and
 ``--all-suites``: with no path given, pytest collects the project's suites root (its
@@ -6,6 +6,7 @@ Runs pytest with ``-n auto`` when pytest-xdist is installed, ``--summary``, and
 current directory), not its ``testpaths``. Every other argument passes through to pytest
 unchanged, e.g. ``python -m harness --devices cpu --summary out/summary.json``,
 ``python -m harness --lf`` or ``python -m harness suites/invoke_quant.yaml -n 0``.
+``python -m harness golden show|diff PATH`` looks at one golden instead (:mod:`harness.golden_cli`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from typing import Optional
 import pytest
 
 
+#: The plugin's module under the installed name and a checkout's.
+PLUGIN_MODULES = ("quantcheck.harness.plugin", "harness.plugin")
+
+
 def _entry_point_loads_plugin() -> bool:
     from importlib.metadata import entry_points
 
-    return any(ep.value == "harness.plugin" for ep in entry_points(group="pytest11"))
+    return any(ep.value in PLUGIN_MODULES for ep in entry_points(group="pytest11"))
 
 
 def build_arguments(argv: list[str]) -> list[str]:
@@ -33,12 +38,17 @@ def build_arguments(argv: list[str]) -> list[str]:
     # "-p" (not a plugin object) so that pytest-xdist workers load it too; a conftest using
     # harness.plugin.register_once then sees it registered and does nothing.
     if not _entry_point_loads_plugin():
-        args[:0] = ["-p", "harness.plugin"]
+        args[:0] = ["-p", f"{__package__}.plugin"]
     return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_arguments(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["golden"]:
+        from .golden_cli import main as golden_main
+
+        return golden_main(given[1:])
+    args = build_arguments(given)
     print("python -m pytest " + " ".join(args), flush=True)
     return int(pytest.main(args))
 

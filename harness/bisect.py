@@ -111,7 +111,7 @@ class BisectReport:
         if self.stage:
             lines.append(f"  first failing stage (CompilerBisector): {self.stage}")
         if self.components:
-            lines.append("  our passes and lowerings, disabled one at a time (pipeline order):")
+            lines.append("  passes and lowerings (the case's, installed hooks, quantcheck's), disabled one at a time (pipeline order):")
             for ablation in self.components:
                 lines.append(f"    {ablation.verdict}  {ablation.component.name}")
                 if ablation.component.partial:
@@ -120,7 +120,7 @@ class BisectReport:
                     lines.append(f"           the cell cannot run without it: {ablation.cannot_run}")
             lines.append(f"  diverges at: {self._divergence()}")
         elif self.stage:
-            lines.append("  our passes and lowerings: none ran in this cell")
+            lines.append("  passes and lowerings: none that can be disabled ran in this cell")
         return "\n".join(lines)
 
     def _divergence(self) -> str:
@@ -131,8 +131,8 @@ class BisectReport:
         partial = [a.component.name for a in self.components if not a.cannot_run and a.component.partial]
         untried = [a.component.name for a in self.components if a.cannot_run]
         parts = [
-            "none of our components that could be turned off alone (disabling each left the failure)"
-            if cleared else "not found: none of our components could be turned off alone"
+            "no pass or lowering that could be turned off alone (disabling each left the failure)"
+            if cleared else "not found: no pass or lowering could be turned off alone"
         ]
         if partial:
             parts.append(f"not cleared (cannot be turned off alone): {'; '.join(partial)}")
@@ -191,7 +191,7 @@ def _eager_vs_float64(case: Case, cell: MatrixCell, run: Any) -> str:
         return ""
     return (
         f" Eager itself is off the program's float64 run (max abs error {comparison.max_abs:.3g}): "
-        "the bug is in code eager runs too (a kernel, an impl/ function), not in the compilation."
+        "the bug is in code eager runs too (a kernel, a function of the program or its package), not in the compilation."
     )
 
 

@@ -13,11 +13,11 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .case import Case
+from .case import Case, FileCheckBlock
 from .compare import Comparison, compare_outputs
 from .counters import check_counters, check_graphs
 from .dtypes import DTYPES
-from .filecheck import prefixes_for, run_filecheck
+from .filecheck import generated_checks, prefixes_for, run_filecheck
 from .matrix import MatrixCell
 from .portable import extract_kernel_sources, flatten_outputs
 from .programs import make_program
@@ -101,18 +101,39 @@ def recompile_failures(case: Case, cell: MatrixCell, run: CellRun) -> list[str]:
     return failures
 
 
+def writes_check_file(case: Case, block: FileCheckBlock, cell: MatrixCell) -> bool:
+    """Under --update-checks, the one cell that writes ``block``'s file on this cell's device:
+    the first of the matrix, in order, that the block applies to."""
+    for backend in case.matrix.backends:
+        for dtype in case.matrix.dtypes:
+            if block.when.applies(backend, cell.device, dtype):
+                return (backend, dtype) == (cell.backend, cell.dtype)
+    return False
+
+
 def filecheck_sections(
     case: Case, cell: MatrixCell, run: CellRun, dump: Callable[[str, str], str], note: Callable[[str], None],
+    update_checks: bool = False, source: str = "",
 ) -> list[str]:
     """One section per FileCheck block of the cell that fails; ``dump(target, text)`` saves the
     checked text where a person can open it and returns its path; ``note(text)`` hears of a
-    block whose target this run could not produce (it is not run)."""
+    block whose target this run could not produce (it is not run). ``update_checks``: a block
+    with a checks file gets it (re)written from this run's text (:func:`writes_check_file`;
+    ``source`` names the cell in its first line), then checked against it."""
     failures = []
     for block in case.checks.filecheck:
         if not block.when.applies(cell.backend, cell.device, cell.dtype):
             continue
         if block.target in run.unavailable:
             note(f"FileCheck on {block.target} not run: {run.unavailable[block.target]}")
+            continue
+        check = block.check
+        if block.file_path is not None and update_checks and writes_check_file(case, block, cell):
+            check = generated_checks(block.target, run.artifacts[block.target], block.prefixes[0], source)
+            block.file_path.parent.mkdir(parents=True, exist_ok=True)
+            block.file_path.write_text(check, encoding="utf-8")
+        elif block.file_path is not None and not block.file_path.is_file():
+            failures.append(f"FileCheck on {block.target}: checks file {block.file} does not exist; write it from this cell's {block.target} with --update-checks")
             continue
         if block.each_graph:
             texts = [
@@ -125,10 +146,10 @@ def filecheck_sections(
             texts = [(block.target, run.artifacts[block.target])]
         for label, text in texts:
             result = run_filecheck(
-                block.check, text,
-                prefixes=prefixes_for(cell.backend, cell.device),
+                check, text,
+                prefixes=prefixes_for(cell.backend, cell.device, block.prefixes),
                 variables={"DEVICE": cell.device, "DTYPE": cell.dtype, "BACKEND": cell.backend},
-                check_path=case.display_path,
+                check_path=block.file or case.display_path,
                 first_check_line=block.first_check_line,
                 input_label=label,
                 input_dump=None,

@@ -54,7 +54,7 @@ def _gpu_name() -> str:
 
 
 def add_options(group: Any) -> None:
-    group.addoption("--bisect", action="store_true", help="rerun each failing cell through CompilerBisector and with our passes/lowerings disabled one at a time; the failure names where it diverges")
+    group.addoption("--bisect", action="store_true", help="rerun each failing cell through CompilerBisector and with each pass and lowering that ran disabled in turn; the failure names where it diverges")
     group.addoption("--repro-dir", default=None, metavar="DIR", help=f"where failing cells write their standalone repro scripts (default: {DEFAULT_DIR} under the rootdir)")
     group.addoption("--report", default=None, metavar="DIR", help="write DIR/index.html and DIR/report.json: every cell, error pictures of numeric failures, kernel bandwidth")
     group.addoption("--report-benchmarks", default=None, metavar="PATH", help=f"benchmark JSON drawn in the report (default: when GPU cells ran, {BENCHMARKS_DIR}/woq_<gpu>.json under the rootdir for that GPU, e.g. woq_h200.json)")

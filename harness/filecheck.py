@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import io
 import re
-from typing import Optional
+from typing import Optional, Sequence
 
 from filecheck.error import CheckError, ErrorOnMatch, ParseError
 from filecheck.finput import FInput
@@ -42,11 +42,15 @@ def backend_prefixes(backend: str) -> list[str]:
     return [backend.upper().replace("_", "-")]
 
 
-def prefixes_for(backend: str, device: str) -> list[str]:
+def prefixes_for(backend: str, device: str, bases: Sequence[str] = ("CHECK",)) -> list[str]:
+    """The prefixes a cell answers to: each base (``CHECK``, or a block's own ``prefixes:``)
+    alone and with the cell's device, backend, or both."""
     device_part = device.upper()
-    out = ["CHECK", f"CHECK-{device_part}"]
-    for b in backend_prefixes(backend):
-        out += [f"CHECK-{b}", f"CHECK-{device_part}-{b}"]
+    out = []
+    for base in bases:
+        out += [base, f"{base}-{device_part}"]
+        for b in backend_prefixes(backend):
+            out += [f"{base}-{b}", f"{base}-{device_part}-{b}"]
     return out
 
 
@@ -55,9 +59,9 @@ _DIRECTIVE = re.compile(r"(?<![\w-])([A-Za-z][\w-]*?)(?:-(NEXT|SAME|NOT|DAG|LABE
 _LEADING_WORD = re.compile(r"^\s*(?:(?://|[#;])\s*)?([A-Za-z][\w-]*)\s*:")
 
 
-def every_prefix(backends: list[str], devices: list[str]) -> list[str]:
+def every_prefix(backends: list[str], devices: list[str], bases: Sequence[str] = ("CHECK",)) -> list[str]:
     """The prefixes some cell answers to (a block may hold lines for other cells)."""
-    return sorted({p for b in backends for d in devices for p in prefixes_for(b, d)})
+    return sorted({p for b in backends for d in devices for p in prefixes_for(b, d, bases)})
 
 
 def _near_check(word: str) -> bool:
@@ -95,6 +99,52 @@ def directive_problems(check_text: str, prefixes: list[str]) -> tuple[bool, list
         if leading and _near_check(leading.group(1)):
             problems.append((index, leading.group(1)))
     return found, problems
+
+
+# Names Inductor makes up, which change with any unrelated edit: kernels and buffers. Written
+# checks capture each at its first use and refer back to it (lit's update_test_checks.py does
+# the same for SSA values).
+_GENERATED_NAMES = (
+    ("KERNEL", re.compile(r"\b(?:cpp|triton)_\w*fused\w*"), r"[a-z]+_[a-zA-Z0-9_]*fused[a-zA-Z0-9_]*"),
+    ("BUF", re.compile(r"\bbuf\d+\b"), r"buf[0-9]+"),
+)
+MAX_GENERATED_LINES = 200
+
+
+def generated_checks(target: str, text: str, prefix: str, source: str) -> str:
+    """CHECK lines for ``text`` (a cell's ``target``), as ``--update-checks`` writes them: for
+    output code the lines of its ``call`` function, else every non-blank line (at most
+    MAX_GENERATED_LINES); kernel and buffer names become FileCheck variables."""
+    raw_lines = text.splitlines()
+    lines = [line.strip() for line in raw_lines]
+    starts = [i for i, line in enumerate(lines) if line.startswith("def call(")]  # call(args) or a runner's call(self, args)
+    if target == "output_code" and starts:
+        start = starts[0]
+        indent = len(raw_lines[start]) - len(raw_lines[start].lstrip())
+        body = [lines[start]]
+        for raw in raw_lines[start + 1:]:
+            if raw.strip() and len(raw) - len(raw.lstrip()) <= indent:
+                break  # the function ended
+            body.append(raw.strip())
+        lines = body
+    # FileCheck reads [[ ]] and {{ }} as variables and regexes: such lines (rare in code) are left out.
+    lines = [line for line in lines if line and not line.startswith("#") and not any(m in line for m in ("[[", "]]", "{{", "}}"))]
+    lines = lines[:MAX_GENERATED_LINES]
+    defined: dict[str, str] = {}
+    out = [f"; written by --update-checks from the {target} of {source}; edit freely, rerun it to refresh"]
+    for index, line in enumerate(lines):
+        literal = line
+        for kind, pattern, regex in _GENERATED_NAMES:
+            def name_of(match: re.Match) -> str:
+                name = match.group(0)
+                if name not in defined:
+                    defined[name] = f"{kind}{sum(1 for v in defined.values() if v.startswith(kind))}"
+                    return f"[[{defined[name]}:{regex}]]"
+                return f"[[{defined[name]}]]"
+            literal = pattern.sub(name_of, literal)
+        directive = "LABEL" if index == 0 and target == "output_code" else ""
+        out.append(f"{prefix}{'-' + directive if directive else ''}: {literal}")
+    return "\n".join(out) + "\n"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,8 @@ from .checks import compare_with_eager, compare_with_reference, compare_with_ref
 from .fuzz import concretize, describe_example, pinned_case_yaml, search
 from .golden import (
     GoldenError,
+    obtained_path,
+    write_obtained,
     GoldenMissing,
     GoldenPaths,
     GoldenWriteError,
@@ -61,6 +63,7 @@ class Settings:
     add_missing_goldens: bool = False  # write goldens that do not exist yet, compare the rest
     perf: bool = True  # time the cells of cases with checks.perf (--no-perf: not)
     rerun_options: tuple[str, ...] = ()  # the user's own options, repeated in rerun hints
+    update_checks: bool = False  # --update-checks: FileCheck blocks' checks files written from this run
 
     def golden_paths(self, case: Case, device: str, dtype: str) -> GoldenPaths:
         return golden_paths(self.golden_root, self.project.suite_key(case.suite_path), case.name, device, dtype)
@@ -81,12 +84,24 @@ def display_path(path: Path, rootdir: Path) -> str:
         return str(path)
 
 
+def harness_command() -> str:
+    """How this process's harness is run: ``python -m quantcheck`` installed, ``python -m harness`` in a checkout."""
+    return "python -m quantcheck" if __package__.startswith("quantcheck.") else f"python -m {__package__}"
+
+
 class CaseFile(pytest.File):
     def collect(self):
         settings = self.config.stash[SETTINGS_KEY]
         shown = display_path(self.path, settings.rootdir)
-        _check_golden_key(self.path, shown, settings)
-        suite = load_suite(self.path, shown)
+        try:
+            _check_golden_key(self.path, shown, settings)
+            suite = load_suite(self.path, shown)
+        except CaseFormatError as exc:
+            # One error item, not a collection error: pytest stops the whole session at a
+            # collection error, and one bad suite must not keep the others from running.
+            yield SuiteError.from_parent(self, name=SuiteError.NAME, error=exc)
+            return
+        self.case_names = frozenset(case.name for case in suite.cases)
         for case in suite.cases:
             item_class = CaseItem if case.fuzz is None else FuzzItem
             for cell in expand_matrix(case, settings.narrowing):
@@ -95,6 +110,26 @@ class CaseFile(pytest.File):
                 # params) as it does a parametrized function's, which is how --lf matches
                 # the ids it stored; a name with brackets alone would not compare equal.
                 yield item_class.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", case=case, cell=cell)
+
+
+class SuiteError(pytest.Item):
+    """A suite file that does not load: reported as one error (its lines), the session goes on."""
+
+    NAME = "load"
+
+    def __init__(self, *, error: CaseFormatError, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def setup(self) -> None:
+        # In setup, so that pytest counts it an error, not a failed test; pytrace=False: the lines alone.
+        pytest.fail(str(self.error), pytrace=False)
+
+    def runtest(self) -> None:
+        raise AssertionError("unreachable: setup raised")
+
+    def reportinfo(self):
+        return self.path, self.error.line - 1, f"{self.path.name}: does not load"
 
 
 def _check_golden_key(path: Path, shown: str, settings: Settings) -> None:
@@ -124,6 +159,7 @@ class CaseItem(pytest.Item):
         self.case = case
         self.cell = cell
         self.writes_golden = False  # set at collection end: one writer per golden file
+        self.golden_writer = ""  # that writer's node id: its report holds the eager vs golden table
         self._add_marks()
 
     def _add_marks(self) -> None:
@@ -163,6 +199,7 @@ class CaseItem(pytest.Item):
         sections: list[str] = []
         comparisons: list[Comparison] = []
         eager_moved = False  # eager itself differs from the golden: the one case a new golden may be due
+        eager_vs_golden = None
         golden_note = ""
 
         if self.case.checks.eager:
@@ -179,12 +216,14 @@ class CaseItem(pytest.Item):
                 eager_moved = not eager_vs_golden.ok
                 checked_eager = compiled_matches_eager if self.case.checks.eager else None
                 golden_note = golden_verdict(eager_vs_golden.ok, compiled_vs_golden.ok, checked_eager)
-        sections += [c.report for c in comparisons if not c.ok]
+        sections += [self._shown(c, eager_vs_golden) for c in comparisons if not c.ok]
         # Not in the summary's worst error: a reference (the dense model) differs by design.
         sections += [c.report for c in compare_with_references(self.case, self.cell, run) if not c.ok]
         if golden_note:
             sections.append(golden_note)
-        sections += filecheck_sections(self.case, self.cell, run, self._dump_artifact, self._note)
+        sections += filecheck_sections(
+            self.case, self.cell, run, self._dump_artifact, self._note, update_checks=settings.update_checks, source=self.nodeid,
+        )
         sections += counter_sections(self.case, self.cell, run)
         sections += self._check_perf(run, timer, not_timed, settings)
 
@@ -198,6 +237,15 @@ class CaseItem(pytest.Item):
         if sections:
             title = f"{self.case.display_path}:{self.case.line}: case {self.case.name!r} [{self.cell.id}] failed"
             raise CellFailure(format_cell_failure(title, sections, self.nodeid, self.case_nodeid, eager_moved, settings.rerun_options))
+
+    def _shown(self, comparison: Comparison, eager_vs_golden: Optional[Comparison]) -> str:
+        """A failed comparison's table; eager vs golden's only in the golden's writer cell (it is
+        the same in every backend's cell of the case), elsewhere its first line and where the table is."""
+        if comparison is not eager_vs_golden or self.golden_writer in ("", self.nodeid):
+            return comparison.report
+        lines = comparison.report.splitlines()
+        first = lines[1].strip() if len(lines) > 1 else ""
+        return f"{comparison.label}: {first}\n  (eager is the same in every backend's cell: the table is in the report of {self.golden_writer})"
 
     def _check_golden(self, run: CellRun, settings: Settings, tolerance) -> tuple[list[str], list[Comparison]]:
         """Failure sections and the (eager vs golden, compiled vs golden) comparisons; writes
@@ -231,7 +279,7 @@ class CaseItem(pytest.Item):
         try:
             golden = load_golden(paths, suite=self.case.display_path, notes=notes)
         except GoldenMissing:
-            return [f"golden missing: {shown}\n  make it (from eager on {self.cell.device}) with:\n    {update}"], []
+            return [f"golden missing: {shown}{self._renamed_hint(paths, settings)}\n  make it (from eager on {self.cell.device}) with:\n    {update}"], []
         except GoldenError as exc:
             return [f"golden unusable: {self._shown_error(exc, settings)}\n  nothing was overwritten; to regenerate it:\n    {update}"], []
         finally:
@@ -239,12 +287,49 @@ class CaseItem(pytest.Item):
                 self.user_properties.append((REPAIR_PROPERTY, note.replace(str(settings.rootdir) + os.sep, "")))
         device_golden = {name: t.to(self.cell.device) for name, t in golden.items()}
         sampled_from = {n: e["sampled_from"] for n, e in read_sidecar(paths.sidecar)["tensors"].items() if "sampled_from" in e}
-        return [], [
+        comparisons = [
             check_sampled_shapes(sampled_from, run.eager, f"eager vs golden {shown_label}")
             or compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
             check_sampled_shapes(sampled_from, run.compiled, f"compiled ({self.cell.backend}) vs golden {shown_label}")
             or compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
         ]
+        return self._keep_obtained(paths, settings, {None: (eager, comparisons[0].ok), self.cell.backend: (compiled, comparisons[1].ok)}), comparisons
+
+    def _keep_obtained(self, paths: GoldenPaths, settings: Settings, sides: dict) -> list[str]:
+        """Beside a golden that a side (eager: None, or a backend) failed, that side's outputs as
+        ``.obtained`` files; a side that matches removes its old one. Eager's is the writer cell's."""
+        lines = []
+        for backend, (outputs, ok) in sides.items():
+            if backend is None and self.golden_writer not in ("", self.nodeid):
+                continue
+            path = obtained_path(paths, backend)
+            if ok:
+                path.unlink(missing_ok=True)
+                continue
+            problem = write_obtained(path, outputs)
+            shown = display_path(path, settings.rootdir)
+            what = "eager's outputs" if backend is None else f"the {backend} outputs"
+            diff = f"{harness_command()} golden diff {display_path(paths.data, settings.rootdir)}" + ("" if backend is None else f" --backend {backend}")
+            lines.append(f"obtained: {problem}" if problem else f"obtained ({what}): {shown}\n  compare: {diff}")
+        return lines
+
+    def _renamed_hint(self, paths: GoldenPaths, settings: Settings) -> str:
+        """A missing golden beside one of a case the suite no longer has: the case was likely renamed."""
+        suite_dir = paths.case_dir.parent
+        names = getattr(self.parent, "case_names", frozenset())
+        try:
+            others = sorted(d for d in suite_dir.iterdir() if d.is_dir() and not d.is_symlink() and d.name not in names)
+        except OSError:
+            return ""
+        orphans = [d for d in others if (d / paths.data.name).is_file()]
+        if not orphans:
+            return ""
+        old = orphans[0]
+        return (
+            f"\n  renamed? {display_path(old / paths.data.name, settings.rootdir)} is the golden of case {old.name!r}, "
+            f"which {self.case.display_path} no longer has; to keep it: "
+            f"mv {display_path(old, settings.rootdir)} {display_path(paths.case_dir, settings.rootdir)}"
+        )
 
     def _check_perf(self, run: CellRun, timer, not_timed: Optional[str], settings: Settings) -> list[str]:
         """The perf golden of this cell (harness/perf.py); notes go to the session's perf section."""
@@ -274,11 +359,22 @@ class CaseItem(pytest.Item):
     def _dump_artifact(self, target: str, text: str) -> str:
         """Write the FileCheck input where a person can open it; returns the path."""
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.nodeid)
-        directory = Path(tempfile.gettempdir()) / f"quantcheck-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / safe
+        directory = self._run_temp_dir() / safe
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{target}.txt"
         path.write_text(text, encoding="utf-8")
         return str(path)
+
+    def _run_temp_dir(self) -> Path:
+        """This run's own temporary directory (pytest's basetemp: one per run, per xdist worker,
+        the last few kept), so that projects and runs never share or mix their files."""
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        if factory is not None:
+            return factory.getbasetemp() / "quantcheck"
+        directory = getattr(self.config, "_quantcheck_tmp", None)
+        if directory is None:  # the tmpdir plugin disabled (-p no:tmpdir)
+            directory = self.config._quantcheck_tmp = Path(tempfile.mkdtemp(prefix="quantcheck-"))
+        return directory
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CellFailure):
@@ -366,14 +462,18 @@ class FuzzItem(CaseItem):
 
 
 def assign_golden_writers(items: list[pytest.Item]) -> None:
-    """The first collected cell of each (suite, case, device, dtype) writes that golden under --update-golden."""
-    seen: set[tuple[str, str, str, str]] = set()
+    """The first collected cell of each (suite, case, device, dtype) writes that golden under
+    --update-golden, and its report shows the eager vs golden table for every cell of the key."""
+    writers: dict[tuple[str, str, str, str], str] = {}
     for item in items:
         runs = not item.cell.skip_reason and item.get_closest_marker("skip") is None if isinstance(item, CaseItem) else False
         if isinstance(item, CaseItem) and item.case.checks.golden and runs:
-            if item.golden_key not in seen:
-                seen.add(item.golden_key)
+            if item.golden_key not in writers:
+                writers[item.golden_key] = item.nodeid
                 item.writes_golden = True
+    for item in items:
+        if isinstance(item, CaseItem):
+            item.golden_writer = writers.get(item.golden_key, "")
 
 
 def outcome_of(report: pytest.TestReport) -> Optional[str]:

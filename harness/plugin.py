@@ -1,6 +1,6 @@
 """quantcheck's pytest plugin: hooks and options only.
 
-Loaded by the ``pytest11`` entry point ``quantcheck = "harness.plugin"`` when the package is
+Loaded by the ``pytest11`` entry point ``quantcheck = "quantcheck.harness.plugin"`` when the package is
 installed, and from a project's root conftest.py otherwise. pytest refuses to register
 one module under two names, so the conftest should go through :func:`register_once`::
 
@@ -68,6 +68,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--devices", default="", help=f"comma list narrowing the matrix devices ({', '.join(DEVICES)})")
     group.addoption("--dtypes", default="", help="comma list narrowing the matrix dtypes (float32, bfloat16, ...)")
     group.addoption("--update-golden", action="store_true", help="write goldens (from eager) for the selected cells; unchanged files are left alone")
+    group.addoption(
+        "--update-checks", action="store_true",
+        help="write each FileCheck block's checks file (file:) from the selected cells' output (as lit's update_test_checks.py)",
+    )
+    group.addoption(
+        "--fail-on-golden-writes", action="store_true",
+        help="with --update-golden / --add-missing-goldens: the run fails when it created or changed any golden (as pytest-regressions' --force-regen)",
+    )
     group.addoption("--add-missing-goldens", action="store_true", help="write (from eager) only the goldens of the selected cells that do not exist yet; compare the rest (a new device or case)")
     group.addoption("--prune-stale-goldens", action="store_true", help="delete goldens that no case declares (they are always reported)")
     group.addoption("--no-perf", action="store_true", help="do not time the cells of cases with checks.perf (their numerics still run)")
@@ -124,7 +132,7 @@ NOT_REPEATED = {
     "-k", "-m", "--deselect", "--ignore", "--ignore-glob", "--lf", "--last-failed", "--ff", "--failed-first",
     "--nf", "--new-first", "--sw", "--stepwise", "--sw-skip", "--stepwise-skip", "-x", "--exitfirst", "--maxfail",
     "--co", "--collect-only", "--basetemp", "--junitxml", "--junit-xml", "--resultlog", "--all-suites",
-    "--update-golden", "--add-missing-goldens", "--prune-stale-goldens", "--fail-on-stale-goldens",
+    "--update-golden", "--add-missing-goldens", "--prune-stale-goldens", "--fail-on-stale-goldens", "--fail-on-golden-writes", "--update-checks",
     "--summary", "--report", "--report-benchmarks",
 }
 _NO_VALUE_ACTIONS = {"store_true", "store_false", "store_const", "append_const", "count", "help", "version"}
@@ -220,6 +228,7 @@ def pytest_configure(config: pytest.Config) -> None:
         add_missing_goldens=config.getoption("add_missing_goldens"),
         perf=not config.getoption("no_perf"),
         rerun_options=rerun_options(config),
+        update_checks=config.getoption("update_checks"),
     )
     if config.getoption("all_suites") and config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args = [str(project.suites_root)]
@@ -317,6 +326,14 @@ def _stale_goldens(config: pytest.Config, state: dict) -> list[StaleGolden]:
     return [s for s in stale if not owned_perf_golden(s.path, settings.golden_root, perf_owned)]
 
 
+def golden_writes_line(notes: list[str]) -> str:
+    """``N goldens rewritten (created C, changed K), U unchanged``: what --update-golden did."""
+    created = sum(1 for n in notes if n.endswith(": created"))
+    unchanged = sum(1 for n in notes if n.endswith(": unchanged"))
+    rewritten = len(notes) - unchanged
+    return f"{rewritten} golden{'' if rewritten == 1 else 's'} rewritten (created {created}, changed {rewritten - created}), {unchanged} unchanged"
+
+
 def _fails_on_stale(config: pytest.Config) -> bool:
     option = config.getoption("fail_on_stale_goldens")
     return option if option is not None else config.stash[SETTINGS_KEY].project.fail_on_stale_goldens
@@ -335,6 +352,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state["stale"] and _fails_on_stale(config) and not config.getoption("prune_stale_goldens"):
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    rewrote = any(not note.endswith(": unchanged") for note in state["golden_notes"])
+    if rewrote and config.getoption("fail_on_golden_writes") and session.exitstatus == pytest.ExitCode.OK:
+        # as pytest-regressions' --force-regen: a run left with --update-golden on cannot hide a change
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -352,7 +373,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for note in changed:
             write(note)
         if state["golden_notes"]:
-            write(f"{len(changed)} golden file(s) written, {len(state['golden_notes']) - len(changed)} unchanged")
+            write(golden_writes_line(state["golden_notes"]))
+            if changed and config.getoption("fail_on_golden_writes"):
+                write(f"{len(changed)} golden(s) rewritten: this run fails (--fail-on-golden-writes); rerun without --update-golden to check them")
         for line in repairs:
             write(f"repaired: {line}")
     if state["perf_notes"]:

@@ -62,7 +62,13 @@ def import_program(target: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ProgramImportError(f"cannot import module {module_name!r}: {exc}") from exc
+        missing = getattr(exc, "name", None) or ""
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and missing and (module_name == missing or module_name.startswith(missing + ".")):
+            # The program's own module is not on the import path: usually the project root,
+            # which pytest adds only when told to.
+            hint = "; is the project's root on the import path? set pythonpath = [\".\"] under [tool.pytest.ini_options] in pyproject.toml (pytest.ini: pythonpath = .)"
+        raise ProgramImportError(f"cannot import module {module_name!r}: {exc}{hint}") from exc
     except (Exception, SystemExit) as exc:  # SystemExit too: a module calling sys.exit() must not end the session
         raise ProgramImportError(f"importing module {module_name!r} raised {describe_exception(exc)}") from exc
     obj: Any = module

@@ -66,7 +66,7 @@ def golden_verdict(eager_matches: bool, compiled_matches: bool, compiled_matches
     if not eager_matches and compiled_matches_eager:
         return (
             "compiled matches eager in this run: the golden differs because the program's own\n"
-            "numerics changed (a changed impl/ function, inputs or torch version), not because of compilation."
+            "numerics changed (its code or its package's, its inputs, the torch version), not because of compilation."
         )
     if eager_matches and not compiled_matches:
         return (

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from .portable import float_errors, is_inexact, sample_for_golden, sqnr_db
+from .portable import DTYPES, float_errors, is_inexact, sample_for_golden, sqnr_db
 
 DETAIL_PROPERTY = "quantcheck_detail"
 HEAT_ROWS, HEAT_COLS = 32, 48
@@ -57,20 +57,29 @@ def _finite_or_none(value: Optional[float]) -> Optional[float | str]:
     return float(value)
 
 
-def step_for(expected: torch.Tensor, quant_step: Optional[float]) -> tuple[float, str]:
-    """(step, how it was chosen): the declared quantization step, else the dtype's spacing at max |expected|."""
+def step_for(expected: torch.Tensor, quant_step: Optional[float], cell_dtype: Optional[str] = None) -> tuple[float, str]:
+    """(step, how it was chosen): the declared quantization step, else the spacing at max |expected|
+    of the output's dtype, or of the cell's dtype where that is coarser: a float32 output of a
+    bfloat16 cell carries bfloat16's precision, and float32 steps would count each of its
+    rounding errors as ~65 000 steps."""
     if quant_step:
         return float(quant_step), f"quantization step {quant_step:g} (tolerances.quant_step)"
     magnitude = float(expected.detach().abs().float().nan_to_num(0, 0, 0).max()) if expected.numel() else 0.0
     eps = torch.finfo(expected.dtype).eps if is_inexact(expected) else 1.0  # a complex dtype's finfo is its parts'
+    unit_dtype, why = expected.dtype, ""
+    computed_in = DTYPES.get(cell_dtype or "")
+    if is_inexact(expected) and computed_in is not None and computed_in.is_floating_point and torch.finfo(computed_in).eps > eps:
+        eps, unit_dtype, why = torch.finfo(computed_in).eps, computed_in, f"the cell's dtype; the output is {expected.dtype}; "
     step = eps * magnitude or eps
-    return step, f"{expected.dtype} spacing at max |expected| ({step:.3g}; no quant_step declared)"
+    return step, f"{unit_dtype} spacing at max |expected| ({step:.3g}; {why}no quant_step declared)"
 
 
-def error_picture(label: str, name: str, expected: torch.Tensor, actual: torch.Tensor, quant_step: Optional[float]) -> dict[str, Any]:
-    """Where the error of ``actual`` sits: a max-pooled grid and a histogram, in steps."""
+def error_picture(
+    label: str, name: str, expected: torch.Tensor, actual: torch.Tensor, quant_step: Optional[float], cell_dtype: Optional[str] = None,
+) -> dict[str, Any]:
+    """Where the error of ``actual`` sits: a max-pooled grid and a histogram, in steps (:func:`step_for`)."""
     abs_err, rel_err = float_errors(expected, actual)
-    step, unit = step_for(expected, quant_step)
+    step, unit = step_for(expected, quant_step, cell_dtype)
     steps = (abs_err / step).nan_to_num(nan=math.inf)
     grid = steps.reshape(-1, steps.shape[-1]) if steps.dim() >= 2 else steps.reshape(1, -1)
     rows, cols = grid.shape
@@ -144,7 +153,7 @@ def cell_detail(row: dict[str, Any], run: Any, tolerance: Any, failed: bool, mes
         for label, expected, actual in pairs:
             name = worst_output(expected, actual)
             if name is not None and float(float_errors(expected[name], actual[name])[0].max()) > 0:
-                detail["picture"] = error_picture(label, name, expected[name], actual[name], tolerance.quant_step)
+                detail["picture"] = error_picture(label, name, expected[name], actual[name], tolerance.quant_step, row.get("dtype"))
                 break
     return detail
 

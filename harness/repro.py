@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import pprint
 import re
 from pathlib import Path
@@ -90,8 +91,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def build_spec(case: Case, cell: MatrixCell, golden_data: Optional[Path], nodeid: str) -> dict[str, Any]:
-    """Everything the template needs to reproduce ``cell``, as plain literals."""
+def build_spec(case: Case, cell: MatrixCell, golden_data: Optional[Path], nodeid: str, rootdir: Optional[Path] = None) -> dict[str, Any]:
+    """Everything the template needs to reproduce ``cell``, as plain literals; the golden's path
+    relative to ``rootdir`` when it lies inside it (the script joins it to the project root)."""
     from torch._inductor import config as inductor_config
 
     inductor_patch = dict(case.config)
@@ -103,7 +105,7 @@ def build_spec(case: Case, cell: MatrixCell, golden_data: Optional[Path], nodeid
         raise ValueError(f"config keys this torch does not have: {', '.join(unknown)}")
     golden = None
     if case.checks.golden and golden_data is not None:
-        golden = {"path": str(golden_data.resolve()), "sample": case.checks.golden_sample}
+        golden = {"path": _relative_to(golden_data, rootdir), "sample": case.checks.golden_sample}
     applies = lambda when: when.applies(cell.backend, cell.device, cell.dtype)  # noqa: E731
     return {
         "nodeid": nodeid,
@@ -135,7 +137,7 @@ def build_spec(case: Case, cell: MatrixCell, golden_data: Optional[Path], nodeid
         "graphs": case.checks.graphs,
         "graph_breaks": case.checks.graph_breaks,
         "filecheck": [
-            {"target": b.target, "check": b.check, "line": b.first_check_line}
+            {"target": b.target, "check": b.check, "line": b.first_check_line, "prefixes": prefixes_for(cell.backend, cell.device, b.prefixes)}
             for b in case.checks.filecheck if applies(b.when) and b.target != "autotune_block"
         ],
         "filecheck_prefixes": prefixes_for(cell.backend, cell.device),
@@ -179,7 +181,20 @@ def _script_part(module: ModuleType) -> str:
     return f"\n\n# {'-' * 30} {module.__name__}\n" + kept
 
 
-def render_script(spec: dict[str, Any], rootdir: Path, why: str, saved_inputs: Optional[Path]) -> str:
+def _relative_to(path: Path, rootdir: Optional[Path]) -> str:
+    """``path`` relative to ``rootdir`` (posix) when inside it, else absolute."""
+    resolved = path.resolve()
+    if rootdir is not None:
+        try:
+            return resolved.relative_to(rootdir.resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(resolved)
+
+
+def render_script(spec: dict[str, Any], rootdir: Path, why: str, saved_inputs: Optional[Path], script_dir: Optional[Path] = None) -> str:
+    """The script's text. With ``script_dir`` (where it will lie) the project root and the saved
+    inputs are found relative to the script, so that a copy of the project runs its scripts."""
     header = (
         "#!/usr/bin/env python3\n"
         f'"""Repro of {spec["nodeid"]} ({spec["suite_line"]}), written by quantcheck.\n\n'
@@ -190,13 +205,20 @@ def render_script(spec: dict[str, Any], rootdir: Path, why: str, saved_inputs: O
         + '"""\n'
     )
     body = "\nfrom __future__ import annotations\n" + _script_part(portable) + _script_part(repro_template)
-    saved = repr(str(saved_inputs)) if saved_inputs else "None"
+    if script_dir is not None:
+        root = os.path.relpath(rootdir.resolve(), script_dir.resolve())
+        saved = f"os.path.join(HERE, {saved_inputs.name!r})" if saved_inputs else "None"
+    else:
+        root = str(rootdir)
+        saved = repr(str(saved_inputs)) if saved_inputs else "None"
     footer = (
-        f"\n\nsys.path.insert(0, {str(rootdir)!r})  # the project root: the program's module\n"
+        "\n\nHERE = os.path.dirname(os.path.abspath(__file__))\n"
+        f"ROOT = os.path.normpath(os.path.join(HERE, {root!r}))  # the project root, found from this script\n"
+        "sys.path.insert(0, ROOT)  # the program's module\n"
         "inf, nan = math.inf, math.nan  # as tolerances and params may spell them\n"
         "SPEC = " + pprint.pformat(spec, width=110, sort_dicts=False) + "\n\n"
         "if __name__ == '__main__':\n"
-        f"    sys.exit(main(SPEC, saved_inputs_path={saved}))\n"
+        f"    sys.exit(main(SPEC, root=ROOT, saved_inputs_path={saved}))\n"
     )
     return header + body + footer
 
@@ -209,9 +231,9 @@ def write_repro(
     ``golden_data``: the cell's golden data file (the script compares with it)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = script_path(directory, suite_key, case, cell)
-    spec = build_spec(case, cell, golden_data, nodeid)
+    spec = build_spec(case, cell, golden_data, nodeid, rootdir)
     saved = _save_inputs(case, cell, spec, path)
-    path.write_text(render_script(spec, rootdir, why, saved), encoding="utf-8")
+    path.write_text(render_script(spec, rootdir, why, saved, script_dir=directory), encoding="utf-8")
     return path
 
 

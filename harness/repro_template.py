@@ -150,7 +150,8 @@ def run_filecheck(block, text, prefixes, variables):
 # ------------------------------------------------------------------------------- main
 
 
-def main(spec, saved_inputs_path=None):
+def main(spec, root=".", saved_inputs_path=None):
+    """Run the cell ``spec`` describes; ``root``: the project root (the golden's path is relative to it)."""
     from torch._dynamo import config as dynamo_config
     from torch._dynamo.utils import counters
     from torch._inductor import config as inductor_config
@@ -197,12 +198,12 @@ def main(spec, saved_inputs_path=None):
         failures += compare(f"{label} vs eager", eager, compiled, tolerance, float64=float64, eager=eager)
     if spec["golden"] is not None:
         path = spec["golden"]["path"]
-        if not os.path.exists(path):
-            failures.append(f"golden missing: {path}")
+        if not os.path.exists(os.path.join(root, path)):
+            failures.append(f"golden missing: {os.path.join(root, path)}")
         else:
             from safetensors.torch import load_file
 
-            golden = {name: t.to(device) for name, t in load_file(path).items()}
+            golden = {name: t.to(device) for name, t in load_file(os.path.join(root, path)).items()}
             count = spec["golden"]["sample"]
             failures += compare(f"eager vs golden {path}", golden, sample_for_golden(eager, count), tolerance)
             failures += compare(f"{label} vs golden {path}", golden, sample_for_golden(compiled, count), tolerance)
@@ -224,7 +225,7 @@ def main(spec, saved_inputs_path=None):
         "post_grad_graph": "\n".join(capture.texts) if capture else "",
     }
     for block in spec["filecheck"]:
-        ok, printed = run_filecheck(block, texts[block["target"]], spec["filecheck_prefixes"], spec["filecheck_variables"])
+        ok, printed = run_filecheck(block, texts[block["target"]], block.get("prefixes") or spec["filecheck_prefixes"], spec["filecheck_variables"])
         if not ok:
             failures.append(f"FileCheck on {block['target']} (suite line {block['line']}) failed:\n{printed.rstrip()}")
 

@@ -28,11 +28,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from impl import kernels
-from impl.schemes import int4 as int4_scheme
-from impl.schemes import int8 as int8_scheme
-from impl.schemes import nf4 as nf4_scheme
-from impl.schemes.common import ACTIVATION_DTYPES, round_up, unpack_nibbles
+from . import kernels
+from .schemes import int4 as int4_scheme
+from .schemes import int8 as int8_scheme
+from .schemes import nf4 as nf4_scheme
+from .schemes.common import ACTIVATION_DTYPES, round_up, unpack_nibbles
 
 NAMESPACE = "impl"
 TRITON_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
@@ -109,7 +109,7 @@ def _use_triton(x: torch.Tensor) -> bool:
 
 def _triton_ops():
     """``impl.lowerings.triton``'s ops, registered on first use (importing it imports triton)."""
-    from impl.lowerings import triton as triton_lowerings
+    from .lowerings import triton as triton_lowerings
 
     return triton_lowerings.OPS
 

@@ -22,12 +22,13 @@ merges ``defaults:`` under each case, and is what the rest of the harness import
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import programs
-from .errors import CaseFormatError
+from .. import filecheck, programs
+from .errors import CaseFormatError, SuiteErrors
 from .model import (
     BACKENDS,
     COMPILE_MODES,
@@ -71,6 +72,7 @@ from .sections import (
     INPUT_KEYS,
     PERF_KEYS,
     TOLERANCE_KEYS,
+    check_directives,
     parse_case,
 )
 from .validators import At, entries, require_map, require_str
@@ -80,8 +82,9 @@ __all__ = [
     "BACKENDS", "CASE_KEYS", "CHECKS_KEYS", "COMPILE_MODES", "COUNTER_OPS", "CUDAGRAPH_MODES", "DEFAULT_MATRIX",
     "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "DYNAMIC_MODES", "PERF_TIMERS", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
     "PASS_HOOKS", "PERF_KEYS", "RANGE_SETTINGS", "REQUIREMENTS", "TOLERANCE_KEYS", "TOP_LEVEL_KEYS",
-    "Call", "Case", "CaseFormatError", "Checks", "CounterExpectation", "DimRange", "FileCheckBlock", "FuzzSpec", "InputFuzz",
-    "Mark", "Matrix", "FasterThan", "PassSpec", "PerfSpec", "RecompileBound", "Reference", "Suite", "Variant", "Tolerance", "When",
+    "Call", "Case", "CaseFormatError", "Checks", "SuiteErrors", "CounterExpectation", "DimRange", "FileCheckBlock",
+    "FuzzSpec", "InputFuzz", "Mark", "Matrix", "FasterThan", "PassSpec", "PerfSpec", "RecompileBound", "Reference",
+    "Suite", "Variant", "Tolerance", "When",
     "load_suite", "parse_suite",
 ]
 
@@ -129,14 +132,79 @@ def parse_suite(text: str, path: Path, display: str) -> Suite:
     if not cases_map:
         raise cases_at.error("must name at least one case")
     cases = []
+    errors: list[CaseFormatError] = []  # as a compiler does: every case checked, each one's first error reported
     for name, body, case_at in entries(cases_map, cases_at):
         case_at = At(display, cases_map.key_lines[name], case_at.field)
-        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-            raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
-        body = require_map(body, case_at, CASE_KEYS)
-        merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"), "defaults", case_at.field)
-        cases.append(parse_case(name, merged, case_at, path, display))
+        try:
+            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+                raise case_at.error("a case name must be letters, digits, '_' or '-'", got=name)
+            body = require_map(body, case_at, CASE_KEYS)
+            merged = _merge_maps(defaults, body, ("config", "dynamo_config", "checks", "matrix", "tolerances"), "defaults", case_at.field)
+            case = _read_check_files(parse_case(name, merged, case_at, path, display), case_at, path)
+            _check_filecheck_cells(case, case_at)
+            cases.append(case)
+        except SuiteErrors as exc:
+            errors += exc.errors
+        except CaseFormatError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise SuiteErrors(sorted(_dedupe(errors), key=lambda e: e.line))
     return Suite(path=path, display_path=display, description=description, cases=tuple(cases))
+
+
+def _read_check_files(case: Case, case_at: At, path: Path) -> Case:
+    """Each ``file:`` block's text, from its path relative to the suite file's folder, checked
+    as an inline block is (errors name the checks file's line). A file that does not exist yet
+    stays empty: its cells fail, naming it, until ``--update-checks`` writes it."""
+    if not any(block.file for block in case.checks.filecheck):
+        return case
+    blocks = []
+    for index, block in enumerate(case.checks.filecheck):
+        if block.file:
+            file_path = Path(path).parent / block.file
+            shown = Path(os.path.normpath(Path(case.display_path).parent / block.file)).as_posix()
+            check = ""
+            if file_path.is_file():
+                at = At(shown, 1, f"{case_at.field}.checks.filecheck[{index}].file")
+                try:
+                    check = file_path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise At(case_at.path, block.line, at.field).error(f"cannot read {shown}: {exc}") from None
+                check_directives(check, at, 1, block.prefixes)
+            block = dataclasses.replace(block, check=check, file=shown, file_path=file_path)
+        blocks.append(block)
+    return dataclasses.replace(case, checks=dataclasses.replace(case.checks, filecheck=tuple(blocks)))
+
+
+#: The backends whose runs produce code, graphs and kernels for FileCheck (eager and aot_eager run no Inductor).
+CODE_BACKENDS = ("inductor", "inductor_max_autotune")
+
+
+def _check_filecheck_cells(case: Case, case_at: At) -> None:
+    """A FileCheck block whose lines apply to an eager or aot_eager cell would fail on empty
+    text at run time; the matrix is known now, so it is a load error."""
+    for index, block in enumerate(case.checks.filecheck):
+        cells = [
+            (backend, device)
+            for backend in case.matrix.backends if backend not in CODE_BACKENDS
+            for device in case.matrix.devices
+            if any(block.when.applies(backend, device, dtype) for dtype in case.matrix.dtypes)
+        ]
+        hit = sorted({b for b, d in cells if filecheck.directive_problems(block.check, filecheck.prefixes_for(b, d, block.prefixes))[0]})
+        if hit:
+            at = At(case_at.path, block.line, f"{case_at.field}.checks.filecheck[{index}]")
+            raise at.error(
+                f"{block.target} comes from Inductor only, and this block's lines apply to the matrix's {', '.join(hit)} cells, "
+                "where they would fail on empty text; add when: {backends: [inductor]} (or narrow the matrix)"
+            )
+
+
+def _dedupe(errors: list[CaseFormatError]) -> list[CaseFormatError]:
+    """One line per message: an error in ``defaults:`` is met again by every case it merges into."""
+    seen: set[str] = set()
+    return [e for e in errors if not (str(e) in seen or seen.add(str(e)))]
 
 
 def _merge_maps(base: YamlMap, override: YamlMap, deep_keys: Sequence[str], base_field: str, override_field: str) -> YamlMap:

@@ -30,6 +30,17 @@ class CaseFormatError(pytest.Collector.CollectError):
         super().__init__(f"{path}:{line}: {field}: {problem}{suffix}")
 
 
+class SuiteErrors(CaseFormatError):
+    """Every problem found in one suite file (one a case: a case's first error stops that case
+    only), one line each, in file order; ``errors`` holds them, the attributes are the first's."""
+
+    def __init__(self, errors: list[CaseFormatError]) -> None:
+        first = errors[0]
+        self.errors = list(errors)
+        self.path, self.line, self.field, self.problem = first.path, first.line, first.field, first.problem
+        pytest.Collector.CollectError.__init__(self, "\n".join(str(e) for e in errors))
+
+
 def show(value: Any) -> str:
     """``value`` as an error message quotes it: a short list literally, a mapping or long list by kind."""
     if isinstance(value, dict):  # a YamlMap too

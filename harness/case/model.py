@@ -73,10 +73,13 @@ class Matrix:
 class FileCheckBlock:
     target: str
     check: str
-    first_check_line: int  # YAML line of the check text's first line
+    first_check_line: int  # YAML line of the check text's first line (1 in a checks file)
     when: When
     line: int
     each_graph: bool = False  # run on each compiled graph's code alone (a case with calls recompiles)
+    prefixes: tuple[str, ...] = ("CHECK",)  # the block's own check prefixes (``prefixes:``)
+    file: str = ""  # a checks file (``file:``), as shown; its text is ``check`` ("" while it does not exist)
+    file_path: Optional[Path] = None  # that file, to read and to write (--update-checks)
 
 
 @dataclasses.dataclass(frozen=True)

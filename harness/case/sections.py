@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import importlib
 import math
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -92,6 +93,10 @@ TOLERANCE_KEYS = (
 FUZZ_KEYS = ("examples", "seed", "max_seconds", "dims", "inputs", "reference")
 INPUT_FUZZ_KEYS = ("layout", "max_pad", "distribution") + RANGE_SETTINGS
 
+#: Input seeds are ``seed x 1000 + input index``, and torch's generators take 64-bit seeds.
+MAX_SEED = 10**15
+#: A cell deadline past a week is a typo (and past ~1e9 s the timer itself overflows).
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
 DEFAULT_MATRIX = {"backends": ("eager", "aot_eager", "inductor"), "devices": ("cpu", "cuda"), "dtypes": ("float32",)}
 #: Storage one input may take (GB, 1e9 bytes) unless its case says ``max_input_gb:``: more
 #: is usually a typo (a stride of 1e11, a dim of 1e12) that would otherwise surface as a
@@ -130,7 +135,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
     inputs_map = require_map(body["inputs"], sub("inputs"))
     dims = _fuzz_dim_names(body.get("fuzz"))
     inputs = tuple(_parse_input(n, v, a, dims) for n, v, a in entries(inputs_map, sub("inputs")))
-    seed = require_int(body.get("seed", 0), sub("seed"), minimum=0)
+    seed = require_int(body.get("seed", 0), sub("seed"), minimum=0, maximum=MAX_SEED)
     matrix = _parse_matrix(body.get("matrix"), sub("matrix"))
     tolerances = _parse_tolerances(body.get("tolerances"), sub("tolerances"), matrix.dtypes)
     config = _parse_config(body.get("config"), sub("config"), "torch._inductor.config")
@@ -155,7 +160,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
             f"compile_mode {compile_mode!r} replays CUDA graphs itself; checks.perf.cuda_graph would capture one around them "
             "(drop cuda_graph: the cell is timed through Inductor's graphs)"
         )
-    timeout = None if body.get("timeout") is None else require_number(body["timeout"], sub("timeout"), minimum=0.001)
+    timeout = None if body.get("timeout") is None else require_number(body["timeout"], sub("timeout"), minimum=0.001, maximum=MAX_TIMEOUT_S)
     fuzz = None
     if "fuzz" in body:
         fuzz = parse_fuzz(body["fuzz"], sub("fuzz"), inputs)
@@ -498,8 +503,10 @@ def _config_module(name: str) -> Any:
 def _config_default(module: Any, key: str) -> tuple[bool, Any]:
     """(exists, default value) of a dotted config key such as 'triton.cudagraphs'."""
     declared = getattr(module, "_config", None)
-    if isinstance(declared, dict) and key in declared:
-        return True, getattr(declared[key], "default", None)
+    if isinstance(declared, dict):
+        # torch's config modules list their keys: anything else they hold (os, a submodule,
+        # a dunder) is no setting, and patching it would break the process, not configure it.
+        return (True, getattr(declared[key], "default", None)) if key in declared else (False, None)
     obj = module
     for part in key.split("."):
         if not hasattr(obj, part):
@@ -669,15 +676,17 @@ def _parse_filechecks(value: Any, at: At, parent: YamlMap) -> tuple[FileCheckBlo
     out = []
     for i, item in enumerate(items):
         item_at = at.item(items, i)
-        block = require_map(item, item_at, ("target", "check", "when", "each_graph"))
-        if "check" not in block:
-            raise item_at.error("missing key 'check' (FileCheck text: CHECK lines)")
+        block = require_map(item, item_at, ("target", "check", "file", "prefixes", "when", "each_graph"))
+        if ("check" in block) == ("file" in block):
+            raise item_at.error("needs one of 'check' (FileCheck text: CHECK lines) and 'file' (a checks file beside the suite)")
         target = require_choice(block.get("target", "output_code"), item_at.child("target", block.value_lines.get("target", item_at.line)), FILECHECK_TARGETS)
-        check_at = item_at.child("check", block.value_lines["check"])
-        check = require_str(block["check"], check_at)
-        # A block scalar ('|' or '>') starts on the line after its indicator.
-        first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
-        _check_directives(check, check_at, first_line)
+        prefixes = ("CHECK",)
+        if "prefixes" in block:
+            prefixes_at = item_at.child("prefixes", block.value_lines["prefixes"])
+            prefixes = tuple(require_str(p, prefixes_at.item(block["prefixes"], i)) for i, p in enumerate(require_list(block["prefixes"], prefixes_at)))
+            bad = [p for p in prefixes if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", p)]
+            if bad:
+                raise prefixes_at.error("a prefix is a letter, then letters, digits, '-' or '_'", got=bad[0])
         when = _parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
         each_graph = False
         if "each_graph" in block:
@@ -685,17 +694,27 @@ def _parse_filechecks(value: Any, at: At, parent: YamlMap) -> tuple[FileCheckBlo
             each_graph = require_bool(block["each_graph"], each_at)
             if each_graph and target not in EACH_GRAPH_TARGETS:
                 raise each_at.error(f"target {target!r} is not kept per graph", got=target, allowed=EACH_GRAPH_TARGETS)
-        out.append(FileCheckBlock(
-            target=target, check=check, first_check_line=first_line, when=when, line=item_at.line, each_graph=each_graph,
-        ))
+        if "file" in block:  # read (and checked) by the loader, which knows the suite file's folder
+            file = require_str(block["file"], item_at.child("file", block.value_lines["file"]))
+            out.append(FileCheckBlock(target=target, check="", first_check_line=1, when=when, line=item_at.line,
+                                      prefixes=prefixes, file=file, each_graph=each_graph))
+            continue
+        check_at = item_at.child("check", block.value_lines["check"])
+        check = require_str(block["check"], check_at)
+        # A block scalar ('|' or '>') starts on the line after its indicator.
+        first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
+        check_directives(check, check_at, first_line, prefixes)
+        out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line,
+                                  prefixes=prefixes, each_graph=each_graph))
     return tuple(out)
 
 
-def _check_directives(check: str, at: At, first_line: int) -> None:
+def check_directives(check: str, at: At, first_line: int, bases: Sequence[str] = ("CHECK",)) -> None:
     """A block with no directive, or a line starting like a misspelled one, would check
     nothing and pass; both are load errors (LLVM FileCheck warns about the first)."""
-    found, problems = filecheck.directive_problems(check, filecheck.every_prefix(list(BACKENDS), list(DEVICES)))
-    allowed = "CHECK, CHECK-<DEVICE>, CHECK-<BACKEND>, CHECK-<DEVICE>-<BACKEND>, each plain or with -NEXT, -SAME, -NOT, -DAG, -LABEL, -EMPTY, -COUNT-<n>"
+    found, problems = filecheck.directive_problems(check, filecheck.every_prefix(list(BACKENDS), list(DEVICES), bases))
+    base = "/".join(bases)
+    allowed = f"{base}, {base}-<DEVICE>, {base}-<BACKEND>, {base}-<DEVICE>-<BACKEND>, each plain or with -NEXT, -SAME, -NOT, -DAG, -LABEL, -EMPTY, -COUNT-<n>"
     if problems:
         index, word = problems[0]
         line_at = At(at.path, first_line + index, at.field)

@@ -87,21 +87,25 @@ def require_bool(value: Any, at: At) -> bool:
     return value
 
 
-def require_int(value: Any, at: At, minimum: Optional[int] = None) -> int:
+def require_int(value: Any, at: At, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise at.error("must be an integer", got=value)
     if minimum is not None and value < minimum:
         raise at.error(f"must be >= {minimum}", got=value)
+    if maximum is not None and value > maximum:
+        raise at.error(f"must be <= {maximum:g}", got=value)
     return value
 
 
-def require_number(value: Any, at: At, minimum: Optional[float] = None, allow_nan: bool = False) -> float:
+def require_number(value: Any, at: At, minimum: Optional[float] = None, allow_nan: bool = False, maximum: Optional[float] = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise at.error("must be a number", got=value)
     if math.isnan(value) and not allow_nan:
         raise at.error("must be a number, not NaN (every comparison with NaN is false)", got=value)
     if minimum is not None and value < minimum:
         raise at.error(f"must be >= {minimum}", got=value)
+    if maximum is not None and value > maximum:
+        raise at.error(f"must be <= {maximum:g}", got=value)
     return float(value)
 
 

@@ -16,12 +16,8 @@ import importlib.util
 import os
 import sys
 
-KERNEL_MODULES = (
-    "impl.kernels.common",
-    "impl.kernels.woq_mm_int8",
-    "impl.kernels.woq_mm_int4",
-    "impl.kernels.woq_mm_nf4",
-)
+# By this package's own name: ``impl.kernels`` in a checkout, ``quantcheck.impl.kernels`` installed.
+KERNEL_MODULES = tuple(f"{__name__}.{name}" for name in ("common", "woq_mm_int8", "woq_mm_int4", "woq_mm_nf4"))
 
 
 def triton_available() -> bool:
@@ -51,7 +47,7 @@ def use_interpreter() -> None:
 
 
 def _any_compiled_kernel_loaded() -> bool:
-    common = sys.modules.get("impl.kernels.common")
+    common = sys.modules.get(KERNEL_MODULES[0])
     if common is None:
         return False
     return type(common.store_output_tile).__name__ != "InterpretedFunction"

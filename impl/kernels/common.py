@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from impl.kernels import interpreter_active
+from . import interpreter_active
 
 SUPPORTED_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
 DECODES = ("bits", "prmt", "table")

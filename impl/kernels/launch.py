@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 from triton.runtime.driver import driver
 
-from impl.kernels import interpreter_active
+from . import interpreter_active
 
 _INT32 = (-(2**31), 2**31)
 

@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from impl.kernels import interpreter_active
-from impl.kernels.common import (
+from . import interpreter_active
+from .common import (
     PREFILL_CONFIG,
     PREFILL_ROWS,
     KernelConfig,
@@ -45,7 +45,7 @@ from impl.kernels.common import (
     upcast_dot,
     zeros_f32,
 )
-from impl.kernels.launch import CachedLauncher, LaunchPlans
+from .launch import CachedLauncher, LaunchPlans
 
 OP = "woq_mm_int8"
 

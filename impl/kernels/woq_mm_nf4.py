@@ -25,8 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from impl.kernels import interpreter_active
-from impl.kernels.common import (
+from . import interpreter_active
+from .common import (
     PREFILL_CONFIG,
     PREFILL_ROWS,
     KernelConfig,
@@ -64,8 +64,8 @@ from impl.kernels.common import (
     x_pairs_f32,
     zeros_f32,
 )
-from impl.kernels.launch import CachedLauncher, LaunchPlans
-from impl.schemes.nf4 import DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table: one definition
+from .launch import CachedLauncher, LaunchPlans
+from ..schemes.nf4 import DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table: one definition
 
 OP = "woq_mm_nf4"
 BLOCK_SIZES = (32, 64, 128, 256)

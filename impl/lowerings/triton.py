@@ -27,10 +27,10 @@ import torch
 from torch._guards import detect_fake_mode
 from torch.library import triton_op, wrap_triton
 
-from impl.kernels import woq_mm_int4 as int4
-from impl.kernels import woq_mm_int8 as int8
-from impl.kernels import woq_mm_nf4 as nf4
-from impl.kernels.common import (
+from ..kernels import woq_mm_int4 as int4
+from ..kernels import woq_mm_int8 as int8
+from ..kernels import woq_mm_nf4 as nf4
+from ..kernels.common import (
     M_BUCKETS,
     SplitKScratch,
     check_activation,

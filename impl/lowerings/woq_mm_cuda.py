@@ -59,7 +59,7 @@ def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
     """The eager launcher with the traced body's signature. For timing only: its decode
     tables are cached per device (compiled code computes them in one small fused kernel),
     so the contest times the kernel, not a dozen unfused table ops."""
-    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+    from ..kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
 
     if name == "nf4":  # the kernel's cost does not depend on which 16 levels it decodes
         return lambda x, q, absmax, block_size, levels, absmax_scale, absmax_offset: woq_mm_nf4.woq_mm_nf4(
@@ -108,7 +108,7 @@ def fixed_tables(scheme: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
     them (one launch a layer). NF4's tables come from its levels operand, a graph input."""
     if scheme != "int4_weight_only":
         return {}
-    from impl.kernels import common, woq_mm_int4
+    from ..kernels import common, woq_mm_int4
 
     with _no_fake_mode():
         return {"pair_table": common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, x.dtype, x.device)}
@@ -121,7 +121,7 @@ def tile_counters(rows: Optional[int], n: int, config: Any, device: torch.device
     Launches of one compiled graph share a stream, so they never overlap on it."""
     if rows is None:
         return {}
-    from impl.kernels.common import grid_for
+    from ..kernels.common import grid_for
 
     tiles = grid_for(rows, n, config)[0] if config.split_k > 1 else 1
     with _no_fake_mode():
@@ -138,7 +138,7 @@ def rows_bucket(x: torch.Tensor) -> tuple[Any, Optional[int]]:
     bucket's config, as a static M there does. Each bucket a batch size visits is a compiled
     graph of its own, which counts toward dynamo's ``recompile_limit`` (8 by default): a
     static batch 1 plus the seven symbolic buckets (2, 4, 8, 16, 64, 256, more) stay within it."""
-    from impl.kernels.common import M_BUCKETS
+    from ..kernels.common import M_BUCKETS
 
     m = math.prod(x.shape[:-1])
     if not isinstance(m, torch.SymInt):

@@ -56,13 +56,13 @@ from torch._inductor.pattern_matcher import (
     register_graph_pattern,
 )
 
-from impl.hop import invoke_quant
-from impl.schemes import int4 as int4_scheme
-from impl.schemes import nf4 as nf4_scheme
-from impl.schemes.common import ACTIVATION_DTYPES
-from impl.schemes.names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, WEIGHT_ONLY_SCHEMES
-from impl import woq_mm
-from impl.woq_mm import OPS
+from ..hop import invoke_quant
+from ..schemes import int4 as int4_scheme
+from ..schemes import nf4 as nf4_scheme
+from ..schemes.common import ACTIVATION_DTYPES
+from ..schemes.names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, WEIGHT_ONLY_SCHEMES
+from .. import woq_mm
+from ..woq_mm import OPS
 
 aten = torch.ops.aten
 prims = torch.ops.prims

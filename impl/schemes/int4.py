@@ -37,7 +37,7 @@ import dataclasses
 
 import torch
 
-from impl.hop import InvokeQuant
+from ..hop import InvokeQuant
 
 from .common import (
     MIN_SCALE,

@@ -25,7 +25,7 @@ import dataclasses
 
 import torch
 
-from impl.hop import InvokeQuant
+from ..hop import InvokeQuant
 
 from .common import MIN_SCALE, check_activation_dtype, check_float_weight, check_packed
 from .names import INT8_WEIGHT_ONLY

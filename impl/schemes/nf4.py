@@ -45,7 +45,7 @@ from typing import Optional
 
 import torch
 
-from impl.hop import InvokeQuant
+from ..hop import InvokeQuant
 
 from .common import (
     MIN_SCALE,

@@ -28,7 +28,7 @@ from typing import Callable, Union
 
 import torch
 
-from impl.hop import InvokeQuant
+from ..hop import InvokeQuant
 
 from .schemes import FLOAT_DTYPES, QDTYPE_TAGS, Direction, Granularity, scheme_of
 

@@ -42,7 +42,7 @@ def test_bisect_names_the_stage_and_the_planted_pass(project):
     result.stdout.fnmatch_lines([
         "bisect (--bisect): reran the cell; good = runs and compiled matches eager",
         "  first failing stage (CompilerBisector): backend inductor (eager, aot_eager, *good); subsystem post_grad_passes*(post_grad_custom_pre_pass)",
-        "  our passes and lowerings, disabled one at a time (pipeline order):",
+        "  passes and lowerings (the case's, installed hooks, quantcheck's), disabled one at a time (pipeline order):",
         "    no     pass post_grad_custom_pre_pass: progs:harmless_pass (suites/s.yaml:8)",
         "    FIXES  pass post_grad_custom_pre_pass: progs:sin_to_cos_pass (suites/s.yaml:9)",
         "  diverges at: pass post_grad_custom_pre_pass: progs:sin_to_cos_pass (suites/s.yaml:9)",
@@ -147,11 +147,11 @@ def test_a_bug_in_our_hop_lowering_is_not_blamed_on_a_backend_that_cannot_run_th
         ) in stage
     assert "backend aot_eager_decomp_partition_crossref (" not in stage  # was: the first failing stage
     assert text.splitlines()[-4:] == [
-        "  our passes and lowerings, disabled one at a time (pipeline order):",
+        "  passes and lowerings (the case's, installed hooks, quantcheck's), disabled one at a time (pipeline order):",
         "    no     lowering of impl_invoke_quant (impl.lowerings.invoke_quant:lower_invoke_quant)",
         "           cannot be turned off alone: a higher-order op has no eager kernel to fall back to; "
         "reran with the lowering kept but its low-precision and prologue-fusion marks dropped",
-        "  diverges at: not found: none of our components could be turned off alone; not cleared (cannot be turned off alone): "
+        "  diverges at: not found: no pass or lowering could be turned off alone; not cleared (cannot be turned off alone): "
         "lowering of impl_invoke_quant (impl.lowerings.invoke_quant:lower_invoke_quant)",
     ]
     assert "compiled matches eager on a rerun" in bisect_cell(case, cell, use_compiler_bisector=False).note  # unplanted
@@ -181,7 +181,7 @@ def test_a_bug_in_a_kernel_eager_runs_too_is_not_called_a_compile_divergence():
     with planted("int4_kernel_zero_off_by_one"):
         note = bisect_cell(case, cell).note
     assert note.startswith("an eager cell compiles nothing: nothing to bisect. Eager itself is off the program's float64 run (max abs error ")
-    assert note.endswith("the bug is in code eager runs too (a kernel, an impl/ function), not in the compilation.")
+    assert note.endswith("the bug is in code eager runs too (a kernel, a function of the program or its package), not in the compilation.")
     inductor = dataclasses.replace(cell, backend="inductor")  # the interpreted kernel is one opaque op there: compiled == eager
     with planted("int4_kernel_zero_off_by_one"):
         note = bisect_cell(case, inductor).note
@@ -216,6 +216,6 @@ def test_a_component_the_cell_cannot_run_without_is_reported_not_cleared(project
     assert report.render().splitlines()[-3:] == [
         "    n/a    pass post_grad_custom_pre_pass: progs:sin_to_cos_pass (suites/s.yaml:8)",
         "           the cell cannot run without it: RuntimeError: the backend needs the pass",
-        "  diverges at: not found: none of our components could be turned off alone; not cleared (the cell cannot run without it): "
+        "  diverges at: not found: no pass or lowering could be turned off alone; not cleared (the cell cannot run without it): "
         "pass post_grad_custom_pre_pass: progs:sin_to_cos_pass (suites/s.yaml:8)",
     ]

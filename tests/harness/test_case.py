@@ -63,9 +63,12 @@ def test_exponent_floats_without_a_dot_are_numbers():
     assert case.tolerance_for("float32").rtol == 0.005
 
 
+INDUCTOR_ONLY = MINIMAL + "    matrix: {backends: [inductor]}\n"
+
+
 def test_filecheck_block_knows_the_yaml_line_of_its_first_check():
     (case,) = load(
-        MINIMAL
+        INDUCTOR_ONLY
         + "    checks:\n"
         + "      filecheck:\n"
         + "        - target: output_code\n"
@@ -74,8 +77,8 @@ def test_filecheck_block_knows_the_yaml_line_of_its_first_check():
         + "        - check: 'CHECK: two'\n"
     ).cases
     first, second = case.checks.filecheck
-    assert first.first_check_line == 11 and first.check == "CHECK: one\n"
-    assert second.first_check_line == 12 and second.target == "output_code"
+    assert first.first_check_line == 12 and first.check == "CHECK: one\n"
+    assert second.first_check_line == 13 and second.target == "output_code"
 
 
 @pytest.mark.parametrize(
@@ -250,10 +253,21 @@ def test_registered_input_kind_is_accepted_and_built():
 
 def test_filecheck_lines_for_any_cell_are_directives():
     (case,) = load(
-        MINIMAL + "    checks:\n      filecheck:\n        - check: |\n            // CHECK-CUDA-INDUCTOR: x\n"
-        "            CHECK-COUNT-2: y\n            CHECK-LABEL: def call(args):\n            CHECK-AOT-EAGER-SAME: z\n"
+        INDUCTOR_ONLY + "    checks:\n      filecheck:\n        - check: |\n            // CHECK-CUDA-INDUCTOR: x\n"
+        "            CHECK-COUNT-2: y\n            CHECK-LABEL: def call(args):\n            CHECK-MAX-AUTOTUNE-SAME: z\n"
     ).cases
     assert len(case.checks.filecheck) == 1
+
+
+def test_a_filecheck_block_that_applies_to_eager_cells_is_a_load_error():
+    """Eager and aot_eager cells produce no code: the block would fail on empty text at run time."""
+    block = "    checks:\n      filecheck:\n        - check: 'CHECK: cpp_fused'\n"
+    assert error_of(MINIMAL + block) == (
+        "suites/x.yaml:9: cases.a.checks.filecheck[0]: output_code comes from Inductor only, and this block's lines apply "
+        "to the matrix's aot_eager, eager cells, where they would fail on empty text; add when: {backends: [inductor]} (or narrow the matrix)"
+    )
+    assert load(MINIMAL + block + "          when: {backends: [inductor]}\n").cases
+    assert load(MINIMAL + "    checks:\n      filecheck:\n        - check: 'CHECK-INDUCTOR: cpp_fused'\n").cases  # lines for inductor cells only
 
 
 def test_max_input_gb_raises_the_budget_in_the_case_or_its_defaults():
@@ -281,3 +295,20 @@ def test_ordinary_aliases_still_load():
     (case,) = load("cases:\n  a:\n    program: matmul\n    inputs: &io\n      x: {shape: [2, 2]}\n      y: {shape: [2, 2]}\n"
                    "  b:\n    program: matmul\n    inputs: *io\n").cases[1:]
     assert [spec.name for spec in case.inputs] == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("    config: {__class__: 1}\n", "suites/x.yaml:7: cases.a.config.__class__: not a torch._inductor.config key (got '__class__')"),
+        ("    config: {os: 1}\n", "suites/x.yaml:7: cases.a.config.os: not a torch._inductor.config key (got 'os')"),
+        ("    dynamo_config: {sys: 1}\n", "suites/x.yaml:7: cases.a.dynamo_config.sys: not a torch._dynamo.config key (got 'sys')"),
+        ("    timeout: 1e300\n", "suites/x.yaml:7: cases.a.timeout: must be <= 604800 (got 1e+300)"),
+        ("    seed: 100000000000000000000000\n", "suites/x.yaml:7: cases.a.seed: must be <= 1e+15 (got 100000000000000000000000)"),
+    ],
+    ids=["dunder", "module-attribute", "dynamo-module-attribute", "timeout", "seed"],
+)
+def test_settings_that_cannot_work_are_load_errors(extra, message):
+    """Were accepted at load: a config 'key' that is a dunder or a module the config module
+    imports, a deadline the timer overflows on, a seed past 64 bits once input indices are added."""
+    assert error_of(MINIMAL + extra) == message

@@ -114,7 +114,7 @@ def test_update_golden_n8_over_200_cells_loses_and_tears_nothing(project, monkey
     project.suite(many_cases(50, DTYPES))
     result = project.pytester.runpytest_subprocess(*QUIET, "-n", "8", "--update-golden")
     result.assert_outcomes(passed=200)
-    result.stdout.fnmatch_lines(["200 golden file(s) written, 0 unchanged"])
+    result.stdout.fnmatch_lines(["200 goldens rewritten (created 200, changed 0), 0 unchanged"])
     golden = project.root / "golden"
     pairs = golden_pairs(golden)
     assert len(pairs) == 200 and all(sidecar.exists() for _, sidecar in pairs)

@@ -278,3 +278,31 @@ def test_golden_sample_checks_the_full_shape_it_was_drawn_from(project):
         "eager vs golden golden/s/reshaped/cpu-float32.safetensors (8 fixed elements of outputs larger than that):",
         "  output: shape differs: expected (4, 4) (the golden's sample was drawn from that), got (2, 8)",
     ])
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["data-replaced", "data-old"])
+def test_a_killed_writers_pending_commit_in_a_read_only_tree_is_read_past(tmp_path, monkeypatch, committed):
+    """Was a PermissionError traceback: the repair cannot write here, so the reader takes the
+    golden the repair would keep, and says so."""
+    paths, _ = store(tmp_path, {"output": torch.ones(2)})
+    old_sidecar = paths.sidecar.read_bytes()
+    store(tmp_path, {"output": torch.zeros(2)})
+    new_sidecar = paths.sidecar.read_bytes()
+    paths.pending.write_bytes(new_sidecar)  # killed between its steps: the next sidecar still pending
+    paths.sidecar.write_bytes(old_sidecar)
+    if not committed:  # killed before the data was replaced
+        store_dir = tmp_path / "other"
+        other, _ = store(store_dir, {"output": torch.ones(2)})
+        paths.data.write_bytes(other.data.read_bytes())
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(golden_module.os, "replace", read_only)
+    monkeypatch.setattr(type(paths.pending), "unlink", read_only)
+    notes: list[str] = []
+    tensors = load_golden(paths, suite="suites/suite.yaml", notes=notes)
+    monkeypatch.undo()
+    assert torch.equal(tensors["output"], torch.zeros(2) if committed else torch.ones(2))
+    assert notes == [f"{paths.pending}: a killed writer's commit; cannot clean it here (Permission denied), read past it"]
+    assert paths.pending.exists()  # nothing changed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -107,10 +108,52 @@ def test_bad_narrowing_value_is_a_usage_error(project):
 def test_bad_input_is_one_line_without_traceback(project, suite, message):
     project.suite(suite)
     result = project.run()
-    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([message])
     assert "Traceback" not in result.stdout.str()
     assert "harness/case.py" not in result.stdout.str()
+
+
+GOOD_SUITE = """
+cases:
+  fine:
+    program: progs:scaled
+    inputs: {x: {shape: [3]}}
+    matrix: {backends: [eager], devices: [cpu]}
+    checks: {golden: false}
+"""
+
+
+def test_a_bad_suite_is_one_error_and_the_other_suites_run(project):
+    project.suite("cases:\n  a:\n    program: progs:nope\n    inputs: {x: {shape: [2]}}\n", name="bad")
+    project.suite(GOOD_SUITE, name="good")
+    result = project.run()
+    result.assert_outcomes(passed=1, errors=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["suites/bad.yaml:3: cases.a.program: unknown program: module 'progs' has no 'nope' *"])
+    assert "Interrupted" not in result.stdout.str() and "Traceback" not in result.stdout.str()
+
+
+def test_every_case_error_of_a_file_is_reported_in_one_run(project):
+    """As a compiler does: fix one, rerun, meet the next was the old way."""
+    project.suite("""
+        defaults:
+          tolerances: {float32: {atol: -1}}
+        cases:
+          a: {program: progs:nope, inputs: {x: {shape: [2]}}}
+          ok: {program: progs:scaled, inputs: {x: {shape: [2]}}}
+          b: {program: progs:also_nope, inputs: {x: {shape: [2]}}}
+    """)
+    result = project.run()
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "suites/s.yaml:2: defaults.tolerances.float32.atol: *",
+        "suites/s.yaml:4: cases.a.program: unknown program: module 'progs' has no 'nope' *",
+        "suites/s.yaml:6: cases.b.program: unknown program: module 'progs' has no 'also_nope' *",
+    ])
+    assert output.count("defaults.tolerances.float32.atol: must be") == 1  # once, though two cases merge it
 
 
 def test_golden_workflow(project):
@@ -130,7 +173,7 @@ def test_golden_workflow(project):
     created.stdout.fnmatch_lines([
         "suites/s.yaml::first: golden/s/first/cpu-float32.safetensors: created",
         "suites/s.yaml::second: golden/s/second/cpu-float32.safetensors: created",
-        "2 golden file(s) written, 0 unchanged",
+        "2 goldens rewritten (created 2, changed 0), 0 unchanged",
     ])
     assert sorted(project.golden_files()) == [
         "s/first/cpu-float32.json", "s/first/cpu-float32.safetensors",
@@ -162,22 +205,54 @@ def test_golden_workflow(project):
         f"accept as new golden:  python -m pytest suites/s.yaml::first {RUN_OPTIONS} --update-golden   (only after an intended change)",
     ])
     assert "the golden differs because the program's own" in regressed.stdout.str()
+    assert "impl/" not in regressed.stdout.str()  # the user's project has no impl/ of ours
+    # What the failing cells got, beside the golden (as pytest-regressions' .obtained files), and the command to compare.
+    regressed.stdout.fnmatch_lines([
+        "obtained (eager's outputs): golden/s/first/cpu-float32.obtained.safetensors",
+        "  compare: python -m harness golden diff golden/s/first/cpu-float32.safetensors",
+    ])
+    assert (project.root / "golden/s/first/cpu-float32.obtained-aot_eager.safetensors").is_file()
+    harness_cli = [sys.executable, "-m", "harness", "golden"]
+    env_path = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    diff = subprocess.run([*harness_cli, "diff", "golden/s/first/cpu-float32.safetensors"], cwd=project.root, capture_output=True, text=True, env={**os.environ, **env_path})
+    assert diff.returncode == 1, diff.stderr
+    assert diff.stdout.startswith("golden/s/first/cpu-float32.obtained.safetensors vs golden golden/s/first/cpu-float32.safetensors:\n  output: (4, 3) float32")
+    show = subprocess.run([*harness_cli, "show", "golden/s/first/cpu-float32.json"], cwd=project.root, capture_output=True, text=True, env={**os.environ, **env_path})
+    assert show.returncode == 0 and "  case: first" in show.stdout and "  output: (4, 3) float32  min " in show.stdout, show.stdout + show.stderr
+    stale = project.run("-k", "first")
+    assert "obtained" not in "".join(line for line in stale.outlines if line.startswith("stale"))  # never a stale golden
+    # One eager vs golden table a case (eager is the same in the aot_eager cell), not one a backend.
+    assert regressed.stdout.str().count("eager vs golden golden/s/first/cpu-float32.safetensors:\n") == 1
+    regressed.stdout.fnmatch_lines([
+        "suites/s.yaml:2: case 'first' [[]aot_eager-cpu-float32[]] failed",
+        "eager vs golden golden/s/first/cpu-float32.safetensors: output: (4, 3) float32",
+        "  (eager is the same in every backend's cell: the table is in the report of suites/s.yaml::first[[]eager-cpu-float32[]])",
+    ])
 
     before = project.golden_files()
     updated = project.run("--update-golden")
     updated.assert_outcomes(passed=3)
     updated.stdout.fnmatch_lines([
         "suites/s.yaml::first: golden/s/first/cpu-float32.safetensors: changed; output: max abs change *, max rel change *",
-        "1 golden file(s) written, 1 unchanged",
+        "1 golden rewritten (created 0, changed 1), 1 unchanged",
     ])
     after = project.golden_files()
     changed = sorted(name for name in after if after[name] != before[name])
     assert changed == ["s/first/cpu-float32.json", "s/first/cpu-float32.safetensors"]
 
     again = project.run("--update-golden")
-    again.stdout.fnmatch_lines(["0 golden file(s) written, 2 unchanged"])
+    again.stdout.fnmatch_lines(["0 goldens rewritten (created 0, changed 0), 2 unchanged"])
     assert project.golden_files() == after
     project.run().assert_outcomes(passed=3)
+    assert not list((project.root / "golden/s/first").glob("*.obtained*")), "a passing cell removes what it obtained"
+
+    # --fail-on-golden-writes: a run that rewrote a golden fails (a CI left with --update-golden on hides nothing).
+    project.set_programs((project.root / "progs.py").read_text().replace("SCALE = 2.5", "SCALE = 2.75"))
+    forced = project.run("--update-golden", "--fail-on-golden-writes")
+    forced.assert_outcomes(passed=3)
+    assert forced.ret == pytest.ExitCode.TESTS_FAILED
+    forced.stdout.fnmatch_lines(["1 golden rewritten (created 0, changed 1), 1 unchanged", "1 golden(s) rewritten: this run fails (--fail-on-golden-writes)*"])
+    assert project.run("--update-golden", "--fail-on-golden-writes").ret == pytest.ExitCode.OK
 
 
 def test_add_missing_goldens_writes_only_what_is_missing(project):
@@ -314,6 +389,20 @@ def test_stale_goldens_reported_then_pruned(project):
     assert (project.root / "golden/s/first/cpu-float32.json").exists()
 
 
+def test_a_renamed_case_gets_a_rename_hint_with_its_missing_golden(project):
+    project.suite(TWO_CASES)
+    project.run("--update-golden").assert_outcomes(passed=3)
+    project.suite(TWO_CASES.replace("  second:", "  renamed:"))
+    result = project.run("-k", "renamed")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "golden missing: golden/s/renamed/cpu-float32.safetensors",
+        "  renamed? golden/s/second/cpu-float32.safetensors is the golden of case 'second', which suites/s.yaml no longer has; "
+        "to keep it: mv golden/s/second golden/s/renamed",
+        "  make it (from eager on cpu) with:",
+    ])
+
+
 def test_inductor_filecheck_diagnostics(project):
     project.suite("""
         cases:
@@ -341,6 +430,10 @@ def test_inductor_filecheck_diagnostics(project):
         "  scanning kernel_source from line *",
         "  the whole kernel_source: *kernel_source.txt",
     ])
+    # In this run's own temporary directory (pytest's basetemp), not one every project shares.
+    dumped = Path(next(line for line in result.outlines if "the whole kernel_source:" in line).split(": ", 1)[1])
+    assert dumped.is_file() and "cpp_fused_mul_sin_0" in dumped.read_text()
+    assert dumped.is_relative_to(project.pytester.path.parent / "basetemp" / "quantcheck")  # the inner run's --basetemp
 
 
 def test_update_golden_under_xdist_touches_only_the_changed_case(project, monkeypatch):
@@ -359,7 +452,7 @@ def test_update_golden_under_xdist_touches_only_the_changed_case(project, monkey
     updated.stdout.fnmatch_lines(["suites/s.yaml::second: golden/s/second/cpu-float32.safetensors: changed; output[[]1[]]: max abs change 1, *"])
     after = project.golden_files()
     assert sorted(n for n in after if after[n] != before[n]) == ["s/second/cpu-float32.json", "s/second/cpu-float32.safetensors"]
-    project.pytester.runpytest_subprocess(*common, "--update-golden").stdout.fnmatch_lines(["0 golden file(s) written, 2 unchanged"])
+    project.pytester.runpytest_subprocess(*common, "--update-golden").stdout.fnmatch_lines(["0 goldens rewritten (created 0, changed 0), 2 unchanged"])
     assert project.golden_files() == after
 
 

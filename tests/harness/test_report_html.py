@@ -54,6 +54,24 @@ def test_picture_without_quant_step_uses_the_dtype_spacing():
     assert "bfloat16 spacing at max |expected|" in picture["unit"] and picture["max_steps"] == pytest.approx(2.0)
 
 
+def test_a_float32_output_of_a_bfloat16_cell_is_measured_in_bfloat16_steps():
+    """The cell computes in bfloat16: float32 steps would call each bf16 rounding ~65 000 steps."""
+    from types import SimpleNamespace
+
+    from harness.report_html import cell_detail
+
+    expected = torch.full((4, 4), 2.0).to(torch.bfloat16).float()
+    compiled = expected.clone()
+    compiled[1, 2] = 2.0 + 2 * 0.015625  # two bf16 steps at magnitude 2, in a float32 tensor
+    run = SimpleNamespace(eager={"output": expected}, compiled={"output": compiled}, seconds={}, counters={})
+    row = {"backend": "inductor", "dtype": "bfloat16"}
+    picture = cell_detail(row, run, SimpleNamespace(quant_step=None), True, "failed")["picture"]
+    assert picture["unit"].startswith("torch.bfloat16 spacing at max |expected| (0.0156; the cell's dtype; the output is torch.float32")
+    assert picture["max_steps"] == pytest.approx(2.0)
+    as_float32 = error_picture("x", "output", expected, compiled, quant_step=None, cell_dtype="float32")
+    assert as_float32["max_steps"] > 60000
+
+
 @pytest.mark.skipif(not BENCHMARKS.is_file(), reason="benchmarks/woq_h100.json is not in this checkout")
 def test_bandwidth_chart_draws_every_measured_path_against_copy_bandwidth():
     bench = load_benchmarks(BENCHMARKS)

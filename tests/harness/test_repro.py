@@ -93,6 +93,34 @@ def test_script_passes_once_the_program_is_fixed_and_a_passing_cell_removes_it(p
     assert not script.exists(), "a passing cell removes its stale script"
 
 
+def test_a_script_runs_from_a_copy_of_the_project(project, tmp_path):
+    """Paths relative to the script: a checkout copied (or moved) elsewhere runs its scripts,
+    the program and the golden read from the copy, whatever the current directory."""
+    import shutil
+
+    project.suite("""
+        cases:
+          scaled:
+            program: progs:scaled
+            inputs: {x: {shape: [4, 3], seed: 5}}
+            matrix: {backends: [aot_eager], devices: [cpu]}
+    """)
+    project.run("--update-golden").assert_outcomes(passed=1)
+    project.set_programs((project.root / "progs.py").read_text().replace("SCALE = 2.0", "SCALE = 2.25"))
+    project.run().assert_outcomes(failed=1)
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(project.root, copy)
+    shutil.rmtree(project.root / "golden")
+    (project.root / "progs.py").unlink()  # the original gone: only the copy's files can serve
+
+    script = copy / ".quantcheck" / "repro" / "s.scaled.aot_eager-cpu-float32.py"
+    assert str(project.root) not in script.read_text()
+    failing = _run_without_harness(script, tmp_path)
+    assert failing.returncode == 1, failing.stdout + failing.stderr[-2000:]
+    assert "eager vs golden golden/s/scaled/cpu-float32.safetensors" in failing.stdout
+    assert "golden missing" not in failing.stdout
+
+
 SPECS = [
     InputSpec(name="a", shape=(3, 4)),
     InputSpec(name="b", shape=(5,), distribution="uniform", low=-0.5, high=0.5, seed=7),

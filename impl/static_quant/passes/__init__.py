@@ -30,7 +30,7 @@ from pathlib import Path
 import torch.fx as fx
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
-from impl.hop import invoke_quant
+from ...hop import invoke_quant
 
 from ..prepack import onednn_unavailable_reason
 from .dequant_promotion import promote_shared_dequants

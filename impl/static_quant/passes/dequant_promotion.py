@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from impl.hop import invoke_quant
+from ...hop import invoke_quant
 
 from .graph_utils import record_match
 from .regions import as_dequantize

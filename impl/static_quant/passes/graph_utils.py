@@ -248,7 +248,7 @@ def may_alias_an_input(node: fx.Node) -> bool:
     writes to it are unsafe): graph inputs, constants, views, and unknown ops."""
     if node.op != "call_function":
         return True
-    from impl.hop import invoke_quant
+    from ...hop import invoke_quant
 
     if node.target is invoke_quant:
         return False  # the op copies any output that would alias an input

@@ -21,7 +21,7 @@ import torch.fx as fx
 
 from torch._inductor.pattern_matcher import FailedMatch, Match, MatchContext, PatternExpr
 
-from impl.hop import invoke_quant
+from ...hop import invoke_quant
 
 from ..schemes import StaticScheme, lookup_scheme
 from .graph_utils import constant_scalar, constant_tensor, fake_value, on_cpu

@@ -3,7 +3,12 @@
 Each lowering flattens x (..., K) to (M, K), picks an implementation, adds the bias and
 restores the leading dims. The implementations:
 
-``aten``
+``gemv`` (decode: M <= ``GEMV_MAX_M`` = 16, every scheme and activation dtype, freezing on or off)
+    Our kernels (``impl.lowerings.woq_gemv_cpu``): the packed weight decoded in registers,
+    read once a call, never materialized. Where M is symbolic and its hint is a decode size
+    (a graph recompiled for a dynamic batch), the call checks the actual M and past 16 rows
+    takes the ATen int8 kernel (bfloat16) or dequantize + GEMM, so one graph is right at any M.
+``aten`` (past 16 rows)
     int8: ``aten._weight_int8pack_mm(x, qweight, scale)``, scale cast to x's dtype (the
     kernel wants them equal). int4: ``aten._weight_int4pack_mm_for_cpu`` on a weight
     repacked at compile time by ``aten._convert_weight_to_int4pack_for_cpu``, which needs
@@ -13,18 +18,20 @@ restores the leading dims. The implementations:
     both stored in x's dtype. NF4 has no ATen kernel. The bfloat16 int8 kernel has a
     contract it does not check; ``_int8pack_mm`` meets it on every x86 host (see
     ``INT8PACK_BF16_K_MULTIPLE``), so the same kernel is chosen whatever the host.
-``decomposition``
+``decomposition`` (past 16 rows)
     The op's own formula (``impl.woq_mm.dequantize_<scheme>`` + ``F.linear``) traced and
     inlined, so Inductor generates the dequantization loop and picks its own GEMM.
 
-Selection, like PyTorch's ``quantized_lowerings``: with ``max_autotune`` (or
+Selection past 16 rows, like PyTorch's ``quantized_lowerings``: with ``max_autotune`` (or
 ``max_autotune_gemm``) every available implementation is benchmarked through
 ``autotune_select_algorithm`` (the decomposition as a subgraph choice where this torch has
 them, ``compat.subgraph_choice``); otherwise a heuristic measured with
-``tools/bench_woq_cpu.py`` (Linear 1024 -> 1024, one thread of a 2-core x86 CPU): the ATen
-kernels for bfloat16 activations, 4-10x faster than dequantize + GEMM at every M; for
-float32 (and float16) the decomposition, since ATen's float32 int8 / int4 kernels were
-slower than one dequantization pass followed by oneDNN's GEMM at every M measured.
+``tools/bench_woq_cpu.py --linear`` (Linear 1024 -> 1024, one thread of a 2-core x86 CPU): the
+ATen kernels for bfloat16 activations, 4-10x faster than dequantize + GEMM; for float32 (and
+float16) the decomposition, since ATen's float32 int8 / int4 kernels were slower than one
+dequantization pass followed by oneDNN's GEMM at every M measured. At decode sizes the
+gemv kernels are taken in every mode: the weight traffic they save is the whole point there
+(``benchmarks/cpu.md``).
 
 On CUDA, ``impl.lowerings.woq_mm_cuda`` inlines our Triton kernels where they apply; other
 devices (and CUDA cases the kernels do not take) fall back to the op's own implementation.

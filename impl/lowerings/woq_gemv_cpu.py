@@ -224,6 +224,7 @@ void int4_order(int order[32]) {
 extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, const float* zero, void* out,
                        int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t group_size, int64_t dtype, int64_t vectorized) {
     const int64_t half = k_pad / 2, groups = k_pad / group_size, group_bytes = group_size / 2;
+    const int group_shift = __builtin_ctzll(group_bytes);  // a power of two: no division a step
     int order[32];
     int4_order(order);
     std::vector<float> xp(m * k_pad), y(m * n);
@@ -238,7 +239,7 @@ extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, cons
             constexpr int R = decltype(rows)::value;
             if (avx2) {
                 auto decode = [&](int64_t j, __m256 w[4]) __attribute__((target("avx2,fma"))) {
-                    const int64_t g = j / group_bytes;
+                    const int64_t g = j >> group_shift;
                     const __m256 zv = _mm256_broadcast_ss(z + g), sv = _mm256_broadcast_ss(s + g);
                     const __m256i mask = _mm256_set1_epi32(15);
                     __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j)));
@@ -321,6 +322,7 @@ extern "C" void kernel(const void* x, const uint8_t* q, const void* absmax, cons
                        int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t block_size,
                        int64_t double_quant, int64_t dtype, int64_t vectorized) {
     const int64_t half = k_pad / 2, blocks = k_pad / block_size, block_bytes = block_size / 2;
+    const int block_shift = __builtin_ctzll(block_bytes);  // a power of two: no division a step
     int order[32];
     nf4_order(order);
     std::vector<float> xp(m * k_pad), y(m * n);
@@ -339,7 +341,7 @@ extern "C" void kernel(const void* x, const uint8_t* q, const void* absmax, cons
                 if (avx2) {
                     const LevelPlanes planes = level_planes(levels);
                     auto decode = [&](int64_t j, __m256 w[4]) __attribute__((target("avx2,fma"))) {
-                        const __m256 av = _mm256_broadcast_ss(am + j / block_bytes);
+                        const __m256 av = _mm256_broadcast_ss(am + (j >> block_shift));
                         nf4_levels(row + j, planes, w);
                         for (int i = 0; i < 4; ++i) w[i] = _mm256_mul_ps(w[i], av);
                     };

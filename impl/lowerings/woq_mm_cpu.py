@@ -253,8 +253,7 @@ class _Lowering:
         any_m = bool(getattr(m, "free_symbols", None))
         if compat.size_hint(m, fallback=GEMV_MAX_M + 1) > GEMV_MAX_M:
             return None
-        kwargs = {**statics, "any_m": any_m} if self.scheme != "int8_weight_only" else {"any_m": any_m}
-        return _GEMV_CHOICES[self.scheme], kwargs
+        return _GEMV_CHOICES[self.scheme], {**statics, "any_m": any_m}
 
     def _add_int4_constants(self, constants: list, group_size: int) -> None:
         if any(c is None for c in constants) or self.n % INT4_PACK_N_MULTIPLE:

@@ -177,3 +177,14 @@ def select_algorithm(name: str, choices: list, input_nodes: list, layout: Any) -
 
     result = autotune_select_algorithm(name, choices, input_nodes, layout)
     return result[0] if isinstance(result, tuple) else result
+
+
+def size_hint(expr: Any, fallback: int) -> int:
+    """The value Inductor expects a (possibly symbolic) size to take, without guarding on it;
+    ``fallback`` for an unbacked one. torch 2.13 calls it ``SizeVarAllocator.optimization_hint``;
+    2.11 ``size_hint``."""
+    from torch._inductor.virtualized import V
+
+    sizevars = V.graph.sizevars
+    hint = getattr(sizevars, "optimization_hint", None) or sizevars.size_hint
+    return int(hint(expr, fallback=fallback))

@@ -3,7 +3,12 @@
 Each lowering flattens x (..., K) to (M, K), picks an implementation, adds the bias and
 restores the leading dims. The implementations:
 
-``aten``
+``gemv`` (decode: M <= ``GEMV_MAX_M`` = 16, every scheme and activation dtype, freezing on or off)
+    Our kernels (``impl.lowerings.woq_gemv_cpu``): the packed weight decoded in registers,
+    read once a call, never materialized. Where M is symbolic and its hint is a decode size
+    (a graph recompiled for a dynamic batch), the call checks the actual M and past 16 rows
+    takes the ATen int8 kernel (bfloat16) or dequantize + GEMM, so one graph is right at any M.
+``aten`` (past 16 rows)
     int8: ``aten._weight_int8pack_mm(x, qweight, scale)``, scale cast to x's dtype (the
     kernel wants them equal). int4: ``aten._weight_int4pack_mm_for_cpu`` on a weight
     repacked at compile time by ``aten._convert_weight_to_int4pack_for_cpu``, which needs
@@ -13,18 +18,20 @@ restores the leading dims. The implementations:
     both stored in x's dtype. NF4 has no ATen kernel. The bfloat16 int8 kernel has a
     contract it does not check; ``_int8pack_mm`` meets it on every x86 host (see
     ``INT8PACK_BF16_K_MULTIPLE``), so the same kernel is chosen whatever the host.
-``decomposition``
+``decomposition`` (past 16 rows)
     The op's own formula (``impl.woq_mm.dequantize_<scheme>`` + ``F.linear``) traced and
     inlined, so Inductor generates the dequantization loop and picks its own GEMM.
 
-Selection, like PyTorch's ``quantized_lowerings``: with ``max_autotune`` (or
+Selection past 16 rows, like PyTorch's ``quantized_lowerings``: with ``max_autotune`` (or
 ``max_autotune_gemm``) every available implementation is benchmarked through
 ``autotune_select_algorithm`` (the decomposition as a subgraph choice where this torch has
 them, ``compat.subgraph_choice``); otherwise a heuristic measured with
-``tools/bench_woq_cpu.py`` (Linear 1024 -> 1024, one thread of a 2-core x86 CPU): the ATen
-kernels for bfloat16 activations, 4-10x faster than dequantize + GEMM at every M; for
-float32 (and float16) the decomposition, since ATen's float32 int8 / int4 kernels were
-slower than one dequantization pass followed by oneDNN's GEMM at every M measured.
+``tools/bench_woq_cpu.py --linear`` (Linear 1024 -> 1024, one thread of a 2-core x86 CPU): the
+ATen kernels for bfloat16 activations, 4-10x faster than dequantize + GEMM; for float32 (and
+float16) the decomposition, since ATen's float32 int8 / int4 kernels were slower than one
+dequantization pass followed by oneDNN's GEMM at every M measured. At decode sizes the
+gemv kernels are taken in every mode: the weight traffic they save is the whole point there
+(``benchmarks/cpu.md``).
 
 On CUDA, ``impl.lowerings.woq_mm_cuda`` inlines our Triton kernels where they apply; other
 devices (and CUDA cases the kernels do not take) fall back to the op's own implementation.
@@ -45,6 +52,8 @@ from torch._inductor.virtualized import V
 
 from .. import compat
 from .. import woq_mm
+from . import woq_gemv_cpu
+from .woq_gemv_cpu import GEMV_MAX_M
 from ..schemes.common import round_up, unpack_nibbles
 
 aten = torch.ops.aten
@@ -99,6 +108,36 @@ def _int4pack_mm(x, qweight, scale, zero, packed, scales_and_offsets, *, group_s
 
 _INT8_CHOICE = ExternKernelChoice(_int8pack_mm, name="impl_woq_int8pack_mm", has_out_variant=False)
 _INT4_CHOICE = ExternKernelChoice(_int4pack_mm, name="impl_woq_int4pack_mm_cpu", has_out_variant=False)
+
+
+def _gemv_int8(x, qweight, scale, *, any_m: bool) -> torch.Tensor:
+    """Decode: our kernel (``woq_gemv_cpu``). ``any_m`` (x's rows symbolic at compile time):
+    past ``GEMV_MAX_M`` rows, the ATen kernel (bfloat16) or dequantize + GEMM instead."""
+    if any_m and x.shape[0] > GEMV_MAX_M:
+        return _int8pack_mm(x, qweight, scale) if _prefers_aten(x.dtype) else _eager_int8(x, qweight, scale, None)
+    return woq_gemv_cpu.gemv_int8(x, qweight, scale)
+
+
+def _gemv_int4(x, qweight, scale, zero, *, group_size: int, any_m: bool) -> torch.Tensor:
+    if any_m and x.shape[0] > GEMV_MAX_M:
+        return _eager_int4(x, qweight, scale, zero, None, group_size)
+    return woq_gemv_cpu.gemv_int4(x, qweight, scale, zero, group_size=group_size)
+
+
+def _gemv_nf4(x, qweight, absmax, levels, *double_quant, block_size: int, any_m: bool) -> torch.Tensor:
+    """``double_quant``: (absmax_scale, absmax_offset), or nothing without double quantization."""
+    absmax_scale, absmax_offset = double_quant or (None, None)
+    if any_m and x.shape[0] > GEMV_MAX_M:
+        return _eager_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, None, block_size)
+    return woq_gemv_cpu.gemv_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, block_size=block_size)
+
+
+_GEMV_CHOICES = {
+    "int8_weight_only": ExternKernelChoice(_gemv_int8, name="impl_woq_gemv_int8_cpu", has_out_variant=False),
+    "int4_weight_only": ExternKernelChoice(_gemv_int4, name="impl_woq_gemv_int4_cpu", has_out_variant=False),
+    "nf4": ExternKernelChoice(_gemv_nf4, name="impl_woq_gemv_nf4_cpu", has_out_variant=False),
+}
+_GEMV_STATICS = {"int8_weight_only": (), "int4_weight_only": ("group_size",), "nf4": ("block_size",)}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -201,10 +240,20 @@ class _Lowering:
             return eager(*call, None, *ints)
 
         self.dense = dense
+        self.gemv = self._gemv_route(dict(zip(_GEMV_STATICS[scheme], ints)))
         if scheme == "int8_weight_only":
             self.aten = (_INT8_CHOICE, {})
-        elif scheme == "int4_weight_only":
+        elif scheme == "int4_weight_only" and self.gemv is None:
             self._add_int4_constants([constant_value(a) for a in fx_args[1:4]], group_size=ints[0])
+
+    def _gemv_route(self, statics: dict) -> Optional[tuple[ExternKernelChoice, dict]]:
+        """Our decode kernel where x has at most ``GEMV_MAX_M`` rows, or a symbolic count whose
+        hint does (the call then picks its route by the actual count); None otherwise."""
+        m = V.graph.sizevars.simplify(self.inputs[0].get_size()[0])
+        any_m = bool(getattr(m, "free_symbols", None))
+        if compat.size_hint(m, fallback=GEMV_MAX_M + 1) > GEMV_MAX_M:
+            return None
+        return _GEMV_CHOICES[self.scheme], {**statics, "any_m": any_m}
 
     def _add_int4_constants(self, constants: list, group_size: int) -> None:
         if any(c is None for c in constants) or self.n % INT4_PACK_N_MULTIPLE:
@@ -226,7 +275,9 @@ class _Lowering:
         return ir.FixedLayout(self.inputs[0].get_device(), self.dtype, [self.inputs[0].get_size()[0], self.n])
 
     def lower(self) -> Any:
-        if self.aten is not None and max_autotune():
+        if self.gemv is not None:
+            y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", [self._choice(*self.gemv)], self.inputs, self.layout())
+        elif self.aten is not None and max_autotune():
             choices = [self._aten_choice()]
             decomposed = compat.subgraph_choice(f"impl_woq_mm_{self.scheme}_decomposed", self.inputs, self.layout(), self.dense)
             if decomposed is not None:
@@ -241,9 +292,14 @@ class _Lowering:
         return lowerings[aten.reshape.default](y, [*self.args[0].get_size()[:-1], self.n])
 
     def _aten_choice(self) -> Any:
-        choice, kwargs = self.aten
-        # The ATen kernels need a row-major x (a strided activation is copied first).
+        return self._choice(*self.aten)
+
+    def _choice(self, choice: ExternKernelChoice, kwargs: dict) -> Any:
+        # The kernels need a row-major x (a strided activation is copied first).
         self.inputs[0] = ir.ExternKernel.require_contiguous(self.inputs[0])
+        # Freezing folds small weights (NF4's levels, a 0-d absmax_offset) into ir.Constant,
+        # which has no buffer until realize_input gives it one.
+        self.inputs[1:] = [ir.ExternKernel.realize_input(t) for t in self.inputs[1:]]
         for t in self.inputs:
             t.realize()
         return choice.bind(tuple(self.inputs), self.layout(), **kwargs)

@@ -1,5 +1,6 @@
 """Child process of test_int8pack_contract.py: the CPU int8 lowering's ATen path on the shapes
-and layouts where the bfloat16 kernel reads past a row or faults (K % 16 != 0, misaligned rows).
+and layouts where the bfloat16 kernel reads past a row or faults (K % 16 != 0, misaligned rows),
+and our decode kernel (``impl.lowerings.woq_gemv_cpu``) on the same operands.
 
 Run in a fresh process (``ATEN_CPU_CAPABILITY`` is read at torch import, and a fault must not
 take the test session down). Prints one line per call before making it, so a crash names the
@@ -13,6 +14,7 @@ import itertools
 import torch
 
 import impl
+from impl.lowerings.woq_gemv_cpu import gemv_int8
 from impl.lowerings.woq_mm_cpu import _int8pack_mm
 from impl.schemes import quantize_linear_
 from torch._inductor import config as inductor_config
@@ -46,8 +48,14 @@ def main() -> None:
         print(shape, flush=True)
         x, w, scale = _operands(m, k, dtype, layout)
         worst = max(worst, (_relative_error(_int8pack_mm(x, w, scale), x, w, scale), shape))
-    # The user's path through Inductor: the lowering must pick this kernel for bfloat16.
-    for m, k in itertools.product((1, 5), (24, 200)):
+        # Our decode kernel on the same operands (unaligned loads, a scalar K tail).
+        shape = f"gemv M={m} K={k} {dtype} {layout}"
+        print(shape, flush=True)
+        y = gemv_int8(x, w, scale.float())  # its scale is the layout's float32
+        worst = max(worst, (_relative_error(y, x, w, scale.float()), shape))
+    # The user's path through Inductor: past the decode kernels' rows (GEMV_MAX_M) the
+    # lowering must pick this kernel for bfloat16.
+    for m, k in itertools.product((17, 21), (24, 200)):
         shape = f"compiled M={m} K={k} bfloat16"
         print(shape, flush=True)
         torch.manual_seed(k)

@@ -1,0 +1,441 @@
+"""CPU decode kernels: y (M, N) = x (M, K) @ W.T for small M, reading only the quantized bytes.
+
+One C++ kernel per scheme, compiled once per host through Inductor's own C++ toolchain
+(``CppPythonBindingsCodeCache``: its compiler flags, OpenMP and on-disk cache), laid out
+like a tutorial: kernel source, launcher (``gemv_<scheme>``), float64 reference.
+
+Each kernel walks the weight row by row (rows split over the OpenMP threads), decodes a
+16-byte chunk of the packed row into float32 vectors in registers (int8: 16 values; int4 /
+nf4: 32 nibbles, (u - zero) or ``levels[u]``) and multiplies it into the accumulators of up
+to four x rows at once, so the weight is read once per call and never written out. The
+per-group scale / per-block absmax multiplies the group's partial sum, so the sums are
+
+    int8:  y[m, n] = scale[n] * sum_k x[m, k] q[n, k]
+    int4:  y[m, n] = sum_g scale[n, g] * sum_{k in g} x[m, k] (u[n, k] - zero[n, g])
+    nf4:   y[m, n] = sum_b absmax[n, b] * sum_{k in b} x[m, k] levels[u[n, k]]
+
+accumulated in float32 (x converted to float32 first), then rounded to x's dtype: the
+same float32 products as the decomposition, summed in another order, and the weight never
+rounded to x's dtype (the decomposition rounds it for bfloat16 / float16).
+
+The vector loop is AVX2 + FMA (function-level ``target`` attributes, so the compile flags
+do not matter), chosen at run time by ``__builtin_cpu_supports``; any other x86 CPU takes
+the scalar loop of the same sums. Nothing depends on AVX-512 or on ``ATEN_CPU_CAPABILITY``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import torch
+
+from ..schemes.nf4 import DOUBLE_QUANT_BLOCK
+
+# Past this many rows of x the weight is decoded once and a GEMM follows (the caller's route):
+# the kernel decodes every chunk once per four x rows, so its cost grows with M while a
+# GEMM's stays bounded by the decoded weight's traffic.
+GEMV_MAX_M = 16
+_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+# --------------------------------------------------------------------------- kernel source
+
+_COMMON = r"""
+#include <torch/csrc/inductor/cpp_prefix.h>
+#include <immintrin.h>
+#include <vector>
+
+namespace {
+
+// x (M, K) in its dtype -> float32 rows of k_out values, zero-padded. With `order` (the
+// packed schemes), each 32 values (one 16-byte step of the packed row) are permuted:
+// value k of a step goes to order[k], the lane of the decoded vectors its code lands in.
+template <typename T>
+void convert_rows(const T* x, int64_t m, int64_t k, int64_t k_out, const int* order, float* out) {
+    for (int64_t r = 0; r < m; ++r) {
+        for (int64_t i = 0; i < k_out; ++i) {
+            const float v = i < k ? static_cast<float>(x[r * k + i]) : 0.0f;
+            out[r * k_out + (order ? i / 32 * 32 + order[i % 32] : i)] = v;
+        }
+    }
+}
+
+void convert_input(const void* x, int64_t dtype, int64_t m, int64_t k, int64_t k_out, const int* order, float* out) {
+    if (dtype == 0) convert_rows(static_cast<const float*>(x), m, k, k_out, order, out);
+    else if (dtype == 1) convert_rows(static_cast<const at::BFloat16*>(x), m, k, k_out, order, out);
+    else convert_rows(static_cast<const at::Half*>(x), m, k, k_out, order, out);
+}
+
+void store_output(const float* y, void* out, int64_t dtype, int64_t count) {
+    if (dtype == 0) { std::memcpy(out, y, count * sizeof(float)); return; }
+    for (int64_t i = 0; i < count; ++i) {
+        if (dtype == 1) static_cast<at::BFloat16*>(out)[i] = at::BFloat16(y[i]);
+        else static_cast<at::Half*>(out)[i] = at::Half(y[i]);
+    }
+}
+
+bool has_avx2() {
+    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return ok;
+}
+
+// Independent accumulators per x row: enough FMA chains to hide the FMA latency (4-5
+// cycles, two FMA ports) at one row, few enough to stay in the 16 ymm registers at four.
+template <int R> constexpr int kAccumulators = R == 1 ? 8 : (R == 2 ? 4 : 2);
+
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+template <int R, int A>
+__attribute__((target("avx2,fma"))) inline void sum_rows(__m256 acc[R][A], float* y, int64_t y_stride) {
+    for (int r = 0; r < R; ++r) {
+        __m256 s = acc[r][0];
+        for (int a = 1; a < A; ++a) s = _mm256_add_ps(s, acc[r][a]);
+        y[r * y_stride] = hsum(s);
+    }
+}
+
+// acc[r][(base + i) % A] += x[r][at + 8i .. at + 8i + 8] * w[i], i < 4, for R rows.
+template <int R, int A>
+__attribute__((target("avx2,fma"))) inline void fma_step(const __m256 w[4], const float* x, int64_t stride,
+                                                          int64_t at, int base, __m256 acc[R][A]) {
+    for (int r = 0; r < R; ++r) {
+        for (int i = 0; i < 4; ++i) {
+            acc[r][(base + i) % A] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * stride + at + 8 * i), w[i],
+                                                     acc[r][(base + i) % A]);
+        }
+    }
+}
+
+// A packed row of `half` bytes (a multiple of 16), 16 bytes (32 codes) a step: decode(j, w)
+// writes the step's four weight vectors, in the order the permuted x rows (k_pad floats,
+// 32 a step) hold their values; each is multiplied into the R rows' accumulators.
+template <int R, typename Decode>
+__attribute__((target("avx2,fma"))) inline void nibble_row(Decode decode, const float* x, int64_t half,
+                                                            float* y, int64_t y_stride) {
+    constexpr int A = kAccumulators<R>;
+    constexpr int kSteps = A >= 8 ? 2 : 1;  // 16-byte steps an iteration: 4 vectors each
+    __m256 acc[R][A];
+    for (int r = 0; r < R; ++r)
+        for (int a = 0; a < A; ++a) acc[r][a] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 * kSteps <= half; j += 16 * kSteps) {
+        for (int s = 0; s < kSteps; ++s) {
+            __m256 w[4];
+            decode(j + 16 * s, w);
+            fma_step<R, A>(w, x, 2 * half, 2 * (j + 16 * s), 4 * s, acc);
+        }
+    }
+    for (; j < half; j += 16) {
+        __m256 w[4];
+        decode(j, w);
+        fma_step<R, A>(w, x, 2 * half, 2 * j, 0, acc);
+    }
+    sum_rows<R, A>(acc, y, y_stride);
+}
+
+// x's value k of a packed row, in the permuted layout of convert_rows.
+inline float permuted(const float* x, const int* order, int64_t k) { return x[k / 32 * 32 + order[k % 32]]; }
+
+// Calls body(row_begin, R) over the x rows in passes of up to four rows.
+template <typename F>
+inline void for_row_passes(int64_t m, F body) {
+    int64_t r = 0;
+    for (; r + 4 <= m; r += 4) body(r, std::integral_constant<int, 4>());
+    if (m - r == 3) body(r, std::integral_constant<int, 3>());
+    else if (m - r == 2) body(r, std::integral_constant<int, 2>());
+    else if (m - r == 1) body(r, std::integral_constant<int, 1>());
+}
+
+}  // namespace
+"""
+
+_INT8 = r"""
+// y (M, N) = x (M, K) @ (q (N, K) int8 * scale (N,)).T
+template <int R>
+__attribute__((target("avx2,fma"))) void int8_row_avx2(const int8_t* q, float scale, const float* x, int64_t k,
+                                                          float* y, int64_t n_total) {
+    constexpr int A = kAccumulators<R>;
+    constexpr int kSteps = A / 2;  // 16-byte steps an iteration: 2 vectors each
+    __m256 acc[R][A];
+    for (int r = 0; r < R; ++r)
+        for (int a = 0; a < A; ++a) acc[r][a] = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 * kSteps <= k; j += 16 * kSteps) {
+        for (int s = 0; s < kSteps; ++s) {
+            const int64_t at = j + 16 * s;
+            __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + at))));
+            __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + at + 8))));
+            for (int r = 0; r < R; ++r) {
+                acc[r][2 * s] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * k + at), w0, acc[r][2 * s]);
+                acc[r][2 * s + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * k + at + 8), w1, acc[r][2 * s + 1]);
+            }
+        }
+    }
+    for (; j + 8 <= k; j += 8) {
+        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + j))));
+        for (int r = 0; r < R; ++r) acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * k + j), w0, acc[r][0]);
+    }
+    float sums[R];
+    sum_rows<R, A>(acc, sums, 1);
+    for (int r = 0; r < R; ++r) {
+        for (int64_t t = j; t < k; ++t) sums[r] += x[r * k + t] * static_cast<float>(q[t]);
+        y[r * n_total] = scale * sums[r];
+    }
+}
+
+extern "C" void kernel(const void* x, const int8_t* q, const float* scale, void* out,
+                       int64_t m, int64_t n, int64_t k, int64_t dtype, int64_t vectorized) {
+    std::vector<float> xf(m * k), y(m * n);
+    convert_input(x, dtype, m, k, k, nullptr, xf.data());
+    const bool avx2 = vectorized && has_avx2();
+    #pragma omp parallel for schedule(static)
+    for (int64_t col = 0; col < n; ++col) {
+        for_row_passes(m, [&](int64_t r0, auto rows) {
+            constexpr int R = decltype(rows)::value;
+            if (avx2) { int8_row_avx2<R>(q + col * k, scale[col], xf.data() + r0 * k, k, y.data() + r0 * n + col, n); return; }
+            for (int r = 0; r < R; ++r) {
+                float sum = 0.0f;
+                for (int64_t t = 0; t < k; ++t) sum += xf[(r0 + r) * k + t] * static_cast<float>(q[col * k + t]);
+                y[(r0 + r) * n + col] = scale[col] * sum;
+            }
+        });
+    }
+    store_output(y.data(), out, dtype, m * n);
+}
+"""
+
+_INT4 = r"""
+// y (M, N) = x (M, K) @ W.T, W[n, k] = (u[n, k] - zero[n, g]) * scale[n, g], g = k / G (the
+// decomposition's float32 weight, exactly); q (N, K_pad / 2) two nibbles a byte, byte j
+// holding k = 2j (low) and 2j + 1 (high).
+
+// A step's codes, widened byte by byte: vector 0 the low nibbles of bytes 0-7, 1 of bytes
+// 8-15, 2 and 3 the high nibbles of the same bytes; so value k = 2t + h sits in vector
+// 2h + t / 8, lane t %% 8.
+void int4_order(int order[32]) {
+    for (int k = 0; k < 32; ++k) order[k] = 8 * (2 * (k %% 2) + k / 2 / 8) + k / 2 %% 8;
+}
+
+extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, const float* zero, void* out,
+                       int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t group_size, int64_t dtype, int64_t vectorized) {
+    const int64_t half = k_pad / 2, groups = k_pad / group_size, group_bytes = group_size / 2;
+    const int group_shift = __builtin_ctzll(group_bytes);  // a power of two: no division a step
+    int order[32];
+    int4_order(order);
+    std::vector<float> xp(m * k_pad), y(m * n);
+    convert_input(x, dtype, m, k, k_pad, order, xp.data());
+    const bool avx2 = vectorized && has_avx2();
+    #pragma omp parallel for schedule(static)
+    for (int64_t col = 0; col < n; ++col) {
+        const uint8_t* row = q + col * half;
+        const float* s = scale + col * groups;
+        const float* z = zero + col * groups;
+        for_row_passes(m, [&](int64_t r0, auto rows) {
+            constexpr int R = decltype(rows)::value;
+            if (avx2) {
+                auto decode = [&](int64_t j, __m256 w[4]) __attribute__((target("avx2,fma"))) {
+                    const int64_t g = j >> group_shift;
+                    const __m256 zv = _mm256_broadcast_ss(z + g), sv = _mm256_broadcast_ss(s + g);
+                    const __m256i mask = _mm256_set1_epi32(15);
+                    __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j)));
+                    __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j + 8)));
+                    __m256i codes[4] = {_mm256_and_si256(b0, mask), _mm256_and_si256(b1, mask),
+                                        _mm256_srli_epi32(b0, 4), _mm256_srli_epi32(b1, 4)};
+                    for (int i = 0; i < 4; ++i) w[i] = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(codes[i]), zv), sv);
+                };
+                nibble_row<R>(decode, xp.data() + r0 * k_pad, half, y.data() + r0 * n + col, n);
+                return;
+            }
+            for (int r = 0; r < R; ++r) {
+                float sum = 0.0f;
+                for (int64_t kk = 0; kk < k_pad; ++kk) {
+                    const int64_t g = kk / group_size;
+                    const int code = kk %% 2 ? row[kk / 2] >> 4 : row[kk / 2] & 15;
+                    sum += permuted(xp.data() + (r0 + r) * k_pad, order, kk) * ((static_cast<float>(code) - z[g]) * s[g]);
+                }
+                y[(r0 + r) * n + col] = sum;
+            }
+        });
+    }
+    store_output(y.data(), out, dtype, m * n);
+}
+""" % {}
+
+_NF4 = r"""
+// y (M, N) = x (M, K) @ W.T, W[n, k] = levels[u[n, k]] * absmax[n, b], b = k / B (the
+// decomposition's float32 weight, exactly), absmax decoded first when double-quantized
+// (codes * absmax_scale[(n * nb + b) / 256] + absmax_offset, a multiply then an add).
+
+// A step's levels by byte shuffles (vpshufb looks up 16 entries, one per code): the low
+// nibbles of the 16 bytes in the lower 128-bit lane, the high ones in the upper; each of
+// the four byte planes of the float32 levels looked up, then interleaved back into floats.
+// Vector f, lane 4h + i holds value k = 2(4f + i) + h of the step.
+void nf4_order(int order[32]) {
+    for (int k = 0; k < 32; ++k) order[k] = 8 * (k / 2 / 4) + 4 * (k %% 2) + k / 2 %% 4;
+}
+
+struct LevelPlanes { __m256i plane[4]; };
+
+__attribute__((target("avx2,fma"))) LevelPlanes level_planes(const float* levels) {
+    alignas(32) uint8_t bytes[4][32];
+    for (int e = 0; e < 16; ++e) {
+        uint32_t bits;
+        std::memcpy(&bits, levels + e, 4);
+        for (int p = 0; p < 4; ++p) bytes[p][e] = bytes[p][e + 16] = static_cast<uint8_t>(bits >> (8 * p));
+    }
+    LevelPlanes t;
+    for (int p = 0; p < 4; ++p) t.plane[p] = _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes[p]));
+    return t;
+}
+
+__attribute__((target("avx2,fma"))) inline void nf4_levels(const uint8_t* p, const LevelPlanes& t, __m256 w[4]) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    __m256i idx = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), mask), _mm_and_si128(b, mask));
+    __m256i b0 = _mm256_shuffle_epi8(t.plane[0], idx), b1 = _mm256_shuffle_epi8(t.plane[1], idx);
+    __m256i b2 = _mm256_shuffle_epi8(t.plane[2], idx), b3 = _mm256_shuffle_epi8(t.plane[3], idx);
+    __m256i lo01 = _mm256_unpacklo_epi8(b0, b1), hi01 = _mm256_unpackhi_epi8(b0, b1);
+    __m256i lo23 = _mm256_unpacklo_epi8(b2, b3), hi23 = _mm256_unpackhi_epi8(b2, b3);
+    w[0] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(lo01, lo23));
+    w[1] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(lo01, lo23));
+    w[2] = _mm256_castsi256_ps(_mm256_unpacklo_epi16(hi01, hi23));
+    w[3] = _mm256_castsi256_ps(_mm256_unpackhi_epi16(hi01, hi23));
+}
+
+inline void decode_absmax_row(const void* absmax, const float* absmax_scale, const float* absmax_offset,
+                              int64_t double_quant, int64_t col, int64_t blocks, float* out) {
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t flat = col * blocks + b;
+        if (!double_quant) { out[b] = static_cast<const float*>(absmax)[flat]; continue; }
+        const float scaled = static_cast<float>(static_cast<const uint8_t*>(absmax)[flat]) * absmax_scale[flat / %(dq_block)d];
+        out[b] = scaled + absmax_offset[0];
+    }
+}
+
+extern "C" void kernel(const void* x, const uint8_t* q, const void* absmax, const float* levels,
+                       const float* absmax_scale, const float* absmax_offset, void* out,
+                       int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t block_size,
+                       int64_t double_quant, int64_t dtype, int64_t vectorized) {
+    const int64_t half = k_pad / 2, blocks = k_pad / block_size, block_bytes = block_size / 2;
+    const int block_shift = __builtin_ctzll(block_bytes);  // a power of two: no division a step
+    int order[32];
+    nf4_order(order);
+    std::vector<float> xp(m * k_pad), y(m * n);
+    convert_input(x, dtype, m, k, k_pad, order, xp.data());
+    const bool avx2 = vectorized && has_avx2();
+    #pragma omp parallel
+    {
+        std::vector<float> row_absmax(blocks);
+        #pragma omp for schedule(static)
+        for (int64_t col = 0; col < n; ++col) {
+            const uint8_t* row = q + col * half;
+            const float* am = row_absmax.data();
+            decode_absmax_row(absmax, absmax_scale, absmax_offset, double_quant, col, blocks, row_absmax.data());
+            for_row_passes(m, [&](int64_t r0, auto rows) {
+                constexpr int R = decltype(rows)::value;
+                if (avx2) {
+                    const LevelPlanes planes = level_planes(levels);
+                    auto decode = [&](int64_t j, __m256 w[4]) __attribute__((target("avx2,fma"))) {
+                        const __m256 av = _mm256_broadcast_ss(am + (j >> block_shift));
+                        nf4_levels(row + j, planes, w);
+                        for (int i = 0; i < 4; ++i) w[i] = _mm256_mul_ps(w[i], av);
+                    };
+                    nibble_row<R>(decode, xp.data() + r0 * k_pad, half, y.data() + r0 * n + col, n);
+                    return;
+                }
+                for (int r = 0; r < R; ++r) {
+                    float sum = 0.0f;
+                    for (int64_t kk = 0; kk < k_pad; ++kk) {
+                        const int code = kk %% 2 ? row[kk / 2] >> 4 : row[kk / 2] & 15;
+                        sum += permuted(xp.data() + (r0 + r) * k_pad, order, kk) * (levels[code] * am[kk / block_size]);
+                    }
+                    y[(r0 + r) * n + col] = sum;
+                }
+            });
+        }
+    }
+    store_output(y.data(), out, dtype, m * n);
+}
+""" % {"dq_block": DOUBLE_QUANT_BLOCK}
+
+_ARGTYPES = {
+    "int8": ["const void*", "const int8_t*", "const float*", "void*", *["int64_t"] * 5],
+    "int4": ["const void*", "const uint8_t*", "const float*", "const float*", "void*", *["int64_t"] * 7],
+    "nf4": ["const void*", "const uint8_t*", "const void*", "const float*", "const float*", "const float*", "void*",
+            *["int64_t"] * 8],
+}
+_SOURCES = {"int8": _COMMON + _INT8, "int4": _COMMON + _INT4, "nf4": _COMMON + _NF4}
+
+
+@functools.cache
+def compiled_kernel(scheme: str) -> Callable[..., None]:
+    """The scheme's kernel, built on first use (Inductor's C++ cache keeps it across runs)."""
+    from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+    return CppPythonBindingsCodeCache.load_pybinding(_ARGTYPES[scheme], _SOURCES[scheme])
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def _check_x(op: str, x: torch.Tensor, k_max: int) -> None:
+    """x (M, K <= k_max) on the CPU in an activation dtype: the kernels read K_pad >= K values
+    a weight row and trust the caller (the fused op checked the layout) for the rest."""
+    if x.dim() != 2 or not 0 < x.shape[1] <= k_max or x.dtype not in _DTYPE_CODES or x.device.type != "cpu":
+        raise ValueError(f"{op}: x must be a CPU (M, K <= {k_max}) float32 / bfloat16 / float16 tensor; "
+                         f"got {tuple(x.shape)} {x.dtype} on {x.device}")
+
+
+def _contiguous(*tensors: Optional[torch.Tensor]) -> list:
+    return [None if t is None else t.contiguous() for t in tensors]
+
+
+def gemv_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *, vectorized: bool = True) -> torch.Tensor:
+    """x (M, K), qweight (N, K) int8, scale (N,) float32 -> y (M, N) in x's dtype.
+
+    ``vectorized=False`` takes the scalar loop (what a CPU without AVX2 + FMA runs)."""
+    n, k = qweight.shape
+    _check_x("gemv_int8", x, k)
+    if x.shape[1] != k:
+        raise ValueError(f"gemv_int8: x must have K = {k} columns (qweight's); got {x.shape[1]}")
+    x, qweight, scale = _contiguous(x, qweight, scale)
+    out = x.new_empty((x.shape[0], n))
+    compiled_kernel("int8")(x, qweight, scale, out, x.shape[0], n, k, _DTYPE_CODES[x.dtype], int(vectorized))
+    return out
+
+
+def gemv_int4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, *,
+              group_size: int, vectorized: bool = True) -> torch.Tensor:
+    """x (M, K), the int4 layout (``impl/schemes/int4.py``) -> y (M, N) in x's dtype."""
+    n, k_pad = qweight.shape[0], 2 * qweight.shape[1]
+    _check_x("gemv_int4", x, k_pad)
+    x, qweight, scale, zero = _contiguous(x, qweight, scale, zero)
+    out = x.new_empty((x.shape[0], n))
+    compiled_kernel("int4")(x, qweight, scale, zero, out, x.shape[0], n, x.shape[1], k_pad, group_size,
+                            _DTYPE_CODES[x.dtype], int(vectorized))
+    return out
+
+
+def gemv_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, levels: torch.Tensor,
+             absmax_scale: Optional[torch.Tensor], absmax_offset: Optional[torch.Tensor], *,
+             block_size: int, vectorized: bool = True) -> torch.Tensor:
+    """x (M, K), the NF4 layout (``impl/schemes/nf4.py``) -> y (M, N) in x's dtype."""
+    n, k_pad = qweight.shape[0], 2 * qweight.shape[1]
+    _check_x("gemv_nf4", x, k_pad)
+    double_quant = absmax_scale is not None
+    x, qweight, absmax, levels, absmax_scale, absmax_offset = _contiguous(
+        x, qweight, absmax, levels, absmax_scale, absmax_offset)
+    if not double_quant:  # the kernel reads neither; any float32 pointer will do
+        absmax_scale = absmax_offset = levels
+    out = x.new_empty((x.shape[0], n))
+    compiled_kernel("nf4")(x, qweight, absmax, levels, absmax_scale, absmax_offset, out, x.shape[0], n,
+                           x.shape[1], k_pad, block_size, int(double_quant), _DTYPE_CODES[x.dtype], int(vectorized))
+    return out
+
+
+GEMV = {"int8_weight_only": gemv_int8, "int4_weight_only": gemv_int4, "nf4": gemv_nf4}

@@ -12,7 +12,7 @@ for _op in (invoke_quant, invoke_quant_packed):
 compat.teach_fx_utils_subgraph_args([invoke_quant, invoke_quant_packed])
 
 from . import woq_mm  # noqa: E402  (registers torch.ops.impl.woq_mm_<scheme>)
-from .lowerings import woq_mm_cpu as _woq_mm_cpu_lowering  # noqa: E402,F401  (registers their CPU lowerings)
+from .lowerings import woq_mm_devices as _woq_mm_lowerings  # noqa: E402,F401  (registers their lowerings)
 from .install import install, installed, uninstall  # noqa: E402
 
 __all__ = ["InvokeQuant", "install", "installed", "invoke_quant", "invoke_quant_packed", "uninstall"]

@@ -46,7 +46,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch._inductor import config as inductor_config
 from torch._inductor import ir
-from torch._inductor.lowering import fallback_handler, lowerings
+from torch._inductor.lowering import lowerings
 from torch._inductor.select_algorithm import ExternKernelChoice
 from torch._inductor.virtualized import V
 
@@ -222,7 +222,7 @@ class _Lowering:
         self.dtype = x.dtype
         self.k = int(x.shape[-1])
         self.n = int(fake_value(fx_args[1]).shape[0])
-        bias_at = _BIAS_INDEX[scheme]
+        bias_at = BIAS_INDEX[scheme]
         self.bias = args[bias_at]
         weight = [i for i in range(1, bias_at) if isinstance(args[i], ir.IRNode)]
         ints = list(args[bias_at + 1:])
@@ -327,30 +327,4 @@ def _eager_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, bl
 
 
 EAGER = {"int8_weight_only": _eager_int8, "int4_weight_only": _eager_int4, "nf4": _eager_nf4}
-_BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}
-
-
-def _register(scheme: str) -> None:
-    op = woq_mm.OPS[scheme]
-    fallback = fallback_handler(op, add_to_fallback_set=False)
-
-    @compat.register_inductor_lowering(op)
-    def lower(*args: Any, **kwargs: Any) -> Any:
-        node = V.graph.current_node
-        x = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
-        if kwargs or x is None or x.numel() == 0:
-            return fallback(*args, **kwargs)
-        # A call that leaves the optional bias out (woq_mm_int8(x, q, s)) records fewer args.
-        args = (*args, *([None] * (_BIAS_INDEX[scheme] + 1 - len(args))))
-        if x.device.type == "cuda":
-            from .woq_mm_cuda import lower_through_triton
-
-            lowered = lower_through_triton(scheme, args)
-            return fallback(*args, **kwargs) if lowered is None else lowered
-        if x.device.type != "cpu":
-            return fallback(*args, **kwargs)
-        return _Lowering(scheme, args).lower()
-
-
-for _scheme in woq_mm.OPS:
-    _register(_scheme)
+BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}  # the op's bias argument

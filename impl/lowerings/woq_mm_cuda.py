@@ -36,13 +36,12 @@ from torch._inductor.lowering import lowerings
 from torch._inductor.virtualized import V
 
 from .. import compat, kernels, woq_mm
-from .woq_mm_cpu import EAGER, fake_value, inline_decomposition, max_autotune
+from .woq_mm_cpu import BIAS_INDEX, EAGER, fake_value, inline_decomposition, max_autotune
 
 aten = torch.ops.aten
 log = logging.getLogger(__name__)
 
 SHORT = {"int8_weight_only": "int8", "int4_weight_only": "int4", "nf4": "nf4"}
-BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}
 
 
 def _triton_lowerings():

@@ -8,7 +8,7 @@ kernels do not take), the op stays a call of its own implementation (a fallback 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch.fx as fx
 from torch._inductor.lowering import fallback_handler
@@ -26,16 +26,32 @@ def _register(scheme: str) -> None:
     def lower(*args: Any, **kwargs: Any) -> Any:
         node = V.graph.current_node
         x = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
-        if kwargs or x is None or x.numel() == 0:
+        positional = _positional(op, args, kwargs)
+        if positional is None or x is None or x.numel() == 0:
             return fallback(*args, **kwargs)
-        # A call that leaves the optional bias out (woq_mm_int8(x, q, s)) records fewer args.
-        args = (*args, *([None] * (woq_mm_cpu.BIAS_INDEX[scheme] + 1 - len(args))))
+        args = positional
         if x.device.type == "cuda":
             lowered = woq_mm_cuda.lower_through_triton(scheme, args)
             return fallback(*args, **kwargs) if lowered is None else lowered
         if x.device.type != "cpu":
             return fallback(*args, **kwargs)
         return woq_mm_cpu._Lowering(scheme, args).lower()
+
+
+def _positional(op: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
+    """The call's arguments by position, in the op's schema order, defaults filled in (a graph
+    may carry the optional ones as keywords, ``bias=None``, or leave them out); None when a
+    keyword is no argument of the op's."""
+    names = [a.name for a in op._schema.arguments]
+    if any(name not in names[len(args):] for name in kwargs):
+        return None
+    rest = []
+    for argument in op._schema.arguments[len(args):]:
+        if argument.name in kwargs:
+            rest.append(kwargs[argument.name])
+        else:
+            rest.append(argument.default_value if argument.has_default_value() else None)
+    return (*args, *rest)
 
 
 for _scheme in woq_mm.OPS:

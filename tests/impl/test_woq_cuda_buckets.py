@@ -52,7 +52,7 @@ def test_bucket_guards_from_the_lowering_make_other_buckets_recompile(monkeypatc
             frames.append(counter.frame_count - before)
             torch.testing.assert_close(out, linear(x), rtol=1e-4, atol=1e-4)
     torch._dynamo.reset()
-    assert frames == [1, 1, 0, 1], frames
+    assert frames == [1, 1, 0, 1], (frames, bounds)
     assert bounds == [1, 8, 16], bounds
 
 

@@ -163,3 +163,37 @@ def test_a_call_without_the_optional_bias_lowers(dtype):
         out = torch.compile(lambda x, q, s: torch.ops.impl.woq_mm_int8(x, q, s))(x, q8.qweight, q8.scale)
     expected = torch.ops.impl.woq_mm_int8(x, q8.qweight, q8.scale)
     torch.testing.assert_close(out, expected, rtol=2e-2, atol=2e-2)
+
+
+def test_an_op_call_with_its_bias_as_a_keyword_is_lowered_not_left_to_the_fallback():
+    """A graph may carry the optional bias as a keyword (``bias=None``): the lowering takes the
+    arguments by the op's schema, so the call is lowered like a positional one."""
+    from torch._inductor.utils import run_and_get_code
+
+    from impl.schemes import quantize_int8
+
+    torch.manual_seed(0)
+    q = quantize_int8(torch.randn(32, 64) * 0.05)
+
+    def linear(x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.impl.woq_mm_int8(x, q.qweight, q.scale, bias=None)
+
+    x = torch.randn(3, 64)
+    torch._dynamo.reset()
+    with torch._inductor.config.patch(force_disable_caches=True):
+        out, (code, *_) = run_and_get_code(torch.compile(linear), x)
+    torch._dynamo.reset()
+    assert "torch.ops.impl.woq_mm_int8.default(" not in code, code
+    torch.testing.assert_close(out, linear(x), rtol=1e-4, atol=1e-4)
+
+
+def test_the_lowering_reads_keyword_arguments_by_the_ops_schema():
+    """After a bisect rerun in the same process (its fallback of our op), traced graphs carried
+    ``bias=None`` as a keyword, and the lowering had left every such call to the fallback."""
+    from impl.lowerings.woq_mm_devices import _positional
+
+    int8, int4 = torch.ops.impl.woq_mm_int8.default, torch.ops.impl.woq_mm_int4.default
+    assert _positional(int8, ("x", "q", "s"), {"bias": None}) == ("x", "q", "s", None)
+    assert _positional(int8, ("x", "q", "s"), {}) == ("x", "q", "s", None)
+    assert _positional(int4, ("x", "q", "s", "z"), {"group_size": 64, "bias": "b"}) == ("x", "q", "s", "z", "b", 64)
+    assert _positional(int8, ("x", "q", "s"), {"alpha": 2}) is None  # no argument of the op's: the fallback's

@@ -26,16 +26,17 @@ def _register(scheme: str) -> None:
     def lower(*args: Any, **kwargs: Any) -> Any:
         node = V.graph.current_node
         x = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
-        positional = _positional(op, args, kwargs)
-        if positional is None or x is None or x.numel() == 0:
+        positional, fx_positional = _positional(op, args, kwargs), _positional(op, node.args, node.kwargs)
+        if positional is None or fx_positional is None or x is None or x.numel() == 0:
             return fallback(*args, **kwargs)
-        args = positional
+        # The device lowerings read the node's arguments by position (fake values, ints).
+        node.args, node.kwargs = fx_positional, {}
         if x.device.type == "cuda":
-            lowered = woq_mm_cuda.lower_through_triton(scheme, args)
-            return fallback(*args, **kwargs) if lowered is None else lowered
+            lowered = woq_mm_cuda.lower_through_triton(scheme, positional)
+            return fallback(*positional) if lowered is None else lowered
         if x.device.type != "cpu":
-            return fallback(*args, **kwargs)
-        return woq_mm_cpu._Lowering(scheme, args).lower()
+            return fallback(*positional)
+        return woq_mm_cpu._Lowering(scheme, positional).lower()
 
 
 def _positional(op: Any, args: tuple, kwargs: dict) -> Optional[tuple]:

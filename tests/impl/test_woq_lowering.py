@@ -197,3 +197,4 @@ def test_the_lowering_reads_keyword_arguments_by_the_ops_schema():
     assert _positional(int8, ("x", "q", "s"), {}) == ("x", "q", "s", None)
     assert _positional(int4, ("x", "q", "s", "z"), {"group_size": 64, "bias": "b"}) == ("x", "q", "s", "z", "b", 64)
     assert _positional(int8, ("x", "q", "s"), {"alpha": 2}) is None  # no argument of the op's: the fallback's
+

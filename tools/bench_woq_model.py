@@ -192,27 +192,30 @@ def run_sequence(forward: Callable, ids_of: Callable[[int], torch.Tensor], varia
             return
 
 
-def bench_variant(variant: str, layers: int, cells: Cells, deadline: float, modes: set) -> None:
+def bench_mode(mode: str, models: dict, cells: Cells, deadline: float) -> None:
+    """Every variant's model in one mode (modes outer, so a budget cuts the last mode first,
+    not the last variant): its batch sequence, and in default mode batch 8 compiled alone."""
     import impl
-
-    model = quantized(variant, layers)
-    forward = lambda ids: model(ids, use_cache=False).logits  # noqa: E731
 
     def ids_of(batch: int) -> torch.Tensor:
         return torch.randint(0, VOCAB, (batch, 1), device="cuda")
 
-    with impl.installed(), torch.no_grad():
-        for mode in MODES:
-            if mode in modes:
+    for variant, model in models.items():
+        if time.monotonic() > deadline:
+            return
+        forward = lambda ids, model=model: model(ids, use_cache=False).logits  # noqa: E731
+        print(f"{mode}: {variant}", flush=True)
+        try:
+            with impl.installed(), torch.no_grad():
                 run_sequence(forward, ids_of, variant, mode, cells, deadline)
-        if "default" in modes and time.monotonic() < deadline:
-            torch._dynamo.reset()
-            plain, replayed = plain_and_replayed(torch.compile(forward, dynamic=False), ids_of(8))
-            cells.put("default, plain calls, batch 8 compiled alone", variant, plain)
-            cells.put("default, CUDA graph, batch 8 compiled alone", variant, replayed)
-    del model
-    torch._dynamo.reset()
-    torch.cuda.empty_cache()
+                if mode == "default" and time.monotonic() < deadline:
+                    torch._dynamo.reset()
+                    plain, replayed = plain_and_replayed(torch.compile(forward, dynamic=False), ids_of(8))
+                    cells.put("default, plain calls, batch 8 compiled alone", variant, plain)
+                    cells.put("default, CUDA graph, batch 8 compiled alone", variant, replayed)
+        except Exception as error:
+            print(f"  {variant} failed: {type(error).__name__}: {str(error)[:500]}", flush=True)
+        torch._dynamo.reset()
 
 
 def markdown(result: dict) -> str:
@@ -250,12 +253,15 @@ def main(argv=None) -> int:
             "layers": args.layers, "variants": variants}
     cells = Cells(out / f"{args.name}.json", meta)
     deadline = time.monotonic() + args.budget_s
-    for variant in variants:
-        print(variant, flush=True)
+    models = {}
+    for variant in variants:  # all held at once (~3 GB each): modes go outer
         try:
-            bench_variant(variant, args.layers, cells, deadline, set(args.modes.split(",")))
+            models[variant] = quantized(variant, args.layers)
         except Exception as error:
-            print(f"  {variant} failed: {type(error).__name__}: {str(error)[:500]}", flush=True)
+            print(f"  {variant} failed to build: {type(error).__name__}: {str(error)[:500]}", flush=True)
+    for mode in MODES:
+        if mode in args.modes.split(","):
+            bench_mode(mode, models, cells, deadline)
     (out / f"{args.name}.md").write_text(markdown(cells.result))
     print(markdown(cells.result))
     return 0

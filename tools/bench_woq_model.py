@@ -172,12 +172,12 @@ class Cells:
 
 
 def run_sequence(forward: Callable, ids_of: Callable[[int], torch.Tensor], variant: str, mode: str, cells: "Cells",
-                 deadline: float) -> None:
-    """One compile of ``forward`` in ``mode``, called at each batch of SEQUENCE in turn."""
+                 deadline: float, sequence: tuple = SEQUENCE) -> None:
+    """One compile of ``forward`` in ``mode``, called at each batch of ``sequence`` in turn."""
     options, plain_row, replay_row = MODES[mode]
     torch._dynamo.reset()
     compiled = torch.compile(forward, **options)
-    for label, batch in SEQUENCE:
+    for label, batch in sequence:
         if time.monotonic() > deadline:
             return
         try:
@@ -192,7 +192,7 @@ def run_sequence(forward: Callable, ids_of: Callable[[int], torch.Tensor], varia
             return
 
 
-def bench_mode(mode: str, models: dict, cells: Cells, deadline: float) -> None:
+def bench_mode(mode: str, models: dict, cells: Cells, deadline: float, sequence: tuple = SEQUENCE) -> None:
     """Every variant's model in one mode (modes outer, so a budget cuts the last mode first,
     not the last variant): its batch sequence, and in default mode batch 8 compiled alone."""
     import impl
@@ -207,8 +207,8 @@ def bench_mode(mode: str, models: dict, cells: Cells, deadline: float) -> None:
         print(f"{mode}: {variant}", flush=True)
         try:
             with impl.installed(), torch.no_grad():
-                run_sequence(forward, ids_of, variant, mode, cells, deadline)
-                if mode == "default" and time.monotonic() < deadline:
+                run_sequence(forward, ids_of, variant, mode, cells, deadline, sequence)
+                if mode == "default" and len(sequence) > 1 and time.monotonic() < deadline:
                     torch._dynamo.reset()
                     plain, replayed = plain_and_replayed(torch.compile(forward, dynamic=False), ids_of(8))
                     cells.put("default, plain calls, batch 8 compiled alone", variant, plain)
@@ -240,6 +240,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default="dense,int8,int4,nf4,bnb_nf4,tinygemm_int4")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--budget-s", type=float, default=480.0)
+    parser.add_argument("--batches", type=int, default=len(SEQUENCE),
+                        help="how many of the batch sequence 1, 8 after 1, 16 after 8 to run (1: batch 1 only)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +263,7 @@ def main(argv=None) -> int:
             print(f"  {variant} failed to build: {type(error).__name__}: {str(error)[:500]}", flush=True)
     for mode in MODES:
         if mode in args.modes.split(","):
-            bench_mode(mode, models, cells, deadline)
+            bench_mode(mode, models, cells, deadline, SEQUENCE[:args.batches])
     (out / f"{args.name}.md").write_text(markdown(cells.result))
     print(markdown(cells.result))
     return 0

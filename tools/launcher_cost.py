@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from impl.kernels import launch, woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
+from tools.bench_woq_gpu import INT4_GROUP, NF4_BLOCK, cpu_us_per_call  # noqa: E402
 
 # --calls and --rounds when not given: a cProfile of 200 calls and 9 rounds (one round is
 # noisy on a shared GPU host, ~10 µs apart between runs); stubbed calls are cheap, so many.
@@ -43,12 +44,12 @@ def calls(device: str, k: int = 4096, n: int = 4096) -> dict:
     q8 = torch.randint(-127, 127, (n, k), device=device, dtype=torch.int8)
     scale8 = torch.rand(n, device=device) * 0.01
     q4 = torch.randint(0, 255, (n, k // 2), device=device, dtype=torch.uint8)
-    scale4, zero4 = torch.rand(n, k // 128, device=device) * 0.01, torch.full((n, k // 128), 8.0, device=device)
-    absmax = torch.rand(n, k // 64, device=device)
+    scale4, zero4 = torch.rand(n, k // INT4_GROUP, device=device) * 0.01, torch.full((n, k // INT4_GROUP), 8.0, device=device)
+    absmax = torch.rand(n, k // NF4_BLOCK, device=device)
     return {
         "int8": (woq_mm_int8, lambda: woq_mm_int8.woq_mm_int8(x, q8, scale8)),
-        "int4": (woq_mm_int4, lambda: woq_mm_int4.woq_mm_int4(x, q4, scale4, zero4, 128)),
-        "nf4": (woq_mm_nf4, lambda: woq_mm_nf4.woq_mm_nf4(x, q4, absmax, 64)),
+        "int4": (woq_mm_int4, lambda: woq_mm_int4.woq_mm_int4(x, q4, scale4, zero4, INT4_GROUP)),
+        "nf4": (woq_mm_nf4, lambda: woq_mm_nf4.woq_mm_nf4(x, q4, absmax, NF4_BLOCK)),
     }
 
 
@@ -56,8 +57,6 @@ def calls(device: str, k: int = 4096, n: int = 4096) -> dict:
 
 
 def profile_on_gpu(calls_per_profile: int, rounds: int, top: int) -> None:
-    from tools.bench_woq_gpu import cpu_us_per_call
-
     for name, (_, fn) in calls("cuda").items():
         for _ in range(3):
             fn()

@@ -44,7 +44,8 @@ def calls(device: str, k: int = 4096, n: int = 4096) -> dict:
     q8 = torch.randint(-127, 127, (n, k), device=device, dtype=torch.int8)
     scale8 = torch.rand(n, device=device) * 0.01
     q4 = torch.randint(0, 255, (n, k // 2), device=device, dtype=torch.uint8)
-    scale4, zero4 = torch.rand(n, k // INT4_GROUP, device=device) * 0.01, torch.full((n, k // INT4_GROUP), 8.0, device=device)
+    scale4 = torch.rand(n, k // INT4_GROUP, device=device) * 0.01
+    zero4 = torch.full((n, k // INT4_GROUP), 8.0, device=device)
     absmax = torch.rand(n, k // NF4_BLOCK, device=device)
     return {
         "int8": (woq_mm_int8, lambda: woq_mm_int8.woq_mm_int8(x, q8, scale8)),
@@ -123,7 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--stub", action="store_true", help="our Python alone, the launch stubbed (any machine)")
     parser.add_argument("--no-plans", action="store_true", help="with --stub: LaunchPlans off (every call in full)")
     parser.add_argument("--calls", type=int, default=None, help="calls profiled (GPU: 200) or a round (--stub: 2000)")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds timed (GPU: 9, median and best; --stub: 5, best)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds timed (GPU: 9, median and best; --stub: 5, best)")
     parser.add_argument("--top", type=int, default=25, help="functions of the cProfile printed (GPU)")
     args = parser.parse_args(argv)
     mode = "stub" if args.stub else "gpu"

@@ -293,7 +293,8 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=300.0)
     args = parser.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    result = run(args)
+    with torch.no_grad():  # peers' modules hold parameters
+        result = run(args)
     (Path(args.out) / f"{args.name}.md").write_text(markdown(result))
     print(markdown(result))
     return 0

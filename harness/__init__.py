@@ -5,6 +5,7 @@ holds every module, and every import in it, at module level or in a function, to
 
 - ``portable``          what a repro script carries (torch and the standard library only): dtypes,
                         inputs, built-in programs, running a program, tolerance numbers, golden sample
+- ``backends``          the matrix's backends, one record each (compile call, code, FileCheck names)
 - ``project``           the project's settings: suite patterns, suites root, suite keys, golden dir
 - ``dtypes``            dtype names and aliases accepted in YAML, default tolerances
 - ``programs``          the built-in programs' registry and ``module:function`` resolution

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .backends import backend
 from .case import PERF_TIMERS
 from .golden import GoldenWriteError, perf_golden_path, write_json
 from .matrix import device_count
@@ -388,7 +389,7 @@ def judge_ratio(sample: PerfSample, baseline: PerfSample, faster_than: Any) -> P
 def perf_setup(case: Any, cell: Any) -> dict[str, Any]:
     """:func:`setup_of` a cell: the shapes of its (last) call, its compile mode."""
     specs = case.calls[-1].inputs if case.calls else case.inputs
-    mode = case.compile_mode if cell.backend == "inductor" else "default"
+    mode = case.compile_mode if backend(cell.backend).takes_compile_mode else "default"
     return setup_of(case.checks.perf, {s.name: list(s.shape) for s in specs}, mode)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
+from .backends import MAX_AUTOTUNE_MODE
 from .case import CUDAGRAPH_MODES, Case, Variant
 from .dtypes import DTYPES
 from .inputs import InputSpec, build_input
@@ -42,7 +43,6 @@ from .portable import (
 )
 from .programs import import_program
 
-MAX_AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
 # A compile mode with CUDA graphs warms up on the first call, records on the second and
 # replays from the third: the cell runs that many times on its inputs and checks the last.
 CUDAGRAPH_RUNS = 3

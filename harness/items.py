@@ -20,7 +20,6 @@ import pytest
 
 from .case import Case, CaseFormatError, load_suite
 from .checks import (
-    EXAMPLE_CHECKS,
     GOLDEN,
     NOTE_PROPERTY,
     PERF,
@@ -275,7 +274,7 @@ class FuzzItem(CaseItem):
         except Exception as exc:  # a crash is a failure of this example, and shrinks like one
             return [f"raised {type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc)[-6:])]
         ctx = CheckContext(case, self.cell, run, dump=self._dump_artifact, note=self._note, reference=reference)
-        return run_checks(ctx, EXAMPLE_CHECKS)
+        return run_checks(ctx, per_example=True)
 
 
 def assign_golden_writers(items: list[pytest.Item]) -> None:

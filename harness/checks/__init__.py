@@ -3,7 +3,7 @@
 Each check is a small object (:class:`~harness.checks.context.Check`): ``applies(case,
 cell)`` says whether the case asks for it in that cell, ``run(ctx)`` judges the run and
 returns its failures as report sections. ``CaseItem`` runs :data:`CHECKS` in order;
-``FuzzItem`` runs :data:`EXAMPLE_CHECKS` (those that hold at any shape) on each example;
+``FuzzItem`` runs those that hold at any shape (``per_example``) on each example;
 ``--bisect`` reruns a cell against the eager check alone (:func:`compare_with_eager`). A
 new kind of check is one module here and one entry in :data:`CHECKS`.
 
@@ -43,13 +43,15 @@ PERF = PerfCheck()
 CHECKS: tuple[Check, ...] = (
     EagerCheck(), FuzzReferenceCheck(), GOLDEN, ReferencesCheck(), FileCheckCheck(), CountersCheck(), PERF,
 )
-EXAMPLE_CHECKS: tuple[Check, ...] = tuple(check for check in CHECKS if check.per_example)
 
 
-def run_checks(ctx: CheckContext, checks: tuple[Check, ...] = CHECKS) -> list[str]:
-    """Every check of ``checks`` that applies to the cell, in order; their failure sections."""
+def run_checks(ctx: CheckContext, per_example: bool = False) -> list[str]:
+    """Every check of :data:`CHECKS` that applies to the cell (``per_example``: that judges a
+    fuzz example), in order; their failure sections. The list is read at each call."""
     sections: list[str] = []
-    for check in checks:
+    for check in CHECKS:
+        if per_example and not check.per_example:
+            continue
         if check.applies(ctx.case, ctx.cell):
             sections += check.run(ctx)
     return sections

@@ -11,6 +11,7 @@ holds every module, and every import in it, at module level or in a function, to
 - ``core.execute``      running a program (eager, float64, compiled) and naming its outputs
 - ``core.tolerance``    the tolerance model's numbers: errors, SQNR, which checks an output fails
 - ``core.sample``       the golden's fixed sample of a big output
+- ``backends``          the matrix's backends, one record each (compile call, code, FileCheck names)
 - ``project``           the project's settings: suite patterns, suites root, suite keys, golden dir
 - ``filecheck``         LLVM FileCheck blocks with our diagnostics (and the directive check the loader runs)
 - ``case.errors``       the one-line ``path:line: field: problem`` error of a suite file
@@ -26,11 +27,16 @@ holds every module, and every import in it, at module level or in a function, to
 - ``golden``            safetensors goldens with JSON sidecars, atomic locked writes; obtained files
 - ``golden_cli``        ``python -m harness golden show|diff``: one golden, and a failing cell's obtained outputs
 - ``counters``          counter and graph-count expectations
-- ``checks``            the checks of one run (vs eager and float64, a fuzz reference, counters and
-                        graphs, FileCheck), for the items and bisect
-- ``fuzz``              a fuzz case's search: examples drawn, the first failure shrunk, the pinned case
-- ``perf``              the perf check: timers, perf goldens
 - ``report``            failure text and the session summary table
+- ``perf``              timers, perf golden records and their judgement
+- ``checks.context``    what a check reads (settings, the cell's site, the run) and the ``Check`` protocol
+- ``checks.numeric``    compiled vs eager (and float64), a fuzz case's reference, ``references``
+- ``checks.golden``     the golden check: write when asked, compare, keep ``.obtained`` files
+- ``checks.filecheck``  the FileCheck blocks of a cell
+- ``checks.counters``   counters, graphs, graph breaks, recompiles
+- ``checks.perf``       the perf check of a timed cell
+- ``checks``            the ordered list of checks, for the items and bisect
+- ``fuzz``              a fuzz case's search: examples drawn, the first failure shrunk, the pinned case
 - ``report_html``       ``--report``: the static HTML page and its pictures
 - ``repro_template``    the body of a repro script, after the core's source
 - ``repro``             a failing cell's standalone repro script

@@ -31,7 +31,8 @@ from .bisect import bisect_cell
 from .case import Case, load_suite
 from .golden import GoldenError, load_golden
 from .guard import CRASH_DIR_KEY, Crash, crash_record_path, read_crash, worker_exit_code
-from .items import CELL_RESULT_KEY, ROW_PROPERTY, SETTINGS_KEY, CaseItem, display_path, outcome_of
+from .checks import display_path
+from .items import CELL_RESULT_KEY, ROW_PROPERTY, SETTINGS_KEY, CaseItem, outcome_of
 from .matrix import MatrixCell, expand_matrix
 from .report import SummaryRow, rerun_command
 from .repro import DEFAULT_DIR, remove_repro, write_repro

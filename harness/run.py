@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
+from .backends import MAX_AUTOTUNE_MODE
 from .case import CUDAGRAPH_MODES, Case, Variant
 from .core.dtypes import DTYPES
 from .core.execute import (
@@ -41,7 +42,6 @@ from .core.inputs import InputSpec, build_input
 from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
 from .matrix import MatrixCell
 
-MAX_AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
 # A compile mode with CUDA graphs warms up on the first call, records on the second and
 # replays from the third: the cell runs that many times on its inputs and checks the last.
 CUDAGRAPH_RUNS = 3

@@ -39,6 +39,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
+from .backends import MAX_AUTOTUNE_MODE
+from .backends import backend as backend_record
 from .case import Case, PassSpec
 from .checks import compare_eager_with_float64, compare_with_eager
 from .matrix import MatrixCell
@@ -149,7 +151,7 @@ def _bisectable(case: Case, cell: MatrixCell) -> tuple[Case, MatrixCell]:
     the bisector swaps the backend name and a mode makes no sense for eager."""
     config = dict(case.config)
     config.update(NO_CACHE)
-    if cell.backend == "inductor_max_autotune":
+    if backend_record(cell.backend).mode == MAX_AUTOTUNE_MODE:
         config["max_autotune"] = True
         cell = dataclasses.replace(cell, backend="inductor")
     return dataclasses.replace(case, config=tuple(config.items())), cell
@@ -475,7 +477,7 @@ def bisect_cell(case: Case, cell: MatrixCell, *, use_compiler_bisector: bool = T
     case, cell = _bisectable(case, cell)
     try:
         first, run = _rerun_keeping_run(case, cell)
-        if cell.backend == "eager":
+        if not backend_record(cell.backend).compiles:
             return BisectReport(None, [], note="an eager cell compiles nothing: nothing to bisect." + _eager_vs_float64(case, cell, run))
         failure = first.failure
         if not failure:

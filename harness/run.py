@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from .backends import MAX_AUTOTUNE_MODE
+from .backends import backend as backend_record
 from .case import CUDAGRAPH_MODES, Case, Variant
 from .core.dtypes import DTYPES
 from .core.execute import (
@@ -177,11 +177,7 @@ def case_inductor_config(case: Case) -> dict[str, Any]:
 
 def compile_mode(case: Case, backend: str) -> Optional[str]:
     """The torch.compile mode of a cell: the max-autotune backend's, else the case's for inductor."""
-    if backend == "inductor_max_autotune":
-        return MAX_AUTOTUNE_MODE
-    if backend == "inductor" and case.compile_mode != "default":
-        return case.compile_mode
-    return None
+    return backend_record(backend).compile_mode(case.compile_mode)
 
 
 def compiled_runs(case: Case, backend: str) -> int:

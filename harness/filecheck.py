@@ -32,14 +32,10 @@ from filecheck.options import Options
 from filecheck.parser import Parser, pattern_for_opts
 from filecheck.preprocess import Preprocessor
 
+from .backends import backend as backend_record
+
 CONTEXT_LINES = 3
 MIN_PARTIAL = 4  # literal characters a partial match needs to be worth showing
-
-
-def backend_prefixes(backend: str) -> list[str]:
-    if backend == "inductor_max_autotune":
-        return ["INDUCTOR", "MAX-AUTOTUNE"]
-    return [backend.upper().replace("_", "-")]
 
 
 def prefixes_for(backend: str, device: str, bases: Sequence[str] = ("CHECK",)) -> list[str]:
@@ -49,7 +45,7 @@ def prefixes_for(backend: str, device: str, bases: Sequence[str] = ("CHECK",)) -
     out = []
     for base in bases:
         out += [base, f"{base}-{device_part}"]
-        for b in backend_prefixes(backend):
+        for b in backend_record(backend).filecheck_names:
             out += [f"{base}-{b}", f"{base}-{device_part}-{b}"]
     return out
 

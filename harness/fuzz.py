@@ -29,7 +29,7 @@ Deterministic: a fixed seed, no example database, no deadline.
 This module is the search (examples, shrinking, the pinned case); the ``fuzz:`` block is
 read into a ``FuzzSpec`` beside the rest of the case model (harness/case/), and each
 cell is the pytest item ``FuzzItem`` (harness/items.py), which judges every example
-with the checks of a plain cell (harness/checks.py).
+with the checks of a plain cell that hold at any shape (harness/checks/).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from .case import RANGE_SETTINGS, Case, FuzzSpec
-from .inputs import InputSpec
+from .core.inputs import InputSpec
 
 
 # --------------------------------------------------------------------------- examples

@@ -2,7 +2,9 @@
 
 Layout: ``golden/<suite key>/<case>/<device>-<dtype>.safetensors`` and ``.json`` beside it,
 the suite key being the suite's path under the suites root without its suffix
-(:mod:`harness.project`).
+(:mod:`harness.project`); beside them the perf goldens of ``checks.perf``,
+``perf-<device kind>-<backend>-<dtype>.json`` (their records: :mod:`harness.perf`), which
+go through the same writer (:func:`write_json`) and the same stale scan.
 The data file holds the named outputs (lossless, pickle-free); the sidecar holds, per
 tensor, shape, dtype, strides and the sha256 of its bytes, plus the torch version, device
 and producing backend. A golden is produced from *eager* on that device: eager is the
@@ -26,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -34,7 +37,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 # The fixed sample of a large output lives where repro scripts can carry it (re-exported).
-from .portable import float_errors, sample_for_golden, sample_indices  # noqa: F401
+from .core.tolerance import float_errors
 
 GOLDEN_FORMAT = "quantcheck-golden/1"
 DATA_SUFFIX = ".safetensors"
@@ -101,6 +104,30 @@ def write_obtained(path: Path, tensors: dict[str, torch.Tensor]) -> Optional[str
         temporary.unlink(missing_ok=True)
         return f"{path}: not written ({exc.strerror or exc})"
     return None
+
+
+PERF_PREFIX = "perf-"  # perf-<device kind>-<backend>-<dtype>.json: one file per GPU kind
+
+
+def device_kind_slug(kind: str) -> str:
+    """'NVIDIA H200' -> 'nvidia-h200': lower case, runs of other characters as one '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")
+    return slug or "unknown"
+
+
+def perf_golden_path(root: Path, suite_key: str, case: str, device_kind: str, backend: str, dtype: str) -> Path:
+    return root / suite_key / case / f"{PERF_PREFIX}{device_kind_slug(device_kind)}-{backend}-{dtype}.json"
+
+
+def parse_perf_golden_name(name: str) -> Optional[tuple[str, str, str]]:
+    """(device kind slug, backend, dtype) of a perf golden's file name; None for other files.
+
+    Backends use '_' and dtypes no separator, so the last two '-' split them off the slug.
+    """
+    if not (name.startswith(PERF_PREFIX) and name.endswith(SIDECAR_SUFFIX)):
+        return None
+    parts = name[len(PERF_PREFIX):-len(SIDECAR_SUFFIX)].rsplit("-", 2)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
 
 
 def golden_paths(root: Path, suite_key: str, case: str, device: str, dtype: str) -> GoldenPaths:
@@ -191,8 +218,9 @@ def sidecar_for(
     return sidecar
 
 
-def _sidecar_text(sidecar: dict[str, Any]) -> str:
-    return json.dumps(sidecar, indent=2, sort_keys=True) + "\n"
+def _json_text(record: dict[str, Any]) -> str:
+    """A sidecar's or perf golden's bytes: sorted keys, two-space indent, one final newline."""
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -433,6 +461,19 @@ def write_golden(paths: GoldenPaths, tensors: dict[str, torch.Tensor], sidecar: 
         raise GoldenWriteError(paths.data, None, problem) from None
 
 
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    """Store one JSON record (a perf golden) atomically, under its directory's lock, as the
+    sidecars are; raises :class:`GoldenWriteError` (one line, the old file untouched) when
+    the tree cannot be written."""
+    if path.is_dir() and not path.is_symlink():
+        raise GoldenWriteError(path, None, "is a directory, not a golden file; remove it by hand (nothing was written)")
+    try:
+        with locked_directory(path.parent):
+            _atomic_write(path, _json_text(record).encode("utf-8"))
+    except OSError as exc:
+        raise GoldenWriteError(path, None, f"cannot write it ({exc.strerror or exc}); the old one, if any, is untouched") from None
+
+
 def _write_locked(paths: GoldenPaths, data: bytes, tensors: dict[str, torch.Tensor], sidecar: dict[str, Any]) -> GoldenUpdate:
     notes = recover_interrupted_write(paths)
     status, changes, note = "created", (), ""
@@ -447,7 +488,7 @@ def _write_locked(paths: GoldenPaths, data: bytes, tensors: dict[str, torch.Tens
             status, changes = "changed", _changes(old, tensors)
             if not changes:
                 note = "same values, different layout or keys"
-    _atomic_write(paths.pending, _sidecar_text(sidecar).encode("utf-8"))  # 1. the intent, whole
+    _atomic_write(paths.pending, _json_text(sidecar).encode("utf-8"))  # 1. the intent, whole
     try:
         _atomic_write(paths.data, data)  # 2. the data
     except OSError:
@@ -493,29 +534,37 @@ def find_stale_goldens(
     declared: dict[str, set[tuple[str, str, str]]],
     suite_exists: Callable[[str], bool],
     undecided: frozenset[str] = frozenset(),
+    declared_perf: Optional[dict[str, set[tuple[str, str, str]]]] = None,
 ) -> list[StaleGolden]:
-    """Golden files no suite owns any more, each with the reason.
+    """Golden and perf golden files no suite owns any more, each with the reason.
 
-    A file's owner is read from its path alone (``<key>/<case>/<device>-<dtype>.<ext>``),
-    never from its sidecar's claims. ``declared`` maps the key of each suite this session
-    loaded to its (case, device, dtype) triples: a loaded suite's file is stale when no
-    triple matches. The file of a suite not loaded is stale only when
-    ``suite_exists(key)`` says no suite file has that key any more. Keys in ``undecided``
-    (suites that failed to load) are never stale.
+    A file's owner is read from its path alone (``<key>/<case>/<device>-<dtype>.<ext>``,
+    ``<key>/<case>/perf-<kind>-<backend>-<dtype>.json``), never from its contents.
+    ``declared`` maps the key of each suite this session loaded to its (case, device,
+    dtype) triples, ``declared_perf`` to its (case, backend, dtype) perf triples (on any GPU
+    kind): a loaded suite's file is stale when no triple matches. The file of a suite not
+    loaded is stale only when ``suite_exists(key)`` says no suite file has that key any
+    more. Keys in ``undecided`` (suites that failed to load) are never stale.
     """
     stale: list[StaleGolden] = []
     if not root.is_dir():
         return stale
+    declared_perf = declared_perf or {}
     for path in _golden_files(root):
         parts = path.relative_to(root).parts
         if path.suffix not in (DATA_SUFFIX, SIDECAR_SUFFIX) or path.name.startswith(".") or len(parts) < 3 or OBTAINED_MARK in path.name:
             continue
         key, case = "/".join(parts[:-2]), parts[-2]
-        device, _, dtype = path.stem.partition("-")
         if key in undecided:
             continue
+        perf = parse_perf_golden_name(path.name)
+        if perf is not None:
+            owned = (case, perf[1], perf[2]) in declared_perf.get(key, set())
+        else:
+            device, _, dtype = path.stem.partition("-")
+            owned = (case, device, dtype) in declared.get(key, set())
         if key in declared:
-            if (case, device, dtype) not in declared[key]:
+            if not owned:
                 stale.append(StaleGolden(path, "no case declares it"))
         elif not suite_exists(key):
             stale.append(StaleGolden(path, "its suite file is gone"))

@@ -1,16 +1,14 @@
 """pytest nodes: a suite file is a ``CaseFile``; each matrix cell of each case is a ``CaseItem``
 (a ``FuzzItem`` for a fuzz case).
 
-A ``CaseItem`` runs its cell and then every check the case declares, collecting all
-failures (golden, eager, FileCheck, counters, graphs) into one report instead of
-stopping at the first. A ``FuzzItem`` runs the search of harness/fuzz.py over its cell,
-judging each example with the same checks, and reports the smallest failing one.
+A ``CaseItem`` runs its cell and then the checks of harness/checks/ in their order,
+collecting all failures into one report instead of stopping at the first. A ``FuzzItem``
+runs the search of harness/fuzz.py over its cell, judging each example with the checks
+that hold at any shape, and reports the smallest failing one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
 import tempfile
 import time
@@ -21,52 +19,24 @@ from typing import Any, Optional
 import pytest
 
 from .case import Case, CaseFormatError, load_suite
-from .compare import Comparison, check_sampled_shapes, compare_outputs
-from .checks import compare_with_eager, compare_with_reference, compare_with_references, counter_sections, filecheck_sections
-from .fuzz import concretize, describe_example, pinned_case_yaml, search
-from .golden import (
-    GoldenError,
-    obtained_path,
-    write_obtained,
-    GoldenMissing,
-    GoldenPaths,
-    GoldenWriteError,
-    golden_paths,
-    load_golden,
-    read_sidecar,
-    sample_for_golden,
-    sidecar_for,
-    write_golden,
+from .checks import (
+    GOLDEN,
+    NOTE_PROPERTY,
+    PERF,
+    CellSite,
+    CheckContext,
+    Settings,
+    display_path,
+    run_checks,
 )
-from .matrix import MatrixCell, Narrowing, current_device_index, expand_matrix
-from .perf import check_perf, perf_applies, timer_for_cell
-from .project import SUITE_SUFFIXES, Project
-from .report import SummaryRow, format_cell_failure, golden_verdict, rerun_command, update_command
-from .run import CellRun, run_cell
+from .fuzz import concretize, describe_example, pinned_case_yaml, search
+from .matrix import MatrixCell, current_device_index, expand_matrix
+from .perf import timer_for_cell
+from .project import SUITE_SUFFIXES
+from .report import SummaryRow, format_cell_failure, rerun_command
+from .run import run_cell
 
-GOLDEN_PROPERTY = "quantcheck_golden"
-REPAIR_PROPERTY = "quantcheck_golden_repair"  # an interrupted write, finished or undone by this cell
 ROW_PROPERTY = "quantcheck_row"
-PERF_PROPERTY = "quantcheck_perf"
-NOTE_PROPERTY = "quantcheck_note"  # a check that did not run in this cell, and why
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What the command line and ini file decided for this session (see plugin.py)."""
-
-    rootdir: Path
-    golden_root: Path
-    narrowing: Narrowing
-    update_golden: bool
-    project: Project
-    add_missing_goldens: bool = False  # write goldens that do not exist yet, compare the rest
-    perf: bool = True  # time the cells of cases with checks.perf (--no-perf: not)
-    rerun_options: tuple[str, ...] = ()  # the user's own options, repeated in rerun hints
-    update_checks: bool = False  # --update-checks: FileCheck blocks' checks files written from this run
-
-    def golden_paths(self, case: Case, device: str, dtype: str) -> GoldenPaths:
-        return golden_paths(self.golden_root, self.project.suite_key(case.suite_path), case.name, device, dtype)
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -75,18 +45,6 @@ CELL_RESULT_KEY = pytest.StashKey[dict]()
 
 class CellFailure(Exception):
     """A cell whose checks failed; its message is the complete report."""
-
-
-def display_path(path: Path, rootdir: Path) -> str:
-    try:
-        return str(path.relative_to(rootdir))
-    except ValueError:
-        return str(path)
-
-
-def harness_command() -> str:
-    """How this process's harness is run: ``python -m quantcheck`` installed, ``python -m harness`` in a checkout."""
-    return "python -m quantcheck" if __package__.startswith("quantcheck.") else f"python -m {__package__}"
 
 
 class CaseFile(pytest.File):
@@ -192,169 +150,35 @@ class CaseItem(pytest.Item):
         settings = self.config.stash[SETTINGS_KEY]
         timer, not_timed = (
             timer_for_cell(self.case, self.cell, settings.perf, self._xdist("workercount", 0))
-            if perf_applies(self.case, self.cell) else (None, None)
+            if PERF.applies(self.case, self.cell) else (None, None)
         )
         run = run_cell(self.case, self.cell, timer=timer)
-        tolerance = self.case.tolerance_for(self.cell.dtype)
-        sections: list[str] = []
-        comparisons: list[Comparison] = []
-        eager_moved = False  # eager itself differs from the golden: the one case a new golden may be due
-        eager_vs_golden = None
-        golden_note = ""
-
-        if self.case.checks.eager:
-            comparisons.append(
-                compare_with_eager(self.case, self.cell, run, label=f"compiled ({self.cell.backend}) vs eager, same run, same inputs")
-            )
-        compiled_matches_eager = bool(comparisons) and comparisons[0].ok
-        if self.case.checks.golden:
-            golden_sections, golden_comparisons = self._check_golden(run, settings, tolerance)
-            sections += golden_sections
-            comparisons += golden_comparisons
-            if golden_comparisons:  # a missing or damaged golden has none
-                eager_vs_golden, compiled_vs_golden = golden_comparisons
-                eager_moved = not eager_vs_golden.ok
-                checked_eager = compiled_matches_eager if self.case.checks.eager else None
-                golden_note = golden_verdict(eager_vs_golden.ok, compiled_vs_golden.ok, checked_eager)
-        sections += [self._shown(c, eager_vs_golden) for c in comparisons if not c.ok]
-        # Not in the summary's worst error: a reference (the dense model) differs by design.
-        sections += [c.report for c in compare_with_references(self.case, self.cell, run) if not c.ok]
-        if golden_note:
-            sections.append(golden_note)
-        sections += filecheck_sections(
-            self.case, self.cell, run, self._dump_artifact, self._note, update_checks=settings.update_checks, source=self.nodeid,
+        site = CellSite(
+            settings=settings, nodeid=self.nodeid, case_nodeid=self.case_nodeid, record=self._record,
+            writes_golden=self.writes_golden, golden_writer=self.golden_writer,
+            case_names=getattr(self.parent, "case_names", frozenset()), timer=timer, not_timed=not_timed,
         )
-        sections += counter_sections(self.case, self.cell, run)
-        sections += self._check_perf(run, timer, not_timed, settings)
-
+        ctx = CheckContext(self.case, self.cell, run, dump=self._dump_artifact, note=self._note, site=site)
+        sections = run_checks(ctx)
         self.stash[CELL_RESULT_KEY] = {
-            "max_abs": max((c.max_abs for c in comparisons), default=None),
-            "max_rel": max((c.max_rel for c in comparisons), default=None),
+            "max_abs": max((c.max_abs for c in ctx.comparisons), default=None),
+            "max_rel": max((c.max_rel for c in ctx.comparisons), default=None),
             "seconds": sum(run.seconds.values()),
             "perf_us": run.perf.median_us if run.perf is not None else None,
             "run": run,  # for diagnostics.py (report pictures); it drops it once the cell is reported
         }
         if sections:
             title = f"{self.case.display_path}:{self.case.line}: case {self.case.name!r} [{self.cell.id}] failed"
-            raise CellFailure(format_cell_failure(title, sections, self.nodeid, self.case_nodeid, eager_moved, settings.rerun_options))
+            raise CellFailure(format_cell_failure(title, sections, self.nodeid, self.case_nodeid, ctx.eager_moved, settings.rerun_options))
 
-    def _shown(self, comparison: Comparison, eager_vs_golden: Optional[Comparison]) -> str:
-        """A failed comparison's table; eager vs golden's only in the golden's writer cell (it is
-        the same in every backend's cell of the case), elsewhere its first line and where the table is."""
-        if comparison is not eager_vs_golden or self.golden_writer in ("", self.nodeid):
-            return comparison.report
-        lines = comparison.report.splitlines()
-        first = lines[1].strip() if len(lines) > 1 else ""
-        return f"{comparison.label}: {first}\n  (eager is the same in every backend's cell: the table is in the report of {self.golden_writer})"
-
-    def _check_golden(self, run: CellRun, settings: Settings, tolerance) -> tuple[list[str], list[Comparison]]:
-        """Failure sections and the (eager vs golden, compiled vs golden) comparisons; writes
-        the golden first under --update-golden / --add-missing-goldens."""
-        paths = settings.golden_paths(self.case, self.cell.device, self.cell.dtype)
-        shown = display_path(paths.data, settings.rootdir)
-        sample = self.case.checks.golden_sample
-        eager = sample_for_golden(run.eager, sample)
-        compiled = sample_for_golden(run.compiled, sample)
-        if sample is not None:
-            shown_label = f"{shown} ({sample} fixed elements of outputs larger than that)"
-        else:
-            shown_label = shown
-        update = update_command(self.case_nodeid, settings.rerun_options)
-        notes: list[str] = []
-        missing = not paths.data.exists() and not paths.sidecar.exists()
-        if settings.update_golden or (settings.add_missing_goldens and missing):
-            if not self.writes_golden:
-                return [], []  # the writer cell of this golden compares; reading now could race its write
-            sidecar = sidecar_for(
-                eager, run.strides, suite=self.case.display_path, case=self.case.name,
-                device=self.cell.device, dtype=self.cell.dtype, backend="eager",
-                sampled_from={n: list(run.eager[n].shape) for n in eager if eager[n].shape != run.eager[n].shape},
-            )
-            try:
-                written = write_golden(paths, eager, sidecar)
-            except GoldenWriteError as exc:
-                return [f"golden not written: {self._shown_error(exc, settings)}"], []
-            notes += written.recovered
-            self.user_properties.append((GOLDEN_PROPERTY, f"{self.case_nodeid}: {written.describe().replace(str(paths.data), shown)}"))
-        try:
-            golden = load_golden(paths, suite=self.case.display_path, notes=notes)
-        except GoldenMissing:
-            return [f"golden missing: {shown}{self._renamed_hint(paths, settings)}\n  make it (from eager on {self.cell.device}) with:\n    {update}"], []
-        except GoldenError as exc:
-            return [f"golden unusable: {self._shown_error(exc, settings)}\n  nothing was overwritten; to regenerate it:\n    {update}"], []
-        finally:
-            for note in notes:
-                self.user_properties.append((REPAIR_PROPERTY, note.replace(str(settings.rootdir) + os.sep, "")))
-        device_golden = {name: t.to(self.cell.device) for name, t in golden.items()}
-        sampled_from = {n: e["sampled_from"] for n, e in read_sidecar(paths.sidecar)["tensors"].items() if "sampled_from" in e}
-        comparisons = [
-            check_sampled_shapes(sampled_from, run.eager, f"eager vs golden {shown_label}")
-            or compare_outputs(device_golden, eager, tolerance, label=f"eager vs golden {shown_label}"),
-            check_sampled_shapes(sampled_from, run.compiled, f"compiled ({self.cell.backend}) vs golden {shown_label}")
-            or compare_outputs(device_golden, compiled, tolerance, label=f"compiled ({self.cell.backend}) vs golden {shown_label}"),
-        ]
-        return self._keep_obtained(paths, settings, {None: (eager, comparisons[0].ok), self.cell.backend: (compiled, comparisons[1].ok)}), comparisons
-
-    def _keep_obtained(self, paths: GoldenPaths, settings: Settings, sides: dict) -> list[str]:
-        """Beside a golden that a side (eager: None, or a backend) failed, that side's outputs as
-        ``.obtained`` files; a side that matches removes its old one. Eager's is the writer cell's."""
-        lines = []
-        for backend, (outputs, ok) in sides.items():
-            if backend is None and self.golden_writer not in ("", self.nodeid):
-                continue
-            path = obtained_path(paths, backend)
-            if ok:
-                path.unlink(missing_ok=True)
-                continue
-            problem = write_obtained(path, outputs)
-            shown = display_path(path, settings.rootdir)
-            what = "eager's outputs" if backend is None else f"the {backend} outputs"
-            diff = f"{harness_command()} golden diff {display_path(paths.data, settings.rootdir)}" + ("" if backend is None else f" --backend {backend}")
-            lines.append(f"obtained: {problem}" if problem else f"obtained ({what}): {shown}\n  compare: {diff}")
-        return lines
-
-    def _renamed_hint(self, paths: GoldenPaths, settings: Settings) -> str:
-        """A missing golden beside one of a case the suite no longer has: the case was likely renamed."""
-        suite_dir = paths.case_dir.parent
-        names = getattr(self.parent, "case_names", frozenset())
-        try:
-            others = sorted(d for d in suite_dir.iterdir() if d.is_dir() and not d.is_symlink() and d.name not in names)
-        except OSError:
-            return ""
-        orphans = [d for d in others if (d / paths.data.name).is_file()]
-        if not orphans:
-            return ""
-        old = orphans[0]
-        return (
-            f"\n  renamed? {display_path(old / paths.data.name, settings.rootdir)} is the golden of case {old.name!r}, "
-            f"which {self.case.display_path} no longer has; to keep it: "
-            f"mv {display_path(old, settings.rootdir)} {display_path(paths.case_dir, settings.rootdir)}"
-        )
-
-    def _check_perf(self, run: CellRun, timer, not_timed: Optional[str], settings: Settings) -> list[str]:
-        """The perf golden of this cell (harness/perf.py); notes go to the session's perf section."""
-        if not_timed is not None:
-            self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: not timed: {not_timed}"))
-            return []
-        if timer is None or run.perf is None:
-            return []
-        verdict = check_perf(
-            run.perf, timer, self.case, self.cell, golden_root=settings.golden_root,
-            suite_key=settings.project.suite_key(self.case.suite_path),
-            shown=lambda path: display_path(path, settings.rootdir),
-            write=settings.update_golden, write_if_missing=settings.add_missing_goldens,
-            refresh_command=update_command(self.nodeid, settings.rerun_options), baseline=run.perf_baseline,
-        )
-        self.user_properties.append((PERF_PROPERTY, f"{self.nodeid}: {verdict.note}"))
-        return [] if verdict.ok else [verdict.failure]
-
-    @staticmethod
-    def _shown_error(exc: GoldenError, settings: Settings) -> str:
-        return str(exc).replace(str(exc.path), display_path(exc.path, settings.rootdir))
+    def _record(self, name: str, line: str) -> None:
+        """A line for one of the session's sections (goldens written, perf, notes): a user
+        property, so that it reaches the xdist controller with the report."""
+        self.user_properties.append((name, line))
 
     def _note(self, note: str) -> None:
         """A line for the session's notes (a FileCheck target this machine cannot produce, say)."""
-        self.user_properties.append((NOTE_PROPERTY, f"{self.nodeid}: {note}"))
+        self._record(NOTE_PROPERTY, f"{self.nodeid}: {note}")
 
     def _dump_artifact(self, target: str, text: str) -> str:
         """Write the FileCheck input where a person can open it; returns the path."""
@@ -445,20 +269,12 @@ class FuzzItem(CaseItem):
 
     def _example_failures(self, case: Case, reference: Optional[str]) -> list[str]:
         """Run one concrete example in this cell; the failed checks' texts (empty: it passed)."""
-        cell = self.cell
         try:
-            run = run_cell(case, cell)
+            run = run_cell(case, self.cell)
         except Exception as exc:  # a crash is a failure of this example, and shrinks like one
             return [f"raised {type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc)[-6:])]
-        comparisons = []
-        if case.checks.eager:
-            comparisons.append(compare_with_eager(case, cell, run, label=f"compiled ({cell.backend}) vs eager, same inputs"))
-        if reference is not None:
-            comparisons += compare_with_reference(case, cell, run, reference)
-        sections = [c.report for c in comparisons if not c.ok]
-        sections += counter_sections(case, cell, run)
-        sections += filecheck_sections(case, cell, run, self._dump_artifact, self._note)
-        return sections
+        ctx = CheckContext(case, self.cell, run, dump=self._dump_artifact, note=self._note, reference=reference)
+        return run_checks(ctx, per_example=True)
 
 
 def assign_golden_writers(items: list[pytest.Item]) -> None:
@@ -467,7 +283,7 @@ def assign_golden_writers(items: list[pytest.Item]) -> None:
     writers: dict[tuple[str, str, str, str], str] = {}
     for item in items:
         runs = not item.cell.skip_reason and item.get_closest_marker("skip") is None if isinstance(item, CaseItem) else False
-        if isinstance(item, CaseItem) and item.case.checks.golden and runs:
+        if isinstance(item, CaseItem) and GOLDEN.applies(item.case, item.cell) and runs:
             if item.golden_key not in writers:
                 writers[item.golden_key] = item.nodeid
                 item.writes_golden = True

@@ -27,6 +27,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from .backends import backend as backend_record
+
 ASM_TARGETS = ("ptx", "sass", "kernel_resources")
 _TRITON_KERNEL = re.compile(r"^(\w+) = async_compile\.triton\(", re.MULTILINE)
 
@@ -206,7 +208,7 @@ def collect_asm_artifacts(
     Raises KernelAsmError when the output code defines Triton kernels that are not among
     the loaded output modules' kernels (the capture missed them: a harness problem to report).
     """
-    if not backend.startswith("inductor"):
+    if not backend_record(backend).generates_code:
         return {}, {t: f"the {backend} backend generates no kernels" for t in ASM_TARGETS}
     kernels = triton_kernels(output_modules(modules, output_codes))
     defined = [name for code in output_codes for name in _TRITON_KERNEL.findall(code)]

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .backends import backend as backend_record
 from .case import Case, Mark
 
 
@@ -37,10 +38,6 @@ class MatrixCell:
     def variant(self) -> str:
         """The backend with the dynamic mode, ``inductor.dynamic``: what tells two cells of one device and dtype apart."""
         return f"{self.backend}.{self.dynamic}" if self.dynamic else self.backend
-
-    @property
-    def compiles_with_inductor(self) -> bool:
-        return self.backend.startswith("inductor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +137,7 @@ def unmet_requirement(mark: Mark, device: str) -> Optional[str]:
 def why_cannot_run(case: Case, backend: str, device: str, dtype: str, narrowing: Narrowing) -> Optional[str]:
     if device not in available_devices():
         return f"no {device} device on this machine (available: {', '.join(available_devices())})"
-    if backend == "inductor_max_autotune" and device == "cpu" and not narrowing.max_autotune:
+    if backend_record(backend).slow_on_cpu and device == "cpu" and not narrowing.max_autotune:
         return "max-autotune cells on the CPU run only with --max-autotune (slow; GPU templates are the point)"
     for mark in case.marks:
         if mark.kind == "requires" and mark.when.applies(backend, device, dtype):

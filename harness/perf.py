@@ -7,8 +7,8 @@ A case asks for it under ``checks``::
 The cell's program (compiled with the cell's backend) is called on fresh inputs and timed
 by the device's timer; the median goes to
 ``golden/<suite key>/<case>/perf-<device kind>-<backend>-<dtype>.json`` (one file per GPU kind:
-an H100 and an H200 keep separate numbers), written with ``--update-golden`` and, when
-missing, ``--add-missing-goldens``. CUDA cells are timed by CUDA events, a CUDA graph's
+an H100 and an H200 keep separate numbers; its path, writer and stale scan are
+harness/golden.py's), written with ``--update-golden`` and, when missing, ``--add-missing-goldens``. CUDA cells are timed by CUDA events, a CUDA graph's
 replay or the host's clock (``timer: events | graph | wall``, :func:`time_cuda`), CPU cells
 by the host's clock (:func:`time_wall`); other cells say why they were not timed. Tests
 register a fake timer with :func:`register_timer`. ``faster_than`` holds the time to a
@@ -24,19 +24,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import platform
-import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .backends import backend
 from .case import PERF_TIMERS
+from .golden import GoldenWriteError, perf_golden_path, write_json
 from .matrix import device_count
 
 PERF_FORMAT = "quantcheck-perf/1"
-PERF_PREFIX = "perf-"
 # Spin the GPU this many cycles (~0.5 ms on an H100/H200) before each timed call, so the
 # host's launch work queues up behind it and the events time the GPU alone.
 SPIN_CYCLES = 1_000_000
@@ -221,27 +219,6 @@ def why_not_timed(device: str, enabled: bool, workers: int, device_count: int, t
 # --------------------------------------------------------------------------- goldens
 
 
-def device_kind_slug(kind: str) -> str:
-    """'NVIDIA H200' -> 'nvidia-h200': lower case, runs of other characters as one '-'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")
-    return slug or "unknown"
-
-
-def perf_golden_path(root: Path, suite_key: str, case: str, device_kind: str, backend: str, dtype: str) -> Path:
-    return root / suite_key / case / f"{PERF_PREFIX}{device_kind_slug(device_kind)}-{backend}-{dtype}.json"
-
-
-def parse_perf_golden_name(name: str) -> Optional[tuple[str, str, str]]:
-    """(device kind slug, backend, dtype) of a perf golden's file name; None for other files.
-
-    Backends use '_' and dtypes no separator, so the last two '-' split them off the slug.
-    """
-    if not (name.startswith(PERF_PREFIX) and name.endswith(".json")):
-        return None
-    parts = name[len(PERF_PREFIX):-len(".json")].rsplit("-", 2)
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
-
-
 def setup_of(spec: Any, shapes: dict[str, list[int]], compile_mode: str = "default") -> dict[str, Any]:
     """What a timing depends on besides the code: compared between golden and run. The wall
     timer and a compile mode other than the default are recorded only when used, so goldens
@@ -299,16 +276,6 @@ def read_perf_golden(path: Path) -> dict:
     if not isinstance(record.get("setup"), dict):
         raise PerfGoldenError(path, "key 'setup' must be a mapping")
     return record
-
-
-def write_perf_golden(path: Path, record: dict) -> None:
-    """Atomically (temporary file in the same directory, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-        tmp.write(data)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,7 +389,7 @@ def judge_ratio(sample: PerfSample, baseline: PerfSample, faster_than: Any) -> P
 def perf_setup(case: Any, cell: Any) -> dict[str, Any]:
     """:func:`setup_of` a cell: the shapes of its (last) call, its compile mode."""
     specs = case.calls[-1].inputs if case.calls else case.inputs
-    mode = case.compile_mode if cell.backend == "inductor" else "default"
+    mode = case.compile_mode if backend(cell.backend).takes_compile_mode else "default"
     return setup_of(case.checks.perf, {s.name: list(s.shape) for s in specs}, mode)
 
 
@@ -455,7 +422,10 @@ def check_perf_golden(
             sample, suite=case.display_path, case=case.name, backend=getattr(cell, "variant", cell.backend), dtype=cell.dtype,
             device_kind=kind, setup=setup,
         )
-        write_perf_golden(path, record)
+        try:
+            write_json(path, record)
+        except GoldenWriteError as exc:
+            return PerfVerdict(ok=False, note="perf golden not written", failure=f"perf golden not written: {shown(exc.path)}: {exc.problem}")
         was = f" (was {_fmt_us(previous)})" if previous is not None else ""
         return PerfVerdict(ok=True, note=f"perf golden written: {shown(path)}: {_fmt_us(sample.median_us)}{was}")
     try:
@@ -496,22 +466,6 @@ def declared_perf_keys(case: Any) -> set[tuple[str, str]]:
         for backend in matrix.backends for device in matrix.devices for dtype in matrix.dtypes for mode in (matrix.dynamic or (None,))
         if spec.when.applies(backend, device, dtype)
     }
-
-
-def owned_perf_golden(path: Path, root: Path, owned: set[tuple[str, str, str, str]]) -> bool:
-    """Whether ``path`` is a perf golden that a loaded case declares ((suite key, case, backend, dtype) in ``owned``)."""
-    parsed = parse_perf_golden_name(path.name)
-    if parsed is None:
-        return False
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        return False
-    if len(parts) < 3:
-        return False
-    suite, case = "/".join(parts[:-2]), parts[-2]
-    _, backend, dtype = parsed
-    return (suite, case, backend, dtype) in owned
 
 
 def perf_section(notes: list[str]) -> list[str]:

@@ -19,28 +19,16 @@ from typing import Optional
 import pytest
 
 from .case import BACKENDS, DEVICES, load_suite
-from .dtypes import DTYPES, canonical_dtype_name
+from .core.dtypes import DTYPES, canonical_dtype_name
 from .diagnostics import Diagnostics
 from .diagnostics import add_options as add_diagnostic_options
 from .golden import StaleGolden, find_stale_goldens, prune, recover_leftovers
 from .guard import CellGuard
 from .guard import add_options as add_guard_options
-from .items import (
-    GOLDEN_PROPERTY,
-    NOTE_PROPERTY,
-    PERF_PROPERTY,
-    REPAIR_PROPERTY,
-    ROW_PROPERTY,
-    SETTINGS_KEY,
-    CaseFile,
-    CaseItem,
-    Settings,
-    assign_golden_writers,
-    display_path,
-    outcome_of,
-)
+from .checks import GOLDEN_PROPERTY, NOTE_PROPERTY, PERF_PROPERTY, REPAIR_PROPERTY, Settings, display_path
+from .items import ROW_PROPERTY, SETTINGS_KEY, CaseFile, CaseItem, assign_golden_writers, outcome_of
 from .matrix import Narrowing, declared_golden_keys, pin_worker_to_gpu
-from .perf import declared_perf_keys, owned_perf_golden, perf_section
+from .perf import declared_perf_keys, perf_section
 from .project import DEFAULTS as PROJECT_DEFAULTS
 from .project import INI_HELP, Project, ProjectSettingsError, load_project
 from .report import SummaryRow, device_spread, notes_section, summary_table, write_summary_json
@@ -301,7 +289,7 @@ def _stale_goldens(config: pytest.Config, state: dict) -> list[StaleGolden]:
     settings = config.stash[SETTINGS_KEY]
     project = settings.project
     declared: dict[str, set[tuple[str, str, str]]] = {}
-    perf_owned: set[tuple[str, str, str, str]] = set()
+    declared_perf: dict[str, set[tuple[str, str, str]]] = {}
     undecided: set[str] = set()
     for suite_path in sorted(state["suites"]):
         path = settings.rootdir / suite_path
@@ -314,16 +302,15 @@ def _stale_goldens(config: pytest.Config, state: dict) -> list[StaleGolden]:
         except Exception:  # a broken suite was already reported at collection; do not guess its goldens
             undecided.add(key)
             continue
-        keys = declared.setdefault(key, set())
+        keys, perf_keys = declared.setdefault(key, set()), declared_perf.setdefault(key, set())
         for case in suite.cases:
             keys.update((case.name, device, dtype) for device, dtype in declared_golden_keys(case))
-            perf_owned.update((key, case.name, backend, dtype) for backend, dtype in declared_perf_keys(case))
+            perf_keys.update((case.name, backend, dtype) for backend, dtype in declared_perf_keys(case))
     for key in undecided:
         declared.pop(key, None)
-    stale = find_stale_goldens(
-        settings.golden_root, declared, lambda key: bool(project.suite_files_for_key(key)), frozenset(undecided)
+    return find_stale_goldens(
+        settings.golden_root, declared, lambda key: bool(project.suite_files_for_key(key)), frozenset(undecided), declared_perf,
     )
-    return [s for s in stale if not owned_perf_golden(s.path, settings.golden_root, perf_owned)]
 
 
 def golden_writes_line(notes: list[str]) -> str:

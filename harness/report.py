@@ -14,6 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from .backends import NAMES
+
 OUTCOME_WORDS = {
     "passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail", "xpassed": "XPASS", "error": "ERROR",
     "crashed": "CRASH",
@@ -131,8 +133,8 @@ def summary_table(rows: Iterable[SummaryRow]) -> list[str]:
 
 
 def _backend_order(backend: str) -> int:
-    order = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
-    return order.index(backend) if backend in order else len(order)
+    """The summary's column order: the registry's."""
+    return NAMES.index(backend) if backend in NAMES else len(NAMES)
 
 
 def write_summary_json(rows: Iterable[SummaryRow], path: Path) -> None:

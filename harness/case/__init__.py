@@ -27,7 +27,9 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import filecheck, programs
+from .. import filecheck
+from ..backends import backend as backend_record
+from ..core import programs
 from .errors import CaseFormatError, SuiteErrors
 from .model import (
     BACKENDS,
@@ -178,17 +180,13 @@ def _read_check_files(case: Case, case_at: At, path: Path) -> Case:
     return dataclasses.replace(case, checks=dataclasses.replace(case.checks, filecheck=tuple(blocks)))
 
 
-#: The backends whose runs produce code, graphs and kernels for FileCheck (eager and aot_eager run no Inductor).
-CODE_BACKENDS = ("inductor", "inductor_max_autotune")
-
-
 def _check_filecheck_cells(case: Case, case_at: At) -> None:
     """A FileCheck block whose lines apply to an eager or aot_eager cell would fail on empty
     text at run time; the matrix is known now, so it is a load error."""
     for index, block in enumerate(case.checks.filecheck):
         cells = [
             (backend, device)
-            for backend in case.matrix.backends if backend not in CODE_BACKENDS
+            for backend in case.matrix.backends if not backend_record(backend).generates_code
             for device in case.matrix.devices
             if any(block.when.applies(backend, device, dtype) for dtype in case.matrix.dtypes)
         ]

@@ -15,9 +15,11 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .. import filecheck, programs
-from ..dtypes import DEFAULT_TOLERANCES, DTYPES, MATRIX_DTYPE, canonical_dtype_name
-from ..inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
+from .. import filecheck
+from ..backends import REGISTRY
+from ..core import programs
+from ..core.dtypes import DEFAULT_TOLERANCES, DTYPES, MATRIX_DTYPE, canonical_dtype_name
+from ..core.inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
 from .model import (
     BACKENDS,
     COMPILE_MODES,
@@ -97,7 +99,7 @@ INPUT_FUZZ_KEYS = ("layout", "max_pad", "distribution") + RANGE_SETTINGS
 MAX_SEED = 10**15
 #: A cell deadline past a week is a typo (and past ~1e9 s the timer itself overflows).
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
-DEFAULT_MATRIX = {"backends": ("eager", "aot_eager", "inductor"), "devices": ("cpu", "cuda"), "dtypes": ("float32",)}
+DEFAULT_MATRIX = {"backends": tuple(n for n, b in REGISTRY.items() if b.default), "devices": ("cpu", "cuda"), "dtypes": ("float32",)}
 #: Storage one input may take (GB, 1e9 bytes) unless its case says ``max_input_gb:``: more
 #: is usually a typo (a stride of 1e11, a dim of 1e12) that would otherwise surface as a
 #: swapping machine or an out-of-memory kill minutes into the run.

@@ -9,8 +9,9 @@ absmax = absmax_q * absmax_scale[flat_block // 256] + absmax_offset, with
 flat_block = n * (K_pad // B) + k // B, absmax_scale (ceil(N * K_pad / B / 256),) float32
 and absmax_offset () float32.
 
-Decoding looks the levels up in registers with PRMT (inline PTX, ``lookup_nibbles_prmt``), or
-under the interpreter gathers them from a 256-entry table of level pairs (both nibbles' NF4
+Decoding looks the levels up in registers with PRMT (inline PTX, ``lookup_nibbles_prmt``; the
+kernel builds its table from the 16 float32 levels themselves), or under the interpreter and
+on the prefill route gathers them from a 256-entry table of level pairs (both nibbles' NF4
 values as 16-bit floats of x's dtype); absmax, one per (row, block), scales either the
 (BLOCK_M, BLOCK_N) partial product (scale_after_dot) or each weight before the dot.
 
@@ -51,7 +52,7 @@ from .common import (
     load_nibble_lut,
     lookup_nibbles_prmt,
     mma,
-    nibble_lut_words,
+    levels_tensor,
     nibble_pair_table,
     sm_count,
     split_even_odd_columns,
@@ -91,8 +92,9 @@ def load_absmax(absmax_ptr, absmax_scale_ptr, absmax_offset, flat_block, mask, D
 
 @triton.jit
 def woq_mm_nf4_kernel(
-    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT)
-    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, lut_ptr,
+    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT; DECODE "prmt"
+    # reads levels_ptr, the 16 float32 levels, "table" pair_table_ptr)
+    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, levels_ptr,
     out_ptr, partial_ptr, tile_counter_ptr,
     # sizes (blocks_per_row = K_pad // BLOCK_SIZE)
     M, N, K, blocks_per_row,
@@ -127,7 +129,7 @@ def woq_mm_nf4_kernel(
     else:
         absmax_offset = 0.0
     if DECODE == "prmt":
-        lut = load_nibble_lut(lut_ptr)
+        lut = load_nibble_lut(levels_ptr, DTYPE)
 
     if BLOCK_K > BLOCK_SIZE:  # several blocks a step (scale before the dot only)
         BLOCKS: tl.constexpr = BLOCK_K // BLOCK_SIZE
@@ -198,8 +200,9 @@ def woq_mm_nf4_kernel(
 
 @triton.jit
 def woq_mm_nf4_gemv_kernel(
-    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT)
-    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, lut_ptr,
+    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT; DECODE "prmt"
+    # reads levels_ptr, the 16 float32 levels, "table" pair_table_ptr)
+    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, levels_ptr,
     out_ptr, partial_ptr, tile_counter_ptr,
     # sizes (blocks_per_row = K_pad // BLOCK_SIZE)
     M, N, K, blocks_per_row,
@@ -232,7 +235,7 @@ def woq_mm_nf4_gemv_kernel(
     else:
         absmax_offset = 0.0
     if DECODE == "prmt":
-        lut = load_nibble_lut(lut_ptr)
+        lut = load_nibble_lut(levels_ptr, DTYPE)
 
     acc = zeros_f32(BLOCK_N, BLOCK_M)  # one column per x row
     for k in range(k_begin, k_end, BLOCK_K):
@@ -356,17 +359,18 @@ def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, abs
 
 
 def decode_of(config: KernelConfig) -> str:
-    """Which table a launch with ``config`` reads: "prmt" reads lut_words only, "table"
+    """Which table a launch with ``config`` reads: "prmt" reads the levels only, "table"
     pair_table only (the dequantize kernel gathers; the interpreter cannot run inline PTX)."""
     return "table" if config.dequantize_first or interpreter_active() else config.decode
 
 
-def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial,
+def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial,
                       tile_counter, block_size: int, config: KernelConfig, wrap=None):
     """Launch with buffers already checked and allocated (eager launcher and triton_op);
     ``wrap`` as in launch_woq_mm_int4.
     absmax_scale and absmax_offset are None unless absmax holds double-quantized codes;
-    pair_table and lut_words decode nibbles (nibble_pair_table, nibble_lut_words)."""
+    pair_table (nibble_pair_table) or levels ((16,) float32, the kernel's PRMT table is built
+    from them) decode nibbles, by decode_of(config); the other one goes unread."""
     M, K = x.shape
     N = qweight.shape[0]
     if config.block_k > block_size and config.scale_after_dot and not (config.gemv or config.dequantize_first):
@@ -392,7 +396,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         x = gemv_activation(x)
         kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_nf4_gemv_kernel)
         kernel[grid_for(M, N, config)](
-            x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
+            x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial, tile_counter,
             M, N, K, absmax.shape[1], x.stride(0), *qweight.stride(), *out.stride(),
             BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
@@ -402,7 +406,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         return out
     kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_nf4_kernel)
     kernel[grid_for(M, N, config)](
-        x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
+        x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial, tile_counter,
         M, N, K, absmax.shape[1],
         *x.stride(), *qweight.stride(), *out.stride(),  # one call a tensor: host time
         BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
@@ -434,9 +438,9 @@ def woq_mm_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, blo
     out = torch.empty((M, N), device=x.device, dtype=x.dtype)
     partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
     pair_table = nibble_pair_table(NF4_LEVELS, x.dtype, x.device)
-    lut_words = nibble_lut_words(NF4_LEVELS, x.dtype, x.device)
-    with _PLANS.record(key, inputs, out, stable=(partial, tile_counter, pair_table, lut_words)) as call:
-        call.result = launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out,
+    levels = levels_tensor(NF4_LEVELS, x.device)
+    with _PLANS.record(key, inputs, out, stable=(partial, tile_counter, pair_table, levels)) as call:
+        call.result = launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out,
                                         partial, tile_counter, block_size, config)
     return call.result
 

@@ -13,8 +13,8 @@ operations: outputs and scratch come from ``new_empty``/``torch.zeros`` (the spl
 counters are allocated zeroed on every call unless the caller hands in a zeroed buffer,
 which the kernel leaves zeroed: the CUDA lowering passes a graph constant). The fixed decode tables are the device's
 cached copies when a body runs eagerly; traced, int4's is built on the device unless the
-caller hands it in (the CUDA lowering passes a graph constant), NF4's standard ones are
-in-graph constants.
+caller hands it in (the CUDA lowering passes a graph constant). NF4's kernels read the
+levels operand itself (the standard levels: an in-graph constant).
 
 Import this module only where triton is importable; it raises ImportError otherwise.
 """
@@ -35,9 +35,7 @@ from ..kernels.common import (
     SplitKScratch,
     check_activation,
     check_tensor,
-    nibble_lut_values,
-    nibble_lut_words,
-    nibble_lut_words_of,
+    levels_tensor,
     nibble_pair_table,
     nibble_pair_table_of,
     nibble_pair_values,
@@ -46,14 +44,24 @@ from ..kernels.common import (
 NAMESPACE = "impl"
 
 
-def _standard_nf4_tables(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The NF4 kernel's decode tables of the standard levels in x's dtype: the device's cached
-    copies when run eagerly (no host-to-device copy a call); traced, in-graph constants."""
+def _standard_nf4_levels(x: torch.Tensor) -> torch.Tensor:
+    """The standard NF4 levels, (16,) float32 on x's device: the device's cached copy when run
+    eagerly (no host-to-device copy a call); traced, an in-graph constant."""
     if detect_fake_mode((x,)) is None:
-        return (nibble_pair_table(nf4.NF4_LEVELS, x.dtype, x.device),
-                nibble_lut_words(nf4.NF4_LEVELS, x.dtype, x.device))
-    return tuple(torch.tensor(values(nf4.NF4_LEVELS, x.dtype), dtype=torch.int32, device=x.device)
-                 for values in (nibble_pair_values, nibble_lut_values))
+        return levels_tensor(nf4.NF4_LEVELS, x.device)
+    return torch.tensor(nf4.NF4_LEVELS, dtype=torch.float32, device=x.device)
+
+
+def _nf4_pair_table(levels: torch.Tensor, standard: bool, x: torch.Tensor) -> torch.Tensor:
+    """The pair table the "table" route gathers from (the interpreter, the prefill route's
+    dequantize kernel) for the standard levels: the device's cached copy run eagerly, traced
+    an in-graph constant; for a levels operand, built on the device (one small kernel a call
+    once compiled)."""
+    if not standard:
+        return nibble_pair_table_of(levels, x.dtype)
+    if detect_fake_mode((x,)) is None:
+        return nibble_pair_table(nf4.NF4_LEVELS, x.dtype, x.device)
+    return torch.tensor(nibble_pair_values(nf4.NF4_LEVELS, x.dtype), dtype=torch.int32, device=x.device)
 
 
 def _scratch(M, N: int, config, x: torch.Tensor, tile_counter: Optional[torch.Tensor]):
@@ -148,22 +156,22 @@ def woq_mm_nf4_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor
     uint8 codes with absmax_scale and absmax_offset (double quantization, decoded in the kernel).
     ``config``, ``tile_counter``: as for woq_mm_int8_body.
 
-    ``levels`` (16,) float32: the code table; None means the standard NF4 table. A tensor is
-    decoded into the kernel's tables on the device (no host sync, CUDA-graph safe)."""
+    ``levels`` (16,) float32: the code table; None means the standard NF4 table. The kernel
+    reads the tensor itself (no host sync, CUDA-graph safe, no table kernel a call)."""
     N, _ = nf4.check_nf4_weight(x, qweight, absmax, block_size, absmax_scale, absmax_offset)
     M, K = _rows(x, config), int(x.shape[1])
     config = config or nf4.choose_config(M, N, K, block_size, x.device)
     out = x.new_empty((M, N))
     partial, counter = _scratch(M, N, config, x, tile_counter)
-    if levels is None:
-        table, lut = _standard_nf4_tables(x)
+    standard = levels is None
+    if standard:
+        levels = _standard_nf4_levels(x)
     else:
         check_tensor(levels, "levels", (len(nf4.NF4_LEVELS),), torch.float32, x.device, nf4.OP)
-        # The launch reads one of the two tables (by its decode route): only that one is built,
-        # one small kernel a layer once compiled; the other pointer goes unread.
-        build = nibble_lut_words_of if nf4.decode_of(config) == "prmt" else nibble_pair_table_of
-        table = lut = build(levels, x.dtype)
-    return nf4.launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, table, lut, out, partial,
+    # The PRMT route builds its table from the levels inside the kernel: nothing runs before
+    # the launch. Only the "table" route needs a table built, and only that one is built.
+    table = levels if nf4.decode_of(config) == "prmt" else _nf4_pair_table(levels, standard, x)
+    return nf4.launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, table, levels, out, partial,
                                  counter, block_size, config, wrap=wrap_triton)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.inputs import BuildContext, InputSpec
+from harness.core.inputs import BuildContext, InputSpec
 from impl import InvokeQuant, woq_mm
 from impl.install import InstalledPasses
 from impl.schemes import (

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from harness import golden as golden_module
+from harness.core.sample import sample_for_golden, sample_indices
 from harness.golden import (
     GoldenError,
     GoldenMissing,
@@ -20,11 +21,11 @@ from harness.golden import (
     find_stale_goldens,
     golden_paths,
     load_golden,
+    perf_golden_path,
     recover_leftovers,
-    sample_for_golden,
-    sample_indices,
     sidecar_for,
     write_golden,
+    write_json,
 )
 
 
@@ -103,6 +104,21 @@ def test_stale_goldens(tmp_path):
     assert find_stale_goldens(root, {}, lambda key: key == "suite") == []
     # A suite that failed to load: never stale, whatever it declared.
     assert find_stale_goldens(root, {}, lambda key: False, frozenset({"suite"})) == []
+
+
+def test_stale_scan_reads_perf_goldens_by_their_name(tmp_path):
+    """One scan for both kinds: a perf golden is owned by (case, backend, dtype) on any GPU kind."""
+    root = tmp_path / "golden"
+    record = {"format": "quantcheck-perf/1", "median_us": 1.0, "setup": {}}
+    for kind, backend in (("NVIDIA H100", "inductor"), ("NVIDIA H200", "inductor"), ("NVIDIA H200", "aot_eager")):
+        write_json(perf_golden_path(root, "suite", "timed", kind, backend, "bfloat16"), record)
+    owned = {"suite": {("timed", "inductor", "bfloat16")}}
+    stale = find_stale_goldens(root, {"suite": set()}, lambda key: True, declared_perf=owned)
+    assert [(s.path.name, s.why) for s in stale] == [("perf-nvidia-h200-aot_eager-bfloat16.json", "no case declares it")]
+    assert [s.why for s in find_stale_goldens(root, {}, lambda key: False)] == ["its suite file is gone"] * 3
+    assert find_stale_goldens(root, {}, lambda key: True) == []  # a suite not loaded whose file exists
+    written = (root / "suite/timed/perf-nvidia-h100-inductor-bfloat16.json").read_text()
+    assert json.loads(written) == record and written.endswith("}\n") and not list(root.rglob(".*.tmp"))
 
 
 # --------------------------------------------------------------------------- bad entries in the golden tree

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from harness.case import CaseFormatError, PerfSpec, parse_suite
+from harness.golden import device_kind_slug, parse_perf_golden_name
 from harness.perf import (
     PerfGoldenError,
     PerfGoldenMissing,
     PerfSample,
-    device_kind_slug,
     judge,
-    parse_perf_golden_name,
     perf_section,
     read_perf_golden,
     summarize,

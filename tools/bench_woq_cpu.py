@@ -17,8 +17,8 @@ all of them alike:
 
 Prints, per row, the median milliseconds of ``--repeat`` calls per variant, the ratio
 dense / variant (> 1: faster than dense) and the spread (10th / 90th percentile ratio);
-``--json`` writes every sample. ``--linear`` instead times one Linear (K -> N) the old way:
-eager, compiled unfused, compiled fused.
+``--json`` writes every sample. ``--linear`` instead times one Linear (K -> N): the dense
+Linear compiled, the quantized one eager, compiled unfused and compiled fused.
 
     python3 tools/bench_woq_cpu.py [--dtypes bfloat16,float32] [--freezing off,on] [--repeat 10]
 """
@@ -96,7 +96,7 @@ def run_model(args) -> list:
     torch._dynamo.config.recompile_limit = 64
     impl.install()
     records = []
-    shapes = [("decode b1", 1, 1), ("decode b4", 4, 1)]
+    shapes = [("decode b1", 1, 1), ("decode b4", 4, 1)] if args.decode else []
     if args.prefill:
         shapes.append((f"prefill {args.prefill}", 1, args.prefill))
     for dtype_name in args.dtypes.split(","):
@@ -183,18 +183,24 @@ class _nothing:
 
 def run_linear(args) -> None:
     torch.set_num_threads(args.threads)
-    print(f"Linear {args.k} -> {args.n}, best of {args.repeat} (ms)")
-    print("| scheme | dtype | M | eager | unfused | fused | unfused/fused | eager/fused |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"Linear {args.k} -> {args.n}, best of {args.repeat} (ms); dense: the float Linear compiled")
+    print("| scheme | dtype | M | dense | eager | unfused | fused | unfused/fused | dense/fused |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for scheme, options in LINEAR_SCHEMES.items():
         for dtype_name in args.dtypes.split(","):
             dtype = DTYPES[dtype_name]
             torch.manual_seed(0)
-            model = quantize_linear_(torch.nn.Linear(args.k, args.n, bias=True), scheme, **options).eval()
+            dense_model = torch.nn.Linear(args.k, args.n, bias=True).to(dtype).eval()
+            model = quantize_linear_(copy.deepcopy(dense_model), scheme, **options).eval()
             for m in args.m:
                 x = torch.randn(m, args.k, dtype=dtype)
                 with torch.no_grad():
                     eager = best_ms(model, x, args.repeat)
+                    torch._dynamo.reset()
+                    with torch._inductor.config.patch(freezing=args.freezing == "on"):
+                        dense_fn = torch.compile(dense_model)
+                        dense_fn(x)
+                    dense = best_ms(dense_fn, x, args.repeat)
                     times = {}
                     for variant, fused in (("unfused", False), ("fused", True)):
                         torch._dynamo.reset()
@@ -204,8 +210,8 @@ def run_linear(args) -> None:
                             fn(x)  # compile inside the context: the passes run at compile time
                         times[variant] = best_ms(fn, x, args.repeat)
                 unfused, fused = times["unfused"], times["fused"]
-                print(f"| {scheme:5} | {dtype_name:9} | {m:4} | {eager:9.3f} | {unfused:9.3f} | {fused:9.3f} "
-                      f"| {unfused / fused:6.2f}x | {eager / fused:6.2f}x |", flush=True)
+                print(f"| {scheme:5} | {dtype_name:9} | {m:4} | {dense:9.3f} | {eager:9.3f} | {unfused:9.3f} | {fused:9.3f} "
+                      f"| {unfused / fused:6.2f}x | {dense / fused:6.2f}x |", flush=True)
 
 
 def main() -> None:
@@ -216,6 +222,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prefill", type=int, default=128, help="tokens of the prefill row (0: none)")
+    parser.add_argument("--no-decode", dest="decode", action="store_false", help="only the prefill row")
     parser.add_argument("--json", type=Path, help="write the host, every sample and each row here")
     parser.add_argument("--linear", action="store_true", help="one Linear instead of the model")
     parser.add_argument("--k", type=int, default=1024)

@@ -105,6 +105,40 @@ def test_products_match_the_float64_reference(scheme, dtype, vectorized, gemm):
             assert sqnr > SQNR_FLOOR[dtype], (scheme, n, k, m, sqnr)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_calls_past_the_parallel_threshold_match_one_thread(scheme):
+    """Past kParallelMinValues weight values the kernels (this route's and the decode ones)
+    split rows over the threads; below it they run on one. Same sums either way."""
+    torch.manual_seed(0)
+    n, k = 131, 2048  # 268k values: past 1 << 18; n odd, so the threads' shares differ
+    w = torch.randn(n, k) * 0.05
+    _, _, mm, _ = _quantized(scheme, w)
+    x = torch.randn(19, k)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            gemv = _gemv(scheme, w, x[:3])
+            results.append((mm(x), gemv))
+    finally:
+        torch.set_num_threads(threads)
+    (mm1, gemv1), (mm2, gemv2) = results
+    torch.testing.assert_close(gemv1, gemv2, rtol=0, atol=0)  # each sum on one thread, in one order
+    torch.testing.assert_close(mm1, mm2)  # ATen's GEMM may order its sums by thread count
+
+
+def _gemv(scheme: str, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if scheme == "int8":
+        q = quantize_int8(w)
+        return woq_gemv_cpu.gemv_int8(x, q.qweight, q.scale)
+    if scheme == "int4":
+        q = quantize_int4(w, 32)
+        return woq_gemv_cpu.gemv_int4(x, *q.tensors(), group_size=32)
+    q = quantize_nf4(w, 64, double_quant=scheme == "nf4-dq")
+    return woq_gemv_cpu.gemv_nf4(x, q.qweight, q.absmax, nf4_levels(), q.absmax_scale, q.absmax_offset, block_size=64)
+
+
 def test_gemm_dtype_follows_the_hosts_native_dot_products(monkeypatch):
     woq_panel_cpu.compute_dtype.cache_clear()
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)

@@ -19,7 +19,7 @@ restores the leading dims. The implementations:
     contract it does not check; ``_int8pack_mm`` meets it on every x86 host (see
     ``INT8PACK_BF16_K_MULTIPLE``), so the same kernel is chosen whatever the host.
 ``decomposition`` (past 16 rows)
-    The op's own formula (``impl.woq_mm.dequantize_<scheme>`` + ``F.linear``) traced and
+    The op's own formula (the scheme record's ``formula`` + ``F.linear``) traced and
     inlined, so Inductor generates the dequantization loop and picks its own GEMM.
 
 Selection past 16 rows, like PyTorch's ``quantized_lowerings``: with ``max_autotune`` (or
@@ -53,8 +53,10 @@ from torch._inductor.virtualized import V
 from .. import compat
 from .. import woq_mm
 from . import woq_gemv_cpu
+from .common import constant_value, dense, fake_value, flat_fake, inline_decomposition, max_autotune
 from .woq_gemv_cpu import GEMV_MAX_M
 from ..schemes.common import round_up, unpack_nibbles
+from ..schemes.registry import INT4, INT8, NF4, SCHEMES
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -114,13 +116,13 @@ def _gemv_int8(x, qweight, scale, *, any_m: bool) -> torch.Tensor:
     """Decode: our kernel (``woq_gemv_cpu``). ``any_m`` (x's rows symbolic at compile time):
     past ``GEMV_MAX_M`` rows, the ATen kernel (bfloat16) or dequantize + GEMM instead."""
     if any_m and x.shape[0] > GEMV_MAX_M:
-        return _int8pack_mm(x, qweight, scale) if _prefers_aten(x.dtype) else _eager_int8(x, qweight, scale, None)
+        return _int8pack_mm(x, qweight, scale) if _prefers_aten(x.dtype) else woq_mm.eager(INT8, x, qweight, scale, None)
     return woq_gemv_cpu.gemv_int8(x, qweight, scale)
 
 
 def _gemv_int4(x, qweight, scale, zero, *, group_size: int, any_m: bool) -> torch.Tensor:
     if any_m and x.shape[0] > GEMV_MAX_M:
-        return _eager_int4(x, qweight, scale, zero, None, group_size)
+        return woq_mm.eager(INT4, x, qweight, scale, zero, None, group_size)
     return woq_gemv_cpu.gemv_int4(x, qweight, scale, zero, group_size=group_size)
 
 
@@ -128,77 +130,22 @@ def _gemv_nf4(x, qweight, absmax, levels, *double_quant, block_size: int, any_m:
     """``double_quant``: (absmax_scale, absmax_offset), or nothing without double quantization."""
     absmax_scale, absmax_offset = double_quant or (None, None)
     if any_m and x.shape[0] > GEMV_MAX_M:
-        return _eager_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, None, block_size)
+        return woq_mm.eager(NF4, x, qweight, absmax, levels, absmax_scale, absmax_offset, None, block_size)
     return woq_gemv_cpu.gemv_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, block_size=block_size)
 
 
+# Our decode kernels, by scheme name; a scheme without one takes the decomposition at every M.
 _GEMV_CHOICES = {
-    "int8_weight_only": ExternKernelChoice(_gemv_int8, name="impl_woq_gemv_int8_cpu", has_out_variant=False),
-    "int4_weight_only": ExternKernelChoice(_gemv_int4, name="impl_woq_gemv_int4_cpu", has_out_variant=False),
-    "nf4": ExternKernelChoice(_gemv_nf4, name="impl_woq_gemv_nf4_cpu", has_out_variant=False),
+    scheme.name: ExternKernelChoice(gemv, name=f"impl_woq_gemv_{scheme.short}_cpu", has_out_variant=False)
+    for scheme, gemv in ((INT8, _gemv_int8), (INT4, _gemv_int4), (NF4, _gemv_nf4))
 }
-_GEMV_STATICS = {"int8_weight_only": (), "int4_weight_only": ("group_size",), "nf4": ("block_size",)}
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def fake_value(arg: Any) -> Any:
-    return arg.meta["val"] if isinstance(arg, fx.Node) else arg
-
-
-def constant_value(arg: Any) -> Optional[torch.Tensor]:
-    """The real tensor behind an FX argument that is a graph constant (frozen), else None."""
-    if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
-        return None
-    value: Any = V.graph.module
-    for part in str(arg.target).split("."):
-        value = getattr(value, part, None)
-    return value if isinstance(value, torch.Tensor) and not isinstance(value, torch._subclasses.FakeTensor) else None
-
-
-def max_autotune() -> bool:
-    return bool(inductor_config.max_autotune or inductor_config.max_autotune_gemm)
-
-
 def _prefers_aten(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16
-
-
-# --------------------------------------------------------------------------- decomposition
-
-
-def trace_to_aten(fn: Callable[..., torch.Tensor], fakes: list, *, eliminate_dead_code: bool = True) -> fx.GraphModule:
-    """``fn`` traced on ``fakes`` to ATen with Inductor's decompositions (pattern_matcher.fwd_only)."""
-    from torch._inductor.pattern_matcher import fwd_only
-
-    return fwd_only(fn, fakes, run_functional_passes=eliminate_dead_code)
-
-
-def inline_decomposition(fn: Callable[..., torch.Tensor], inputs: list, fakes: list, *,
-                         eliminate_dead_code: bool = True) -> Any:
-    """Trace ``fn(*fakes)`` to ATen (Inductor's decompositions) and lower its nodes here.
-
-    Constants the trace makes (``torch.tensor`` tables, e.g. the Triton kernels' decode
-    tables in the CUDA lowering) live on the traced module and are added as graph constants.
-    ``eliminate_dead_code=False`` keeps nodes whose results nobody reads: a Triton launch
-    (``triton_kernel_wrapper_mutation``) writes its output buffer and returns nothing.
-    """
-    with V.fake_mode:
-        gm = trace_to_aten(fn, fakes, eliminate_dead_code=eliminate_dead_code)
-    placeholders = gm.graph.find_nodes(op="placeholder")
-    result = None
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            V.graph.env[node] = inputs[placeholders.index(node)]
-        elif node.op == "get_attr":
-            V.graph.env[node] = V.graph.add_tensor_constant(getattr(gm, str(node.target)))
-        elif node.op == "output":
-            (result,) = torch.utils._pytree.tree_leaves(node.args)
-            result = V.graph.env[result]
-        else:
-            V.graph.env[node] = V.graph.run_node(node)
-    return result
 
 
 # --------------------------------------------------------------------------- the lowering
@@ -222,28 +169,19 @@ class _Lowering:
         self.dtype = x.dtype
         self.k = int(x.shape[-1])
         self.n = int(fake_value(fx_args[1]).shape[0])
-        bias_at = BIAS_INDEX[scheme]
+        record = SCHEMES[scheme]
+        bias_at = record.bias_index
         self.bias = args[bias_at]
         weight = [i for i in range(1, bias_at) if isinstance(args[i], ir.IRNode)]
         ints = list(args[bias_at + 1:])
         self.inputs = [lowerings[aten.reshape.default](args[0], [-1, self.k]), *(args[i] for i in weight)]
-        self.fakes = [_flat(x, self.k), *(fake_value(fx_args[i]) for i in weight)]
+        self.fakes = [flat_fake(x, self.k), *(fake_value(fx_args[i]) for i in weight)]
         self.aten: Optional[tuple[ExternKernelChoice, dict]] = None
-        template = list(args[:bias_at])
-        eager = EAGER[scheme]
-        present = [0, *weight]
-
-        def dense(*tensors: torch.Tensor) -> torch.Tensor:
-            call = list(template)
-            for i, t in zip(present, tensors):
-                call[i] = t
-            return eager(*call, None, *ints)
-
-        self.dense = dense
-        self.gemv = self._gemv_route(dict(zip(_GEMV_STATICS[scheme], ints)))
-        if scheme == "int8_weight_only":
+        self.dense = dense(record, args, weight)
+        self.gemv = self._gemv_route(dict(zip(record.ints, ints)))
+        if scheme == INT8.name:
             self.aten = (_INT8_CHOICE, {})
-        elif scheme == "int4_weight_only" and self.gemv is None:
+        elif scheme == INT4.name and self.gemv is None:
             self._add_int4_constants([constant_value(a) for a in fx_args[1:4]], group_size=ints[0])
 
     def _gemv_route(self, statics: dict) -> Optional[tuple[ExternKernelChoice, dict]]:
@@ -253,7 +191,8 @@ class _Lowering:
         any_m = bool(getattr(m, "free_symbols", None))
         if compat.size_hint(m, fallback=GEMV_MAX_M + 1) > GEMV_MAX_M:
             return None
-        return _GEMV_CHOICES[self.scheme], {**statics, "any_m": any_m}
+        choice = _GEMV_CHOICES.get(self.scheme)
+        return None if choice is None else (choice, {**statics, "any_m": any_m})
 
     def _add_int4_constants(self, constants: list, group_size: int) -> None:
         if any(c is None for c in constants) or self.n % INT4_PACK_N_MULTIPLE:
@@ -303,28 +242,3 @@ class _Lowering:
         for t in self.inputs:
             t.realize()
         return choice.bind(tuple(self.inputs), self.layout(), **kwargs)
-
-
-def _flat(x: torch.Tensor, k: int) -> torch.Tensor:
-    with V.fake_mode:
-        return x.reshape(-1, k)
-
-
-def _eager_int8(x, qweight, scale, bias):
-    return F.linear(x, woq_mm.dequantize_int8(qweight, scale, x.dtype), bias)
-
-
-def _eager_int4(x, qweight, scale, zero, bias, group_size):
-    weight = woq_mm.dequantize_int4(qweight, scale, zero, group_size, int(x.shape[-1]), x.dtype)
-    return F.linear(x, weight, bias)
-
-
-def _eager_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size):
-    weight = woq_mm.dequantize_nf4(
-        qweight, absmax, levels, absmax_scale, absmax_offset, block_size, int(x.shape[-1]), x.dtype
-    )
-    return F.linear(x, weight, bias)
-
-
-EAGER = {"int8_weight_only": _eager_int8, "int4_weight_only": _eager_int4, "nf4": _eager_nf4}
-BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}  # the op's bias argument

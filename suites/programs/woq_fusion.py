@@ -4,8 +4,8 @@ Weights are quantized by the schemes themselves (``impl.schemes.quantize_<scheme
 input builders return the region's tensors as one tuple, which the programs hand to the
 scheme's ``dequantize_<scheme>_packed`` (one ``impl_invoke_quant`` region) and then to the
 matmul pattern under test. The harness's float64 run upcasts the float tensors of the tuple
-too; the programs then evaluate the layout's formula in float64 (``impl.woq_mm``'s
-dequantization on float64 operands), the reference the SQNR floors are measured against.
+too; the programs then evaluate the layout's formula in float64 (the scheme record's
+``formula`` on float64 operands), the reference the SQNR floors are measured against.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from harness.inputs import BuildContext, InputSpec
-from impl import InvokeQuant, woq_mm
+from impl import InvokeQuant
 from impl.install import InstalledPasses
+from impl.schemes.registry import by_short
 from impl.schemes import (
-    dequantize_int4_packed,
-    dequantize_int8_packed,
-    dequantize_nf4_packed,
     nf4_levels,
     quantize_int4,
     quantize_int8,
@@ -77,29 +75,14 @@ nf4_weight.PARAMS = {"block_size": int, "double_quant": bool}
 
 
 def dequantize(scheme: str, weight: tuple, in_features: int, dtype: torch.dtype, block: int = 64) -> torch.Tensor:
-    """W (N, K) in ``dtype``: the scheme's region, or the float64 formula for the reference run."""
+    """W (N, K) in ``dtype``: the region of the scheme whose short name is ``scheme`` (its
+    ints, group or block size, all ``block``), or its formula in float64 for the reference run."""
+    record = by_short(scheme)
+    ints = (block,) * len(record.ints)
     if dtype == torch.float64:
-        return _dequantize_float64(scheme, weight, in_features, block)
-    if scheme == "int8":
-        return dequantize_int8_packed(*weight, dtype=dtype)
-    if scheme == "int4":
-        return dequantize_int4_packed(*weight, group_size=block, in_features=in_features, dtype=dtype)
-    qweight, absmax, levels, *double = weight
-    return dequantize_nf4_packed(
-        qweight, absmax, *double, block_size=block, in_features=in_features, dtype=dtype, levels=levels
-    )
-
-
-def _dequantize_float64(scheme: str, weight: tuple, in_features: int, block: int) -> torch.Tensor:
-    if scheme == "int8":
-        return woq_mm.dequantize_int8(*weight, torch.float64)
-    if scheme == "int4":
-        return woq_mm.dequantize_int4(*weight, block, in_features, torch.float64)
-    qweight, absmax, levels, *double = weight
-    absmax_scale, absmax_offset = double if double else (None, None)
-    return woq_mm.dequantize_nf4(
-        qweight, absmax, levels, absmax_scale, absmax_offset, block, in_features, torch.float64
-    )
+        operands = (*weight, *[None] * (len(record.operands) - len(weight)))
+        return record.formula(*operands, *ints, in_features, torch.float64)
+    return record.region(weight, ints, in_features, dtype)
 
 
 # --------------------------------------------------------------------------- patterns

@@ -5,6 +5,8 @@
     torch.ops.impl.woq_mm_nf4_triton(x, qweight, absmax, block_size[, levels, absmax_scale,
                                      absmax_offset])                       -> (M, N)
 
+``op_arguments(short, operands, ints)`` arranges a fused op's weight operands and ints
+(``impl.woq_mm``'s order) as the scheme's triton_op takes them; ``op_of(short)`` is the op.
 Layouts and shapes as in impl/kernels/woq_mm_<scheme>.py (x (M, K) float16/bfloat16). A
 triton_op is traced, not treated as opaque: under torch.compile Inductor copies each
 ``wrap_triton`` kernel into its output code and launches it from there, where a plain
@@ -27,10 +29,10 @@ import torch
 from torch._guards import detect_fake_mode
 from torch.library import triton_op, wrap_triton
 
-from ..kernels import woq_mm_int4 as int4
-from ..kernels import woq_mm_int8 as int8
-from ..kernels import woq_mm_nf4 as nf4
-from ..kernels.common import (
+from . import woq_mm_int4 as int4
+from . import woq_mm_int8 as int8
+from . import woq_mm_nf4 as nf4
+from .common import (
     M_BUCKETS,
     SplitKScratch,
     check_activation,
@@ -181,5 +183,23 @@ OPS = {
     "nf4": torch.ops.impl.woq_mm_nf4_triton,
 }
 
-__all__ = ["BODIES", "M_BUCKETS", "OPS", "choose_config", "woq_mm_int4_triton", "woq_mm_int8_triton",
+
+def op_of(short: str):
+    """The triton_op of the scheme whose short name is ``short``."""
+    return OPS[short]
+
+
+def op_arguments(short: str, operands: tuple, ints: tuple) -> tuple:
+    """A fused op's weight operands and ints (``impl.woq_mm``'s order: NF4's qweight, absmax,
+    levels, absmax_scale, absmax_offset, then block_size) as the triton_op and its body take
+    them after x, each unit-stride. NF4's double-quantized absmax goes as codes: decoding it
+    first would be a kernel of its own and four bytes a block read back instead of one."""
+    tensors = tuple(None if t is None else t.contiguous() for t in operands)
+    if short == "nf4":
+        qweight, absmax, levels, absmax_scale, absmax_offset = tensors
+        return (qweight, absmax, *ints, levels, absmax_scale, absmax_offset)
+    return (*tensors, *ints)
+
+
+__all__ = ["BODIES", "M_BUCKETS", "OPS", "choose_config", "op_arguments", "op_of", "woq_mm_int4_triton", "woq_mm_int8_triton",
            "woq_mm_nf4_triton"]

@@ -44,7 +44,6 @@ from typing import Any, Optional
 import torch
 import torch.fx as fx
 from torch._dynamo.utils import counters
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch._inductor.pattern_matcher import (
     Arg,
     CallFunction,
@@ -56,6 +55,7 @@ from torch._inductor.pattern_matcher import (
     register_graph_pattern,
 )
 
+from .. import graph_pass
 from ..hop import invoke_quant
 from ..schemes.common import ACTIVATION_DTYPES
 from ..schemes.registry import SCHEMES, WeightOnlyScheme
@@ -102,7 +102,7 @@ VIEW_OPS = frozenset({
 
 def counter_key(scheme: str, event: str) -> str:
     """``counters["inductor"]`` key, e.g. ``woq_fusion_int8_matcher_count``."""
-    return f"woq_fusion_{SCHEMES[scheme].short}_{event}"
+    return graph_pass.counter_key(f"woq_fusion_{SCHEMES[scheme].short}", event)
 
 
 # --------------------------------------------------------------------------- the weight
@@ -588,14 +588,11 @@ def apply_woq_fusion(graph: fx.Graph) -> None:
         graph.lint()
 
 
-class WoqFusionPass(CustomGraphPass):
+class WoqFusionPass(graph_pass.SourceHashedPass):
     """``apply_woq_fusion`` as an Inductor custom graph pass; ``uuid()`` hashes its sources."""
 
-    def __call__(self, graph: fx.Graph) -> None:
-        apply_woq_fusion(graph)
-
-    def uuid(self) -> bytes:
-        return get_hash_for_files(SOURCE_FILES)
+    apply = staticmethod(apply_woq_fusion)
+    source_files = SOURCE_FILES
 
 
 __all__ = [

@@ -20,9 +20,9 @@ from impl.schemes.registry import by_short
 from impl.schemes import (
     nf4_levels,
     quantize_int4,
-    quantize_int8,
     quantize_nf4,
 )
+from suites.programs.woq import int8_weight  # noqa: F401  (kind: suites.programs.woq_fusion:int8_weight, one builder)
 
 # --------------------------------------------------------------------------- passes
 
@@ -33,15 +33,6 @@ def installed_passes() -> InstalledPasses:
 
 
 # --------------------------------------------------------------------------- input builders
-
-
-def int8_weight(spec: InputSpec, ctx: BuildContext) -> tuple:
-    """(qweight (N, K) int8, scale (N,) float32) of a weight drawn from the spec."""
-    weight = quantize_int8(ctx.sample(spec, tuple(spec.shape), torch.float32))
-    return tuple(t.to(ctx.device) for t in weight.tensors())
-
-
-int8_weight.PARAMS = {}
 
 
 def int4_weight(spec: InputSpec, ctx: BuildContext) -> tuple:

@@ -203,12 +203,14 @@ class Diagnostics:
     def _crash_row(nodeid: str, located: Optional[tuple[Case, MatrixCell]], crash: Crash) -> SummaryRow:
         if located is not None:
             case, cell = located
-            return SummaryRow(suite=case.display_path, case=case.name, backend=cell.backend, device=cell.device,
+            return SummaryRow(suite=case.display_path, case=case.name, backend=cell.variant, device=cell.device,
                               dtype=cell.dtype, line=case.line, outcome="crashed", detail=crash.cause)
         suite, _, rest = nodeid.partition("::")
         name, _, cell_id = rest.partition("[")
-        backend, device, dtype = (cell_id.rstrip("]").split("-", 2) + ["?", "?", "?"])[:3]
-        return SummaryRow(suite=suite, case=name, backend=backend, device=device, dtype=dtype, line=0, outcome="crashed", detail=crash.cause)
+        # MatrixCell.id: backend-device-dtype[-dynamic]; no part holds a "-" itself.
+        backend, device, dtype, *dynamic = cell_id.rstrip("]").split("-") + ["?"] * max(0, 3 - cell_id.count("-") - 1)
+        variant = f"{backend}.{dynamic[0]}" if dynamic else backend
+        return SummaryRow(suite=suite, case=name, backend=variant, device=device, dtype=dtype, line=0, outcome="crashed", detail=crash.cause)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:

@@ -440,3 +440,16 @@ def test_deadline_reports_the_timeout_not_a_wrapper():
     with deadline(5, "test"):  # a body that finishes in time is left alone, and the alarm is off afterwards
         pass
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("cell_id, expected", [
+    ("inductor-cpu-float32", ("inductor", "cpu", "float32")),
+    ("inductor-cpu-float32-dynamic", ("inductor.dynamic", "cpu", "float32")),  # was dtype "float32-dynamic"
+    ("eager", ("eager", "?", "?")),
+])
+def test_a_crash_row_from_the_node_id_alone_splits_the_dynamic_mode_off(cell_id, expected):
+    from harness.diagnostics import Diagnostics
+    from harness.guard import Crash
+
+    row = Diagnostics._crash_row(f"suites/s.yaml::case[{cell_id}]", None, Crash("SIGSEGV", "SIGSEGV", ""))
+    assert (row.backend, row.device, row.dtype) == expected

@@ -1,0 +1,146 @@
+"""Our eager launchers' host time per call: int8, int4 g128 and nf4 b64 at M = 1, K = N = 4096, bf16.
+
+    python3 -m tools.launcher_cost [--rounds 9] [--calls 200] [--top 25]   # on a GPU
+    python3 -m tools.launcher_cost --stub [--no-plans] [--calls 2000]      # on any machine
+
+On a GPU, the whole call, Triton's launch included: host microseconds a call (the GPU kept
+busy, so no call waits on it; median and best of ``--rounds`` rounds of 30 calls), then a
+cProfile of ``--calls`` back-to-back calls (the ``--top`` functions by cumulative time).
+
+``--stub``: our Python alone, on CPU tensors as if they were on a GPU: the interpreter reported
+off, Triton's driver replaced by one answering device 0 and stream 0, and every
+CachedLauncher's kernel by a stand-in whose compiled kernel does nothing. What is left is
+ours: checks, config choice, scratch, argument binding, the specialization key, LaunchPlans.
+Prints the best of ``--rounds`` rounds of ``--calls`` calls in µs a call, and how many plans
+each launcher recorded. ``--no-plans`` turns LaunchPlans off, for the before/after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from impl.kernels import launch, woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
+from tools.bench_woq_gpu import INT4_GROUP, NF4_BLOCK, cpu_us_per_call  # noqa: E402
+
+# --calls and --rounds when not given: a cProfile of 200 calls and 9 rounds (one round is
+# noisy on a shared GPU host, ~10 µs apart between runs); stubbed calls are cheap, so many.
+DEFAULTS = {"gpu": {"calls": 200, "rounds": 9}, "stub": {"calls": 2000, "rounds": 5}}
+
+
+def calls(device: str, k: int = 4096, n: int = 4096) -> dict:
+    """name: (kernel module, zero-argument call) for each scheme, at M = 1, bf16."""
+    x = torch.randn(1, k, device=device, dtype=torch.bfloat16)
+    q8 = torch.randint(-127, 127, (n, k), device=device, dtype=torch.int8)
+    scale8 = torch.rand(n, device=device) * 0.01
+    q4 = torch.randint(0, 255, (n, k // 2), device=device, dtype=torch.uint8)
+    scale4 = torch.rand(n, k // INT4_GROUP, device=device) * 0.01
+    zero4 = torch.full((n, k // INT4_GROUP), 8.0, device=device)
+    absmax = torch.rand(n, k // NF4_BLOCK, device=device)
+    return {
+        "int8": (woq_mm_int8, lambda: woq_mm_int8.woq_mm_int8(x, q8, scale8)),
+        "int4": (woq_mm_int4, lambda: woq_mm_int4.woq_mm_int4(x, q4, scale4, zero4, INT4_GROUP)),
+        "nf4": (woq_mm_nf4, lambda: woq_mm_nf4.woq_mm_nf4(x, q4, absmax, NF4_BLOCK)),
+    }
+
+
+# ------------------------------------------------------------------------- on a GPU
+
+
+def profile_on_gpu(calls_per_profile: int, rounds: int, top: int) -> None:
+    for name, (_, fn) in calls("cuda").items():
+        for _ in range(3):
+            fn()
+        times = sorted(cpu_us_per_call(fn) for _ in range(rounds))
+        print(f"== {name}: {times[len(times) // 2]:.1f} us host per call (median of {rounds} rounds of 30 "
+              f"calls; best {times[0]:.1f}, worst {times[-1]:.1f})")
+        profile = cProfile.Profile()
+        torch.cuda._sleep(50_000_000)
+        profile.enable()
+        for _ in range(calls_per_profile):
+            fn()
+        profile.disable()
+        torch.cuda.synchronize()
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("cumulative").print_stats(top)
+        print(text.getvalue())
+
+
+# ------------------------------------------------------------------------- launch stubbed
+
+
+class _NoOpKernel:
+    """Stands in for a @triton.jit kernel: kernel[grid](...) returns a compiled kernel whose
+    launches do nothing."""
+
+    def __init__(self, real) -> None:
+        self.arg_names = real.arg_names
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self
+
+
+def stub_launches(plans: bool) -> None:
+    """The launch path as on a GPU, with nothing launched (see the module doc)."""
+    active = types.SimpleNamespace(get_current_device=lambda: 0, get_current_stream=lambda device: 0)
+    launch.driver = types.SimpleNamespace(active=active)
+    launch.interpreter_active = lambda: False
+    for module in (woq_mm_int8, woq_mm_int4, woq_mm_nf4):
+        module.interpreter_active = lambda: False
+        module.check_device = lambda x, op: None
+        for value in vars(module).values():
+            if isinstance(value, launch.CachedLauncher):
+                value.kernel = _NoOpKernel(value.kernel)
+        module._PLANS.enabled = plans
+
+
+def time_stubbed(calls_per_round: int, rounds: int, plans: bool) -> None:
+    stub_launches(plans=plans)
+    for name, (module, fn) in calls("cpu").items():
+        for _ in range(10):
+            fn()
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(calls_per_round):
+                fn()
+            best = min(best, (time.perf_counter() - start) / calls_per_round * 1e6)
+        print(f"{name}: {best:.1f} µs a call (our Python, launch stubbed{'' if plans else ', no plans'}; "
+              f"{len(module._PLANS._plans)} plan recorded)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stub", action="store_true", help="our Python alone, the launch stubbed (any machine)")
+    parser.add_argument("--no-plans", action="store_true", help="with --stub: LaunchPlans off (every call in full)")
+    parser.add_argument("--calls", type=int, default=None, help="calls profiled (GPU: 200) or a round (--stub: 2000)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds timed (GPU: 9, median and best; --stub: 5, best)")
+    parser.add_argument("--top", type=int, default=25, help="functions of the cProfile printed (GPU)")
+    args = parser.parse_args(argv)
+    mode = "stub" if args.stub else "gpu"
+    count = args.calls if args.calls is not None else DEFAULTS[mode]["calls"]
+    rounds = args.rounds if args.rounds is not None else DEFAULTS[mode]["rounds"]
+    if args.no_plans and not args.stub:
+        parser.error("--no-plans goes with --stub")
+    if args.stub:
+        time_stubbed(count, rounds, plans=not args.no_plans)
+    elif not torch.cuda.is_available():
+        parser.error("no CUDA device here: --stub times our Python alone, with the launch stubbed")
+    else:
+        profile_on_gpu(count, rounds, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,7 +36,7 @@ from torch._inductor.lowering import lowerings
 from torch._inductor.virtualized import V
 
 from .. import compat, kernels, woq_mm
-from ..schemes.registry import INT4, SCHEMES
+from ..schemes.registry import SCHEMES
 from .common import dense, fake_value, flat_fake, inline_decomposition, max_autotune
 
 aten = torch.ops.aten
@@ -50,19 +50,14 @@ def _triton_lowerings():
 
 
 def _traced_body(name: str) -> Callable[..., torch.Tensor]:
-    return _triton_lowerings().BODIES[name]
+    return _triton_lowerings().traced_body(name)
 
 
 def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
     """The eager launcher with the traced body's signature. For timing only: its decode
     tables are cached per device (compiled code computes them in one small fused kernel),
     so the contest times the kernel, not a dozen unfused table ops."""
-    from ..kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
-
-    if name == "nf4":  # the kernel's cost does not depend on which 16 levels it decodes
-        return lambda x, q, absmax, block_size, levels, absmax_scale, absmax_offset: woq_mm_nf4.woq_mm_nf4(
-            x, q, absmax, block_size, absmax_scale=absmax_scale, absmax_offset=absmax_offset)
-    return {"int8": woq_mm_int8.woq_mm_int8, "int4": woq_mm_int4.woq_mm_int4}[name]
+    return _triton_lowerings().kernel_module(name).timed_launch
 
 
 def _launch(body: Callable[..., torch.Tensor], x: torch.Tensor, bias: Optional[torch.Tensor],
@@ -96,12 +91,8 @@ def fixed_tables(scheme: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
     and x's dtype (int4's pair table), by the body's keyword, as real tensors on x's device:
     the lowering adds them as graph constants, so compiled code runs no kernel a call to build
     them (one launch a layer). NF4's tables come from its levels operand, a graph input."""
-    if scheme != INT4.name:
-        return {}
-    from ..kernels import common, woq_mm_int4
-
     with _no_fake_mode():
-        return {"pair_table": common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, x.dtype, x.device)}
+        return _triton_lowerings().kernel_module(SCHEMES[scheme].short).fixed_tables(x.dtype, x.device)
 
 
 def tile_counters(rows: Optional[int], n: int, config: Any, device: torch.device) -> dict[str, torch.Tensor]:

@@ -106,7 +106,7 @@ def bmm(x: torch.Tensor, weight: tuple, scheme: str = "int8", block: int = 64) -
 def unknown_scheme(x: torch.Tensor, weight: tuple) -> torch.Tensor:
     """int8 tensors and formula, but a region whose scheme no pass knows: stays unfused."""
     if x.dtype == torch.float64:
-        w = _dequantize_float64("int8", weight, x.shape[-1], 64)
+        w = dequantize("int8", weight, x.shape[-1], torch.float64)
     else:
         w = InvokeQuant()(lambda q, s: (q.to(torch.float32) * s[:, None]).to(x.dtype), *weight, scheme="int8_custom")
     return x @ w.t()

@@ -1,15 +1,16 @@
 """impl/schemes/registry.py: a new weight-only scheme is a scheme module, a kernel module and
 one ``register_scheme`` call, and every layer picks it up.
 
-The scheme here lives in this file: int8 codes with one float32 scale per group of 32 along
-K ("int8 per group"), registered by a module-scoped fixture. Nothing under ``impl/`` knows
-it; ``quantize_linear_``, the fused op, the fusion pass and the CPU lowering must still
-quantize, fuse, lower and compute it.
+The scheme is ``tests/impl/int8g_scheme.py`` (int8 codes, one float32 scale per group of 32
+along K), its kernel ``tests/impl/int8g_kernel.py``; the registry entry is below, registered
+by a module-scoped fixture. Nothing under ``impl/`` knows it; ``quantize_linear_``, the fused
+op, the fusion pass, the CPU lowering and the Triton op (under Triton's interpreter) must
+still quantize, fuse, lower and compute it.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -19,78 +20,17 @@ from torch._inductor import config as inductor_config
 from torch._inductor.utils import run_and_get_code
 
 import impl
-from impl.hop import InvokeQuant
 from impl.passes.woq_fusion import counter_key
 from impl.schemes import quantize_linear_, registry
-from impl.schemes.common import check_activation_dtype, check_choice, check_float_weight, check_packed
-
-# --------------------------------------------------------------------------- the scheme module
-
-INT8_PER_GROUP = "int8_per_group_test"
-GROUP_SIZES = (32,)
-_REGION = InvokeQuant()
-
-
-def check_int8g_operands(qweight, scale, group_size: int, in_features: int, op: str) -> None:
-    """qweight (N, K) int8, scale (N, K // G) float32, K = in_features a multiple of G."""
-    check_choice(group_size, GROUP_SIZES, "group_size", op)
-    if not isinstance(qweight, torch.Tensor) or qweight.dim() != 2:
-        raise ValueError(f"{op}: qweight must be a 2-D tensor (N, K)")
-    n = qweight.shape[0]
-    if in_features % group_size:
-        raise ValueError(f"{op}: in_features {in_features} is not a multiple of group_size {group_size}")
-    check_packed(qweight, "qweight", (n, in_features), torch.int8, op)
-    check_packed(scale, "scale", (n, in_features // group_size), torch.float32, op)
-
-
-@dataclasses.dataclass(frozen=True)
-class Int8GroupWeight:
-    qweight: torch.Tensor
-    scale: torch.Tensor
-    group_size: int
-    in_features: int
-
-    def __post_init__(self) -> None:
-        check_int8g_operands(self.qweight, self.scale, self.group_size, self.in_features, "Int8GroupWeight")
-
-    @property
-    def out_features(self) -> int:
-        return self.qweight.shape[0]
-
-
-def dequantize_int8g_values(qweight, scale, group_size: int, in_features: int, dtype: torch.dtype) -> torch.Tensor:
-    """W[n, k] = qweight[n, k] * scale[n, k // G], in float32, then cast."""
-    n = qweight.shape[0]
-    grouped = qweight.to(torch.float32).reshape(n, -1, group_size) * scale[..., None]
-    return grouped.reshape(n, -1)[:, :in_features].to(dtype)
-
-
-def quantize_int8g(weight: torch.Tensor, group_size: int = 32) -> Int8GroupWeight:
-    check_float_weight(weight, "quantize_int8g")
-    n, k = weight.shape
-    groups = weight.to(torch.float32).reshape(n, -1, group_size)
-    scale = (groups.abs().amax(dim=-1) / 127).clamp(min=1e-12)
-    qweight = torch.clamp(torch.round(groups / scale[..., None]), -127, 127).to(torch.int8).reshape(n, k)
-    return Int8GroupWeight(qweight, scale, group_size, k)
-
-
-def dequantize_int8g_packed(qweight, scale, *, group_size: int, in_features: int, dtype: torch.dtype) -> torch.Tensor:
-    check_activation_dtype(dtype, "dequantize_int8g")
-    check_int8g_operands(qweight, scale, group_size, in_features, "dequantize_int8g")
-
-    def dequantize(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return dequantize_int8g_values(qweight, scale, group_size, in_features, dtype)
-
-    return _REGION(dequantize, qweight, scale, scheme=INT8_PER_GROUP)
-
-
-def infer_group_size(out_shape: tuple, shapes: list):
-    (n, k), (qweight, scale) = out_shape, shapes[:2]
-    if len(scale) != 2 or scale[1] == 0 or k % scale[1]:
-        return None
-    group = k // scale[1]
-    return (group,) if group in GROUP_SIZES else None
-
+from tests.impl.int8g_scheme import (
+    INT8_PER_GROUP,
+    Int8GroupWeight,
+    check_int8g_operands,
+    dequantize_int8g_packed,
+    dequantize_int8g_values,
+    infer_group_size,
+    quantize_int8g,
+)
 
 # --------------------------------------------------------------------------- the registry entry
 
@@ -102,7 +42,7 @@ def _int8_per_group() -> registry.WeightOnlyScheme:
         buffers=("qweight", "scale"), statics=("group_size", "in_features"), derived={},
         operands=("qweight", "scale"), optional=0, ints=("group_size",),
         formula=dequantize_int8g_values, check=check_int8g_operands, infer_ints=infer_group_size,
-        kernel="woq_mm_int8g_test",
+        kernel="tests.impl.int8g_kernel",
     )
 
 
@@ -190,3 +130,33 @@ def test_the_pass_fuses_it_and_the_cpu_lowering_lowers_it(scheme, dtype):
     assert "woq_mm_int8g_test" not in code
     floor = {torch.float32: 1e-4, torch.bfloat16: 3e-2}[dtype]
     torch.testing.assert_close(y.double(), _reference(model, x), rtol=floor, atol=floor)
+
+
+def test_the_triton_op_runs_its_kernel(scheme):
+    """``torch.ops.impl.woq_mm_int8g_test_triton`` exists and, through the fused op's CUDA
+    route (``op_arguments``), computes the formula: on a GPU, or under Triton's interpreter
+    on the CPU (which the kernel tests switch this process to anyway)."""
+    pytest.importorskip("triton")
+    from impl import compat, kernels
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not kernels.interpreter_active() else "cpu")
+    if device.type == "cpu":
+        numpy = pytest.importorskip("numpy")
+        if tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= (2, 3):
+            pytest.skip("Triton 3.6's interpreter needs numpy < 2.3")
+        if not compat.wrap_triton_takes_interpreted_kernels():
+            pytest.skip("this torch's wrap_triton rejects kernels built by Triton's interpreter")
+        kernels.use_interpreter()
+        from tests.impl import int8g_kernel
+
+        importlib.reload(int8g_kernel)  # @triton.jit decides at decoration: interpreted now
+    from impl.kernels import ops
+
+    weight = quantize_int8g(torch.randn(N, K) * 0.05)
+    x = torch.randn(5, K).to(torch.bfloat16)
+    operands = (weight.qweight.to(device), weight.scale.to(device))
+    y = ops.op_of("int8g_test")(x.to(device), *ops.op_arguments("int8g_test", operands, (32,)))
+    assert str(torch.ops.impl.woq_mm_int8g_test_triton.default._schema) == (
+        "impl::woq_mm_int8g_test_triton(Tensor x, Tensor qweight, Tensor scale, SymInt group_size) -> Tensor")
+    expected = x.double() @ dequantize_int8g_values(weight.qweight, weight.scale, 32, K, torch.float64).T
+    torch.testing.assert_close(y.cpu().double(), expected, rtol=2e-2, atol=2e-2)

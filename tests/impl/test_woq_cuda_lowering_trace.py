@@ -169,7 +169,7 @@ for scheme, short, block in (("int8_weight_only", "int8", None), ("int4_weight_o
             last = (N, K // block) if short == "int4" else (16,)  # zero points, or NF4's levels
             tensors.append(torch.empty(last, device="cuda"))
         positions, launch = kernel_call(scheme, fx_args, body_of=lambda name: functools.partial(
-            bodies.BODIES[name], config=config))
+            bodies.traced_body(name), config=config))
         padded = len(positions) - len(tensors)
         count = len(tensors)
         gm = trace_to_aten(lambda *t: launch(*t[:count], *([None] * padded), tile_counter=t[count]),

@@ -490,4 +490,4 @@ def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
     return {"pair_table": nibble_pair_table(INT4_LEVELS, dtype, device)}
 
 
-timed_launch = woq_mm_int4  # op_body's signature, eager: what the max-autotune contest times
+eager_launch = woq_mm_int4  # op_body's signature, eager: what the max-autotune contest times

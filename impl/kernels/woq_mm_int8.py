@@ -301,4 +301,4 @@ def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
     return {}
 
 
-timed_launch = woq_mm_int8  # op_body's signature, eager: what the max-autotune contest times
+eager_launch = woq_mm_int8  # op_body's signature, eager: what the max-autotune contest times

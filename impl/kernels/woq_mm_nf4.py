@@ -540,7 +540,7 @@ def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
     return {}
 
 
-def timed_launch(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset) -> torch.Tensor:
+def eager_launch(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset) -> torch.Tensor:
     """op_body's signature, eager: what the max-autotune contest times (the kernel's cost does not
     depend on which 16 levels it decodes: the standard ones, cached per device)."""
     return woq_mm_nf4(x, qweight, absmax, block_size, absmax_scale=absmax_scale, absmax_offset=absmax_offset)

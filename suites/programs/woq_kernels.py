@@ -3,7 +3,7 @@
 ``kernel(x, weight, scheme, block)`` is y (M, N) = x (M, K) @ W.T with W (N, K) decoded from
 the scheme's layout (the tuples ``suites.programs.woq_fusion``'s input builders make):
 
-- on the CPU, the kernel's launcher (``impl.kernels.woq_mm_<scheme>``) through Triton's
+- on the CPU, the kernel's eager launcher (``impl.kernels.woq_mm_<scheme>.eager_launch``) through Triton's
   interpreter, inside the custom op ``torch.ops.suites.woq_mm_interpreted`` so that Dynamo
   records one node instead of tracing the interpreter; the program CI runs (the suite
   marks those cells ``triton_interpreter``);
@@ -57,18 +57,12 @@ def _through_triton_op(x: torch.Tensor, weight: tuple, scheme: str, block: int) 
 def woq_mm_interpreted(x: torch.Tensor, weight: list[torch.Tensor], scheme: str, block: int) -> torch.Tensor:
     """y (M, N) from the scheme's kernel run by Triton's interpreter; ``weight`` as the layout's tuple."""
     kernels.use_interpreter()  # no-op once active; the cell's mark made sure it may switch
-    if scheme == "nf4":
-        from impl.kernels.woq_mm_nf4 import woq_mm_nf4
+    from impl.kernels import ops
 
-        qweight, absmax, _levels, *double = weight
-        return woq_mm_nf4(x, qweight, absmax, block, *double)
-    if scheme == "int4":
-        from impl.kernels.woq_mm_int4 import woq_mm_int4
-
-        return woq_mm_int4(x, *weight, block)
-    from impl.kernels.woq_mm_int8 import woq_mm_int8
-
-    return woq_mm_int8(x, *weight)
+    record = by_short(scheme)
+    operands = (*weight, *[None] * (len(record.operands) - len(weight)))
+    module = ops.kernel_module(scheme)
+    return module.eager_launch(x, *module.op_arguments(operands, (block,) * len(record.ints)))
 
 
 @woq_mm_interpreted.register_fake

@@ -1,5 +1,5 @@
 """The Triton kernel of tests/impl/int8g_scheme.py's scheme, with what impl.kernels.ops asks of
-a kernel module (op_body, traced_body, op_arguments, config_for, fixed_tables, timed_launch).
+a kernel module (op_body, traced_body, op_arguments, config_for, fixed_tables, eager_launch).
 
     y (M, N) = x (M, K) @ W.T,  W[n, k] = qweight[n, k] * scale[n, k // G]
 
@@ -64,5 +64,5 @@ def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
     return {}
 
 
-def timed_launch(x, qweight, scale, group_size):
+def eager_launch(x, qweight, scale, group_size):
     return traced_body(x, qweight, scale, group_size, wrap=None)

@@ -10,8 +10,6 @@ still quantize, fuse, lower and compute it.
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -146,10 +144,7 @@ def test_the_triton_op_runs_its_kernel(scheme):
             pytest.skip("Triton 3.6's interpreter needs numpy < 2.3")
         if not compat.wrap_triton_takes_interpreted_kernels():
             pytest.skip("this torch's wrap_triton rejects kernels built by Triton's interpreter")
-        kernels.use_interpreter()
-        from tests.impl import int8g_kernel
-
-        importlib.reload(int8g_kernel)  # @triton.jit decides at decoration: interpreted now
+        kernels.use_interpreter()  # reloads the registered schemes' kernel modules too
     from impl.kernels import ops
 
     weight = quantize_int8g(torch.randn(N, K) * 0.05)

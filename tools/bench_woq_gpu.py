@@ -321,8 +321,8 @@ def _warm_one(job) -> tuple:
                                            wrap=_WarmupOnly)
         else:
             table = common.nibble_pair_table(woq_mm_nf4.NF4_LEVELS, problem.dtype, device)
-            lut = common.nibble_lut_words(woq_mm_nf4.NF4_LEVELS, problem.dtype, device)
-            woq_mm_nf4.launch_woq_mm_nf4(x, weights[0], weights[1], None, None, table, lut, out, partial, counter,
+            levels = common.levels_tensor(woq_mm_nf4.NF4_LEVELS, device)
+            woq_mm_nf4.launch_woq_mm_nf4(x, weights[0], weights[1], None, None, table, levels, out, partial, counter,
                                          problem.group, config, wrap=_WarmupOnly)
         return job, time.perf_counter() - start, None
     except Exception as exc:  # reported, and the timing run compiles (and fails) again

@@ -1,6 +1,7 @@
 """Decode-step time of a Llama model, dense against weight-only quantized, in each compile mode.
 
     python -m tools.bench_woq_model [--out DIR] [--name model_h100] [--budget-s 480]
+        [--modes default,reduce-overhead,max-autotune] [--variants dense,int8,...]
 
 A ``transformers`` ``LlamaForCausalLM`` built from a config (no weights downloaded) with the
 Llama-3-8B layer shapes (hidden 4096, intermediate 14336, 32 heads, 8 KV heads), 6 layers,
@@ -11,11 +12,12 @@ int8, int4 group 128, nf4 block 64 double-quantized, ``impl.install()``); bitsan
 block 64 double-quantized (``bnb.matmul_4bit``) and torch's tinygemm int4 group 128
 (``aten._convert_weight_to_int4pack`` + ``aten._weight_int4pack_mm``), where present.
 
-Rows, each variant compiled with ``torch.compile`` of the forward:
-  default / plain: default mode, plain calls, batch 1, then 8 (automatic dynamic shapes
-      recompile with a symbolic batch), then 16; and compiled for 8 alone (static);
+Rows, each variant compiled with ``torch.compile`` of the forward, each mode called at
+batch 1, then 8 (automatic dynamic shapes recompile with a symbolic batch), then 16:
+  default / plain: default mode, plain calls; and compiled for 8 alone (static);
   default / CUDA graph: the same compiled forwards captured in a CUDA graph and replayed;
-  max-autotune: mode="max-autotune-no-cudagraphs", batch 1, CUDA-graph replay.
+  reduce-overhead: mode="reduce-overhead" (Inductor's own CUDA graphs), plain calls;
+  max-autotune: mode="max-autotune-no-cudagraphs", plain calls and CUDA-graph replay.
 Cells past ``--budget-s`` are left out (``null``); the JSON is rewritten after each cell.
 """
 
@@ -124,12 +126,15 @@ def median_us(fn: Callable[[], Any]) -> float:
     return statistics.median(times)
 
 
-def plain_and_replayed(forward: Callable, ids: torch.Tensor) -> tuple[float, Optional[float]]:
-    """(µs of a plain call, µs of a CUDA-graph replay of it), warmed up first."""
+def plain_and_replayed(forward: Callable, ids: torch.Tensor, replay: bool = True) -> tuple[float, Optional[float]]:
+    """(µs of a plain call, µs of a CUDA-graph replay of it or None without ``replay``), warmed
+    up first (a forward under mode="reduce-overhead" records its own graph in the warm-up)."""
     for _ in range(3):
         forward(ids)
     torch.cuda.synchronize()
     plain = median_us(lambda: forward(ids))
+    if not replay:
+        return plain, None
     try:
         static = ids.clone()
         stream = torch.cuda.Stream()
@@ -147,6 +152,15 @@ def plain_and_replayed(forward: Callable, ids: torch.Tensor) -> tuple[float, Opt
     return plain, replayed
 
 
+# Each mode's compile options and the rows it fills: (row prefix, plain-call row, replay row).
+MODES = {
+    "default": ({}, "default, plain calls", "default, CUDA graph"),
+    "reduce-overhead": ({"mode": "reduce-overhead"}, "reduce-overhead", None),
+    "max-autotune": ({"mode": "max-autotune-no-cudagraphs"}, "max-autotune-no-cudagraphs, plain calls",
+                     "max-autotune-no-cudagraphs, CUDA graph"),
+}
+
+
 class Cells:
     def __init__(self, path: Path, meta: dict) -> None:
         self.path, self.result = path, {**meta, "cells": {}}
@@ -157,42 +171,51 @@ class Cells:
         print(f"  {row:40s} {variant:14s} {value if value is None else round(value, 1)}", flush=True)
 
 
-def bench_variant(variant: str, layers: int, cells: Cells, deadline: float, modes: set) -> None:
-    import impl
+def run_sequence(forward: Callable, ids_of: Callable[[int], torch.Tensor], variant: str, mode: str, cells: "Cells",
+                 deadline: float, sequence: tuple = SEQUENCE) -> None:
+    """One compile of ``forward`` in ``mode``, called at each batch of ``sequence`` in turn."""
+    options, plain_row, replay_row = MODES[mode]
+    torch._dynamo.reset()
+    compiled = torch.compile(forward, **options)
+    for label, batch in sequence:
+        if time.monotonic() > deadline:
+            return
+        try:
+            plain, replayed = plain_and_replayed(compiled, ids_of(batch), replay=replay_row is not None)
+        except Exception as error:  # a mode that fails to compile this variant: its cells say so
+            print(f"    {mode} failed: {type(error).__name__}: {str(error)[:300]}", flush=True)
+            plain = replayed = None
+        cells.put(f"{plain_row}, batch {label}", variant, plain)
+        if replay_row is not None:
+            cells.put(f"{replay_row}, batch {label}", variant, replayed)
+        if plain is None:
+            return
 
-    model = quantized(variant, layers)
-    forward = lambda ids: model(ids, use_cache=False).logits  # noqa: E731
+
+def bench_mode(mode: str, models: dict, cells: Cells, deadline: float, sequence: tuple = SEQUENCE) -> None:
+    """Every variant's model in one mode (modes outer, so a budget cuts the last mode first,
+    not the last variant): its batch sequence, and in default mode batch 8 compiled alone."""
+    import impl
 
     def ids_of(batch: int) -> torch.Tensor:
         return torch.randint(0, VOCAB, (batch, 1), device="cuda")
 
-    with impl.installed(), torch.no_grad():
-        if "default" in modes:
-            torch._dynamo.reset()
-            compiled = torch.compile(forward)
-            for label, batch in SEQUENCE:
-                if time.monotonic() > deadline:
-                    break
-                plain, replayed = plain_and_replayed(compiled, ids_of(batch))
-                cells.put(f"default, plain calls, batch {label}", variant, plain)
-                cells.put(f"default, CUDA graph, batch {label}", variant, replayed)
-            if time.monotonic() < deadline:
-                torch._dynamo.reset()
-                plain, replayed = plain_and_replayed(torch.compile(forward, dynamic=False), ids_of(8))
-                cells.put("default, plain calls, batch 8 compiled alone", variant, plain)
-                cells.put("default, CUDA graph, batch 8 compiled alone", variant, replayed)
-        if "max-autotune" in modes and time.monotonic() < deadline:
-            torch._dynamo.reset()
-            compiled = torch.compile(forward, mode="max-autotune-no-cudagraphs")
-            try:
-                _, replayed = plain_and_replayed(compiled, ids_of(1))
-            except Exception as error:
-                print(f"    max-autotune failed: {type(error).__name__}: {str(error)[:300]}", flush=True)
-                replayed = None
-            cells.put("max-autotune, CUDA graph, batch 1", variant, replayed)
-    del model
-    torch._dynamo.reset()
-    torch.cuda.empty_cache()
+    for variant, model in models.items():
+        if time.monotonic() > deadline:
+            return
+        forward = lambda ids, model=model: model(ids, use_cache=False).logits  # noqa: E731
+        print(f"{mode}: {variant}", flush=True)
+        try:
+            with impl.installed(), torch.no_grad():
+                run_sequence(forward, ids_of, variant, mode, cells, deadline, sequence)
+                if mode == "default" and len(sequence) > 1 and time.monotonic() < deadline:
+                    torch._dynamo.reset()
+                    plain, replayed = plain_and_replayed(torch.compile(forward, dynamic=False), ids_of(8))
+                    cells.put("default, plain calls, batch 8 compiled alone", variant, plain)
+                    cells.put("default, CUDA graph, batch 8 compiled alone", variant, replayed)
+        except Exception as error:
+            print(f"  {variant} failed: {type(error).__name__}: {str(error)[:500]}", flush=True)
+        torch._dynamo.reset()
 
 
 def markdown(result: dict) -> str:
@@ -215,8 +238,10 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="model")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--variants", default="dense,int8,int4,nf4,bnb_nf4,tinygemm_int4")
-    parser.add_argument("--modes", default="default,max-autotune")
+    parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--budget-s", type=float, default=480.0)
+    parser.add_argument("--batches", type=int, default=len(SEQUENCE),
+                        help="how many of the batch sequence 1, 8 after 1, 16 after 8 to run (1: batch 1 only)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,12 +255,15 @@ def main(argv=None) -> int:
             "layers": args.layers, "variants": variants}
     cells = Cells(out / f"{args.name}.json", meta)
     deadline = time.monotonic() + args.budget_s
-    for variant in variants:
-        print(variant, flush=True)
+    models = {}
+    for variant in variants:  # all held at once (~3 GB each): modes go outer
         try:
-            bench_variant(variant, args.layers, cells, deadline, set(args.modes.split(",")))
+            models[variant] = quantized(variant, args.layers)
         except Exception as error:
-            print(f"  {variant} failed: {type(error).__name__}: {str(error)[:500]}", flush=True)
+            print(f"  {variant} failed to build: {type(error).__name__}: {str(error)[:500]}", flush=True)
+    for mode in MODES:
+        if mode in args.modes.split(","):
+            bench_mode(mode, models, cells, deadline, SEQUENCE[:args.batches])
     (out / f"{args.name}.md").write_text(markdown(cells.result))
     print(markdown(cells.result))
     return 0

@@ -17,6 +17,12 @@
 #   tools/gpu_run.sh perf ARGS  suites/woq_perf.yaml alone (-n 0): each cell timed against its perf
 #                               golden for this GPU kind (missing ones written); $OUT/perf_goldens.tar
 #                               holds the perf goldens to commit; then the harness's GPU-only tests
+#   tools/gpu_run.sh tables     issue 28's two tables, no tests first: the Llama model (tools/bench_woq_model,
+#                               budget MODEL_S, extra args MODEL_ARGS) and the per-shape kernels against
+#                               tinygemm, bitsandbytes and GemLite (tools/bench_woq_kernels, budget KERNELS_S,
+#                               extra args KERNEL_ARGS); the peers from a .gpu_peers folder here or one
+#                               level up (../shared/tools/gpu_peers.sh; carry it). $OUT/model_<gpu>.md/json
+#                               and kernels_<gpu>.md/json go to benchmarks/ as they are
 #   tools/gpu_run.sh gpus       (a machine with several GPUs) the cuda matrix with -n 8 on every GPU,
 #                               then on GPU 0 alone (CUDA_VISIBLE_DEVICES=0): cells per GPU, wall times;
 #                               $OUT/gpus_goldens.tar holds the goldens written (multi_gpu.yaml's)
@@ -42,6 +48,31 @@ cat "$OUT/env.txt"
 
 if [ -d .whl ]; then  # the GPU machine has no registry: wheels carried from here (filecheck)
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+
+if [ "$MODE" = tables ]; then
+  for peers in .gpu_peers ../.gpu_peers; do
+    if [ -d "$peers" ]; then
+      export PYTHONPATH="$(cd "$peers" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+      break
+    fi
+  done
+  gpu=$(python3 -c 'import torch; n = torch.cuda.get_device_name(); print("h200" if "H200" in n else "h100" if "H100" in n else "gpu")')
+  start=$(date +%s)
+  # The budgets bound the timing loops; the timeouts (budget + 90 s) the compile that runs past them.
+  timeout $(( ${MODEL_S:-270} + 90 )) python3 -m tools.bench_woq_model --out "$OUT" --name "model_$gpu" \
+    --budget-s "${MODEL_S:-270}" ${MODEL_ARGS:-} > "$OUT/model.log" 2>&1
+  [ $? -eq 0 ] || status=1
+  sed -n '/^# Llama/,$p' "$OUT/model.log"
+  echo "model table: $(( $(date +%s) - start )) s"
+  start=$(date +%s)
+  timeout $(( ${KERNELS_S:-200} + 90 )) python3 -m tools.bench_woq_kernels --out "$OUT" --name "kernels_$gpu" \
+    --budget-s "${KERNELS_S:-200}" ${KERNEL_ARGS:-} > "$OUT/kernels.log" 2>&1
+  [ $? -eq 0 ] || status=1
+  grep -E "not available" "$OUT/kernels.log"
+  sed -n '/^# Weight-only/,$p' "$OUT/kernels.log"
+  echo "kernel table: $(( $(date +%s) - start )) s"
+  exit $status
 fi
 
 if [ "$MODE" = matrix ]; then
@@ -134,7 +165,7 @@ case "$MODE" in
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
     ;;
   *)
-    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, all, tests, matrix, perf, gpus)" >&2
+    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, all, tests, matrix, perf, gpus, tables)" >&2
     exit 2
     ;;
 esac

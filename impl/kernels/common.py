@@ -325,7 +325,7 @@ def gemv_activation(x: torch.Tensor) -> torch.Tensor:
 # PTX for lookup_nibbles_prmt, eight packed bytes per call (pack=8): bytes in $8 and $9 ->
 # the levels of their low nibbles in $0..$3 and of their high nibbles in $4..$7, each
 # register two 16-bit floats (bytes 2r and 2r + 1 of the eight). The levels' low bytes come
-# in l0..l3 and their high bytes in h0..h3 (see nibble_lut_words), loop-invariant values that
+# in l0..l3 and their high bytes in h0..h3 (see nibble_lut_values), loop-invariant values that
 # Triton passes eight times each: l_i is $(10 + 8 i), h_i is $(42 + 8 i). PRMT looks four
 # bytes up at once in an 8-byte table (3-bit index per byte), so both table halves are looked
 # up with the nibbles' low 3 bits, bit 3 picks the half (a byte mask made by one more PRMT,
@@ -373,14 +373,59 @@ def _per_lane_copy(word):
 
 
 @triton.jit
-def load_nibble_lut(lut_ptr):
-    """The 8 words of ``nibble_lut_words`` as (1, 1) tensors in ordinary registers; load once,
-    before the K loop, and pass to lookup_nibbles_prmt."""
-    word = lut_ptr + tl.full((1, 1), 0, tl.int32)
-    return (_per_lane_copy(tl.load(word)), _per_lane_copy(tl.load(word + 1)),
-            _per_lane_copy(tl.load(word + 2)), _per_lane_copy(tl.load(word + 3)),
-            _per_lane_copy(tl.load(word + 4)), _per_lane_copy(tl.load(word + 5)),
-            _per_lane_copy(tl.load(word + 6)), _per_lane_copy(tl.load(word + 7)))
+def level_bits(levels_ptr, i: tl.constexpr, DTYPE: tl.constexpr):
+    """levels[i] (float32 in memory) rounded to DTYPE (to nearest even), its 16-bit pattern in
+    a (1, 1) int32, as half_bits computes it."""
+    level = tl.load(levels_ptr + tl.full((1, 1), i, tl.int32))
+    if DTYPE == tl.bfloat16:  # rounded by hand: the interpreter's cast to bfloat16 truncates
+        bits = level.to(tl.int32, bitcast=True)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+    else:
+        bits = level.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return bits
+
+
+@triton.jit
+def _byte_word(b0, b1, b2, b3, SHIFT: tl.constexpr):
+    """Byte SHIFT // 8 of each of four 16-bit patterns, packed into one word (b0 lowest)."""
+    return (((b0 >> SHIFT) & 0xFF) | (((b1 >> SHIFT) & 0xFF) << 8) | (((b2 >> SHIFT) & 0xFF) << 16)
+            | (((b3 >> SHIFT) & 0xFF) << 24))
+
+
+@triton.jit
+def nibble_lut_of_levels(levels_ptr, DTYPE: tl.constexpr):
+    """The 8 words of ``nibble_lut_values`` as (1, 1) int32 tensors, built from the 16
+    float32 levels in memory: the caller passes the levels operand itself, so compiled code
+    runs no kernel a call to turn levels into a table (16 loads a program, from L2)."""
+    b0 = level_bits(levels_ptr, 0, DTYPE)
+    b1 = level_bits(levels_ptr, 1, DTYPE)
+    b2 = level_bits(levels_ptr, 2, DTYPE)
+    b3 = level_bits(levels_ptr, 3, DTYPE)
+    b4 = level_bits(levels_ptr, 4, DTYPE)
+    b5 = level_bits(levels_ptr, 5, DTYPE)
+    b6 = level_bits(levels_ptr, 6, DTYPE)
+    b7 = level_bits(levels_ptr, 7, DTYPE)
+    b8 = level_bits(levels_ptr, 8, DTYPE)
+    b9 = level_bits(levels_ptr, 9, DTYPE)
+    b10 = level_bits(levels_ptr, 10, DTYPE)
+    b11 = level_bits(levels_ptr, 11, DTYPE)
+    b12 = level_bits(levels_ptr, 12, DTYPE)
+    b13 = level_bits(levels_ptr, 13, DTYPE)
+    b14 = level_bits(levels_ptr, 14, DTYPE)
+    b15 = level_bits(levels_ptr, 15, DTYPE)
+    return (_byte_word(b0, b1, b2, b3, 0), _byte_word(b4, b5, b6, b7, 0),
+            _byte_word(b8, b9, b10, b11, 0), _byte_word(b12, b13, b14, b15, 0),
+            _byte_word(b0, b1, b2, b3, 8), _byte_word(b4, b5, b6, b7, 8),
+            _byte_word(b8, b9, b10, b11, 8), _byte_word(b12, b13, b14, b15, 8))
+
+
+@triton.jit
+def load_nibble_lut(levels_ptr, DTYPE: tl.constexpr):
+    """The PRMT table of the 16 float32 levels at ``levels_ptr`` (nibble_lut_of_levels) in
+    ordinary registers; call once, before the K loop, and pass to lookup_nibbles_prmt."""
+    w0, w1, w2, w3, w4, w5, w6, w7 = nibble_lut_of_levels(levels_ptr, DTYPE)
+    return (_per_lane_copy(w0), _per_lane_copy(w1), _per_lane_copy(w2), _per_lane_copy(w3),
+            _per_lane_copy(w4), _per_lane_copy(w5), _per_lane_copy(w6), _per_lane_copy(w7))
 
 
 @triton.jit
@@ -782,7 +827,9 @@ def nibble_pair_values(levels: tuple, dtype: torch.dtype) -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def nibble_lut_values(levels: tuple, dtype: torch.dtype) -> tuple:
-    """The 8 int32 words of ``nibble_lut_words`` as Python ints."""
+    """The 8 int32 words of the PRMT table (what nibble_lut_of_levels builds in a kernel):
+    words 0..3 hold the low bytes of LEVELS[0..15] as ``dtype`` bit patterns (entry 4 i + j
+    in byte j of word i), words 4..7 their high bytes."""
     bits = [half_bits(v, dtype) for v in levels]
     low_bytes = [b & 0xFF for b in bits]
     high_bytes = [b >> 8 for b in bits]
@@ -807,11 +854,15 @@ def nibble_pair_table(levels, dtype: torch.dtype, device: torch.device) -> torch
     return _table_of(nibble_pair_values, levels if type(levels) is tuple else tuple(map(float, levels)), dtype, device)
 
 
-def nibble_lut_words(levels, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(8,) int32 for lookup_nibbles_prmt: words 0..3 hold the low bytes of LEVELS[0..15] as
-    ``dtype`` bit patterns (entry 4 i + j in byte j of word i), words 4..7 their high bytes.
-    Cached per device, as nibble_pair_table."""
-    return _table_of(nibble_lut_values, levels if type(levels) is tuple else tuple(map(float, levels)), dtype, device)
+@functools.lru_cache(maxsize=None)
+def _levels_cached(levels: tuple, device: torch.device) -> torch.Tensor:
+    return torch.tensor(levels, dtype=torch.float32, device=device)
+
+
+def levels_tensor(levels, device: torch.device) -> torch.Tensor:
+    """(16,) float32 ``levels`` on ``device``, what nibble_lut_of_levels reads; cached per
+    device, as nibble_pair_table."""
+    return _levels_cached(tuple(map(float, levels)), torch.device(device))
 
 
 def _wrap_int32(words: torch.Tensor) -> torch.Tensor:
@@ -831,15 +882,6 @@ def nibble_pair_table_of(levels: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     Python-int tables above would need the levels on the host (a device sync)."""
     entry = torch.arange(256, device=levels.device)  # entry b: levels[b & 15] low, levels[b >> 4] high
     return _wrap_int32(_level_bits(levels, entry & 0xF, dtype) | (_level_bits(levels, entry >> 4, dtype) << 16))
-
-
-def nibble_lut_words_of(levels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``nibble_lut_words`` of a (16,) float32 levels tensor, as nibble_pair_table_of: word w,
-    byte j holds byte w // 4 of levels[4 (w % 4) + j]."""
-    word = torch.arange(8, device=levels.device)
-    byte_shift, first = (word // 4) * 8, (word % 4) * 4
-    return _wrap_int32(sum(((_level_bits(levels, first + j, dtype) >> byte_shift) & 0xFF) << (8 * j)
-                           for j in range(4)))
 
 
 # --------------------------------------------------------------------------- traced launches (a kernel's op_body)

@@ -9,8 +9,9 @@ absmax = absmax_q * absmax_scale[flat_block // 256] + absmax_offset, with
 flat_block = n * (K_pad // B) + k // B, absmax_scale (ceil(N * K_pad / B / 256),) float32
 and absmax_offset () float32.
 
-Decoding looks the levels up in registers with PRMT (inline PTX, ``lookup_nibbles_prmt``), or
-under the interpreter gathers them from a 256-entry table of level pairs (both nibbles' NF4
+Decoding looks the levels up in registers with PRMT (inline PTX, ``lookup_nibbles_prmt``; the
+kernel builds its table from the 16 float32 levels themselves), or under the interpreter and
+on the prefill route gathers them from a 256-entry table of level pairs (both nibbles' NF4
 values as 16-bit floats of x's dtype); absmax, one per (row, block), scales either the
 (BLOCK_M, BLOCK_N) partial product (scale_after_dot) or each weight before the dot.
 
@@ -54,7 +55,7 @@ from .common import (
     load_nibble_lut,
     lookup_nibbles_prmt,
     mma,
-    nibble_lut_words,
+    levels_tensor,
     nibble_pair_table,
     sm_count,
     split_even_odd_columns,
@@ -69,7 +70,7 @@ from .common import (
 )
 from .launch import CachedLauncher, LaunchPlans
 from .common import (  # op_body's (the triton_op's) launch
-    nibble_lut_values, nibble_lut_words_of, nibble_pair_table_of, nibble_pair_values, traced_rows, traced_scratch,
+    nibble_pair_table_of, nibble_pair_values, traced_rows, traced_scratch,
 )
 from ..schemes.nf4 import BLOCK_SIZES, DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table and sizes: one definition
 
@@ -96,8 +97,9 @@ def load_absmax(absmax_ptr, absmax_scale_ptr, absmax_offset, flat_block, mask, D
 
 @triton.jit
 def woq_mm_nf4_kernel(
-    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT)
-    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, lut_ptr,
+    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT; DECODE "prmt"
+    # reads levels_ptr, the 16 float32 levels, "table" pair_table_ptr)
+    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, levels_ptr,
     out_ptr, partial_ptr, tile_counter_ptr,
     # sizes (blocks_per_row = K_pad // BLOCK_SIZE)
     M, N, K, blocks_per_row,
@@ -132,7 +134,7 @@ def woq_mm_nf4_kernel(
     else:
         absmax_offset = 0.0
     if DECODE == "prmt":
-        lut = load_nibble_lut(lut_ptr)
+        lut = load_nibble_lut(levels_ptr, DTYPE)
 
     if BLOCK_K > BLOCK_SIZE:  # several blocks a step (scale before the dot only)
         BLOCKS: tl.constexpr = BLOCK_K // BLOCK_SIZE
@@ -203,8 +205,9 @@ def woq_mm_nf4_kernel(
 
 @triton.jit
 def woq_mm_nf4_gemv_kernel(
-    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT)
-    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, lut_ptr,
+    # pointers (absmax_ptr: float32 absmax, or uint8 codes when DOUBLE_QUANT; DECODE "prmt"
+    # reads levels_ptr, the 16 float32 levels, "table" pair_table_ptr)
+    x_ptr, qweight_ptr, absmax_ptr, absmax_scale_ptr, absmax_offset_ptr, pair_table_ptr, levels_ptr,
     out_ptr, partial_ptr, tile_counter_ptr,
     # sizes (blocks_per_row = K_pad // BLOCK_SIZE)
     M, N, K, blocks_per_row,
@@ -237,7 +240,7 @@ def woq_mm_nf4_gemv_kernel(
     else:
         absmax_offset = 0.0
     if DECODE == "prmt":
-        lut = load_nibble_lut(lut_ptr)
+        lut = load_nibble_lut(levels_ptr, DTYPE)
 
     acc = zeros_f32(BLOCK_N, BLOCK_M)  # one column per x row
     for k in range(k_begin, k_end, BLOCK_K):
@@ -361,17 +364,18 @@ def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, abs
 
 
 def decode_of(config: KernelConfig) -> str:
-    """Which table a launch with ``config`` reads: "prmt" reads lut_words only, "table"
+    """Which table a launch with ``config`` reads: "prmt" reads the levels only, "table"
     pair_table only (the dequantize kernel gathers; the interpreter cannot run inline PTX)."""
     return "table" if config.dequantize_first or interpreter_active() else config.decode
 
 
-def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial,
+def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial,
                       tile_counter, block_size: int, config: KernelConfig, wrap=None):
     """Launch with buffers already checked and allocated (eager launcher and triton_op);
     ``wrap`` as in launch_woq_mm_int4.
     absmax_scale and absmax_offset are None unless absmax holds double-quantized codes;
-    pair_table and lut_words decode nibbles (nibble_pair_table, nibble_lut_words)."""
+    pair_table (nibble_pair_table) or levels ((16,) float32, the kernel's PRMT table is built
+    from them) decode nibbles, by decode_of(config); the other one goes unread."""
     M, K = x.shape
     N = qweight.shape[0]
     if config.block_k > block_size and config.scale_after_dot and not (config.gemv or config.dequantize_first):
@@ -397,7 +401,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         x = gemv_activation(x)
         kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_nf4_gemv_kernel)
         kernel[grid_for(M, N, config)](
-            x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
+            x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial, tile_counter,
             M, N, K, absmax.shape[1], x.stride(0), *qweight.stride(), *out.stride(),
             BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
@@ -407,7 +411,7 @@ def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_tabl
         return out
     kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_nf4_kernel)
     kernel[grid_for(M, N, config)](
-        x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out, partial, tile_counter,
+        x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial, tile_counter,
         M, N, K, absmax.shape[1],
         *x.stride(), *qweight.stride(), *out.stride(),  # one call a tensor: host time
         BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
@@ -439,9 +443,9 @@ def woq_mm_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, blo
     out = torch.empty((M, N), device=x.device, dtype=x.dtype)
     partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
     pair_table = nibble_pair_table(NF4_LEVELS, x.dtype, x.device)
-    lut_words = nibble_lut_words(NF4_LEVELS, x.dtype, x.device)
-    with _PLANS.record(key, inputs, out, stable=(partial, tile_counter, pair_table, lut_words)) as call:
-        call.result = launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, lut_words, out,
+    levels = levels_tensor(NF4_LEVELS, x.device)
+    with _PLANS.record(key, inputs, out, stable=(partial, tile_counter, pair_table, levels)) as call:
+        call.result = launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out,
                                         partial, tile_counter, block_size, config)
     return call.result
 
@@ -479,40 +483,50 @@ def woq_mm_nf4_reference(x, qweight, absmax, block_size: int = 64, absmax_scale=
 # --------------------------------------------------------------------------- as a triton_op (impl.kernels.ops)
 
 
-def _standard_nf4_tables(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The NF4 kernel's decode tables of the standard levels in x's dtype: the device's cached
-    copies when run eagerly (no host-to-device copy a call); traced, in-graph constants."""
+def _standard_nf4_levels(x: torch.Tensor) -> torch.Tensor:
+    """The standard NF4 levels, (16,) float32 on x's device: the device's cached copy when run
+    eagerly (no host-to-device copy a call); traced, an in-graph constant."""
     if detect_fake_mode((x,)) is None:
-        return (nibble_pair_table(NF4_LEVELS, x.dtype, x.device),
-                nibble_lut_words(NF4_LEVELS, x.dtype, x.device))
-    return tuple(torch.tensor(values(NF4_LEVELS, x.dtype), dtype=torch.int32, device=x.device)
-                 for values in (nibble_pair_values, nibble_lut_values))
+        return levels_tensor(NF4_LEVELS, x.device)
+    return torch.tensor(NF4_LEVELS, dtype=torch.float32, device=x.device)
+
+
+def _nf4_pair_table(levels: torch.Tensor, standard: bool, x: torch.Tensor) -> torch.Tensor:
+    """The pair table the "table" route gathers from (the interpreter, the prefill route's
+    dequantize kernel) for the standard levels: the device's cached copy run eagerly, traced
+    an in-graph constant; for a levels operand, built on the device (one small kernel a call
+    once compiled)."""
+    if not standard:
+        return nibble_pair_table_of(levels, x.dtype)
+    if detect_fake_mode((x,)) is None:
+        return nibble_pair_table(NF4_LEVELS, x.dtype, x.device)
+    return torch.tensor(nibble_pair_values(NF4_LEVELS, x.dtype), dtype=torch.int32, device=x.device)
 
 
 def traced_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
-                    levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
-                    absmax_offset: Optional[torch.Tensor] = None, *, config=None,
-                    tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
+                levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
+                absmax_offset: Optional[torch.Tensor] = None, *, config=None,
+                tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y (M, N) = x (M, K) @ W.T, W from the NF4 layout (woq_mm_nf4): absmax float32, or its
     uint8 codes with absmax_scale and absmax_offset (double quantization, decoded in the kernel).
     ``config``, ``tile_counter``: as for woq_mm_int8.traced_body.
 
-    ``levels`` (16,) float32: the code table; None means the standard NF4 table. A tensor is
-    decoded into the kernel's tables on the device (no host sync, CUDA-graph safe)."""
+    ``levels`` (16,) float32: the code table; None means the standard NF4 table. The kernel
+    reads the tensor itself (no host sync, CUDA-graph safe, no table kernel a call)."""
     N, _ = check_nf4_weight(x, qweight, absmax, block_size, absmax_scale, absmax_offset)
     M, K = traced_rows(x, config), int(x.shape[1])
     config = config or choose_config(M, N, K, block_size, x.device)
     out = x.new_empty((M, N))
     partial, counter = traced_scratch(M, N, config, x, tile_counter)
-    if levels is None:
-        table, lut = _standard_nf4_tables(x)
+    standard = levels is None
+    if standard:
+        levels = _standard_nf4_levels(x)
     else:
         check_tensor(levels, "levels", (len(NF4_LEVELS),), torch.float32, x.device, OP)
-        # The launch reads one of the two tables (by its decode route): only that one is built,
-        # one small kernel a layer once compiled; the other pointer goes unread.
-        build = nibble_lut_words_of if decode_of(config) == "prmt" else nibble_pair_table_of
-        table = lut = build(levels, x.dtype)
-    return launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, table, lut, out, partial,
+    # The PRMT route builds its table from the levels inside the kernel: nothing runs before
+    # the launch. Only the "table" route needs a table built, and only that one is built.
+    table = levels if decode_of(config) == "prmt" else _nf4_pair_table(levels, standard, x)
+    return launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, table, levels, out, partial,
                              counter, block_size, config, wrap=wrap_triton)
 
 

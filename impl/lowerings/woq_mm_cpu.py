@@ -7,8 +7,16 @@ restores the leading dims. The implementations:
     Our kernels (``impl.lowerings.woq_gemv_cpu``): the packed weight decoded in registers,
     read once a call, never materialized. Where M is symbolic and its hint is a decode size
     (a graph recompiled for a dynamic batch), the call checks the actual M and past 16 rows
-    takes the ATen int8 kernel (bfloat16) or dequantize + GEMM, so one graph is right at any M.
-``aten`` (past 16 rows)
+    takes the panel route below, so one graph is right at any M.
+``panel`` (past 16 rows, every scheme and activation dtype, freezing on or off)
+    ``impl.lowerings.woq_panel_cpu``: the weight decoded a cache-sized panel of rows at a time
+    by our kernel, each panel multiplied by ATen's GEMM (float32 unless the host has native
+    bfloat16 / float16 dot products), so the decoded weight never goes through DRAM. Measured
+    with ``tools/bench_woq_cpu.py`` (``benchmarks/cpu.md``): the inlined decomposition took
+    0.47-0.52x of the dense model's time in float32 prefill; the ATen kernels below were
+    slower than this route in bfloat16 on the AVX2 host (oneDNN's bfloat16 GEMM there is
+    emulated, so the float32 GEMM on the decoded panel is also ~5x faster than dense bf16).
+``aten`` and ``decomposition`` (past 16 rows, under ``max_autotune`` only)
     int8: ``aten._weight_int8pack_mm(x, qweight, scale)``, scale cast to x's dtype (the
     kernel wants them equal). int4: ``aten._weight_int4pack_mm_for_cpu`` on a weight
     repacked at compile time by ``aten._convert_weight_to_int4pack_for_cpu``, which needs
@@ -18,20 +26,13 @@ restores the leading dims. The implementations:
     both stored in x's dtype. NF4 has no ATen kernel. The bfloat16 int8 kernel has a
     contract it does not check; ``_int8pack_mm`` meets it on every x86 host (see
     ``INT8PACK_BF16_K_MULTIPLE``), so the same kernel is chosen whatever the host.
-``decomposition`` (past 16 rows)
-    The op's own formula (the scheme record's ``formula`` + ``F.linear``) traced and
-    inlined, so Inductor generates the dequantization loop and picks its own GEMM.
-
-Selection past 16 rows, like PyTorch's ``quantized_lowerings``: with ``max_autotune`` (or
-``max_autotune_gemm``) every available implementation is benchmarked through
-``autotune_select_algorithm`` (the decomposition as a subgraph choice where this torch has
-them, ``compat.subgraph_choice``); otherwise a heuristic measured with
-``tools/bench_woq_cpu.py --linear`` (Linear 1024 -> 1024, one thread of a 2-core x86 CPU): the
-ATen kernels for bfloat16 activations, 4-10x faster than dequantize + GEMM; for float32 (and
-float16) the decomposition, since ATen's float32 int8 / int4 kernels were slower than one
-dequantization pass followed by oneDNN's GEMM at every M measured. At decode sizes the
-gemv kernels are taken in every mode: the weight traffic they save is the whole point there
-(``benchmarks/cpu.md``).
+    The decomposition: the op's own formula (the scheme record's ``formula``
+    + ``F.linear``) traced and inlined, so Inductor generates the dequantization loop and
+    picks its own GEMM. With ``max_autotune`` (or ``max_autotune_gemm``) these and the panel
+    route are benchmarked through ``autotune_select_algorithm`` (the decomposition as a
+    subgraph choice where this torch has them, ``compat.subgraph_choice``), like PyTorch's
+    ``quantized_lowerings``. At decode sizes the gemv kernels are taken in every mode: the
+    weight traffic they save is the whole point there.
 
 On CUDA, ``impl.lowerings.woq_mm_cuda`` inlines our Triton kernels where they apply; other
 devices (and CUDA cases the kernels do not take) fall back to the op's own implementation.
@@ -39,20 +40,17 @@ devices (and CUDA cases the kernels do not take) fall back to the op's own imple
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
-from torch._inductor import config as inductor_config
 from torch._inductor import ir
 from torch._inductor.lowering import lowerings
 from torch._inductor.select_algorithm import ExternKernelChoice
 from torch._inductor.virtualized import V
 
 from .. import compat
-from .. import woq_mm
-from . import woq_gemv_cpu
+from . import woq_gemv_cpu, woq_panel_cpu
 from .common import constant_value, dense, fake_value, flat_fake, inline_decomposition, max_autotune
 from .woq_gemv_cpu import GEMV_MAX_M
 from ..schemes.common import round_up, unpack_nibbles
@@ -114,15 +112,15 @@ _INT4_CHOICE = ExternKernelChoice(_int4pack_mm, name="impl_woq_int4pack_mm_cpu",
 
 def _gemv_int8(x, qweight, scale, *, any_m: bool) -> torch.Tensor:
     """Decode: our kernel (``woq_gemv_cpu``). ``any_m`` (x's rows symbolic at compile time):
-    past ``GEMV_MAX_M`` rows, the ATen kernel (bfloat16) or dequantize + GEMM instead."""
+    past ``GEMV_MAX_M`` rows, the panel route instead."""
     if any_m and x.shape[0] > GEMV_MAX_M:
-        return _int8pack_mm(x, qweight, scale) if _prefers_aten(x.dtype) else woq_mm.eager(INT8, x, qweight, scale, None)
+        return woq_panel_cpu.mm_int8(x, qweight, scale)
     return woq_gemv_cpu.gemv_int8(x, qweight, scale)
 
 
 def _gemv_int4(x, qweight, scale, zero, *, group_size: int, any_m: bool) -> torch.Tensor:
     if any_m and x.shape[0] > GEMV_MAX_M:
-        return woq_mm.eager(INT4, x, qweight, scale, zero, None, group_size)
+        return woq_panel_cpu.mm_int4(x, qweight, scale, zero, group_size=group_size)
     return woq_gemv_cpu.gemv_int4(x, qweight, scale, zero, group_size=group_size)
 
 
@@ -130,7 +128,7 @@ def _gemv_nf4(x, qweight, absmax, levels, *double_quant, block_size: int, any_m:
     """``double_quant``: (absmax_scale, absmax_offset), or nothing without double quantization."""
     absmax_scale, absmax_offset = double_quant or (None, None)
     if any_m and x.shape[0] > GEMV_MAX_M:
-        return woq_mm.eager(NF4, x, qweight, absmax, levels, absmax_scale, absmax_offset, None, block_size)
+        return woq_panel_cpu.mm_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, block_size=block_size)
     return woq_gemv_cpu.gemv_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, block_size=block_size)
 
 
@@ -141,11 +139,27 @@ _GEMV_CHOICES = {
 }
 
 
-# --------------------------------------------------------------------------- helpers
+def _panel_int8(x, qweight, scale) -> torch.Tensor:
+    return woq_panel_cpu.mm_int8(x, qweight, scale)
 
 
-def _prefers_aten(dtype: torch.dtype) -> bool:
-    return dtype == torch.bfloat16
+def _panel_int4(x, qweight, scale, zero, *aten_constants, group_size: int) -> torch.Tensor:
+    """``aten_constants``: the ATen kernel's repacked weight where the lowering added it for
+    autotuning (every choice of one autotuned call takes the same inputs); unused here."""
+    return woq_panel_cpu.mm_int4(x, qweight, scale, zero, group_size=group_size)
+
+
+def _panel_nf4(x, qweight, absmax, levels, *double_quant, block_size: int) -> torch.Tensor:
+    absmax_scale, absmax_offset = double_quant or (None, None)
+    return woq_panel_cpu.mm_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, block_size=block_size)
+
+
+# Our prefill kernels (a panel of the weight decoded at a time, then a GEMM), by scheme name; a
+# scheme without one takes the decomposition past 16 rows.
+_PANEL_CHOICES = {
+    scheme.name: ExternKernelChoice(panel, name=f"impl_woq_panel_{scheme.short}_cpu", has_out_variant=False)
+    for scheme, panel in ((INT8, _panel_int8), (INT4, _panel_int4), (NF4, _panel_nf4))
+}
 
 
 # --------------------------------------------------------------------------- the lowering
@@ -178,10 +192,13 @@ class _Lowering:
         self.fakes = [flat_fake(x, self.k), *(fake_value(fx_args[i]) for i in weight)]
         self.aten: Optional[tuple[ExternKernelChoice, dict]] = None
         self.dense = dense(record, args, weight)
-        self.gemv = self._gemv_route(dict(zip(record.ints, ints)))
+        statics = dict(zip(record.ints, ints))
+        self.gemv = self._gemv_route(statics)
+        panel = _PANEL_CHOICES.get(scheme)
+        self.panel = None if panel is None else (panel, statics)
         if scheme == INT8.name:
             self.aten = (_INT8_CHOICE, {})
-        elif scheme == INT4.name and self.gemv is None:
+        elif scheme == INT4.name and self.gemv is None and max_autotune():
             self._add_int4_constants([constant_value(a) for a in fx_args[1:4]], group_size=ints[0])
 
     def _gemv_route(self, statics: dict) -> Optional[tuple[ExternKernelChoice, dict]]:
@@ -216,22 +233,19 @@ class _Lowering:
     def lower(self) -> Any:
         if self.gemv is not None:
             y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", [self._choice(*self.gemv)], self.inputs, self.layout())
-        elif self.aten is not None and max_autotune():
-            choices = [self._aten_choice()]
+        elif self.panel is None:  # a scheme without CPU kernels of ours: the decomposition
+            y = inline_decomposition(self.dense, self.inputs, self.fakes)
+        elif max_autotune():
+            choices = [self._choice(*self.panel)] + ([self._choice(*self.aten)] if self.aten is not None else [])
             decomposed = compat.subgraph_choice(f"impl_woq_mm_{self.scheme}_decomposed", self.inputs, self.layout(), self.dense)
             if decomposed is not None:
                 choices.append(decomposed)
             y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", choices, self.inputs, self.layout())
-        elif self.aten is not None and _prefers_aten(self.dtype):
-            y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", [self._aten_choice()], self.inputs, self.layout())
         else:
-            y = inline_decomposition(self.dense, self.inputs, self.fakes)
+            y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", [self._choice(*self.panel)], self.inputs, self.layout())
         if self.bias is not None:
             y = lowerings[aten.add.Tensor](y, self.bias)
         return lowerings[aten.reshape.default](y, [*self.args[0].get_size()[:-1], self.n])
-
-    def _aten_choice(self) -> Any:
-        return self._choice(*self.aten)
 
     def _choice(self, choice: ExternKernelChoice, kwargs: dict) -> Any:
         # The kernels need a row-major x (a strided activation is copied first).

@@ -22,6 +22,9 @@ if not ON_GPU:
 
     use_interpreter()
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 from impl.kernels import common  # noqa: E402  (after the interpreter switch)
 from impl.kernels.common import KernelConfig, m_bucket, table_bucket  # noqa: E402
 
@@ -164,17 +167,34 @@ def test_nibble_tables_are_cached_per_levels_dtype_and_device():
     assert common.nibble_pair_table(levels, torch.float16, cpu) is table      # launchers call it every launch
     assert torch.equal(common.nibble_pair_table(list(levels), torch.float16, cpu), table)
     assert not torch.equal(common.nibble_pair_table(levels, torch.bfloat16, cpu), table)
-    assert common.nibble_lut_words(levels, torch.float16, cpu).shape == (8,)
+    assert common.levels_tensor(list(levels), cpu) is common.levels_tensor(levels, cpu)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_nibble_tables_of_a_levels_tensor_equal_the_host_tables(dtype):
-    """The device-side tables (any NF4 levels operand, no host sync) match the Python ones."""
+def test_nibble_pair_table_of_a_levels_tensor_equals_the_host_table(dtype):
+    """The device-side table (any NF4 levels operand, no host sync) matches the Python one."""
     levels = [(-1.0) ** i * i / 7 for i in range(16)]
     pair_table = common.nibble_pair_table_of(torch.tensor(levels), dtype)
-    lut_words = common.nibble_lut_words_of(torch.tensor(levels), dtype)
     assert pair_table.tolist() == list(common.nibble_pair_values(tuple(levels), dtype))
-    assert lut_words.tolist() == list(common.nibble_lut_values(tuple(levels), dtype))
+
+
+@triton.jit
+def _store_nibble_lut(levels_ptr, x_ptr, out_ptr):
+    words = common.nibble_lut_of_levels(levels_ptr, x_ptr.dtype.element_ty)  # as the kernels: x's dtype
+    for i in tl.static_range(8):
+        tl.store(out_ptr + tl.full((1, 1), i, tl.int32), words[i])
+
+
+@INTERPRETER_WARNINGS
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_kernels_build_the_prmt_table_from_the_levels(dtype):
+    """NF4's kernels read the 16 float32 levels and build the PRMT words themselves (no table
+    kernel before each launch): the words equal the host's, levels that round (i / 7) and
+    negative ones included."""
+    levels = [(-1.0) ** i * i / 7 for i in range(16)]
+    out = torch.zeros(8, dtype=torch.int32, device=DEVICE)
+    _store_nibble_lut[(1,)](torch.tensor(levels, device=DEVICE), torch.zeros(1, dtype=dtype, device=DEVICE), out)
+    assert out.tolist() == list(common.nibble_lut_values(tuple(levels), dtype))
 
 
 def test_activation_checks_name_the_problem():

@@ -7,8 +7,8 @@ the H200 run's woq_fusion cells came back with the output unwritten (NaN, garbag
 kernel in the output code. Here the same trace is made on fake CUDA tensors (no GPU needed:
 the launch is recorded, not run), in a subprocess without ``TRITON_INTERPRET`` so the
 kernels are ``JITFunction``s as on a GPU. The same traces show what else a compiled layer
-would compute each call: nothing for int4 once handed its table, only the levels' decode
-table for NF4, double-quantized absmax or not. The GPU run checks the lowering end to end.
+would compute each call: nothing for int4 once handed its table, nothing for NF4 (its
+kernel reads the levels operand), double-quantized absmax or not. The GPU run checks the lowering end to end.
 """
 
 from __future__ import annotations
@@ -106,10 +106,20 @@ def test_int4_given_its_decode_table_builds_nothing_per_call():
     assert "aten.gather.default" in built["targets"]
 
 
+def test_nf4_builds_no_decode_table_per_call():
+    """NF4's kernel takes the levels operand and builds its PRMT table itself: the trace
+    computes nothing before the launch (it used to build the table from the levels, a small
+    kernel a layer in compiled code, which cost default mode ~0.8x dense a layer)."""
+    for variant in ("nf4", "nf4+double_quant"):
+        trace = _trace(eliminate_dead_code=False)[variant]
+        assert set(trace["targets"]) - NO_KERNEL == {"triton_kernel_wrapper_mutation"}, (variant, trace["targets"])
+        assert trace["inputs"][0]["levels_ptr"] == 3, (variant, trace["inputs"])
+
+
 def test_nf4_double_quantized_absmax_reaches_the_kernel_as_codes():
     """Codes, absmax_scale and absmax_offset go straight to the kernel (it decodes them): no
-    float32 absmax is computed and read back. The rest of the trace (the decode tables
-    from the levels operand) is the same as without double quantization."""
+    float32 absmax is computed and read back. The rest of the trace is the same as without
+    double quantization."""
     trace = _trace(eliminate_dead_code=False)
     double, single = trace["nf4+double_quant"], trace["nf4"]
     assert double["inputs"][0]["absmax_ptr"] == 2

@@ -4,7 +4,8 @@ Kernels: every scheme, activation dtype, row count (passes of 4 rows with a ragg
 K with padding / a non-multiple-of-16 tail, both loops (AVX2 and scalar), against the
 float64 reference. Compiled: a quantized model at decode sizes reads only the quantized
 bytes (the output code calls our kernel and allocates no (N, K) weight, no GEMM), freezing
-on and off; a symbolic row count picks its route per call; prefill keeps the GEMM routes.
+on and off; a symbolic row count picks its route per call (past 16 rows the prefill
+route, tests/impl/test_woq_panel_cpu.py).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def test_decode_reads_only_the_quantized_bytes(scheme, dtype, freezing):
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_a_symbolic_row_count_picks_its_route_per_call(scheme):
     """Compiled with a dynamic batch, one graph serves any M: our kernel up to GEMV_MAX_M
-    rows, dequantize + GEMM past it (the call decides), both right."""
+    rows, the panel route (woq_panel_cpu) past it (the call decides), both right."""
     model = _model(scheme)
     xs = [torch.randn(b, 1, K1, dtype=torch.bfloat16) for b in (4, 3, 40)]
     outputs, code = _compile(model, xs, dynamic=True)
@@ -150,15 +151,6 @@ def test_a_symbolic_row_count_picks_its_route_per_call(scheme):
     with torch.no_grad():
         for x, y in zip(xs, outputs):
             assert compute_sqnr(model(x), y) > 35.0, x.shape
-
-
-@pytest.mark.parametrize("scheme", list(SCHEMES))
-def test_prefill_keeps_a_gemm(scheme):
-    x = torch.randn(64, K1)
-    (y,), code = _compile(_model(scheme), [x], dynamic=False)
-    assert "impl_woq_gemv" not in code and code.count("extern_kernels.") >= 2, code
-    with torch.no_grad():
-        assert compute_sqnr(_model(scheme)(x), y) > 90.0
 
 
 def test_gemv_max_m_is_where_the_lowering_switches():

@@ -3,9 +3,9 @@
 Eager: each op against the scheme's float64 reference dequantization (M = 1, odd K,
 N not a multiple of the group, 3-D and strided activations, bias), opcheck, bad input.
 Compiled: a WeightOnlyLinear model under impl.install(): the kernel Inductor emits for
-each regime (our decode kernels up to 16 rows; past that the ATen int8 kernel for bfloat16,
-the int4 kernel repacked at compile time under freezing, the inlined decomposition
-otherwise) and numerics against eager. The decode kernels' own tests: test_woq_gemv_cpu.py.
+each regime (our decode kernels up to 16 rows; past that the panel route, freezing on or
+off; under max-autotune the ATen kernels and the decomposition are choices too) and numerics
+against eager. The kernels' own tests: test_woq_gemv_cpu.py, test_woq_panel_cpu.py.
 """
 
 from __future__ import annotations
@@ -127,17 +127,17 @@ def _compile(model, x, **config):
     "scheme, options, dtype, m, freezing, kernel",
     [
         ("int8", {}, torch.bfloat16, 1, False, "extern_kernels.impl_woq_gemv_int8_cpu("),
-        ("int8", {}, torch.bfloat16, 32, False, "extern_kernels.impl_woq_int8pack_mm("),
+        ("int8", {}, torch.bfloat16, 32, False, "extern_kernels.impl_woq_panel_int8_cpu("),
         ("int8", {}, torch.float32, 4, False, "extern_kernels.impl_woq_gemv_int8_cpu("),
-        ("int8", {}, torch.float32, 32, False, "extern_kernels.mm("),
+        ("int8", {}, torch.float32, 32, False, "extern_kernels.impl_woq_panel_int8_cpu("),
         ("int4", {"group_size": 64}, torch.bfloat16, 1, True, "extern_kernels.impl_woq_gemv_int4_cpu("),
-        ("int4", {"group_size": 64}, torch.bfloat16, 32, True, "extern_kernels.impl_woq_int4pack_mm_cpu("),
-        ("int4", {"group_size": 64}, torch.float32, 32, False, "extern_kernels.mm("),
+        ("int4", {"group_size": 64}, torch.bfloat16, 32, True, "extern_kernels.impl_woq_panel_int4_cpu("),
+        ("int4", {"group_size": 64}, torch.float32, 32, False, "extern_kernels.impl_woq_panel_int4_cpu("),
         ("nf4", {"block_size": 64}, torch.float16, 2, False, "extern_kernels.impl_woq_gemv_nf4_cpu("),
-        ("nf4", {"block_size": 64}, torch.float16, 32, False, "extern_kernels.mm("),
+        ("nf4", {"block_size": 64}, torch.float16, 32, False, "extern_kernels.impl_woq_panel_nf4_cpu("),
     ],
-    ids=["int8-bf16-decode", "int8-bf16-prefill", "int8-fp32-decode", "int8-fp32-decomposed", "int4-bf16-decode",
-         "int4-bf16-frozen", "int4-fp32-decomposed", "nf4-fp16-decode", "nf4-fp16-decomposed"],
+    ids=["int8-bf16-decode", "int8-bf16-prefill", "int8-fp32-decode", "int8-fp32-prefill", "int4-bf16-decode",
+         "int4-bf16-frozen-prefill", "int4-fp32-prefill", "nf4-fp16-decode", "nf4-fp16-prefill"],
 )
 def test_cpu_lowering_picks_the_kernel(scheme, options, dtype, m, freezing, kernel):
     model = _model(scheme, **options)

@@ -3,12 +3,15 @@
 Module map, each importing only modules above it in this list (tests/harness/test_import_layers.py
 holds every module, and every import in it, at module level or in a function, to that):
 
-- ``portable``          what a repro script carries (torch and the standard library only): dtypes,
-                        inputs, built-in programs, running a program, tolerance numbers, golden sample
+- ``core``              what a cell's run needs of the harness, and every repro script carries
+                        (torch and the standard library only; the package imports nothing):
+- ``core.dtypes``       dtype names and aliases accepted in YAML, default tolerances
+- ``core.programs``     ``module:function`` resolution and the built-in programs' registry
+- ``core.inputs``       input specs, input kinds (registry) and deterministic input construction
+- ``core.execute``      running a program (eager, float64, compiled) and naming its outputs
+- ``core.tolerance``    the tolerance model's numbers: errors, SQNR, which checks an output fails
+- ``core.sample``       the golden's fixed sample of a big output
 - ``project``           the project's settings: suite patterns, suites root, suite keys, golden dir
-- ``dtypes``            dtype names and aliases accepted in YAML, default tolerances
-- ``programs``          the built-in programs' registry and ``module:function`` resolution
-- ``inputs``            input kinds (registry) and deterministic input construction
 - ``filecheck``         LLVM FileCheck blocks with our diagnostics (and the directive check the loader runs)
 - ``case.errors``       the one-line ``path:line: field: problem`` error of a suite file
 - ``case.yaml_lines``   YAML with line numbers; duplicate-key, alias-bomb and bad-key guards
@@ -19,7 +22,7 @@ holds every module, and every import in it, at module level or in a function, to
 - ``matrix``            ``Case`` -> ``MatrixCell`` list; device detection
 - ``kernel_asm``        PTX / SASS / register use of a cell's Triton kernels
 - ``run``               one cell: eager, float64, compiled; code, graphs and counters captured
-- ``compare``           tolerance model and numeric report
+- ``compare``           the numeric report of a comparison, from ``core.tolerance``'s verdicts
 - ``golden``            safetensors goldens with JSON sidecars, atomic locked writes; obtained files
 - ``golden_cli``        ``python -m harness golden show|diff``: one golden, and a failing cell's obtained outputs
 - ``counters``          counter and graph-count expectations
@@ -29,7 +32,7 @@ holds every module, and every import in it, at module level or in a function, to
 - ``perf``              the perf check: timers, perf goldens
 - ``report``            failure text and the session summary table
 - ``report_html``       ``--report``: the static HTML page and its pictures
-- ``repro_template``    the body of a repro script, after ``portable``'s source
+- ``repro_template``    the body of a repro script, after the core's source
 - ``repro``             a failing cell's standalone repro script
 - ``bisect``            ``--bisect``: where a failing cell's compiled result diverges
 - ``items``             ``CaseFile`` / ``CaseItem`` / ``FuzzItem`` pytest nodes

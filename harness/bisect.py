@@ -474,10 +474,9 @@ def bisect_cell(case: Case, cell: MatrixCell, *, use_compiler_bisector: bool = T
     """Both searches for a failing cell (see the module docstring)."""
     case, cell = _bisectable(case, cell)
     try:
-        if cell.backend == "eager":
-            return BisectReport(None, [], note="an eager cell compiles nothing: nothing to bisect."
-                                + _eager_vs_float64(case, cell, _rerun_keeping_run(case, cell)[1]))
         first, run = _rerun_keeping_run(case, cell)
+        if cell.backend == "eager":
+            return BisectReport(None, [], note="an eager cell compiles nothing: nothing to bisect." + _eager_vs_float64(case, cell, run))
         failure = first.failure
         if not failure:
             return BisectReport(None, [], note=(

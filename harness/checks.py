@@ -16,11 +16,11 @@ import torch
 from .case import Case, FileCheckBlock
 from .compare import Comparison, compare_outputs
 from .counters import check_counters, check_graphs
-from .dtypes import DTYPES
+from .core.dtypes import DTYPES
+from .core.execute import extract_kernel_sources, flatten_outputs
+from .core.programs import make_program
 from .filecheck import generated_checks, prefixes_for, run_filecheck
 from .matrix import MatrixCell
-from .portable import extract_kernel_sources, flatten_outputs
-from .programs import make_program
 from .run import CellRun, build_inputs
 
 

@@ -29,9 +29,9 @@ from typing import Optional
 
 import torch
 
-# The tolerance model's numbers (errors, SQNR, which checks an output fails) live where repro
-# scripts can carry them; this module turns them into the report (three names re-exported).
-from .portable import Tolerance, float_errors, is_inexact, judge_tensor, sqnr_db, unravel  # noqa: F401
+# The tolerance model's numbers (errors, SQNR, which checks an output fails) are the core's;
+# this module turns them into the report.
+from .core.tolerance import Tolerance, judge_tensor, unravel
 
 WORST_ROWS = 8
 

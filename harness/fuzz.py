@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from .case import RANGE_SETTINGS, Case, FuzzSpec
-from .inputs import InputSpec
+from .core.inputs import InputSpec
 
 
 # --------------------------------------------------------------------------- examples

@@ -20,7 +20,8 @@ from typing import Optional
 
 import torch
 
-from .compare import Tolerance, compare_outputs
+from .compare import compare_outputs
+from .core.tolerance import Tolerance
 from .golden import DATA_SUFFIX, SIDECAR_SUFFIX, obtained_path, GoldenPaths
 
 

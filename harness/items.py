@@ -23,6 +23,7 @@ import pytest
 from .case import Case, CaseFormatError, load_suite
 from .compare import Comparison, check_sampled_shapes, compare_outputs
 from .checks import compare_with_eager, compare_with_reference, compare_with_references, counter_sections, filecheck_sections
+from .core.sample import sample_for_golden
 from .fuzz import concretize, describe_example, pinned_case_yaml, search
 from .golden import (
     GoldenError,
@@ -34,7 +35,6 @@ from .golden import (
     golden_paths,
     load_golden,
     read_sidecar,
-    sample_for_golden,
     sidecar_for,
     write_golden,
 )

@@ -19,7 +19,7 @@ from typing import Optional
 import pytest
 
 from .case import BACKENDS, DEVICES, load_suite
-from .dtypes import DTYPES, canonical_dtype_name
+from .core.dtypes import DTYPES, canonical_dtype_name
 from .diagnostics import Diagnostics
 from .diagnostics import add_options as add_diagnostic_options
 from .golden import StaleGolden, find_stale_goldens, prune, recover_leftovers

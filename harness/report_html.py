@@ -27,7 +27,9 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from .portable import DTYPES, float_errors, is_inexact, sample_for_golden, sqnr_db
+from .core.dtypes import DTYPES
+from .core.sample import sample_for_golden
+from .core.tolerance import float_errors, is_inexact, sqnr_db
 
 DETAIL_PROPERTY = "quantcheck_detail"
 HEAT_ROWS, HEAT_COLS = 32, 48

@@ -1,8 +1,8 @@
 """Repro scripts: every failing cell leaves a standalone Python file that reproduces it.
 
-The script is :mod:`harness.portable`'s source (input construction, built-in programs,
-running a program, the tolerance model, the golden sample: the code the harness runs),
-then :mod:`harness.repro_template`'s (reading the spec, printing the verdict), then the
+The script is the source of :mod:`harness.core`'s modules (input construction, built-in
+programs, running a program, the tolerance model, the golden sample: the code the harness
+runs), then :mod:`harness.repro_template`'s (reading the spec, printing the verdict), then the
 cell's ``SPEC``: the program (``module:function`` + params, or a built-in by name), each
 input's spec and seed, the backend, device, dtype, Inductor and Dynamo config, the case's
 passes, and every check the cell makes (tolerance, golden path, counters, graphs,
@@ -30,15 +30,16 @@ from typing import Any, Optional
 
 import torch
 
-from . import portable, programs, repro_template
+from . import repro_template
 from .case import Case
-from .dtypes import DTYPES
+from .core import dtypes, execute, inputs, programs, sample, tolerance
 from .filecheck import prefixes_for
-from .inputs import input_kind
 from .matrix import MatrixCell
-from .run import FRESH_COMPILE_CONFIG, build_inputs, compile_mode, compiled_runs, input_seed, needs_fresh_compile
+from .run import build_inputs, case_inductor_config, compile_mode, compiled_runs, input_seed
 
 DEFAULT_DIR = ".quantcheck/repro"
+#: The core's modules, in the order a script holds them (each after those it imports).
+SCRIPT_MODULES = (dtypes, programs, inputs, execute, tolerance, sample)
 
 
 def script_path(directory: Path, suite_key: str, case: Case, cell: MatrixCell) -> Path:
@@ -65,7 +66,8 @@ def _program_spec(case: Case) -> dict[str, Any]:
     if builtin is None:
         return {"kind": "function", "target": case.program, "params": dict(case.params)}
     params = {name: dict(case.params).get(name, spec.default) for name, spec in builtin.params.items()}
-    if portable.BUILTIN_BUILDERS.get(case.program) is builtin.build:  # a script has portable's builders
+    core = programs.CORE_BUILTINS.get(case.program)
+    if core is not None and core.build is builtin.build:  # a script has the core's built-ins
         return {"kind": "builtin", "name": case.program, "params": params}
     target = _importable_name(builtin.build)
     if target is None:
@@ -77,9 +79,9 @@ def _input_builder(spec) -> str:
     """'tensor', an importable 'module:builder', or 'saved' (the values go beside the script)."""
     if spec.kind == "tensor":
         return "tensor"
-    if ":" in spec.kind and input_kind(spec.kind) is None:
+    if ":" in spec.kind and inputs.input_kind(spec.kind) is None:
         return spec.kind
-    kind = input_kind(spec.kind)
+    kind = inputs.input_kind(spec.kind)
     return (_importable_name(kind.build) if kind is not None else None) or "saved"
 
 
@@ -96,10 +98,7 @@ def build_spec(case: Case, cell: MatrixCell, golden_data: Optional[Path], nodeid
     relative to ``rootdir`` when it lies inside it (the script joins it to the project root)."""
     from torch._inductor import config as inductor_config
 
-    inductor_patch = dict(case.config)
-    if needs_fresh_compile(case):
-        for key, value in FRESH_COMPILE_CONFIG.items():
-            inductor_patch.setdefault(key, value)
+    inductor_patch = case_inductor_config(case)
     unknown = [k for k in inductor_patch if not hasattr(inductor_config, k)]
     if unknown:
         raise ValueError(f"config keys this torch does not have: {', '.join(unknown)}")
@@ -153,7 +152,7 @@ def _save_inputs(case: Case, cell: MatrixCell, spec: dict[str, Any], path: Path)
     from safetensors.torch import save_file
 
     tensors = {}
-    for input_spec, value in zip(case.inputs, build_inputs(case, "cpu", DTYPES[cell.dtype])):
+    for input_spec, value in zip(case.inputs, build_inputs(case, "cpu", dtypes.DTYPES[cell.dtype])):
         if input_spec.name not in names:
             continue
         if isinstance(value, torch.Tensor):
@@ -204,7 +203,7 @@ def render_script(spec: dict[str, Any], rootdir: Path, why: str, saved_inputs: O
         + "".join(f"    {line}\n" for line in why.strip().splitlines()[:12])
         + '"""\n'
     )
-    body = "\nfrom __future__ import annotations\n" + _script_part(portable) + _script_part(repro_template)
+    body = "\nfrom __future__ import annotations\n" + "".join(_script_part(m) for m in (*SCRIPT_MODULES, repro_template))
     if script_dir is not None:
         root = os.path.relpath(rootdir.resolve(), script_dir.resolve())
         saved = f"os.path.join(HERE, {saved_inputs.name!r})" if saved_inputs else "None"

@@ -1,11 +1,11 @@
 """The body of every repro script: rebuild a cell's inputs, run it eager and compiled, check it.
 
-:mod:`harness.repro` writes each script as :mod:`harness.portable`'s source (in place of
-the import below), this file's, then the cell's ``SPEC`` (plain Python literals), so a
-script runs without the harness: it imports torch, the program's module and the pass
+:mod:`harness.repro` writes each script as the source of :mod:`harness.core`'s modules (in
+place of the imports below), this file's, then the cell's ``SPEC`` (plain Python literals),
+so a script runs without the harness: it imports torch, the program's module and the pass
 factories the case names, nothing of ``harness``. Input construction, the built-in
-programs, running a program, the tolerance model and the golden sample are portable's,
-the very code the harness runs; what is here reads the ``SPEC`` and prints the verdict.
+programs, running a program, the tolerance model and the golden sample are the core's, the
+very code the harness runs; what is here reads the ``SPEC`` and prints the verdict.
 
 Exit status: 0 when every check passes, 1 when one fails (each failure printed).
 """
@@ -13,7 +13,6 @@ Exit status: 0 when every check passes, 1 when one fails (each failure printed).
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import math  # noqa: F401  (the script's last lines, after SPEC, use math and sys)
 import os
@@ -21,24 +20,23 @@ import sys  # noqa: F401
 
 import torch
 
-from .portable import (  # in a script, portable's source stands before this file's instead
-    BUILTIN_BUILDERS,
-    DTYPES,
-    InputSpec,
+# In a script, the core's source stands before this file's instead of these imports.
+from .core.dtypes import DTYPES
+from .core.execute import (
+    FRESH_DYNAMO_CONFIG,
+    FRESH_FUNCTORCH_CONFIG,
     PostGradCapture,
-    Tolerance,
-    build_plain_tensor,
-    build_with,
-    chain_passes,
     compile_program,
     deterministic_algorithms,
     extract_kernel_sources,
-    import_program,
-    judge_tensor,
+    inductor_config_patch,
     run_program,
-    sample_for_golden,
     upcast_to_float64,
 )
+from .core.inputs import InputSpec, build_plain_tensor, build_with
+from .core.programs import CORE_BUILTINS, import_program, make_program
+from .core.sample import sample_for_golden
+from .core.tolerance import Tolerance, judge_tensor
 
 
 # -------------------------------------------------------------------------------- inputs
@@ -70,24 +68,15 @@ def _restore_saved(saved, name, device):
 # ------------------------------------------------------------------------------- program
 
 
-def make_program(spec):
+def spec_program(spec):
+    """The program the spec names: a core built-in, a built-in registered by another module
+    (its build function), or a ``module:function`` with its params bound."""
     program = spec["program"]
     if program["kind"] == "builtin":
-        return BUILTIN_BUILDERS[program["name"]](**program["params"])
-    if program["kind"] == "builder":  # a built-in registered by another module: its build function
+        return CORE_BUILTINS[program["name"]].build(**program["params"])
+    if program["kind"] == "builder":
         return import_program(program["target"])(**program["params"])
-    function = import_program(program["target"])
-    return functools.partial(function, **program["params"]) if program["params"] else function
-
-
-def inductor_config_patch(spec, capture):
-    """The case's config, caches off where the harness turns them off, and its passes chained per hook."""
-    from torch._inductor import config as inductor_config
-
-    passes = [(hook, import_program(factory)()) for hook, factory in spec["passes"]]
-    if capture is not None:
-        passes.append(("post_grad_custom_post_pass", capture))
-    return chain_passes(dict(spec["inductor_config"]), passes, inductor_config)
+    return make_program(program["target"], program["params"])
 
 
 # ------------------------------------------------------------------------------- checks
@@ -163,7 +152,7 @@ def main(spec, root=".", saved_inputs_path=None):
 
         saved = load_file(saved_inputs_path)
     device, dtype = spec["device"], DTYPES[spec["dtype"]]
-    program = make_program(spec)
+    program = spec_program(spec)
     tolerance = spec["tolerance"]
     input_specs = [InputSpec(**item["spec"]) for item in spec["inputs"]]
 
@@ -179,10 +168,12 @@ def main(spec, root=".", saved_inputs_path=None):
         capture = PostGradCapture() if "post_grad_graph" in targets else None
         torch._dynamo.reset()
         counters.clear()
-        # No AOTAutograd cache or profile-guided dynamism from an earlier run (they would skip passes).
-        torch._functorch.config.enable_autograd_cache = False
-        dynamo_config.automatic_dynamic_local_pgo = False
-        with inductor_config.patch(inductor_config_patch(spec, capture)), dynamo_config.patch(dict(spec["dynamo_config"])):
+        # No AOTAutograd cache or profile-guided dynamism from an earlier run (they would skip
+        # passes); the spec's Inductor config has the harness's caches off already.
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch._functorch.config.patch(FRESH_FUNCTORCH_CONFIG))
+            stack.enter_context(dynamo_config.patch({**FRESH_DYNAMO_CONFIG, **spec["dynamo_config"]}))
+            stack.enter_context(inductor_config.patch(inductor_config_patch(dict(spec["inductor_config"]), spec["passes"], capture)))
             compiled_fn = compile_program(program, spec["backend"], spec["compile_mode"])
             inputs = build_inputs(spec, device, dtype, saved)
             compiled, code = run_and_get_code(run, compiled_fn, inputs)

@@ -24,38 +24,27 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from .case import CUDAGRAPH_MODES, Case, Variant
-from .dtypes import DTYPES
-from .inputs import InputSpec, build_input
-from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
-from .matrix import MatrixCell
-# Running a program, naming its outputs, the float64 inputs, the pass chain and the
-# post-grad capture live where repro scripts can carry them (flatten_outputs re-exported).
-from .portable import (
+from .core.dtypes import DTYPES
+from .core.execute import (
+    FRESH_COMPILE_CONFIG,
+    FRESH_DYNAMO_CONFIG,
+    FRESH_FUNCTORCH_CONFIG,
     PostGradCapture,
-    chain_passes,
     compile_program,
     deterministic_algorithms,
     extract_kernel_sources,
-    flatten_outputs,  # noqa: F401
+    inductor_config_patch,
     run_program,
     upcast_to_float64,
 )
-from .programs import import_program
+from .core.inputs import InputSpec, build_input
+from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
+from .matrix import MatrixCell
 
 MAX_AUTOTUNE_MODE = "max-autotune-no-cudagraphs"
 # A compile mode with CUDA graphs warms up on the first call, records on the second and
 # replays from the third: the cell runs that many times on its inputs and checks the last.
 CUDAGRAPH_RUNS = 3
-# Inductor config for a compile whose passes must really run (no cache hit skips them).
-# Only the caches that would skip the passes: the FX graph cache and AOTAutograd's cache
-# (patched beside it, see FRESH_FUNCTORCH_CONFIG). The C++/Triton kernel caches stay on: a
-# kernel compiled from the same source is the same kernel, and recompiling it costs seconds
-# a cell (force_disable_caches would switch those off too).
-FRESH_COMPILE_CONFIG = {"fx_graph_cache": False, "autotune_local_cache": False}
-FRESH_FUNCTORCH_CONFIG = {"enable_autograd_cache": False}
-# Profile-guided dynamism read from an earlier run's cache would compile shapes dynamic that
-# the case declares static.
-FRESH_DYNAMO_CONFIG = {"automatic_dynamic_local_pgo": False}
 
 
 @dataclasses.dataclass
@@ -82,8 +71,9 @@ class CellRun:
     recompiles: int = 0  # calls after the first that compiled anything (a case with calls)
 
 
-def input_seed(case: Case, index: int) -> int:
-    spec = case.inputs[index]
+def input_seed(case: Case, index: int, spec: Optional[InputSpec] = None) -> int:
+    """The seed of input ``index`` (``spec``: a call's spec of it, else the case's): its own, else derived from the case's."""
+    spec = case.inputs[index] if spec is None else spec
     return spec.seed if spec.seed is not None else case.seed * 1000 + index
 
 
@@ -109,7 +99,7 @@ def build_call_inputs(case: Case, device: str, dtype: torch.dtype) -> list[list[
     for call in case.calls:
         args = []
         for index, spec in enumerate(call.inputs):
-            seed = spec.seed if spec.seed is not None else case.seed * 1000 + index
+            seed = input_seed(case, index, spec)
             if spec.name in call.changed:
                 args.append(build_input(spec, device=device, matrix_dtype=dtype, seed=seed))
             else:
@@ -176,17 +166,13 @@ class _AutotuneBlockCapture:
             CppWrapperGpu.generate_and_run_autotune_block = original
 
 
-def _inductor_config_patch(case: Case, post_grad_capture: Optional[PostGradCapture]) -> dict[str, Any]:
-    from torch._inductor import config as inductor_config
-
-    patch: dict[str, Any] = dict(case.config)
+def case_inductor_config(case: Case) -> dict[str, Any]:
+    """The case's Inductor config, with the caches that would skip its passes off where it needs them run."""
+    config: dict[str, Any] = dict(case.config)
     if needs_fresh_compile(case):
         for key, value in FRESH_COMPILE_CONFIG.items():
-            patch.setdefault(key, value)  # a case (or --bisect) may set one of them itself
-    passes = [(spec.hook, import_program(spec.factory)()) for spec in case.passes]
-    if post_grad_capture is not None:
-        passes.append(("post_grad_custom_post_pass", post_grad_capture))
-    return chain_passes(patch, passes, inductor_config)
+            config.setdefault(key, value)  # a case (or --bisect) may set one of them itself
+    return config
 
 
 def compile_mode(case: Case, backend: str) -> Optional[str]:
@@ -272,7 +258,8 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         sequence = build_call_inputs(case, cell.device, dtype)
         start = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            stack.enter_context(inductor_config.patch(_inductor_config_patch(case, post_grad_capture)))
+            passes = [(spec.hook, spec.factory) for spec in case.passes]
+            stack.enter_context(inductor_config.patch(inductor_config_patch(case_inductor_config(case), passes, post_grad_capture)))
             if needs_fresh_compile(case):
                 stack.enter_context(functorch_config.patch(FRESH_FUNCTORCH_CONFIG))
                 stack.enter_context(dynamo_config.patch(FRESH_DYNAMO_CONFIG))

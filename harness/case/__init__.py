@@ -27,7 +27,8 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import filecheck, programs
+from .. import filecheck
+from ..core import programs
 from .errors import CaseFormatError, SuiteErrors
 from .model import (
     BACKENDS,

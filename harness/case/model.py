@@ -10,9 +10,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .. import programs
-from ..inputs import InputSpec
-from ..portable import Tolerance  # the tolerance model's record lives with its maths
+from ..core import programs
+from ..core.inputs import InputSpec
+from ..core.tolerance import Tolerance  # the tolerance model's record lives with its maths
 
 BACKENDS = ("eager", "aot_eager", "inductor", "inductor_max_autotune")
 DEVICES = ("cpu", "cuda", "xpu", "mps")

@@ -15,9 +15,10 @@ import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .. import filecheck, programs
-from ..dtypes import DEFAULT_TOLERANCES, DTYPES, MATRIX_DTYPE, canonical_dtype_name
-from ..inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
+from .. import filecheck
+from ..core import programs
+from ..core.dtypes import DEFAULT_TOLERANCES, DTYPES, MATRIX_DTYPE, canonical_dtype_name
+from ..core.inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
 from .model import (
     BACKENDS,
     COMPILE_MODES,

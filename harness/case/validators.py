@@ -7,7 +7,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from ..dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
+from ..core.dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
 from .errors import CaseFormatError, show
 from .yaml_lines import YamlMap, as_yaml_map
 

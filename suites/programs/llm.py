@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.inputs import BuildContext, InputSpec
+from harness.core.inputs import BuildContext, InputSpec
 
 
 def llama(spec: InputSpec, ctx: BuildContext) -> torch.nn.Module:

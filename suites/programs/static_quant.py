@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import impl.static_quant as sq
-from harness.inputs import BuildContext, InputSpec
+from harness.core.inputs import BuildContext, InputSpec
 from impl.static_quant.passes import StaticQuantPass, onednn_unavailable_reason
 
 QDTYPES = {"u8": torch.uint8, "s8": torch.int8}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.inputs import BuildContext, InputSpec
+from harness.core.inputs import BuildContext, InputSpec
 from impl import InvokeQuant
 from impl.schemes import quantize_int4, quantize_int8, quantize_nf4
 from impl.schemes.nf4 import NF4_LEVELS

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.inputs import BuildContext, InputSpec
+from harness.core.inputs import BuildContext, InputSpec
 from impl.schemes.registry import lookup
 from impl.schemes import WeightOnlyLinear, quantize_linear_
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.case import CaseFormatError, parse_suite
-from harness.inputs import InputKind, build_input, register_input_kind
+from harness.core.inputs import InputKind, build_input, register_input_kind
 
 
 def load(text: str):

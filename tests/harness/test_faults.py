@@ -41,7 +41,7 @@ def slow_tensor(spec, ctx):
     """A plain input that takes 50 ms to build: a refresh long enough to be killed half-way."""
     import time
 
-    from harness.inputs import build_plain_tensor
+    from harness.core.inputs import build_plain_tensor
 
     time.sleep(0.05)
     return build_plain_tensor(spec, ctx)

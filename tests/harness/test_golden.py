@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from harness import golden as golden_module
+from harness.core.sample import sample_for_golden, sample_indices
 from harness.golden import (
     GoldenError,
     GoldenMissing,
@@ -21,8 +22,6 @@ from harness.golden import (
     golden_paths,
     load_golden,
     recover_leftovers,
-    sample_for_golden,
-    sample_indices,
     sidecar_for,
     write_golden,
 )

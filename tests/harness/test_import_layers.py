@@ -110,3 +110,24 @@ def test_each_module_imports_only_modules_above_it():
             if target not in layers or layers.index(target) >= rank:
                 wrong.append(f"{module} imports {target}")
     assert not wrong, "imports against the map in harness/__init__.py (each module imports only modules above it):\n  " + "\n  ".join(wrong)
+
+
+def test_the_core_imports_only_torch_and_the_standard_library():
+    """harness/core/ is what every repro script carries: besides its own modules (above it on the
+    map) it may import torch and the standard library, nothing else, anywhere in a module."""
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"torch"}
+    wrong = []
+    for module, path in _modules(HARNESS / "core").items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level > 1:
+                names = [f"{'.' * node.level}{node.module or ''}"]  # out of the core, into the harness
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue  # ``from .x import``: a module of the core (the map holds their order)
+            wrong += [f"harness.{module} imports {name}" for name in names if name.split(".")[0] not in allowed]
+    assert not wrong, "the core imports more than torch and the standard library:\n  " + "\n  ".join(wrong)

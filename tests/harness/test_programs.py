@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.programs import ProgramImportError, import_program
+from harness.core.programs import ProgramImportError, import_program
 
 pytest_plugins = ["pytester"]
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import portable, programs, repro_template
+from harness import repro_template
 from harness.case import parse_suite
-from harness.inputs import InputSpec, build_input
+from harness.core import programs
+from harness.core.inputs import InputSpec, build_input
 from harness.matrix import expand_matrix
-from harness.repro import _input_builder, build_spec, render_script
+from harness.repro import SCRIPT_MODULES, _input_builder, build_spec, render_script
 from tests.harness.conftest import PLANTED_MISCOMPILE
 
 pytest_plugins = ["pytester"]
@@ -169,9 +170,9 @@ cases:
 
 
 def test_a_script_of_each_builtin_runs_without_the_harness(tmp_path):
-    """Every built-in of the harness, as a script builds it (portable's builders): each cell's script passes."""
+    """Every built-in of the harness, as a script builds it (the core's builders): each cell's script passes."""
     suite = parse_suite(textwrap.dedent(BUILTIN_CASES), Path("suites/b.yaml"), "suites/b.yaml")
-    assert sorted(case.name for case in suite.cases) == sorted(portable.BUILTIN_BUILDERS), "a case per built-in"
+    assert sorted(case.name for case in suite.cases) == sorted(programs.CORE_BUILTINS), "a case per built-in"
     scripts = []
     for case in suite.cases:
         (cell,) = expand_matrix(case)
@@ -208,14 +209,17 @@ def _top_level_names(module) -> set[str]:
 
 
 def test_the_pasted_modules_can_share_one_script():
-    """A script holds portable's source then the template's: portable imports nothing a script
-    lacks (torch, the standard library), and the template redefines none of portable's names."""
-    tree = ast.parse(Path(portable.__file__).read_text(encoding="utf-8"))
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module != "__future__"}
-    assert all(not node.level for node in ast.walk(tree) if isinstance(node, ast.ImportFrom))
-    assert {name.split(".")[0] for name in imported} <= set(sys.stdlib_module_names) | {"torch", "safetensors"}
-    assert not _top_level_names(portable) & _top_level_names(repro_template)
+    """A script holds the core's modules' source, then the template's: each module stands after
+    those it imports (the imports themselves are dropped), and no two define the same name."""
+    pasted = [*SCRIPT_MODULES, repro_template]
+    for position, module in enumerate(pasted):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        ours = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
+        before = {m.__name__.rpartition(".")[2] for m in pasted[:position]}
+        assert {name.rpartition(".")[2] for name in ours} <= before, f"{module.__name__} imports what stands after it"
+    for i, first in enumerate(pasted):
+        for second in pasted[i + 1:]:
+            assert not _top_level_names(first) & _top_level_names(second), (first.__name__, second.__name__)
 
 
 def test_template_compare_follows_the_tolerance_model():

@@ -8,7 +8,8 @@ import torch
 
 from harness.case import parse_suite
 from harness.matrix import MatrixCell
-from harness.run import build_inputs, extract_kernel_sources, flatten_outputs, run_cell
+from harness.core.execute import extract_kernel_sources, flatten_outputs
+from harness.run import build_inputs, run_cell
 
 PROGRAMS = "tests.harness.test_run"
 

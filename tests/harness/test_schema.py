@@ -10,8 +10,8 @@ import pytest
 from harness import case as case_module
 from harness.case import CaseFormatError, load_suite, parse_suite
 from harness.case.yaml_lines import LineLoader as _LineLoader
-from harness.dtypes import DTYPE_ALIASES, DTYPES
-from harness.inputs import DISTRIBUTIONS
+from harness.core.dtypes import DTYPE_ALIASES, DTYPES
+from harness.core.inputs import DISTRIBUTIONS
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import torch
 
-# DTYPES (canonical name -> torch dtype; canonical names are what test ids and golden file
-# names use) and MATRIX_DTYPE (an input's "the dtype of the matrix cell") live where repro
-# scripts can carry them.
-from .portable import DTYPES, MATRIX_DTYPE  # noqa: F401  (re-exported)
+#: Canonical name -> torch dtype. Canonical names are what test ids and golden file names use.
+DTYPES: dict[str, torch.dtype] = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float8_e4m3fn": torch.float8_e4m3fn,
+    "float8_e5m2": torch.float8_e5m2,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+
+#: The placeholder an input uses to mean "the dtype of the matrix cell".
+MATRIX_DTYPE = "@dtype"
 
 #: Short spellings people type; they are normalized to the canonical name on load.
 DTYPE_ALIASES: dict[str, str] = {

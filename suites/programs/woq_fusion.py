@@ -13,13 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-<<<<<<< HEAD
-from harness.inputs import BuildContext, InputSpec
-from impl import InvokeQuant
-=======
 from harness.core.inputs import BuildContext, InputSpec
-from impl import InvokeQuant, woq_mm
->>>>>>> main
+from impl import InvokeQuant
 from impl.install import InstalledPasses
 from impl.schemes.registry import by_short
 from impl.schemes import (

@@ -229,9 +229,9 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     Mutant(
         "woq_op_missing_transpose", "impl/woq_mm.py",
-        "    return F.linear(x, dequantize_int8(qweight, scale, x.dtype), bias)\n",
-        "    weight = dequantize_int8(qweight, scale, x.dtype)\n"
+        "    return F.linear(x, scheme.formula(*operands, *ints, int(x.shape[-1]), x.dtype), bias)\n",
+        "    weight = scheme.formula(*operands, *ints, int(x.shape[-1]), x.dtype)\n"
         "    return F.linear(x, weight.reshape(weight.shape[1], weight.shape[0]).t(), bias)\n",
-        WOQ_OP_TESTS, "the int8 fused op reads the weight as (K, N) memory: a transpose missing (right only when N == K)",
+        WOQ_OP_TESTS, "the fused ops read the weight as (K, N) memory: a transpose missing (right only when N == K)",
     ),
 )

@@ -41,9 +41,16 @@ def use_interpreter() -> None:
     if interpreter_active() and not _any_compiled_kernel_loaded():
         return
     os.environ["TRITON_INTERPRET"] = "1"
-    for name in KERNEL_MODULES:
+    for name in dict.fromkeys((*KERNEL_MODULES, *_registered_kernel_modules())):
         if name in sys.modules:
             importlib.reload(sys.modules[name])
+
+
+def _registered_kernel_modules() -> tuple[str, ...]:
+    """The kernel modules of every registered scheme (a scheme's kernel may live outside this package)."""
+    from ..schemes.registry import all_schemes
+
+    return tuple(s.kernel if "." in s.kernel else f"{__name__}.{s.kernel}" for s in all_schemes())
 
 
 def _any_compiled_kernel_loaded() -> bool:

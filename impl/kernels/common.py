@@ -882,3 +882,23 @@ def nibble_pair_table_of(levels: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     Python-int tables above would need the levels on the host (a device sync)."""
     entry = torch.arange(256, device=levels.device)  # entry b: levels[b & 15] low, levels[b >> 4] high
     return _wrap_int32(_level_bits(levels, entry & 0xF, dtype) | (_level_bits(levels, entry >> 4, dtype) << 16))
+
+
+# --------------------------------------------------------------------------- traced launches (a kernel's op_body)
+
+
+def traced_rows(x: torch.Tensor, config) -> object:
+    """x's row count: an int where the body picks its config from it; as given (an int or, in
+    a trace with a symbolic batch, a SymInt) where the caller picked the config for M's bucket."""
+    return int(x.shape[0]) if config is None else x.shape[0]
+
+
+def traced_scratch(M, N: int, config: KernelConfig, x: torch.Tensor, tile_counter):
+    """(partial, tile_counter) of a traced launch. ``tile_counter``: zeroed int32 with a counter
+    for every tile (the kernel leaves it zeroed), or None to allocate zeros here, a fill kernel a
+    call. A launch without split-K reads neither: the given buffer stands in for both pointers."""
+    if tile_counter is None:
+        return SplitKScratch.buffers(M, N, config, x.device, fresh_counters=True)
+    if config.split_k == 1:
+        return tile_counter.view(torch.float32), tile_counter
+    return torch.empty((config.split_k, M, N), device=x.device, dtype=torch.float32), tile_counter

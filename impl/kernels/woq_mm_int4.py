@@ -20,10 +20,13 @@ Tutorial order: kernel, launcher, reference.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+from torch._guards import detect_fake_mode
+from torch.library import wrap_triton
 
 from . import interpreter_active
 from .common import (
@@ -69,9 +72,10 @@ from .common import (
     zeros_f32,
 )
 from .launch import CachedLauncher, LaunchPlans
+from .common import nibble_pair_table_of, traced_rows, traced_scratch  # op_body's (the triton_op's) launch
+from ..schemes.int4 import GROUP_SIZES  # the scheme's group sizes: one definition
 
 OP = "woq_mm_int4"
-GROUP_SIZES = (32, 64, 128)
 INT4_LEVELS = tuple(float(u) for u in range(16))
 
 
@@ -434,3 +438,56 @@ def woq_mm_int4_reference(x, qweight, scale, zero, group_size: int) -> torch.Ten
     """y (M, N) float64 on the CPU."""
     W = dequantize_int4_reference(qweight, scale, zero, group_size, x.shape[-1])
     return x.cpu().to(torch.float64) @ W.T
+
+
+# --------------------------------------------------------------------------- as a triton_op (impl.kernels.ops)
+
+
+def pair_table_of(x: torch.Tensor) -> torch.Tensor:
+    """The int4 kernel's decode table (nibble_pair_table of the levels 0..15 in x's dtype).
+    Run eagerly: the device's cached copy. Traced: built on the device from arange, one small
+    kernel a call (a torch.tensor of Python ints would be a host-to-device copy a call, which
+    a CUDA graph cannot capture); the CUDA lowering hands the body a graph constant instead."""
+    if detect_fake_mode((x,)) is None:
+        return nibble_pair_table(INT4_LEVELS, x.dtype, x.device)
+    levels = torch.arange(len(INT4_LEVELS), dtype=torch.float32, device=x.device)
+    return nibble_pair_table_of(levels, x.dtype)
+
+
+def traced_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                     group_size: int, pair_table: Optional[torch.Tensor] = None, *, config=None,
+                     tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T, W from the int4 group-wise layout (woq_mm_int4).
+    ``pair_table``: the decode table, made by pair_table_of when None; ``config``,
+    ``tile_counter``: as for woq_mm_int8.traced_body."""
+    N, _ = check_int4_weight(x, qweight, scale, zero, group_size)
+    M, K = traced_rows(x, config), int(x.shape[1])
+    config = config or choose_config(M, N, K, group_size, x.device)
+    out = x.new_empty((M, N))
+    partial, counter = traced_scratch(M, N, config, x, tile_counter)
+    table = pair_table_of(x) if pair_table is None else pair_table
+    return launch_woq_mm_int4(x, qweight, scale, zero, table, out, partial, counter, group_size, config,
+                              wrap=wrap_triton)
+
+
+def op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+            group_size: int) -> torch.Tensor:
+    """``torch.ops.impl.woq_mm_int4_triton``: the schema leaves out what only the lowering hands in."""
+    return traced_body(x, qweight, scale, zero, group_size)
+
+
+def op_arguments(operands: tuple, ints: tuple) -> tuple:
+    """The fused op's (qweight, scale, zero) and (group_size,) as op_body takes them after x."""
+    return (*operands, *ints)
+
+
+def config_for(M: int, N: int, K: int, ints: tuple, device: torch.device) -> KernelConfig:
+    return choose_config(M, N, K, *ints, device)
+
+
+def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
+    """The decode table by traced_body's keyword, as the lowering makes it a graph constant."""
+    return {"pair_table": nibble_pair_table(INT4_LEVELS, dtype, device)}
+
+
+eager_launch = woq_mm_int4  # op_body's signature, eager: what the max-autotune contest times

@@ -11,10 +11,12 @@ Tutorial order: kernel, launcher, reference.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
 from . import interpreter_active
 from .common import (
@@ -46,6 +48,7 @@ from .common import (
     zeros_f32,
 )
 from .launch import CachedLauncher, LaunchPlans
+from .common import traced_rows, traced_scratch  # op_body's (the triton_op's) launch
 
 OP = "woq_mm_int8"
 
@@ -259,3 +262,43 @@ def dequantize_int8_reference(qweight: torch.Tensor, scale: torch.Tensor) -> tor
 def woq_mm_int8_reference(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """y (M, N) float64 on the CPU: the exact product the kernel approximates."""
     return x.cpu().to(torch.float64) @ dequantize_int8_reference(qweight, scale).T
+
+
+# --------------------------------------------------------------------------- as a triton_op (impl.kernels.ops)
+
+
+def traced_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *, config=None,
+                     tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ (qweight (N, K) int8 * scale (N,) fp32 [:, None]).T.
+    ``config``: the tile config (None: chosen from M); ``tile_counter``: see common.traced_scratch."""
+    N, K = qweight.shape
+    check_activation(x, K, OP)
+    check_tensor(qweight, "qweight", (N, K), torch.int8, x.device, OP)
+    check_tensor(scale, "scale", (N,), torch.float32, x.device, OP)
+    M = traced_rows(x, config)
+    config = config or choose_config(M, N, K, x.device)
+    out = x.new_empty((M, N))
+    partial, counter = traced_scratch(M, N, config, x, tile_counter)
+    return launch_woq_mm_int8(x, qweight, scale, out, partial, counter, config, wrap=wrap_triton)
+
+
+def op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``torch.ops.impl.woq_mm_int8_triton``: the schema leaves out what only the lowering hands in."""
+    return traced_body(x, qweight, scale)
+
+
+def op_arguments(operands: tuple, ints: tuple) -> tuple:
+    """The fused op's weight operands (qweight, scale) as op_body takes them after x."""
+    return operands
+
+
+def config_for(M: int, N: int, K: int, ints: tuple, device: torch.device) -> KernelConfig:
+    return choose_config(M, N, K, device)
+
+
+def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
+    """Decode tables the lowering makes graph constants: none."""
+    return {}
+
+
+eager_launch = woq_mm_int8  # op_body's signature, eager: what the max-autotune contest times

@@ -21,10 +21,13 @@ Tutorial order: kernel, launcher, reference.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
+from torch._guards import detect_fake_mode
+from torch.library import wrap_triton
 
 from . import interpreter_active
 from .common import (
@@ -66,10 +69,12 @@ from .common import (
     zeros_f32,
 )
 from .launch import CachedLauncher, LaunchPlans
-from ..schemes.nf4 import DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table: one definition
+from .common import (  # op_body's (the triton_op's) launch
+    nibble_pair_table_of, nibble_pair_values, traced_rows, traced_scratch,
+)
+from ..schemes.nf4 import BLOCK_SIZES, DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table and sizes: one definition
 
 OP = "woq_mm_nf4"
-BLOCK_SIZES = (32, 64, 128, 256)
 ABSMAX_CODES_PER_SCALE = tl.constexpr(DOUBLE_QUANT_BLOCK)  # as the kernels read it
 
 
@@ -473,3 +478,83 @@ def woq_mm_nf4_reference(x, qweight, absmax, block_size: int = 64, absmax_scale=
     """y (M, N) float64 on the CPU."""
     W = dequantize_nf4_reference(qweight, absmax, block_size, x.shape[-1], absmax_scale, absmax_offset)
     return x.cpu().to(torch.float64) @ W.T
+
+
+# --------------------------------------------------------------------------- as a triton_op (impl.kernels.ops)
+
+
+def _standard_nf4_levels(x: torch.Tensor) -> torch.Tensor:
+    """The standard NF4 levels, (16,) float32 on x's device: the device's cached copy when run
+    eagerly (no host-to-device copy a call); traced, an in-graph constant."""
+    if detect_fake_mode((x,)) is None:
+        return levels_tensor(NF4_LEVELS, x.device)
+    return torch.tensor(NF4_LEVELS, dtype=torch.float32, device=x.device)
+
+
+def _nf4_pair_table(levels: torch.Tensor, standard: bool, x: torch.Tensor) -> torch.Tensor:
+    """The pair table the "table" route gathers from (the interpreter, the prefill route's
+    dequantize kernel) for the standard levels: the device's cached copy run eagerly, traced
+    an in-graph constant; for a levels operand, built on the device (one small kernel a call
+    once compiled)."""
+    if not standard:
+        return nibble_pair_table_of(levels, x.dtype)
+    if detect_fake_mode((x,)) is None:
+        return nibble_pair_table(NF4_LEVELS, x.dtype, x.device)
+    return torch.tensor(nibble_pair_values(NF4_LEVELS, x.dtype), dtype=torch.int32, device=x.device)
+
+
+def traced_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
+                levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
+                absmax_offset: Optional[torch.Tensor] = None, *, config=None,
+                tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T, W from the NF4 layout (woq_mm_nf4): absmax float32, or its
+    uint8 codes with absmax_scale and absmax_offset (double quantization, decoded in the kernel).
+    ``config``, ``tile_counter``: as for woq_mm_int8.traced_body.
+
+    ``levels`` (16,) float32: the code table; None means the standard NF4 table. The kernel
+    reads the tensor itself (no host sync, CUDA-graph safe, no table kernel a call)."""
+    N, _ = check_nf4_weight(x, qweight, absmax, block_size, absmax_scale, absmax_offset)
+    M, K = traced_rows(x, config), int(x.shape[1])
+    config = config or choose_config(M, N, K, block_size, x.device)
+    out = x.new_empty((M, N))
+    partial, counter = traced_scratch(M, N, config, x, tile_counter)
+    standard = levels is None
+    if standard:
+        levels = _standard_nf4_levels(x)
+    else:
+        check_tensor(levels, "levels", (len(NF4_LEVELS),), torch.float32, x.device, OP)
+    # The PRMT route builds its table from the levels inside the kernel: nothing runs before
+    # the launch. Only the "table" route needs a table built, and only that one is built.
+    table = levels if decode_of(config) == "prmt" else _nf4_pair_table(levels, standard, x)
+    return launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, table, levels, out, partial,
+                             counter, block_size, config, wrap=wrap_triton)
+
+
+def op_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
+            levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
+            absmax_offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``torch.ops.impl.woq_mm_nf4_triton``: the schema leaves out what only the lowering hands in."""
+    return traced_body(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset)
+
+
+def op_arguments(operands: tuple, ints: tuple) -> tuple:
+    """The fused op's (qweight, absmax, levels, absmax_scale, absmax_offset) and (block_size,) as
+    op_body takes them after x. A double-quantized absmax goes as codes: decoding it first would
+    be a kernel of its own and four bytes a block read back instead of one."""
+    qweight, absmax, levels, absmax_scale, absmax_offset = operands
+    return (qweight, absmax, *ints, levels, absmax_scale, absmax_offset)
+
+
+def config_for(M: int, N: int, K: int, ints: tuple, device: torch.device) -> KernelConfig:
+    return choose_config(M, N, K, *ints, device)
+
+
+def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
+    """Decode tables the lowering makes graph constants: none (NF4's come from its levels operand)."""
+    return {}
+
+
+def eager_launch(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset) -> torch.Tensor:
+    """op_body's signature, eager: what the max-autotune contest times (the kernel's cost does not
+    depend on which 16 levels it decodes: the standard ones, cached per device)."""
+    return woq_mm_nf4(x, qweight, absmax, block_size, absmax_scale=absmax_scale, absmax_offset=absmax_offset)

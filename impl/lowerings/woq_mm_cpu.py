@@ -26,8 +26,8 @@ restores the leading dims. The implementations:
     both stored in x's dtype. NF4 has no ATen kernel. The bfloat16 int8 kernel has a
     contract it does not check; ``_int8pack_mm`` meets it on every x86 host (see
     ``INT8PACK_BF16_K_MULTIPLE``), so the same kernel is chosen whatever the host.
-    The decomposition: the op's own formula (``impl.woq_mm.dequantize_<scheme>`` +
-    ``F.linear``) traced and inlined, so Inductor generates the dequantization loop and
+    The decomposition: the op's own formula (the scheme record's ``formula``
+    + ``F.linear``) traced and inlined, so Inductor generates the dequantization loop and
     picks its own GEMM. With ``max_autotune`` (or ``max_autotune_gemm``) these and the panel
     route are benchmarked through ``autotune_select_algorithm`` (the decomposition as a
     subgraph choice where this torch has them, ``compat.subgraph_choice``), like PyTorch's
@@ -40,22 +40,21 @@ devices (and CUDA cases the kernels do not take) fall back to the op's own imple
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
-from torch._inductor import config as inductor_config
 from torch._inductor import ir
 from torch._inductor.lowering import lowerings
 from torch._inductor.select_algorithm import ExternKernelChoice
 from torch._inductor.virtualized import V
 
 from .. import compat
-from .. import woq_mm
 from . import woq_gemv_cpu, woq_panel_cpu
+from .common import constant_value, dense, fake_value, flat_fake, inline_decomposition, max_autotune
 from .woq_gemv_cpu import GEMV_MAX_M
 from ..schemes.common import round_up, unpack_nibbles
+from ..schemes.registry import INT4, INT8, NF4, SCHEMES
 
 aten = torch.ops.aten
 prims = torch.ops.prims
@@ -133,12 +132,11 @@ def _gemv_nf4(x, qweight, absmax, levels, *double_quant, block_size: int, any_m:
     return woq_gemv_cpu.gemv_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, block_size=block_size)
 
 
+# Our decode kernels, by scheme name; a scheme without one takes the decomposition at every M.
 _GEMV_CHOICES = {
-    "int8_weight_only": ExternKernelChoice(_gemv_int8, name="impl_woq_gemv_int8_cpu", has_out_variant=False),
-    "int4_weight_only": ExternKernelChoice(_gemv_int4, name="impl_woq_gemv_int4_cpu", has_out_variant=False),
-    "nf4": ExternKernelChoice(_gemv_nf4, name="impl_woq_gemv_nf4_cpu", has_out_variant=False),
+    scheme.name: ExternKernelChoice(gemv, name=f"impl_woq_gemv_{scheme.short}_cpu", has_out_variant=False)
+    for scheme, gemv in ((INT8, _gemv_int8), (INT4, _gemv_int4), (NF4, _gemv_nf4))
 }
-_GEMV_STATICS = {"int8_weight_only": (), "int4_weight_only": ("group_size",), "nf4": ("block_size",)}
 
 
 def _panel_int8(x, qweight, scale) -> torch.Tensor:
@@ -156,68 +154,12 @@ def _panel_nf4(x, qweight, absmax, levels, *double_quant, block_size: int) -> to
     return woq_panel_cpu.mm_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, block_size=block_size)
 
 
+# Our prefill kernels (a panel of the weight decoded at a time, then a GEMM), by scheme name; a
+# scheme without one takes the decomposition past 16 rows.
 _PANEL_CHOICES = {
-    "int8_weight_only": ExternKernelChoice(_panel_int8, name="impl_woq_panel_int8_cpu", has_out_variant=False),
-    "int4_weight_only": ExternKernelChoice(_panel_int4, name="impl_woq_panel_int4_cpu", has_out_variant=False),
-    "nf4": ExternKernelChoice(_panel_nf4, name="impl_woq_panel_nf4_cpu", has_out_variant=False),
+    scheme.name: ExternKernelChoice(panel, name=f"impl_woq_panel_{scheme.short}_cpu", has_out_variant=False)
+    for scheme, panel in ((INT8, _panel_int8), (INT4, _panel_int4), (NF4, _panel_nf4))
 }
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def fake_value(arg: Any) -> Any:
-    return arg.meta["val"] if isinstance(arg, fx.Node) else arg
-
-
-def constant_value(arg: Any) -> Optional[torch.Tensor]:
-    """The real tensor behind an FX argument that is a graph constant (frozen), else None."""
-    if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
-        return None
-    value: Any = V.graph.module
-    for part in str(arg.target).split("."):
-        value = getattr(value, part, None)
-    return value if isinstance(value, torch.Tensor) and not isinstance(value, torch._subclasses.FakeTensor) else None
-
-
-def max_autotune() -> bool:
-    return bool(inductor_config.max_autotune or inductor_config.max_autotune_gemm)
-
-
-# --------------------------------------------------------------------------- decomposition
-
-
-def trace_to_aten(fn: Callable[..., torch.Tensor], fakes: list, *, eliminate_dead_code: bool = True) -> fx.GraphModule:
-    """``fn`` traced on ``fakes`` to ATen with Inductor's decompositions (pattern_matcher.fwd_only)."""
-    from torch._inductor.pattern_matcher import fwd_only
-
-    return fwd_only(fn, fakes, run_functional_passes=eliminate_dead_code)
-
-
-def inline_decomposition(fn: Callable[..., torch.Tensor], inputs: list, fakes: list, *,
-                         eliminate_dead_code: bool = True) -> Any:
-    """Trace ``fn(*fakes)`` to ATen (Inductor's decompositions) and lower its nodes here.
-
-    Constants the trace makes (``torch.tensor`` tables, e.g. the Triton kernels' decode
-    tables in the CUDA lowering) live on the traced module and are added as graph constants.
-    ``eliminate_dead_code=False`` keeps nodes whose results nobody reads: a Triton launch
-    (``triton_kernel_wrapper_mutation``) writes its output buffer and returns nothing.
-    """
-    with V.fake_mode:
-        gm = trace_to_aten(fn, fakes, eliminate_dead_code=eliminate_dead_code)
-    placeholders = gm.graph.find_nodes(op="placeholder")
-    result = None
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            V.graph.env[node] = inputs[placeholders.index(node)]
-        elif node.op == "get_attr":
-            V.graph.env[node] = V.graph.add_tensor_constant(getattr(gm, str(node.target)))
-        elif node.op == "output":
-            (result,) = torch.utils._pytree.tree_leaves(node.args)
-            result = V.graph.env[result]
-        else:
-            V.graph.env[node] = V.graph.run_node(node)
-    return result
 
 
 # --------------------------------------------------------------------------- the lowering
@@ -241,30 +183,22 @@ class _Lowering:
         self.dtype = x.dtype
         self.k = int(x.shape[-1])
         self.n = int(fake_value(fx_args[1]).shape[0])
-        bias_at = BIAS_INDEX[scheme]
+        record = SCHEMES[scheme]
+        bias_at = record.bias_index
         self.bias = args[bias_at]
         weight = [i for i in range(1, bias_at) if isinstance(args[i], ir.IRNode)]
         ints = list(args[bias_at + 1:])
         self.inputs = [lowerings[aten.reshape.default](args[0], [-1, self.k]), *(args[i] for i in weight)]
-        self.fakes = [_flat(x, self.k), *(fake_value(fx_args[i]) for i in weight)]
+        self.fakes = [flat_fake(x, self.k), *(fake_value(fx_args[i]) for i in weight)]
         self.aten: Optional[tuple[ExternKernelChoice, dict]] = None
-        template = list(args[:bias_at])
-        eager = EAGER[scheme]
-        present = [0, *weight]
-
-        def dense(*tensors: torch.Tensor) -> torch.Tensor:
-            call = list(template)
-            for i, t in zip(present, tensors):
-                call[i] = t
-            return eager(*call, None, *ints)
-
-        self.dense = dense
-        statics = dict(zip(_GEMV_STATICS[scheme], ints))
+        self.dense = dense(record, args, weight)
+        statics = dict(zip(record.ints, ints))
         self.gemv = self._gemv_route(statics)
-        self.panel = (_PANEL_CHOICES[scheme], statics)
-        if scheme == "int8_weight_only":
+        panel = _PANEL_CHOICES.get(scheme)
+        self.panel = None if panel is None else (panel, statics)
+        if scheme == INT8.name:
             self.aten = (_INT8_CHOICE, {})
-        elif scheme == "int4_weight_only" and self.gemv is None and max_autotune():
+        elif scheme == INT4.name and self.gemv is None and max_autotune():
             self._add_int4_constants([constant_value(a) for a in fx_args[1:4]], group_size=ints[0])
 
     def _gemv_route(self, statics: dict) -> Optional[tuple[ExternKernelChoice, dict]]:
@@ -274,7 +208,8 @@ class _Lowering:
         any_m = bool(getattr(m, "free_symbols", None))
         if compat.size_hint(m, fallback=GEMV_MAX_M + 1) > GEMV_MAX_M:
             return None
-        return _GEMV_CHOICES[self.scheme], {**statics, "any_m": any_m}
+        choice = _GEMV_CHOICES.get(self.scheme)
+        return None if choice is None else (choice, {**statics, "any_m": any_m})
 
     def _add_int4_constants(self, constants: list, group_size: int) -> None:
         if any(c is None for c in constants) or self.n % INT4_PACK_N_MULTIPLE:
@@ -298,6 +233,8 @@ class _Lowering:
     def lower(self) -> Any:
         if self.gemv is not None:
             y = compat.select_algorithm(f"impl_woq_mm_{self.scheme}", [self._choice(*self.gemv)], self.inputs, self.layout())
+        elif self.panel is None:  # a scheme without CPU kernels of ours: the decomposition
+            y = inline_decomposition(self.dense, self.inputs, self.fakes)
         elif max_autotune():
             choices = [self._choice(*self.panel)] + ([self._choice(*self.aten)] if self.aten is not None else [])
             decomposed = compat.subgraph_choice(f"impl_woq_mm_{self.scheme}_decomposed", self.inputs, self.layout(), self.dense)
@@ -319,28 +256,3 @@ class _Lowering:
         for t in self.inputs:
             t.realize()
         return choice.bind(tuple(self.inputs), self.layout(), **kwargs)
-
-
-def _flat(x: torch.Tensor, k: int) -> torch.Tensor:
-    with V.fake_mode:
-        return x.reshape(-1, k)
-
-
-def _eager_int8(x, qweight, scale, bias):
-    return F.linear(x, woq_mm.dequantize_int8(qweight, scale, x.dtype), bias)
-
-
-def _eager_int4(x, qweight, scale, zero, bias, group_size):
-    weight = woq_mm.dequantize_int4(qweight, scale, zero, group_size, int(x.shape[-1]), x.dtype)
-    return F.linear(x, weight, bias)
-
-
-def _eager_nf4(x, qweight, absmax, levels, absmax_scale, absmax_offset, bias, block_size):
-    weight = woq_mm.dequantize_nf4(
-        qweight, absmax, levels, absmax_scale, absmax_offset, block_size, int(x.shape[-1]), x.dtype
-    )
-    return F.linear(x, weight, bias)
-
-
-EAGER = {"int8_weight_only": _eager_int8, "int4_weight_only": _eager_int4, "nf4": _eager_nf4}
-BIAS_INDEX = {"int8_weight_only": 3, "int4_weight_only": 4, "nf4": 6}  # the op's bias argument

@@ -1,7 +1,7 @@
 """CUDA lowering of the fused weight-only matmuls: our Triton kernels, in Inductor's output code.
 
 Left as a fallback, ``torch.ops.impl.woq_mm_<scheme>`` would stay an opaque call into
-Python on CUDA. Instead the kernel launch of ``impl.lowerings.triton`` (the body of the
+Python on CUDA. Instead the kernel launch of ``impl.kernels.ops`` (the body of the
 kernel's ``triton_op``) is traced and its nodes lowered here: the launch is a
 ``triton_kernel_wrapper_mutation`` node, which Inductor lowers to a user-defined Triton
 kernel that its output code defines and launches, beside the reshapes and the bias add it
@@ -36,34 +36,28 @@ from torch._inductor.lowering import lowerings
 from torch._inductor.virtualized import V
 
 from .. import compat, kernels, woq_mm
-from .woq_mm_cpu import BIAS_INDEX, EAGER, fake_value, inline_decomposition, max_autotune
+from ..schemes.registry import SCHEMES
+from .common import dense, fake_value, flat_fake, inline_decomposition, max_autotune
 
 aten = torch.ops.aten
 log = logging.getLogger(__name__)
 
-SHORT = {"int8_weight_only": "int8", "int4_weight_only": "int4", "nf4": "nf4"}
-
 
 def _triton_lowerings():
-    from . import triton as triton_lowerings  # imports triton: only once the kernels apply
+    from ..kernels import ops  # imports triton: only once the kernels apply
 
-    return triton_lowerings
+    return ops
 
 
 def _traced_body(name: str) -> Callable[..., torch.Tensor]:
-    return _triton_lowerings().BODIES[name]
+    return _triton_lowerings().traced_body(name)
 
 
 def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
     """The eager launcher with the traced body's signature. For timing only: its decode
     tables are cached per device (compiled code computes them in one small fused kernel),
     so the contest times the kernel, not a dozen unfused table ops."""
-    from ..kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
-
-    if name == "nf4":  # the kernel's cost does not depend on which 16 levels it decodes
-        return lambda x, q, absmax, block_size, levels, absmax_scale, absmax_offset: woq_mm_nf4.woq_mm_nf4(
-            x, q, absmax, block_size, absmax_scale=absmax_scale, absmax_offset=absmax_offset)
-    return {"int8": woq_mm_int8.woq_mm_int8, "int4": woq_mm_int4.woq_mm_int4}[name]
+    return _triton_lowerings().kernel_module(name).eager_launch
 
 
 def _launch(body: Callable[..., torch.Tensor], x: torch.Tensor, bias: Optional[torch.Tensor],
@@ -81,23 +75,15 @@ def kernel_call(scheme: str, fx_args: list, body_of: Callable[[str], Callable] =
     """(positions of the op's tensor operands the launch takes, the launch as a function of
     them and of the body's keyword extras: ``pair_table``, ``tile_counter``, ``config``).
     ``body_of``: the kernel's traced body (lowering) or its eager launcher (timing, no extras)."""
-    if scheme == "int8_weight_only":
-        return [0, 1, 2, 3], lambda x, q, s, b, **extra: _launch(
-            body_of("int8"), x, b, q.contiguous(), s.contiguous(), **extra)
-    if scheme == "int4_weight_only":
-        group_size = fx_args[5]
-        return [0, 1, 2, 3, 4], lambda x, q, s, z, b, **extra: _launch(
-            body_of("int4"), x, b, q.contiguous(), s.contiguous(), z.contiguous(), group_size, **extra
-        )
-    block_size = fx_args[7]
+    record = SCHEMES[scheme]
+    ints = tuple(fx_args[record.bias_index + 1:])
 
-    def nf4(x, q, absmax, levels, absmax_scale, absmax_offset, b, **extra):
-        # Double-quantized absmax goes to the kernel as codes: decoding it first would be a
-        # kernel of its own and four bytes a block read back instead of one.
-        return _launch(body_of("nf4"), x, b, q.contiguous(), absmax.contiguous(), block_size, levels.contiguous(),
-                       *woq_mm.double_quant_operands(absmax_scale, absmax_offset), **extra)
+    def launch(x, *operands_and_bias, **extra):
+        *operands, bias = operands_and_bias
+        return _launch(body_of(record.short), x, bias,
+                       *_triton_lowerings().op_arguments(record.short, tuple(operands), ints), **extra)
 
-    return [0, 1, 2, 3, 4, 5, 6], nf4
+    return list(range(record.bias_index + 1)), launch
 
 
 def fixed_tables(scheme: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -105,12 +91,8 @@ def fixed_tables(scheme: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
     and x's dtype (int4's pair table), by the body's keyword, as real tensors on x's device:
     the lowering adds them as graph constants, so compiled code runs no kernel a call to build
     them (one launch a layer). NF4's tables come from its levels operand, a graph input."""
-    if scheme != "int4_weight_only":
-        return {}
-    from ..kernels import common, woq_mm_int4
-
     with _no_fake_mode():
-        return {"pair_table": common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, x.dtype, x.device)}
+        return _triton_lowerings().kernel_module(SCHEMES[scheme].short).fixed_tables(x.dtype, x.device)
 
 
 def tile_counters(rows: Optional[int], n: int, config: Any, device: torch.device) -> dict[str, torch.Tensor]:
@@ -160,10 +142,11 @@ def lower_through_triton(scheme: str, args: tuple) -> Optional[Any]:
     if any(isinstance(d, torch.SymInt) for d in (*x.shape[-1:], *w.shape)):
         return None  # K and N come from the weights: symbolic only in hand-written graphs
     m, bound = rows_bucket(x)
-    short = SHORT[scheme]
+    record = SCHEMES[scheme]
+    short = record.short
     # A symbolic M launches the config of its bucket's largest M (the tuned tables are per
     # bucket), which covers every M the bucket's guards let through.
-    block = None if short == "int8" else fx_args[BIAS_INDEX[scheme] + 1]
+    block = fx_args[record.bias_index + 1] if record.ints else None
     bodies = _triton_lowerings()
     config = bodies.choose_config(short, bound or bodies.M_BUCKETS[-1], int(w.shape[0]), int(x.shape[-1]), block,
                                   x.device)
@@ -209,28 +192,18 @@ class _Contest:
         self.scheme, self.args, self.ours, self.timed_kernel = scheme, args, ours, timed_kernel
         x = fakes[0]
         self.k, self.n = int(x.shape[-1]), int(fake_value(fx_args[1]).shape[0])
-        bias_at = BIAS_INDEX[scheme]
-        weights = [i for i in present if 0 < i < bias_at]
-        ints = list(args[bias_at + 1:])
-        template = list(args[:bias_at])
-        eager = EAGER[scheme]
-
-        def dense(*tensors: torch.Tensor) -> torch.Tensor:
-            call = list(template)
-            for i, t in zip([0, *weights], tensors):
-                call[i] = t
-            return eager(*call, None, *ints)
-
-        self.dense = dense
+        record = SCHEMES[scheme]
+        weights = [i for i in present if 0 < i < record.bias_index]
+        self.dense = dense(record, args, weights)
         flat = lowerings[aten.reshape.default](args[0], [-1, self.k])
         # Autotuning choices take buffers with a layout: x is often a view of a computed
         # buffer (a 3-D activation after a norm), which realize() leaves a View without one.
         self.choice_inputs = [ir.ExternKernel.realize_input(t) for t in (flat, *(args[i] for i in weights))]
-        self.choice_fakes = [_flat(x, self.k), *(fake_value(fx_args[i]) for i in weights)]
+        self.choice_fakes = [flat_fake(x, self.k), *(fake_value(fx_args[i]) for i in weights)]
         self.ours_fakes = fakes
 
     def winner(self) -> Any:
-        short = SHORT[self.scheme]
+        short = SCHEMES[self.scheme].short
         m = int(self.choice_fakes[0].shape[0])
         layout = ir.FixedLayout(self.choice_inputs[0].get_device(), self.choice_fakes[0].dtype, [m, self.n])
         decomposed = compat.subgraph_choice(f"impl_woq_mm_{short}_decomposed", self.choice_inputs, layout, self.dense)
@@ -255,7 +228,7 @@ class _Contest:
         if pick == "ours":
             return self.ours()
         y = decomposed.output_node()
-        bias = self.args[BIAS_INDEX[self.scheme]]
+        bias = self.args[SCHEMES[self.scheme].bias_index]
         if bias is not None:
             y = lowerings[aten.add.Tensor](y, bias)
         return lowerings[aten.reshape.default](y, [*self.args[0].get_size()[:-1], self.n])
@@ -275,11 +248,6 @@ class _Contest:
                 t.uniform_(0.01, 0.02)
             out.append(t)
         return out
-
-
-def _flat(x: torch.Tensor, k: int) -> torch.Tensor:
-    with V.fake_mode:
-        return x.reshape(-1, k)
 
 
 def copies_past_l2(weight_bytes: int, device: torch.device, max_copies: int = 8) -> int:

@@ -1,6 +1,7 @@
 """The fused weight-only matmuls' Inductor lowering, by the device of x.
 
-One lowering is registered per op (``torch.ops.impl.woq_mm_<scheme>``); it hands the call to
+One lowering is registered per op (``torch.ops.impl.woq_mm_<short>``, one a scheme of
+``impl.schemes.registry``, as each registers); it hands the call to
 the device's own: ``woq_mm_cpu`` on the CPU, ``woq_mm_cuda`` (our Triton kernels) on CUDA.
 Where the device's lowering does not apply (another device, an empty x, a CUDA case the
 kernels do not take), the op stays a call of its own implementation (a fallback kernel).
@@ -15,11 +16,13 @@ from torch._inductor.lowering import fallback_handler
 from torch._inductor.virtualized import V
 
 from .. import compat, woq_mm
+from ..schemes.registry import WeightOnlyScheme, on_register
 from . import woq_mm_cpu, woq_mm_cuda
 
 
-def _register(scheme: str) -> None:
-    op = woq_mm.OPS[scheme]
+def _register(record: WeightOnlyScheme) -> None:
+    scheme = record.name
+    op = woq_mm.fused_op(scheme)
     fallback = fallback_handler(op, add_to_fallback_set=False)
 
     @compat.register_inductor_lowering(op)
@@ -55,5 +58,4 @@ def _positional(op: Any, args: tuple, kwargs: dict) -> Optional[tuple]:
     return (*args, *rest)
 
 
-for _scheme in woq_mm.OPS:
-    _register(_scheme)
+on_register(_register)  # every scheme's op, those registered later included

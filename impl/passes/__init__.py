@@ -6,6 +6,14 @@
 ``impl.install()`` puts it (and the static-quant passes) into Inductor's hooks.
 """
 
-from .woq_fusion import COUNTER_NAMES, PASS_NAMES, WoqFusionPass, apply_woq_fusion
+from . import woq_fusion
+from .woq_fusion import WoqFusionPass, apply_woq_fusion
+
+
+def __getattr__(name: str):
+    if name in ("COUNTER_NAMES", "PASS_NAMES"):  # they follow the scheme registry
+        return getattr(woq_fusion, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["COUNTER_NAMES", "PASS_NAMES", "WoqFusionPass", "apply_woq_fusion"]

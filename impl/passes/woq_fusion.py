@@ -17,9 +17,9 @@ transpose, unsqueeze, expand, view, reshape, squeeze): the chain is replayed on 
 tensor and must amount to exactly W.T (mm, addmm), W.T broadcast over the batch (bmm) or W
 (linear). A match also needs:
 
-- the region's ``scheme`` is one of ``impl.schemes.names.WEIGHT_ONLY_SCHEMES`` and its
-  operands fit that scheme's layout (dtypes, shapes; group size / block size and K derived
-  from the operand shapes and the region's output shape), output dtype = x's dtype;
+- the region's ``scheme`` is a scheme of ``impl.schemes.registry`` and its operands pass
+  that scheme's one operand check (group size / block size read off the operand shapes by
+  the record's ``infer_ints``, K the region's output's), output dtype = x's dtype;
 - the region's body computes the scheme's formula (``body_computes_scheme``: probed once per
   distinct body on random operands, on the CPU; CUDA regions are taken at their word);
 - the region and every view in the chain have exactly one user: a weight that is also read
@@ -27,7 +27,7 @@ tensor and must amount to exactly W.T (mm, addmm), W.T broadcast over the batch 
 - addmm: no alpha / beta keywords and a bias of shape (N,) in x's dtype.
 
 Anything else (an unknown scheme, a weight used as x @ W, a bias broadcast over rows, ...)
-is left as it is and still runs unfused. One ``PatternMatcherPass`` per scheme; each
+is left as it is and still runs unfused. One ``PatternMatcherPass`` per registered scheme; each
 rewrite bumps ``counters["inductor"]["woq_fusion_<short>_matcher_count"]`` and
 ``..._matcher_nodes`` (the nodes replaced: region, views, matmul). Run it as (part of)
 ``post_grad_custom_pre_pass``, before Inductor's own post-grad patterns rewrite mm / addmm;
@@ -44,7 +44,6 @@ from typing import Any, Optional
 import torch
 import torch.fx as fx
 from torch._dynamo.utils import counters
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 from torch._inductor.pattern_matcher import (
     Arg,
     CallFunction,
@@ -56,24 +55,36 @@ from torch._inductor.pattern_matcher import (
     register_graph_pattern,
 )
 
+from .. import graph_pass
 from ..hop import invoke_quant
-from ..schemes import int4 as int4_scheme
-from ..schemes import nf4 as nf4_scheme
 from ..schemes.common import ACTIVATION_DTYPES
-from ..schemes.names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, WEIGHT_ONLY_SCHEMES
+from ..schemes.registry import SCHEMES, WeightOnlyScheme
 from .. import woq_mm
-from ..woq_mm import OPS
 
 aten = torch.ops.aten
 prims = torch.ops.prims
 
-# Short names in counter keys and pass names.
-SHORT_NAMES = {INT8_WEIGHT_ONLY: "int8", INT4_WEIGHT_ONLY: "int4", NF4: "nf4"}
-PASS_NAMES = tuple(f"woq_fusion_{SHORT_NAMES[s]}" for s in WEIGHT_ONLY_SCHEMES)
-COUNTER_NAMES = tuple(f"{p}_{event}" for p in PASS_NAMES for event in ("matcher_count", "matcher_nodes"))
+# What the pass computes depends on these files (its cache key, ``WoqFusionPass.uuid``): the
+# schemes' records and checks included.
 SOURCE_FILES = tuple(
-    str(Path(__file__).resolve().parent.parent / name) for name in ("passes/woq_fusion.py", "woq_mm.py", "hop.py")
+    str(Path(__file__).resolve().parent.parent / name)
+    for name in ("passes/woq_fusion.py", "woq_mm.py", "hop.py", "schemes/registry.py", "schemes/common.py",
+                 "schemes/int8.py", "schemes/int4.py", "schemes/nf4.py")
 )
+
+
+def pass_names() -> tuple[str, ...]:
+    """``woq_fusion_<short>`` of every registered scheme."""
+    return tuple(f"woq_fusion_{s.short}" for s in SCHEMES.values())
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    # PASS_NAMES / COUNTER_NAMES follow the registry (a scheme registered later included).
+    if name == "PASS_NAMES":
+        return pass_names()
+    if name == "COUNTER_NAMES":
+        return tuple(f"{p}_{event}" for p in pass_names() for event in ("matcher_count", "matcher_nodes"))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 VIEW_OPS = frozenset({
     aten.permute.default,
@@ -91,7 +102,7 @@ VIEW_OPS = frozenset({
 
 def counter_key(scheme: str, event: str) -> str:
     """``counters["inductor"]`` key, e.g. ``woq_fusion_int8_matcher_count``."""
-    return f"woq_fusion_{SHORT_NAMES[scheme]}_{event}"
+    return graph_pass.counter_key(f"woq_fusion_{SCHEMES[scheme].short}", event)
 
 
 # --------------------------------------------------------------------------- the weight
@@ -130,7 +141,7 @@ def as_quantized_weight(node: object) -> Optional[QuantizedWeight]:
     if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target is invoke_quant):
         return None
     scheme = node.kwargs.get("scheme")
-    if scheme not in WEIGHT_ONLY_SCHEMES:
+    if scheme not in SCHEMES:
         return None
     out = _val(node)
     out_shape = _static(out.shape) if out is not None else None
@@ -141,69 +152,31 @@ def as_quantized_weight(node: object) -> Optional[QuantizedWeight]:
     values = [_val(a) for a in tensors]
     if any(_static(v.shape) is None or v.device != out.device for v in values):
         return None
-    layout = _LAYOUTS[scheme](out_shape, [(tuple(v.shape), v.dtype) for v in values])
-    if layout is None:
+    ordered = _operands(SCHEMES[scheme], out_shape, tensors, values)
+    if ordered is None:
         return None
-    order, ints = layout
-    ordered = tuple(tensors[i] if i is not None else None for i in order)
-    return QuantizedWeight(node, scheme, ordered, ints, out_shape[0], out_shape[1], out.dtype)
+    operands, ints = ordered
+    return QuantizedWeight(node, scheme, operands, ints, out_shape[0], out_shape[1], out.dtype)
 
 
-def _int8_layout(out: tuple, operands: list) -> Optional[tuple]:
-    n, k = out
-    if operands == [((n, k), torch.int8), ((n,), torch.float32)]:
-        return (0, 1), ()
-    return None
-
-
-def _nibble_blocks(out: tuple, qweight: tuple, blocks: tuple, sizes: tuple) -> Optional[int]:
-    """The block (group) size a nibble-packed (N, K_pad // 2) weight with (N, nb) blocks has."""
-    n, k = out
-    if len(qweight) != 2 or len(blocks) != 2 or qweight[0] != n or blocks[0] != n or blocks[1] == 0:
+def _operands(scheme: WeightOnlyScheme, out_shape: tuple, tensors: list, values: list) -> Optional[tuple]:
+    """(the op's weight operands, None where a region left an optional one out; the op's ints)
+    when the region's operands are the scheme's layout for a weight of ``out_shape``, else None."""
+    missing = len(scheme.operands) - len(tensors)
+    if not 0 <= missing <= scheme.optional or values[0].dim() < 1 or values[0].shape[0] != out_shape[0]:
         return None
-    k_pad = 2 * qweight[1]
-    block, rest = divmod(k_pad, blocks[1])
-    if rest or block not in sizes or not (k_pad - block < k <= k_pad):
+    ints = scheme.infer_ints(out_shape, [tuple(v.shape) for v in values])
+    if ints is None:
         return None
-    return block
-
-
-def _int4_layout(out: tuple, operands: list) -> Optional[tuple]:
-    if [d for _, d in operands] != [torch.uint8, torch.float32, torch.float32]:
+    try:  # the one operand check, on the fake values
+        scheme.check(*values, *([None] * missing), *ints, out_shape[1], "woq_fusion")
+    except (TypeError, ValueError):
         return None
-    (qweight, _), (scale, _), (zero, _) = operands
-    group = _nibble_blocks(out, qweight, scale, int4_scheme.GROUP_SIZES)
-    if group is None or zero != scale:
-        return None
-    return (0, 1, 2), (group,)
-
-
-def _nf4_layout(out: tuple, operands: list) -> Optional[tuple]:
-    # (qweight, absmax, levels) or (qweight, absmax_codes, levels, absmax_scale, absmax_offset)
-    dtypes = [d for _, d in operands]
-    shapes = [s for s, _ in operands]
-    levels_ok = len(shapes) >= 3 and shapes[2] == (len(nf4_scheme.NF4_LEVELS),)
-    if dtypes == [torch.uint8, torch.float32, torch.float32] and levels_ok:
-        order = (0, 1, 2, None, None)
-    elif dtypes == [torch.uint8, torch.uint8, torch.float32, torch.float32, torch.float32] and levels_ok:
-        n, blocks_per_row = shapes[1] if len(shapes[1]) == 2 else (0, 0)
-        if shapes[3] != (nf4_scheme.double_quant_blocks(n, blocks_per_row),) or shapes[4] != ():
-            return None
-        order = (0, 1, 2, 3, 4)
-    else:
-        return None
-    block = _nibble_blocks(out, shapes[0], shapes[1], nf4_scheme.BLOCK_SIZES)
-    return (order, (block,)) if block is not None else None
-
-
-_LAYOUTS = {INT8_WEIGHT_ONLY: _int8_layout, INT4_WEIGHT_ONLY: _int4_layout, NF4: _nf4_layout}
+    return (*tensors, *([None] * missing)), tuple(ints)
 
 
 # --------------------------------------------------------------------------- the region's body
 
-# What the fused op computes for each scheme (``impl.woq_mm``'s dequantize functions, the
-# scheme regions' own bodies), called as formula(*weight tensors, *ints, K, dtype).
-_FORMULAS = {INT8_WEIGHT_ONLY: woq_mm.dequantize_int8, INT4_WEIGHT_ONLY: woq_mm.dequantize_int4, NF4: woq_mm.dequantize_nf4}
 _BODY_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 _BODY_VERDICTS: dict = {}
 
@@ -260,8 +233,7 @@ def _probe_body(weight: QuantizedWeight, module: fx.GraphModule, operands: list,
         except Exception:  # a body that cannot run on its own operands is no formula of ours
             return False
         ordered = [None if t is None else probes[t] for t in weight.tensors]
-        ints = (*weight.ints, weight.in_features) if weight.scheme != INT8_WEIGHT_ONLY else ()
-        formula = _FORMULAS[weight.scheme](*ordered, *ints, weight.dtype)
+        formula = SCHEMES[weight.scheme].formula(*ordered, *weight.ints, weight.in_features, weight.dtype)
         if not isinstance(body, torch.Tensor) or body.shape != formula.shape or body.dtype != formula.dtype:
             return False
         formula = formula.float()
@@ -403,8 +375,8 @@ def rewrite(match: Match, scheme: str) -> None:
     x, weight, bias = plan
     anchor = match.output_node()
     graph = anchor.graph
-    op = OPS[scheme]
-    args = (x, *weight.tensors, bias, *weight.ints) if scheme != INT8_WEIGHT_ONLY else (x, *weight.tensors, bias)
+    op = woq_mm.fused_op(scheme)
+    args = (x, *weight.tensors, bias, *weight.ints)
     with graph.inserting_before(anchor):
         fused = graph.call_function(op, args)
     mode = _fake_mode([x, weight.region, anchor])
@@ -438,7 +410,7 @@ def _patterns(scheme: str) -> list[PatternExpr]:
 @functools.cache
 def woq_fusion_pass(scheme: str) -> PatternMatcherPass:
     """The pattern-matcher pass of one scheme (built once)."""
-    matcher = PatternMatcherPass(pass_name=f"woq_fusion_{SHORT_NAMES[scheme]}")
+    matcher = PatternMatcherPass(pass_name=f"woq_fusion_{SCHEMES[scheme].short}")
     for pattern in _patterns(scheme):
         register_graph_pattern(
             pattern,
@@ -605,25 +577,22 @@ def recompose_vector_mm(graph: fx.Graph) -> int:
 def apply_woq_fusion(graph: fx.Graph) -> None:
     """Every scheme's pass on ``graph``, in place; a graph without our regions is untouched."""
     regions = graph.find_nodes(op="call_function", target=invoke_quant)
-    schemes = {n.kwargs.get("scheme") for n in regions} & set(WEIGHT_ONLY_SCHEMES)
+    schemes = {n.kwargs.get("scheme") for n in regions} & set(SCHEMES)
     if schemes:
         strip_matmul_padding(graph)
         recompose_vector_mm(graph)
-    for scheme in WEIGHT_ONLY_SCHEMES:
+    for scheme in SCHEMES:
         if scheme in schemes:
             woq_fusion_pass(scheme).apply(graph)
     if schemes:
         graph.lint()
 
 
-class WoqFusionPass(CustomGraphPass):
+class WoqFusionPass(graph_pass.SourceHashedPass):
     """``apply_woq_fusion`` as an Inductor custom graph pass; ``uuid()`` hashes its sources."""
 
-    def __call__(self, graph: fx.Graph) -> None:
-        apply_woq_fusion(graph)
-
-    def uuid(self) -> bytes:
-        return get_hash_for_files(SOURCE_FILES)
+    apply = staticmethod(apply_woq_fusion)
+    source_files = SOURCE_FILES
 
 
 __all__ = [

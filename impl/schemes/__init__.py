@@ -7,17 +7,18 @@
 
 Each scheme has ``quantize_<s>`` (float weight -> dataclass of packed tensors),
 ``dequantize_<s>`` / ``dequantize_<s>_packed`` (one ``invoke_quant`` region whose ``scheme``
-is the name in :mod:`.names`) and ``dequantize_<s>_reference`` (float64).
+is the scheme's name) and ``dequantize_<s>_reference`` (float64). :mod:`.registry` holds one
+record a scheme: what the op, the fusion pass, the lowerings and the kernels loop over.
 """
 
 from __future__ import annotations
 
 from .common import compute_sqnr
-from .int4 import Int4Weight, dequantize_int4, dequantize_int4_packed, dequantize_int4_reference, quantize_int4
-from .int8 import Int8Weight, dequantize_int8, dequantize_int8_packed, dequantize_int8_reference, quantize_int8
+from .int4 import INT4_WEIGHT_ONLY, Int4Weight, dequantize_int4, dequantize_int4_packed, dequantize_int4_reference, quantize_int4
+from .int8 import INT8_WEIGHT_ONLY, Int8Weight, dequantize_int8, dequantize_int8_packed, dequantize_int8_reference, quantize_int8
 from .linear import WeightOnlyLinear, quantize_linear_
-from .names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, WEIGHT_ONLY_SCHEMES, canonical_scheme
 from .nf4 import (
+    NF4,
     NF4_LEVELS,
     NF4Weight,
     dequantize_nf4,
@@ -26,16 +27,18 @@ from .nf4 import (
     nf4_levels,
     quantize_nf4,
 )
+from .registry import SCHEMES, WeightOnlyScheme, canonical_scheme, register_scheme
 
 __all__ = [
     "INT4_WEIGHT_ONLY",
     "INT8_WEIGHT_ONLY",
     "NF4",
     "NF4_LEVELS",
-    "WEIGHT_ONLY_SCHEMES",
+    "SCHEMES",
     "Int4Weight",
     "Int8Weight",
     "NF4Weight",
+    "WeightOnlyScheme",
     "WeightOnlyLinear",
     "canonical_scheme",
     "compute_sqnr",
@@ -53,4 +56,5 @@ __all__ = [
     "quantize_int8",
     "quantize_linear_",
     "quantize_nf4",
+    "register_scheme",
 ]

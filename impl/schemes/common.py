@@ -7,6 +7,7 @@ Nibble order (int4 and nf4): byte j of a row holds k = 2j in its LOW nibble
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -62,6 +63,21 @@ def pad_columns(weight: torch.Tensor, multiple: int) -> torch.Tensor:
     """(N, K) -> (N, K_pad) float32, K_pad = K rounded up to ``multiple``, zero-filled."""
     k = weight.shape[1]
     return torch.nn.functional.pad(weight.to(torch.float32), (0, round_up(k, multiple) - k))
+
+
+def nibble_block_size(out_shape: tuple, qweight_shape: tuple, blocks_shape: tuple, sizes: tuple) -> Optional[int]:
+    """The block (group) size of a nibble-packed weight read off static shapes: W (N, K) =
+    ``out_shape``, qweight (N, K_pad // 2), per-block tensor (N, nb); None unless the block
+    K_pad // nb is one of ``sizes`` and K_pad is K rounded up to it."""
+    n, k = out_shape
+    if len(qweight_shape) != 2 or len(blocks_shape) != 2 or qweight_shape[0] != n or blocks_shape[0] != n \
+            or blocks_shape[1] == 0:
+        return None
+    k_pad = 2 * qweight_shape[1]
+    block, rest = divmod(k_pad, blocks_shape[1])
+    if rest or block not in sizes or not (k_pad - block < k <= k_pad):
+        return None
+    return block
 
 
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:

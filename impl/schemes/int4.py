@@ -51,8 +51,8 @@ from .common import (
     unpack_nibbles,
     unpack_nibbles_reference,
 )
-from .names import INT4_WEIGHT_ONLY
 
+INT4_WEIGHT_ONLY = "int4_weight_only"  # the region's scheme= keyword: this spelling is the only one
 GROUP_SIZES = (32, 64, 128)
 QMAX = 15
 SYMMETRIC_ZERO = 8.0

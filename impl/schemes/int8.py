@@ -22,25 +22,29 @@ that consumes it. The body closes over nothing but ``dtype`` (the output's dtype
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 
 from ..hop import InvokeQuant
 
 from .common import MIN_SCALE, check_activation_dtype, check_float_weight, check_packed
-from .names import INT8_WEIGHT_ONLY
 
+INT8_WEIGHT_ONLY = "int8_weight_only"  # the region's scheme= keyword: this spelling is the only one
 QMIN, QMAX = -127, 127
 RANGE_STEPS = 127.5  # max |w| maps to ±127.5 (see the module docstring)
 CLIP_RATIOS = (1.0, 0.99, 0.98, 0.97, 0.96, 0.94, 0.92)
 _REGION = InvokeQuant()  # a matmul prologue: low-precision codegen when it stays unfused
 
 
-def check_int8_operands(qweight: torch.Tensor, scale: torch.Tensor, op: str) -> None:
-    """The layout of the module docstring, or one error naming the argument."""
+def check_int8_operands(qweight: torch.Tensor, scale: torch.Tensor, in_features: Optional[int], op: str) -> None:
+    """The layout of the module docstring (K = ``in_features``, None: qweight's own), or one
+    error naming the argument."""
     if not isinstance(qweight, torch.Tensor) or qweight.dim() != 2:
         shape = tuple(qweight.shape) if isinstance(qweight, torch.Tensor) else type(qweight).__name__
         raise ValueError(f"{op}: qweight must be a 2-D tensor (N, K); got {shape}")
+    if in_features is not None and qweight.shape[1] != in_features:
+        raise ValueError(f"{op}: qweight must be (N, K = {in_features}); got shape {tuple(qweight.shape)}")
     check_packed(qweight, "qweight", tuple(qweight.shape), torch.int8, op)
     check_packed(scale, "scale", (qweight.shape[0],), torch.float32, op)
 
@@ -53,7 +57,7 @@ class Int8Weight:
     scale: torch.Tensor
 
     def __post_init__(self) -> None:
-        check_int8_operands(self.qweight, self.scale, "Int8Weight")
+        check_int8_operands(self.qweight, self.scale, None, "Int8Weight")
 
     @property
     def out_features(self) -> int:
@@ -116,7 +120,7 @@ def dequantize_int8_packed(qweight: torch.Tensor, scale: torch.Tensor, *, dtype:
     W = qweight * scale[:, None] computed in float32, then cast to ``dtype``.
     """
     check_activation_dtype(dtype, "dequantize_int8")
-    check_int8_operands(qweight, scale, "dequantize_int8")
+    check_int8_operands(qweight, scale, None, "dequantize_int8")
 
     def dequantize(qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return dequantize_int8_values(qweight, scale, dtype)
@@ -135,6 +139,11 @@ def dequantize_int8_values(qweight: torch.Tensor, scale: torch.Tensor, dtype: to
     return (values * scale[:, None]).to(dtype)
 
 
+def dequantize_int8_formula(qweight: torch.Tensor, scale: torch.Tensor, in_features: int, dtype: torch.dtype) -> torch.Tensor:
+    """``dequantize_int8_values`` called as every scheme's formula is (K unused: qweight's own)."""
+    return dequantize_int8_values(qweight, scale, dtype)
+
+
 def dequantize_int8(weight: Int8Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Int8Weight -> W (N, K) in ``dtype`` (see ``dequantize_int8_packed``)."""
     return dequantize_int8_packed(weight.qweight, weight.scale, dtype=dtype)
@@ -146,9 +155,12 @@ def dequantize_int8_reference(weight: Int8Weight) -> torch.Tensor:
 
 
 __all__ = [
+    "INT8_WEIGHT_ONLY",
     "Int8Weight",
+    "check_int8_operands",
     "choose_qparams_int8",
     "dequantize_int8",
+    "dequantize_int8_formula",
     "dequantize_int8_packed",
     "dequantize_int8_reference",
     "dequantize_int8_values",

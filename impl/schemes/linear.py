@@ -16,51 +16,17 @@ when it differs (a quantized fp32 Linear may run on bf16 activations).
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from . import int4, int8, nf4
 from .common import check_activation_dtype
-from .names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4, canonical_scheme
+from .registry import WeightOnlyScheme, lookup
 
 
-@dataclasses.dataclass(frozen=True)
-class SchemeSpec:
-    """How ``WeightOnlyLinear`` quantizes, stores and dequantizes one scheme's weight."""
-
-    weight_type: type  # the scheme's dataclass
-    quantize: Callable[..., Any]  # (weight, **options) -> weight_type
-    dequantize_packed: Callable[..., torch.Tensor]  # (*buffers, dtype=..., **statics) -> W
-    buffers: tuple[str, ...]  # dataclass fields held as buffers, in operand order
-    statics: tuple[str, ...]  # dataclass fields passed to dequantize_packed as keywords
-
-
-SCHEMES: dict[str, SchemeSpec] = {
-    INT8_WEIGHT_ONLY: SchemeSpec(
-        int8.Int8Weight, int8.quantize_int8, int8.dequantize_int8_packed, ("qweight", "scale"), ()
-    ),
-    INT4_WEIGHT_ONLY: SchemeSpec(
-        int4.Int4Weight,
-        int4.quantize_int4,
-        int4.dequantize_int4_packed,
-        ("qweight", "scale", "zero"),
-        ("group_size", "in_features"),
-    ),
-    NF4: SchemeSpec(
-        nf4.NF4Weight,
-        nf4.quantize_nf4,
-        nf4.dequantize_nf4_packed,
-        ("qweight", "absmax", "absmax_scale", "absmax_offset"),
-        ("block_size", "in_features"),
-    ),
-}
-
-
-def _quantize(spec: SchemeSpec, scheme: str, weight: torch.Tensor, options: dict) -> Any:
+def _quantize(spec: WeightOnlyScheme, scheme: str, weight: torch.Tensor, options: dict) -> Any:
     try:
         inspect.signature(spec.quantize).bind(weight, **options)
     except TypeError as error:
@@ -81,8 +47,8 @@ class WeightOnlyLinear(torch.nn.Module):
 
     def __init__(self, scheme: str, quantized: Any, bias: Optional[torch.Tensor]) -> None:
         super().__init__()
-        self.scheme = canonical_scheme(scheme)
-        spec = SCHEMES[self.scheme]
+        spec = lookup(scheme)
+        self.scheme = spec.name
         if not isinstance(quantized, spec.weight_type):
             raise TypeError(
                 f"WeightOnlyLinear({self.scheme}): quantized must be a {spec.weight_type.__name__}; "
@@ -94,16 +60,16 @@ class WeightOnlyLinear(torch.nn.Module):
         for name in spec.buffers:
             self.register_buffer(name, getattr(quantized, name))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        if self.scheme == NF4:  # the region's levels operand; rebuilt, not saved
-            self.register_buffer("levels", nf4.nf4_levels(quantized.qweight.device), persistent=False)
+        for name, make in spec.derived.items():  # operands the format fixes (NF4's levels): rebuilt, not saved
+            self.register_buffer(name, make(quantized.qweight.device), persistent=False)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, scheme: str, **options: Any) -> "WeightOnlyLinear":
         if not isinstance(linear, torch.nn.Linear):
             raise TypeError(f"from_linear: linear must be a torch.nn.Linear; got {type(linear).__name__}")
-        scheme = canonical_scheme(scheme)
-        quantized = _quantize(SCHEMES[scheme], scheme, linear.weight.detach(), options)
-        return cls(scheme, quantized, linear.bias)
+        spec = lookup(scheme)
+        quantized = _quantize(spec, spec.name, linear.weight.detach(), options)
+        return cls(spec.name, quantized, linear.bias)
 
     def _apply(self, fn: Callable, recurse: bool = True) -> "WeightOnlyLinear":
         # .to(dtype) / .half() move the packed tensors but keep their dtypes (a float32 scale
@@ -120,10 +86,10 @@ class WeightOnlyLinear(torch.nn.Module):
 
     def dequantize_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W (out_features, in_features) in ``dtype``: the invoke_quant region."""
-        spec = SCHEMES[self.scheme]
-        extra = {"levels": self.levels} if self.scheme == NF4 else {}
+        spec = lookup(self.scheme)
+        derived = {name: getattr(self, name) for name in spec.derived}
         buffers = [getattr(self, name) for name in spec.buffers]
-        return spec.dequantize_packed(*buffers, dtype=dtype, **self.statics, **extra)
+        return spec.dequantize_region(*buffers, dtype=dtype, **self.statics, **derived)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         check_activation_dtype(input.dtype, f"WeightOnlyLinear({self.scheme}): input")
@@ -166,7 +132,7 @@ def quantize_linear_(
     Returns ``model``; when ``model`` itself is an ``nn.Linear`` (which cannot be replaced
     in place) returns its ``WeightOnlyLinear``. ``options`` go to the scheme's quantizer.
     """
-    scheme = canonical_scheme(scheme)
+    scheme = lookup(scheme).name
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"quantize_linear_: model must be a torch.nn.Module; got {type(model).__name__}")
     if isinstance(model, torch.nn.Linear):
@@ -185,4 +151,4 @@ def quantize_linear_(
     return model
 
 
-__all__ = ["SCHEMES", "SchemeSpec", "WeightOnlyLinear", "quantize_linear_"]
+__all__ = ["WeightOnlyLinear", "quantize_linear_"]

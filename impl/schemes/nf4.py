@@ -59,8 +59,8 @@ from .common import (
     unpack_nibbles,
     unpack_nibbles_reference,
 )
-from .names import NF4
 
+NF4 = "nf4"  # the region's scheme= keyword: this spelling is the only one
 BLOCK_SIZES = (32, 64, 128, 256)
 DOUBLE_QUANT_BLOCK = 256  # absmax values sharing one absmax_scale
 ABSMAX_QMAX = 255
@@ -90,13 +90,15 @@ def double_quant_blocks(out_features: int, blocks_per_row: int) -> int:
 def check_nf4_operands(
     qweight: torch.Tensor,
     absmax: torch.Tensor,
+    levels: Optional[torch.Tensor],
     absmax_scale: Optional[torch.Tensor],
     absmax_offset: Optional[torch.Tensor],
     block_size: int,
     in_features: int,
     op: str,
 ) -> None:
-    """The layout of the module docstring, or one error naming the argument."""
+    """The layout of the module docstring (the region's operand order; ``levels`` None: not
+    given, as in ``NF4Weight``), or one error naming the argument."""
     check_choice(block_size, BLOCK_SIZES, "block_size", op)
     if not isinstance(in_features, (int, torch.SymInt)) or in_features < 1:
         raise ValueError(f"{op}: in_features must be an int >= 1; got {in_features!r}")
@@ -107,6 +109,8 @@ def check_nf4_operands(
     k_pad = round_up(in_features, block_size)
     blocks = (n, k_pad // block_size)
     check_packed(qweight, "qweight", (n, k_pad // 2), torch.uint8, op)
+    if levels is not None:
+        check_packed(levels, "levels", (len(NF4_LEVELS),), torch.float32, op)
     if (absmax_scale is None) != (absmax_offset is None):
         raise ValueError(f"{op}: double quantization needs both absmax_scale and absmax_offset")
     if absmax_scale is None:
@@ -133,7 +137,7 @@ class NF4Weight:
 
     def __post_init__(self) -> None:
         check_nf4_operands(
-            self.qweight, self.absmax, self.absmax_scale, self.absmax_offset,
+            self.qweight, self.absmax, None, self.absmax_scale, self.absmax_offset,
             self.block_size, self.in_features, "NF4Weight",
         )
 
@@ -233,10 +237,9 @@ def dequantize_nf4_packed(
     """
     op = "dequantize_nf4"
     check_activation_dtype(dtype, op)
-    check_nf4_operands(qweight, absmax, absmax_scale, absmax_offset, block_size, in_features, op)
     if levels is None:
         levels = nf4_levels(qweight.device)
-    check_packed(levels, "levels", (len(NF4_LEVELS),), torch.float32, op)
+    check_nf4_operands(qweight, absmax, levels, absmax_scale, absmax_offset, block_size, in_features, op)
 
     if absmax_scale is None:
 

@@ -12,7 +12,7 @@ scheme's and the float64 reference share their float weights. ``scheme: dense`` 
 Linear layers as they are (the baseline a quantized model must beat); ``float64: true``
 builds the scheme's model, then replaces each quantized layer by an ``nn.Linear`` holding
 its dequantized weight and casts the whole model to float64: what the quantized model
-computes, without rounding (``impl.woq_mm.dequantize_<scheme>`` in float64).
+computes, without rounding (the scheme record's ``formula`` in float64).
 
 ``next_token_logits`` runs one forward without a KV cache (``use_cache=False``, every
 weight read once, as a decode step reads it) and returns the last position's logits,

@@ -4,8 +4,8 @@ Weights are quantized by the schemes themselves (``impl.schemes.quantize_<scheme
 input builders return the region's tensors as one tuple, which the programs hand to the
 scheme's ``dequantize_<scheme>_packed`` (one ``impl_invoke_quant`` region) and then to the
 matmul pattern under test. The harness's float64 run upcasts the float tensors of the tuple
-too; the programs then evaluate the layout's formula in float64 (``impl.woq_mm``'s
-dequantization on float64 operands), the reference the SQNR floors are measured against.
+too; the programs then evaluate the layout's formula in float64 (the scheme record's
+``formula`` on float64 operands), the reference the SQNR floors are measured against.
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.inputs import BuildContext, InputSpec
-from impl import InvokeQuant, woq_mm
+from impl import InvokeQuant
 from impl.install import InstalledPasses
+from impl.schemes.registry import by_short
 from impl.schemes import (
-    dequantize_int4_packed,
-    dequantize_int8_packed,
-    dequantize_nf4_packed,
     nf4_levels,
     quantize_int4,
-    quantize_int8,
     quantize_nf4,
 )
+from suites.programs.woq import int8_weight  # noqa: F401  (kind: suites.programs.woq_fusion:int8_weight, one builder)
 
 # --------------------------------------------------------------------------- passes
 
@@ -35,15 +33,6 @@ def installed_passes() -> InstalledPasses:
 
 
 # --------------------------------------------------------------------------- input builders
-
-
-def int8_weight(spec: InputSpec, ctx: BuildContext) -> tuple:
-    """(qweight (N, K) int8, scale (N,) float32) of a weight drawn from the spec."""
-    weight = quantize_int8(ctx.sample(spec, tuple(spec.shape), torch.float32))
-    return tuple(t.to(ctx.device) for t in weight.tensors())
-
-
-int8_weight.PARAMS = {}
 
 
 def int4_weight(spec: InputSpec, ctx: BuildContext) -> tuple:
@@ -77,29 +66,14 @@ nf4_weight.PARAMS = {"block_size": int, "double_quant": bool}
 
 
 def dequantize(scheme: str, weight: tuple, in_features: int, dtype: torch.dtype, block: int = 64) -> torch.Tensor:
-    """W (N, K) in ``dtype``: the scheme's region, or the float64 formula for the reference run."""
+    """W (N, K) in ``dtype``: the region of the scheme whose short name is ``scheme`` (its
+    ints, group or block size, all ``block``), or its formula in float64 for the reference run."""
+    record = by_short(scheme)
+    ints = (block,) * len(record.ints)
     if dtype == torch.float64:
-        return _dequantize_float64(scheme, weight, in_features, block)
-    if scheme == "int8":
-        return dequantize_int8_packed(*weight, dtype=dtype)
-    if scheme == "int4":
-        return dequantize_int4_packed(*weight, group_size=block, in_features=in_features, dtype=dtype)
-    qweight, absmax, levels, *double = weight
-    return dequantize_nf4_packed(
-        qweight, absmax, *double, block_size=block, in_features=in_features, dtype=dtype, levels=levels
-    )
-
-
-def _dequantize_float64(scheme: str, weight: tuple, in_features: int, block: int) -> torch.Tensor:
-    if scheme == "int8":
-        return woq_mm.dequantize_int8(*weight, torch.float64)
-    if scheme == "int4":
-        return woq_mm.dequantize_int4(*weight, block, in_features, torch.float64)
-    qweight, absmax, levels, *double = weight
-    absmax_scale, absmax_offset = double if double else (None, None)
-    return woq_mm.dequantize_nf4(
-        qweight, absmax, levels, absmax_scale, absmax_offset, block, in_features, torch.float64
-    )
+        operands = (*weight, *[None] * (len(record.operands) - len(weight)))
+        return record.formula(*operands, *ints, in_features, torch.float64)
+    return record.region(weight, ints, in_features, dtype)
 
 
 # --------------------------------------------------------------------------- patterns
@@ -132,7 +106,7 @@ def bmm(x: torch.Tensor, weight: tuple, scheme: str = "int8", block: int = 64) -
 def unknown_scheme(x: torch.Tensor, weight: tuple) -> torch.Tensor:
     """int8 tensors and formula, but a region whose scheme no pass knows: stays unfused."""
     if x.dtype == torch.float64:
-        w = _dequantize_float64("int8", weight, x.shape[-1], 64)
+        w = dequantize("int8", weight, x.shape[-1], torch.float64)
     else:
         w = InvokeQuant()(lambda q, s: (q.to(torch.float32) * s[:, None]).to(x.dtype), *weight, scheme="int8_custom")
     return x @ w.t()

@@ -3,11 +3,11 @@
 ``kernel(x, weight, scheme, block)`` is y (M, N) = x (M, K) @ W.T with W (N, K) decoded from
 the scheme's layout (the tuples ``suites.programs.woq_fusion``'s input builders make):
 
-- on the CPU, the kernel's launcher (``impl.kernels.woq_mm_<scheme>``) through Triton's
+- on the CPU, the kernel's eager launcher (``impl.kernels.woq_mm_<scheme>.eager_launch``) through Triton's
   interpreter, inside the custom op ``torch.ops.suites.woq_mm_interpreted`` so that Dynamo
   records one node instead of tracing the interpreter; the program CI runs (the suite
   marks those cells ``triton_interpreter``);
-- on CUDA, the kernel's ``torch.library.triton_op`` (``impl.lowerings.triton``), which
+- on CUDA, the kernel's ``torch.library.triton_op`` (``impl.kernels.ops``), which
   eager launches and Inductor copies into its output code;
 - for the harness's float64 run, the layout's formula in float64: the reference.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from impl import kernels
+from impl.schemes.registry import by_short
 from suites.programs.woq_fusion import dequantize
 
 TRITON_ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
@@ -43,14 +44,11 @@ def reference(x: torch.Tensor, weight: tuple, scheme: str = "int8", block: int =
 
 
 def _through_triton_op(x: torch.Tensor, weight: tuple, scheme: str, block: int) -> torch.Tensor:
-    from impl.lowerings.triton import OPS
+    from impl.kernels import ops
 
-    if scheme == "nf4":
-        qweight, absmax, levels, *double = weight
-        return OPS["nf4"](x, qweight, absmax, block, levels, *double)
-    if scheme == "int4":
-        return OPS["int4"](x, *weight, block)
-    return OPS["int8"](x, *weight)
+    record = by_short(scheme)
+    operands = (*weight, *[None] * (len(record.operands) - len(weight)))
+    return ops.op_of(scheme)(x, *ops.op_arguments(scheme, operands, (block,) * len(record.ints)))
 
 
 # Dynamo would trace into Triton's interpreter (numpy on pointers) and fail: the interpreted
@@ -59,18 +57,12 @@ def _through_triton_op(x: torch.Tensor, weight: tuple, scheme: str, block: int) 
 def woq_mm_interpreted(x: torch.Tensor, weight: list[torch.Tensor], scheme: str, block: int) -> torch.Tensor:
     """y (M, N) from the scheme's kernel run by Triton's interpreter; ``weight`` as the layout's tuple."""
     kernels.use_interpreter()  # no-op once active; the cell's mark made sure it may switch
-    if scheme == "nf4":
-        from impl.kernels.woq_mm_nf4 import woq_mm_nf4
+    from impl.kernels import ops
 
-        qweight, absmax, _levels, *double = weight
-        return woq_mm_nf4(x, qweight, absmax, block, *double)
-    if scheme == "int4":
-        from impl.kernels.woq_mm_int4 import woq_mm_int4
-
-        return woq_mm_int4(x, *weight, block)
-    from impl.kernels.woq_mm_int8 import woq_mm_int8
-
-    return woq_mm_int8(x, *weight)
+    record = by_short(scheme)
+    operands = (*weight, *[None] * (len(record.operands) - len(weight)))
+    module = ops.kernel_module(scheme)
+    return module.eager_launch(x, *module.op_arguments(operands, (block,) * len(record.ints)))
 
 
 @woq_mm_interpreted.register_fake

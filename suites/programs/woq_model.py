@@ -15,7 +15,7 @@ per batch size (M = 1, 16, 64 and a ragged one): each matmul is lowered for its 
 shapes, as separate compiles would lower it, for a quarter of the compile time. The
 harness's float64 run gets float64 activations (the model is not a tensor and stays as
 built); ``forward`` then evaluates each layer's dequantization formula in float64
-(``impl.woq_mm.dequantize_<scheme>``), the reference the SQNR floors are measured against.
+(the scheme record's ``formula``), the reference the SQNR floors are measured against.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.inputs import BuildContext, InputSpec
-from impl import woq_mm
+from impl.schemes.registry import lookup
 from impl.schemes import WeightOnlyLinear, quantize_linear_
 
 
@@ -70,12 +70,8 @@ def _forward_float64(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _weight_float64(layer: WeightOnlyLinear) -> torch.Tensor:
-    k = layer.in_features
-    if layer.scheme == "int8_weight_only":
-        return woq_mm.dequantize_int8(layer.qweight, layer.scale, torch.float64)
-    if layer.scheme == "int4_weight_only":
-        return woq_mm.dequantize_int4(layer.qweight, layer.scale, layer.zero, layer.statics["group_size"], k, torch.float64)
-    return woq_mm.dequantize_nf4(
-        layer.qweight, layer.absmax, layer.levels, layer.absmax_scale, layer.absmax_offset,
-        layer.statics["block_size"], k, torch.float64,
-    )
+    """The layer's W (N, K) by its scheme's formula in float64 (buffers as the op's operands)."""
+    record = lookup(layer.scheme)
+    operands = [getattr(layer, name) for name in record.operands]
+    ints = [layer.statics[name] for name in record.ints]
+    return record.formula(*operands, *ints, layer.in_features, torch.float64)

@@ -1,4 +1,4 @@
-"""impl/lowerings/triton.py: the kernels as torch.library.triton_ops.
+"""impl/kernels/ops.py: the kernels as torch.library.triton_ops.
 
 CPU (interpreter): each op matches its float64 reference and passes torch.library.opcheck.
 CUDA: under torch.compile the kernel appears in Inductor's output code."""
@@ -22,7 +22,7 @@ from tests.impl.test_kernels_int4 import random_int4_weight
 from tests.impl.test_kernels_int8 import random_int8_weight
 from tests.impl.test_kernels_nf4 import random_nf4_weight
 
-import impl.lowerings.triton  # noqa: E402,F401  (registers torch.ops.impl.woq_mm_*_triton)
+import impl.kernels.ops  # noqa: E402,F401  (registers torch.ops.impl.woq_mm_*_triton)
 from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
 from impl.kernels.common import KernelConfig  # noqa: E402
 

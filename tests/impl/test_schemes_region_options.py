@@ -11,7 +11,7 @@ from torch._dynamo.backends.common import aot_autograd
 
 from impl.hop import QUANT_OPTIONS_META_KEY, invoke_quant
 from impl.schemes import int4, int8, nf4
-from impl.schemes.names import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4
+from impl.schemes import INT4_WEIGHT_ONLY, INT8_WEIGHT_ONLY, NF4
 
 SCHEMES = {
     INT8_WEIGHT_ONLY: lambda w: (int8.quantize_int8(w), int8.dequantize_int8),

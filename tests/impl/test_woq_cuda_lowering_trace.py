@@ -27,7 +27,7 @@ import json, sys
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from impl.kernels import common, woq_mm_int4, woq_mm_int8, woq_mm_nf4
-from impl.lowerings.woq_mm_cpu import trace_to_aten
+from impl.lowerings.common import trace_to_aten
 from impl.lowerings.woq_mm_cuda import kernel_call
 
 for module in (common, woq_mm_int8, woq_mm_int4, woq_mm_nf4):  # no GPU to ask for its SM count
@@ -148,8 +148,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
 from impl.kernels import common, woq_mm_int4, woq_mm_int8, woq_mm_nf4
-from impl.lowerings import triton as bodies
-from impl.lowerings.woq_mm_cpu import trace_to_aten
+from impl.kernels import ops as bodies
+from impl.lowerings.common import trace_to_aten
 from impl.lowerings.woq_mm_cuda import kernel_call, rows_bucket, tile_counters
 
 for module in (common, woq_mm_int8, woq_mm_int4, woq_mm_nf4):  # no GPU to ask for its SM count
@@ -179,7 +179,7 @@ for scheme, short, block in (("int8_weight_only", "int8", None), ("int4_weight_o
             last = (N, K // block) if short == "int4" else (16,)  # zero points, or NF4's levels
             tensors.append(torch.empty(last, device="cuda"))
         positions, launch = kernel_call(scheme, fx_args, body_of=lambda name: functools.partial(
-            bodies.BODIES[name], config=config))
+            bodies.traced_body(name), config=config))
         padded = len(positions) - len(tensors)
         count = len(tensors)
         gm = trace_to_aten(lambda *t: launch(*t[:count], *([None] * padded), tile_counter=t[count]),

@@ -20,7 +20,9 @@ from impl.hop import invoke_quant
 from impl.passes.woq_fusion import COUNTER_NAMES, apply_woq_fusion, counter_key
 from impl.schemes import quantize_int4, quantize_int8, quantize_nf4
 from impl.schemes import nf4 as nf4_scheme
-from impl.woq_mm import dequantize_int4, dequantize_int8, dequantize_nf4
+from impl.schemes.int4 import dequantize_int4_values as dequantize_int4
+from impl.schemes.int8 import dequantize_int8_values as dequantize_int8
+from impl.schemes.nf4 import dequantize_nf4_values as dequantize_nf4
 
 N, K = 32, 200
 INT8 = "int8_weight_only"

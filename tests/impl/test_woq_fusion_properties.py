@@ -44,7 +44,9 @@ from impl.hop import InvokeQuant, invoke_quant
 from impl.passes.woq_fusion import COUNTER_NAMES, apply_woq_fusion
 from impl.schemes import nf4 as nf4_scheme
 from impl.schemes import quantize_int4, quantize_int8, quantize_nf4
-from impl.woq_mm import dequantize_int4, dequantize_int8, dequantize_nf4
+from impl.schemes.int4 import dequantize_int4_values as dequantize_int4
+from impl.schemes.int8 import dequantize_int8_values as dequantize_int8
+from impl.schemes.nf4 import dequantize_nf4_values as dequantize_nf4
 
 GROUP = 32  # int4 group size and nf4 block size of the drawn weights
 SCHEMES = {"int8": "int8_weight_only", "int4": "int4_weight_only", "nf4": "nf4"}

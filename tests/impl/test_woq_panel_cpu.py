@@ -20,7 +20,7 @@ from torch._inductor import config as inductor_config
 from torch._inductor.utils import run_and_get_code
 
 import impl
-from impl import woq_mm
+from impl.schemes import int4, int8, nf4
 from impl.lowerings import woq_gemv_cpu, woq_panel_cpu
 from impl.schemes import (
     compute_sqnr,
@@ -47,14 +47,14 @@ def _quantized(scheme: str, w: torch.Tensor):
     if scheme == "int8":
         q = quantize_int8(w)
         kernel = woq_panel_cpu.compiled_kernel("int8")
-        return (dequantize_int8_reference(q), woq_mm.dequantize_int8(q.qweight, q.scale, torch.float32),
+        return (dequantize_int8_reference(q), int8.dequantize_int8_values(q.qweight, q.scale, torch.float32),
                 lambda x, **kw: woq_panel_cpu.mm_int8(x, q.qweight, q.scale, **kw),
                 lambda out, code, n0, rows, vec: kernel(q.qweight, q.scale, out, n0, rows, k, code, vec))
     if scheme == "int4":
         q = quantize_int4(w, 32)
         kernel = woq_panel_cpu.compiled_kernel("int4")
         k_pad = 2 * q.qweight.shape[1]
-        return (dequantize_int4_reference(q), woq_mm.dequantize_int4(*q.tensors(), 32, k, torch.float32),
+        return (dequantize_int4_reference(q), int4.dequantize_int4_values(*q.tensors(), 32, k, torch.float32),
                 lambda x, **kw: woq_panel_cpu.mm_int4(x, *q.tensors(), group_size=32, **kw),
                 lambda out, code, n0, rows, vec: kernel(q.qweight, q.scale, q.zero, out, n0, rows, k, k_pad, 32,
                                                         code, vec))
@@ -64,7 +64,7 @@ def _quantized(scheme: str, w: torch.Tensor):
     kernel = woq_panel_cpu.compiled_kernel("nf4")
     k_pad = 2 * q.qweight.shape[1]
     a_scale, a_offset = (q.absmax_scale, q.absmax_offset) if dq else (levels, levels)
-    w32 = woq_mm.dequantize_nf4(q.qweight, q.absmax, levels, q.absmax_scale, q.absmax_offset, 64, k, torch.float32)
+    w32 = nf4.dequantize_nf4_values(q.qweight, q.absmax, levels, q.absmax_scale, q.absmax_offset, 64, k, torch.float32)
     return (dequantize_nf4_reference(q), w32,
             lambda x, **kw: woq_panel_cpu.mm_nf4(x, q.qweight, q.absmax, levels, q.absmax_scale, q.absmax_offset,
                                                  block_size=64, **kw),

@@ -28,8 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch.fx as fx
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
+from ...graph_pass import SourceHashedPass
 from ...hop import invoke_quant
 
 from ..prepack import onednn_unavailable_reason
@@ -65,14 +65,11 @@ def apply_static_quant_passes(graph: fx.Graph) -> None:
     graph.lint()
 
 
-class StaticQuantPass(CustomGraphPass):
+class StaticQuantPass(SourceHashedPass):
     """``apply_static_quant_passes`` as an Inductor custom graph pass (cache-safe)."""
 
-    def __call__(self, graph: fx.Graph) -> None:
-        apply_static_quant_passes(graph)
-
-    def uuid(self) -> bytes:
-        return get_hash_for_files(SOURCE_FILES)
+    apply = staticmethod(apply_static_quant_passes)
+    source_files = SOURCE_FILES
 
 
 __all__ = [

@@ -15,6 +15,8 @@ import torch.fx as fx
 from torch._dynamo.utils import counters
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 
+from ... import graph_pass
+
 aten = torch.ops.aten
 prims = torch.ops.prims
 
@@ -39,7 +41,7 @@ _CONSTANT_TRANSFORMS = {
 
 def counter_key(pass_name: str, event: str) -> str:
     """``counters["inductor"]`` key of a pass event, e.g. ``static_quant_qlinear_matcher_count``."""
-    return f"{COUNTER_PREFIX}{pass_name}_{event}"
+    return graph_pass.counter_key(f"{COUNTER_PREFIX}{pass_name}", event)
 
 
 def record_match(pass_name: str, matched_nodes: int) -> None:

@@ -1,6 +1,7 @@
 """Child process of test_int8pack_contract.py: the CPU int8 lowering's ATen path on the shapes
 and layouts where the bfloat16 kernel reads past a row or faults (K % 16 != 0, misaligned rows),
-and our decode kernel (``impl.lowerings.woq_gemv_cpu``) on the same operands.
+and our decode and prefill kernels (``impl.lowerings.woq_gemv_cpu``, ``woq_panel_cpu``) on the
+same operands.
 
 Run in a fresh process (``ATEN_CPU_CAPABILITY`` is read at torch import, and a fault must not
 take the test session down). Prints one line per call before making it, so a crash names the
@@ -15,6 +16,7 @@ import torch
 
 import impl
 from impl.lowerings.woq_gemv_cpu import gemv_int8
+from impl.lowerings.woq_panel_cpu import mm_int8
 from impl.lowerings.woq_mm_cpu import _int8pack_mm
 from impl.schemes import quantize_linear_
 from torch._inductor import config as inductor_config
@@ -53,8 +55,13 @@ def main() -> None:
         print(shape, flush=True)
         y = gemv_int8(x, w, scale.float())  # its scale is the layout's float32
         worst = max(worst, (_relative_error(y, x, w, scale.float()), shape))
+        # Our prefill kernel (a panel of the weight decoded, then a GEMM) on them too.
+        shape = f"panel M={m} K={k} {dtype} {layout}"
+        print(shape, flush=True)
+        y = mm_int8(x, w, scale.float())
+        worst = max(worst, (_relative_error(y, x, w, scale.float()), shape))
     # The user's path through Inductor: past the decode kernels' rows (GEMV_MAX_M) the
-    # lowering must pick this kernel for bfloat16.
+    # lowering picks our panel kernel (the ATen one is a max-autotune choice) on a misaligned x.
     for m, k in itertools.product((17, 21), (24, 200)):
         shape = f"compiled M={m} K={k} bfloat16"
         print(shape, flush=True)
@@ -65,7 +72,7 @@ def main() -> None:
         with impl.installed(), inductor_config.patch(force_disable_caches=True), torch.no_grad():
             expected = layer(x)
             y, (code,) = run_and_get_code(torch.compile(layer), x)
-        assert "extern_kernels.impl_woq_int8pack_mm(" in code, code
+        assert "extern_kernels.impl_woq_panel_int8_cpu(" in code, code
         error = ((y.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
         worst = max(worst, (error, shape))
     print("capability", torch.backends.cpu.get_cpu_capability())

@@ -12,7 +12,7 @@ float32, (x . u - (zero + bias) * sum(x)) * scale, which keeps the weights exact
 needs one group per row and step, so BLOCK_K divides G. Without it, each nibble is scaled
 to a float16/bfloat16 weight before the dot (cheaper for tall M), and BLOCK_K may span
 several groups: each row then reads BLOCK_K // 2 contiguous bytes a step instead of at most
-G // 2, and HBM serves wide row segments faster than narrow ones (tools/probe_weight_reads.py).
+G // 2, and HBM serves wide row segments faster than narrow ones (benchmarks/woq_h200.md, "Weight rows read in narrow segments").
 
 Tutorial order: kernel, launcher, reference.
 """
@@ -217,7 +217,7 @@ def woq_mm_int4_gemv_kernel(
     No tensor cores: a 16-row tile would be mostly padding at decode sizes, and its operand
     layout costs a shuffle of every decoded weight through shared memory. A K step reads its
     (BLOCK_N, BLOCK_K // 2) bytes in one load, so each weight row comes in BLOCK_K // 2
-    contiguous bytes (HBM serves wide row segments faster, tools/probe_weight_reads.py;
+    contiguous bytes (HBM serves wide row segments faster, benchmarks/woq_h200.md;
     loading one group at a time measured 63.7 against 47.4 µs on the H200), and sums per
     group come from a reshape of the step. Each nibble becomes v = 1/2 + u/256
     (half_nibbles_f32, exact), decoded once for all BLOCK_M rows, and

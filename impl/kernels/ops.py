@@ -45,12 +45,18 @@ from .common import M_BUCKETS
 NAMESPACE = "impl"
 _PACKAGE = __name__.rpartition(".")[0]
 _OPS: dict[str, Any] = {}
+# Imported once, at registration: a program under torch.compile calls op_arguments, and
+# Dynamo breaks the graph at importlib.import_module (a function it skips).
+_MODULES: dict[str, ModuleType] = {}
 
 
 def kernel_module(short: str) -> ModuleType:
     """The kernel module of the scheme whose short name is ``short``."""
-    name = by_short(short).kernel
-    return importlib.import_module(name if "." in name else f"{_PACKAGE}.{name}")
+    module = _MODULES.get(short)
+    if module is None:
+        name = by_short(short).kernel
+        module = _MODULES[short] = importlib.import_module(name if "." in name else f"{_PACKAGE}.{name}")
+    return module
 
 
 def _define(scheme: WeightOnlyScheme) -> None:

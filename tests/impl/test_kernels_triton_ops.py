@@ -163,3 +163,24 @@ def test_inductor_emits_the_prefill_route(scheme, monkeypatch):
 
 def test_device_is_what_the_mode_expects():
     assert DEVICE.type == ("cuda" if ON_GPU else "cpu")
+
+
+@pytest.mark.parametrize("short", ["int8", "int4", "nf4"])
+def test_op_arguments_trace_in_one_graph(short):
+    """A program calls ops.op_arguments under torch.compile (suites/programs/woq_kernels.py on
+    CUDA): it must not break the graph (it did, at importlib.import_module: 50 cuda cells of
+    woq_kernels.yaml with 4 graph breaks each)."""
+    from impl.kernels import ops
+    from impl.schemes.registry import by_short
+
+    n_operands = len(by_short(short).operands)
+    operands = (torch.randint(0, 255, (8, 32), dtype=torch.uint8), torch.rand(8, 1))[:n_operands]
+
+    def arguments(*tensors):
+        full = (*tensors, *[None] * (n_operands - len(tensors)))
+        return ops.op_arguments(short, full, (32,) * len(by_short(short).ints))
+
+    torch._dynamo.reset()
+    eager = arguments(*operands)
+    traced = torch.compile(arguments, backend="eager", fullgraph=True)(*operands)
+    assert len(traced) == len(eager)

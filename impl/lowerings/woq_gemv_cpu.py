@@ -276,6 +276,32 @@ void int4_order(int order[32]) {
     for (int k = 0; k < 32; ++k) order[k] = 8 * (2 * (k %% 2) + k / 2 / 8) + k / 2 %% 8;
 }
 
+// out[r] = sum_g s[g] z[g] xsum[r * groups + g], 8 groups a vector: as a scalar chain of
+// dependent adds (one a group) it made M = 4 4-12%% slower than scaling every vector.
+template <int R>
+__attribute__((target("avx2,fma"))) inline void int4_zero_terms_avx2(const float* s, const float* z, const float* xsum,
+                                                                      int64_t groups, float out[R]) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    int64_t g = 0;
+    for (; g + 8 <= groups; g += 8) {
+        const __m256 sz = _mm256_mul_ps(_mm256_loadu_ps(s + g), _mm256_loadu_ps(z + g));
+        for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(sz, _mm256_loadu_ps(xsum + r * groups + g), acc[r]);
+    }
+    for (int r = 0; r < R; ++r) {
+        out[r] = hsum(acc[r]);
+        for (int64_t t = g; t < groups; ++t) out[r] += s[t] * z[t] * xsum[r * groups + t];
+    }
+}
+
+template <int R>
+inline void int4_zero_terms(const float* s, const float* z, const float* xsum, int64_t groups, float out[R]) {
+    for (int r = 0; r < R; ++r) {
+        out[r] = 0.0f;
+        for (int64_t g = 0; g < groups; ++g) out[r] += s[g] * z[g] * xsum[r * groups + g];
+    }
+}
+
 // Per group, (u - zero) * scale summed against x is scale * (x . u) - scale * zero * sum(x):
 // the loop multiplies x by the codes alone, and the zero term comes from xsum (x's group sums,
 // once a call) in a short loop over the groups.
@@ -326,11 +352,10 @@ extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, cons
                     }
                 }
             }
-            for (int r = 0; r < R; ++r) {
-                float zero_term = 0.0f;
-                for (int64_t g = 0; g < groups; ++g) zero_term += s[g] * z[g] * xsum[(r0 + r) * groups + g];
-                y[(r0 + r) * n + col] = sums[r] - zero_term;
-            }
+            float zero_terms[R];
+            if (avx2) int4_zero_terms_avx2<R>(s, z, xsum.data() + r0 * groups, groups, zero_terms);
+            else int4_zero_terms<R>(s, z, xsum.data() + r0 * groups, groups, zero_terms);
+            for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r] - zero_terms[r];
         });
     }
     store_output(y.data(), out, dtype, m * n);

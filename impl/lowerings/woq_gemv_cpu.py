@@ -122,9 +122,10 @@ __attribute__((target("avx2,fma"))) inline void fma_step(const __m256 w[4], cons
 }
 
 // A packed row of `half` bytes (a multiple of 16), 16 bytes (32 codes) a step: decode(j, w)
-// writes the step's four scaled weight vectors (nf4: its 64-value blocks give a per-group
-// fold, grouped_row, only two steps to amortise its adds; measured 3% slower), in the order the permuted x rows (k_pad floats,
-// 32 a step) hold their values; each is multiplied into the R rows' accumulators.
+// writes the step's four scaled weight vectors, in the order the permuted x rows (k_pad
+// floats, 32 a step) hold their values; each is multiplied into the R rows' accumulators.
+// nf4's loop: its 64-value blocks give grouped_row's fold two steps to amortise its adds
+// (measured 3% slower).
 template <int R, typename Decode>
 __attribute__((target("avx2,fma"))) inline void nibble_row(Decode decode, const float* x, int64_t half,
                                                             float* y, int64_t y_stride) {

@@ -68,6 +68,21 @@ def test_kernels_match_the_float64_reference(scheme, dtype, vectorized):
             assert sqnr > SQNR_FLOOR[dtype], (scheme, dtype, n, k, m, sqnr)
 
 
+@pytest.mark.parametrize("vectorized", [True, False], ids=["avx2", "scalar"])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+def test_int4_every_group_size(group_size, vectorized):
+    """int4 sums x . u a group (one 16-byte step, or pairs of steps from 64 on), scales it
+    once and takes the zero point off through x's group sums: every group size, an odd N."""
+    torch.manual_seed(2)
+    w = torch.randn(7, 300) * 0.05
+    q = quantize_int4(w, group_size)
+    for m in (1, 2, 5):
+        x = torch.randn(m, 300)
+        y = woq_gemv_cpu.gemv_int4(x, *q.tensors(), group_size=group_size, vectorized=vectorized)
+        sqnr = compute_sqnr(x.double() @ dequantize_int4_reference(q).T, y)
+        assert sqnr > SQNR_FLOOR[torch.float32], (group_size, m, sqnr)
+
+
 def test_the_two_loops_agree_to_float32_rounding():
     torch.manual_seed(1)
     x, w = torch.randn(5, 520), torch.randn(33, 520)

@@ -11,15 +11,10 @@ symbolic row count picks its route per call.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 from torch._dynamo.utils import counters
-from torch._inductor import config as inductor_config
-from torch._inductor.utils import run_and_get_code
 
-import impl
 from impl.schemes import int4, int8, nf4
 from impl.lowerings import woq_gemv_cpu, woq_panel_cpu
 from impl.schemes import (
@@ -30,9 +25,10 @@ from impl.schemes import (
     nf4_levels,
     quantize_int4,
     quantize_int8,
-    quantize_linear_,
     quantize_nf4,
 )
+from tests.impl.test_woq_gemv_cpu import K1, _compile, _model, _weight_sized_buffers
+from tests.impl.test_woq_gemv_cpu import SCHEMES as MODEL_SCHEMES  # the model's schemes (this file's SCHEMES: the decoders')
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 DTYPE_IDS = ["fp32", "bf16", "fp16"]
@@ -170,33 +166,7 @@ def test_bad_x_names_the_kernel():
 
 # --------------------------------------------------------------------------- compiled
 
-N1, K1, N2 = 96, 160, 48  # K1 not a multiple of the groups below: padded columns
-MODEL_SCHEMES = {"int8": {}, "int4": {"group_size": 64}, "nf4": {"block_size": 32, "double_quant": True}}
-
-
-def _model(scheme: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(K1, N1), torch.nn.SiLU(), torch.nn.Linear(N1, N2))
-    return quantize_linear_(model, scheme, **MODEL_SCHEMES[scheme]).eval()
-
-
-def _compile(model, xs, *, dynamic=None, **config):
-    torch._dynamo.reset()
-    counters.clear()
-    outputs, codes = [], []
-    with impl.installed(), inductor_config.patch(force_disable_caches=True, **config), torch.no_grad():
-        compiled = torch.compile(model, dynamic=dynamic)
-        for x in xs:
-            y, code = run_and_get_code(compiled, x)
-            outputs.append(y)
-            codes.extend(code)
-    return outputs, "\n".join(codes)
-
-
-def _weight_sized_buffers(code: str) -> list[str]:
-    shapes = {(N1, K1), (N2, N1), (K1, N1), (N1, N2)}
-    found = re.findall(r"empty_strided_cpu\(\((\d+), (\d+)\)", code)
-    return [f"{a}x{b}" for a, b in found if (int(a), int(b)) in shapes]
+# The two-layer model, its compile and its weight-buffer scan: the decode kernels' test's.
 
 
 @pytest.mark.parametrize("freezing", [False, True], ids=["unfrozen", "frozen"])

@@ -45,6 +45,18 @@ _DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 # --------------------------------------------------------------------------- kernel source
 
+CPU_THREADS_AND_ISA = r"""
+// Weight values below which a call runs on one thread: an OpenMP region costs its threads'
+// wake-up (microseconds) and, on a machine shared with other work, a scheduler slice for a
+// descheduled thread (16 ms measured on a loaded 2-core host, against < 0.1 ms of work).
+constexpr int64_t kParallelMinValues = 1 << 18;
+
+bool has_avx2() {
+    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return ok;
+}
+"""  # shared with woq_panel_cpu's kernels
+
 _COMMON = r"""
 #include <torch/csrc/inductor/cpp_prefix.h>
 #include <immintrin.h>
@@ -79,16 +91,7 @@ void store_output(const float* y, void* out, int64_t dtype, int64_t count) {
     }
 }
 
-// Weight values below which a call runs on one thread: an OpenMP region costs its threads'
-// wake-up (microseconds) and, on a machine shared with other work, a scheduler slice for a
-// descheduled thread (16 ms measured on a loaded 2-core host, against < 0.1 ms of work).
-constexpr int64_t kParallelMinValues = 1 << 18;
-
-bool has_avx2() {
-    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return ok;
-}
-
+""" + CPU_THREADS_AND_ISA + r"""
 // Independent accumulators per x row: enough FMA chains to hide the FMA latency (4-5
 // cycles, two FMA ports) at one row, few enough to stay in the 16 ymm registers at four.
 template <int R> constexpr int kAccumulators = R == 1 ? 8 : (R == 2 ? 4 : 2);

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from ..schemes.nf4 import DOUBLE_QUANT_BLOCK
+from .woq_gemv_cpu import CPU_THREADS_AND_ISA
 
 # Bytes of decoded weight per panel: at M = 17-256 on the Llama's shapes (one AVX2 core, 32 MB
 # L3) 1-4 MB panels were fastest; 0.5 MB and 8 MB slower, a whole decoded weight (46 MB) 2.5x
@@ -43,16 +44,7 @@ _COMMON = r"""
 
 namespace {
 
-// Weight values below which a call runs on one thread: an OpenMP region costs its threads'
-// wake-up (microseconds) and, on a machine shared with other work, a scheduler slice for a
-// descheduled thread (16 ms measured on a loaded 2-core host, against < 0.1 ms of work).
-constexpr int64_t kParallelMinValues = 1 << 18;
-
-bool has_avx2() {
-    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return ok;
-}
-
+""" + CPU_THREADS_AND_ISA + r"""
 // 32 decoded float32 values (w[0..3], natural order) -> out[0 .. count) in `dtype`.
 __attribute__((target("avx2,fma"))) inline void store_step(const __m256 w[4], void* out, int64_t count, int64_t dtype) {
     if (dtype == 0 && count == 32) {

@@ -312,18 +312,10 @@ def _warm_one(job) -> tuple:
         weights = _empty_weights(problem, device)
         out = torch.empty((M, N), device=device, dtype=problem.dtype)
         partial, counter = common.SplitKScratch.buffers(M, N, config, device)
-        if scheme == "int8":
-            woq_mm_int8.launch_woq_mm_int8(x, *weights, out, partial, counter, config,
-                                           wrap=_WarmupOnly)
-        elif scheme == "int4":
-            table = common.nibble_pair_table(woq_mm_int4.INT4_LEVELS, problem.dtype, device)
-            woq_mm_int4.launch_woq_mm_int4(x, *weights, table, out, partial, counter, problem.group, config,
-                                           wrap=_WarmupOnly)
-        else:
-            table = common.nibble_pair_table(woq_mm_nf4.NF4_LEVELS, problem.dtype, device)
-            levels = common.levels_tensor(woq_mm_nf4.NF4_LEVELS, device)
-            woq_mm_nf4.launch_woq_mm_nf4(x, weights[0], weights[1], None, None, table, levels, out, partial, counter,
-                                         problem.group, config, wrap=_WarmupOnly)
+        launcher = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[scheme].LAUNCHER
+        operands = weights if scheme != "nf4" else (*weights, None, None, None)  # levels, absmax_scale, absmax_offset
+        ints = () if scheme == "int8" else (problem.group,)
+        launcher.launch(x, operands, launcher.eager_tables(x), out, partial, counter, ints, config, wrap=_WarmupOnly)
         return job, time.perf_counter() - start, None
     except Exception as exc:  # reported, and the timing run compiles (and fails) again
         return job, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"

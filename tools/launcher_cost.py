@@ -95,13 +95,12 @@ def stub_launches(plans: bool) -> None:
     active = types.SimpleNamespace(get_current_device=lambda: 0, get_current_stream=lambda device: 0)
     launch.driver = types.SimpleNamespace(active=active)
     launch.interpreter_active = lambda: False
+    launch.check_device = lambda x, op: None
     for module in (woq_mm_int8, woq_mm_int4, woq_mm_nf4):
         module.interpreter_active = lambda: False
-        module.check_device = lambda x, op: None
-        for value in vars(module).values():
-            if isinstance(value, launch.CachedLauncher):
-                value.kernel = _NoOpKernel(value.kernel)
-        module._PLANS.enabled = plans
+        for value in module.LAUNCHER.launchers.values():
+            value.kernel = _NoOpKernel(value.kernel)
+        module.LAUNCHER.plans.enabled = plans
 
 
 def time_stubbed(calls_per_round: int, rounds: int, plans: bool) -> None:
@@ -116,7 +115,7 @@ def time_stubbed(calls_per_round: int, rounds: int, plans: bool) -> None:
                 fn()
             best = min(best, (time.perf_counter() - start) / calls_per_round * 1e6)
         print(f"{name}: {best:.1f} µs a call (our Python, launch stubbed{'' if plans else ', no plans'}; "
-              f"{len(module._PLANS._plans)} plan recorded)")
+              f"{len(module.LAUNCHER.plans._plans)} plan recorded)")
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,9 @@
 
 One module per weight scheme (``woq_mm_int8``, ``woq_mm_int4``, ``woq_mm_nf4``), each laid
 out like a Triton tutorial: kernel, launcher, float64 reference. ``common`` holds the
-pieces they share (tile order, split-K epilogue, nibble decoding, config choice).
+pieces their kernels share (tile order, split-K epilogue, nibble decoding), ``launch`` the
+launcher they share (config choice, checks, the dequantize-first / GEMV / tile dispatch, the
+cached launch): a scheme's launcher gives only its kernels' arguments, tiles and tables.
 
 This package file imports nothing from Triton, so ``import impl.kernels`` works anywhere;
 the scheme modules need ``triton`` importable. ``use_interpreter()`` switches the kernels

@@ -20,6 +20,7 @@ import math
 import os
 import struct
 from pathlib import Path
+from typing import Optional
 
 import torch
 import triton
@@ -590,13 +591,13 @@ class KernelConfig:
         return label
 
 
-def check_activation(x: torch.Tensor, K: int, op: str) -> None:
-    """x must be (M, K) float16/bfloat16 with unit stride along K, on the weights' device."""
+def check_activation(x: torch.Tensor, K: Optional[int], op: str) -> None:
+    """x must be (M, K) float16/bfloat16 with unit stride along K (K None: any)."""
     if x.dim() != 2:
         raise ValueError(f"{op}: x must be 2-D (M, K); got shape {tuple(x.shape)}")
     if x.dtype not in SUPPORTED_ACTIVATION_DTYPES:
         raise TypeError(f"{op}: x dtype {x.dtype} is not one of torch.float16, torch.bfloat16")
-    if x.shape[1] != K:
+    if K is not None and x.shape[1] != K:
         raise ValueError(f"{op}: x has K = {x.shape[1]} columns but the weight has K = {K}")
     if x.shape[0] == 0:
         raise ValueError(f"{op}: x has no rows (M = 0)")
@@ -604,12 +605,10 @@ def check_activation(x: torch.Tensor, K: int, op: str) -> None:
         raise ValueError(f"{op}: x must have unit stride along K; got strides {x.stride()} (call .contiguous())")
 
 
-def check_tensor(t: torch.Tensor, name: str, shape: tuple, dtype: torch.dtype, device: torch.device, op: str) -> None:
-    """One clear error for a wrong shape, dtype, device or layout of a weight-side tensor."""
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}; got {tuple(t.shape)}")
-    if t.dtype != dtype:
-        raise TypeError(f"{op}: {name} must be {dtype}; got {t.dtype}")
+def check_placement(t: torch.Tensor, name: str, device: torch.device, op: str) -> None:
+    """What a kernel asks of a weight operand beyond the scheme's layout check
+    (``impl.schemes``: dtype and shape): x's device, and row-major (the kernels take one
+    stride a dimension but assume the packing's order)."""
     if t.device != device:
         raise ValueError(f"{op}: {name} is on {t.device} but x is on {device}")
     if not t.is_contiguous():
@@ -882,23 +881,3 @@ def nibble_pair_table_of(levels: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     Python-int tables above would need the levels on the host (a device sync)."""
     entry = torch.arange(256, device=levels.device)  # entry b: levels[b & 15] low, levels[b >> 4] high
     return _wrap_int32(_level_bits(levels, entry & 0xF, dtype) | (_level_bits(levels, entry >> 4, dtype) << 16))
-
-
-# --------------------------------------------------------------------------- traced launches (a kernel's op_body)
-
-
-def traced_rows(x: torch.Tensor, config) -> object:
-    """x's row count: an int where the body picks its config from it; as given (an int or, in
-    a trace with a symbolic batch, a SymInt) where the caller picked the config for M's bucket."""
-    return int(x.shape[0]) if config is None else x.shape[0]
-
-
-def traced_scratch(M, N: int, config: KernelConfig, x: torch.Tensor, tile_counter):
-    """(partial, tile_counter) of a traced launch. ``tile_counter``: zeroed int32 with a counter
-    for every tile (the kernel leaves it zeroed), or None to allocate zeros here, a fill kernel a
-    call. A launch without split-K reads neither: the given buffer stands in for both pointers."""
-    if tile_counter is None:
-        return SplitKScratch.buffers(M, N, config, x.device, fresh_counters=True)
-    if config.split_k == 1:
-        return tile_counter.view(torch.float32), tile_counter
-    return torch.empty((config.split_k, M, N), device=x.device, dtype=torch.float32), tile_counter

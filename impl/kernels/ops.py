@@ -12,12 +12,11 @@ package by its bare name, or any module by its dotted path). A kernel module pro
 - ``op_body(x, ...)``: the op (its schema inferred from the annotations); ``traced_body``
   the same launch taking ``config=`` and ``tile_counter=`` (and its decode tables by keyword),
   what the CUDA lowering traces;
-- ``op_arguments(operands, ints)``: the fused op's weight operands and ints
-  (``impl.woq_mm``'s order) as ``op_body`` takes them after x;
-- ``config_for(M, N, K, ints, device)``: the tile config;
-- ``fixed_tables(dtype, device)``: decode tables the lowering makes graph constants, by
-  ``traced_body``'s keyword;
-- ``eager_launch``: the eager launcher with ``op_body``'s signature (the max-autotune contest).
+- ``eager_launch``: the eager launcher with ``op_body``'s signature (the max-autotune contest);
+- ``LAUNCHER``, its ``launch.WeightOnlyLauncher``: ``op_arguments(operands, ints)`` (the fused
+  op's weight operands and ints, ``impl.woq_mm``'s order, as ``op_body`` takes them after x),
+  ``config_for(M, N, K, ints, device)`` (the tile config) and ``fixed_tables(dtype, device)``
+  (decode tables the lowering makes graph constants, by ``traced_body``'s keyword).
 
 Layouts and shapes as in impl/kernels/woq_mm_<scheme>.py (x (M, K) float16/bfloat16). A
 triton_op is traced, not treated as opaque: under torch.compile Inductor copies each
@@ -75,7 +74,7 @@ def op_arguments(short: str, operands: tuple, ints: tuple) -> tuple:
     """A fused op's weight operands and ints as the scheme's triton_op and traced body take
     them after x, each unit-stride."""
     tensors = tuple(None if t is None else t.contiguous() for t in operands)
-    return kernel_module(short).op_arguments(tensors, tuple(ints))
+    return kernel_module(short).LAUNCHER.op_arguments(tensors, tuple(ints))
 
 
 def traced_body(short: str) -> Callable[..., torch.Tensor]:
@@ -86,7 +85,7 @@ def traced_body(short: str) -> Callable[..., torch.Tensor]:
 def choose_config(short: str, M: int, N: int, K: int, block: Optional[int], device: torch.device):
     """The kernel's tile config for an (M, K) x and N outputs; ``block``: the scheme's one int
     (int4's group size, NF4's block size), None for a scheme without."""
-    return kernel_module(short).config_for(M, N, K, () if block is None else (block,), device)
+    return kernel_module(short).LAUNCHER.config_for(M, N, K, () if block is None else (block,), device)
 
 
 on_register(_define)  # every scheme's triton_op, those registered later included

@@ -19,63 +19,45 @@ Tutorial order: kernel, launcher, reference.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch._guards import detect_fake_mode
-from torch.library import wrap_triton
 
 from . import interpreter_active
 from .common import (
-    PREFILL_CONFIG,
-    PREFILL_ROWS,
     KernelConfig,
-    SplitKScratch,
     _add,
     add_to_column,
     biased_nibbles,
     biased_nibbles_prmt,
     cdiv,
-    ceil_div,
-    check_activation,
-    check_device,
-    check_tensor,
-    choose_split_k,
-    dense_gemm,
-    dequantize_grid,
-    gemv_activation,
     gemv_row,
     gemv_tile,
-    grid_for,
     group_columns,
     group_dots,
-    load_packed_tile,
-    lookup_nibble_pairs,
     half_nibbles_f32,
     half_nibbles_f32_prmt,
+    load_packed_tile,
+    lookup_nibble_pairs,
     mma,
     nibble_bias,
     nibble_pair_table,
+    nibble_pair_table_of,
     row_sums,
-    sm_count,
     split_even_odd_columns,
     split_k_bounds,
     store_output_tile,
     store_weight_pairs,
     tile_coordinates,
-    tuned_config,
     upcast_dot,
     x_pairs_f32,
     zeros_f32,
 )
-from .launch import CachedLauncher, LaunchPlans
-from .common import nibble_pair_table_of, traced_rows, traced_scratch  # op_body's (the triton_op's) launch
-from ..schemes.int4 import GROUP_SIZES  # the scheme's group sizes: one definition
+from .launch import WeightOnlyLauncher
 
-OP = "woq_mm_int4"
 INT4_LEVELS = tuple(float(u) for u in range(16))
 
 
@@ -294,104 +276,73 @@ def dequantize_int4_kernel(
 
 # ---------------------------------------------------------------------------- launcher
 
-# The eager launcher's path to the kernels: Triton's binding once per specialization.
-_CACHED_LAUNCHER = CachedLauncher(woq_mm_int4_kernel)
-_CACHED_GEMV_LAUNCHER = CachedLauncher(woq_mm_int4_gemv_kernel)
-_CACHED_DEQUANTIZE_LAUNCHER = CachedLauncher(dequantize_int4_kernel)
-_PLANS = LaunchPlans()
 
+class Int4Launcher(WeightOnlyLauncher):
+    """The int4 kernels' launch (launch.WeightOnlyLauncher); ints = (group_size,), tables =
+    (pair_table,): nibble_pair_table of INT4_LEVELS, what DECODE "table" reads."""
 
-@functools.lru_cache(maxsize=1024)
-def choose_config(M: int, N: int, K: int, group_size: int, device: torch.device) -> KernelConfig:
-    """Tile shape by M, BLOCK_K capped by the group size, split-K to fill the SMs.
-
-    The GPU's tuned table (common.tuned_config) comes first; this is the fallback, which
-    past PREFILL_ROWS rows takes the prefill route (KernelConfig.dequantize_first)."""
-    tuned = tuned_config("int4", M, N, K, device, block_k_limit=group_size)
-    if tuned is not None:
-        return tuned
-    if M > PREFILL_ROWS:
-        return PREFILL_CONFIG
-    if M <= 16:
-        base = KernelConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)
-    elif M <= 32:
-        base = KernelConfig(block_m=32, block_n=64, block_k=128, num_warps=4, num_stages=4)
-    elif M <= 64:
-        base = KernelConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4,
-                            scale_after_dot=False)
-    else:
-        base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
-                            scale_after_dot=False)
-    block_k = min(base.block_k, group_size)
-    tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
-    split_k = choose_split_k(tiles, ceil_div(K, block_k), sm_count(device))
-    return KernelConfig(**{**base.__dict__, "block_k": block_k, "split_k": split_k})
-
-
-def check_int4_weight(x, qweight, scale, zero, group_size: int) -> tuple[int, int]:
-    """Validate the int4 layout against x; returns (N, K_pad)."""
-    if group_size not in GROUP_SIZES:
-        raise ValueError(f"{OP}: group_size {group_size} is not one of {', '.join(map(str, GROUP_SIZES))}")
-    if qweight.dim() != 2:
-        raise ValueError(f"{OP}: qweight must be 2-D (N, K_pad // 2); got shape {tuple(qweight.shape)}")
-    N, K = qweight.shape[0], x.shape[-1]
-    K_pad = ceil_div(K, group_size) * group_size
-    check_activation(x, K, OP)
-    check_tensor(qweight, "qweight", (N, K_pad // 2), torch.uint8, x.device, OP)
-    check_tensor(scale, "scale", (N, K_pad // group_size), torch.float32, x.device, OP)
-    check_tensor(zero, "zero", (N, K_pad // group_size), torch.float32, x.device, OP)
-    return N, K_pad
-
-
-def launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_counter,
-                       group_size: int, config: KernelConfig, wrap=None):
-    """Launch with buffers already checked and allocated (eager launcher and triton_op).
-    ``wrap`` maps the chosen @triton.jit kernel to what launches it (wrap_triton for a
-    triton_op); None: the eager launcher's cached binding."""
-    M, K = x.shape
-    N = qweight.shape[0]
-    if config.dequantize_first:  # ``out`` stays unwritten: the dense GEMM returns y
-        K_pad = 2 * qweight.shape[1]
-        weight = x.new_empty((N, K_pad))
-        kernel = _CACHED_DEQUANTIZE_LAUNCHER if wrap is None else wrap(dequantize_int4_kernel)
-        kernel[dequantize_grid(N, K_pad, config)](
-            qweight, scale, zero, weight, N, K_pad // 2, scale.shape[1], qweight.stride(0), scale.stride(0),
-            weight.stride(0), GROUP_SIZE=group_size, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            num_warps=config.num_warps,
-        )
-        return dense_gemm(x, weight[:, :K])
-    # The interpreter cannot run inline PTX; "bits" computes the same values elementwise.
-    decode = "bits" if config.decode == "prmt" and interpreter_active() else config.decode
-    if config.gemv:
-        if decode == "table":
-            raise ValueError(f"{OP}: a GEMV config (block_m {config.block_m}) decodes with 'prmt' or 'bits', "
-                             "not 'table'")
-        x = gemv_activation(x)
-        kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_int4_gemv_kernel)
-        kernel[grid_for(M, N, config)](
-            x, qweight, scale, zero, out, partial, tile_counter, M, N, K,
-            x.stride(0), *qweight.stride(), *scale.stride(), *out.stride(),
-            GROUP_SIZE=group_size, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            SPLIT_K=config.split_k, DECODE=decode, EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,
-            EVEN_K=K % config.block_k == 0, num_warps=config.num_warps, num_stages=config.num_stages,
-        )
-        return out
-    if config.block_k > group_size and config.scale_after_dot:
-        raise ValueError(f"{OP}: config.block_k {config.block_k} spans several groups of {group_size}, which "
-                         "needs scale_after_dot=False (the scale goes into each weight before the dot)")
-    kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_int4_kernel)
-    kernel[grid_for(M, N, config)](
-        x, qweight, scale, zero, pair_table, out, partial, tile_counter,
-        M, N, K,
-        *x.stride(), *qweight.stride(), *scale.stride(), *out.stride(),  # one call a tensor: host time
-        GROUP_SIZE=group_size,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
-        SWAP_AB=config.swap_ab, DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype),
-        EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,  # K_pad a whole number of steps
-        num_warps=config.num_warps, num_stages=config.num_stages,
+    short = "int4"
+    main_kernel = woq_mm_int4_kernel
+    gemv_kernel = woq_mm_int4_gemv_kernel
+    dequantize_kernel = dequantize_int4_kernel
+    fallback_tiles = (
+        (16, KernelConfig(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=4)),
+        (32, KernelConfig(block_m=32, block_n=64, block_k=128, num_warps=4, num_stages=4)),
+        (64, KernelConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4, scale_after_dot=False)),
+        (None, KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, scale_after_dot=False)),
     )
-    return out
+    padded_k = True
+
+    def check_config(self, config):
+        if config.gemv and config.decode == "table":
+            raise ValueError(f"{self.op}: a GEMV config (block_m {config.block_m}) decodes with 'prmt' or 'bits', "
+                             "not 'table'")
+
+    @staticmethod
+    def decode(config: KernelConfig) -> str:
+        """The interpreter cannot run inline PTX; "bits" computes the same values elementwise."""
+        return "bits" if config.decode == "prmt" and interpreter_active() else config.decode
+
+    def main_arguments(self, x, operands, tables, out, partial, tile_counter, ints, config):
+        (M, K), (qweight, scale, zero), (pair_table,), (group_size,) = x.shape, operands, tables, ints
+        return (x, qweight, scale, zero, pair_table, out, partial, tile_counter,
+                M, qweight.shape[0], K,
+                *x.stride(), *qweight.stride(), *scale.stride(), *out.stride()), dict(  # one call a tensor: host time
+            GROUP_SIZE=group_size,
+            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
+            SWAP_AB=config.swap_ab, DECODE=self.decode(config), UPCAST_DOT=upcast_dot(x.dtype),
+            EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,  # K_pad a whole number of steps
+        )
+
+    def gemv_arguments(self, x, operands, tables, out, partial, tile_counter, ints, config):
+        (M, K), (qweight, scale, zero), (group_size,) = x.shape, operands, ints
+        return (x, qweight, scale, zero, out, partial, tile_counter, M, qweight.shape[0], K,
+                x.stride(0), *qweight.stride(), *scale.stride(), *out.stride()), dict(
+            GROUP_SIZE=group_size, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            SPLIT_K=config.split_k, DECODE=self.decode(config), EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,
+            EVEN_K=K % config.block_k == 0,
+        )
+
+    def dequantize_arguments(self, operands, tables, weight, ints, config):
+        (qweight, scale, zero), (group_size,) = operands, ints
+        N, K_pad = weight.shape
+        return (qweight, scale, zero, weight, N, K_pad // 2, scale.shape[1], qweight.stride(0), scale.stride(0),
+                weight.stride(0)), dict(GROUP_SIZE=group_size, BLOCK_N=config.block_n, BLOCK_K=config.block_k)
+
+    def eager_tables(self, x):
+        return (nibble_pair_table(INT4_LEVELS, x.dtype, x.device),)
+
+    def traced_tables(self, x, operands, config, pair_table=None):
+        return (pair_table_of(x) if pair_table is None else pair_table,)
+
+    def fixed_tables(self, dtype, device):
+        """The decode table by traced_body's keyword, as the lowering makes it a graph constant."""
+        return {"pair_table": nibble_pair_table(INT4_LEVELS, dtype, device)}
+
+
+LAUNCHER = Int4Launcher()
+choose_config = LAUNCHER.choose_config  # (M, N, K, group_size, device) -> KernelConfig
 
 
 def woq_mm_int4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
@@ -400,22 +351,7 @@ def woq_mm_int4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zer
 
     ``config`` overrides the tile choice (tests and tuning). A call with the metadata of an
     earlier one replays that call's launch (launch.LaunchPlans)."""
-    inputs = (x, qweight, scale, zero)
-    key = _PLANS.key(inputs, group_size, config)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan.run(inputs)
-    check_device(x, OP)
-    N, _ = check_int4_weight(x, qweight, scale, zero, group_size)
-    M, K = x.shape
-    config = config or choose_config(M, N, K, group_size, x.device)
-    out = torch.empty((M, N), device=x.device, dtype=x.dtype)
-    partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
-    pair_table = nibble_pair_table(INT4_LEVELS, x.dtype, x.device)
-    with _PLANS.record(key, inputs, out, stable=(partial, tile_counter, pair_table)) as call:
-        call.result = launch_woq_mm_int4(x, qweight, scale, zero, pair_table, out, partial, tile_counter,
-                                         group_size, config)
-    return call.result
+    return LAUNCHER.eager(x, (qweight, scale, zero), (group_size,), config)
 
 
 # --------------------------------------------------------------------------- reference
@@ -455,39 +391,18 @@ def pair_table_of(x: torch.Tensor) -> torch.Tensor:
 
 
 def traced_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                     group_size: int, pair_table: Optional[torch.Tensor] = None, *, config=None,
-                     tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
+                group_size: int, pair_table: Optional[torch.Tensor] = None, *, config=None,
+                tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y (M, N) = x (M, K) @ W.T, W from the int4 group-wise layout (woq_mm_int4).
     ``pair_table``: the decode table, made by pair_table_of when None; ``config``,
     ``tile_counter``: as for woq_mm_int8.traced_body."""
-    N, _ = check_int4_weight(x, qweight, scale, zero, group_size)
-    M, K = traced_rows(x, config), int(x.shape[1])
-    config = config or choose_config(M, N, K, group_size, x.device)
-    out = x.new_empty((M, N))
-    partial, counter = traced_scratch(M, N, config, x, tile_counter)
-    table = pair_table_of(x) if pair_table is None else pair_table
-    return launch_woq_mm_int4(x, qweight, scale, zero, table, out, partial, counter, group_size, config,
-                              wrap=wrap_triton)
+    return LAUNCHER.traced(x, (qweight, scale, zero), (group_size,), config, tile_counter, pair_table=pair_table)
 
 
 def op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
             group_size: int) -> torch.Tensor:
     """``torch.ops.impl.woq_mm_int4_triton``: the schema leaves out what only the lowering hands in."""
     return traced_body(x, qweight, scale, zero, group_size)
-
-
-def op_arguments(operands: tuple, ints: tuple) -> tuple:
-    """The fused op's (qweight, scale, zero) and (group_size,) as op_body takes them after x."""
-    return (*operands, *ints)
-
-
-def config_for(M: int, N: int, K: int, ints: tuple, device: torch.device) -> KernelConfig:
-    return choose_config(M, N, K, *ints, device)
-
-
-def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
-    """The decode table by traced_body's keyword, as the lowering makes it a graph constant."""
-    return {"pair_table": nibble_pair_table(INT4_LEVELS, dtype, device)}
 
 
 eager_launch = woq_mm_int4  # op_body's signature, eager: what the max-autotune contest times

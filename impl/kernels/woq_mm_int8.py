@@ -10,47 +10,29 @@ Tutorial order: kernel, launcher, reference.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
-from torch.library import wrap_triton
 
 from . import interpreter_active
 from .common import (
-    PREFILL_CONFIG,
-    PREFILL_ROWS,
     KernelConfig,
     MAGIC_F32,
-    SplitKScratch,
     _add,
     add_to_column,
-    ceil_div,
-    check_activation,
-    check_device,
-    check_tensor,
-    choose_split_k,
-    dense_gemm,
-    dequantize_grid,
     gemv_row,
-    grid_for,
     int8_to_dot_operand,
     magic_int8_f32,
     mma,
-    sm_count,
     split_k_bounds,
     store_output_tile,
     tile_coordinates,
-    tuned_config,
     upcast_dot,
     zeros_f32,
 )
-from .launch import CachedLauncher, LaunchPlans
-from .common import traced_rows, traced_scratch  # op_body's (the triton_op's) launch
-
-OP = "woq_mm_int8"
+from .launch import WeightOnlyLauncher
 
 
 # ------------------------------------------------------------------------------ kernel
@@ -166,62 +148,40 @@ def dequantize_int8_kernel(
 
 # ---------------------------------------------------------------------------- launcher
 
-# The eager launcher's path to the kernel: Triton's binding once per specialization.
-_CACHED_LAUNCHER = CachedLauncher(woq_mm_int8_kernel)
-_CACHED_DEQUANTIZE_LAUNCHER = CachedLauncher(dequantize_int8_kernel)
-_PLANS = LaunchPlans()
 
+class Int8Launcher(WeightOnlyLauncher):
+    """The int8 kernel's launch (launch.WeightOnlyLauncher): GEMV configs run in the tile kernel."""
 
-@functools.lru_cache(maxsize=1024)
-def choose_config(M: int, N: int, K: int, device: torch.device) -> KernelConfig:
-    """Tile shape by M (decode GEMV-like sizes up to prefill), split-K to fill the SMs.
-
-    The GPU's tuned table (common.tuned_config) comes first; this is the fallback, which
-    past PREFILL_ROWS rows takes the prefill route (KernelConfig.dequantize_first)."""
-    tuned = tuned_config("int8", M, N, K, device)
-    if tuned is not None:
-        return tuned
-    if M > PREFILL_ROWS:
-        return PREFILL_CONFIG
-    if M <= 16:
-        base = KernelConfig(block_m=16, block_n=64, block_k=256, num_warps=4, num_stages=4)
-    elif M <= 32:
-        base = KernelConfig(block_m=32, block_n=64, block_k=256, num_warps=4, num_stages=4)
-    elif M <= 64:
-        base = KernelConfig(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=4)
-    else:
-        base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=4)
-    tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
-    split_k = choose_split_k(tiles, ceil_div(K, base.block_k), sm_count(device))
-    return KernelConfig(**{**base.__dict__, "split_k": split_k})
-
-
-def launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config: KernelConfig, wrap=None):
-    """Launch with buffers already checked and allocated (shared by the eager launcher and
-    the torch.library.triton_op, which passes ``wrap=wrap_triton``: what launches the kernel)."""
-    M, K = x.shape
-    N = qweight.shape[0]
-    if config.dequantize_first:  # ``out`` stays unwritten: the dense GEMM returns y
-        weight = x.new_empty((N, K))
-        kernel = _CACHED_DEQUANTIZE_LAUNCHER if wrap is None else wrap(dequantize_int8_kernel)
-        kernel[dequantize_grid(N, K, config)](
-            qweight, scale, weight, N, K, *qweight.stride(), *weight.stride(),
-            BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
-        )
-        return dense_gemm(x, weight)
-    kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_int8_kernel)
-    kernel[grid_for(M, N, config)](
-        x, qweight, scale, out, partial, tile_counter,
-        M, N, K,
-        *x.stride(), *qweight.stride(), *out.stride(),  # one call a tensor: host time
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        SPLIT_K=config.split_k, GROUP_M=config.group_m, SWAP_AB=config.swap_ab, EVEN_K=K % config.block_k == 0,
-        UPCAST_DOT=upcast_dot(x.dtype), GEMV=config.gemv,
-        # the GEMV's int8 decode; the interpreter cannot run inline PTX
-        DECODE="bits" if interpreter_active() else "prmt",
-        num_warps=config.num_warps, num_stages=config.num_stages,
+    short = "int8"
+    main_kernel = woq_mm_int8_kernel
+    dequantize_kernel = dequantize_int8_kernel
+    fallback_tiles = (
+        (16, KernelConfig(block_m=16, block_n=64, block_k=256, num_warps=4, num_stages=4)),
+        (32, KernelConfig(block_m=32, block_n=64, block_k=256, num_warps=4, num_stages=4)),
+        (64, KernelConfig(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=4)),
+        (None, KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=4)),
     )
-    return out
+
+    def main_arguments(self, x, operands, tables, out, partial, tile_counter, ints, config):
+        (M, K), (qweight, scale) = x.shape, operands
+        return (x, qweight, scale, out, partial, tile_counter, M, qweight.shape[0], K,
+                *x.stride(), *qweight.stride(), *out.stride()), dict(  # one call a tensor: host time
+            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            SPLIT_K=config.split_k, GROUP_M=config.group_m, SWAP_AB=config.swap_ab, EVEN_K=K % config.block_k == 0,
+            UPCAST_DOT=upcast_dot(x.dtype), GEMV=config.gemv,
+            # the GEMV's int8 decode; the interpreter cannot run inline PTX
+            DECODE="bits" if interpreter_active() else "prmt",
+        )
+
+    def dequantize_arguments(self, operands, tables, weight, ints, config):
+        qweight, scale = operands
+        N, K = weight.shape
+        return (qweight, scale, weight, N, K, *qweight.stride(), *weight.stride()), dict(
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k)
+
+
+LAUNCHER = Int8Launcher()
+choose_config = LAUNCHER.choose_config  # (M, N, K, device) -> KernelConfig
 
 
 def woq_mm_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor,
@@ -230,25 +190,7 @@ def woq_mm_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor,
 
     ``config`` overrides the tile choice (tests and tuning). A call with the metadata of an
     earlier one replays that call's launch (launch.LaunchPlans)."""
-    inputs = (x, qweight, scale)
-    key = _PLANS.key(inputs, config)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan.run(inputs)
-    check_device(x, OP)
-    if qweight.dim() != 2:
-        raise ValueError(f"{OP}: qweight must be 2-D (N, K); got shape {tuple(qweight.shape)}")
-    N, K = qweight.shape
-    check_activation(x, K, OP)
-    check_tensor(qweight, "qweight", (N, K), torch.int8, x.device, OP)
-    check_tensor(scale, "scale", (N,), torch.float32, x.device, OP)
-    M = x.shape[0]
-    config = config or choose_config(M, N, K, x.device)
-    out = torch.empty((M, N), device=x.device, dtype=x.dtype)
-    partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
-    with _PLANS.record(key, inputs, out, stable=(partial, tile_counter)) as call:
-        call.result = launch_woq_mm_int8(x, qweight, scale, out, partial, tile_counter, config)
-    return call.result
+    return LAUNCHER.eager(x, (qweight, scale), (), config)
 
 
 # --------------------------------------------------------------------------- reference
@@ -268,37 +210,15 @@ def woq_mm_int8_reference(x: torch.Tensor, qweight: torch.Tensor, scale: torch.T
 
 
 def traced_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *, config=None,
-                     tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
+                tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y (M, N) = x (M, K) @ (qweight (N, K) int8 * scale (N,) fp32 [:, None]).T.
-    ``config``: the tile config (None: chosen from M); ``tile_counter``: see common.traced_scratch."""
-    N, K = qweight.shape
-    check_activation(x, K, OP)
-    check_tensor(qweight, "qweight", (N, K), torch.int8, x.device, OP)
-    check_tensor(scale, "scale", (N,), torch.float32, x.device, OP)
-    M = traced_rows(x, config)
-    config = config or choose_config(M, N, K, x.device)
-    out = x.new_empty((M, N))
-    partial, counter = traced_scratch(M, N, config, x, tile_counter)
-    return launch_woq_mm_int8(x, qweight, scale, out, partial, counter, config, wrap=wrap_triton)
+    ``config``: the tile config (None: chosen from M); ``tile_counter``: see launch.traced_scratch."""
+    return LAUNCHER.traced(x, (qweight, scale), (), config, tile_counter)
 
 
 def op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``torch.ops.impl.woq_mm_int8_triton``: the schema leaves out what only the lowering hands in."""
     return traced_body(x, qweight, scale)
-
-
-def op_arguments(operands: tuple, ints: tuple) -> tuple:
-    """The fused op's weight operands (qweight, scale) as op_body takes them after x."""
-    return operands
-
-
-def config_for(M: int, N: int, K: int, ints: tuple, device: torch.device) -> KernelConfig:
-    return choose_config(M, N, K, device)
-
-
-def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
-    """Decode tables the lowering makes graph constants: none."""
-    return {}
 
 
 eager_launch = woq_mm_int8  # op_body's signature, eager: what the max-autotune contest times

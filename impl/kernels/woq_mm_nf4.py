@@ -20,61 +20,43 @@ Tutorial order: kernel, launcher, reference.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch._guards import detect_fake_mode
-from torch.library import wrap_triton
 
 from . import interpreter_active
 from .common import (
-    PREFILL_CONFIG,
-    PREFILL_ROWS,
     KernelConfig,
-    SplitKScratch,
     _add,
-    ceil_div,
-    check_activation,
-    check_device,
-    check_tensor,
     add_to_column,
-    choose_split_k,
-    dense_gemm,
-    dequantize_grid,
-    gemv_activation,
     gemv_row,
     gemv_tile,
-    grid_for,
     group_columns,
     group_dots,
+    levels_tensor,
+    load_nibble_lut,
     load_packed_tile,
     lookup_nibble_pairs,
-    load_nibble_lut,
     lookup_nibbles_prmt,
     mma,
-    levels_tensor,
     nibble_pair_table,
-    sm_count,
+    nibble_pair_table_of,
+    nibble_pair_values,
     split_even_odd_columns,
     split_k_bounds,
     store_output_tile,
     store_weight_pairs,
     tile_coordinates,
-    tuned_config,
     upcast_dot,
     x_pairs_f32,
     zeros_f32,
 )
-from .launch import CachedLauncher, LaunchPlans
-from .common import (  # op_body's (the triton_op's) launch
-    nibble_pair_table_of, nibble_pair_values, traced_rows, traced_scratch,
-)
-from ..schemes.nf4 import BLOCK_SIZES, DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table and sizes: one definition
+from .launch import WeightOnlyLauncher
+from ..schemes.nf4 import DOUBLE_QUANT_BLOCK, NF4_LEVELS  # the scheme's table and sizes: one definition
 
-OP = "woq_mm_nf4"
 ABSMAX_CODES_PER_SCALE = tl.constexpr(DOUBLE_QUANT_BLOCK)  # as the kernels read it
 
 
@@ -304,64 +286,6 @@ def dequantize_nf4_kernel(
 
 # ---------------------------------------------------------------------------- launcher
 
-# The eager launcher's path to the kernels: Triton's binding once per specialization.
-_CACHED_LAUNCHER = CachedLauncher(woq_mm_nf4_kernel)
-_CACHED_GEMV_LAUNCHER = CachedLauncher(woq_mm_nf4_gemv_kernel)
-_CACHED_DEQUANTIZE_LAUNCHER = CachedLauncher(dequantize_nf4_kernel)
-_PLANS = LaunchPlans()
-
-
-@functools.lru_cache(maxsize=1024)
-def choose_config(M: int, N: int, K: int, block_size: int, device: torch.device) -> KernelConfig:
-    """Tile shape by M, BLOCK_K capped by the NF4 block size, split-K to fill the SMs.
-
-    The GPU's tuned table (common.tuned_config) comes first; this is the fallback, which
-    past PREFILL_ROWS rows takes the prefill route (KernelConfig.dequantize_first)."""
-    tuned = tuned_config("nf4", M, N, K, device, block_k_limit=block_size)
-    if tuned is not None:
-        return tuned
-    if M > PREFILL_ROWS:
-        return PREFILL_CONFIG
-    if M <= 16:
-        base = KernelConfig(block_m=16, block_n=64, block_k=64, num_warps=4, num_stages=5)
-    elif M <= 32:
-        base = KernelConfig(block_m=32, block_n=64, block_k=64, num_warps=4, num_stages=5)
-    elif M <= 64:
-        base = KernelConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4,
-                            scale_after_dot=False)
-    else:
-        base = KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3,
-                            scale_after_dot=False)
-    block_k = min(base.block_k, block_size)
-    tiles = ceil_div(M, base.block_m) * ceil_div(N, base.block_n)
-    split_k = choose_split_k(tiles, ceil_div(K, block_k), sm_count(device))
-    return KernelConfig(**{**base.__dict__, "block_k": block_k, "split_k": split_k})
-
-
-def check_nf4_weight(x, qweight, absmax, block_size: int, absmax_scale=None, absmax_offset=None) -> tuple[int, int]:
-    """Validate the NF4 layout against x; returns (N, K_pad). absmax is float32, or uint8
-    codes when absmax_scale and absmax_offset are given."""
-    if block_size not in BLOCK_SIZES:
-        raise ValueError(f"{OP}: block_size {block_size} is not one of {', '.join(map(str, BLOCK_SIZES))}")
-    if qweight.dim() != 2:
-        raise ValueError(f"{OP}: qweight must be 2-D (N, K_pad // 2); got shape {tuple(qweight.shape)}")
-    N, K = qweight.shape[0], x.shape[-1]
-    K_pad = ceil_div(K, block_size) * block_size
-    check_activation(x, K, OP)
-    check_tensor(qweight, "qweight", (N, K_pad // 2), torch.uint8, x.device, OP)
-    double_quant = absmax_scale is not None or absmax_offset is not None
-    if double_quant:
-        if absmax_scale is None or absmax_offset is None:
-            raise ValueError(f"{OP}: double-quantized absmax needs both absmax_scale and absmax_offset")
-        flat_blocks = N * (K_pad // block_size)
-        check_tensor(absmax, "absmax (codes)", (N, K_pad // block_size), torch.uint8, x.device, OP)
-        check_tensor(absmax_scale, "absmax_scale", (ceil_div(flat_blocks, DOUBLE_QUANT_BLOCK),),
-                     torch.float32, x.device, OP)
-        check_tensor(absmax_offset, "absmax_offset", (), torch.float32, x.device, OP)
-    else:
-        check_tensor(absmax, "absmax", (N, K_pad // block_size), torch.float32, x.device, OP)
-    return N, K_pad
-
 
 def decode_of(config: KernelConfig) -> str:
     """Which table a launch with ``config`` reads: "prmt" reads the levels only, "table"
@@ -369,85 +293,107 @@ def decode_of(config: KernelConfig) -> str:
     return "table" if config.dequantize_first or interpreter_active() else config.decode
 
 
-def launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial,
-                      tile_counter, block_size: int, config: KernelConfig, wrap=None):
-    """Launch with buffers already checked and allocated (eager launcher and triton_op);
-    ``wrap`` as in launch_woq_mm_int4.
-    absmax_scale and absmax_offset are None unless absmax holds double-quantized codes;
-    pair_table (nibble_pair_table) or levels ((16,) float32, the kernel's PRMT table is built
-    from them) decode nibbles, by decode_of(config); the other one goes unread."""
-    M, K = x.shape
-    N = qweight.shape[0]
-    if config.block_k > block_size and config.scale_after_dot and not (config.gemv or config.dequantize_first):
-        raise ValueError(f"{OP}: config.block_k {config.block_k} spans several blocks of {block_size}, which "
-                         "needs scale_after_dot=False (absmax goes into each weight before the dot)")
-    if config.decode not in ("prmt", "table"):
-        raise ValueError(f"{OP}: config.decode {config.decode!r} is not one of 'prmt', 'table'")
-    double_quant = absmax_scale is not None
-    if not double_quant:  # unused by the kernel; any float32 pointer will do
-        absmax_scale = absmax_offset = absmax
-    if config.dequantize_first:  # ``out`` stays unwritten: the dense GEMM returns y
-        K_pad = 2 * qweight.shape[1]
-        weight = x.new_empty((N, K_pad))
-        kernel = _CACHED_DEQUANTIZE_LAUNCHER if wrap is None else wrap(dequantize_nf4_kernel)
-        kernel[dequantize_grid(N, K_pad, config)](
-            qweight, absmax, absmax_scale, absmax_offset, pair_table, weight, N, K_pad // 2, absmax.shape[1],
-            qweight.stride(0), weight.stride(0), BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
-            BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
+def absmax_pointers(operands: tuple) -> tuple:
+    """(absmax, absmax_scale, absmax_offset, DOUBLE_QUANT) of the operands; without double
+    quantization the kernel reads neither of the last two, and any float32 pointer will do."""
+    _, absmax, _, absmax_scale, absmax_offset = operands
+    if absmax_scale is None:
+        return absmax, absmax, absmax, False
+    return absmax, absmax_scale, absmax_offset, True
+
+
+class NF4Launcher(WeightOnlyLauncher):
+    """The NF4 kernels' launch (launch.WeightOnlyLauncher); ints = (block_size,), operands =
+    (qweight, absmax, levels, absmax_scale, absmax_offset): absmax_scale and absmax_offset None
+    unless absmax holds double-quantized codes. tables = (pair_table, levels): pair_table
+    (nibble_pair_table) or levels ((16,) float32, the kernel's PRMT table is built from them)
+    decode nibbles, by decode_of(config); the other one goes unread."""
+
+    short = "nf4"
+    main_kernel = woq_mm_nf4_kernel
+    gemv_kernel = woq_mm_nf4_gemv_kernel
+    dequantize_kernel = dequantize_nf4_kernel
+    fallback_tiles = (
+        (16, KernelConfig(block_m=16, block_n=64, block_k=64, num_warps=4, num_stages=5)),
+        (32, KernelConfig(block_m=32, block_n=64, block_k=64, num_warps=4, num_stages=5)),
+        (64, KernelConfig(block_m=64, block_n=128, block_k=64, num_warps=4, num_stages=4, scale_after_dot=False)),
+        (None, KernelConfig(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, scale_after_dot=False)),
+    )
+    padded_k = True
+    block_name, scale_name = "blocks", "absmax"
+
+    def check_config(self, config):
+        if config.decode not in ("prmt", "table"):
+            raise ValueError(f"{self.op}: config.decode {config.decode!r} is not one of 'prmt', 'table'")
+
+    def main_arguments(self, x, operands, tables, out, partial, tile_counter, ints, config):
+        (M, K), qweight, (pair_table, levels), (block_size,) = x.shape, operands[0], tables, ints
+        absmax, absmax_scale, absmax_offset, double_quant = absmax_pointers(operands)
+        return (x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial, tile_counter,
+                M, qweight.shape[0], K, absmax.shape[1],
+                *x.stride(), *qweight.stride(), *out.stride()), dict(  # one call a tensor: host time
+            BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
+            BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
+            SWAP_AB=config.swap_ab, DECODE=decode_of(config), UPCAST_DOT=upcast_dot(x.dtype),
+            EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,  # K_pad a whole number of steps
         )
-        return dense_gemm(x, weight[:, :K])
-    decode = decode_of(config)  # the table gather computes what PRMT does
-    if config.gemv:
-        x = gemv_activation(x)
-        kernel = _CACHED_GEMV_LAUNCHER if wrap is None else wrap(woq_mm_nf4_gemv_kernel)
-        kernel[grid_for(M, N, config)](
-            x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial, tile_counter,
-            M, N, K, absmax.shape[1], x.stride(0), *qweight.stride(), *out.stride(),
+
+    def gemv_arguments(self, x, operands, tables, out, partial, tile_counter, ints, config):
+        (M, K), qweight, (pair_table, levels), (block_size,) = x.shape, operands[0], tables, ints
+        absmax, absmax_scale, absmax_offset, double_quant = absmax_pointers(operands)
+        return (x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial, tile_counter,
+                M, qweight.shape[0], K, absmax.shape[1], x.stride(0), *qweight.stride(), *out.stride()), dict(
             BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
             BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=config.split_k,
-            DECODE=decode, EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0, EVEN_K=K % config.block_k == 0,
-            num_warps=config.num_warps, num_stages=config.num_stages,
+            DECODE=decode_of(config), EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,
+            EVEN_K=K % config.block_k == 0,
         )
-        return out
-    kernel = _CACHED_LAUNCHER if wrap is None else wrap(woq_mm_nf4_kernel)
-    kernel[grid_for(M, N, config)](
-        x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out, partial, tile_counter,
-        M, N, K, absmax.shape[1],
-        *x.stride(), *qweight.stride(), *out.stride(),  # one call a tensor: host time
-        BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-        SPLIT_K=config.split_k, GROUP_M=config.group_m, SCALE_AFTER_DOT=config.scale_after_dot,
-        SWAP_AB=config.swap_ab, DECODE=decode, UPCAST_DOT=upcast_dot(x.dtype),
-        EVEN_STEPS=(2 * qweight.shape[1]) % config.block_k == 0,  # K_pad a whole number of steps
-        num_warps=config.num_warps, num_stages=config.num_stages,
-    )
-    return out
+
+    def dequantize_arguments(self, operands, tables, weight, ints, config):
+        qweight, (pair_table, _), (block_size,) = operands[0], tables, ints
+        absmax, absmax_scale, absmax_offset, double_quant = absmax_pointers(operands)
+        N, K_pad = weight.shape
+        return (qweight, absmax, absmax_scale, absmax_offset, pair_table, weight, N, K_pad // 2, absmax.shape[1],
+                qweight.stride(0), weight.stride(0)), dict(
+            BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant, BLOCK_N=config.block_n, BLOCK_K=config.block_k)
+
+    def eager_tables(self, x):
+        """The standard levels' tables (the eager launcher decodes NF4_LEVELS)."""
+        return nibble_pair_table(NF4_LEVELS, x.dtype, x.device), levels_tensor(NF4_LEVELS, x.device)
+
+    def traced_tables(self, x, operands, config):
+        """``levels`` (16,) float32: the levels operand, None for the standard NF4 table; the
+        kernel reads the tensor itself (no host sync, CUDA-graph safe, no table kernel a call).
+        The PRMT route builds its table from the levels inside the kernel: nothing runs before
+        the launch. Only the "table" route needs a table built, and only that one is built."""
+        levels = operands[2]
+        standard = levels is None
+        if standard:
+            levels = _standard_nf4_levels(x)
+        return levels if decode_of(config) == "prmt" else _nf4_pair_table(levels, standard, x), levels
+
+    def op_arguments(self, operands, ints):
+        """The fused op's (qweight, absmax, levels, absmax_scale, absmax_offset) and (block_size,) as
+        op_body takes them after x. A double-quantized absmax goes as codes: decoding it first would
+        be a kernel of its own and four bytes a block read back instead of one."""
+        qweight, absmax, levels, absmax_scale, absmax_offset = operands
+        return (qweight, absmax, *ints, levels, absmax_scale, absmax_offset)
+
+
+LAUNCHER = NF4Launcher()
+choose_config = LAUNCHER.choose_config  # (M, N, K, block_size, device) -> KernelConfig
 
 
 def woq_mm_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int = 64,
                absmax_scale: torch.Tensor | None = None, absmax_offset: torch.Tensor | None = None,
                config: KernelConfig | None = None) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ W.T in x's dtype, W decoded from the NF4 layout above.
+    """y (M, N) = x (M, K) @ W.T in x's dtype, W decoded from the NF4 layout above (the
+    standard NF4_LEVELS).
 
     ``config`` overrides the tile choice (tests and tuning). A call with the metadata of an
     earlier one replays that call's launch (launch.LaunchPlans)."""
-    inputs = (x, qweight, absmax, absmax_scale, absmax_offset)
-    key = _PLANS.key(inputs, block_size, config)
-    plan = _PLANS.get(key)
-    if plan is not None:
-        return plan.run(inputs)
-    check_device(x, OP)
-    N, _ = check_nf4_weight(x, qweight, absmax, block_size, absmax_scale, absmax_offset)
-    M, K = x.shape
-    config = config or choose_config(M, N, K, block_size, x.device)
-    out = torch.empty((M, N), device=x.device, dtype=x.dtype)
-    partial, tile_counter = SplitKScratch.buffers(M, N, config, x.device)
-    pair_table = nibble_pair_table(NF4_LEVELS, x.dtype, x.device)
-    levels = levels_tensor(NF4_LEVELS, x.device)
-    with _PLANS.record(key, inputs, out, stable=(partial, tile_counter, pair_table, levels)) as call:
-        call.result = launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, pair_table, levels, out,
-                                        partial, tile_counter, block_size, config)
-    return call.result
+    return LAUNCHER.eager(x, (qweight, absmax, None, absmax_scale, absmax_offset), (block_size,), config)
 
 
 # --------------------------------------------------------------------------- reference
@@ -509,25 +455,10 @@ def traced_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, bl
                 tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y (M, N) = x (M, K) @ W.T, W from the NF4 layout (woq_mm_nf4): absmax float32, or its
     uint8 codes with absmax_scale and absmax_offset (double quantization, decoded in the kernel).
-    ``config``, ``tile_counter``: as for woq_mm_int8.traced_body.
-
-    ``levels`` (16,) float32: the code table; None means the standard NF4 table. The kernel
-    reads the tensor itself (no host sync, CUDA-graph safe, no table kernel a call)."""
-    N, _ = check_nf4_weight(x, qweight, absmax, block_size, absmax_scale, absmax_offset)
-    M, K = traced_rows(x, config), int(x.shape[1])
-    config = config or choose_config(M, N, K, block_size, x.device)
-    out = x.new_empty((M, N))
-    partial, counter = traced_scratch(M, N, config, x, tile_counter)
-    standard = levels is None
-    if standard:
-        levels = _standard_nf4_levels(x)
-    else:
-        check_tensor(levels, "levels", (len(NF4_LEVELS),), torch.float32, x.device, OP)
-    # The PRMT route builds its table from the levels inside the kernel: nothing runs before
-    # the launch. Only the "table" route needs a table built, and only that one is built.
-    table = levels if decode_of(config) == "prmt" else _nf4_pair_table(levels, standard, x)
-    return launch_woq_mm_nf4(x, qweight, absmax, absmax_scale, absmax_offset, table, levels, out, partial,
-                             counter, block_size, config, wrap=wrap_triton)
+    ``levels`` (16,) float32: the code table; None means the standard NF4 table.
+    ``config``, ``tile_counter``: as for woq_mm_int8.traced_body."""
+    return LAUNCHER.traced(x, (qweight, absmax, levels, absmax_scale, absmax_offset), (block_size,), config,
+                           tile_counter)
 
 
 def op_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
@@ -535,23 +466,6 @@ def op_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_
             absmax_offset: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``torch.ops.impl.woq_mm_nf4_triton``: the schema leaves out what only the lowering hands in."""
     return traced_body(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset)
-
-
-def op_arguments(operands: tuple, ints: tuple) -> tuple:
-    """The fused op's (qweight, absmax, levels, absmax_scale, absmax_offset) and (block_size,) as
-    op_body takes them after x. A double-quantized absmax goes as codes: decoding it first would
-    be a kernel of its own and four bytes a block read back instead of one."""
-    qweight, absmax, levels, absmax_scale, absmax_offset = operands
-    return (qweight, absmax, *ints, levels, absmax_scale, absmax_offset)
-
-
-def config_for(M: int, N: int, K: int, ints: tuple, device: torch.device) -> KernelConfig:
-    return choose_config(M, N, K, *ints, device)
-
-
-def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
-    """Decode tables the lowering makes graph constants: none (NF4's come from its levels operand)."""
-    return {}
 
 
 def eager_launch(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset) -> torch.Tensor:

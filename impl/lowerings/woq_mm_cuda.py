@@ -92,7 +92,7 @@ def fixed_tables(scheme: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
     the lowering adds them as graph constants, so compiled code runs no kernel a call to build
     them (one launch a layer). NF4's tables come from its levels operand, a graph input."""
     with _no_fake_mode():
-        return _triton_lowerings().kernel_module(SCHEMES[scheme].short).fixed_tables(x.dtype, x.device)
+        return _triton_lowerings().kernel_module(SCHEMES[scheme].short).LAUNCHER.fixed_tables(x.dtype, x.device)
 
 
 def tile_counters(rows: Optional[int], n: int, config: Any, device: torch.device) -> dict[str, torch.Tensor]:

@@ -62,7 +62,7 @@ def woq_mm_interpreted(x: torch.Tensor, weight: list[torch.Tensor], scheme: str,
     record = by_short(scheme)
     operands = (*weight, *[None] * (len(record.operands) - len(weight)))
     module = ops.kernel_module(scheme)
-    return module.eager_launch(x, *module.op_arguments(operands, (block,) * len(record.ints)))
+    return module.eager_launch(x, *module.LAUNCHER.op_arguments(operands, (block,) * len(record.ints)))
 
 
 @woq_mm_interpreted.register_fake

@@ -220,14 +220,13 @@ def test_the_real_launchers_replay_what_the_full_call_passes(compiled_mode, monk
 
     module = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[scheme]
     launches: list = []
-    for value in list(vars(module).values()):
-        if isinstance(value, launch.CachedLauncher):
-            monkeypatch.setattr(value, "kernel", _RecordingKernel(value.kernel, launches))
-            monkeypatch.setattr(value, "_compiled", {})
-    monkeypatch.setattr(module, "check_device", lambda x, op: None)
+    for value in module.LAUNCHER.launchers.values():
+        monkeypatch.setattr(value, "kernel", _RecordingKernel(value.kernel, launches))
+        monkeypatch.setattr(value, "_compiled", {})
+    monkeypatch.setattr(launch, "check_device", lambda x, op: None)
     monkeypatch.setattr(module, "interpreter_active", lambda: False)
     plans = launch.LaunchPlans()
-    monkeypatch.setattr(module, "_PLANS", plans)
+    monkeypatch.setattr(module.LAUNCHER, "plans", plans)
     M, N, K = 2, 40, 2048  # K long enough for the fallback tiles to split (partials, counters)
     kw = {} if config in (None, "double-quant") else {"config": KernelConfig(1, 16, 64)}
     if scheme == "int8":

@@ -133,7 +133,7 @@ def test_contract_errors():
         woq_mm_nf4(x, weight["qweight"], weight["absmax"], 48)
     with pytest.raises(ValueError, match="needs both absmax_scale and absmax_offset"):
         woq_mm_nf4(x, weight["qweight"], weight["absmax"], 64, absmax_scale=torch.ones(1, device=DEVICE))
-    with pytest.raises(TypeError, match=r"absmax \(codes\) must be torch.uint8; got torch.float32"):
+    with pytest.raises(TypeError, match=r"absmax \(double-quantized codes\) must be torch.uint8; got torch.float32"):
         woq_mm_nf4(x, weight["qweight"], weight["absmax"], 64, absmax_scale=torch.ones(1, device=DEVICE),
                    absmax_offset=torch.tensor(0.0, device=DEVICE))
     with pytest.raises(ValueError, match=r"absmax must have shape \(8, 2\); got \(2, 8\)"):

@@ -198,7 +198,7 @@ def test_split_k_counters_held_by_the_compiled_graph_stay_right_call_after_call(
 
     kernel = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[scheme]
     split = KernelConfig(block_m=16, block_n=64, block_k=64, split_k=4)  # 64: the scheme's group / block
-    monkeypatch.setattr(kernel, "choose_config", lambda *args: split)
+    monkeypatch.setattr(kernel.LAUNCHER, "choose_config", lambda *args: split)
     torch.manual_seed(0)
     features = 1024
     model = quantize_linear_(torch.nn.Sequential(torch.nn.Linear(features, features, bias=False))

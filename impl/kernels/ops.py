@@ -17,7 +17,8 @@ package by its bare name, or any module by its dotted path). A kernel module pro
 - ``config_for(M, N, K, ints, device)``: the tile config;
 - ``fixed_tables(dtype, device)``: decode tables the lowering makes graph constants, by
   ``traced_body``'s keyword;
-- ``eager_launch``: the eager launcher with ``op_body``'s signature (the max-autotune contest).
+- ``eager_launch``: the eager launcher with ``op_body``'s signature and ``config=None`` (the
+  tile config; None: chosen), what the max-autotune contest and tools/ time.
 
 Layouts and shapes as in impl/kernels/woq_mm_<scheme>.py (x (M, K) float16/bfloat16). A
 triton_op is traced, not treated as opaque: under torch.compile Inductor copies each

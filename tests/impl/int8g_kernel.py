@@ -64,5 +64,5 @@ def fixed_tables(dtype: torch.dtype, device: torch.device) -> dict:
     return {}
 
 
-def eager_launch(x, qweight, scale, group_size):
-    return traced_body(x, qweight, scale, group_size, wrap=None)
+def eager_launch(x, qweight, scale, group_size, config=None):
+    return traced_body(x, qweight, scale, group_size, config=config, wrap=None)

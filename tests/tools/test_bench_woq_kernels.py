@@ -22,8 +22,10 @@ def test_weight_bytes_count_codes_and_scales():
     K, N = 4096, 1024
     assert bench.weight_bytes("dense", K, N, torch.bfloat16) == 2 * N * K
     assert bench.weight_bytes("int8", K, N, torch.bfloat16) == N * K + 4 * N
-    assert bench.weight_bytes("int4", K, N, torch.bfloat16) == N * K // 2 + N * (K // 128) * 4
-    assert bench.weight_bytes("nf4", K, N, torch.float16) == N * K // 2 + N * (K // 64)  # uint8 absmax codes
+    assert bench.weight_bytes("int4", K, N, torch.bfloat16) == N * K // 2 + N * (K // 128) * 8  # scale and zero
+    # uint8 absmax codes, and a row's share of the double-quant scales (one a 256 blocks) and offset
+    assert bench.weight_bytes("nf4", K, N, torch.float16) == N * K // 2 + N * (K // 64) + N * (4 + 4)
+    assert bench.weight_bytes("tinygemm_int4", K, N, torch.bfloat16) == N * K // 2 + N * (K // 128) * 4
 
 
 @pytest.mark.parametrize("bytes_per_copy, expected", [(2 * 2**20, 50), (117 * 2**20, 1), (1, bench.MAX_COPIES)])

@@ -90,3 +90,26 @@ def test_the_launcher_cost_tool_calls_every_registered_launcher(toy):
     from tools import launcher_cost
 
     assert list(launcher_cost.calls("cpu", k=K, n=N)) == ["int8", "int4", "nf4", toy]
+
+
+@pytest.mark.parametrize("short", ["int8", "int4", "nf4", "toy"])
+def test_a_gpu_bench_cell_runs_each_path_of_a_registered_scheme_on_the_cpu(toy, short, monkeypatch):
+    """bench_woq_gpu.bench_problem's plumbing (our launcher on the launch arguments, the eager
+    peer on the formula, the layout peers, the reference) through Triton's interpreter, each
+    timing replaced by one call."""
+    pytest.importorskip("triton")
+    from impl.kernels import use_interpreter
+    from tools import bench_woq_gpu as bench
+
+    use_interpreter()
+    short = toy if short == "toy" else short
+    for name in ("time_gpu_ms", "cpu_us_per_call", "do_bench_median"):
+        monkeypatch.setattr(bench, name, lambda fn, *args, **kwargs: (fn(), 1.0)[1])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    problem = bench.Problem(short, 2, N * 4, K, torch.bfloat16)
+    config = bench.current_config(problem, torch.device("cpu"))
+    row = bench.bench_problem(problem, torch.device("cpu"), 1000.0, config, peers=False, peer_deadline=0.0)
+    expected = {"ours", "eager", "dense", *bench.LAYOUT_PEERS.get(short, {})}
+    assert set(row["paths"]) == expected
+    assert all(entry["rel_err"] < 2e-2 for entry in row["paths"].values()), row["paths"]
+    assert row["bytes"] == problem.weight_bytes() + 2 * K * 2 + 2 * N * 4 * 2

@@ -352,13 +352,13 @@ def make_plan(args) -> Plan:
     )
 
 
-def parse_kn(text: str) -> tuple[tuple[int, int], ...]:
-    """'8192x8192,8192x28672' -> ((8192, 8192), (8192, 28672)): (K, N) pairs."""
+def parse_kn(text: str, tool: str = "bench_woq_gpu") -> tuple[tuple[int, int], ...]:
+    """'8192x8192,8192x28672' -> ((8192, 8192), (8192, 28672)): (K, N) pairs; SystemExit naming ``tool``."""
     shapes = []
     for part in text.split(","):
         K, sep, N = part.strip().partition("x")
         if not (sep and K.isdigit() and N.isdigit()):
-            raise SystemExit(f"bench_woq_gpu: --kn: {part!r} is not KxN (e.g. 8192x28672)")
+            raise SystemExit(f"{tool}: --kn: {part!r} is not KxN (e.g. 8192x28672)")
         shapes.append((int(K), int(N)))
     return tuple(shapes)
 

@@ -36,7 +36,7 @@ from typing import Callable, Optional
 
 import torch
 
-from tools import bench_schemes
+from tools import bench_schemes, bench_woq_gpu
 
 LLAMA3_8B_KN = ((4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096))
 LLAMA3_70B_KN = ((8192, 8192), (8192, 1024), (8192, 28672), (28672, 8192))
@@ -226,13 +226,7 @@ def available(variant: str) -> bool:
 
 def parse_kn(text: str) -> tuple[tuple[int, int], ...]:
     """'4096x1024,8192x28672' -> ((4096, 1024), (8192, 28672)): (K, N) pairs."""
-    shapes = []
-    for part in text.split(","):
-        K, sep, N = part.strip().partition("x")
-        if not (sep and K.isdigit() and N.isdigit()):
-            raise SystemExit(f"bench_woq_kernels: --kn: {part!r} is not KxN (e.g. 8192x28672)")
-        shapes.append((int(K), int(N)))
-    return tuple(shapes)
+    return bench_woq_gpu.parse_kn(text, "bench_woq_kernels")
 
 
 def run(args) -> dict:

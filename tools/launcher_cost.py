@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=25, help="functions of the cProfile printed (GPU)")
     parser.add_argument("--kn", default="4096x4096", help="K x N of the weights (default 4096x4096)")
     args = parser.parse_args(argv)
-    (kn,) = parse_kn(args.kn)
+    (kn,) = parse_kn(args.kn, "launcher_cost")
     mode = "stub" if args.stub else "gpu"
     count = args.calls if args.calls is not None else DEFAULTS[mode]["calls"]
     rounds = args.rounds if args.rounds is not None else DEFAULTS[mode]["rounds"]

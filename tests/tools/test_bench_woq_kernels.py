@@ -37,7 +37,7 @@ def test_copies_past_l2(bytes_per_copy, expected):
 
 def test_parse_kn_names_the_bad_part():
     assert bench.parse_kn("4096x1024, 8192x28672") == ((4096, 1024), (8192, 28672))
-    with pytest.raises(SystemExit, match="'4096-1024' is not KxN"):
+    with pytest.raises(SystemExit, match="bench_woq_kernels: --kn: '4096-1024' is not KxN"):
         bench.parse_kn("4096-1024")
 
 

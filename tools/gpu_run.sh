@@ -26,7 +26,7 @@
 #   tools/gpu_run.sh cpu        the GPU host's own CPU (AVX-512 where this project's dev and CI hosts may be
 #                               AVX2-only): every suite's cpu matrix (-n 14, perf off, goldens compared, none
 #                               written) and the CPU kernels' tests, then those tests under
-#                               ATEN_CPU_CAPABILITY=avx2 (budgets CPU_MATRIX_S, 0 for none, CPU_TESTS_S)
+#                               ATEN_CPU_CAPABILITY=avx2 (budgets CPU_MATRIX_S, 0 for none, CPU_TESTS_S; CPU_N workers)
 #   tools/gpu_run.sh gpus       (a machine with several GPUs) the cuda matrix with -n 8 on every GPU,
 #                               then on GPU 0 alone (CUDA_VISIBLE_DEVICES=0): cells per GPU, wall times;
 #                               $OUT/gpus_goldens.tar holds the goldens written (multi_gpu.yaml's)
@@ -119,7 +119,7 @@ if [ "$MODE" = cpu ]; then
   for capability in default avx2; do
     start=$(date +%s)
     if [ "$capability" = avx2 ]; then export ATEN_CPU_CAPABILITY=avx2; fi
-    timeout "${CPU_TESTS_S:-90}" python3 -m pytest $kernel_tests -q -p no:cacheprovider -n 14 \
+    timeout "${CPU_TESTS_S:-90}" python3 -m pytest $kernel_tests -q -p no:cacheprovider -n "${CPU_N:-14}" \
       > "$OUT/cpu_tests_$capability.log" 2>&1
     [ $? -eq 0 ] || status=1
     tail -n 5 "$OUT/cpu_tests_$capability.log"

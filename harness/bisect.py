@@ -39,10 +39,10 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from .backends import MAX_AUTOTUNE_MODE
-from .backends import backend as backend_record
 from .case import Case, PassSpec
 from .checks import compare_eager_with_float64, compare_with_eager
+from .core.backends import MAX_AUTOTUNE_MODE
+from .core.backends import backend as backend_record
 from .matrix import MatrixCell
 from .run import run_cell
 
@@ -151,9 +151,10 @@ def _bisectable(case: Case, cell: MatrixCell) -> tuple[Case, MatrixCell]:
     the bisector swaps the backend name and a mode makes no sense for eager."""
     config = dict(case.config)
     config.update(NO_CACHE)
-    if backend_record(cell.backend).mode == MAX_AUTOTUNE_MODE:
+    record = backend_record(cell.backend)
+    if record.mode == MAX_AUTOTUNE_MODE:
         config["max_autotune"] = True
-        cell = dataclasses.replace(cell, backend="inductor")
+        cell = dataclasses.replace(cell, backend=record.compiler)  # the compiler's plain backend, its mode now in config
     return dataclasses.replace(case, config=tuple(config.items())), cell
 
 

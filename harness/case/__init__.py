@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import filecheck
-from ..backends import backend as backend_record
 from ..core import programs
+from ..core.backends import backend as backend_record
 from .errors import CaseFormatError, SuiteErrors
 from .model import (
     BACKENDS,

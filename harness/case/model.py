@@ -10,8 +10,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..backends import NAMES as BACKENDS  # noqa: F401  (the names a matrix may hold)
 from ..core import programs
+from ..core.backends import NAMES as BACKENDS  # noqa: F401  (the names a matrix may hold)
 from ..core.inputs import InputSpec
 from ..core.tolerance import Tolerance  # the tolerance model's record lives with its maths
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .. import filecheck
-from ..backends import REGISTRY
 from ..core import programs
+from ..core.backends import REGISTRY
 from ..core.dtypes import DEFAULT_TOLERANCES, DTYPES, MATRIX_DTYPE, canonical_dtype_name
 from ..core.inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
 from .model import (

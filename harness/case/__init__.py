@@ -65,16 +65,14 @@ from .model import (
     Tolerance,
     When,
 )
+from .check_sections import CHECKS_KEYS, PERF_KEYS, check_directives
 from .sections import (
     CASE_KEYS,
-    CHECKS_KEYS,
     DEFAULT_MATRIX,
     DEFAULT_MAX_INPUT_GB,
     DEFAULTS_KEYS,
     INPUT_KEYS,
-    PERF_KEYS,
     TOLERANCE_KEYS,
-    check_directives,
     parse_case,
 )
 from .validators import At, entries, require_map, require_str

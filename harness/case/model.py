@@ -1,6 +1,6 @@
 """The case model: frozen records a suite file becomes, and the names they may hold.
 
-Everything here is plain data, made only by the loader (harness/case/sections.py), which
+Everything here is plain data, made only by the loader (harness/case/sections.py, check_sections.py), which
 has checked every value against these names; the matrix, the run and the checks read it.
 """
 

@@ -12,8 +12,8 @@ eager within the case's tolerance*:
 2. Our own components, disabled one at a time: the case's ``passes``, custom-pass hooks
    installed outside the case (``impl.install()``, say), pattern-matcher passes whose
    handlers live outside torch, and Inductor lowerings registered outside torch (ours in
-   ``impl/lowerings``). A probe run records which of them actually ran and in what order;
-   the first whose removal makes the cell good is where the result diverges. The bisector
+   ``impl/lowerings``). A probe on the first rerun records which of them actually ran and
+   in what order; the first whose removal makes the cell good is where the result diverges. The bisector
    cannot see these: it disables only built-in ATen lowerings, and names a custom pass
    only by its hook.
 
@@ -39,10 +39,10 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from .backends import MAX_AUTOTUNE_MODE
-from .backends import backend as backend_record
 from .case import Case, PassSpec
 from .checks import compare_eager_with_float64, compare_with_eager
+from .core.backends import MAX_AUTOTUNE_MODE
+from .core.backends import backend as backend_record
 from .matrix import MatrixCell
 from .run import run_cell
 
@@ -151,9 +151,10 @@ def _bisectable(case: Case, cell: MatrixCell) -> tuple[Case, MatrixCell]:
     the bisector swaps the backend name and a mode makes no sense for eager."""
     config = dict(case.config)
     config.update(NO_CACHE)
-    if backend_record(cell.backend).mode == MAX_AUTOTUNE_MODE:
+    record = backend_record(cell.backend)
+    if record.mode == MAX_AUTOTUNE_MODE:
         config["max_autotune"] = True
-        cell = dataclasses.replace(cell, backend="inductor")
+        cell = dataclasses.replace(cell, backend=record.compiler)  # the compiler's plain backend, its mode now in config
     return dataclasses.replace(case, config=tuple(config.items())), cell
 
 
@@ -177,9 +178,12 @@ def rerun(case: Case, cell: MatrixCell) -> Rerun:
     return _rerun_keeping_run(case, cell)[0]
 
 
-def _rerun_keeping_run(case: Case, cell: MatrixCell) -> tuple[Rerun, Optional[Any]]:
+def _rerun_keeping_run(case: Case, cell: MatrixCell, probe: Optional[_Probe] = None) -> tuple[Rerun, Optional[Any]]:
+    """The rerun and the cell's run (None when it raised); ``probe``: installed for the run,
+    it records our components as they run (a crash still shows what ran before it)."""
     try:
-        run = run_cell(case, cell)
+        with probe.installed() if probe is not None else contextlib.nullcontext():
+            run = run_cell(case, cell)
     except Exception as exc:
         return Rerun(describe_error(exc)), None
     ok = compare_with_eager(case, cell, run, label="bisect", float64=False).ok
@@ -438,15 +442,10 @@ def _without_lowering(op: Any) -> Callable[[Case], tuple[Case, contextlib.Abstra
     return lambda case: (case, disabled())
 
 
-def discover_components(case: Case, cell: MatrixCell) -> list[Component]:
-    """Our components the cell's compile runs, in the order it runs them."""
+def discover_components(case: Case, seen: dict[Any, int]) -> list[Component]:
+    """Our components the cell's compile ran (``seen``: a probe's record of its run), in the order it ran them."""
     from torch._inductor import config as inductor_config
 
-    probe = _Probe()
-    with probe.installed():
-        with contextlib.suppress(Exception):  # a crashing cell still shows what ran before the crash
-            run_cell(case, cell)
-    seen = probe.seen
     late = len(seen)
     components: list[Component] = []
     for spec in case.passes:
@@ -476,7 +475,8 @@ def bisect_cell(case: Case, cell: MatrixCell, *, use_compiler_bisector: bool = T
     """Both searches for a failing cell (see the module docstring)."""
     case, cell = _bisectable(case, cell)
     try:
-        first, run = _rerun_keeping_run(case, cell)
+        probe = _Probe()
+        first, run = _rerun_keeping_run(case, cell, probe)
         if not backend_record(cell.backend).compiles:
             return BisectReport(None, [], note="an eager cell compiles nothing: nothing to bisect." + _eager_vs_float64(case, cell, run))
         failure = first.failure
@@ -488,7 +488,7 @@ def bisect_cell(case: Case, cell: MatrixCell, *, use_compiler_bisector: bool = T
             ))
         stage = compiler_bisector_stage(StagePredicate(case, cell, failure)) if use_compiler_bisector else None
         results = []
-        for component in discover_components(case, cell):
+        for component in discover_components(case, probe.seen):
             edited, context = component.without(case)
             with context:
                 outcome = rerun(edited, cell)

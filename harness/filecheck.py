@@ -32,7 +32,7 @@ from filecheck.options import Options
 from filecheck.parser import Parser, pattern_for_opts
 from filecheck.preprocess import Preprocessor
 
-from .backends import backend as backend_record
+from .core.backends import backend as backend_record
 
 CONTEXT_LINES = 3
 MIN_PARTIAL = 4  # literal characters a partial match needs to be worth showing

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from .backends import backend as backend_record
+from .core.backends import backend as backend_record
 
 ASM_TARGETS = ("ptx", "sass", "kernel_resources")
 _TRITON_KERNEL = re.compile(r"^(\w+) = async_compile\.triton\(", re.MULTILINE)

@@ -18,8 +18,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .backends import backend as backend_record
 from .case import Case, Mark
+from .core.backends import backend as backend_record
 
 
 @dataclasses.dataclass(frozen=True)

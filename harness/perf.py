@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .backends import backend
 from .case import PERF_TIMERS
+from .core.backends import backend
 from .golden import GoldenWriteError, perf_golden_path, write_json
 from .matrix import device_count
 

@@ -17,7 +17,6 @@ the controller gathers them and writes the page at the end of the session.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import html
 import json

@@ -32,14 +32,14 @@ import torch
 
 from . import repro_template
 from .case import Case
-from .core import dtypes, execute, inputs, programs, sample, tolerance
+from .core import backends, dtypes, execute, inputs, programs, sample, tolerance
 from .filecheck import prefixes_for
 from .matrix import MatrixCell
 from .run import build_inputs, case_inductor_config, compile_mode, compiled_runs, input_seed
 
 DEFAULT_DIR = ".quantcheck/repro"
 #: The core's modules, in the order a script holds them (each after those it imports).
-SCRIPT_MODULES = (dtypes, programs, inputs, execute, tolerance, sample)
+SCRIPT_MODULES = (dtypes, programs, inputs, backends, execute, tolerance, sample)
 
 
 def script_path(directory: Path, suite_key: str, case: Case, cell: MatrixCell) -> Path:

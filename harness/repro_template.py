@@ -21,6 +21,7 @@ import sys  # noqa: F401
 import torch
 
 # In a script, the core's source stands before this file's instead of these imports.
+from .core.backends import backend
 from .core.dtypes import DTYPES
 from .core.execute import (
     FRESH_DYNAMO_CONFIG,
@@ -174,7 +175,7 @@ def main(spec, root=".", saved_inputs_path=None):
             stack.enter_context(torch._functorch.config.patch(FRESH_FUNCTORCH_CONFIG))
             stack.enter_context(dynamo_config.patch({**FRESH_DYNAMO_CONFIG, **spec["dynamo_config"]}))
             stack.enter_context(inductor_config.patch(inductor_config_patch(dict(spec["inductor_config"]), spec["passes"], capture)))
-            compiled_fn = compile_program(program, spec["backend"], spec["compile_mode"])
+            compiled_fn = compile_program(program, backend(spec["backend"]), spec["compile_mode"])
             inputs = build_inputs(spec, device, dtype, saved)
             compiled, code = run_and_get_code(run, compiled_fn, inputs)
             for _ in range(spec["compiled_runs"] - 1):  # CUDA graphs: warm up, record, replay

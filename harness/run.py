@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from .backends import backend as backend_record
 from .case import CUDAGRAPH_MODES, Case, Variant
+from .core.backends import backend as backend_record
 from .core.dtypes import DTYPES
 from .core.execute import (
     FRESH_COMPILE_CONFIG,
@@ -180,6 +180,12 @@ def compile_mode(case: Case, backend: str) -> Optional[str]:
     return backend_record(backend).compile_mode(case.compile_mode)
 
 
+def compile_cell(case: Case, cell: MatrixCell, program: Callable[..., Any]) -> Callable[..., Any]:
+    """``program`` compiled as the cell compiles (its backend's record, the mode it takes of
+    the case's, the cell's dynamic mode): the case's program, or its perf baseline."""
+    return compile_program(program, backend_record(cell.backend), compile_mode(case, cell.backend), cell.dynamic)
+
+
 def compiled_runs(case: Case, backend: str) -> int:
     return CUDAGRAPH_RUNS if compile_mode(case, backend) in CUDAGRAPH_MODES else 1
 
@@ -268,7 +274,7 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
             # A case setting force_disable_caches makes Dynamo warn that PGO is off: that is the point.
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
-            compiled_fn = compile_program(program, cell.backend, compile_mode(case, cell.backend), cell.dynamic)
+            compiled_fn = compile_cell(case, cell, program)
             compiled, graph_codes, graphs, recompiles = _run_compiled_calls(case, cell, compiled_fn, sequence)
             code = [text for _, text in graph_codes]
             seconds["compiled"] = time.perf_counter() - start
@@ -321,7 +327,7 @@ def _time_baseline(case: Case, cell: MatrixCell, timer: Any, baseline: Variant) 
     """The baseline compiled as the case was (backend, mode, dynamic, passes), put through the
     same call sequence (so the same recompiles), then timed as the case was."""
     baseline_case = variant_case(case, baseline)
-    compiled_fn = compile_program(baseline_case.make_program(), cell.backend, compile_mode(case, cell.backend), cell.dynamic)
+    compiled_fn = compile_cell(case, cell, baseline_case.make_program())
     sequence = build_call_inputs(baseline_case, cell.device, DTYPES[cell.dtype])
     _run_compiled_calls(baseline_case, cell, compiled_fn, sequence)
     return _time_compiled(baseline_case, cell, compiled_fn, timer, sequence[-1])

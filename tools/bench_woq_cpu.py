@@ -2,11 +2,12 @@
 
 The model (issue 27's): a ``transformers`` ``LlamaForCausalLM`` built from a config (hidden
 2048, intermediate 5632, 16 heads, 4 KV heads, 2 layers, vocab 8000, random weights), every
-``nn.Linear`` but ``lm_head`` quantized with ``quantize_linear_`` (int8; int4 group 128; nf4
-block 64), ``impl.install()``, ``torch.compile`` in default mode, ``use_cache=False``.
+``nn.Linear`` but ``lm_head`` quantized with ``quantize_linear_`` (every registered scheme:
+int8; int4 group 128; nf4 block 64; ...), ``impl.install()``, ``torch.compile`` in default mode,
+``use_cache=False``.
 
 For each activation dtype and Inductor freezing setting, every variant (dense, int8, int4,
-nf4) is compiled and then timed on the same inputs in the same process, the variants
+nf4, ...) is compiled and then timed on the same inputs in the same process, the variants
 interleaved call by call so that load from other processes on a shared machine falls on
 all of them alike:
 
@@ -41,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import impl  # noqa: E402
 from impl.schemes import quantize_linear_  # noqa: E402
+from impl.schemes.registry import by_short  # noqa: E402
+from tools import bench_schemes  # noqa: E402
 
-MODEL_SCHEMES = {"int8": {}, "int4": {"group_size": 128}, "nf4": {"block_size": 64}}
-LINEAR_SCHEMES = {"int8": {}, "int4": {"group_size": 64}, "nf4": {"block_size": 64}}
+LINEAR_OPTIONS = {"int4": {"group_size": 64}}  # --linear, over bench_schemes.OPTIONS
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 LLAMA_CONFIG = dict(
     hidden_size=2048, intermediate_size=5632, num_attention_heads=16, num_key_value_heads=4,
@@ -64,8 +66,8 @@ def build_llama(dtype: torch.dtype) -> torch.nn.Module:
 
 def quantized(model: torch.nn.Module, scheme: str) -> torch.nn.Module:
     """A copy with every Linear but lm_head quantized by ``scheme``."""
-    return quantize_linear_(copy.deepcopy(model), scheme, filter_fn=lambda name, _: name != "lm_head",
-                            **MODEL_SCHEMES[scheme])
+    return quantize_linear_(copy.deepcopy(model), by_short(scheme).name, filter_fn=lambda name, _: name != "lm_head",
+                            **bench_schemes.quantize_options(scheme))
 
 
 def compiled_forward(model: torch.nn.Module):
@@ -101,7 +103,7 @@ def run_model(args) -> list:
         shapes.append((f"prefill {args.prefill}", 1, args.prefill))
     for dtype_name in args.dtypes.split(","):
         dense = build_llama(DTYPES[dtype_name])
-        models = {"dense": dense, **{s: quantized(dense, s) for s in args.schemes.split(",")}}
+        models = {"dense": dense, **{s: quantized(dense, s) for s in args.schemes}}
         for freezing in args.freezing.split(","):
             torch._dynamo.reset()
             forwards = {}
@@ -186,12 +188,13 @@ def run_linear(args) -> None:
     print(f"Linear {args.k} -> {args.n}, best of {args.repeat} (ms); dense: the float Linear compiled")
     print("| scheme | dtype | M | dense | eager | unfused | fused | unfused/fused | dense/fused |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for scheme, options in LINEAR_SCHEMES.items():
+    for scheme in bench_schemes.shorts():
+        options = bench_schemes.quantize_options(scheme, LINEAR_OPTIONS)
         for dtype_name in args.dtypes.split(","):
             dtype = DTYPES[dtype_name]
             torch.manual_seed(0)
             dense_model = torch.nn.Linear(args.k, args.n, bias=True).to(dtype).eval()
-            model = quantize_linear_(copy.deepcopy(dense_model), scheme, **options).eval()
+            model = quantize_linear_(copy.deepcopy(dense_model), by_short(scheme).name, **options).eval()
             for m in args.m:
                 x = torch.randn(m, args.k, dtype=dtype)
                 with torch.no_grad():
@@ -214,11 +217,11 @@ def run_linear(args) -> None:
                       f"| {unfused / fused:6.2f}x | {dense / fused:6.2f}x |", flush=True)
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", default="bfloat16,float32")
     parser.add_argument("--freezing", default="off,on", help="off, on, or both (the model); off or on (--linear)")
-    parser.add_argument("--schemes", default="int8,int4,nf4")
+    parser.add_argument("--schemes", default=",".join(bench_schemes.shorts()))
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prefill", type=int, default=128, help="tokens of the prefill row (0: none)")
@@ -228,7 +231,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=1024)
     parser.add_argument("--n", type=int, default=1024)
     parser.add_argument("--m", type=lambda s: [int(v) for v in s.split(",")], default=[1, 4, 64, 256])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.schemes = bench_schemes.parse_schemes(args.schemes, "bench_woq_cpu")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     host = host_description()
     print(f"{host['cpu']} ({', '.join(host['isa_flags'])}; ATen {host['aten_cpu_capability']}), "
           f"torch {host['torch']}, {args.threads} threads, {host['date']}")
@@ -236,8 +245,8 @@ def main() -> None:
         run_linear(args)
         return
     print(f"ms per call, median of {args.repeat} interleaved rounds; (dense / variant; 10th-90th percentile of the per-round ratio)")
-    print("| activations | freezing | shape | dense | " + " | ".join(args.schemes.split(",")) + " |")
-    print("|---|---|---|---|" + "---|" * len(args.schemes.split(",")))
+    print("| activations | freezing | shape | dense | " + " | ".join(args.schemes) + " |")
+    print("|---|---|---|---|" + "---|" * len(args.schemes))
     records = run_model(args)
     if args.json:
         args.json.write_text(json.dumps({"host": host, "args": {k: str(v) for k, v in vars(args).items()},

@@ -1,17 +1,19 @@
 """Benchmark (and tune) the weight-only quantized matmul kernels on a CUDA GPU.
 
-    python -m tools.bench_woq_gpu [--quick] [--schemes int8,int4,nf4] [--dtypes bf16,fp16] [--out DIR] [--name NAME]
+    python -m tools.bench_woq_gpu [--quick] [--schemes int8,int4,...] [--dtypes bf16,fp16] [--out DIR] [--name NAME]
     python -m tools.bench_woq_gpu --out benchmarks --name woq_h200     # the committed table
     python -m tools.bench_woq_gpu --tune [--out DIR]
 
-Bench, kernel level: for each activation dtype (bf16, fp16), scheme, M in {1, 2, 4, 8, 16,
-64, 256} and (K, N) in {(4096, 4096), (8192, 8192), (8192, 28672)}, times our kernel and its peers:
+Bench, kernel level: for each activation dtype (bf16, fp16), scheme (every one registered in
+impl.schemes.registry, tools/bench_schemes.py), M in {1, 2, 4, 8, 16, 64, 256} and (K, N) in
+{(4096, 4096), (8192, 8192), (8192, 28672)}, times our kernel and its peers:
   dense     F.linear(x, W) with an unquantized W in the activation dtype (cuBLAS);
-  eager     x @ dequantize(W).T in eager PyTorch;
+  eager     x @ dequantize(W).T in eager PyTorch, dequantize the scheme's formula (int8: the
+            anchors' form, PLAIN_FORMS);
   compiled  torch.compile(mode="max-autotune-no-cudagraphs") of that plain expression;
   iq        PyTorch's own torch._higher_order_ops.InvokeQuant around the dequantization,
             compiled with max-autotune (prologue fusion on);
-  int8pack  torch._weight_int8pack_mm (int8 only).
+  int8pack  torch._weight_int8pack_mm (int8 only: LAYOUT_PEERS).
 Each time is the median of triton.testing.do_bench, with several weight copies rotated so
 that every launch reads its weights from HBM (L2 holds 50 MB on the H100). GB/s counts the
 fewest bytes the product needs (weights with scales, x, y once); "%" is GB/s over the
@@ -41,6 +43,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import multiprocessing
@@ -52,6 +55,8 @@ from typing import Optional
 
 import torch
 
+from tools import bench_schemes
+
 M_VALUES = (1, 2, 4, 8, 16, 64, 256)
 QUICK_M_VALUES = (1, 16)
 KN_SHAPES = ((4096, 4096), (8192, 8192), (8192, 28672))
@@ -59,12 +64,9 @@ QUICK_KN_SHAPES = ((8192, 8192),)
 PEER_BUDGET_S, QUICK_PEER_BUDGET_S = 240.0, 60.0
 MODEL_BUDGET_S, QUICK_MODEL_BUDGET_S = 300.0, 120.0
 MODEL_MIN_WEIGHT_BYTES = 256 * 2**20  # the 4-bit model's weights: ~5x an H200's L2
-INT4_GROUP = 128
-NF4_BLOCK = 64
 ROTATION_BYTES = 256 * 2**20  # weight bytes cycled through per timing: 5x the H100's L2
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TUNE_M_VALUES = (1, 2, 4, 8, 16, 64, 256, 1024)  # the M buckets of impl.kernels.common.m_bucket
-SCHEME_OPTIONS = {"int8": {}, "int4": {"group_size": INT4_GROUP}, "nf4": {"block_size": NF4_BLOCK}}  # quantize_linear_
 
 
 # ----------------------------------------------------------------------------- problems
@@ -72,7 +74,8 @@ SCHEME_OPTIONS = {"int8": {}, "int4": {"group_size": INT4_GROUP}, "nf4": {"block
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """One benchmark cell's shape: y (M, N) = x (M, K) @ W.T, W stored as ``scheme``."""
+    """One benchmark cell's shape: y (M, N) = x (M, K) @ W.T, W stored as ``scheme`` (a short
+    name), quantized with ``bench_schemes.quantize_options`` (int4 group 128, nf4 block 64)."""
 
     scheme: str
     M: int
@@ -81,38 +84,43 @@ class Problem:
     dtype: torch.dtype = torch.bfloat16
 
     @property
+    def options(self) -> dict:
+        return bench_schemes.quantize_options(self.scheme)
+
+    @property
+    def ints(self) -> tuple:
+        """The fused op's ints: (group size,), (block size,) or ()."""
+        return bench_schemes.scheme_ints(self.scheme, self.K, self.options)
+
+    @property
     def group(self) -> int:
-        return {"int8": 0, "int4": INT4_GROUP, "nf4": NF4_BLOCK}[self.scheme]
+        """The scheme's group (block) size; 0 for one without (int8: a scale a row)."""
+        return self.ints[0] if self.ints else 0
 
     def weight_bytes(self) -> int:
         """Bytes of one weight copy: codes plus scales (zeros, absmax)."""
-        N, K = self.N, self.K
-        if self.scheme == "int8":
-            return N * K + N * 4
-        K_pad = math.ceil(K / self.group) * self.group
-        per_group = 8 if self.scheme == "int4" else 4  # int4: scale + zero; nf4: absmax
-        return N * K_pad // 2 + N * (K_pad // self.group) * per_group
+        return bench_schemes.weight_bytes(self.scheme, self.N, self.K, self.options)
 
     def min_bytes(self) -> int:
         """Fewest bytes the product must move: one weight copy, x and y."""
         elem = torch.finfo(self.dtype).bits // 8
         return self.weight_bytes() + self.M * self.K * elem + self.M * self.N * elem
 
-    def make_weights(self, device, seed: int = 0) -> tuple:
-        """Random packed weights in the layout the kernels take (no impl.schemes needed)."""
-        g = torch.Generator(device=device).manual_seed(seed)
-        N, K = self.N, self.K
-        if self.scheme == "int8":
-            q = torch.randint(-127, 128, (N, K), generator=g, device=device, dtype=torch.int8)
-            return q, torch.rand(N, generator=g, device=device) * 2e-3 + 1e-4
-        K_pad = math.ceil(K / self.group) * self.group
-        q = torch.randint(0, 256, (N, K_pad // 2), generator=g, device=device, dtype=torch.uint8)
-        groups = (N, K_pad // self.group)
-        if self.scheme == "int4":
-            scale = torch.rand(groups, generator=g, device=device) * 2e-3 + 1e-4
-            zero = torch.randint(0, 16, groups, generator=g, device=device).to(torch.float32)
-            return q, scale, zero
-        return q, torch.rand(groups, generator=g, device=device) * 0.05 + 1e-3
+    def make_weights(self, device) -> tuple:
+        """The fused op's operands of a random weight, quantized by the scheme."""
+        return bench_schemes.quantize(self.scheme, self.N, self.K, device, self.options)[0]
+
+    def weight_sets(self, device) -> list[tuple]:
+        """``n_copies`` weight copies (one quantization, cloned), operands each."""
+        return bench_schemes.copies(self.make_weights(device), self.n_copies())
+
+    def launch_sets(self, weight_sets: list[tuple]) -> list[tuple]:
+        """The copies as our launcher takes them after x."""
+        return [bench_schemes.launch_arguments(self.scheme, w, self.ints) for w in weight_sets]
+
+    def dequantize(self, dtype, *weights) -> torch.Tensor:
+        """W (N, K) in ``dtype``: the scheme's formula (a plain PyTorch expression)."""
+        return bench_schemes.dequantize(self.scheme, weights, self.ints, self.K, dtype)
 
     def n_copies(self) -> int:
         return max(2, min(64, math.ceil(ROTATION_BYTES / self.weight_bytes())))
@@ -121,75 +129,52 @@ class Problem:
         return f"{self.scheme} M={self.M} K={self.K} N={self.N}"
 
 
-def run_ours(problem: Problem, x, weights, config=None):
-    """Our kernel on one weight copy."""
-    from impl.kernels.woq_mm_int4 import woq_mm_int4
-    from impl.kernels.woq_mm_int8 import woq_mm_int8
-    from impl.kernels.woq_mm_nf4 import woq_mm_nf4
-
-    if problem.scheme == "int8":
-        return woq_mm_int8(x, *weights, config=config)
-    if problem.scheme == "int4":
-        return woq_mm_int4(x, *weights, group_size=problem.group, config=config)
-    return woq_mm_nf4(x, *weights, block_size=problem.group, config=config)
+@functools.lru_cache(maxsize=None)
+def operand_layout(scheme: str, N: int, K: int, device) -> tuple:
+    """Shapes and dtypes of a scheme's (N, K) operands (``bench_schemes.layout``): what the
+    precompile workers allocate, zeroed, instead of quantizing again."""
+    layout = bench_schemes.layout(Problem(scheme, 1, N, K).make_weights(device))
+    torch.cuda.empty_cache()
+    return layout
 
 
 def ours_fn(problem: Problem, config=None):
-    """x, *weights -> y through our launcher, imports resolved once (the timing loop should
+    """x, *launch arguments -> y through our launcher, resolved once (the timing loop should
     see the launcher's own CPU cost, not the benchmark's)."""
-    from impl.kernels.woq_mm_int4 import woq_mm_int4
-    from impl.kernels.woq_mm_int8 import woq_mm_int8
-    from impl.kernels.woq_mm_nf4 import woq_mm_nf4
-
-    if problem.scheme == "int8":
-        return lambda x, *w: woq_mm_int8(x, *w, config=config)
-    if problem.scheme == "int4":
-        return lambda x, *w: woq_mm_int4(x, *w, group_size=problem.group, config=config)
-    return lambda x, *w: woq_mm_nf4(x, *w, block_size=problem.group, config=config)
+    return bench_schemes.launcher(problem.scheme, config)
 
 
-def dequantize_torch(problem: Problem, dtype, *weights):
-    """W (N, K) in ``dtype`` from packed weights, as a plain PyTorch expression (what a user
-    would write, and what the eager and compiled peers run). Never returns a view, which
-    PyTorch's own InvokeQuant lowering cannot take."""
-    N, K = problem.N, problem.K
-    if problem.scheme == "int8":
-        q, scale = weights
-        return q.to(dtype) * scale[:, None].to(dtype)
-    q = weights[0]
-    G = problem.group
-    nibbles = torch.stack((q & 0xF, q >> 4), dim=-1).reshape(N, -1, G)
-    if problem.scheme == "int4":
-        _, scale, zero = weights
-        w = (nibbles.to(torch.float32) - zero[..., None]) * scale[..., None]
-    else:
-        _, absmax = weights
-        levels = torch.tensor(_nf4_levels(), device=q.device, dtype=torch.float32)
-        w = levels[nibbles.to(torch.int64)] * absmax[..., None]
-    return w.reshape(N, -1)[:, :K].to(dtype)
+def run_ours(problem: Problem, x, weights, config=None):
+    """Our kernel on one weight copy (the fused op's operands)."""
+    return ours_fn(problem, config)(x, *problem.launch_sets([weights])[0])
 
 
-def _nf4_levels():
-    from impl.kernels.woq_mm_nf4 import NF4_LEVELS
-
-    return NF4_LEVELS
+def _int8_scale_after_matmul(x, q, scale):
+    return (x @ q.T.to(x.dtype)) * scale.to(x.dtype)
 
 
-def make_plain_fn(problem: Problem):
-    """x, *weights -> y: the peers' expression. int8 uses the form the anchors timed,
-    (x @ w8.T.to(dtype)) * scale, which Inductor fuses best."""
-    if problem.scheme == "int8":
-        def plain_int8(x, q, scale):
-            return (x @ q.T.to(x.dtype)) * scale.to(x.dtype)
-        return plain_int8
+# The peers' expression where a scheme has one the anchors timed: int8's (x @ w8.T.to(dtype))
+# * scale, which Inductor fuses best. Other schemes: x @ formula(W).T.
+PLAIN_FORMS = {"int8": _int8_scale_after_matmul}
+# Peers that take a scheme's own layout: name -> fn(x, *operands), by scheme.
+LAYOUT_PEERS = {"int8": {"int8pack": lambda x, q, s: torch._weight_int8pack_mm(x, q, s.to(x.dtype))}}
 
+
+def formula_fn(problem: Problem):
+    """x, *weights -> x @ dequantize(W).T, the scheme's formula: what a user would write."""
     def plain(x, *weights):
-        return x @ dequantize_torch(problem, x.dtype, *weights).T
+        return x @ problem.dequantize(x.dtype, *weights).T
     return plain
 
 
+def make_plain_fn(problem: Problem):
+    """x, *weights -> y: the peers' expression (PLAIN_FORMS, else the formula's)."""
+    return PLAIN_FORMS.get(problem.scheme) or formula_fn(problem)
+
+
 def make_invoke_quant_fn(problem: Problem):
-    """PyTorch's own InvokeQuant around the dequantization, then the matmul."""
+    """PyTorch's own InvokeQuant around the dequantization, then the matmul. The region takes
+    the operands present (an absent optional one, None, is put back inside)."""
     from torch._higher_order_ops import InvokeQuant
 
     quant = InvokeQuant(codegen_low_precision=True)
@@ -197,9 +182,10 @@ def make_invoke_quant_fn(problem: Problem):
     def with_invoke_quant(x, *weights):
         dtype = x.dtype
 
-        def dequantize(*w):
-            return dequantize_torch(problem, dtype, *w)
-        return x @ quant(dequantize, *weights, scheme=problem.scheme).T
+        def dequantize(*present):
+            given = iter(present)
+            return problem.dequantize(dtype, *(None if w is None else next(given) for w in weights))
+        return x @ quant(dequantize, *(w for w in weights if w is not None), scheme=problem.scheme).T
     return with_invoke_quant
 
 
@@ -288,49 +274,22 @@ def relative_error(y, ref) -> float:
 # ------------------------------------------------------------------- parallel precompile
 
 
-class _WarmupOnly:
-    """Stands in for a @triton.jit kernel in the launchers: compiles, never launches."""
-
-    def __init__(self, kernel):
-        self.kernel = kernel
-
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.kernel.warmup(*args, grid=grid, **kwargs)
-
-
 def _warm_one(job) -> tuple:
-    """Worker: compile one (problem, config) into Triton's on-disk cache."""
-    scheme, M, N, K, dtype_name, config_fields = job
+    """Worker: compile one (problem, config) into Triton's on-disk cache, by one launch of our
+    launcher on zeroed operands of the problem's layout (microseconds of GPU time)."""
+    scheme, M, N, K, dtype_name, config_fields, layout, ints = job
     start = time.perf_counter()
     try:
-        from impl.kernels import common, woq_mm_int4, woq_mm_int8, woq_mm_nf4
+        from impl.kernels.common import KernelConfig
 
-        problem = Problem(scheme, M, N, K, DTYPES[dtype_name])
         device = torch.device("cuda")
-        config = common.KernelConfig(**dict(config_fields))
-        x = torch.empty((M, K), device=device, dtype=problem.dtype)
-        weights = _empty_weights(problem, device)
-        out = torch.empty((M, N), device=device, dtype=problem.dtype)
-        partial, counter = common.SplitKScratch.buffers(M, N, config, device)
-        launcher = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[scheme].LAUNCHER
-        operands = weights if scheme != "nf4" else (*weights, None, None, None)  # levels, absmax_scale, absmax_offset
-        ints = () if scheme == "int8" else (problem.group,)
-        launcher.launch(x, operands, launcher.eager_tables(x), out, partial, counter, ints, config, wrap=_WarmupOnly)
+        x = torch.zeros((M, K), device=device, dtype=DTYPES[dtype_name])
+        arguments = bench_schemes.launch_arguments(scheme, bench_schemes.zeros_of(layout, device), ints)
+        bench_schemes.launcher(scheme, KernelConfig(**dict(config_fields)))(x, *arguments)
+        torch.cuda.synchronize()
         return job, time.perf_counter() - start, None
     except Exception as exc:  # reported, and the timing run compiles (and fails) again
         return job, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
-
-
-def _empty_weights(problem: Problem, device) -> tuple:
-    N, K = problem.N, problem.K
-    if problem.scheme == "int8":
-        return (torch.empty((N, K), device=device, dtype=torch.int8), torch.empty(N, device=device))
-    K_pad = math.ceil(K / problem.group) * problem.group
-    q = torch.empty((N, K_pad // 2), device=device, dtype=torch.uint8)
-    groups = (N, K_pad // problem.group)
-    if problem.scheme == "int4":
-        return q, torch.empty(groups, device=device), torch.empty(groups, device=device)
-    return q, torch.empty(groups, device=device)
 
 
 def precompile(jobs: list, workers: int) -> dict:
@@ -351,10 +310,11 @@ def precompile(jobs: list, workers: int) -> dict:
     return errors
 
 
-def config_job(problem: Problem, config) -> tuple:
+def config_job(problem: Problem, config, device) -> tuple:
     """A hashable, picklable description of one kernel compile."""
     dtype_name = {v: k for k, v in DTYPES.items()}[problem.dtype]
-    return (problem.scheme, problem.M, problem.N, problem.K, dtype_name, tuple(sorted(config.__dict__.items())))
+    return (problem.scheme, problem.M, problem.N, problem.K, dtype_name, tuple(sorted(config.__dict__.items())),
+            operand_layout(problem.scheme, problem.N, problem.K, device), problem.ints)
 
 
 # -------------------------------------------------------------------------------- plan
@@ -384,7 +344,7 @@ def make_plan(args) -> Plan:
             raise SystemExit(f"bench_woq_gpu: --dtypes: {name!r} is not one of {', '.join(DTYPES)}")
     default_budgets = (QUICK_PEER_BUDGET_S, QUICK_MODEL_BUDGET_S) if quick else (PEER_BUDGET_S, MODEL_BUDGET_S)
     return Plan(
-        schemes=tuple(args.schemes.split(",")), dtypes=dtypes,
+        schemes=bench_schemes.parse_schemes(args.schemes, "bench_woq_gpu"), dtypes=dtypes,
         kn_shapes=parse_kn(args.kn) if args.kn else (QUICK_KN_SHAPES if quick else KN_SHAPES), m_values=m_values,
         peer_budget_s=args.peer_budget_s if args.peer_budget_s is not None else default_budgets[0],
         model_budget_s=args.model_budget_s if args.model_budget_s is not None else default_budgets[1],
@@ -392,13 +352,13 @@ def make_plan(args) -> Plan:
     )
 
 
-def parse_kn(text: str) -> tuple[tuple[int, int], ...]:
-    """'8192x8192,8192x28672' -> ((8192, 8192), (8192, 28672)): (K, N) pairs."""
+def parse_kn(text: str, tool: str = "bench_woq_gpu") -> tuple[tuple[int, int], ...]:
+    """'8192x8192,8192x28672' -> ((8192, 8192), (8192, 28672)): (K, N) pairs; SystemExit naming ``tool``."""
     shapes = []
     for part in text.split(","):
         K, sep, N = part.strip().partition("x")
         if not (sep and K.isdigit() and N.isdigit()):
-            raise SystemExit(f"bench_woq_gpu: --kn: {part!r} is not KxN (e.g. 8192x28672)")
+            raise SystemExit(f"{tool}: --kn: {part!r} is not KxN (e.g. 8192x28672)")
         shapes.append((int(K), int(N)))
     return tuple(shapes)
 
@@ -419,7 +379,7 @@ def bench(args) -> dict:
     problems = [Problem(s, M, N, K, DTYPES[d]) for d in plan.dtypes for s in plan.schemes
                 for (K, N) in plan.kn_shapes for M in plan.m_values]
 
-    precompile([config_job(p, current_config(p, device)) for p in problems], args.workers)
+    precompile([config_job(p, current_config(p, device), device) for p in problems], args.workers)
 
     rows = []
     peer_deadline = time.perf_counter() + plan.peer_budget_s
@@ -430,14 +390,15 @@ def bench(args) -> dict:
         print(format_row(rows[-1]), flush=True)
         with open(partial, "w") as f:  # survives a kill
             json.dump({"rows": rows}, f)
-    rows.sort(key=lambda r: (r["dtype"], ["int8", "int4", "nf4"].index(r["scheme"]), r["K"] * r["N"], r["N"], r["M"]))
+    order = bench_schemes.shorts()
+    rows.sort(key=lambda r: (r["dtype"], order.index(r["scheme"]), r["K"] * r["N"], r["N"], r["M"]))
     model_rows = []
     if plan.models:
         model_rows = bench_models(plan, device, copy_gbs, args.model_mode, partial_path=partial, rows=rows)
     add_speedups(rows, model_rows)
     return {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "dtype": ",".join(plan.dtypes), "copy_GBps": copy_gbs,
-            "timer": args.timer, "int4_group": INT4_GROUP, "nf4_block": NF4_BLOCK, "model_mode": args.model_mode,
+            "timer": args.timer, "scheme_ints": scheme_ints(plan.schemes, plan.kn_shapes), "model_mode": args.model_mode,
             "rows": rows, "model_rows": model_rows}
 
 
@@ -450,13 +411,12 @@ def dense_bytes(M: int, N: int, K: int, dtype) -> int:
 def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool, peer_deadline: float) -> dict:
     torch.manual_seed(0)
     x = torch.randn((problem.M, problem.K), device=device, dtype=problem.dtype)
-    weight_sets = [problem.make_weights(device, seed) for seed in range(problem.n_copies())]
+    weight_sets = problem.weight_sets(device)
     dtype_name = {v: k for k, v in DTYPES.items()}[problem.dtype]
     row = {"scheme": problem.scheme, "dtype": dtype_name, "M": problem.M, "K": problem.K, "N": problem.N,
            "bytes": problem.min_bytes(), "copies": len(weight_sets), "config": config.short(), "paths": {}}
 
-    reference = dequantize_torch(problem, torch.float32, *weight_sets[0])
-    reference = x.float() @ reference.T
+    reference = x.float() @ problem.dequantize(torch.float32, *weight_sets[0]).T
 
     def record(name, fn, compile_first=False, weights=weight_sets, ref=reference, nbytes=problem.min_bytes()):
         entry = {}
@@ -478,11 +438,10 @@ def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool
             traceback.print_exc(limit=2)
         row["paths"][name] = entry
 
-    record("ours", ours_fn(problem, config))
-    record("eager", make_plain_fn(problem) if problem.scheme == "int8"
-           else (lambda x, *w: x @ dequantize_torch(problem, x.dtype, *w).T))
-    if problem.scheme == "int8":
-        record("int8pack", lambda x, q, s: torch._weight_int8pack_mm(x, q, s.to(x.dtype)))
+    record("ours", ours_fn(problem, config), weights=problem.launch_sets(weight_sets))
+    record("eager", make_plain_fn(problem))
+    for name, peer in LAYOUT_PEERS.get(problem.scheme, {}).items():
+        record(name, peer)
     # The dense peer: the same product with an unquantized weight in the activation dtype
     # (cuBLAS through F.linear), rotated through copies larger than L2 like ours.
     dense_copies = max(2, min(64, math.ceil(ROTATION_BYTES / (problem.N * problem.K * x.element_size()))))
@@ -499,15 +458,14 @@ def bench_problem(problem: Problem, device, copy_gbs: float, config, peers: bool
         torch._dynamo.reset()
         compiled = torch.compile(maker(problem), mode="max-autotune-no-cudagraphs", dynamic=False)
         record(name, compiled, compile_first=True)
-        if name == "compiled" and problem.scheme == "int8" and "error" in row["paths"][name]:
-            # Inductor fails on (x @ w8.T.to(dtype)) * scale at some M; time the other way of
-            # writing it too, and keep the first form's error in the JSON.
+        if name == "compiled" and problem.scheme in PLAIN_FORMS and "error" in row["paths"][name]:
+            # Inductor fails on int8's (x @ w8.T.to(dtype)) * scale at some M; time the
+            # formula's way of writing it too, and keep the first form's error in the JSON.
             first_error = row["paths"][name]["error"]
             torch._dynamo.reset()
-            compiled = torch.compile(lambda x, *w: x @ dequantize_torch(problem, x.dtype, *w).T,
-                                     mode="max-autotune-no-cudagraphs", dynamic=False)
+            compiled = torch.compile(formula_fn(problem), mode="max-autotune-no-cudagraphs", dynamic=False)
             record(name, compiled, compile_first=True)
-            row["paths"][name]["note"] = f"x @ (w8.to(dtype) * scale).T; (x @ w8.T.to(dtype)) * scale: {first_error}"
+            row["paths"][name]["note"] = f"x @ formula(W).T; {PLAIN_FORMS[problem.scheme].__name__}: {first_error}"
     del weight_sets
     torch.cuda.empty_cache()
     return row
@@ -534,22 +492,23 @@ class StackedLinears(torch.nn.Module):
 
 
 def model_layers(K: int, N: int, min_bytes: int = MODEL_MIN_WEIGHT_BYTES) -> int:
-    """Layers per model of shape (K, N): enough that the 4-bit model's weights reach
-    ``min_bytes`` (several times L2, so every layer reads HBM), at least 2. Every model of
-    a shape (dense included) gets the same count."""
-    smallest = min(Problem(s, 1, N, K).weight_bytes() for s in ("int4", "nf4"))
+    """Layers per model of shape (K, N): enough that the smallest model's weights (a 4-bit
+    scheme's) reach ``min_bytes`` (several times L2, so every layer reads HBM), at least 2.
+    Every model of a shape (dense included) gets the same count."""
+    smallest = min(Problem(s, 1, N, K).weight_bytes() for s in bench_schemes.shorts())
     return max(2, math.ceil(min_bytes / smallest))
 
 
 def make_model(kind: str, K: int, N: int, layers: int, dtype, device, seed: int = 0) -> torch.nn.Module:
-    """The stacked model in ``dtype``; ``kind`` "dense" stays unquantized, a scheme name is
-    swapped in by ``impl.schemes.quantize_linear_`` (int4 group / nf4 block as the kernels' rows)."""
+    """The stacked model in ``dtype``; ``kind`` "dense" stays unquantized, a scheme's short name
+    is swapped in by ``impl.schemes.quantize_linear_`` (int4 group / nf4 block as the kernels' rows)."""
     from impl.schemes import quantize_linear_
+    from impl.schemes.registry import by_short
 
     torch.manual_seed(seed)
     model = StackedLinears(K, N, layers, device=device, dtype=dtype).eval()
     if kind != "dense":
-        quantize_linear_(model, kind, **SCHEME_OPTIONS[kind])
+        quantize_linear_(model, by_short(kind).name, **bench_schemes.quantize_options(kind))
     return model
 
 
@@ -655,7 +614,26 @@ def add_speedups(rows: list, model_rows: list) -> None:
 # ------------------------------------------------------------------------------ tables
 
 
-PATHS = ("ours", "dense", "eager", "compiled", "iq", "int8pack")
+PATHS = ("ours", "dense", "eager", "compiled", "iq", *dict.fromkeys(p for peers in LAYOUT_PEERS.values() for p in peers))
+PATH_LABELS = {"compiled": "compiled max-autotune", "iq": "InvokeQuant + prologue", "int8pack": "_weight_int8pack_mm"}
+
+
+def scheme_ints(schemes: tuple, kn_shapes: tuple) -> dict:
+    """{scheme: {int name: value}} of the schemes with ints (group, block size), as benched."""
+    from impl.schemes.registry import by_short
+
+    out = {}
+    for short in schemes:
+        names = by_short(short).ints
+        if names:
+            values = bench_schemes.scheme_ints(short, kn_shapes[0][0], bench_schemes.quantize_options(short))
+            out[short] = dict(zip(names, values))
+    return out
+
+
+def describe_ints(ints: dict) -> str:
+    """{"int4": {"group_size": 128}} -> 'int4 group_size 128'."""
+    return ", ".join(f"{short} " + ", ".join(f"{k} {v}" for k, v in named.items()) for short, named in ints.items())
 
 
 def format_cell(entry: dict) -> str:
@@ -717,16 +695,15 @@ def model_table(result: dict) -> list:
 def markdown_table(result: dict) -> str:
     lines = [
         f"Device: {result['device']}, torch {result['torch']}, triton {result['triton']}, "
-        f"{result['dtype']} activations; int4 group {result['int4_group']} (zero point), "
-        f"nf4 block {result['nf4_block']}.",
+        f"{result['dtype']} activations; {describe_ints(result['scheme_ints'])}.",
         f"Copy bandwidth measured first: {result['copy_GBps']:.0f} GB/s (read + write). Cells: median "
         f"GPU time ({result['timer']} timer, see tools/bench_woq_gpu.py time_gpu_ms), weights rotated "
         "through copies larger than L2; % = (fewest bytes / time) / copy bandwidth; dense = F.linear "
         "on an unquantized weight in the activation dtype.",
         "",
-        "| scheme | dtype | M | K | N | ours | dense | eager | compiled max-autotune | InvokeQuant + prologue | "
-        "_weight_int8pack_mm | ours vs dense | ours, do_bench with L2 flush | ours, host time per call | our config |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scheme | dtype | M | K | N | " + " | ".join(PATH_LABELS.get(p, p) for p in PATHS)
+        + " | ours vs dense | ours, do_bench with L2 flush | ours, host time per call | our config |",
+        "|---|---|---|---|---|" + "---|" * (len(PATHS) + 4),
     ]
     lines += [format_row(r) for r in result["rows"]]
     models = model_table(result)
@@ -751,16 +728,16 @@ def markdown_table(result: dict) -> str:
 
 def current_config(problem: Problem, device):
     """The config our launcher picks for this problem (the tuned table, else the fallback)."""
-    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
+    return bench_schemes.choose_config(problem.scheme, problem.M, problem.N, problem.K, problem.ints, device)
 
-    if problem.scheme == "int8":
-        return woq_mm_int8.choose_config(problem.M, problem.N, problem.K, device)
-    module = woq_mm_int4 if problem.scheme == "int4" else woq_mm_nf4
-    return module.choose_config(problem.M, problem.N, problem.K, problem.group, device)
+
+# Decode routes a scheme's kernel takes besides "prmt" (KernelConfig.decode), tried at M <= 16.
+EXTRA_DECODES = {"int4": ("bits",)}
 
 
 def tune_candidates(scheme: str, M: int, group: int) -> list:
-    """Configs worth timing for one scheme and M bucket (split_k filled in per shape)."""
+    """Configs worth timing for one scheme and M bucket (split_k filled in per shape). A scheme
+    with a group (block) size gets the 4-bit kernels' sweep, one without (int8) the per-channel one."""
     from impl.kernels.common import KernelConfig
 
     def make(bm, bn, bk, warps, stages, **kw):
@@ -768,7 +745,7 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
         capped = min(bk, group or bk) if kw.get("scale_after_dot", True) else bk
         return KernelConfig(bm, bn, capped, num_warps=warps, num_stages=stages, **kw)
 
-    if M == 1 and scheme in ("int4", "nf4"):  # the CUDA-core GEMV kernels, then the tensor-core tiles
+    if M == 1 and group:  # the CUDA-core GEMV kernels, then the tensor-core tiles
         # Steps of any width (the GEMV sums each group apart); one stage: without a tl.dot,
         # Triton pipelines nothing (p2 and p3 measured the same on the H200).
         gemv = [make(1, bn, bk, w, 1, scale_after_dot=False)
@@ -776,7 +753,7 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
                                   (32, 512, 4), (128, 512, 8), (64, 512, 4), (16, 1024, 4), (32, 1024, 8),
                                   (16, 2048, 8))]
         return gemv + tune_candidates(scheme, 16, group)
-    if M == 1 and scheme == "int8":  # the CUDA-core GEMV kernel against the tensor-core tiles
+    if M == 1:  # per channel: the CUDA-core GEMV kernel against the tensor-core tiles
         gemv = [(16, 512, 4, 1), (32, 512, 8, 1), (16, 1024, 8, 1), (8, 1024, 4, 1), (32, 256, 4, 1),
                 (64, 256, 8, 1), (16, 512, 4, 3), (32, 512, 8, 3), (64, 256, 4, 1), (128, 128, 4, 1),
                 (128, 256, 8, 1)]
@@ -789,7 +766,7 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
                 for bn, bk, w in ((32, 512, 4), (16, 1024, 4), (32, 1024, 8), (16, 512, 4), (8, 1024, 4))]
         return gemv + tune_candidates(scheme, 16, group)
     if M <= 16:
-        if scheme == "int8":
+        if not group:
             shapes = [(32, 256, 4, 4), (64, 256, 4, 4), (64, 256, 8, 4), (128, 128, 4, 4), (128, 256, 8, 3),
                       (32, 512, 4, 3), (64, 512, 8, 3), (64, 128, 4, 8)]
             return [make(16, bn, bk, w, st) for bn, bk, w, st in shapes]
@@ -802,7 +779,7 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
                     for bn, bk, w, st in ((128, 256, 8, 3), (64, 256, 4, 4), (64, 512, 8, 3), (32, 512, 4, 3),
                                           (128, 128, 4, 4), (64, 256, 4, 6), (32, 256, 4, 6))]
         configs = list(dict.fromkeys(configs))  # nf4's block of 64 caps bk: half the list repeats
-        return configs + [make(16, 64, 128, 4, 4, scale_after_dot=False, decode="bits")] if scheme == "int4" else configs
+        return configs + [make(16, 64, 128, 4, 4, scale_after_dot=False, decode=d) for d in EXTRA_DECODES.get(scheme, ())]
     if M <= 64:
         shapes = [(64, 64, 128, 4, 4), (64, 128, 128, 4, 4), (32, 128, 128, 4, 4), (64, 128, 64, 4, 5),
                   (64, 256, 64, 8, 3), (32, 64, 128, 4, 6)]
@@ -811,7 +788,7 @@ def tune_candidates(scheme: str, M: int, group: int) -> list:
                   (128, 64, 128, 4, 4), (256, 128, 64, 8, 3)]
     configs = [make(bm, bn, bk, w, st, scale_after_dot=False) for bm, bn, bk, w, st in shapes]
     configs += [make(bm, bn, bk, w, st, scale_after_dot=False, swap_ab=True) for bm, bn, bk, w, st in shapes[:2]]
-    if scheme != "int8":
+    if group:
         configs += [make(bm, bn, bk, w, st, scale_after_dot=True) for bm, bn, bk, w, st in shapes[:2]]
     # The prefill route: the weight decoded once into x's dtype, then cuBLAS (the dequantize
     # kernel's tile: 8-16 K weights a program, each row written 0.5-2 KB at a time).
@@ -845,9 +822,10 @@ def tune(args) -> dict:
     copy_gbs = measure_copy_bandwidth(device)
     print(f"device: {torch.cuda.get_device_name(device)}; copy bandwidth {copy_gbs:.0f} GB/s", flush=True)
     plan = []
-    for scheme in args.schemes.split(","):
-        kn_shapes = parse_kn(args.kn) if args.kn else (QUICK_KN_SHAPES if args.quick else KN_SHAPES)
-        m_values = tuple(int(m) for m in args.m.split(",")) if args.m else TUNE_M_VALUES
+    schemes = bench_schemes.parse_schemes(args.schemes, "bench_woq_gpu")
+    kn_shapes = parse_kn(args.kn) if args.kn else (QUICK_KN_SHAPES if args.quick else KN_SHAPES)
+    m_values = tuple(int(m) for m in args.m.split(",")) if args.m else TUNE_M_VALUES
+    for scheme in schemes:
         for (K, N) in kn_shapes:
             for M in m_values:
                 problem = Problem(scheme, M, N, K, dtype)
@@ -859,23 +837,24 @@ def tune(args) -> dict:
                     for config in with_split_choices(base, problem, sms):
                         plan.append((problem, config))
     plan = list(dict.fromkeys(plan))
-    errors = precompile([config_job(p, c) for p, c in plan], args.workers)
+    errors = precompile([config_job(p, c, device) for p, c in plan], args.workers)
     results = []
-    current, x, weight_sets, reference = None, None, None, None
+    current, x, weight_sets, launch_sets, reference = None, None, None, None, None
     for problem, config in plan:
         if problem != current:
             current = problem
             torch.manual_seed(0)
             x = torch.randn((problem.M, problem.K), device=device, dtype=dtype)
-            weight_sets = [problem.make_weights(device, seed) for seed in range(problem.n_copies())]
-            reference = x.float() @ dequantize_torch(problem, torch.float32, *weight_sets[0]).T
+            weight_sets = problem.weight_sets(device)
+            launch_sets = problem.launch_sets(weight_sets)
+            reference = x.float() @ problem.dequantize(torch.float32, *weight_sets[0]).T
         entry = {"scheme": problem.scheme, "M": problem.M, "N": problem.N, "K": problem.K, "config": config.short(),
                  "fields": config.__dict__}
-        job = config_job(problem, config)
+        job = config_job(problem, config, device)
         try:
             y = run_ours(problem, x, weight_sets[0], config)
             entry["rel_err"] = relative_error(y, reference)
-            ms = time_gpu_ms(rotating(ours_fn(problem, config), x, weight_sets), reps=40)
+            ms = time_gpu_ms(rotating(ours_fn(problem, config), x, launch_sets), reps=40)
             entry.update(ms=ms, pct_copy=100 * problem.min_bytes() / (ms * 1e-3) / 1e9 / copy_gbs)
         except Exception as exc:
             entry["error"] = errors.get(job) or f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -897,20 +876,21 @@ def tune(args) -> dict:
     return {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "copy_GBps": copy_gbs, "results": results, "best": best,
             "tuned_configs": {"device": torch.cuda.get_device_name(device), "dtype": args.dtype,
-                              "int4_group": INT4_GROUP, "nf4_block": NF4_BLOCK, "configs": table}}
+                              "scheme_ints": scheme_ints(schemes, kn_shapes), "configs": table}}
 
 
 # --------------------------------------------------------------------------------- main
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tune", action="store_true", help="time candidate kernel configs instead")
     parser.add_argument("--gemv-only", action="store_true",
                         help="--tune: only the GEMV (block_m 1, 2, 4, 8) candidates, and each shape's current config")
     parser.add_argument("--quick", action="store_true",
                         help="K = N = 8192, M = 1 and 16, bf16, smaller budgets: about 5 minutes on an H200")
-    parser.add_argument("--schemes", default="int8,int4,nf4")
+    parser.add_argument("--schemes", default=",".join(bench_schemes.shorts()),
+                        help="short names (or names, aliases) of registered schemes (default: every one)")
     parser.add_argument("--m", default="", help="comma-separated M values (default 1,2,4,8,16,64,256; --quick 1,16)")
     parser.add_argument("--kn", default="", help="comma-separated KxN shapes (default 4096x4096,8192x8192,8192x28672)")
     parser.add_argument("--dtypes", default="", help="bench activation dtypes (default bf16,fp16; --quick bf16)")
@@ -932,7 +912,11 @@ def main(argv=None) -> int:
                         help="events: CUDA events after a GPU spin (default); do_bench: triton's, with its L2 flush")
     parser.add_argument("--configs", default="",
                         help="tuned-config JSON for our kernels (default: the GPU's own, impl/kernels/tuned_configs_<gpu>.json)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     TIMER["name"] = args.timer
     if args.configs:
         os.environ["IMPL_WOQ_TUNED_CONFIGS"] = os.path.abspath(args.configs)

@@ -8,7 +8,8 @@ heads of 128: q/o 4096 x 4096, k/v 4096 x 1024, gate/up 4096 x 14336, down 14336
 Llama-3-70B (8192, 28672: 8192 x 8192, 8192 x 1024, 8192 x 28672, 28672 x 8192), M = 1, 2,
 4, 8, 16, bf16 and fp16. Variants:
   dense          F.linear on an unquantized weight in the activation dtype (cuBLAS);
-  int8, int4, nf4  our kernels through their eager launchers (int4 group 128, nf4 block 64
+  int8, int4, nf4  our kernels through their eager launchers: every scheme registered in
+                 impl.schemes.registry (tools/bench_schemes.py; int4 group 128, nf4 block 64
                  with double-quantized absmax, as bench_woq_model quantizes the model);
   tinygemm_int4  aten._weight_int4pack_mm, group 128 (torch's CUDA int4, bf16 only);
   bnb_nf4        bitsandbytes matmul_4bit, nf4 block 64, compress_statistics (double quant);
@@ -35,14 +36,16 @@ from typing import Callable, Optional
 
 import torch
 
+from tools import bench_schemes, bench_woq_gpu
+
 LLAMA3_8B_KN = ((4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096))
 LLAMA3_70B_KN = ((8192, 8192), (8192, 1024), (8192, 28672), (28672, 8192))
 M_VALUES = (1, 2, 4, 8, 16)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-VARIANTS = ("dense", "int8", "int4", "nf4", "tinygemm_int4", "bnb_nf4", "gemlite_int4")
-OURS = ("int8", "int4", "nf4")
-PEERS = ("tinygemm_int4", "bnb_nf4", "gemlite_int4")
-INT4_GROUP, NF4_BLOCK, DOUBLE_QUANT_BLOCK = 128, 64, 256
+# The peers, each with the scheme of ours it competes with (the table's ratio columns).
+PEERS = {"tinygemm_int4": "int4", "bnb_nf4": "nf4", "gemlite_int4": "int4"}
+INT4_GROUP, NF4_BLOCK = 128, 64  # the peers' group and block, as ours are quantized
+OPTIONS = {"nf4": {"double_quant": True}}  # over bench_schemes.OPTIONS: as bench_woq_model's model
 REPLAYS = 20
 MAX_COPIES = 64
 
@@ -50,12 +53,17 @@ MAX_COPIES = 64
 # ----------------------------------------------------------------------------- weights
 
 
+def variants() -> tuple[str, ...]:
+    """dense, each registered scheme of ours, the peers."""
+    return ("dense", *bench_schemes.shorts(), *PEERS)
+
+
 def weight_bytes(variant: str, K: int, N: int, dtype: torch.dtype) -> int:
     """Bytes one call reads for its weight (codes and scales), to size the rotation."""
     if variant == "dense":
         return N * K * torch.finfo(dtype).bits // 8
-    if variant == "int8":
-        return N * K + 4 * N
+    if variant not in PEERS:
+        return bench_schemes.weight_bytes(variant, N, K, bench_schemes.quantize_options(variant, OPTIONS))
     group = INT4_GROUP if "int4" in variant else NF4_BLOCK
     return N * K // 2 + N * (K // group) * (1 if "nf4" in variant else 4)
 
@@ -78,25 +86,11 @@ def make_calls(variant: str, K: int, N: int, dtype: torch.dtype, copies: int, de
     if variant == "dense":
         weights = [torch.randn((N, K), generator=g, device=device).to(dtype) * 0.02 for _ in range(copies)]
         return [lambda x, w=w: torch.nn.functional.linear(x, w) for w in weights]
-    if variant == "int8":
-        from impl.kernels.woq_mm_int8 import woq_mm_int8
-
-        sets = [(codes((N, K), 255, torch.int32).sub_(127).to(torch.int8), small(N)) for _ in range(copies)]
-        return [lambda x, q=q, s=s: woq_mm_int8(x, q, s) for q, s in sets]
-    if variant == "int4":
-        from impl.kernels.woq_mm_int4 import woq_mm_int4
-
-        groups = (N, K // INT4_GROUP)
-        sets = [(codes((N, K // 2), 256), small(groups), codes(groups, 16).float()) for _ in range(copies)]
-        return [lambda x, q=q, s=s, z=z: woq_mm_int4(x, q, s, z, group_size=INT4_GROUP) for q, s, z in sets]
-    if variant == "nf4":
-        from impl.kernels.woq_mm_nf4 import woq_mm_nf4
-
-        blocks = (N, K // NF4_BLOCK)
-        scales = math.ceil(N * K // NF4_BLOCK / DOUBLE_QUANT_BLOCK)
-        sets = [(codes((N, K // 2), 256), codes(blocks, 256), small(scales), small(())) for _ in range(copies)]
-        return [lambda x, q=q, a=a, s=s, o=o: woq_mm_nf4(x, q, a, NF4_BLOCK, absmax_scale=s, absmax_offset=o)
-                for q, a, s, o in sets]
+    if variant in bench_schemes.shorts():  # ours: one quantization, cloned
+        operands, ints = bench_schemes.quantize(variant, N, K, device, bench_schemes.quantize_options(variant, OPTIONS))
+        launch = bench_schemes.launcher(variant)
+        sets = [bench_schemes.launch_arguments(variant, w, ints) for w in bench_schemes.copies(operands, copies)]
+        return [lambda x, args=args: launch(x, *args) for args in sets]
     if variant == "tinygemm_int4":
         if dtype != torch.bfloat16:
             raise NotImplementedError("aten._weight_int4pack_mm takes bfloat16 activations only")
@@ -124,7 +118,7 @@ def make_calls(variant: str, K: int, N: int, dtype: torch.dtype, copies: int, de
                        bias=None)
             layers.append(layer)
         return layers
-    raise ValueError(f"bench_woq_kernels: unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
+    raise ValueError(f"bench_woq_kernels: unknown variant {variant!r} (one of {', '.join(variants())})")
 
 
 # ------------------------------------------------------------------------------ timing
@@ -192,21 +186,24 @@ def _best(cells: dict, names) -> Optional[float]:
 
 def markdown(result: dict) -> str:
     variants = result["variants"]
+    ours = [v for v in variants if v != "dense" and v not in PEERS]
+    # One ratio column for each scheme of ours that a peer competes with, in registry order.
+    rivals = [s for s in bench_schemes.shorts() if s in PEERS.values()]
     lines = [f"# Weight-only matmul kernels at Llama-3 linear shapes, µs a call ({result['gpu']})", "",
              f"torch {result['torch']}, triton {result['triton']}; CUDA-graph replay of {REPLAYS} calls cycling "
              "through weight copies past L2, median of 5. int4 / tinygemm / GemLite: group 128; nf4 / bitsandbytes: "
              "block 64, double-quantized absmax. `—`: not run (budget, peer missing, unsupported dtype) or failed "
              "(the JSON's errors). Ratios: the other's time over ours (> 1: ours faster).", "",
-             "| dtype | K × N | M | " + " | ".join(variants) +
-             " | best ours vs dense | int4 vs best int4 peer | nf4 vs bnb nf4 |",
-             "|---|---|---|" + "---|" * (len(variants) + 3)]
+             "| dtype | K × N | M | " + " | ".join(variants) + " | best ours vs dense | "
+             + " | ".join(f"{s} vs best {s} peer" for s in rivals) + " |",
+             "|---|---|---|" + "---|" * (len(variants) + 1 + len(rivals))]
     for key, cells in result["rows"].items():
         dtype, kn, m = key.split(" ")
         k, n = kn.split("x")
         values = ["—" if cells.get(v) is None else f"{cells[v]:.1f}" for v in variants]
-        ratios = (speedup(cells.get("dense"), _best(cells, OURS)),
-                  speedup(_best(cells, ("tinygemm_int4", "gemlite_int4")), cells.get("int4")),
-                  speedup(cells.get("bnb_nf4"), cells.get("nf4")))
+        ratios = (speedup(cells.get("dense"), _best(cells, ours)),
+                  *(speedup(_best(cells, [p for p, s in PEERS.items() if s == short]), cells.get(short))
+                    for short in rivals))
         lines.append(f"| {dtype} | {k} × {n} | {m[2:]} | " + " | ".join(values) + " | "
                      + " | ".join("—" if r is None else f"{r:.2f}×" for r in ratios) + " |")
     return "\n".join(lines) + "\n"
@@ -229,13 +226,7 @@ def available(variant: str) -> bool:
 
 def parse_kn(text: str) -> tuple[tuple[int, int], ...]:
     """'4096x1024,8192x28672' -> ((4096, 1024), (8192, 28672)): (K, N) pairs."""
-    shapes = []
-    for part in text.split(","):
-        K, sep, N = part.strip().partition("x")
-        if not (sep and K.isdigit() and N.isdigit()):
-            raise SystemExit(f"bench_woq_kernels: --kn: {part!r} is not KxN (e.g. 8192x28672)")
-        shapes.append((int(K), int(N)))
-    return tuple(shapes)
+    return bench_woq_gpu.parse_kn(text, "bench_woq_kernels")
 
 
 def run(args) -> dict:
@@ -282,16 +273,20 @@ def run(args) -> dict:
     return table.result
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
     parser.add_argument("--name", default="kernels")
     parser.add_argument("--dtypes", default="bf16,fp16")
     parser.add_argument("--m", default=",".join(map(str, M_VALUES)))
     parser.add_argument("--kn", default="", help="comma-separated KxN (default: every Llama-3-8B and -70B linear)")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(variants()))
     parser.add_argument("--budget-s", type=float, default=300.0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     with torch.no_grad():  # peers' modules hold parameters
         result = run(args)

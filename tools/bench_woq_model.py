@@ -7,8 +7,9 @@ A ``transformers`` ``LlamaForCausalLM`` built from a config (no weights download
 Llama-3-8B layer shapes (hidden 4096, intermediate 14336, 32 heads, 8 KV heads), 6 layers,
 vocab 32000, bf16, ``lm_head`` left dense. One forward of one token per sequence with
 ``use_cache=False`` (every weight read once, as a decode step reads them), µs per token,
-median of 15 (CUDA events around each call). Variants: dense; ours (``quantize_linear_``
-int8, int4 group 128, nf4 block 64 double-quantized, ``impl.install()``); bitsandbytes nf4
+median of 15 (CUDA events around each call). Variants: dense; ours (``quantize_linear_``,
+every registered scheme: int8, int4 group 128, nf4 block 64 double-quantized, ...;
+``impl.install()``); bitsandbytes nf4
 block 64 double-quantized (``bnb.matmul_4bit``) and torch's tinygemm int4 group 128
 (``aten._convert_weight_to_int4pack`` + ``aten._weight_int4pack_mm``), where present.
 
@@ -34,8 +35,12 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from tools import bench_schemes
+
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 4096, 14336, 32, 8, 32000
-INT4_GROUP, NF4_BLOCK = 128, 64
+INT4_GROUP, NF4_BLOCK = 128, 64  # the peers' group and block, as ours are quantized
+OPTIONS = {"nf4": {"double_quant": True}}  # over bench_schemes.OPTIONS
+PEERS = ("bnb_nf4", "tinygemm_int4")
 REPS = 15
 SEQUENCE = (("1", 1), ("8 after 1", 8), ("16 after 8", 16))
 
@@ -100,12 +105,12 @@ def swap_linears(model: torch.nn.Module, make: Callable[[torch.nn.Linear], torch
 
 def quantized(variant: str, layers: int) -> torch.nn.Module:
     model = llama(layers, "cuda")
-    if variant in ("int8", "int4", "nf4"):
+    if variant in bench_schemes.shorts():
         from impl.schemes import quantize_linear_
+        from impl.schemes.registry import by_short
 
-        options = {"int8": {}, "int4": {"group_size": INT4_GROUP},
-                   "nf4": {"block_size": NF4_BLOCK, "double_quant": True}}[variant]
-        quantize_linear_(model, variant, filter_fn=lambda name, _: name != "lm_head", **options)
+        quantize_linear_(model, by_short(variant).name, filter_fn=lambda name, _: name != "lm_head",
+                         **bench_schemes.quantize_options(variant, OPTIONS))
     elif variant == "tinygemm_int4":
         swap_linears(model, TinygemmInt4Linear)
     elif variant == "bnb_nf4":
@@ -232,17 +237,21 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "out"))
     parser.add_argument("--name", default="model")
     parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--variants", default="dense,int8,int4,nf4,bnb_nf4,tinygemm_int4")
+    parser.add_argument("--variants", default=",".join(("dense", *bench_schemes.shorts(), *PEERS)))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--budget-s", type=float, default=480.0)
     parser.add_argument("--batches", type=int, default=len(SEQUENCE),
                         help="how many of the batch sequence 1, 8 after 1, 16 after 8 to run (1: batch 1 only)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     variants = args.variants.split(",")

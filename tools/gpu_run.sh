@@ -23,6 +23,10 @@
 #                               extra args KERNEL_ARGS); the peers from a .gpu_peers folder here or one
 #                               level up (../shared/tools/gpu_peers.sh; carry it). $OUT/model_<gpu>.md/json
 #                               and kernels_<gpu>.md/json go to benchmarks/ as they are
+#   tools/gpu_run.sh cpu        the GPU host's own CPU (AVX-512 where this project's dev and CI hosts may be
+#                               AVX2-only): every suite's cpu matrix (-n 14, perf off, goldens compared, none
+#                               written) and the CPU kernels' tests, then those tests under
+#                               ATEN_CPU_CAPABILITY=avx2 (budgets CPU_MATRIX_S, 0 for none, CPU_TESTS_S; CPU_N workers)
 #   tools/gpu_run.sh gpus       (a machine with several GPUs) the cuda matrix with -n 8 on every GPU,
 #                               then on GPU 0 alone (CUDA_VISIBLE_DEVICES=0): cells per GPU, wall times;
 #                               $OUT/gpus_goldens.tar holds the goldens written (multi_gpu.yaml's)
@@ -97,6 +101,33 @@ if [ "$MODE" = matrix ]; then
   exit $status
 fi
 
+if [ "$MODE" = cpu ]; then
+  {
+    grep -m1 'model name' /proc/cpuinfo
+    echo "isa: $(grep -o -w 'avx2\|avx512[a-z_0-9]*\|amx_[a-z0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+    python3 -c 'import torch; print("torch cpu capability:", torch.backends.cpu.get_cpu_capability())'
+  } | tee -a "$OUT/env.txt"
+  if [ "${CPU_MATRIX_S:-240}" != 0 ]; then  # 0: the kernels' tests alone (after the cuda matrix, say)
+    start=$(date +%s)
+    timeout "${CPU_MATRIX_S:-240}" python3 -m harness --devices cpu -n 14 --no-perf --ignore=suites/woq_perf.yaml \
+      --summary "$OUT/cpu_summary.json" > "$OUT/cpu_matrix.log" 2>&1
+    [ $? -eq 0 ] || status=1
+    grep -E "passed|failed|FAILED|error" "$OUT/cpu_matrix.log" | tail -n 40
+    echo "cpu matrix: $(( $(date +%s) - start )) s"
+  fi
+  kernel_tests="tests/impl/test_woq_gemv_cpu.py tests/impl/test_woq_panel_cpu.py tests/impl/test_int8pack_contract.py"
+  for capability in default avx2; do
+    start=$(date +%s)
+    if [ "$capability" = avx2 ]; then export ATEN_CPU_CAPABILITY=avx2; fi
+    timeout "${CPU_TESTS_S:-90}" python3 -m pytest $kernel_tests -q -p no:cacheprovider -n "${CPU_N:-14}" \
+      > "$OUT/cpu_tests_$capability.log" 2>&1
+    [ $? -eq 0 ] || status=1
+    tail -n 5 "$OUT/cpu_tests_$capability.log"
+    echo "cpu kernel tests ($capability): $(( $(date +%s) - start )) s"
+  done
+  exit $status
+fi
+
 if [ "$MODE" = perf ]; then
   touch /tmp/perf_start
   start=$(date +%s)
@@ -165,7 +196,7 @@ case "$MODE" in
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
     ;;
   *)
-    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, all, tests, matrix, perf, gpus, tables)" >&2
+    echo "gpu_run.sh: unknown mode '$MODE' (bench, tune, all, tests, matrix, perf, gpus, tables, cpu)" >&2
     exit 2
     ;;
 esac

@@ -1,4 +1,5 @@
-"""Our eager launchers' host time per call: int8, int4 g128 and nf4 b64 at M = 1, K = N = 4096, bf16.
+"""Our eager launchers' host time per call: every registered scheme (int8, int4 g128, nf4 b64, ...)
+at M = 1, K = N = 4096 (``--kn``), bf16.
 
     python3 -m tools.launcher_cost [--rounds 9] [--calls 200] [--top 25]   # on a GPU
     python3 -m tools.launcher_cost --stub [--no-plans] [--calls 2000]      # on any machine
@@ -12,7 +13,8 @@ off, Triton's driver replaced by one answering device 0 and stream 0, and every
 CachedLauncher's kernel by a stand-in whose compiled kernel does nothing. What is left is
 ours: checks, config choice, scratch, argument binding, the specialization key, LaunchPlans.
 Prints the best of ``--rounds`` rounds of ``--calls`` calls in µs a call, and how many plans
-each launcher recorded. ``--no-plans`` turns LaunchPlans off, for the before/after.
+each launcher recorded. ``--no-plans`` turns LaunchPlans off, for the before/after. A kernel
+module without LaunchPlans (a scheme registered from elsewhere) is left out of ``--stub``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from impl.kernels import launch, woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
-from tools.bench_woq_gpu import INT4_GROUP, NF4_BLOCK, cpu_us_per_call  # noqa: E402
+from impl.kernels import launch, ops  # noqa: E402
+from tools import bench_schemes  # noqa: E402
+from tools.bench_woq_gpu import cpu_us_per_call, parse_kn  # noqa: E402
 
 # --calls and --rounds when not given: a cProfile of 200 calls and 9 rounds (one round is
 # noisy on a shared GPU host, ~10 µs apart between runs); stubbed calls are cheap, so many.
@@ -39,26 +42,21 @@ DEFAULTS = {"gpu": {"calls": 200, "rounds": 9}, "stub": {"calls": 2000, "rounds"
 
 
 def calls(device: str, k: int = 4096, n: int = 4096) -> dict:
-    """name: (kernel module, zero-argument call) for each scheme, at M = 1, bf16."""
+    """short name: (kernel module, zero-argument call) for each registered scheme, at M = 1, bf16."""
     x = torch.randn(1, k, device=device, dtype=torch.bfloat16)
-    q8 = torch.randint(-127, 127, (n, k), device=device, dtype=torch.int8)
-    scale8 = torch.rand(n, device=device) * 0.01
-    q4 = torch.randint(0, 255, (n, k // 2), device=device, dtype=torch.uint8)
-    scale4 = torch.rand(n, k // INT4_GROUP, device=device) * 0.01
-    zero4 = torch.full((n, k // INT4_GROUP), 8.0, device=device)
-    absmax = torch.rand(n, k // NF4_BLOCK, device=device)
-    return {
-        "int8": (woq_mm_int8, lambda: woq_mm_int8.woq_mm_int8(x, q8, scale8)),
-        "int4": (woq_mm_int4, lambda: woq_mm_int4.woq_mm_int4(x, q4, scale4, zero4, INT4_GROUP)),
-        "nf4": (woq_mm_nf4, lambda: woq_mm_nf4.woq_mm_nf4(x, q4, absmax, NF4_BLOCK)),
-    }
+    out = {}
+    for short in bench_schemes.shorts():
+        operands, ints = bench_schemes.quantize(short, n, k, device, bench_schemes.quantize_options(short))
+        arguments, fn = bench_schemes.launch_arguments(short, operands, ints), bench_schemes.launcher(short)
+        out[short] = (ops.kernel_module(short), lambda fn=fn, arguments=arguments: fn(x, *arguments))
+    return out
 
 
 # ------------------------------------------------------------------------- on a GPU
 
 
-def profile_on_gpu(calls_per_profile: int, rounds: int, top: int) -> None:
-    for name, (_, fn) in calls("cuda").items():
+def profile_on_gpu(calls_per_profile: int, rounds: int, top: int, kn: tuple) -> None:
+    for name, (_, fn) in calls("cuda", *kn).items():
         for _ in range(3):
             fn()
         times = sorted(cpu_us_per_call(fn) for _ in range(rounds))
@@ -90,22 +88,28 @@ class _NoOpKernel:
         return lambda *args, **kwargs: self
 
 
-def stub_launches(plans: bool) -> None:
+def stubbable(module: types.ModuleType) -> bool:
+    """A kernel module whose eager launcher records LaunchPlans (one on launch.WeightOnlyLauncher)."""
+    return isinstance(getattr(module, "LAUNCHER", None), launch.WeightOnlyLauncher)
+
+
+def stub_launches(modules, plans: bool) -> None:
     """The launch path as on a GPU, with nothing launched (see the module doc)."""
     active = types.SimpleNamespace(get_current_device=lambda: 0, get_current_stream=lambda device: 0)
     launch.driver = types.SimpleNamespace(active=active)
     launch.interpreter_active = lambda: False
     launch.check_device = lambda x, op: None
-    for module in (woq_mm_int8, woq_mm_int4, woq_mm_nf4):
+    for module in modules:
         module.interpreter_active = lambda: False
         for value in module.LAUNCHER.launchers.values():
             value.kernel = _NoOpKernel(value.kernel)
         module.LAUNCHER.plans.enabled = plans
 
 
-def time_stubbed(calls_per_round: int, rounds: int, plans: bool) -> None:
-    stub_launches(plans=plans)
-    for name, (module, fn) in calls("cpu").items():
+def time_stubbed(calls_per_round: int, rounds: int, plans: bool, kn: tuple) -> None:
+    stubbed = {name: call for name, call in calls("cpu", *kn).items() if stubbable(call[0])}
+    stub_launches(dict.fromkeys(module for module, _ in stubbed.values()), plans=plans)
+    for name, (module, fn) in stubbed.items():
         for _ in range(10):
             fn()
         best = float("inf")
@@ -126,18 +130,20 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds timed (GPU: 9, median and best; --stub: 5, best)")
     parser.add_argument("--top", type=int, default=25, help="functions of the cProfile printed (GPU)")
+    parser.add_argument("--kn", default="4096x4096", help="K x N of the weights (default 4096x4096)")
     args = parser.parse_args(argv)
+    (kn,) = parse_kn(args.kn, "launcher_cost")
     mode = "stub" if args.stub else "gpu"
     count = args.calls if args.calls is not None else DEFAULTS[mode]["calls"]
     rounds = args.rounds if args.rounds is not None else DEFAULTS[mode]["rounds"]
     if args.no_plans and not args.stub:
         parser.error("--no-plans goes with --stub")
     if args.stub:
-        time_stubbed(count, rounds, plans=not args.no_plans)
+        time_stubbed(count, rounds, plans=not args.no_plans, kn=kn)
     elif not torch.cuda.is_available():
         parser.error("no CUDA device here: --stub times our Python alone, with the launch stubbed")
     else:
-        profile_on_gpu(count, rounds, args.top)
+        profile_on_gpu(count, rounds, args.top, kn)
     return 0
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .. import filecheck
-from ..backends import backend as backend_record
 from ..core import programs
+from ..core.backends import backend as backend_record
 from .errors import CaseFormatError, SuiteErrors
 from .model import (
     BACKENDS,
@@ -65,16 +65,14 @@ from .model import (
     Tolerance,
     When,
 )
+from .check_sections import CHECKS_KEYS, PERF_KEYS, check_directives
 from .sections import (
     CASE_KEYS,
-    CHECKS_KEYS,
     DEFAULT_MATRIX,
     DEFAULT_MAX_INPUT_GB,
     DEFAULTS_KEYS,
     INPUT_KEYS,
-    PERF_KEYS,
     TOLERANCE_KEYS,
-    check_directives,
     parse_case,
 )
 from .validators import At, entries, require_map, require_str

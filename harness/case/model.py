@@ -1,6 +1,6 @@
 """The case model: frozen records a suite file becomes, and the names they may hold.
 
-Everything here is plain data, made only by the loader (harness/case/sections.py), which
+Everything here is plain data, made only by the loader (harness/case/sections.py, check_sections.py), which
 has checked every value against these names; the matrix, the run and the checks read it.
 """
 
@@ -10,8 +10,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..backends import NAMES as BACKENDS  # noqa: F401  (the names a matrix may hold)
 from ..core import programs
+from ..core.backends import NAMES as BACKENDS  # noqa: F401  (the names a matrix may hold)
 from ..core.inputs import InputSpec
 from ..core.tolerance import Tolerance  # the tolerance model's record lives with its maths
 

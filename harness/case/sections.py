@@ -1,5 +1,6 @@
 """Section parsers: each part of a case's YAML (inputs, matrix, tolerances, config, passes,
-checks, marks, fuzz) -> its record in the model, every value checked where it sits.
+marks, fuzz; ``checks:`` through :mod:`.check_sections`) -> its record in the model, every
+value checked where it sits.
 
 :func:`parse_case` takes one case, already merged with the file's ``defaults:``; the
 suite file itself is read by :func:`harness.case.parse_suite`.
@@ -11,45 +12,33 @@ import dataclasses
 import functools
 import importlib
 import math
-import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .. import filecheck
-from ..backends import REGISTRY
 from ..core import programs
+from ..core.backends import REGISTRY
 from ..core.dtypes import DEFAULT_TOLERANCES, DTYPES, MATRIX_DTYPE, canonical_dtype_name
 from ..core.inputs import DISTRIBUTIONS, REQUIRED_DISTRIBUTION_SETTINGS, InputSpec, input_kind, input_kind_names, kind_from_builder
+from .check_sections import VARIANT_KEYS, CheckSection, parse_checks
 from .model import (
     BACKENDS,
     COMPILE_MODES,
-    COUNTER_OPS,
     CUDAGRAPH_MODES,
     DEVICES,
-    FILECHECK_TARGETS,
     LAYOUTS,
     MARK_KINDS,
     PASS_HOOKS,
     RANGE_SETTINGS,
     REQUIREMENTS,
-    DYNAMIC_MODES,
-    PERF_TIMERS,
     Call,
     Case,
-    Checks,
-    FasterThan,
-    Reference,
     Variant,
-    CounterExpectation,
     DimRange,
-    FileCheckBlock,
     FuzzSpec,
     InputFuzz,
     Mark,
     Matrix,
     PassSpec,
-    PerfSpec,
-    RecompileBound,
     Tolerance,
     When,
 )
@@ -58,6 +47,7 @@ from .validators import (
     choice_list,
     entries,
     matches_types,
+    parse_when,
     require_bool,
     require_choice,
     require_dtype,
@@ -77,18 +67,10 @@ CASE_KEYS = (
     "max_input_gb", "calls", "mark_dynamic",
 )
 DEFAULTS_KEYS = tuple(k for k in CASE_KEYS if k not in ("description", "program", "params", "inputs", "fuzz", "calls", "mark_dynamic"))
-CHECKS_KEYS = (
-    "golden", "golden_sample", "eager", "inputs_after", "filecheck", "counters", "graphs", "graph_breaks", "perf", "recompiles",
-    "references",
-)
-REFERENCE_KEYS = ("name", "program", "params", "inputs", "tolerances", "when")
 INPUT_KEYS = (
     "kind", "shape", "dtype", "strides", "pad_last_dim", "distribution", "mean", "std", "low", "high",
     "value", "seed", "requires_grad", "params",
 )
-EACH_GRAPH_TARGETS = ("output_code", "kernel_source")  # texts the run keeps per compiled graph
-PERF_KEYS = ("band", "warmup", "reps", "cuda_graph", "l2_flush", "when", "timer", "golden", "faster_than")
-VARIANT_KEYS = ("program", "params", "inputs")
 TOLERANCE_KEYS = (
     "atol", "rtol", "min_sqnr_db", "quant_step", "max_step_error", "float64_factor", "max_kl_div", "min_top_k_agreement", "top_k",
 )
@@ -106,19 +88,6 @@ DEFAULT_MATRIX = {"backends": tuple(n for n, b in REGISTRY.items() if b.default)
 DEFAULT_MAX_INPUT_GB = 4.0
 DEFAULT_EXAMPLES = 10
 DEFAULT_MAX_SECONDS = 120.0
-
-
-def _parse_when(value: Any, at: At) -> When:
-    mapping = require_map(value, at, ("backends", "devices", "dtypes"))
-    fields: dict[str, tuple[str, ...]] = {}
-    for key, item, item_at in entries(mapping, at):
-        if key == "backends":
-            fields[key] = choice_list(item, item_at, BACKENDS)
-        elif key == "devices":
-            fields[key] = choice_list(item, item_at, DEVICES)
-        else:
-            fields[key] = choice_list(item, item_at, list(DTYPES), lambda v, a: require_dtype(v, a))
-    return When(**fields)
 
 
 def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Case:
@@ -149,7 +118,10 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
     def variant(value: Any, variant_at: At, keys: Sequence[str] = VARIANT_KEYS) -> tuple[Variant, YamlMap]:
         return _parse_variant(value, variant_at, keys, program, params, inputs_map, sub("inputs"), body.get("calls"), sub("calls"))
 
-    checks = _parse_checks(body.get("checks"), sub("checks"), variant, matrix.dtypes)
+    def tolerances_for_matrix(value: Any, tolerances_at: At) -> tuple[tuple[str, Tolerance], ...]:
+        return _parse_tolerances(value, tolerances_at, matrix.dtypes)
+
+    checks = parse_checks(body.get("checks"), sub("checks"), CheckSection(variant, tolerances_for_matrix))
     marks = _parse_marks(body.get("marks"), sub("marks"))
     description = require_str(body.get("description", name), sub("description"))
     if backward and not any(spec.requires_grad for spec in inputs):
@@ -384,26 +356,6 @@ def _parse_calls(value: Any, at: At, inputs_map: YamlMap, inputs_at: At) -> tupl
     return tuple(calls)
 
 
-def _parse_recompiles(value: Any, at: At) -> tuple[RecompileBound, ...]:
-    """``0``, ``"<= 1"`` (also ``==``, ``>=``), or one of those per ``dynamic:`` mode."""
-    if isinstance(value, dict):
-        mapping = require_map(value, at, DYNAMIC_MODES)
-        return tuple(
-            dataclasses.replace(_parse_recompile_bound(item, item_at), dynamic=mode) for mode, item, item_at in entries(mapping, at)
-        )
-    return (_parse_recompile_bound(value, at),)
-
-
-def _parse_recompile_bound(value: Any, at: At) -> RecompileBound:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return RecompileBound("==", require_int(value, at, minimum=0), line=at.line)
-    text = require_str(value, at).strip()
-    for op in ("<=", ">=", "=="):
-        if text.startswith(op) and text[len(op):].strip().isdigit():
-            return RecompileBound(op, int(text[len(op):]), line=at.line)
-    raise at.error("must be a count or '<= N', '>= N', '== N'", got=value)
-
-
 def _parse_matrix(value: Any, at: At) -> Matrix:
     fields = dict(DEFAULT_MATRIX)
     if value is not None:
@@ -596,162 +548,6 @@ def _parse_variant(
     ), mapping
 
 
-def _parse_references(value: Any, at: At, variant: Any, dtypes: Sequence[str]) -> tuple[Reference, ...]:
-    items = require_list(value, at)
-    out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
-        parsed, mapping = variant(item, item_at, REFERENCE_KEYS)
-        for key in ("name", "tolerances"):
-            if key not in mapping:
-                raise item_at.error(f"missing key '{key}'")
-        name = require_str(mapping["name"], item_at.key(mapping, "name"))
-        if name in {r.name for r in out}:
-            raise item_at.key(mapping, "name").error("named twice", got=name)
-        tolerances = _parse_tolerances(mapping["tolerances"], item_at.key(mapping, "tolerances"), dtypes)
-        when = _parse_when(mapping["when"], item_at.key(mapping, "when")) if "when" in mapping else When()
-        out.append(Reference(name=name, variant=parsed, tolerances=tolerances, when=when))
-    return tuple(out)
-
-
-def _parse_checks(value: Any, at: At, variant: Any = None, dtypes: Sequence[str] = ()) -> Checks:
-    if value is None:
-        return Checks()
-    mapping = require_map(value, at, CHECKS_KEYS)
-    fields: dict[str, Any] = {}
-    for key, item, item_at in entries(mapping, at):
-        if key in ("golden", "eager", "inputs_after"):
-            fields[key] = require_bool(item, item_at)
-        elif key == "golden_sample":
-            fields[key] = require_int(item, item_at, minimum=1)
-        elif key in ("graphs", "graph_breaks"):
-            fields[key] = None if item is None else require_int(item, item_at, minimum=0)
-        elif key == "filecheck":
-            fields[key] = _parse_filechecks(item, item_at, mapping)
-        elif key == "counters":
-            fields[key] = _parse_counters(item, item_at)
-        elif key == "perf":
-            fields[key] = _parse_perf(item, item_at, variant)
-        elif key == "recompiles":
-            fields[key] = _parse_recompiles(item, item_at)
-        elif key == "references":
-            fields[key] = _parse_references(item, item_at, variant, dtypes)
-    return Checks(**fields)
-
-
-def _parse_perf(value: Any, at: At, variant: Any = None) -> PerfSpec:
-    spec = require_map(value, at, PERF_KEYS)
-    fields: dict[str, Any] = {"line": at.line}
-    for key, item, item_at in entries(spec, at):
-        if key == "band":
-            fields[key] = require_number(item, item_at, minimum=0.0)
-        elif key in ("warmup", "reps"):
-            fields[key] = require_int(item, item_at, minimum=0 if key == "warmup" else 1)
-        elif key in ("cuda_graph", "l2_flush", "golden"):
-            fields[key] = require_bool(item, item_at)
-        elif key == "timer":
-            fields[key] = require_choice(item, item_at, PERF_TIMERS)
-        elif key == "faster_than":
-            baseline, mapping = variant(item, item_at, VARIANT_KEYS + ("by",))
-            if "by" not in mapping:
-                raise item_at.error("missing key 'by' (how many times faster than the baseline the case must be, e.g. 1.2)")
-            by = require_number(mapping["by"], item_at.key(mapping, "by"), minimum=0.0)
-            if not by > 0:
-                raise item_at.key(mapping, "by").error("must be > 0", got=by)
-            fields[key] = FasterThan(baseline=baseline, by=by, line=item_at.line)
-        else:
-            fields[key] = _parse_when(item, item_at)
-    if "timer" in fields and "cuda_graph" in fields and fields["cuda_graph"] != (fields["timer"] == "graph"):
-        raise at.key(spec, "cuda_graph").error(f"contradicts timer: {fields['timer']} (cuda_graph: true is timer: graph; give one of them)")
-    if fields.get("cuda_graph"):
-        fields["timer"] = "graph"
-    fields["cuda_graph"] = fields.get("timer") == "graph"
-    if "golden" not in fields:
-        fields["golden"] = "faster_than" not in fields  # a ratio needs no golden unless asked
-    if not fields["golden"] and "faster_than" not in fields:
-        raise at.error("checks nothing: golden: false and no faster_than (give a baseline, or keep the perf golden)")
-    return PerfSpec(**fields)
-
-
-def _parse_filechecks(value: Any, at: At, parent: YamlMap) -> tuple[FileCheckBlock, ...]:
-    items = require_list(value, at)
-    out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
-        block = require_map(item, item_at, ("target", "check", "file", "prefixes", "when", "each_graph"))
-        if ("check" in block) == ("file" in block):
-            raise item_at.error("needs one of 'check' (FileCheck text: CHECK lines) and 'file' (a checks file beside the suite)")
-        target = require_choice(block.get("target", "output_code"), item_at.child("target", block.value_lines.get("target", item_at.line)), FILECHECK_TARGETS)
-        prefixes = ("CHECK",)
-        if "prefixes" in block:
-            prefixes_at = item_at.child("prefixes", block.value_lines["prefixes"])
-            prefixes = tuple(require_str(p, prefixes_at.item(block["prefixes"], i)) for i, p in enumerate(require_list(block["prefixes"], prefixes_at)))
-            bad = [p for p in prefixes if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", p)]
-            if bad:
-                raise prefixes_at.error("a prefix is a letter, then letters, digits, '-' or '_'", got=bad[0])
-        when = _parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
-        each_graph = False
-        if "each_graph" in block:
-            each_at = item_at.child("each_graph", block.value_lines["each_graph"])
-            each_graph = require_bool(block["each_graph"], each_at)
-            if each_graph and target not in EACH_GRAPH_TARGETS:
-                raise each_at.error(f"target {target!r} is not kept per graph", got=target, allowed=EACH_GRAPH_TARGETS)
-        if "file" in block:  # read (and checked) by the loader, which knows the suite file's folder
-            file = require_str(block["file"], item_at.child("file", block.value_lines["file"]))
-            out.append(FileCheckBlock(target=target, check="", first_check_line=1, when=when, line=item_at.line,
-                                      prefixes=prefixes, file=file, each_graph=each_graph))
-            continue
-        check_at = item_at.child("check", block.value_lines["check"])
-        check = require_str(block["check"], check_at)
-        # A block scalar ('|' or '>') starts on the line after its indicator.
-        first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
-        check_directives(check, check_at, first_line, prefixes)
-        out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line,
-                                  prefixes=prefixes, each_graph=each_graph))
-    return tuple(out)
-
-
-def check_directives(check: str, at: At, first_line: int, bases: Sequence[str] = ("CHECK",)) -> None:
-    """A block with no directive, or a line starting like a misspelled one, would check
-    nothing and pass; both are load errors (LLVM FileCheck warns about the first)."""
-    found, problems = filecheck.directive_problems(check, filecheck.every_prefix(list(BACKENDS), list(DEVICES), bases))
-    base = "/".join(bases)
-    allowed = f"{base}, {base}-<DEVICE>, {base}-<BACKEND>, {base}-<DEVICE>-<BACKEND>, each plain or with -NEXT, -SAME, -NOT, -DAG, -LABEL, -EMPTY, -COUNT-<n>"
-    if problems:
-        index, word = problems[0]
-        line_at = At(at.path, first_line + index, at.field)
-        raise line_at.error(f"{word + ':'!r} is not a FileCheck directive, so this line would check nothing", got=word, allowed=[allowed])
-    if not found:
-        raise at.error(f"no FileCheck directive in the block, so it would check nothing (a line needs one of {allowed}, then ':')")
-
-
-def _parse_counters(value: Any, at: At) -> tuple[CounterExpectation, ...]:
-    items = require_list(value, at)
-    out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
-        spec = require_map(item, item_at, ("key",) + COUNTER_OPS + ("when",))
-        if "key" not in spec:
-            raise item_at.error("missing key 'key' (a counter such as inductor.inplace_padding)")
-        key_at = item_at.child("key", spec.value_lines["key"])
-        key = require_str(spec["key"], key_at)
-        if "." not in key or key.startswith(".") or key.endswith("."):
-            raise key_at.error("must be '<group>.<name>' as in torch._dynamo.utils.counters[group][name]", got=key)
-        bounds = {op: require_int(spec[op], item_at.child(op, spec.value_lines[op]), minimum=0) for op in COUNTER_OPS if op in spec}
-        if not bounds:
-            raise item_at.error("needs at least one of equals, at_least, at_most")
-        if "equals" in bounds and len(bounds) > 1:
-            raise item_at.error("equals excludes at_least and at_most")
-        when = _parse_when(spec["when"], item_at.child("when", spec.value_lines["when"])) if "when" in spec else When()
-        out.append(
-            CounterExpectation(
-                key=key, equals=bounds.get("equals"), at_least=bounds.get("at_least"), at_most=bounds.get("at_most"),
-                when=when, line=item_at.line,
-            )
-        )
-    return tuple(out)
-
-
 def _parse_marks(value: Any, at: At) -> tuple[Mark, ...]:
     if value is None:
         return ()
@@ -765,7 +561,7 @@ def _parse_marks(value: Any, at: At) -> tuple[Mark, ...]:
             raise item_at.error("a mark names exactly one of slow, skip, xfail, requires", got=kinds or None, allowed=MARK_KINDS)
         (kind,) = kinds
         kind_at = item_at.child(kind, spec.value_lines[kind])
-        when = _parse_when(spec["when"], item_at.child("when", spec.value_lines["when"])) if "when" in spec else When()
+        when = parse_when(spec["when"], item_at.child("when", spec.value_lines["when"])) if "when" in spec else When()
         strict = True
         if "strict" in spec:
             if kind != "xfail":

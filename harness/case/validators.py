@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..core.dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
 from .errors import CaseFormatError, show
+from .model import BACKENDS, DEVICES, When
 from .yaml_lines import YamlMap, as_yaml_map
 
 
@@ -143,3 +144,17 @@ def choice_list(value: Any, at: At, allowed: Sequence[str], normalize: Callable[
     if len(set(out)) != len(out):
         raise at.error("lists a value twice", got=list(items))
     return tuple(out)
+
+
+def parse_when(value: Any, at: At) -> When:
+    """A ``when:`` (backends, devices, dtypes a check, mark or perf spec applies to)."""
+    mapping = require_map(value, at, ("backends", "devices", "dtypes"))
+    fields: dict[str, tuple[str, ...]] = {}
+    for key, item, item_at in entries(mapping, at):
+        if key == "backends":
+            fields[key] = choice_list(item, item_at, BACKENDS)
+        elif key == "devices":
+            fields[key] = choice_list(item, item_at, DEVICES)
+        else:
+            fields[key] = choice_list(item, item_at, list(DTYPES), lambda v, a: require_dtype(v, a))
+    return When(**fields)

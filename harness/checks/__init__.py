@@ -5,7 +5,9 @@ cell)`` says whether the case asks for it in that cell, ``run(ctx)`` judges the 
 returns its failures as report sections. ``CaseItem`` runs :data:`CHECKS` in order;
 ``FuzzItem`` runs those that hold at any shape (``per_example``) on each example;
 ``--bisect`` reruns a cell against the eager check alone (:func:`compare_with_eager`). A
-new kind of check is one module here and one entry in :data:`CHECKS`.
+new kind of check is one module here and one entry in :data:`CHECKS`; the ``checks:`` keys
+it reads are parsed by the loader, below this package (one parser a key in
+``harness/case/check_sections.py``, and a field of ``Checks``).
 
 The order is the report's: compiled vs eager, a fuzz case's reference, the golden (with
 what it says of eager), ``references``, FileCheck, counters and graphs, perf.

@@ -6,6 +6,7 @@ this package above it in this list (tests/harness/test_import_layers.py holds th
 - ``dtypes``     dtype names, aliases and default tolerances
 - ``programs``   ``module:function`` resolution and the built-in programs' registry
 - ``inputs``     input specs, the input-kind registry and deterministic input construction
+- ``backends``   the matrix's backends, one record each: what ``execute`` compiles with
 - ``execute``    running a program (eager, float64, compiled) and naming its outputs
 - ``tolerance``  the tolerance model's numbers: errors, SQNR, which checks an output fails
 - ``sample``     the golden's fixed sample of a big output

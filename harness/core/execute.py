@@ -2,7 +2,7 @@
 
 ``run_program`` calls the program as a case asks (no_grad, backward, the inputs after the
 call) and names each output leaf; ``compile_program`` is ``torch.compile`` for a cell's
-backend; ``inductor_config_patch`` builds a case's graph passes and chains them, with the
+backend record; ``inductor_config_patch`` builds a case's graph passes and chains them, with the
 post-grad capture, into Inductor's single-callable hooks; ``extract_kernel_sources`` reads the generated kernels out
 of an output-code module.
 """
@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 import torch.utils._pytree as pytree
 
+from .backends import Backend
 from .inputs import InputSpec
 from .programs import import_program
 
@@ -114,12 +115,11 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 DYNAMIC_ARGUMENT = {"static": False, "dynamic": True, "automatic": None, None: None}
 
 
-def compile_program(fn: Callable[..., Any], backend: str, mode: Optional[str], dynamic: Optional[str] = None) -> Callable[..., Any]:
-    """torch.compile for a cell's backend: the ``inductor*`` backends are Inductor in ``mode``;
-    ``dynamic``: the cell's dynamic mode (static, dynamic, automatic; None: the default)."""
-    if backend.startswith("inductor"):
-        return torch.compile(fn, backend="inductor", mode=mode, dynamic=DYNAMIC_ARGUMENT[dynamic])
-    return torch.compile(fn, backend=backend, dynamic=DYNAMIC_ARGUMENT[dynamic])
+def compile_program(fn: Callable[..., Any], backend: Backend, mode: Optional[str], dynamic: Optional[str] = None) -> Callable[..., Any]:
+    """torch.compile with ``backend``'s compiler in ``mode`` (``backend.compile_mode`` of the
+    case's: None for a backend that takes none); ``dynamic``: the cell's dynamic mode
+    (static, dynamic, automatic; None: the default)."""
+    return torch.compile(fn, backend=backend.compiler, mode=mode, dynamic=DYNAMIC_ARGUMENT[dynamic])
 
 
 def _chain(passes: list[Callable[[Any], Any]]) -> Callable[[Any], None]:

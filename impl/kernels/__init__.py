@@ -19,7 +19,10 @@ import os
 import sys
 
 # By this package's own name: ``impl.kernels`` in a checkout, ``quantcheck.impl.kernels`` installed.
-KERNEL_MODULES = tuple(f"{__name__}.{name}" for name in ("common", "woq_mm_int8", "woq_mm_int4", "woq_mm_nf4"))
+COMMON_MODULE = f"{__name__}.common"
+# What every kernel module imports, in import order: re-imported first, so that a kernel module
+# re-imported after them subclasses and calls the new objects (configs of one KernelConfig class).
+SHARED_MODULES = (COMMON_MODULE, f"{__name__}.launch")
 
 
 def triton_available() -> bool:
@@ -36,14 +39,15 @@ def use_interpreter() -> None:
     """Run the kernels on the CPU through Triton's interpreter from now on in this process.
 
     Triton decides at decoration time whether ``@triton.jit`` builds a compiled or an
-    interpreted function, so kernel modules imported before this call are re-imported
-    (common first, since the scheme modules call its helpers). Needs numpy < 2.3 with
-    triton 3.6 (newer numpy breaks the interpreter's loops).
+    interpreted function, so kernel modules imported before this call are re-imported:
+    common and launch first (the scheme modules call their helpers and subclass the launcher),
+    then each registered scheme's. Needs numpy < 2.3 with triton 3.6 (newer numpy breaks the
+    interpreter's loops).
     """
     if interpreter_active() and not _any_compiled_kernel_loaded():
         return
     os.environ["TRITON_INTERPRET"] = "1"
-    for name in dict.fromkeys((*KERNEL_MODULES, *_registered_kernel_modules())):
+    for name in (*SHARED_MODULES, *dict.fromkeys(_registered_kernel_modules())):
         if name in sys.modules:
             importlib.reload(sys.modules[name])
 
@@ -56,7 +60,7 @@ def _registered_kernel_modules() -> tuple[str, ...]:
 
 
 def _any_compiled_kernel_loaded() -> bool:
-    common = sys.modules.get(KERNEL_MODULES[0])
+    common = sys.modules.get(COMMON_MODULE)
     if common is None:
         return False
     return type(common.store_output_tile).__name__ != "InterpretedFunction"

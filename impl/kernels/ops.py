@@ -12,7 +12,8 @@ package by its bare name, or any module by its dotted path). A kernel module pro
 - ``op_body(x, ...)``: the op (its schema inferred from the annotations); ``traced_body``
   the same launch taking ``config=`` and ``tile_counter=`` (and its decode tables by keyword),
   what the CUDA lowering traces;
-- ``eager_launch``: the eager launcher with ``op_body``'s signature (the max-autotune contest);
+- ``eager_launch``: the eager launcher with ``op_body``'s signature and ``config=None`` (the
+  tile config; None: chosen), what the max-autotune contest and tools/ time;
 - ``LAUNCHER``, its ``launch.WeightOnlyLauncher``: ``op_arguments(operands, ints)`` (the fused
   op's weight operands and ints, ``impl.woq_mm``'s order, as ``op_body`` takes them after x),
   ``config_for(M, N, K, ints, device)`` (the tile config) and ``fixed_tables(dtype, device)``

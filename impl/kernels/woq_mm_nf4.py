@@ -468,7 +468,8 @@ def op_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_
     return traced_body(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset)
 
 
-def eager_launch(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset) -> torch.Tensor:
+def eager_launch(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset, config=None) -> torch.Tensor:
     """op_body's signature, eager: what the max-autotune contest times (the kernel's cost does not
     depend on which 16 levels it decodes: the standard ones, cached per device)."""
-    return woq_mm_nf4(x, qweight, absmax, block_size, absmax_scale=absmax_scale, absmax_offset=absmax_offset)
+    return woq_mm_nf4(x, qweight, absmax, block_size, absmax_scale=absmax_scale, absmax_offset=absmax_offset,
+                      config=config)

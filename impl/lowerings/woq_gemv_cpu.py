@@ -537,5 +537,3 @@ def gemv_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, level
                            x.shape[1], k_pad, block_size, int(double_quant), _DTYPE_CODES[x.dtype], int(vectorized))
     return out
 
-
-GEMV = {"int8_weight_only": gemv_int8, "int4_weight_only": gemv_int4, "nf4": gemv_nf4}

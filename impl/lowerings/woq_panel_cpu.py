@@ -331,5 +331,3 @@ def mm_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, levels:
 
     return _panels(x, n, decode, gemm_dtype, panel_rows)
 
-
-MM = {"int8_weight_only": mm_int8, "int4_weight_only": mm_int4, "nf4": mm_nf4}

@@ -1,4 +1,4 @@
-"""harness/backends.py: one record a backend, read instead of testing the name."""
+"""harness/core/backends.py: one record a backend, read instead of testing the name."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
-from harness.backends import MAX_AUTOTUNE_MODE, NAMES, backend
 from harness.case import COMPILE_MODES, parse_suite
+from harness.core.backends import MAX_AUTOTUNE_MODE, NAMES, Backend, backend
+from harness.core.execute import compile_program
 from harness.filecheck import prefixes_for
 from harness.run import compile_mode
 
@@ -34,3 +36,19 @@ def test_filecheck_prefixes_and_code_come_from_the_record():
     ]
     with pytest.raises(KeyError, match="unknown backend 'inductr' \\(known: eager, aot_eager, inductor, inductor_max_autotune\\)"):
         backend("inductr")
+
+
+def test_compile_program_calls_torch_compile_as_the_record_says(monkeypatch):
+    """The record, not its name, picks the compiler: a record of any name compiles with its own."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: calls.append(kwargs) or fn)
+    records = [backend(name) for name in NAMES] + [Backend("my_inductor_variant", "aot_eager")]
+    for record in records:
+        compile_program(abs, record, record.compile_mode("reduce-overhead"), "dynamic")
+    assert calls == [
+        {"backend": "eager", "mode": None, "dynamic": True},
+        {"backend": "aot_eager", "mode": None, "dynamic": True},
+        {"backend": "inductor", "mode": "reduce-overhead", "dynamic": True},
+        {"backend": "inductor", "mode": MAX_AUTOTUNE_MODE, "dynamic": True},
+        {"backend": "aot_eager", "mode": None, "dynamic": True},
+    ]

@@ -89,6 +89,31 @@ def test_bisect_names_a_miscompiling_lowering_of_ours(tmp_path):
     assert "compiled matches eager on a rerun" in bisect_cell(case, aot_eager, use_compiler_bisector=False).note
 
 
+def test_bisect_runs_the_cell_once_and_then_once_a_component(tmp_path, monkeypatch):
+    """The first rerun carries the probe that finds our components: no run of its own for that."""
+    import harness.bisect as bisect_module
+
+    _register_bad_lowering()
+    (tmp_path / "s.yaml").write_text(textwrap.dedent("""
+        cases:
+          lowered:
+            program: tests.harness.test_bisect:uses_double
+            inputs: {x: {shape: [5]}}
+            matrix: {backends: [inductor], devices: [cpu]}
+            checks: {golden: false}
+    """))
+    case = load_suite(tmp_path / "s.yaml", "s.yaml").cases[0]
+    (inductor,) = expand_matrix(case, Narrowing(devices=("cpu",)))
+    runs = []
+    run_cell = bisect_module.run_cell
+    monkeypatch.setattr(bisect_module, "run_cell", lambda case, cell: runs.append(cell) or run_cell(case, cell))
+    report = bisect_cell(case, inductor, use_compiler_bisector=False)
+    assert [a.component.name for a in report.components] == [
+        "lowering of quantcheck_bisect_test.double.default (tests.harness.test_bisect:_register_bad_lowering.<locals>.triple)"
+    ]
+    assert len(runs) == 1 + len(report.components)
+
+
 def uses_double(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.quantcheck_bisect_test.double(x) + 1
 

@@ -65,5 +65,5 @@ def op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_s
     return traced_body(x, qweight, scale, group_size)
 
 
-def eager_launch(x, qweight, scale, group_size):
-    return LAUNCHER.eager(x, (qweight, scale), (group_size,), None)
+def eager_launch(x, qweight, scale, group_size, config=None):
+    return LAUNCHER.eager(x, (qweight, scale), (group_size,), config)

@@ -15,6 +15,7 @@ import dataclasses
 import torch
 
 from impl.hop import InvokeQuant
+from impl.schemes import registry
 from impl.schemes.common import check_activation_dtype, check_choice, check_float_weight, check_packed
 
 INT8_PER_GROUP = "int8_per_group_test"
@@ -84,3 +85,15 @@ def infer_group_size(out_shape: tuple, shapes: list):
         return None
     group = k // scale[1]
     return (group,) if group in GROUP_SIZES else None
+
+
+def registry_entry() -> registry.WeightOnlyScheme:
+    """The scheme's one registry entry (tests register it and take it out again)."""
+    return registry.WeightOnlyScheme(
+        name=INT8_PER_GROUP, short="int8g_test", aliases=("int8g",),
+        weight_type=Int8GroupWeight, quantize=quantize_int8g, dequantize_region=dequantize_int8g_packed,
+        buffers=("qweight", "scale"), statics=("group_size", "in_features"), derived={},
+        operands=("qweight", "scale"), optional=0, ints=("group_size",),
+        formula=dequantize_int8g_values, check=check_int8g_operands, infer_ints=infer_group_size,
+        kernel="tests.impl.int8g_kernel",
+    )

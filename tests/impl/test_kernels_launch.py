@@ -17,7 +17,9 @@ from tests.impl.test_kernels_common import (  # also switches to the interpreter
     random_activation,
 )
 
-from impl.kernels import launch  # noqa: E402
+# The kernel modules too, here, not first in a test under ``compiled_mode``: a launcher built
+# while the interpreter reads as off keeps its LaunchPlans on for the rest of the process.
+from impl.kernels import launch, woq_mm_int4, woq_mm_int8, woq_mm_nf4  # noqa: E402
 
 pytestmark = INTERPRETER_WARNINGS
 
@@ -215,7 +217,6 @@ def test_the_real_launchers_replay_what_the_full_call_passes(compiled_mode, monk
     for the same inputs (the launch stubbed, on the CPU)."""
     from tests.impl import test_kernels_int4, test_kernels_int8, test_kernels_nf4
 
-    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
     from impl.kernels.common import KernelConfig
 
     module = {"int8": woq_mm_int8, "int4": woq_mm_int4, "nf4": woq_mm_nf4}[scheme]
@@ -261,8 +262,6 @@ def _eager_launch_and_reference(scheme: str, M: int = 3, N: int = 96, K: int = 2
     """(launch(x), reference(x), dense W) of one scheme's eager op on fixed random weights."""
     from tests.impl import test_kernels_int4, test_kernels_int8, test_kernels_nf4
 
-    from impl.kernels import woq_mm_int4, woq_mm_int8, woq_mm_nf4
-
     if scheme == "int8":
         q, s = test_kernels_int8.random_int8_weight(N, K, seed=1)
         return (lambda x: woq_mm_int8.woq_mm_int8(x, q, s), lambda x: woq_mm_int8.woq_mm_int8_reference(x, q, s),
@@ -292,3 +291,31 @@ def test_repeated_and_misaligned_launches_match_the_reference(scheme):
     for x, y in ((aligned, first), (aligned, again), (misaligned, shifted), (aligned.clone().neg_(), other)):
         assert_matches_reference(y, reference(x), x, dense, f"{scheme} cached launch")
     assert torch.equal(first, again) and again.data_ptr() != first.data_ptr()
+
+
+_SWITCH = r"""
+import json
+import torch
+from impl import kernels
+from impl.kernels import common, woq_mm_int8   # compiled JITFunctions: no TRITON_INTERPRET here
+kernels.use_interpreter()                       # re-imports common, launch and the kernel modules
+from impl.kernels import launch
+config = woq_mm_int8.choose_config(common.PREFILL_ROWS + 1, 64, 64, torch.device("cpu"))
+print(json.dumps({
+    "prefill_is_commons": config == common.PREFILL_CONFIG,
+    "launcher_is_launchs": isinstance(woq_mm_int8.LAUNCHER, launch.WeightOnlyLauncher),
+    "kernels": sorted(type(c.kernel).__name__ for c in woq_mm_int8.LAUNCHER.launchers.values()),
+}))
+"""
+
+
+def test_the_launcher_follows_the_switch_to_the_interpreter():
+    """use_interpreter() after the kernels were imported compiled: the shared launcher is
+    re-imported with common, so its configs are common's KernelConfig (==, not a stale class)
+    and the launchers it builds hold the interpreted kernels."""
+    from tests.impl.compiled_kernels_support import run_with_compiled_kernels
+
+    assert run_with_compiled_kernels(_SWITCH) == {
+        "prefill_is_commons": True, "launcher_is_launchs": True,
+        "kernels": ["InterpretedFunction", "InterpretedFunction"],
+    }

@@ -2,10 +2,10 @@
 one ``register_scheme`` call, and every layer picks it up.
 
 The scheme is ``tests/impl/int8g_scheme.py`` (int8 codes, one float32 scale per group of 32
-along K), its kernel ``tests/impl/int8g_kernel.py``; the registry entry is below, registered
-by a module-scoped fixture. Nothing under ``impl/`` knows it; ``quantize_linear_``, the fused
-op, the fusion pass, the CPU lowering and the Triton op (under Triton's interpreter) must
-still quantize, fuse, lower and compute it.
+along K), its kernel ``tests/impl/int8g_kernel.py``, its registry entry ``registry_entry``
+there, registered by a module-scoped fixture. Nothing under ``impl/`` knows it;
+``quantize_linear_``, the fused op, the fusion pass, the CPU lowering and the Triton op (under
+Triton's interpreter) must still quantize, fuse, lower and compute it.
 """
 
 from __future__ import annotations
@@ -20,33 +20,12 @@ from torch._inductor.utils import run_and_get_code
 import impl
 from impl.passes.woq_fusion import counter_key
 from impl.schemes import quantize_linear_, registry
-from tests.impl.int8g_scheme import (
-    INT8_PER_GROUP,
-    Int8GroupWeight,
-    check_int8g_operands,
-    dequantize_int8g_packed,
-    dequantize_int8g_values,
-    infer_group_size,
-    quantize_int8g,
-)
-
-# --------------------------------------------------------------------------- the registry entry
-
-
-def _int8_per_group() -> registry.WeightOnlyScheme:
-    return registry.WeightOnlyScheme(
-        name=INT8_PER_GROUP, short="int8g_test", aliases=("int8g",),
-        weight_type=Int8GroupWeight, quantize=quantize_int8g, dequantize_region=dequantize_int8g_packed,
-        buffers=("qweight", "scale"), statics=("group_size", "in_features"), derived={},
-        operands=("qweight", "scale"), optional=0, ints=("group_size",),
-        formula=dequantize_int8g_values, check=check_int8g_operands, infer_ints=infer_group_size,
-        kernel="tests.impl.int8g_kernel",
-    )
+from tests.impl.int8g_scheme import INT8_PER_GROUP, dequantize_int8g_values, quantize_int8g, registry_entry
 
 
 @pytest.fixture(scope="module")
 def scheme():
-    record = registry.register_scheme(_int8_per_group())
+    record = registry.register_scheme(registry_entry())
     yield record
     registry.unregister_scheme(record.name)
 

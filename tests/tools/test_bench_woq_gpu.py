@@ -67,13 +67,13 @@ def test_models_quantize_every_layer_and_count_their_bytes(kind):
     expected_weights = {
         "dense": N * K * 2,
         "int8": N * K + N * 4,  # codes + a float32 scale per row
-        "int4": N * K // 2 + N * (K // bench.INT4_GROUP) * 8,  # nibbles + scale and zero per group
+        "int4": N * K // 2 + N * (K // 128) * 8,  # nibbles + scale and zero per group of 128
     }
     per_layer = bench.model_weight_bytes(model) // layers
     if kind in expected_weights:
         assert per_layer == expected_weights[kind]
     else:  # nf4: nibbles + absmax (and the 16-entry level table) per layer
-        assert N * K // 2 < per_layer < N * K // 2 + N * (K // bench.NF4_BLOCK) * 4 + 128
+        assert N * K // 2 < per_layer < N * K // 2 + N * (K // 64) * 4 + 128  # blocks of 64
     assert bench.layer_min_bytes(model, M, K, N, torch.bfloat16) == per_layer + (M * K + M * N) * 2
 
 
@@ -105,9 +105,13 @@ def test_markdown_has_kernel_and_model_tables():
         {"model": "nf4", "dtype": "bf16", "M": 1, "K": 8192, "N": 8192, "layers": 8, "error": "RuntimeError: boom"},
     ]
     result = {"device": "NVIDIA H200", "torch": "2.11.0", "triton": "3.6.0", "dtype": "bf16", "copy_GBps": 4250.0,
-              "timer": "events", "int4_group": 128, "nf4_block": 64, "model_mode": "max-autotune-no-cudagraphs",
+              "timer": "events", "scheme_ints": {"int4": {"group_size": 128}, "nf4": {"block_size": 64}},
+              "model_mode": "max-autotune-no-cudagraphs",
               "rows": [kernel_row], "model_rows": models}
     text = bench.markdown_table(result)
+    assert "bf16 activations; int4 group_size 128, nf4 block_size 64." in text
+    assert ("| scheme | dtype | M | K | N | ours | dense | eager | compiled max-autotune | InvokeQuant + prologue | "
+            "_weight_int8pack_mm | ours vs dense |") in text
     assert ("| int4 | bf16 | 1 | 8192 | 8192 | 25.2 µs (35 %) | 35.0 µs (90 %) | — | skipped | error | — | 1.39× "
             "| — | 106 µs | cfg |") in text
     assert "| dtype | M | K | N | layers | dense | int4 | nf4 |" in text

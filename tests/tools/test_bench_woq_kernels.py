@@ -22,8 +22,10 @@ def test_weight_bytes_count_codes_and_scales():
     K, N = 4096, 1024
     assert bench.weight_bytes("dense", K, N, torch.bfloat16) == 2 * N * K
     assert bench.weight_bytes("int8", K, N, torch.bfloat16) == N * K + 4 * N
-    assert bench.weight_bytes("int4", K, N, torch.bfloat16) == N * K // 2 + N * (K // 128) * 4
-    assert bench.weight_bytes("nf4", K, N, torch.float16) == N * K // 2 + N * (K // 64)  # uint8 absmax codes
+    assert bench.weight_bytes("int4", K, N, torch.bfloat16) == N * K // 2 + N * (K // 128) * 8  # scale and zero
+    # uint8 absmax codes, and a row's share of the double-quant scales (one a 256 blocks) and offset
+    assert bench.weight_bytes("nf4", K, N, torch.float16) == N * K // 2 + N * (K // 64) + N * (4 + 4)
+    assert bench.weight_bytes("tinygemm_int4", K, N, torch.bfloat16) == N * K // 2 + N * (K // 128) * 4
 
 
 @pytest.mark.parametrize("bytes_per_copy, expected", [(2 * 2**20, 50), (117 * 2**20, 1), (1, bench.MAX_COPIES)])
@@ -35,7 +37,7 @@ def test_copies_past_l2(bytes_per_copy, expected):
 
 def test_parse_kn_names_the_bad_part():
     assert bench.parse_kn("4096x1024, 8192x28672") == ((4096, 1024), (8192, 28672))
-    with pytest.raises(SystemExit, match="'4096-1024' is not KxN"):
+    with pytest.raises(SystemExit, match="bench_woq_kernels: --kn: '4096-1024' is not KxN"):
         bench.parse_kn("4096-1024")
 
 

@@ -21,7 +21,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
 
 
 def stubbed(*args: str) -> dict[str, tuple[float, int]]:
-    done = run_tool("--stub", "--calls", "20", *args)
+    done = run_tool("--stub", "--calls", "20", "--kn", "1024x1024", *args)  # quantized on the CPU: small
     assert done.returncode == 0, done.stderr
     found = re.findall(r"^(\w+): ([\d.]+) µs a call .*; (\d+) plan recorded\)$", done.stdout, re.M)
     return {name: (float(us), int(plans)) for name, us, plans in found}

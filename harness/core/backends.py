@@ -1,8 +1,10 @@
 """The matrix's backends, one record each: what a cell's ``backend`` name stands for.
 
-The rest of the harness reads these attributes instead of testing the name: whether the
-backend's runs produce code (FileCheck targets, kernels), which FileCheck prefixes a cell
-answers to, the torch.compile call it stands for, where it sorts in the summary table.
+The harness reads these attributes instead of testing the name: the torch.compile call it
+stands for (``execute.compile_program`` takes the record), whether the backend's runs
+produce code (FileCheck targets, kernels), which FileCheck prefixes a cell answers to,
+where it sorts in the summary table. In the core (standard library only) so that a repro
+script, which carries the core, compiles through the same record as the harness.
 """
 
 from __future__ import annotations

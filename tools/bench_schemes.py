@@ -128,7 +128,7 @@ def launcher(short: str, config=None) -> Callable[..., torch.Tensor]:
     launch plans replayed); ``config`` overrides its tile choice."""
     from impl.kernels import ops
 
-    launch = ops.kernel_module(short).eager_launch
+    launch = ops.kernel_module(short).LAUNCHER.eager_launch
     return launch if config is None else functools.partial(launch, config=config)
 
 

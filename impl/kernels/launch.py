@@ -248,7 +248,8 @@ class WeightOnlyLauncher:
     - ``main_arguments`` (``gemv_arguments``, ``dequantize_arguments``): a kernel's
       positional arguments and meta-parameters for one launch;
     - where it has them: ``eager_tables``, ``traced_tables``, ``fixed_tables``,
-      ``check_config``, ``op_arguments`` (``impl.kernels.ops``).
+      ``check_config``, ``op_arguments`` / ``split_arguments`` (op_body's argument order,
+      ``impl.kernels.ops``).
     """
 
     short: str
@@ -405,3 +406,22 @@ class WeightOnlyLauncher:
     def op_arguments(self, operands: tuple, ints: tuple) -> tuple:
         """The fused op's weight operands and ints as the module's op_body takes them after x."""
         return (*operands, *ints)
+
+    def split_arguments(self, arguments: tuple) -> tuple[tuple, tuple]:
+        """op_body's arguments after x as (operands, ints): op_arguments undone."""
+        count = len(self.scheme.operands)
+        return tuple(arguments[:count]), tuple(arguments[count:])
+
+    # ------------------------------------------------------------------ with op_body's signature
+
+    def traced_body(self, x: torch.Tensor, *arguments, config: Optional[KernelConfig] = None,
+                    tile_counter: Optional[torch.Tensor] = None, **tables: Optional[torch.Tensor]) -> torch.Tensor:
+        """op_body's launch (``op_body(x, ...)`` is ``traced_body(x, ...)``), and what the CUDA
+        lowering traces: ``config``, ``tile_counter`` and decode tables by keyword (``traced``)."""
+        operands, ints = self.split_arguments(arguments)
+        return self.traced(x, operands, ints, config, tile_counter, **tables)
+
+    def eager_launch(self, x: torch.Tensor, *arguments, config: Optional[KernelConfig] = None) -> torch.Tensor:
+        """op_body's signature, eager (``eager``): what the max-autotune contest and tools/ time."""
+        operands, ints = self.split_arguments(arguments)
+        return self.eager(x, operands, ints, config)

@@ -9,13 +9,12 @@ One op ``woq_mm_<short>_triton`` for each scheme of ``impl.schemes.registry``, a
 registers, from the scheme's kernel module (the record's ``kernel``: a module of this
 package by its bare name, or any module by its dotted path). A kernel module provides:
 
-- ``op_body(x, ...)``: the op (its schema inferred from the annotations); ``traced_body``
-  the same launch taking ``config=`` and ``tile_counter=`` (and its decode tables by keyword),
-  what the CUDA lowering traces;
-- ``eager_launch``: the eager launcher with ``op_body``'s signature and ``config=None`` (the
-  tile config; None: chosen), what the max-autotune contest and tools/ time;
-- ``LAUNCHER``, its ``launch.WeightOnlyLauncher``: ``op_arguments(operands, ints)`` (the fused
-  op's weight operands and ints, ``impl.woq_mm``'s order, as ``op_body`` takes them after x),
+- ``op_body(x, ...)``: the op (its schema inferred from the annotations);
+- ``LAUNCHER``, its ``launch.WeightOnlyLauncher``: ``traced_body`` (op_body's launch taking
+  ``config=``, ``tile_counter=`` and its decode tables by keyword: what the CUDA lowering
+  traces), ``eager_launch`` (op_body's signature and ``config=None``, eager: what the
+  max-autotune contest and tools/ time), ``op_arguments(operands, ints)`` (the fused op's
+  weight operands and ints, ``impl.woq_mm``'s order, as ``op_body`` takes them after x),
   ``config_for(M, N, K, ints, device)`` (the tile config) and ``fixed_tables(dtype, device)``
   (decode tables the lowering makes graph constants, by ``traced_body``'s keyword).
 
@@ -80,7 +79,7 @@ def op_arguments(short: str, operands: tuple, ints: tuple) -> tuple:
 
 def traced_body(short: str) -> Callable[..., torch.Tensor]:
     """The scheme's launch as the CUDA lowering traces it (``config=``, ``tile_counter=``, tables)."""
-    return kernel_module(short).traced_body
+    return kernel_module(short).LAUNCHER.traced_body
 
 
 def choose_config(short: str, M: int, N: int, K: int, block: Optional[int], device: torch.device):

@@ -19,8 +19,6 @@ Tutorial order: kernel, launcher, reference.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import triton
 import triton.language as tl
@@ -334,6 +332,7 @@ class Int4Launcher(WeightOnlyLauncher):
         return (nibble_pair_table(INT4_LEVELS, x.dtype, x.device),)
 
     def traced_tables(self, x, operands, config, pair_table=None):
+        """The decode table: the given one (the CUDA lowering's graph constant), else pair_table_of."""
         return (pair_table_of(x) if pair_table is None else pair_table,)
 
     def fixed_tables(self, dtype, device):
@@ -390,19 +389,8 @@ def pair_table_of(x: torch.Tensor) -> torch.Tensor:
     return nibble_pair_table_of(levels, x.dtype)
 
 
-def traced_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                group_size: int, pair_table: Optional[torch.Tensor] = None, *, config=None,
-                tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ W.T, W from the int4 group-wise layout (woq_mm_int4).
-    ``pair_table``: the decode table, made by pair_table_of when None; ``config``,
-    ``tile_counter``: as for woq_mm_int8.traced_body."""
-    return LAUNCHER.traced(x, (qweight, scale, zero), (group_size,), config, tile_counter, pair_table=pair_table)
-
-
 def op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
             group_size: int) -> torch.Tensor:
-    """``torch.ops.impl.woq_mm_int4_triton``: the schema leaves out what only the lowering hands in."""
-    return traced_body(x, qweight, scale, zero, group_size)
-
-
-eager_launch = woq_mm_int4  # op_body's signature, eager: what the max-autotune contest times
+    """``torch.ops.impl.woq_mm_int4_triton``: the schema leaves out what only the lowering hands in
+    (LAUNCHER.traced_body's keywords: ``pair_table``, made by pair_table_of when not given)."""
+    return LAUNCHER.traced_body(x, qweight, scale, zero, group_size)

@@ -10,8 +10,6 @@ Tutorial order: kernel, launcher, reference.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import triton
 import triton.language as tl
@@ -209,16 +207,7 @@ def woq_mm_int8_reference(x: torch.Tensor, qweight: torch.Tensor, scale: torch.T
 # --------------------------------------------------------------------------- as a triton_op (impl.kernels.ops)
 
 
-def traced_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *, config=None,
-                tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ (qweight (N, K) int8 * scale (N,) fp32 [:, None]).T.
-    ``config``: the tile config (None: chosen from M); ``tile_counter``: see launch.traced_scratch."""
-    return LAUNCHER.traced(x, (qweight, scale), (), config, tile_counter)
-
-
 def op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``torch.ops.impl.woq_mm_int8_triton``: the schema leaves out what only the lowering hands in."""
-    return traced_body(x, qweight, scale)
-
-
-eager_launch = woq_mm_int8  # op_body's signature, eager: what the max-autotune contest times
+    """``torch.ops.impl.woq_mm_int8_triton``: the schema leaves out what only the lowering hands in
+    (LAUNCHER.traced_body's keywords)."""
+    return LAUNCHER.traced_body(x, qweight, scale)

@@ -359,7 +359,9 @@ class NF4Launcher(WeightOnlyLauncher):
             BLOCK_SIZE=block_size, DOUBLE_QUANT=double_quant, BLOCK_N=config.block_n, BLOCK_K=config.block_k)
 
     def eager_tables(self, x):
-        """The standard levels' tables (the eager launcher decodes NF4_LEVELS)."""
+        """The standard levels' tables: the eager launcher decodes NF4_LEVELS, whatever levels
+        operand it is handed (the max-autotune contest times it; its cost does not depend on
+        which 16 levels it decodes)."""
         return nibble_pair_table(NF4_LEVELS, x.dtype, x.device), levels_tensor(NF4_LEVELS, x.device)
 
     def traced_tables(self, x, operands, config):
@@ -372,6 +374,12 @@ class NF4Launcher(WeightOnlyLauncher):
         if standard:
             levels = _standard_nf4_levels(x)
         return levels if decode_of(config) == "prmt" else _nf4_pair_table(levels, standard, x), levels
+
+    def split_arguments(self, arguments):
+        """op_body's (qweight, absmax, block_size[, levels, absmax_scale, absmax_offset])."""
+        qweight, absmax, block_size, *rest = arguments
+        levels, absmax_scale, absmax_offset = (*rest, None, None, None)[:3]
+        return (qweight, absmax, levels, absmax_scale, absmax_offset), (block_size,)
 
     def op_arguments(self, operands, ints):
         """The fused op's (qweight, absmax, levels, absmax_scale, absmax_offset) and (block_size,) as
@@ -449,27 +457,12 @@ def _nf4_pair_table(levels: torch.Tensor, standard: bool, x: torch.Tensor) -> to
     return torch.tensor(nibble_pair_values(NF4_LEVELS, x.dtype), dtype=torch.int32, device=x.device)
 
 
-def traced_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
-                levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
-                absmax_offset: Optional[torch.Tensor] = None, *, config=None,
-                tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ W.T, W from the NF4 layout (woq_mm_nf4): absmax float32, or its
-    uint8 codes with absmax_scale and absmax_offset (double quantization, decoded in the kernel).
-    ``levels`` (16,) float32: the code table; None means the standard NF4 table.
-    ``config``, ``tile_counter``: as for woq_mm_int8.traced_body."""
-    return LAUNCHER.traced(x, (qweight, absmax, levels, absmax_scale, absmax_offset), (block_size,), config,
-                           tile_counter)
-
-
 def op_body(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, block_size: int,
             levels: Optional[torch.Tensor] = None, absmax_scale: Optional[torch.Tensor] = None,
             absmax_offset: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``torch.ops.impl.woq_mm_nf4_triton``: the schema leaves out what only the lowering hands in."""
-    return traced_body(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset)
-
-
-def eager_launch(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset, config=None) -> torch.Tensor:
-    """op_body's signature, eager: what the max-autotune contest times (the kernel's cost does not
-    depend on which 16 levels it decodes: the standard ones, cached per device)."""
-    return woq_mm_nf4(x, qweight, absmax, block_size, absmax_scale=absmax_scale, absmax_offset=absmax_offset,
-                      config=config)
+    """``torch.ops.impl.woq_mm_nf4_triton``: y (M, N) = x (M, K) @ W.T, W from the NF4 layout
+    (woq_mm_nf4): absmax float32, or its uint8 codes with absmax_scale and absmax_offset (double
+    quantization, decoded in the kernel); ``levels`` (16,) float32 the code table, None the
+    standard one. The schema leaves out what only the lowering hands in (LAUNCHER.traced_body's
+    keywords)."""
+    return LAUNCHER.traced_body(x, qweight, absmax, block_size, levels, absmax_scale, absmax_offset)

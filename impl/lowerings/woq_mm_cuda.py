@@ -57,7 +57,7 @@ def _eager_kernel(name: str) -> Callable[..., torch.Tensor]:
     """The eager launcher with the traced body's signature. For timing only: its decode
     tables are cached per device (compiled code computes them in one small fused kernel),
     so the contest times the kernel, not a dozen unfused table ops."""
-    return _triton_lowerings().kernel_module(name).eager_launch
+    return _triton_lowerings().kernel_module(name).LAUNCHER.eager_launch
 
 
 def _launch(body: Callable[..., torch.Tensor], x: torch.Tensor, bias: Optional[torch.Tensor],

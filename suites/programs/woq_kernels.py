@@ -3,7 +3,7 @@
 ``kernel(x, weight, scheme, block)`` is y (M, N) = x (M, K) @ W.T with W (N, K) decoded from
 the scheme's layout (the tuples ``suites.programs.woq_fusion``'s input builders make):
 
-- on the CPU, the kernel's eager launcher (``impl.kernels.woq_mm_<scheme>.eager_launch``) through Triton's
+- on the CPU, the kernel's eager launcher (``impl.kernels.woq_mm_<scheme>.LAUNCHER.eager_launch``) through Triton's
   interpreter, inside the custom op ``torch.ops.suites.woq_mm_interpreted`` so that Dynamo
   records one node instead of tracing the interpreter; the program CI runs (the suite
   marks those cells ``triton_interpreter``);
@@ -61,8 +61,8 @@ def woq_mm_interpreted(x: torch.Tensor, weight: list[torch.Tensor], scheme: str,
 
     record = by_short(scheme)
     operands = (*weight, *[None] * (len(record.operands) - len(weight)))
-    module = ops.kernel_module(scheme)
-    return module.eager_launch(x, *module.LAUNCHER.op_arguments(operands, (block,) * len(record.ints)))
+    launcher = ops.kernel_module(scheme).LAUNCHER
+    return launcher.eager_launch(x, *launcher.op_arguments(operands, (block,) * len(record.ints)))
 
 
 @woq_mm_interpreted.register_fake

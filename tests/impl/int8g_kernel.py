@@ -1,6 +1,6 @@
 """The Triton kernel of tests/impl/int8g_scheme.py's scheme: the kernel, its launcher (what
 impl.kernels.launch.WeightOnlyLauncher leaves to a scheme) and what impl.kernels.ops asks of a
-kernel module (op_body, traced_body, eager_launch, LAUNCHER).
+kernel module (op_body, LAUNCHER).
 
     y (M, N) = x (M, K) @ W.T,  W[n, k] = qweight[n, k] * scale[n, k // G]
 
@@ -8,8 +8,6 @@ A plain tile loop, one group a step (BLOCK_K = G): the point is the plumbing, no
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 import triton
@@ -56,14 +54,5 @@ class Int8gLauncher(WeightOnlyLauncher):
 LAUNCHER = Int8gLauncher()
 
 
-def traced_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int, *, config=None,
-                tile_counter: Optional[torch.Tensor] = None) -> torch.Tensor:
-    return LAUNCHER.traced(x, (qweight, scale), (group_size,), config, tile_counter)
-
-
 def op_body(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, group_size: int) -> torch.Tensor:
-    return traced_body(x, qweight, scale, group_size)
-
-
-def eager_launch(x, qweight, scale, group_size, config=None):
-    return LAUNCHER.eager(x, (qweight, scale), (group_size,), config)
+    return LAUNCHER.traced_body(x, qweight, scale, group_size)

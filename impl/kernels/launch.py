@@ -407,10 +407,14 @@ class WeightOnlyLauncher:
         """The fused op's weight operands and ints as the module's op_body takes them after x."""
         return (*operands, *ints)
 
+    @functools.cached_property
+    def operand_count(self) -> int:
+        return len(self.scheme.operands)
+
     def split_arguments(self, arguments: tuple) -> tuple[tuple, tuple]:
         """op_body's arguments after x as (operands, ints): op_arguments undone."""
-        count = len(self.scheme.operands)
-        return tuple(arguments[:count]), tuple(arguments[count:])
+        count = self.operand_count  # cached: eager_launch's replayed calls take microseconds
+        return arguments[:count], arguments[count:]
 
     # ------------------------------------------------------------------ with op_body's signature
 

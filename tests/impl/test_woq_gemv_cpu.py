@@ -83,6 +83,23 @@ def test_int4_every_group_size(group_size, vectorized):
         assert sqnr > SQNR_FLOOR[torch.float32], (group_size, m, sqnr)
 
 
+@pytest.mark.parametrize("vectorized", [True, False], ids=["avx2", "scalar"])
+@pytest.mark.parametrize("block_size", [32, 64, 128, 256])
+def test_nf4_every_block_size(block_size, vectorized):
+    """nf4 sums x . levels[u] a block (one 16-byte step at 32, pairs of steps from 64 on) and
+    scales it by the block's absmax once: every block size, double-quantized or not, an odd N."""
+    torch.manual_seed(3)
+    w = torch.randn(7, 600) * 0.05
+    for double_quant in (False, True):
+        q = quantize_nf4(w, block_size, double_quant=double_quant)
+        for m in (1, 2, 5):
+            x = torch.randn(m, 600)
+            y = woq_gemv_cpu.gemv_nf4(x, q.qweight, q.absmax, nf4_levels(), q.absmax_scale, q.absmax_offset,
+                                      block_size=block_size, vectorized=vectorized)
+            sqnr = compute_sqnr(x.double() @ dequantize_nf4_reference(q).T, y)
+            assert sqnr > SQNR_FLOOR[torch.float32], (block_size, double_quant, m, sqnr)
+
+
 def test_the_two_loops_agree_to_float32_rounding():
     torch.manual_seed(1)
     x, w = torch.randn(5, 520), torch.randn(33, 520)

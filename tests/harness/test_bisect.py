@@ -69,18 +69,23 @@ def _register_bad_lowering() -> None:
         return lowerings[torch.ops.aten.mul.Tensor](x, 3)
 
 
-def test_bisect_names_a_miscompiling_lowering_of_ours(tmp_path):
+def _lowered_case(tmp_path, backends: str):
+    """A case calling ``uses_double`` (its lowering of ours miscompiles) on ``backends``, CPU."""
     _register_bad_lowering()
-    (tmp_path / "s.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(f"""
         cases:
           lowered:
             program: tests.harness.test_bisect:uses_double
-            inputs: {x: {shape: [5]}}
-            matrix: {backends: [aot_eager, inductor], devices: [cpu]}
-            checks: {golden: false}
+            inputs: {{x: {{shape: [5]}}}}
+            matrix: {{backends: [{backends}], devices: [cpu]}}
+            checks: {{golden: false}}
     """))
     case = load_suite(tmp_path / "s.yaml", "s.yaml").cases[0]
-    aot_eager, inductor = expand_matrix(case, Narrowing(devices=("cpu",)))
+    return case, expand_matrix(case, Narrowing(devices=("cpu",)))
+
+
+def test_bisect_names_a_miscompiling_lowering_of_ours(tmp_path):
+    case, (aot_eager, inductor) = _lowered_case(tmp_path, "aot_eager, inductor")
     report = bisect_cell(case, inductor, use_compiler_bisector=False)
     assert report.note == ""
     names = [c.name for c in report.culprits]
@@ -93,17 +98,7 @@ def test_bisect_runs_the_cell_once_and_then_once_a_component(tmp_path, monkeypat
     """The first rerun carries the probe that finds our components: no run of its own for that."""
     import harness.bisect as bisect_module
 
-    _register_bad_lowering()
-    (tmp_path / "s.yaml").write_text(textwrap.dedent("""
-        cases:
-          lowered:
-            program: tests.harness.test_bisect:uses_double
-            inputs: {x: {shape: [5]}}
-            matrix: {backends: [inductor], devices: [cpu]}
-            checks: {golden: false}
-    """))
-    case = load_suite(tmp_path / "s.yaml", "s.yaml").cases[0]
-    (inductor,) = expand_matrix(case, Narrowing(devices=("cpu",)))
+    case, (inductor,) = _lowered_case(tmp_path, "inductor")
     runs = []
     run_cell = bisect_module.run_cell
     monkeypatch.setattr(bisect_module, "run_cell", lambda case, cell: runs.append(cell) or run_cell(case, cell))

@@ -34,6 +34,9 @@
 # Files under $OUT: env.txt, kernel_tests.log, bench.log + bench_woq.json + bench_woq.md
 # (bench), tune.log + tune_woq.json + tuned_configs.json (tune).
 set -u -o pipefail
+# A stage past its budget gets SIGINT (pytest then prints its summary, the cells' table and
+# --summary JSON of what ran), SIGKILL 30 s later if it is still there.
+STOP="timeout -s INT -k 30"
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -85,7 +88,7 @@ if [ "$MODE" = matrix ]; then
   touch /tmp/matrix_start
   start=$(date +%s)
   # 300 s: suites/llm.yaml builds Llama-3-8B-shaped layers and compiles them twice a cell.
-  timeout "${MATRIX_S:-300}" python3 -m harness --devices cuda -n 14 --no-perf --ignore=suites/woq_perf.yaml --add-missing-goldens --summary "$OUT/cuda_summary.json" \
+  $STOP "${MATRIX_S:-300}" python3 -m harness --devices cuda -n 14 --no-perf --ignore=suites/woq_perf.yaml --add-missing-goldens --summary "$OUT/cuda_summary.json" \
     > "$OUT/cuda_matrix.log" 2>&1
   [ $? -eq 0 ] || status=1
   grep -E "passed|failed|FAILED|error" "$OUT/cuda_matrix.log" | tail -n 40
@@ -93,7 +96,7 @@ if [ "$MODE" = matrix ]; then
   find golden -name 'cuda-*' -newer /tmp/matrix_start -print0 | tar -cf "$OUT/cuda_goldens.tar" --null -T -
   echo "cuda goldens written: $(tar -tf "$OUT/cuda_goldens.tar" | wc -l) files"
   start=$(date +%s)
-  timeout "${IMPL_S:-180}" python3 -m pytest tests/impl -q -p no:cacheprovider -n 14 -k "cuda or prologue or kernels or triton" \
+  $STOP "${IMPL_S:-180}" python3 -m pytest tests/impl -q -p no:cacheprovider -n 14 -k "cuda or prologue or kernels or triton" \
     > "$OUT/impl_tests.log" 2>&1
   [ $? -eq 0 ] || status=1
   tail -n 25 "$OUT/impl_tests.log"
@@ -109,7 +112,7 @@ if [ "$MODE" = cpu ]; then
   } | tee -a "$OUT/env.txt"
   if [ "${CPU_MATRIX_S:-240}" != 0 ]; then  # 0: the kernels' tests alone (after the cuda matrix, say)
     start=$(date +%s)
-    timeout "${CPU_MATRIX_S:-240}" python3 -m harness --devices cpu -n 14 --no-perf --ignore=suites/woq_perf.yaml \
+    $STOP "${CPU_MATRIX_S:-240}" python3 -m harness --devices cpu -n 14 --no-perf --ignore=suites/woq_perf.yaml \
       --summary "$OUT/cpu_summary.json" > "$OUT/cpu_matrix.log" 2>&1
     [ $? -eq 0 ] || status=1
     grep -E "passed|failed|FAILED|error" "$OUT/cpu_matrix.log" | tail -n 40
@@ -119,7 +122,7 @@ if [ "$MODE" = cpu ]; then
   for capability in default avx2; do
     start=$(date +%s)
     if [ "$capability" = avx2 ]; then export ATEN_CPU_CAPABILITY=avx2; fi
-    timeout "${CPU_TESTS_S:-90}" python3 -m pytest $kernel_tests -q -p no:cacheprovider -n "${CPU_N:-14}" \
+    $STOP "${CPU_TESTS_S:-90}" python3 -m pytest $kernel_tests -q -p no:cacheprovider -n "${CPU_N:-14}" \
       > "$OUT/cpu_tests_$capability.log" 2>&1
     [ $? -eq 0 ] || status=1
     tail -n 5 "$OUT/cpu_tests_$capability.log"
@@ -132,7 +135,7 @@ if [ "$MODE" = perf ]; then
   touch /tmp/perf_start
   start=$(date +%s)
   # 900 s: the ratio cases time a dense baseline too, and the Llama ones compile two models.
-  timeout "${PERF_S:-900}" python3 -m pytest suites/woq_perf.yaml -v -p no:cacheprovider -n 0 --add-missing-goldens "$@" \
+  $STOP "${PERF_S:-900}" python3 -m pytest suites/woq_perf.yaml -v -p no:cacheprovider -n 0 --add-missing-goldens "$@" \
     > "$OUT/perf.log" 2>&1
   [ $? -eq 0 ] || status=1
   grep -E "^(FAILED|ERROR)|XFAIL|XPASS|perf golden|slower than|as fast as the baseline|passed|failed" "$OUT/perf.log" | tail -n 40
@@ -140,7 +143,7 @@ if [ "$MODE" = perf ]; then
   echo "perf cases: $(( $(date +%s) - start )) s"
   find golden -name 'perf-*.json' -newer /tmp/perf_start -print0 | tar -cf "$OUT/perf_goldens.tar" --null -T -
   echo "perf goldens written: $(tar -tf "$OUT/perf_goldens.tar" | wc -l) files"
-  timeout "${HARNESS_S:-180}" python3 -m pytest tests/harness/test_perf.py tests/harness/test_kernel_asm.py -q -p no:cacheprovider \
+  $STOP "${HARNESS_S:-180}" python3 -m pytest tests/harness/test_perf.py tests/harness/test_kernel_asm.py -q -p no:cacheprovider \
     -k cuda > "$OUT/harness_gpu_tests.log" 2>&1
   [ $? -eq 0 ] || status=1
   tail -n 5 "$OUT/harness_gpu_tests.log"
@@ -151,7 +154,7 @@ if [ "$MODE" = gpus ]; then
   gpus=$(nvidia-smi -L | wc -l)
   touch /tmp/gpus_start
   start=$(date +%s)
-  timeout "${MATRIX_S:-240}" python3 -m harness --devices cuda -n "${GPUS_N:-8}" --no-perf --add-missing-goldens \
+  $STOP "${MATRIX_S:-240}" python3 -m harness --devices cuda -n "${GPUS_N:-8}" --no-perf --add-missing-goldens \
     --summary "$OUT/gpus_summary.json" > "$OUT/gpus_matrix.log" 2>&1
   [ $? -eq 0 ] || status=1
   all_s=$(( $(date +%s) - start ))
@@ -159,7 +162,7 @@ if [ "$MODE" = gpus ]; then
   echo "cuda goldens written: $(tar -tf "$OUT/gpus_goldens.tar" | wc -l) files"
   sed -n '/^cells: /,$p' "$OUT/gpus_matrix.log" | head -n 12
   start=$(date +%s)
-  CUDA_VISIBLE_DEVICES=0 timeout "${MATRIX_S:-240}" python3 -m harness --devices cuda -n "${GPUS_N:-8}" --no-perf \
+  CUDA_VISIBLE_DEVICES=0 $STOP "${MATRIX_S:-240}" python3 -m harness --devices cuda -n "${GPUS_N:-8}" --no-perf \
     --summary "$OUT/gpu0_summary.json" > "$OUT/gpu0_matrix.log" 2>&1
   [ $? -eq 0 ] || status=1
   one_s=$(( $(date +%s) - start ))

@@ -17,8 +17,8 @@ holds every module, and every import in it, at module level or in a function, to
 - ``case.errors``       the one-line ``path:line: field: problem`` error of a suite file
 - ``case.yaml_lines``   YAML with line numbers; duplicate-key, alias-bomb and bad-key guards
 - ``case.model``        the frozen ``Case`` records (fuzz spec included) and the names they may hold
-- ``case.validators``   where a value sits; checks of single values (and ``when:``)
-- ``case.check_sections`` the ``checks:`` part of a case: one parser a key, in one table
+- ``case.validators``   where a value sits; checks of single values (``when:``, a FileCheck text's directives)
+- ``case.check_sections`` the ``checks:`` part of a case, parsed by the keys each check of ``checks`` declares
 - ``case.sections``     each part of a case's YAML -> its record
 - ``case``              YAML -> frozen ``Case`` (validated, line numbers kept): ``load_suite``
 - ``matrix``            ``Case`` -> ``MatrixCell`` list; device detection

@@ -8,7 +8,6 @@ suite file itself is read by :func:`harness.case.parse_suite`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import math
@@ -140,7 +139,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
         fuzz = parse_fuzz(body["fuzz"], sub("fuzz"), inputs)
         if checks.perf is not None:
             raise sub("fuzz").error("a fuzz case draws its shapes, so it has no fixed cell to time: drop checks.perf")
-        checks = dataclasses.replace(checks, golden=False)  # shapes vary: there is nothing to store
+        checks = checks.replace(golden=False)  # shapes vary: there is nothing to store
     max_input_gb = require_number(body.get("max_input_gb", DEFAULT_MAX_INPUT_GB), sub("max_input_gb"), minimum=0.0)
     if math.isinf(max_input_gb):
         raise sub("max_input_gb").error("must be finite", got=max_input_gb)

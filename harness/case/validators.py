@@ -7,6 +7,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from .. import filecheck
 from ..core.dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
 from .errors import CaseFormatError, show
 from .model import BACKENDS, DEVICES, When
@@ -158,3 +159,17 @@ def parse_when(value: Any, at: At) -> When:
         else:
             fields[key] = choice_list(item, item_at, list(DTYPES), lambda v, a: require_dtype(v, a))
     return When(**fields)
+
+
+def check_directives(check: str, at: At, first_line: int, bases: Sequence[str] = ("CHECK",)) -> None:
+    """A block with no directive, or a line starting like a misspelled one, would check
+    nothing and pass; both are load errors (LLVM FileCheck warns about the first)."""
+    found, problems = filecheck.directive_problems(check, filecheck.every_prefix(list(BACKENDS), list(DEVICES), bases))
+    base = "/".join(bases)
+    allowed = f"{base}, {base}-<DEVICE>, {base}-<BACKEND>, {base}-<DEVICE>-<BACKEND>, each plain or with -NEXT, -SAME, -NOT, -DAG, -LABEL, -EMPTY, -COUNT-<n>"
+    if problems:
+        index, word = problems[0]
+        line_at = At(at.path, first_line + index, at.field)
+        raise line_at.error(f"{word + ':'!r} is not a FileCheck directive, so this line would check nothing", got=word, allowed=[allowed])
+    if not found:
+        raise at.error(f"no FileCheck directive in the block, so it would check nothing (a line needs one of {allowed}, then ':')")

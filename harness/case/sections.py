@@ -39,14 +39,14 @@ from .model import (
     Matrix,
     PassSpec,
     Tolerance,
-    When,
 )
 from .validators import (
     At,
     choice_list,
     entries,
+    list_items,
     matches_types,
-    parse_when,
+    optional_when,
     require_bool,
     require_choice,
     require_dtype,
@@ -346,10 +346,8 @@ def parse_input_overrides(value: Any, at: At, inputs_map: YamlMap, inputs_at: At
 
 
 def _parse_calls(value: Any, at: At, inputs_map: YamlMap, inputs_at: At) -> tuple[Call, ...]:
-    items = require_list(value, at)
     calls = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         specs, changed = parse_input_overrides(item if item is not None else as_yaml_map({}, item_at.line), item_at, inputs_map, inputs_at)
         calls.append(Call(inputs=specs, changed=changed, line=item_at.line))
     return tuple(calls)
@@ -493,10 +491,8 @@ def _parse_config(value: Any, at: At, module_name: str) -> tuple[tuple[str, Any]
 def _parse_passes(value: Any, at: At) -> tuple[PassSpec, ...]:
     if value is None:
         return ()
-    items = require_list(value, at)
     out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         mapping = require_map(item, item_at, ("hook", "factory"))
         for key in ("hook", "factory"):
             if key not in mapping:
@@ -550,17 +546,15 @@ def _parse_variant(
 def _parse_marks(value: Any, at: At) -> tuple[Mark, ...]:
     if value is None:
         return ()
-    items = require_list(value, at)
     out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         spec = require_map(item, item_at, MARK_KINDS + ("when", "strict"))
         kinds = [k for k in MARK_KINDS if k in spec]
         if len(kinds) != 1:
             raise item_at.error("a mark names exactly one of slow, skip, xfail, requires", got=kinds or None, allowed=MARK_KINDS)
         (kind,) = kinds
         kind_at = item_at.child(kind, spec.value_lines[kind])
-        when = parse_when(spec["when"], item_at.child("when", spec.value_lines["when"])) if "when" in spec else When()
+        when = optional_when(spec, item_at)
         strict = True
         if "strict" in spec:
             if kind != "xfail":

@@ -67,6 +67,12 @@ def require_list(value: Any, at: At, allow_empty: bool = False) -> list:
     return value
 
 
+def list_items(value: Any, at: At) -> list[tuple[Any, At]]:
+    """A non-empty list's items, each with where it sits."""
+    items = require_list(value, at)
+    return [(item, at.item(items, i)) for i, item in enumerate(items)]
+
+
 def matches_types(value: Any, types: Any) -> bool:
     """isinstance, except that a YAML true/false is no int or float unless bool is listed."""
     types = types if isinstance(types, tuple) else (types,)
@@ -137,14 +143,15 @@ def require_dtype(value: Any, at: At, allow_matrix: bool = False) -> str:
 
 
 def choice_list(value: Any, at: At, allowed: Sequence[str], normalize: Callable[[Any, At], str] | None = None) -> tuple[str, ...]:
-    items = require_list(value, at)
-    out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
-        out.append(normalize(item, item_at) if normalize else require_choice(item, item_at, allowed))
+    out = [normalize(item, item_at) if normalize else require_choice(item, item_at, allowed) for item, item_at in list_items(value, at)]
     if len(set(out)) != len(out):
-        raise at.error("lists a value twice", got=list(items))
+        raise at.error("lists a value twice", got=list(value))
     return tuple(out)
+
+
+def optional_when(mapping: YamlMap, at: At) -> When:
+    """``mapping``'s ``when:`` (``at``: where the mapping sits), or every cell when it has none."""
+    return parse_when(mapping["when"], at.key(mapping, "when")) if "when" in mapping else When()
 
 
 def parse_when(value: Any, at: At) -> When:

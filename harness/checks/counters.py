@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 from ..case import Case
 from ..case.check_sections import CheckKey, CheckSection
-from ..case.model import COUNTER_OPS, DYNAMIC_MODES, CounterExpectation, RecompileBound, When
-from ..case.validators import At, entries, parse_when, require_int, require_list, require_map, require_str
+from ..case.model import COUNTER_OPS, DYNAMIC_MODES, CounterExpectation, RecompileBound
+from ..case.validators import At, entries, list_items, optional_when, require_int, require_map, require_str
 from ..counters import check_counters, check_graphs
 from ..matrix import MatrixCell
 from ..run import CellRun
@@ -41,10 +41,8 @@ def recompile_failures(case: Case, cell: MatrixCell, run: CellRun) -> list[str]:
 
 
 def _parse_counters(value: Any, at: At, section: CheckSection) -> tuple[CounterExpectation, ...]:
-    items = require_list(value, at)
     out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         spec = require_map(item, item_at, ("key",) + COUNTER_OPS + ("when",))
         if "key" not in spec:
             raise item_at.error("missing key 'key' (a counter such as inductor.inplace_padding)")
@@ -57,7 +55,7 @@ def _parse_counters(value: Any, at: At, section: CheckSection) -> tuple[CounterE
             raise item_at.error("needs at least one of equals, at_least, at_most")
         if "equals" in bounds and len(bounds) > 1:
             raise item_at.error("equals excludes at_least and at_most")
-        when = parse_when(spec["when"], item_at.child("when", spec.value_lines["when"])) if "when" in spec else When()
+        when = optional_when(spec, item_at)
         out.append(
             CounterExpectation(
                 key=key, equals=bounds.get("equals"), at_least=bounds.get("at_least"), at_most=bounds.get("at_most"),

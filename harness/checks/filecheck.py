@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 from ..case import Case, FileCheckBlock
 from ..case.check_sections import CheckKey, CheckSection
-from ..case.model import FILECHECK_TARGETS, When
-from ..case.validators import At, check_directives, parse_when, require_bool, require_choice, require_list, require_map, require_str
+from ..case.model import FILECHECK_TARGETS
+from ..case.validators import At, check_directives, list_items, optional_when, require_bool, require_choice, require_list, require_map, require_str
 from ..filecheck import generated_checks, prefixes_for, run_filecheck
 from ..matrix import MatrixCell
 from ..core.execute import extract_kernel_sources
@@ -85,10 +85,8 @@ EACH_GRAPH_TARGETS = ("output_code", "kernel_source")  # texts the run keeps per
 
 
 def _parse_filechecks(value: Any, at: At, section: CheckSection) -> tuple[FileCheckBlock, ...]:
-    items = require_list(value, at)
     out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         block = require_map(item, item_at, ("target", "check", "file", "prefixes", "when", "each_graph"))
         if ("check" in block) == ("file" in block):
             raise item_at.error("needs one of 'check' (FileCheck text: CHECK lines) and 'file' (a checks file beside the suite)")
@@ -100,7 +98,7 @@ def _parse_filechecks(value: Any, at: At, section: CheckSection) -> tuple[FileCh
             bad = [p for p in prefixes if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", p)]
             if bad:
                 raise prefixes_at.error("a prefix is a letter, then letters, digits, '-' or '_'", got=bad[0])
-        when = parse_when(block["when"], item_at.child("when", block.value_lines["when"])) if "when" in block else When()
+        when = optional_when(block, item_at)
         each_graph = False
         if "each_graph" in block:
             each_at = item_at.child("each_graph", block.value_lines["each_graph"])

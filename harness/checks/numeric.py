@@ -9,8 +9,8 @@ import torch
 
 from ..case import Case
 from ..case.check_sections import CheckKey, CheckSection, parse_flag
-from ..case.model import Reference, When
-from ..case.validators import At, parse_when, require_list, require_str
+from ..case.model import Reference
+from ..case.validators import At, list_items, optional_when, require_str
 from ..compare import Comparison, compare_outputs
 from ..core.dtypes import DTYPES
 from ..matrix import MatrixCell
@@ -116,10 +116,8 @@ REFERENCE_KEYS = ("name", "program", "params", "inputs", "tolerances", "when")
 
 
 def _parse_references(value: Any, at: At, section: CheckSection) -> tuple[Reference, ...]:
-    items = require_list(value, at)
     out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         parsed, mapping = section.variant(item, item_at, REFERENCE_KEYS)
         for key in ("name", "tolerances"):
             if key not in mapping:
@@ -128,7 +126,7 @@ def _parse_references(value: Any, at: At, section: CheckSection) -> tuple[Refere
         if name in {r.name for r in out}:
             raise item_at.key(mapping, "name").error("named twice", got=name)
         tolerances = section.tolerances(mapping["tolerances"], item_at.key(mapping, "tolerances"))
-        when = parse_when(mapping["when"], item_at.key(mapping, "when")) if "when" in mapping else When()
+        when = optional_when(mapping, item_at)
         out.append(Reference(name=name, variant=parsed, tolerances=tolerances, when=when))
     return tuple(out)
 

@@ -7,9 +7,9 @@ holds every module, and every import in it, at module level or in a function, to
                         (torch and the standard library only; the package imports nothing):
 - ``core.dtypes``       dtype names and aliases accepted in YAML, default tolerances
 - ``core.programs``     ``module:function`` resolution and the built-in programs' registry
-- ``core.inputs``       input specs, input kinds (registry) and deterministic input construction
+- ``core.inputs``       input specs, input kinds (registry), deterministic construction of a call sequence's inputs
 - ``core.backends``     the matrix's backends, one record each (compile call, code, FileCheck names)
-- ``core.execute``      running a program (eager, float64, compiled for a backend record) and naming its outputs
+- ``core.execute``      running a program's calls (eager, float64, compiled for a backend record) on inputs it builds, outputs named
 - ``core.tolerance``    the tolerance model's numbers: errors, SQNR, which checks an output fails
 - ``core.sample``       the golden's fixed sample of a big output
 - ``project``           the project's settings: suite patterns, suites root, suite keys, golden dir
@@ -17,8 +17,8 @@ holds every module, and every import in it, at module level or in a function, to
 - ``case.errors``       the one-line ``path:line: field: problem`` error of a suite file
 - ``case.yaml_lines``   YAML with line numbers; duplicate-key, alias-bomb and bad-key guards
 - ``case.model``        the frozen ``Case`` records (fuzz spec included) and the names they may hold
-- ``case.validators``   where a value sits; checks of single values (and ``when:``)
-- ``case.check_sections`` the ``checks:`` part of a case: one parser a key, in one table
+- ``case.validators``   where a value sits; checks of single values (``when:``, a FileCheck text's directives)
+- ``case.check_sections`` the ``checks:`` part of a case, parsed by the keys each check of ``checks`` declares
 - ``case.sections``     each part of a case's YAML -> its record
 - ``case``              YAML -> frozen ``Case`` (validated, line numbers kept): ``load_suite``
 - ``matrix``            ``Case`` -> ``MatrixCell`` list; device detection

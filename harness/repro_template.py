@@ -32,9 +32,8 @@ from .core.execute import (
     extract_kernel_sources,
     inductor_config_patch,
     run_program,
-    upcast_to_float64,
 )
-from .core.inputs import InputSpec, build_plain_tensor, build_with
+from .core.inputs import InputSpec, build_plain_tensor, build_with, upcast_to_float64
 from .core.programs import CORE_BUILTINS, import_program, make_program
 from .core.sample import sample_for_golden
 from .core.tolerance import Tolerance, judge_tensor

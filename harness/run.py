@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import time
 import warnings
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -31,14 +31,16 @@ from .core.execute import (
     FRESH_DYNAMO_CONFIG,
     FRESH_FUNCTORCH_CONFIG,
     PostGradCapture,
+    RunOptions,
     compile_program,
     deterministic_algorithms,
     extract_kernel_sources,
     inductor_config_patch,
-    run_program,
-    upcast_to_float64,
+    run_calls,
+    run_compiled_calls,
+    timed_call,
 )
-from .core.inputs import InputSpec, build_input
+from .core.inputs import CallSpecs, InputSpec, build_sequence
 from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
 from .matrix import MatrixCell
 
@@ -71,66 +73,41 @@ class CellRun:
     recompiles: int = 0  # calls after the first that compiled anything (a case with calls)
 
 
-def input_seed(case: Case, index: int, spec: Optional[InputSpec] = None) -> int:
-    """The seed of input ``index`` (``spec``: a call's spec of it, else the case's): its own, else derived from the case's."""
-    spec = case.inputs[index] if spec is None else spec
-    return spec.seed if spec.seed is not None else case.seed * 1000 + index
+def _one_call(case: Case) -> CallSpecs:
+    """One call on the case's ``inputs``, each built afresh."""
+    return CallSpecs((case.inputs,), (frozenset(spec.name for spec in case.inputs),), case.seed)
 
 
-def build_inputs(case: Case, device: str, dtype: torch.dtype) -> list[Any]:
-    return [
-        build_input(spec, device=device, matrix_dtype=dtype, seed=input_seed(case, i))
-        for i, spec in enumerate(case.inputs)
-    ]
-
-
-def call_specs(case: Case) -> list[tuple[InputSpec, ...]]:
-    """Each call's input specs: the ``calls:`` sequence, or the one call on ``inputs``."""
-    return [call.inputs for call in case.calls] if case.calls else [case.inputs]
-
-
-def build_call_inputs(case: Case, device: str, dtype: torch.dtype) -> list[list[Any]]:
-    """Each call's arguments. An input a call overrides is built for that call; the others are
-    built once and passed to every call of the sequence (a user calls one model, not copies)."""
+def call_specs(case: Case) -> CallSpecs:
+    """What the case's calls take: the ``calls:`` sequence (each call builds the inputs it
+    changes), or the one call on ``inputs``."""
     if not case.calls:
-        return [build_inputs(case, device, dtype)]
-    shared: dict[str, Any] = {}
-    sequence = []
-    for call in case.calls:
-        args = []
-        for index, spec in enumerate(call.inputs):
-            seed = input_seed(case, index, spec)
-            if spec.name in call.changed:
-                args.append(build_input(spec, device=device, matrix_dtype=dtype, seed=seed))
-            else:
-                if spec.name not in shared:
-                    shared[spec.name] = build_input(spec, device=device, matrix_dtype=dtype, seed=seed)
-                args.append(shared[spec.name])
-        sequence.append(args)
-    return sequence
+        return _one_call(case)
+    return CallSpecs(tuple(call.inputs for call in case.calls), tuple(frozenset(call.changed) for call in case.calls), case.seed)
 
 
-def call_output_names(case: Case, index: int, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A call's outputs named for the cell: ``call[i].output`` when the case has calls."""
-    return {f"call[{index}].{name}": t for name, t in outputs.items()} if case.calls else outputs
-
-
-def _run_program(
-    case: Case, fn: Callable[..., Any], inputs: list[Any], specs: Optional[tuple[InputSpec, ...]] = None,
-) -> dict[str, torch.Tensor]:
-    """``fn`` on ``inputs`` as the case runs it (no_grad, backward, inputs_after): named outputs."""
-    return run_program(
-        fn, inputs, case.inputs if specs is None else specs,
+def run_options(case: Case) -> RunOptions:
+    """How the case runs its program (no_grad, backward, inputs_after, its calls' names, mark_dynamic)."""
+    return RunOptions(
         no_grad=case.no_grad, backward=case.backward, inputs_after=case.checks.inputs_after,
+        named_calls=bool(case.calls), mark_dynamic=case.mark_dynamic,
     )
 
 
-def _run_calls(case: Case, fn: Callable[..., Any], sequence: list[list[Any]]) -> dict[str, torch.Tensor]:
-    """Every call of the sequence through ``fn`` (eager or float64): the cell's named outputs."""
-    outputs: dict[str, torch.Tensor] = {}
-    for index, (specs, args) in enumerate(zip(call_specs(case), sequence)):
-        outputs.update(call_output_names(case, index, _run_program(case, fn, args, specs)))
-    return outputs
+def input_seed(case: Case, index: int, spec: Optional[InputSpec] = None) -> int:
+    """The seed of input ``index`` (``spec``: a call's spec of it, else the case's): its own, else derived from the case's."""
+    return call_specs(case).input_seed(index, case.inputs[index] if spec is None else spec)
+
+
+def build_inputs(case: Case, device: str, dtype: torch.dtype) -> list[Any]:
+    """The case's ``inputs``, each built afresh."""
+    return build_sequence(_one_call(case), device, dtype)[0]
+
+
+def build_call_inputs(case: Case, device: str, dtype: torch.dtype) -> list[list[Any]]:
+    """Each call's arguments: an input a call overrides is built for that call; the others are
+    built once and passed to every call of the sequence (a user calls one model, not copies)."""
+    return build_sequence(call_specs(case), device, dtype)
 
 
 def needs_fresh_compile(case: Case) -> bool:
@@ -180,12 +157,6 @@ def compile_mode(case: Case, backend: str) -> Optional[str]:
     return backend_record(backend).compile_mode(case.compile_mode)
 
 
-def compile_cell(case: Case, cell: MatrixCell, program: Callable[..., Any]) -> Callable[..., Any]:
-    """``program`` compiled as the cell compiles (its backend's record, the mode it takes of
-    the case's, the cell's dynamic mode): the case's program, or its perf baseline."""
-    return compile_program(program, backend_record(cell.backend), compile_mode(case, cell.backend), cell.dynamic)
-
-
 def compiled_runs(case: Case, backend: str) -> int:
     return CUDAGRAPH_RUNS if compile_mode(case, backend) in CUDAGRAPH_MODES else 1
 
@@ -196,28 +167,15 @@ def _counter_snapshot() -> dict[str, dict[str, int]]:
     return {group: dict(values) for group, values in counters.items() if values}
 
 
-def _time_compiled(case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], timer: Any, last_call: list[Any]) -> Any:
-    """``timer.measure`` of the compiled program (forward only): on fresh inputs, or for a case
-    with calls on the last call's own arguments, after the whole sequence has run (so the
-    times are those of whatever the sequence's recompiles left)."""
-    inputs = last_call if case.calls else build_inputs(case, cell.device, DTYPES[cell.dtype])
-    # Inductor's CUDA graphs: each call is a new step, whose replay may overwrite the last one's outputs.
-    new_step = torch.compiler.cudagraph_mark_step_begin if compile_mode(case, cell.backend) in CUDAGRAPH_MODES else None
-
-    def call() -> Any:
-        if new_step is not None:
-            new_step()
-        with torch.no_grad() if case.no_grad else contextlib.nullcontext():
-            return compiled_fn(*inputs)
-
-    return timer.measure(call, case.checks.perf)
-
-
 def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
     """Run ``case`` on ``cell``; raises whatever the program or compiler raises.
 
     ``timer``: a ``harness.perf.DeviceTimer``; given, the compiled program is also timed
     (``CellRun.perf``) before Dynamo is reset.
+
+    One direction: what the cell needs is read off the case first; then each run (eager,
+    float64, references, compiled) is one call into ``core.execute``, which builds its
+    arguments through ``core.inputs`` and runs them; the kernels' assembly last.
     """
     from torch._dynamo.utils import counters
     from torch._inductor import config as inductor_config
@@ -226,39 +184,40 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
 
     dtype = DTYPES[cell.dtype]
     program = case.make_program()
+    specs, options = call_specs(case), run_options(case)
     seconds: dict[str, float] = {}
     wants_float64 = any(t.float64_factor is not None for _, t in case.tolerances)
+    references = [ref for ref in case.checks.references if ref.when.applies(cell.backend, cell.device, cell.dtype)]
+    targets = {block.target for block in case.checks.filecheck if block.when.applies(cell.backend, cell.device, cell.dtype)}
+    backend, mode, runs = backend_record(cell.backend), compile_mode(case, cell.backend), compiled_runs(case, cell.backend)
+    cudagraphs = mode in CUDAGRAPH_MODES
+    baseline = case.checks.perf.faster_than.baseline if timer is not None and case.checks.perf.faster_than is not None else None
+    post_grad_capture = PostGradCapture() if "post_grad_graph" in targets else None
+    autotune_capture = _AutotuneBlockCapture()
+    asm_wanted = tuple(t for t in ASM_TARGETS if t in targets)
+    loaded_modules = LoadedModules()
 
     with deterministic_algorithms(case.deterministic):
         start = time.perf_counter()
-        eager = _run_calls(case, program, build_call_inputs(case, cell.device, dtype))
+        eager = run_calls(program, specs, options, cell.device, dtype)
         seconds["eager"] = time.perf_counter() - start
 
         float64 = None
         if wants_float64:
             start = time.perf_counter()
-            float64 = _run_calls(case, program, [upcast_to_float64(args) for args in build_call_inputs(case, cell.device, dtype)])
+            float64 = run_calls(program, specs, options, cell.device, dtype, float64=True)
             seconds["float64"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        references = {}
-        for ref in case.checks.references:
-            if ref.when.applies(cell.backend, cell.device, cell.dtype):
-                ref_case = variant_case(case, ref.variant)
-                references[ref.name] = _run_calls(ref_case, ref_case.make_program(), build_call_inputs(ref_case, cell.device, dtype))
+        reference_outputs = {}
+        for ref in references:
+            ref_case = variant_case(case, ref.variant)
+            reference_outputs[ref.name] = run_calls(ref_case.make_program(), call_specs(ref_case), run_options(ref_case), cell.device, dtype)
         if references:
             seconds["references"] = time.perf_counter() - start
 
-        targets = {block.target for block in case.checks.filecheck if block.when.applies(cell.backend, cell.device, cell.dtype)}
-        post_grad_capture = PostGradCapture() if "post_grad_graph" in targets else None
-        autotune_capture = _AutotuneBlockCapture()
-        asm_wanted = tuple(t for t in ASM_TARGETS if t in targets)
-        loaded_modules = LoadedModules()
-
         torch._dynamo.reset()
         counters.clear()
-        sequence = build_call_inputs(case, cell.device, dtype)
-        start = time.perf_counter()
         with contextlib.ExitStack() as stack:
             passes = [(spec.hook, spec.factory) for spec in case.passes]
             stack.enter_context(inductor_config.patch(inductor_config_patch(case_inductor_config(case), passes, post_grad_capture)))
@@ -274,16 +233,21 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
             # A case setting force_disable_caches makes Dynamo warn that PGO is off: that is the point.
             stack.enter_context(warnings.catch_warnings())
             warnings.filterwarnings("ignore", message=".*dynamo_pgo force disabled.*")
-            compiled_fn = compile_cell(case, cell, program)
-            compiled, graph_codes, graphs, recompiles = _run_compiled_calls(case, cell, compiled_fn, sequence)
-            code = [text for _, text in graph_codes]
-            seconds["compiled"] = time.perf_counter() - start
+            compiled_fn = compile_program(program, backend, mode, cell.dynamic)
+            calls = run_compiled_calls(compiled_fn, specs, options, cell.device, dtype, runs, timed=timer is not None)
+            code = [text for _, text in calls.graph_codes]
+            seconds["compiled"] = calls.seconds
             snapshot = _counter_snapshot()  # the baseline's compile is not the case's
             perf = perf_baseline = None
             if timer is not None:
-                perf = _time_compiled(case, cell, compiled_fn, timer, sequence[-1])
-                if case.checks.perf.faster_than is not None:
-                    perf_baseline = _time_baseline(case, cell, timer, case.checks.perf.faster_than.baseline)
+                perf = timer.measure(timed_call(compiled_fn, calls.timing_inputs, no_grad=case.no_grad, cudagraph_steps=cudagraphs), case.checks.perf)
+            if baseline is not None:
+                # The baseline compiled as the case was (backend, mode, dynamic, passes), put
+                # through the same call sequence (so the same recompiles), then timed as the case was.
+                base_case = variant_case(case, baseline)
+                base_fn = compile_program(base_case.make_program(), backend, mode, cell.dynamic)
+                base_calls = run_compiled_calls(base_fn, call_specs(base_case), run_options(base_case), cell.device, dtype, runs, timed=True)
+                perf_baseline = timer.measure(timed_call(base_fn, base_calls.timing_inputs, no_grad=case.no_grad, cudagraph_steps=cudagraphs), case.checks.perf)
         torch._dynamo.reset()
 
     output_code = "\n".join(code)
@@ -299,78 +263,25 @@ def run_cell(case: Case, cell: MatrixCell, timer: Any = None) -> CellRun:
         artifacts.update(asm_texts)
     graph_breaks = snapshot.get("graph_break", {})
     return CellRun(
-        compiled=compiled,
+        compiled=calls.outputs,
         eager=eager,
         float64=float64,
         strides={name: tuple(t.stride()) for name, t in eager.items()},
         artifacts=artifacts,
         counters=snapshot,
-        graphs=graphs,
+        graphs=calls.graphs,
         graph_breaks=sum(graph_breaks.values()),
         graph_break_reasons=[reason.splitlines()[0] for reason in graph_breaks],
         seconds=seconds,
         perf=perf,
         perf_baseline=perf_baseline,
-        references=references,
+        references=reference_outputs,
         unavailable=unavailable,
-        graph_codes=graph_codes,
-        recompiles=recompiles,
+        graph_codes=calls.graph_codes,
+        recompiles=calls.recompiles,
     )
 
 
 def variant_case(case: Case, variant: Variant) -> Case:
     """The case with a variant's program and inputs (a baseline, a reference)."""
     return dataclasses.replace(case, program=variant.program, params=variant.params, inputs=variant.inputs, calls=variant.calls)
-
-
-def _time_baseline(case: Case, cell: MatrixCell, timer: Any, baseline: Variant) -> Any:
-    """The baseline compiled as the case was (backend, mode, dynamic, passes), put through the
-    same call sequence (so the same recompiles), then timed as the case was."""
-    baseline_case = variant_case(case, baseline)
-    compiled_fn = compile_cell(case, cell, baseline_case.make_program())
-    sequence = build_call_inputs(baseline_case, cell.device, DTYPES[cell.dtype])
-    _run_compiled_calls(baseline_case, cell, compiled_fn, sequence)
-    return _time_compiled(baseline_case, cell, compiled_fn, timer, sequence[-1])
-
-
-def mark_dynamic(case: Case, specs: tuple[InputSpec, ...], args: list[Any]) -> None:
-    """``torch._dynamo.mark_dynamic`` on the dims the case's ``mark_dynamic:`` names."""
-    dims = dict(case.mark_dynamic)
-    for spec, value in zip(specs, args):
-        if spec.name in dims and isinstance(value, torch.Tensor):
-            torch._dynamo.mark_dynamic(value, list(dims[spec.name]))
-
-
-def _run_compiled_calls(
-    case: Case, cell: MatrixCell, compiled_fn: Callable[..., Any], sequence: list[list[Any]],
-) -> tuple[dict[str, torch.Tensor], list[tuple[int, str]], int, int]:
-    """Each call through the compiled callable: (named outputs, (call index, output code) of
-    each graph compiled, graphs of the first call, calls after the first that compiled)."""
-    from unittest import mock
-
-    from torch._dynamo.utils import counters
-    from torch._inductor.graph import GraphLowering
-
-    outputs: dict[str, torch.Tensor] = {}
-    graph_codes: list[tuple[int, str]] = []
-    first_graphs = recompiles = 0
-    runs = compiled_runs(case, cell.backend)
-    index = 0
-    # As run_and_get_code records output code, but across the whole sequence: it resets
-    # Dynamo on each call, which would make every call a first compile.
-    with mock.patch.object(GraphLowering, "save_output_code", lambda code: graph_codes.append((index, code))):
-        for index, (specs, args) in enumerate(zip(call_specs(case), sequence)):
-            before = counters["stats"]["unique_graphs"]
-            mark_dynamic(case, specs, args)
-            result = _run_program(case, compiled_fn, args, specs)
-            for _ in range(runs - 1):
-                result = _run_program(case, compiled_fn, args, specs)
-            if runs > 1:  # a replay's outputs live in the graph's pool
-                result = {name: t.clone() for name, t in result.items()}
-            outputs.update(call_output_names(case, index, result))
-            after = counters["stats"]["unique_graphs"]
-            if index == 0:
-                first_graphs = after
-            elif after > before:
-                recompiles += 1
-    return outputs, graph_codes, first_graphs, recompiles

@@ -65,7 +65,6 @@ from .model import (
     Tolerance,
     When,
 )
-from .check_sections import CHECKS_KEYS, PERF_KEYS, check_directives
 from .sections import (
     CASE_KEYS,
     DEFAULT_MATRIX,
@@ -75,13 +74,13 @@ from .sections import (
     TOLERANCE_KEYS,
     parse_case,
 )
-from .validators import At, entries, require_map, require_str
+from .validators import At, check_directives, entries, require_map, require_str
 from .yaml_lines import YamlMap, YamlSeq, as_yaml_map, parse_yaml_with_lines
 
 __all__ = [
-    "BACKENDS", "CASE_KEYS", "CHECKS_KEYS", "COMPILE_MODES", "COUNTER_OPS", "CUDAGRAPH_MODES", "DEFAULT_MATRIX",
+    "BACKENDS", "CASE_KEYS", "COMPILE_MODES", "COUNTER_OPS", "CUDAGRAPH_MODES", "DEFAULT_MATRIX",
     "DEFAULT_MAX_INPUT_GB", "DEFAULTS_KEYS", "DEVICES", "DYNAMIC_MODES", "PERF_TIMERS", "FILECHECK_TARGETS", "INPUT_KEYS", "LAYOUTS", "MARK_KINDS",
-    "PASS_HOOKS", "PERF_KEYS", "RANGE_SETTINGS", "REQUIREMENTS", "TOLERANCE_KEYS", "TOP_LEVEL_KEYS",
+    "PASS_HOOKS", "RANGE_SETTINGS", "REQUIREMENTS", "TOLERANCE_KEYS", "TOP_LEVEL_KEYS",
     "Call", "Case", "CaseFormatError", "Checks", "SuiteErrors", "CounterExpectation", "DimRange", "FileCheckBlock",
     "FuzzSpec", "InputFuzz", "Mark", "Matrix", "FasterThan", "PassSpec", "PerfSpec", "RecompileBound", "Reference",
     "Suite", "Variant", "Tolerance", "When",
@@ -175,7 +174,7 @@ def _read_check_files(case: Case, case_at: At, path: Path) -> Case:
                 check_directives(check, at, 1, block.prefixes)
             block = dataclasses.replace(block, check=check, file=shown, file_path=file_path)
         blocks.append(block)
-    return dataclasses.replace(case, checks=dataclasses.replace(case.checks, filecheck=tuple(blocks)))
+    return dataclasses.replace(case, checks=case.checks.replace(filecheck=tuple(blocks)))
 
 
 def _check_filecheck_cells(case: Case, case_at: At) -> None:

@@ -1,6 +1,6 @@
 """The case model: frozen records a suite file becomes, and the names they may hold.
 
-Everything here is plain data, made only by the loader (harness/case/sections.py, check_sections.py), which
+Everything here is plain data, made only by the loader (harness/case/sections.py, and each check's own ``checks:`` keys), which
 has checked every value against these names; the matrix, the run and the checks read it.
 """
 
@@ -206,17 +206,26 @@ class Mark:
 
 @dataclasses.dataclass(frozen=True)
 class Checks:
-    golden: bool = True
-    golden_sample: Optional[int] = None  # store only this many spread-out elements of larger outputs
-    eager: bool = True
-    inputs_after: bool = False
-    filecheck: tuple[FileCheckBlock, ...] = ()
-    counters: tuple[CounterExpectation, ...] = ()
-    graphs: Optional[int] = 1
-    graph_breaks: Optional[int] = 0
-    perf: Optional[PerfSpec] = None
-    recompiles: tuple[RecompileBound, ...] = ()  # only for a case with calls
-    references: tuple["Reference", ...] = ()
+    """A case's ``checks:``, read by name (``case.checks.perf``): each key's value, the key's
+    default where the case gives none. Which keys there are is the checks' business: each
+    check parses its own (harness/case/check_sections.py), so this record names none."""
+
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def __getattr__(self, key: str) -> Any:
+        # Only for names the class lacks; dunders stay missing (copy and pickle probe them).
+        if not key.startswith("__"):
+            for name, value in self.__dict__.get("values", ()):
+                if name == key:
+                    return value
+        raise AttributeError(f"checks has no key {key!r} (no check in harness.checks.CHECKS reads it)")
+
+    def replace(self, **changes: Any) -> "Checks":
+        """These checks with some keys' values changed."""
+        unknown = set(changes) - {name for name, _ in self.values}
+        if unknown:
+            raise AttributeError(f"checks has no key {sorted(unknown)[0]!r}")
+        return Checks(tuple((name, changes.get(name, value)) for name, value in self.values))
 
 
 # --------------------------------------------------------------------------- fuzz spec

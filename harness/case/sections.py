@@ -8,7 +8,6 @@ suite file itself is read by :func:`harness.case.parse_suite`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import math
@@ -40,14 +39,14 @@ from .model import (
     Matrix,
     PassSpec,
     Tolerance,
-    When,
 )
 from .validators import (
     At,
     choice_list,
     entries,
+    list_items,
     matches_types,
-    parse_when,
+    optional_when,
     require_bool,
     require_choice,
     require_dtype,
@@ -140,7 +139,7 @@ def parse_case(name: str, body: YamlMap, at: At, path: Path, display: str) -> Ca
         fuzz = parse_fuzz(body["fuzz"], sub("fuzz"), inputs)
         if checks.perf is not None:
             raise sub("fuzz").error("a fuzz case draws its shapes, so it has no fixed cell to time: drop checks.perf")
-        checks = dataclasses.replace(checks, golden=False)  # shapes vary: there is nothing to store
+        checks = checks.replace(golden=False)  # shapes vary: there is nothing to store
     max_input_gb = require_number(body.get("max_input_gb", DEFAULT_MAX_INPUT_GB), sub("max_input_gb"), minimum=0.0)
     if math.isinf(max_input_gb):
         raise sub("max_input_gb").error("must be finite", got=max_input_gb)
@@ -347,10 +346,8 @@ def parse_input_overrides(value: Any, at: At, inputs_map: YamlMap, inputs_at: At
 
 
 def _parse_calls(value: Any, at: At, inputs_map: YamlMap, inputs_at: At) -> tuple[Call, ...]:
-    items = require_list(value, at)
     calls = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         specs, changed = parse_input_overrides(item if item is not None else as_yaml_map({}, item_at.line), item_at, inputs_map, inputs_at)
         calls.append(Call(inputs=specs, changed=changed, line=item_at.line))
     return tuple(calls)
@@ -494,10 +491,8 @@ def _parse_config(value: Any, at: At, module_name: str) -> tuple[tuple[str, Any]
 def _parse_passes(value: Any, at: At) -> tuple[PassSpec, ...]:
     if value is None:
         return ()
-    items = require_list(value, at)
     out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         mapping = require_map(item, item_at, ("hook", "factory"))
         for key in ("hook", "factory"):
             if key not in mapping:
@@ -551,17 +546,15 @@ def _parse_variant(
 def _parse_marks(value: Any, at: At) -> tuple[Mark, ...]:
     if value is None:
         return ()
-    items = require_list(value, at)
     out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
+    for item, item_at in list_items(value, at):
         spec = require_map(item, item_at, MARK_KINDS + ("when", "strict"))
         kinds = [k for k in MARK_KINDS if k in spec]
         if len(kinds) != 1:
             raise item_at.error("a mark names exactly one of slow, skip, xfail, requires", got=kinds or None, allowed=MARK_KINDS)
         (kind,) = kinds
         kind_at = item_at.child(kind, spec.value_lines[kind])
-        when = parse_when(spec["when"], item_at.child("when", spec.value_lines["when"])) if "when" in spec else When()
+        when = optional_when(spec, item_at)
         strict = True
         if "strict" in spec:
             if kind != "xfail":

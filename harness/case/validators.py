@@ -7,6 +7,7 @@ import dataclasses
 import math
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from .. import filecheck
 from ..core.dtypes import DTYPES, MATRIX_DTYPE, canonical_dtype_name
 from .errors import CaseFormatError, show
 from .model import BACKENDS, DEVICES, When
@@ -64,6 +65,12 @@ def require_list(value: Any, at: At, allow_empty: bool = False) -> list:
     if not value and not allow_empty:
         raise at.error("must not be empty", got=value)
     return value
+
+
+def list_items(value: Any, at: At) -> list[tuple[Any, At]]:
+    """A non-empty list's items, each with where it sits."""
+    items = require_list(value, at)
+    return [(item, at.item(items, i)) for i, item in enumerate(items)]
 
 
 def matches_types(value: Any, types: Any) -> bool:
@@ -136,14 +143,15 @@ def require_dtype(value: Any, at: At, allow_matrix: bool = False) -> str:
 
 
 def choice_list(value: Any, at: At, allowed: Sequence[str], normalize: Callable[[Any, At], str] | None = None) -> tuple[str, ...]:
-    items = require_list(value, at)
-    out = []
-    for i, item in enumerate(items):
-        item_at = at.item(items, i)
-        out.append(normalize(item, item_at) if normalize else require_choice(item, item_at, allowed))
+    out = [normalize(item, item_at) if normalize else require_choice(item, item_at, allowed) for item, item_at in list_items(value, at)]
     if len(set(out)) != len(out):
-        raise at.error("lists a value twice", got=list(items))
+        raise at.error("lists a value twice", got=list(value))
     return tuple(out)
+
+
+def optional_when(mapping: YamlMap, at: At) -> When:
+    """``mapping``'s ``when:`` (``at``: where the mapping sits), or every cell when it has none."""
+    return parse_when(mapping["when"], at.key(mapping, "when")) if "when" in mapping else When()
 
 
 def parse_when(value: Any, at: At) -> When:
@@ -158,3 +166,17 @@ def parse_when(value: Any, at: At) -> When:
         else:
             fields[key] = choice_list(item, item_at, list(DTYPES), lambda v, a: require_dtype(v, a))
     return When(**fields)
+
+
+def check_directives(check: str, at: At, first_line: int, bases: Sequence[str] = ("CHECK",)) -> None:
+    """A block with no directive, or a line starting like a misspelled one, would check
+    nothing and pass; both are load errors (LLVM FileCheck warns about the first)."""
+    found, problems = filecheck.directive_problems(check, filecheck.every_prefix(list(BACKENDS), list(DEVICES), bases))
+    base = "/".join(bases)
+    allowed = f"{base}, {base}-<DEVICE>, {base}-<BACKEND>, {base}-<DEVICE>-<BACKEND>, each plain or with -NEXT, -SAME, -NOT, -DAG, -LABEL, -EMPTY, -COUNT-<n>"
+    if problems:
+        index, word = problems[0]
+        line_at = At(at.path, first_line + index, at.field)
+        raise line_at.error(f"{word + ':'!r} is not a FileCheck directive, so this line would check nothing", got=word, allowed=[allowed])
+    if not found:
+        raise at.error(f"no FileCheck directive in the block, so it would check nothing (a line needs one of {allowed}, then ':')")

@@ -4,10 +4,12 @@ Each check is a small object (:class:`~harness.checks.context.Check`): ``applies
 cell)`` says whether the case asks for it in that cell, ``run(ctx)`` judges the run and
 returns its failures as report sections. ``CaseItem`` runs :data:`CHECKS` in order;
 ``FuzzItem`` runs those that hold at any shape (``per_example``) on each example;
-``--bisect`` reruns a cell against the eager check alone (:func:`compare_with_eager`). A
-new kind of check is one module here and one entry in :data:`CHECKS`; the ``checks:`` keys
-it reads are parsed by the loader, below this package (one parser a key in
-``harness/case/check_sections.py``, and a field of ``Checks``).
+``--bisect`` reruns a cell against the eager check alone (:func:`compare_with_eager`).
+
+A new kind of check is one module here and one entry in :data:`CHECKS`: the module holds
+its ``keys`` (each ``checks:`` key it reads: parser and default) beside ``applies`` and
+``run``. The loader sits below this package, so it cannot import the checks; this package
+hands it :data:`CHECKS` instead (``read_keys_from``, below), read afresh at each load.
 
 The order is the report's: compiled vs eager, a fuzz case's reference, the golden (with
 what it says of eager), ``references``, FileCheck, counters and graphs, perf.
@@ -15,6 +17,7 @@ what it says of eager), ``references``, FileCheck, counters and graphs, perf.
 
 from __future__ import annotations
 
+from ..case.check_sections import read_keys_from
 from .context import (  # noqa: F401
     GOLDEN_PROPERTY,
     NOTE_PROPERTY,
@@ -45,6 +48,7 @@ PERF = PerfCheck()
 CHECKS: tuple[Check, ...] = (
     EagerCheck(), FuzzReferenceCheck(), GOLDEN, ReferencesCheck(), FileCheckCheck(), CountersCheck(), PERF,
 )
+read_keys_from(lambda: CHECKS)  # the list as it is at each load: a test may swap it
 
 
 def run_checks(ctx: CheckContext, per_example: bool = False) -> list[str]:

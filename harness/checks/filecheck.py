@@ -3,9 +3,13 @@ target's text (or on each compiled graph's, ``each_graph``), with our diagnostic
 
 from __future__ import annotations
 
-from typing import Callable
+import re
+from typing import Any, Callable
 
 from ..case import Case, FileCheckBlock
+from ..case.check_sections import CheckKey, CheckSection
+from ..case.model import FILECHECK_TARGETS
+from ..case.validators import At, check_directives, list_items, optional_when, require_bool, require_choice, require_list, require_map, require_str
 from ..filecheck import generated_checks, prefixes_for, run_filecheck
 from ..matrix import MatrixCell
 from ..core.execute import extract_kernel_sources
@@ -77,11 +81,51 @@ def _graph_text(target: str, code: str) -> str:
     return extract_kernel_sources(code) if target == "kernel_source" else code
 
 
+EACH_GRAPH_TARGETS = ("output_code", "kernel_source")  # texts the run keeps per compiled graph
+
+
+def _parse_filechecks(value: Any, at: At, section: CheckSection) -> tuple[FileCheckBlock, ...]:
+    out = []
+    for item, item_at in list_items(value, at):
+        block = require_map(item, item_at, ("target", "check", "file", "prefixes", "when", "each_graph"))
+        if ("check" in block) == ("file" in block):
+            raise item_at.error("needs one of 'check' (FileCheck text: CHECK lines) and 'file' (a checks file beside the suite)")
+        target = require_choice(block.get("target", "output_code"), item_at.child("target", block.value_lines.get("target", item_at.line)), FILECHECK_TARGETS)
+        prefixes = ("CHECK",)
+        if "prefixes" in block:
+            prefixes_at = item_at.child("prefixes", block.value_lines["prefixes"])
+            prefixes = tuple(require_str(p, prefixes_at.item(block["prefixes"], i)) for i, p in enumerate(require_list(block["prefixes"], prefixes_at)))
+            bad = [p for p in prefixes if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", p)]
+            if bad:
+                raise prefixes_at.error("a prefix is a letter, then letters, digits, '-' or '_'", got=bad[0])
+        when = optional_when(block, item_at)
+        each_graph = False
+        if "each_graph" in block:
+            each_at = item_at.child("each_graph", block.value_lines["each_graph"])
+            each_graph = require_bool(block["each_graph"], each_at)
+            if each_graph and target not in EACH_GRAPH_TARGETS:
+                raise each_at.error(f"target {target!r} is not kept per graph", got=target, allowed=EACH_GRAPH_TARGETS)
+        if "file" in block:  # read (and checked) by the loader, which knows the suite file's folder
+            file = require_str(block["file"], item_at.child("file", block.value_lines["file"]))
+            out.append(FileCheckBlock(target=target, check="", first_check_line=1, when=when, line=item_at.line,
+                                      prefixes=prefixes, file=file, each_graph=each_graph))
+            continue
+        check_at = item_at.child("check", block.value_lines["check"])
+        check = require_str(block["check"], check_at)
+        # A block scalar ('|' or '>') starts on the line after its indicator.
+        first_line = check_at.line + (1 if block.value_styles.get("check") in ("|", ">") else 0)
+        check_directives(check, check_at, first_line, prefixes)
+        out.append(FileCheckBlock(target=target, check=check, first_check_line=first_line, when=when, line=item_at.line,
+                                  prefixes=prefixes, each_graph=each_graph))
+    return tuple(out)
+
+
 class FileCheckCheck:
     """``checks.filecheck``: each block that applies to the cell."""
 
     name = "filecheck"
     per_example = True
+    keys = {"filecheck": CheckKey(_parse_filechecks, default=())}
 
     def applies(self, case: Case, cell: MatrixCell) -> bool:
         return any(block.when.applies(cell.backend, cell.device, cell.dtype) for block in case.checks.filecheck)

@@ -5,7 +5,11 @@ failing side got is kept beside it as ``.obtained`` files."""
 from __future__ import annotations
 
 import os
+from typing import Any
+
 from ..case import Case
+from ..case.check_sections import CheckKey, CheckSection, parse_flag
+from ..case.validators import At, require_int
 from ..compare import Comparison, check_sampled_shapes, compare_outputs
 from ..core.sample import sample_for_golden
 from ..golden import (
@@ -25,11 +29,19 @@ from ..report import golden_verdict, update_command
 from .context import GOLDEN_PROPERTY, REPAIR_PROPERTY, CellSite, CheckContext, harness_command
 
 
+def _sample_size(value: Any, at: At, section: CheckSection) -> int:
+    return require_int(value, at, minimum=1)
+
+
 class GoldenCheck:
     """``checks.golden``: the cell's outputs against the golden of its (case, device, dtype)."""
 
     name = "golden"
     per_example = False  # a fuzz example's shapes vary: there is no golden to hold it to
+    keys = {
+        "golden": CheckKey(parse_flag, default=True),
+        "golden_sample": CheckKey(_sample_size),  # store only this many spread-out elements of larger outputs
+    }
 
     def applies(self, case: Case, cell: MatrixCell) -> bool:
         return case.checks.golden

@@ -8,6 +8,9 @@ from typing import Any, Optional
 import torch
 
 from ..case import Case
+from ..case.check_sections import CheckKey, CheckSection, parse_flag
+from ..case.model import Reference
+from ..case.validators import At, list_items, optional_when, require_str
 from ..compare import Comparison, compare_outputs
 from ..core.dtypes import DTYPES
 from ..matrix import MatrixCell
@@ -70,11 +73,17 @@ def reference_outputs(case: Case, cell: MatrixCell, reference: str, like: dict[s
     }
 
 
+
+
 class EagerCheck:
     """``checks.eager``: the compiled outputs against eager's of the same run."""
 
     name = "eager"
     per_example = True
+    keys = {
+        "eager": CheckKey(parse_flag, default=True),
+        "inputs_after": CheckKey(parse_flag, default=False),  # read by the run: inputs after the call join the compared outputs
+    }
 
     def applies(self, case: Case, cell: MatrixCell) -> bool:
         return case.checks.eager
@@ -103,12 +112,32 @@ class FuzzReferenceCheck:
         return [c.report for c in compare_with_reference(ctx.case, ctx.cell, ctx.run, ctx.reference) if not c.ok]
 
 
+REFERENCE_KEYS = ("name", "program", "params", "inputs", "tolerances", "when")
+
+
+def _parse_references(value: Any, at: At, section: CheckSection) -> tuple[Reference, ...]:
+    out = []
+    for item, item_at in list_items(value, at):
+        parsed, mapping = section.variant(item, item_at, REFERENCE_KEYS)
+        for key in ("name", "tolerances"):
+            if key not in mapping:
+                raise item_at.error(f"missing key '{key}'")
+        name = require_str(mapping["name"], item_at.key(mapping, "name"))
+        if name in {r.name for r in out}:
+            raise item_at.key(mapping, "name").error("named twice", got=name)
+        tolerances = section.tolerances(mapping["tolerances"], item_at.key(mapping, "tolerances"))
+        when = optional_when(mapping, item_at)
+        out.append(Reference(name=name, variant=parsed, tolerances=tolerances, when=when))
+    return tuple(out)
+
+
 class ReferencesCheck:
     """``checks.references``: the compiled outputs against other programs run eagerly (the
     dense model, float64). Not in the summary's worst error: a reference differs by design."""
 
     name = "references"
     per_example = True
+    keys = {"references": CheckKey(_parse_references, default=())}
 
     def applies(self, case: Case, cell: MatrixCell) -> bool:
         return bool(case.checks.references)

@@ -1,7 +1,9 @@
 """Running a program: eager (and its float64 twin) and compiled, its outputs named.
 
 ``run_program`` calls the program as a case asks (no_grad, backward, the inputs after the
-call) and names each output leaf; ``compile_program`` is ``torch.compile`` for a cell's
+call) and names each output leaf; ``run_calls`` and ``run_compiled_calls`` run a cell's whole
+call sequence on arguments they build (through :mod:`.inputs`: the data goes down, the
+outputs come back); ``compile_program`` is ``torch.compile`` for a cell's
 backend record; ``inductor_config_patch`` builds a case's graph passes and chains them, with the
 post-grad capture, into Inductor's single-callable hooks; ``extract_kernel_sources`` reads the generated kernels out
 of an output-code module.
@@ -10,15 +12,17 @@ of an output-code module.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
+import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.utils._pytree as pytree
 
 from .backends import Backend
-from .inputs import InputSpec
+from .inputs import CallSpecs, InputSpec, build_sequence, upcast_to_float64
 from .programs import import_program
 
 # Inductor config for a compile whose passes must really run (no cache hit skips them).
@@ -75,16 +79,120 @@ def run_program(
     return {name: t.detach() for name, t in outputs.items()}
 
 
-def upcast_to_float64(value: Any) -> Any:
-    """Floating tensors in ``value`` (nested) as float64 copies, keeping requires_grad: the float64 run's inputs."""
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a case runs its program, besides the arguments: what ``run_program`` reads, the
+    outputs' names, and the dims each input is marked dynamic in before a compiled call."""
 
-    def upcast(t: Any) -> Any:
-        if isinstance(t, torch.Tensor) and t.is_floating_point():
-            out = t.detach().to(torch.float64)
-            return out.requires_grad_(t.requires_grad)
-        return t
+    no_grad: bool = False
+    backward: bool = False
+    inputs_after: bool = False
+    named_calls: bool = False  # a case with calls: outputs named ``call[i].<name>``
+    mark_dynamic: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
-    return pytree.tree_map(upcast, value)
+
+def _run_one(fn: Callable[..., Any], args: list[Any], specs: Sequence[InputSpec], options: RunOptions) -> dict[str, torch.Tensor]:
+    return run_program(fn, args, specs, no_grad=options.no_grad, backward=options.backward, inputs_after=options.inputs_after)
+
+
+def call_output_names(options: RunOptions, index: int, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A call's outputs named for the cell: ``call[i].output`` when the case has calls."""
+    return {f"call[{index}].{name}": t for name, t in outputs.items()} if options.named_calls else outputs
+
+
+def call_arguments(specs: CallSpecs, device: str, dtype: torch.dtype, float64: bool = False) -> list[list[Any]]:
+    """Each call's arguments, built afresh (programs may mutate them); ``float64``: floating
+    tensors upcast, for the float64 run."""
+    sequence = build_sequence(specs, device, dtype)
+    return [upcast_to_float64(args) for args in sequence] if float64 else sequence
+
+
+def run_calls(
+    fn: Callable[..., Any], specs: CallSpecs, options: RunOptions, device: str, dtype: torch.dtype, float64: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Every call of the sequence through ``fn`` (eager, or the float64 run), on arguments
+    built for it: the cell's named outputs."""
+    outputs: dict[str, torch.Tensor] = {}
+    for index, (call, args) in enumerate(zip(specs.calls, call_arguments(specs, device, dtype, float64))):
+        outputs.update(call_output_names(options, index, _run_one(fn, args, call, options)))
+    return outputs
+
+
+def mark_dynamic(options: RunOptions, specs: Sequence[InputSpec], args: list[Any]) -> None:
+    """``torch._dynamo.mark_dynamic`` on the dims the case's ``mark_dynamic:`` names."""
+    dims = dict(options.mark_dynamic)
+    for spec, value in zip(specs, args):
+        if spec.name in dims and isinstance(value, torch.Tensor):
+            torch._dynamo.mark_dynamic(value, list(dims[spec.name]))
+
+
+@dataclasses.dataclass
+class CompiledCalls:
+    """What the compiled calls of a cell produced."""
+
+    outputs: dict[str, torch.Tensor]  # named as ``run_calls`` names them, of the last run
+    graph_codes: list[tuple[int, str]]  # (call index, output code) of each graph compiled
+    graphs: int  # graphs of the first call
+    recompiles: int  # calls after the first that compiled anything
+    seconds: float  # the calls' own time, building their arguments left out
+    timing_inputs: Optional[list[Any]] = None  # what a timer calls the program on (``timed``)
+
+
+def run_compiled_calls(
+    compiled_fn: Callable[..., Any], specs: CallSpecs, options: RunOptions, device: str, dtype: torch.dtype,
+    runs: int = 1, timed: bool = False,
+) -> CompiledCalls:
+    """Each call through the compiled callable, on arguments built for it, ``runs`` times (CUDA
+    graphs replay from the third). ``timed``: also the timer's inputs: a case with calls is
+    timed on its last call's arguments after the whole sequence ran (so with whatever its
+    recompiles left), any other on fresh ones."""
+    from unittest import mock
+
+    from torch._dynamo.utils import counters
+    from torch._inductor.graph import GraphLowering
+
+    sequence = call_arguments(specs, device, dtype)
+    start = time.perf_counter()
+    outputs: dict[str, torch.Tensor] = {}
+    graph_codes: list[tuple[int, str]] = []
+    first_graphs = recompiles = 0
+    index = 0
+    # As run_and_get_code records output code, but across the whole sequence: it resets
+    # Dynamo on each call, which would make every call a first compile.
+    with mock.patch.object(GraphLowering, "save_output_code", lambda code: graph_codes.append((index, code))):
+        for index, (call, args) in enumerate(zip(specs.calls, sequence)):
+            before = counters["stats"]["unique_graphs"]
+            mark_dynamic(options, call, args)
+            result = _run_one(compiled_fn, args, call, options)
+            for _ in range(runs - 1):
+                result = _run_one(compiled_fn, args, call, options)
+            if runs > 1:  # a replay's outputs live in the graph's pool
+                result = {name: t.clone() for name, t in result.items()}
+            outputs.update(call_output_names(options, index, result))
+            after = counters["stats"]["unique_graphs"]
+            if index == 0:
+                first_graphs = after
+            elif after > before:
+                recompiles += 1
+    seconds = time.perf_counter() - start
+    timing_inputs = None
+    if timed:
+        timing_inputs = sequence[-1] if options.named_calls else call_arguments(specs, device, dtype)[0]
+    return CompiledCalls(outputs, graph_codes, first_graphs, recompiles, seconds, timing_inputs)
+
+
+def timed_call(fn: Callable[..., Any], inputs: list[Any], *, no_grad: bool, cudagraph_steps: bool) -> Callable[[], Any]:
+    """``fn`` on fixed ``inputs`` as a timer calls it, forward only; ``cudagraph_steps``: each
+    call is a new step of Inductor's CUDA graphs (a replay may overwrite the last one's outputs)."""
+    new_step = torch.compiler.cudagraph_mark_step_begin if cudagraph_steps else None
+
+    def call() -> Any:
+        if new_step is not None:
+            new_step()
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            return fn(*inputs)
+
+    return call
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import math
 from typing import Any, Callable, Mapping, Optional
 
 import torch
+import torch.utils._pytree as pytree
 
 from .dtypes import DTYPES, MATRIX_DTYPE
 from .programs import import_program
@@ -207,3 +208,51 @@ def build_input(spec: InputSpec, *, device: str, matrix_dtype: torch.dtype, seed
     if kind is None:  # the loader checked this; a kind may have been unregistered since
         raise LookupError(f"input {spec.name!r}: unknown kind {spec.kind!r}; known {', '.join(input_kind_names())}")
     return build_with(kind.build, spec, device=device, matrix_dtype=matrix_dtype, seed=seed)
+
+
+# --------------------------------------------------------------------- a call sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class CallSpecs:
+    """What a cell's calls of its program take: each call's input specs, the inputs each call
+    builds for itself (the others are built once and passed to every call, as a user calls one
+    model, not copies), and the case's seed. A case without ``calls:`` is one call that builds
+    every input."""
+
+    calls: tuple[tuple[InputSpec, ...], ...]
+    fresh: tuple[frozenset[str], ...]  # per call: the names it builds anew
+    seed: int
+
+    def input_seed(self, index: int, spec: InputSpec) -> int:
+        """The seed of input ``index``: its own, else derived from the case's."""
+        return spec.seed if spec.seed is not None else self.seed * 1000 + index
+
+
+def build_sequence(specs: CallSpecs, device: str, dtype: torch.dtype) -> list[list[Any]]:
+    """Each call's arguments, built afresh (programs may mutate their inputs, so every run gets its own)."""
+    shared: dict[str, Any] = {}
+    sequence = []
+    for call, fresh in zip(specs.calls, specs.fresh):
+        args = []
+        for index, spec in enumerate(call):
+            seed = specs.input_seed(index, spec)
+            if spec.name in fresh:
+                args.append(build_input(spec, device=device, matrix_dtype=dtype, seed=seed))
+            else:
+                if spec.name not in shared:
+                    shared[spec.name] = build_input(spec, device=device, matrix_dtype=dtype, seed=seed)
+                args.append(shared[spec.name])
+        sequence.append(args)
+    return sequence
+
+
+def upcast_to_float64(value: Any) -> Any:
+    """Floating tensors in ``value`` (nested) as float64 copies, keeping requires_grad: the float64 run's inputs."""
+    def upcast(t: Any) -> Any:
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            out = t.detach().to(torch.float64)
+            return out.requires_grad_(t.requires_grad)
+        return t
+
+    return pytree.tree_map(upcast, value)

@@ -1,22 +1,36 @@
-"""harness/case/check_sections.py: one parser a ``checks:`` key, each error where the key sits."""
+"""harness/case/check_sections.py: each ``checks:`` key parsed by the check that declares it, each error where the key sits."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
 from harness.case import CaseFormatError, Checks, parse_suite
-from harness.case.check_sections import CHECKS_KEYS, SECTIONS
+from harness.case.check_sections import check_keys
+from harness.checks import CHECKS
 
 CASE = "cases:\n  a:\n    program: pointwise_chain\n    inputs: {x: {shape: [2]}}\n    checks:\n      {key}: {value}\n"
 
 
-def test_every_field_of_checks_has_its_parser():
-    """A new field of ``Checks`` without a parser here (or a parser for no field) fails."""
-    assert CHECKS_KEYS == tuple(SECTIONS)
-    assert set(SECTIONS) == {field.name for field in dataclasses.fields(Checks)}
+def test_the_keys_are_those_the_checks_declare_in_the_lists_order():
+    """The loader reads the keys off the list of checks; a case without ``checks:`` gets every default."""
+    assert list(check_keys()) == [key for check in CHECKS for key in getattr(check, "keys", {})]
+    case = parse_suite(CASE.replace("    checks:\n      {key}: {value}\n", ""), Path("suites/x.yaml"), "suites/x.yaml").cases[0]
+    assert case.checks == Checks(tuple((key, spec.default) for key, spec in check_keys().items()))
+    assert (case.checks.golden, case.checks.graphs, case.checks.perf) == (True, 1, None)
+
+
+def test_two_checks_reading_one_key_is_a_harness_bug(monkeypatch):
+    import harness.checks
+
+    class Again:
+        name = "again"
+        keys = {"golden": CHECKS[2].keys["golden"]}
+
+    monkeypatch.setattr(harness.checks, "CHECKS", (*CHECKS, Again()))
+    with pytest.raises(RuntimeError, match="checks key 'golden' is read by two checks: 'golden' and 'again'"):
+        check_keys()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ import pytest
 
 from harness import case as case_module
 from harness.case import CaseFormatError, load_suite, parse_suite
+from harness.case.check_sections import check_keys
 from harness.case.yaml_lines import LineLoader as _LineLoader
+from harness.checks.perf import PERF_KEYS
 from harness.core.dtypes import DTYPE_ALIASES, DTYPES
 from harness.core.inputs import DISTRIBUTIONS
 
@@ -50,8 +52,8 @@ def test_enums_equal_the_loader_constants():
     assert defs["pass"]["properties"]["hook"]["enum"] == list(case_module.PASS_HOOKS)
     assert defs["input"]["properties"]["distribution"]["enum"] == list(DISTRIBUTIONS)
     assert set(defs["input"]["properties"]) == set(case_module.INPUT_KEYS)
-    assert set(defs["checks"]["properties"]) == set(case_module.CHECKS_KEYS)
-    assert set(defs["perf"]["properties"]) == set(case_module.PERF_KEYS)
+    assert set(defs["checks"]["properties"]) == set(check_keys())
+    assert set(defs["perf"]["properties"]) == set(PERF_KEYS)
     assert set(defs["case"]["properties"]) == set(case_module.CASE_KEYS)
     assert set(defs["defaults"]["properties"]) == set(case_module.DEFAULTS_KEYS)
     assert set(SCHEMA["properties"]) == set(case_module.TOP_LEVEL_KEYS)

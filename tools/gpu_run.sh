@@ -26,7 +26,8 @@
 #   tools/gpu_run.sh cpu        the GPU host's own CPU (AVX-512 where this project's dev and CI hosts may be
 #                               AVX2-only): every suite's cpu matrix (-n 14, perf off, goldens compared, none
 #                               written) and the CPU kernels' tests, then those tests under
-#                               ATEN_CPU_CAPABILITY=avx2 (budgets CPU_MATRIX_S, 0 for none, CPU_TESTS_S; CPU_N workers)
+#                               ATEN_CPU_CAPABILITY=avx2 (budgets CPU_MATRIX_S, 0 for none, CPU_TESTS_S; CPU_N workers of
+#                               CPU_THREADS OpenMP threads, 8 x 2 by default)
 #   tools/gpu_run.sh gpus       (a machine with several GPUs) the cuda matrix with -n 8 on every GPU,
 #                               then on GPU 0 alone (CUDA_VISIBLE_DEVICES=0): cells per GPU, wall times;
 #                               $OUT/gpus_goldens.tar holds the goldens written (multi_gpu.yaml's)
@@ -120,11 +121,14 @@ if [ "$MODE" = cpu ]; then
     grep -E "passed|failed|FAILED|error" "$OUT/cpu_matrix.log" | tail -n 40
     echo "cpu matrix: $(( $(date +%s) - start )) s"
   fi
+  # Each worker's OpenMP would take every core (14 workers x 16 threads got through 77 of the
+  # 153 tests in 120 s on the H100 host); two threads a worker still run the parallel loops.
+  export OMP_NUM_THREADS=${CPU_THREADS:-2}
   kernel_tests="tests/impl/test_woq_gemv_cpu.py tests/impl/test_woq_panel_cpu.py tests/impl/test_int8pack_contract.py"
   for capability in default avx2; do
     start=$(date +%s)
     if [ "$capability" = avx2 ]; then export ATEN_CPU_CAPABILITY=avx2; fi
-    $STOP "${CPU_TESTS_S:-90}" python3 -m pytest $kernel_tests -q -p no:cacheprovider -n "${CPU_N:-14}" \
+    $STOP "${CPU_TESTS_S:-90}" python3 -m pytest $kernel_tests -q -p no:cacheprovider -n "${CPU_N:-8}" \
       > "$OUT/cpu_tests_$capability.log" 2>&1
     [ $? -eq 0 ] || status=1
     tail -n 5 "$OUT/cpu_tests_$capability.log"

@@ -372,9 +372,11 @@ __attribute__((target("avx2,fma"))) LevelPlanes level_planes(const float* levels
 }
 
 __attribute__((target("avx2,fma"))) inline void nf4_levels(const uint8_t* p, const LevelPlanes& t, __m256 w[4]) {
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    __m256i idx = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), mask), _mm_and_si128(b, mask));
+    // The 16 bytes in both lanes (a load, no shuffle), the upper lane's shifted down a nibble
+    // by a blend: one shuffle-port op fewer than building the lanes apart, 1.05-1.10x at one
+    // row (K x N 2048 x 5632 and 5632 x 2048, bf16 x; AVX2 host), the same 0.98-1.04x at 2-4.
+    const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i idx = _mm256_and_si256(_mm256_blend_epi32(b, _mm256_srli_epi16(b, 4), 0xF0), _mm256_set1_epi8(0x0F));
     __m256i b0 = _mm256_shuffle_epi8(t.plane[0], idx), b1 = _mm256_shuffle_epi8(t.plane[1], idx);
     __m256i b2 = _mm256_shuffle_epi8(t.plane[2], idx), b3 = _mm256_shuffle_epi8(t.plane[3], idx);
     __m256i lo01 = _mm256_unpacklo_epi8(b0, b1), hi01 = _mm256_unpackhi_epi8(b0, b1);

@@ -334,18 +334,24 @@ def timer_for_cell(case: Any, cell: Any, enabled: bool, workers: int) -> tuple[O
     return (None, reason) if reason else (TIMERS[cell.device], None)
 
 
+@dataclasses.dataclass(frozen=True)
+class PerfGoldenStore:
+    """Where a cell's perf golden lives and what the session may do to it."""
+
+    golden_root: Path
+    suite_key: str
+    shown: Callable[[Path], str]  # a path as the failure message shows it
+    write: bool  # --update-golden
+    write_if_missing: bool  # --add-missing-goldens
+    refresh_command: str  # the command line that rewrites this cell's golden
+
+
 def check_perf(
     sample: PerfSample,
     timer: DeviceTimer,
     case: Any,
     cell: Any,
-    *,
-    golden_root: Path,
-    suite_key: str,
-    shown: Callable[[Path], str],
-    write: bool,
-    write_if_missing: bool,
-    refresh_command: str,
+    store: PerfGoldenStore,
     baseline: Optional[PerfSample] = None,
 ) -> PerfVerdict:
     """The cell's perf checks: its perf golden (when ``checks.perf.golden``) and its ratio to the
@@ -353,10 +359,7 @@ def check_perf(
     spec = case.checks.perf
     verdicts = []
     if spec.golden:
-        verdicts.append(check_perf_golden(
-            sample, timer, case, cell, golden_root=golden_root, suite_key=suite_key, shown=shown,
-            write=write, write_if_missing=write_if_missing, refresh_command=refresh_command,
-        ))
+        verdicts.append(check_perf_golden(sample, timer, case, cell, store))
     if spec.faster_than is not None:
         if baseline is None:  # the run always times the baseline with the case; a harness bug otherwise
             raise ValueError(f"{case.display_path}: faster_than without a baseline sample")
@@ -393,27 +396,16 @@ def perf_setup(case: Any, cell: Any) -> dict[str, Any]:
     return setup_of(case.checks.perf, {s.name: list(s.shape) for s in specs}, mode)
 
 
-def check_perf_golden(
-    sample: PerfSample,
-    timer: DeviceTimer,
-    case: Any,
-    cell: Any,
-    *,
-    golden_root: Path,
-    suite_key: str,
-    shown: Callable[[Path], str],
-    write: bool,
-    write_if_missing: bool,
-    refresh_command: str,
-) -> PerfVerdict:
-    """The cell's perf golden: written when asked (``write``) or missing (``write_if_missing``),
-    then judged. Missing or unusable goldens fail with one line and the refresh command;
-    nothing is overwritten unless asked."""
+def check_perf_golden(sample: PerfSample, timer: DeviceTimer, case: Any, cell: Any, store: PerfGoldenStore) -> PerfVerdict:
+    """The cell's perf golden: written when asked (``store.write``) or missing
+    (``store.write_if_missing``), then judged. Missing or unusable goldens fail with one line
+    and the refresh command; nothing is overwritten unless asked."""
     spec = case.checks.perf
+    shown, refresh_command = store.shown, store.refresh_command
     kind = timer.device_kind()
-    path = perf_golden_path(golden_root, suite_key, case.name, kind, getattr(cell, "variant", cell.backend), cell.dtype)
+    path = perf_golden_path(store.golden_root, store.suite_key, case.name, kind, getattr(cell, "variant", cell.backend), cell.dtype)
     setup = perf_setup(case, cell)
-    if write or (write_if_missing and not path.exists()):
+    if store.write or (store.write_if_missing and not path.exists()):
         try:
             previous: Optional[float] = read_perf_golden(path)["median_us"]
         except PerfGoldenError:

@@ -10,7 +10,7 @@ from ..case.check_sections import VARIANT_KEYS, CheckKey, CheckSection
 from ..case.model import PERF_TIMERS, FasterThan, PerfSpec
 from ..case.validators import At, parse_when, require_bool, require_choice, require_int, require_map, require_number, entries
 from ..matrix import MatrixCell
-from ..perf import check_perf, perf_applies
+from ..perf import PerfGoldenStore, check_perf, perf_applies
 from ..report import update_command
 from .context import PERF_PROPERTY, CheckContext
 
@@ -70,11 +70,11 @@ class PerfCheck:
         if site.timer is None or run.perf is None:
             return []
         settings = site.settings
-        verdict = check_perf(
-            run.perf, site.timer, ctx.case, ctx.cell, golden_root=settings.golden_root,
-            suite_key=settings.project.suite_key(ctx.case.suite_path), shown=settings.shown,
-            write=settings.update_golden, write_if_missing=settings.add_missing_goldens,
-            refresh_command=update_command(site.nodeid, settings.rerun_options), baseline=run.perf_baseline,
+        store = PerfGoldenStore(
+            golden_root=settings.golden_root, suite_key=settings.project.suite_key(ctx.case.suite_path),
+            shown=settings.shown, write=settings.update_golden, write_if_missing=settings.add_missing_goldens,
+            refresh_command=update_command(site.nodeid, settings.rerun_options),
         )
+        verdict = check_perf(run.perf, site.timer, ctx.case, ctx.cell, store, baseline=run.perf_baseline)
         site.record(PERF_PROPERTY, f"{site.nodeid}: {verdict.note}")
         return [] if verdict.ok else [verdict.failure]

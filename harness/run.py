@@ -40,7 +40,7 @@ from .core.execute import (
     run_compiled_calls,
     timed_call,
 )
-from .core.inputs import CallSpecs, InputSpec, build_sequence
+from .core.inputs import CallSpecs, InputSpec, build_sequence, derive_seed
 from .kernel_asm import ASM_TARGETS, LoadedModules, collect_asm_artifacts
 from .matrix import MatrixCell
 
@@ -96,7 +96,7 @@ def run_options(case: Case) -> RunOptions:
 
 def input_seed(case: Case, index: int, spec: Optional[InputSpec] = None) -> int:
     """The seed of input ``index`` (``spec``: a call's spec of it, else the case's): its own, else derived from the case's."""
-    return call_specs(case).input_seed(index, case.inputs[index] if spec is None else spec)
+    return derive_seed(case.inputs[index] if spec is None else spec, case.seed, index)
 
 
 def build_inputs(case: Case, device: str, dtype: torch.dtype) -> list[Any]:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from ..case import Case, FileCheckBlock
 from ..case.check_sections import CheckKey, CheckSection
 from ..case.model import FILECHECK_TARGETS
-from ..case.validators import At, check_directives, list_items, optional_when, require_bool, require_choice, require_list, require_map, require_str
+from ..case.validators import At, check_directives, list_items, optional_when, require_bool, require_choice, require_map, require_str
 from ..filecheck import generated_checks, prefixes_for, run_filecheck
 from ..matrix import MatrixCell
 from ..core.execute import extract_kernel_sources
@@ -94,7 +94,7 @@ def _parse_filechecks(value: Any, at: At, section: CheckSection) -> tuple[FileCh
         prefixes = ("CHECK",)
         if "prefixes" in block:
             prefixes_at = item_at.child("prefixes", block.value_lines["prefixes"])
-            prefixes = tuple(require_str(p, prefixes_at.item(block["prefixes"], i)) for i, p in enumerate(require_list(block["prefixes"], prefixes_at)))
+            prefixes = tuple(require_str(p, p_at) for p, p_at in list_items(block["prefixes"], prefixes_at))
             bad = [p for p in prefixes if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", p)]
             if bad:
                 raise prefixes_at.error("a prefix is a letter, then letters, digits, '-' or '_'", got=bad[0])

@@ -73,8 +73,6 @@ def reference_outputs(case: Case, cell: MatrixCell, reference: str, like: dict[s
     }
 
 
-
-
 class EagerCheck:
     """``checks.eager``: the compiled outputs against eager's of the same run."""
 

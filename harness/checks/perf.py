@@ -8,7 +8,7 @@ from typing import Any
 from ..case import Case
 from ..case.check_sections import VARIANT_KEYS, CheckKey, CheckSection
 from ..case.model import PERF_TIMERS, FasterThan, PerfSpec
-from ..case.validators import At, parse_when, require_bool, require_choice, require_int, require_map, require_number, entries
+from ..case.validators import At, entries, parse_when, require_bool, require_choice, require_int, require_map, require_number
 from ..matrix import MatrixCell
 from ..perf import PerfGoldenStore, check_perf, perf_applies
 from ..report import update_command

@@ -213,6 +213,11 @@ def build_input(spec: InputSpec, *, device: str, matrix_dtype: torch.dtype, seed
 # --------------------------------------------------------------------- a call sequence
 
 
+def derive_seed(spec: InputSpec, case_seed: int, index: int) -> int:
+    """The seed of the ``index``-th input: its own, else derived from the case's."""
+    return spec.seed if spec.seed is not None else case_seed * 1000 + index
+
+
 @dataclasses.dataclass(frozen=True)
 class CallSpecs:
     """What a cell's calls of its program take: each call's input specs, the inputs each call
@@ -224,9 +229,6 @@ class CallSpecs:
     fresh: tuple[frozenset[str], ...]  # per call: the names it builds anew
     seed: int
 
-    def input_seed(self, index: int, spec: InputSpec) -> int:
-        """The seed of input ``index``: its own, else derived from the case's."""
-        return spec.seed if spec.seed is not None else self.seed * 1000 + index
 
 
 def build_sequence(specs: CallSpecs, device: str, dtype: torch.dtype) -> list[list[Any]]:
@@ -236,7 +238,7 @@ def build_sequence(specs: CallSpecs, device: str, dtype: torch.dtype) -> list[li
     for call, fresh in zip(specs.calls, specs.fresh):
         args = []
         for index, spec in enumerate(call):
-            seed = specs.input_seed(index, spec)
+            seed = derive_seed(spec, specs.seed, index)
             if spec.name in fresh:
                 args.append(build_input(spec, device=device, matrix_dtype=dtype, seed=seed))
             else:

@@ -54,6 +54,12 @@ bool has_avx2() {
     static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return ok;
 }
+
+bool has_avx512bf16() {
+    static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+    return ok;
+}
 """  # shared with woq_panel_cpu's kernels
 
 _COMMON = r"""
@@ -188,6 +194,103 @@ inline void for_row_passes(int64_t m, F body) {
     else if (m - r == 1) body(r, std::integral_constant<int, 1>());
 }
 
+// ---- The AVX-512 BF16 loop (bfloat16 x only): the weight decoded to bfloat16 in registers,
+// exactly for int8 and int4 codes (integers of at most 8 bits), nf4's levels rounded to
+// bfloat16 once; vdpbf16ps multiplies 32 pairs of bfloat16 an instruction, summing in
+// float32, against x's own bfloat16 values. A 32-byte step of the packed row a time.
+#define BF16_DOT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+inline float bf16_bits_to_float(uint16_t bits) {
+    const uint32_t u = static_cast<uint32_t>(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+// x (M, K) bfloat16 -> rows of k_out bfloat16 (bits), zero-padded; with `order`, each 64
+// values (one step of a packed row) permuted: value k of a step goes to order[k].
+void bf16_rows(const uint16_t* x, int64_t m, int64_t k, int64_t k_out, const int* order, uint16_t* out) {
+    for (int64_t r = 0; r < m; ++r) {
+        for (int64_t i = 0; i < k_out; ++i) {
+            out[r * k_out + (order ? i / 64 * 64 + order[i % 64] : i)] = i < k ? x[r * k + i] : 0;
+        }
+    }
+}
+
+// A step of 32 packed bytes decoded by nibble_step: vector h holds the step's value
+// k = 2t + h in word t.
+void nibble_order(int order[64]) {
+    for (int k = 0; k < 64; ++k) order[k] = 32 * (k % 2) + k / 2;
+}
+
+// The 16 values a nibble decodes to, as bfloat16 (round to nearest even), twice: vpermw's table.
+BF16_DOT __m512i bf16_table(const float values[16]) {
+    alignas(64) uint16_t t[32];
+    for (int e = 0; e < 32; ++e) t[e] = at::BFloat16(values[e % 16]).x;
+    return _mm512_load_si512(t);
+}
+
+BF16_DOT inline void nibble_step(const uint8_t* p, __m512i table, __m512i w[2]) {
+    const __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    w[0] = _mm512_permutexvar_epi16(_mm512_and_si512(b, _mm512_set1_epi16(15)), table);
+    w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
+}
+
+BF16_DOT inline __m512 dot_bf16(__m512 acc, __m512i w, const uint16_t* x) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_loadu_si512(x));
+}
+
+// One group of a packed row (`group_bytes` from byte j0, a multiple of 32) against R x rows
+// (k_pad bfloat16 each, nibble_order within each step): acc[r] = the group's dot products.
+template <int R>
+BF16_DOT inline void group_dot_bf16(const uint8_t* row, __m512i table, const uint16_t* x, int64_t k_pad,
+                                    int64_t j0, int64_t group_bytes, __m512 acc[R]) {
+    __m512 a[R][2];
+    for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm512_setzero_ps();
+    for (int64_t j = j0; j < j0 + group_bytes; j += 32) {
+        __m512i w[2];
+        nibble_step(row + j, table, w);
+        for (int r = 0; r < R; ++r) {
+            a[r][0] = dot_bf16(a[r][0], w[0], x + r * k_pad + 2 * j);
+            a[r][1] = dot_bf16(a[r][1], w[1], x + r * k_pad + 2 * j + 32);
+        }
+    }
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_add_ps(a[r][0], a[r][1]);
+}
+
+// A packed row against R x rows: each group's dot products multiplied by the group's scale
+// once, at the group's end, into one of U running totals in turn (a single total would chain
+// one FMA latency a group: at one row and block 64, about half the call's time).
+template <int R>
+BF16_DOT inline void grouped_row_bf16(const uint8_t* row, __m512i table, const float* group_scale,
+                                      const uint16_t* x, int64_t k_pad, int64_t group_bytes, float sums[R]) {
+    constexpr int U = R == 1 ? 4 : 2;
+    const int64_t groups = k_pad / 2 / group_bytes;
+    __m512 total[U][R];
+    for (int u = 0; u < U; ++u)
+        for (int r = 0; r < R; ++r) total[u][r] = _mm512_setzero_ps();
+    int64_t g = 0;
+    for (; g + U <= groups; g += U) {
+        for (int u = 0; u < U; ++u) {
+            __m512 acc[R];
+            group_dot_bf16<R>(row, table, x, k_pad, (g + u) * group_bytes, group_bytes, acc);
+            const __m512 sv = _mm512_set1_ps(group_scale[g + u]);
+            for (int r = 0; r < R; ++r) total[u][r] = _mm512_fmadd_ps(acc[r], sv, total[u][r]);
+        }
+    }
+    for (; g < groups; ++g) {
+        __m512 acc[R];
+        group_dot_bf16<R>(row, table, x, k_pad, g * group_bytes, group_bytes, acc);
+        const __m512 sv = _mm512_set1_ps(group_scale[g]);
+        for (int r = 0; r < R; ++r) total[0][r] = _mm512_fmadd_ps(acc[r], sv, total[0][r]);
+    }
+    for (int r = 0; r < R; ++r) {
+        __m512 s = total[0][r];
+        for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, total[u][r]);
+        sums[r] = _mm512_reduce_add_ps(s);
+    }
+}
+
 }  // namespace
 """
 
@@ -225,11 +328,60 @@ __attribute__((target("avx2,fma"))) void int8_row_avx2(const int8_t* q, float sc
     }
 }
 
+// 32 int8 codes -> 32 bfloat16 words in order (exact: |q| <= 128).
+BF16_DOT inline __m512i int8_step_bf16(__m256i b) {
+    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+template <int R>
+BF16_DOT void int8_row_bf16(const int8_t* q, float scale, const uint16_t* x, int64_t k, int64_t k_pad,
+                            float* y, int64_t n_total) {
+    constexpr int A = R == 1 ? 4 : 2;  // steps an iteration, one accumulator each
+    __m512 acc[R][A];
+    for (int r = 0; r < R; ++r)
+        for (int a = 0; a < A; ++a) acc[r][a] = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 32 * A <= k; j += 32 * A) {
+        for (int s = 0; s < A; ++s) {
+            const __m512i w = int8_step_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + j + 32 * s)));
+            for (int r = 0; r < R; ++r) acc[r][s] = dot_bf16(acc[r][s], w, x + r * k_pad + j + 32 * s);
+        }
+    }
+    for (; j < k; j += 32) {  // the rest, the last step masked (x is zero-padded to k_pad)
+        const __mmask32 mask = k - j >= 32 ? 0xFFFFFFFFu : (1u << (k - j)) - 1;
+        const __m512i w = int8_step_bf16(_mm256_maskz_loadu_epi8(mask, q + j));
+        for (int r = 0; r < R; ++r) acc[r][0] = dot_bf16(acc[r][0], w, x + r * k_pad + j);
+    }
+    for (int r = 0; r < R; ++r) {
+        __m512 s = acc[r][0];
+        for (int a = 1; a < A; ++a) s = _mm512_add_ps(s, acc[r][a]);
+        y[r * n_total] = scale * _mm512_reduce_add_ps(s);
+    }
+}
+
+// isa: the widest loop the caller allows (0 scalar, 1 AVX2, 2 AVX-512 BF16), where the host has it.
 extern "C" void kernel(const void* x, const int8_t* q, const float* scale, void* out,
-                       int64_t m, int64_t n, int64_t k, int64_t dtype, int64_t vectorized) {
-    std::vector<float> xf(m * k), y(m * n);
+                       int64_t m, int64_t n, int64_t k, int64_t dtype, int64_t isa) {
+    std::vector<float> y(m * n);
+    if (isa >= 2 && dtype == 1 && has_avx512bf16()) {
+        const int64_t k_pad = (k + 31) / 32 * 32;
+        std::vector<uint16_t> xb(m * k_pad);
+        bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, nullptr, xb.data());
+        #pragma omp parallel for schedule(static) if (n * k >= kParallelMinValues)
+        for (int64_t col = 0; col < n; ++col) {
+            for_row_passes(m, [&](int64_t r0, auto rows) {
+                constexpr int R = decltype(rows)::value;
+                int8_row_bf16<R>(q + col * k, scale[col], xb.data() + r0 * k_pad, k, k_pad, y.data() + r0 * n + col, n);
+            });
+        }
+        store_output(y.data(), out, dtype, m * n);
+        return;
+    }
+    std::vector<float> xf(m * k);
     convert_input(x, dtype, m, k, k, nullptr, xf.data());
-    const bool avx2 = vectorized && has_avx2();
+    const bool avx2 = isa >= 1 && has_avx2();
     #pragma omp parallel for schedule(static) if (n * k >= kParallelMinValues)
     for (int64_t col = 0; col < n; ++col) {
         for_row_passes(m, [&](int64_t r0, auto rows) {
@@ -287,21 +439,53 @@ inline void int4_zero_terms(const float* s, const float* z, const float* xsum, i
 // Per group, (u - zero) * scale summed against x is scale * (x . u) - scale * zero * sum(x):
 // the loop multiplies x by the codes alone, and the zero term comes from xsum (x's group sums,
 // once a call) in a short loop over the groups.
-extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, const float* zero, void* out,
-                       int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t group_size, int64_t dtype, int64_t vectorized) {
-    const int64_t half = k_pad / 2, groups = k_pad / group_size, group_bytes = group_size / 2;
-    int order[32];
-    int4_order(order);
-    std::vector<float> xp(m * k_pad), xsum(m * groups), y(m * n);
-    convert_input(x, dtype, m, k, k_pad, order, xp.data());
+// xsum[r, g]: x's sums over each group (padded rows of k_pad values; any order within a group).
+template <typename T, typename F>
+void group_sums(const T* xp, F to_float, int64_t m, int64_t k_pad, int64_t group_size, float* xsum) {
+    const int64_t groups = k_pad / group_size;
     for (int64_t r = 0; r < m; ++r) {
         for (int64_t g = 0; g < groups; ++g) {
             double t = 0.0;  // once a call: float64 keeps the zero term's rounding below the products'
-            for (int64_t i = 0; i < group_size; ++i) t += xp[r * k_pad + g * group_size + i];
+            for (int64_t i = 0; i < group_size; ++i) t += to_float(xp[r * k_pad + g * group_size + i]);
             xsum[r * groups + g] = static_cast<float>(t);
         }
     }
-    const bool avx2 = vectorized && has_avx2();
+}
+
+// isa: the widest loop the caller allows (0 scalar, 1 AVX2, 2 AVX-512 BF16), where the host has it.
+extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, const float* zero, void* out,
+                       int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t group_size, int64_t dtype, int64_t isa) {
+    const int64_t half = k_pad / 2, groups = k_pad / group_size, group_bytes = group_size / 2;
+    std::vector<float> xsum(m * groups), y(m * n);
+    if (isa >= 2 && dtype == 1 && group_size %% 64 == 0 && has_avx512bf16()) {
+        int order[64];
+        nibble_order(order);
+        std::vector<uint16_t> xb(m * k_pad);
+        bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, order, xb.data());
+        group_sums(xb.data(), bf16_bits_to_float, m, k_pad, group_size, xsum.data());
+        float codes[16];
+        for (int e = 0; e < 16; ++e) codes[e] = static_cast<float>(e);
+        const __m512i table = bf16_table(codes);
+        #pragma omp parallel for schedule(static) if (n * k_pad >= kParallelMinValues)
+        for (int64_t col = 0; col < n; ++col) {
+            const float* s = scale + col * groups;
+            for_row_passes(m, [&](int64_t r0, auto rows) {
+                constexpr int R = decltype(rows)::value;
+                float sums[R], zero_terms[R];
+                grouped_row_bf16<R>(q + col * half, table, s, xb.data() + r0 * k_pad, k_pad, group_bytes, sums);
+                int4_zero_terms_avx2<R>(s, zero + col * groups, xsum.data() + r0 * groups, groups, zero_terms);
+                for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r] - zero_terms[r];
+            });
+        }
+        store_output(y.data(), out, dtype, m * n);
+        return;
+    }
+    int order[32];
+    int4_order(order);
+    std::vector<float> xp(m * k_pad);
+    convert_input(x, dtype, m, k, k_pad, order, xp.data());
+    group_sums(xp.data(), [](float v) { return v; }, m, k_pad, group_size, xsum.data());
+    const bool avx2 = isa >= 1 && has_avx2();
     #pragma omp parallel for schedule(static) if (n * k_pad >= kParallelMinValues)
     for (int64_t col = 0; col < n; ++col) {
         const uint8_t* row = q + col * half;
@@ -400,13 +584,38 @@ inline void decode_absmax_row(const void* absmax, const float* absmax_scale, con
 extern "C" void kernel(const void* x, const uint8_t* q, const void* absmax, const float* levels,
                        const float* absmax_scale, const float* absmax_offset, void* out,
                        int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t block_size,
-                       int64_t double_quant, int64_t dtype, int64_t vectorized) {
+                       int64_t double_quant, int64_t dtype, int64_t isa) {
     const int64_t half = k_pad / 2, blocks = k_pad / block_size, block_bytes = block_size / 2;
+    std::vector<float> y(m * n);
+    if (isa >= 2 && dtype == 1 && block_size %% 64 == 0 && has_avx512bf16()) {
+        int order[64];
+        nibble_order(order);
+        std::vector<uint16_t> xb(m * k_pad);
+        bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, order, xb.data());
+        const __m512i table = bf16_table(levels);
+        #pragma omp parallel if (n * k_pad >= kParallelMinValues)
+        {
+            std::vector<float> row_absmax(blocks);
+            #pragma omp for schedule(static)
+            for (int64_t col = 0; col < n; ++col) {
+                decode_absmax_row(absmax, absmax_scale, absmax_offset, double_quant, col, blocks, row_absmax.data());
+                for_row_passes(m, [&](int64_t r0, auto rows) {
+                    constexpr int R = decltype(rows)::value;
+                    float sums[R];
+                    grouped_row_bf16<R>(q + col * half, table, row_absmax.data(), xb.data() + r0 * k_pad, k_pad,
+                                        block_bytes, sums);
+                    for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r];
+                });
+            }
+        }
+        store_output(y.data(), out, dtype, m * n);
+        return;
+    }
     int order[32];
     nf4_order(order);
-    std::vector<float> xp(m * k_pad), y(m * n);
+    std::vector<float> xp(m * k_pad);
     convert_input(x, dtype, m, k, k_pad, order, xp.data());
-    const bool avx2 = vectorized && has_avx2();
+    const bool avx2 = isa >= 1 && has_avx2();
     const LevelPlanes planes = avx2 ? level_planes(levels) : LevelPlanes{};
     #pragma omp parallel if (n * k_pad >= kParallelMinValues)
     {
@@ -474,35 +683,51 @@ def _contiguous(*tensors: Optional[torch.Tensor]) -> list:
     return [None if t is None else t.contiguous() for t in tensors]
 
 
-def gemv_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *, vectorized: bool = True) -> torch.Tensor:
+@functools.cache
+def _torch_uses_avx512() -> bool:
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def _isa(vectorized: bool, avx512: Optional[bool]) -> int:
+    """The widest loop a call may take (the kernel still checks the host): 0 scalar, 1 AVX2 +
+    FMA, 2 AVX-512 BF16 (bfloat16 x only). AVX-512 by default where torch's own CPU kernels
+    use it, so ``ATEN_CPU_CAPABILITY=avx2`` keeps ours on AVX2 as well."""
+    if not vectorized:
+        return 0
+    return 2 if (_torch_uses_avx512() if avx512 is None else avx512) else 1
+
+
+def gemv_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *, vectorized: bool = True,
+              avx512: Optional[bool] = None) -> torch.Tensor:
     """x (M, K), qweight (N, K) int8, scale (N,) float32 -> y (M, N) in x's dtype.
 
-    ``vectorized=False`` takes the scalar loop (what a CPU without AVX2 + FMA runs)."""
+    ``vectorized=False`` takes the scalar loop (what a CPU without AVX2 + FMA runs);
+    ``avx512=False`` keeps a bfloat16 x off the AVX-512 BF16 loop (``_isa``)."""
     n, k = qweight.shape
     _check_x("gemv_int8", x, k)
     if x.shape[1] != k:
         raise ValueError(f"gemv_int8: x must have K = {k} columns (qweight's); got {x.shape[1]}")
     x, qweight, scale = _contiguous(x, qweight, scale)
     out = x.new_empty((x.shape[0], n))
-    compiled_kernel("int8")(x, qweight, scale, out, x.shape[0], n, k, _DTYPE_CODES[x.dtype], int(vectorized))
+    compiled_kernel("int8")(x, qweight, scale, out, x.shape[0], n, k, _DTYPE_CODES[x.dtype], _isa(vectorized, avx512))
     return out
 
 
 def gemv_int4(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, *,
-              group_size: int, vectorized: bool = True) -> torch.Tensor:
+              group_size: int, vectorized: bool = True, avx512: Optional[bool] = None) -> torch.Tensor:
     """x (M, K), the int4 layout (``impl/schemes/int4.py``) -> y (M, N) in x's dtype."""
     n, k_pad = qweight.shape[0], 2 * qweight.shape[1]
     _check_x("gemv_int4", x, k_pad)
     x, qweight, scale, zero = _contiguous(x, qweight, scale, zero)
     out = x.new_empty((x.shape[0], n))
     compiled_kernel("int4")(x, qweight, scale, zero, out, x.shape[0], n, x.shape[1], k_pad, group_size,
-                            _DTYPE_CODES[x.dtype], int(vectorized))
+                            _DTYPE_CODES[x.dtype], _isa(vectorized, avx512))
     return out
 
 
 def gemv_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, levels: torch.Tensor,
              absmax_scale: Optional[torch.Tensor], absmax_offset: Optional[torch.Tensor], *,
-             block_size: int, vectorized: bool = True) -> torch.Tensor:
+             block_size: int, vectorized: bool = True, avx512: Optional[bool] = None) -> torch.Tensor:
     """x (M, K), the NF4 layout (``impl/schemes/nf4.py``) -> y (M, N) in x's dtype."""
     n, k_pad = qweight.shape[0], 2 * qweight.shape[1]
     _check_x("gemv_nf4", x, k_pad)
@@ -513,6 +738,7 @@ def gemv_nf4(x: torch.Tensor, qweight: torch.Tensor, absmax: torch.Tensor, level
         absmax_scale = absmax_offset = levels
     out = x.new_empty((x.shape[0], n))
     compiled_kernel("nf4")(x, qweight, absmax, levels, absmax_scale, absmax_offset, out, x.shape[0], n,
-                           x.shape[1], k_pad, block_size, int(double_quant), _DTYPE_CODES[x.dtype], int(vectorized))
+                           x.shape[1], k_pad, block_size, int(double_quant), _DTYPE_CODES[x.dtype],
+                           _isa(vectorized, avx512))
     return out
 

@@ -36,56 +36,67 @@ from impl.schemes import (
 # rounding and the output's (the kernels never round the weight to x's dtype).
 SQNR_FLOOR = {torch.float32: 120.0, torch.bfloat16: 40.0, torch.float16: 55.0}
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# A kernel's loops, as its launcher's keywords. The AVX-512 BF16 loop takes bfloat16 x (and
+# int4 groups / nf4 blocks of a multiple of 64); any other call falls through to AVX2.
+LOOPS = [
+    pytest.param({"avx512": True}, id="avx512bf16", marks=pytest.mark.skipif(
+        not torch.cpu._is_avx512_bf16_supported(), reason="this CPU has no AVX512-BF16: the call would run AVX2")),
+    pytest.param({"avx512": False}, id="avx2"),
+    pytest.param({"vectorized": False}, id="scalar"),
+]
 
 
-def _run(scheme: str, x: torch.Tensor, w: torch.Tensor, vectorized: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _run(scheme: str, x: torch.Tensor, w: torch.Tensor, loop: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(kernel output, float64 reference) for weight w quantized by ``scheme``."""
     if scheme == "int8":
         q = quantize_int8(w)
-        return woq_gemv_cpu.gemv_int8(x, q.qweight, q.scale, vectorized=vectorized), dequantize_int8_reference(q)
+        return woq_gemv_cpu.gemv_int8(x, q.qweight, q.scale, **loop), dequantize_int8_reference(q)
     if scheme == "int4":
-        q = quantize_int4(w, 32)
-        y = woq_gemv_cpu.gemv_int4(x, *q.tensors(), group_size=32, vectorized=vectorized)
+        q = quantize_int4(w, 64)
+        y = woq_gemv_cpu.gemv_int4(x, *q.tensors(), group_size=64, **loop)
         return y, dequantize_int4_reference(q)
     q = quantize_nf4(w, 64, double_quant=scheme == "nf4-dq")
     y = woq_gemv_cpu.gemv_nf4(x, q.qweight, q.absmax, nf4_levels(), q.absmax_scale, q.absmax_offset,
-                              block_size=64, vectorized=vectorized)
+                              block_size=64, **loop)
     return y, dequantize_nf4_reference(q)
 
 
-@pytest.mark.parametrize("vectorized", [True, False], ids=["avx2", "scalar"])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("scheme", ["int8", "int4", "nf4", "nf4-dq"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "bf16", "fp16"])
-def test_kernels_match_the_float64_reference(scheme, dtype, vectorized):
+def test_kernels_match_the_float64_reference(scheme, dtype, loop):
     torch.manual_seed(0)
     for n, k in ((40, 203), (24, 264), (8, 8)):  # K padded to the group; 16-byte steps with a tail
         w = torch.randn(n, k) * 0.05
         for m in (1, 2, 3, 4, 5, 9, 16):
             x = torch.randn(m, k).to(dtype)
-            y, w64 = _run(scheme, x, w, vectorized)
+            y, w64 = _run(scheme, x, w, loop)
             assert y.shape == (m, n) and y.dtype == dtype
             sqnr = compute_sqnr(x.double() @ w64.T, y)
             assert sqnr > SQNR_FLOOR[dtype], (scheme, dtype, n, k, m, sqnr)
 
 
-@pytest.mark.parametrize("vectorized", [True, False], ids=["avx2", "scalar"])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("group_size", [32, 64, 128])
-def test_int4_every_group_size(group_size, vectorized):
-    """int4 sums x . u a group (one 16-byte step, or pairs of steps from 64 on), scales it
-    once and takes the zero point off through x's group sums: every group size, an odd N."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_int4_every_group_size(dtype, group_size, loop):
+    """int4 sums x . u a group (16-byte steps, or pairs of them from 64 on; 32-byte steps on the
+    AVX-512 BF16 loop), scales it once and takes the zero point off through x's group sums:
+    every group size, an odd N."""
     torch.manual_seed(2)
     w = torch.randn(7, 300) * 0.05
     q = quantize_int4(w, group_size)
     for m in (1, 2, 5):
-        x = torch.randn(m, 300)
-        y = woq_gemv_cpu.gemv_int4(x, *q.tensors(), group_size=group_size, vectorized=vectorized)
+        x = torch.randn(m, 300).to(dtype)
+        y = woq_gemv_cpu.gemv_int4(x, *q.tensors(), group_size=group_size, **loop)
         sqnr = compute_sqnr(x.double() @ dequantize_int4_reference(q).T, y)
-        assert sqnr > SQNR_FLOOR[torch.float32], (group_size, m, sqnr)
+        assert sqnr > SQNR_FLOOR[dtype], (group_size, m, sqnr)
 
 
-@pytest.mark.parametrize("vectorized", [True, False], ids=["avx2", "scalar"])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("block_size", [32, 64, 128, 256])
-def test_nf4_every_block_size(block_size, vectorized):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_nf4_every_block_size(dtype, block_size, loop):
     """nf4 sums x . levels[u] a block (one 16-byte step at 32, pairs of steps from 64 on) and
     scales it by the block's absmax once: every block size, double-quantized or not, an odd N."""
     torch.manual_seed(3)
@@ -93,20 +104,49 @@ def test_nf4_every_block_size(block_size, vectorized):
     for double_quant in (False, True):
         q = quantize_nf4(w, block_size, double_quant=double_quant)
         for m in (1, 2, 5):
-            x = torch.randn(m, 600)
+            x = torch.randn(m, 600).to(dtype)
             y = woq_gemv_cpu.gemv_nf4(x, q.qweight, q.absmax, nf4_levels(), q.absmax_scale, q.absmax_offset,
-                                      block_size=block_size, vectorized=vectorized)
+                                      block_size=block_size, **loop)
             sqnr = compute_sqnr(x.double() @ dequantize_nf4_reference(q).T, y)
-            assert sqnr > SQNR_FLOOR[torch.float32], (block_size, double_quant, m, sqnr)
+            assert sqnr > SQNR_FLOOR[dtype], (block_size, double_quant, m, sqnr)
 
 
 def test_the_two_loops_agree_to_float32_rounding():
     torch.manual_seed(1)
     x, w = torch.randn(5, 520), torch.randn(33, 520)
     for scheme in ("int8", "int4", "nf4-dq"):
-        fast, _ = _run(scheme, x, w, True)
-        slow, _ = _run(scheme, x, w, False)
+        fast, _ = _run(scheme, x, w, {})
+        slow, _ = _run(scheme, x, w, {"vectorized": False})
         torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cpu._is_avx512_bf16_supported(), reason="this CPU has no AVX512-BF16")
+def test_the_bf16_dot_loop_agrees_with_the_float32_one():
+    """int8 and int4 codes are exact in bfloat16, so both loops sum the same float32 products
+    (in another order): their bfloat16 outputs differ by at most an ulp or so. nf4's levels
+    are rounded to bfloat16 once (a relative 2^-9 a weight), within bfloat16's own tolerance."""
+    torch.manual_seed(4)
+    x, w = torch.randn(6, 1000).bfloat16(), torch.randn(37, 1000) * 0.05
+    for scheme in ("int8", "int4", "nf4-dq"):
+        dot, _ = _run(scheme, x, w, {"avx512": True})
+        fma, _ = _run(scheme, x, w, {"avx512": False})
+        tol = {"rtol": 1.6e-2, "atol": 1e-3} if scheme != "nf4-dq" else {"rtol": 5e-2, "atol": 5e-3}
+        torch.testing.assert_close(dot.float(), fma.float(), **tol)
+    assert not torch.equal(dot, fma)  # nf4's rounded levels: the bfloat16 loop did run
+
+
+def test_aten_cpu_capability_avx2_keeps_the_kernels_on_avx2():
+    """The kernels take AVX-512 only where torch's own do: under ATEN_CPU_CAPABILITY=avx2 a
+    default call asks for the AVX2 loop at most (isa 1), whatever the host."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from impl.lowerings.woq_gemv_cpu import _isa; print(_isa(True, None), _isa(False, None))"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "0"]
 
 
 def test_a_strided_x_and_bad_shapes():

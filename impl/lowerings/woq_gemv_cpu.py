@@ -22,9 +22,20 @@ int4 and nf4 regroup the sum (the scale applied to a group's sum, not to each we
 their float32 rounding differs by a few ulps of the group sums. The weight is never rounded
 to x's dtype (the decomposition rounds it for bfloat16 / float16).
 
-The vector loop is AVX2 + FMA (function-level ``target`` attributes, so the compile flags
-do not matter), chosen at run time by ``__builtin_cpu_supports``; any other x86 CPU takes
-the scalar loop of the same sums. Nothing depends on AVX-512 or on ``ATEN_CPU_CAPABILITY``.
+The vector loops use function-level ``target`` attributes (the compile flags do not
+matter) and are chosen at run time by ``__builtin_cpu_supports``:
+
+- AVX-512 BF16, for bfloat16 x (int4 groups and nf4 blocks a multiple of 64): the codes
+  decoded to bfloat16 in registers (int8 by conversion, int4 / nf4 by a 16-entry ``vpermw``
+  table) and multiplied into float32 accumulators by ``vdpbf16ps``, 32 products an
+  instruction, against x's own bfloat16 values. int8 and int4 codes are exact in bfloat16;
+  nf4's levels are rounded to bfloat16 once (a relative 2^-9, as the decomposition's
+  bfloat16 weight is). Taken where torch's own CPU kernels use AVX-512
+  (``torch.backends.cpu.get_cpu_capability()``): ``ATEN_CPU_CAPABILITY=avx2`` keeps ours on
+  AVX2 as well. On a 2-core Zen 5 host, one thread, bfloat16 x: 2-3x the AVX2 loop at M = 1,
+  1.5-2.5x at M = 4 (``benchmarks/cpu.md``).
+- AVX2 + FMA: every other call on a host with them (x converted to float32 first).
+- scalar: the same sums on any other x86 CPU.
 """
 
 from __future__ import annotations

@@ -25,15 +25,17 @@ to x's dtype (the decomposition rounds it for bfloat16 / float16).
 The vector loops use function-level ``target`` attributes (the compile flags do not
 matter) and are chosen at run time by ``__builtin_cpu_supports``:
 
-- AVX-512 BF16, for bfloat16 x (int4 groups and nf4 blocks a multiple of 64): the codes
-  decoded to bfloat16 in registers (int8 by conversion, int4 / nf4 by a 16-entry ``vpermw``
-  table) and multiplied into float32 accumulators by ``vdpbf16ps``, 32 products an
-  instruction, against x's own bfloat16 values. int8 and int4 codes are exact in bfloat16;
-  nf4's levels are rounded to bfloat16 once (a relative 2^-9, as the decomposition's
-  bfloat16 weight is). Taken where torch's own CPU kernels use AVX-512
-  (``torch.backends.cpu.get_cpu_capability()``): ``ATEN_CPU_CAPABILITY=avx2`` keeps ours on
-  AVX2 as well. On a 2-core Zen 5 host, one thread, bfloat16 x: 2-3x the AVX2 loop at M = 1,
-  1.5-2.5x at M = 4 (``benchmarks/cpu.md``).
+- AVX-512 (hosts with AVX512-BF16), 32 packed bytes a step, int4 / nf4 codes looked up in a
+  16-entry table by one permute:
+  BF16 for bfloat16 x: the codes decoded to bfloat16 in registers and multiplied into float32
+  accumulators by ``vdpbf16ps``, 32 products an instruction, against x's own bfloat16 values
+  (int8 and int4 codes are exact in bfloat16; nf4's levels are rounded to bfloat16 once, a
+  relative 2^-9, as the decomposition's bfloat16 weight is);
+  F32 for float32 / float16 x: the codes decoded to float32 (nf4's levels exactly), 16-lane FMAs.
+  Taken where torch's own CPU kernels use AVX-512 (``torch.backends.cpu.get_cpu_capability()``):
+  ``ATEN_CPU_CAPABILITY=avx2`` keeps ours on AVX2 as well. On a 2-core Zen 5 host, one thread
+  (``benchmarks/cpu.md``): BF16 1.4-2.4x the AVX2 loop at M = 1, 1.3-3.4x at M = 4; F32
+  1.2-1.7x at M = 1, 0.9-1.3x at M = 4 (float32 x rows of K = 5632 overflow L1 either way).
 - AVX2 + FMA: every other call on a host with them (x converted to float32 first).
 - scalar: the same sums on any other x86 CPU.
 """
@@ -81,22 +83,24 @@ _COMMON = r"""
 namespace {
 
 // x (M, K) in its dtype -> float32 rows of k_out values, zero-padded. With `order` (the
-// packed schemes), each 32 values (one 16-byte step of the packed row) are permuted:
-// value k of a step goes to order[k], the lane of the decoded vectors its code lands in.
+// packed schemes), each `span` values (one step of the packed row: 32 on the AVX2 loop, 64
+// on the AVX-512 ones) are permuted: value k of a step goes to order[k], the lane of the
+// decoded vectors its code lands in.
 template <typename T>
-void convert_rows(const T* x, int64_t m, int64_t k, int64_t k_out, const int* order, float* out) {
+void convert_rows(const T* x, int64_t m, int64_t k, int64_t k_out, const int* order, int span, float* out) {
     for (int64_t r = 0; r < m; ++r) {
         for (int64_t i = 0; i < k_out; ++i) {
             const float v = i < k ? static_cast<float>(x[r * k + i]) : 0.0f;
-            out[r * k_out + (order ? i / 32 * 32 + order[i % 32] : i)] = v;
+            out[r * k_out + (order ? i / span * span + order[i % span] : i)] = v;
         }
     }
 }
 
-void convert_input(const void* x, int64_t dtype, int64_t m, int64_t k, int64_t k_out, const int* order, float* out) {
-    if (dtype == 0) convert_rows(static_cast<const float*>(x), m, k, k_out, order, out);
-    else if (dtype == 1) convert_rows(static_cast<const at::BFloat16*>(x), m, k, k_out, order, out);
-    else convert_rows(static_cast<const at::Half*>(x), m, k, k_out, order, out);
+void convert_input(const void* x, int64_t dtype, int64_t m, int64_t k, int64_t k_out, const int* order, float* out,
+                   int span = 32) {
+    if (dtype == 0) convert_rows(static_cast<const float*>(x), m, k, k_out, order, span, out);
+    else if (dtype == 1) convert_rows(static_cast<const at::BFloat16*>(x), m, k, k_out, order, span, out);
+    else convert_rows(static_cast<const at::Half*>(x), m, k, k_out, order, span, out);
 }
 
 void store_output(const float* y, void* out, int64_t dtype, int64_t count) {
@@ -205,18 +209,36 @@ inline void for_row_passes(int64_t m, F body) {
     else if (m - r == 1) body(r, std::integral_constant<int, 1>());
 }
 
-// ---- The AVX-512 BF16 loop (bfloat16 x only): the weight decoded to bfloat16 in registers,
-// exactly for int8 and int4 codes (integers of at most 8 bits), nf4's levels rounded to
-// bfloat16 once; vdpbf16ps multiplies 32 pairs of bfloat16 an instruction, summing in
-// float32, against x's own bfloat16 values. A 32-byte step of the packed row a time.
-#define BF16_DOT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+// ---- The AVX-512 loops: a 32-byte step of the packed row a time (int8: 32 codes; int4 / nf4:
+// 64 nibbles), decoded in registers, against x rows in a 64-byte-aligned buffer. A step type
+// says how: decode(p, w) the step's kVectors weight vectors, dot(acc, w, x) one vector's
+// products (kLanes x values) into acc.
+//   *Bf16 (bfloat16 x): codes decoded to bfloat16 (exact for int8 and int4 codes, integers of
+//     at most 8 bits; nf4's levels rounded to bfloat16 once), vdpbf16ps: 32 products an
+//     instruction, summed in float32, against x's own bfloat16 values.
+//   *F32 (float32 and float16 x, converted to float32 once): codes decoded to float32 (nf4's
+//     levels exactly), 16 FMAs an instruction.
+// Both need AVX512-BF16 on the host (one target for the shared templates); AVX-512 hosts
+// without it (Skylake-X to Ice Lake) run the AVX2 loop.
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
-inline float bf16_bits_to_float(uint16_t bits) {
-    const uint32_t u = static_cast<uint32_t>(bits) << 16;
+inline float to_float(uint16_t bfloat16_bits) {
+    const uint32_t u = static_cast<uint32_t>(bfloat16_bits) << 16;
     float f;
     std::memcpy(&f, &u, 4);
     return f;
 }
+inline float to_float(float v) { return v; }
+
+// x rows, 64-byte aligned: the loops' 64-byte loads never straddle two cache lines.
+template <typename T>
+struct AlignedRows {
+    T* p;
+    explicit AlignedRows(int64_t count)
+        : p(static_cast<T*>(std::aligned_alloc(64, (count * sizeof(T) + 63) / 64 * 64))) {}
+    ~AlignedRows() { std::free(p); }
+    T* data() const { return p; }
+};
 
 // x (M, K) bfloat16 -> rows of k_out bfloat16 (bits), zero-padded; with `order`, each 64
 // values (one step of a packed row) permuted: value k of a step goes to order[k].
@@ -228,53 +250,83 @@ void bf16_rows(const uint16_t* x, int64_t m, int64_t k, int64_t k_out, const int
     }
 }
 
-// A step of 32 packed bytes decoded by nibble_step: vector h holds the step's value
-// k = 2t + h in word t.
-void nibble_order(int order[64]) {
-    for (int k = 0; k < 64; ++k) order[k] = 32 * (k % 2) + k / 2;
+// 0: no AVX-512 loop; 1: the F32 one; 2: the BF16 one (bfloat16 x).
+inline int avx512_loop(int64_t isa, int64_t dtype) {
+    if (isa < 2 || !has_avx512bf16()) return 0;
+    return dtype == 1 ? 2 : 1;
 }
 
-// The 16 values a nibble decodes to, as bfloat16 (round to nearest even), twice: vpermw's table.
-BF16_DOT __m512i bf16_table(const float values[16]) {
-    alignas(64) uint16_t t[32];
-    for (int e = 0; e < 32; ++e) t[e] = at::BFloat16(values[e % 16]).x;
-    return _mm512_load_si512(t);
-}
+// Nibble steps: 32 bytes, 64 codes, looked up in a 16-entry table (twice over: vpermw's 32).
+struct NibblesBf16 {
+    using X = uint16_t;
+    using W = __m512i;
+    static constexpr int kVectors = 2, kLanes = 32;
+    // vector h holds the step's value k = 2t + h in word t
+    static void order(int out[64]) { for (int k = 0; k < 64; ++k) out[k] = 32 * (k % 2) + k / 2; }
+    __m512i table;
+    AVX512_TARGET explicit NibblesBf16(const float values[16]) {
+        alignas(64) uint16_t t[32];
+        for (int e = 0; e < 32; ++e) t[e] = at::BFloat16(values[e % 16]).x;  // round to nearest even
+        table = _mm512_load_si512(t);
+    }
+    AVX512_TARGET void decode(const uint8_t* p, __m512i w[2]) const {
+        const __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        w[0] = _mm512_permutexvar_epi16(_mm512_and_si512(b, _mm512_set1_epi16(15)), table);
+        w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
+    }
+    AVX512_TARGET static __m512 dot(__m512 acc, __m512i w, const uint16_t* x) {
+        return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_load_si512(x));
+    }
+};
 
-BF16_DOT inline void nibble_step(const uint8_t* p, __m512i table, __m512i w[2]) {
-    const __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    w[0] = _mm512_permutexvar_epi16(_mm512_and_si512(b, _mm512_set1_epi16(15)), table);
-    w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
-}
-
-BF16_DOT inline __m512 dot_bf16(__m512 acc, __m512i w, const uint16_t* x) {
-    return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_loadu_si512(x));
-}
+struct NibblesF32 {
+    using X = float;
+    using W = __m512;
+    static constexpr int kVectors = 4, kLanes = 16;
+    // byte t of the step: its low nibble (k = 2t) in vector 2 (t / 16), its high one (2t + 1)
+    // in vector 2 (t / 16) + 1, lane t % 16
+    static void order(int out[64]) {
+        for (int k = 0; k < 64; ++k) out[k] = 16 * (2 * (k / 2 / 16) + k % 2) + k / 2 % 16;
+    }
+    __m512 table;
+    AVX512_TARGET explicit NibblesF32(const float values[16]) { table = _mm512_loadu_ps(values); }
+    AVX512_TARGET void decode(const uint8_t* p, __m512 w[4]) const {
+        const __m512i mask = _mm512_set1_epi32(15);
+        for (int h = 0; h < 2; ++h) {
+            const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * h)));
+            w[2 * h] = _mm512_permutexvar_ps(_mm512_and_si512(b, mask), table);
+            w[2 * h + 1] = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), table);
+        }
+    }
+    AVX512_TARGET static __m512 dot(__m512 acc, __m512 w, const float* x) {
+        return _mm512_fmadd_ps(w, _mm512_load_ps(x), acc);
+    }
+};
 
 // One group of a packed row (`group_bytes` from byte j0, a multiple of 32) against R x rows
-// (k_pad bfloat16 each, nibble_order within each step): acc[r] = the group's dot products.
-template <int R>
-BF16_DOT inline void group_dot_bf16(const uint8_t* row, __m512i table, const uint16_t* x, int64_t k_pad,
-                                    int64_t j0, int64_t group_bytes, __m512 acc[R]) {
+// (x_stride values apart, the step's order within each step): acc[r] = the group's products.
+template <int R, typename Step>
+AVX512_TARGET inline void group_dot(const Step& step, const uint8_t* row, const typename Step::X* x,
+                                    int64_t x_stride, int64_t j0, int64_t group_bytes, __m512 acc[R]) {
     __m512 a[R][2];
     for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm512_setzero_ps();
     for (int64_t j = j0; j < j0 + group_bytes; j += 32) {
-        __m512i w[2];
-        nibble_step(row + j, table, w);
-        for (int r = 0; r < R; ++r) {
-            a[r][0] = dot_bf16(a[r][0], w[0], x + r * k_pad + 2 * j);
-            a[r][1] = dot_bf16(a[r][1], w[1], x + r * k_pad + 2 * j + 32);
-        }
+        typename Step::W w[Step::kVectors];
+        step.decode(row + j, w);
+        for (int v = 0; v < Step::kVectors; ++v)
+            for (int r = 0; r < R; ++r)
+                a[r][v % 2] = Step::dot(a[r][v % 2], w[v], x + r * x_stride + 2 * j + v * Step::kLanes);
     }
     for (int r = 0; r < R; ++r) acc[r] = _mm512_add_ps(a[r][0], a[r][1]);
 }
 
-// A packed row against R x rows: each group's dot products multiplied by the group's scale
-// once, at the group's end, into one of U running totals in turn (a single total would chain
-// one FMA latency a group: at one row and block 64, about half the call's time).
-template <int R>
-BF16_DOT inline void grouped_row_bf16(const uint8_t* row, __m512i table, const float* group_scale,
-                                      const uint16_t* x, int64_t k_pad, int64_t group_bytes, float sums[R]) {
+// A packed row (k_pad values) against R x rows: each group's products multiplied by the
+// group's scale once, at the group's end, into one of U running totals in turn (a single
+// total would chain one FMA latency a group: at one row and block 64, half the call's time).
+template <int R, typename Step>
+AVX512_TARGET inline void grouped_row_avx512(const Step& step, const uint8_t* row, const float* group_scale,
+                                             const typename Step::X* x, int64_t k_pad, int64_t group_bytes,
+                                             float sums[R]) {
     constexpr int U = R == 1 ? 4 : 2;
     const int64_t groups = k_pad / 2 / group_bytes;
     __m512 total[U][R];
@@ -282,24 +334,39 @@ BF16_DOT inline void grouped_row_bf16(const uint8_t* row, __m512i table, const f
         for (int r = 0; r < R; ++r) total[u][r] = _mm512_setzero_ps();
     int64_t g = 0;
     for (; g + U <= groups; g += U) {
-        for (int u = 0; u < U; ++u) {
+        for (int u = 0; u < U; ++u) {  // unrolled: the totals stay in registers
             __m512 acc[R];
-            group_dot_bf16<R>(row, table, x, k_pad, (g + u) * group_bytes, group_bytes, acc);
+            group_dot<R>(step, row, x, k_pad, (g + u) * group_bytes, group_bytes, acc);
             const __m512 sv = _mm512_set1_ps(group_scale[g + u]);
             for (int r = 0; r < R; ++r) total[u][r] = _mm512_fmadd_ps(acc[r], sv, total[u][r]);
         }
     }
     for (; g < groups; ++g) {
         __m512 acc[R];
-        group_dot_bf16<R>(row, table, x, k_pad, g * group_bytes, group_bytes, acc);
+        group_dot<R>(step, row, x, k_pad, g * group_bytes, group_bytes, acc);
         const __m512 sv = _mm512_set1_ps(group_scale[g]);
         for (int r = 0; r < R; ++r) total[0][r] = _mm512_fmadd_ps(acc[r], sv, total[0][r]);
     }
     for (int r = 0; r < R; ++r) {
-        __m512 s = total[0][r];
-        for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, total[u][r]);
-        sums[r] = _mm512_reduce_add_ps(s);
+        __m512 t = total[0][r];
+        for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, total[u][r]);
+        sums[r] = _mm512_reduce_add_ps(t);
     }
+}
+
+// x (M, K) -> the loop's x rows (k_pad values, each 64 permuted by Step::order), then
+// body(rows): bfloat16 bits for NibblesBf16, float32 for NibblesF32.
+template <typename Step, typename F>
+void with_step_rows(const void* x, int64_t dtype, int64_t m, int64_t k, int64_t k_pad, F body) {
+    int order[64];
+    Step::order(order);
+    AlignedRows<typename Step::X> rows(m * k_pad);
+    if constexpr (std::is_same_v<typename Step::X, uint16_t>) {
+        bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, order, rows.data());
+    } else {
+        convert_input(x, dtype, m, k, k_pad, order, rows.data(), 64);
+    }
+    body(static_cast<const typename Step::X*>(rows.data()));
 }
 
 }  // namespace
@@ -339,31 +406,50 @@ __attribute__((target("avx2,fma"))) void int8_row_avx2(const int8_t* q, float sc
     }
 }
 
-// 32 int8 codes -> 32 bfloat16 words in order (exact: |q| <= 128).
-BF16_DOT inline __m512i int8_step_bf16(__m256i b) {
-    const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
-    const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
-    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-}
+// int8 steps: 32 codes in order, from a 32-byte load.
+struct Int8Bf16 {
+    using X = uint16_t;
+    using W = __m512i;
+    static constexpr int kVectors = 1, kLanes = 32;
+    AVX512_TARGET static void decode(__m256i b, __m512i w[1]) {  // exact: |q| <= 128
+        const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
+        const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
+        w[0] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    }
+    AVX512_TARGET static __m512 dot(__m512 acc, __m512i w, const uint16_t* x) { return NibblesBf16::dot(acc, w, x); }
+};
 
-template <int R>
-BF16_DOT void int8_row_bf16(const int8_t* q, float scale, const uint16_t* x, int64_t k, int64_t k_pad,
-                            float* y, int64_t n_total) {
+struct Int8F32 {
+    using X = float;
+    using W = __m512;
+    static constexpr int kVectors = 2, kLanes = 16;
+    AVX512_TARGET static void decode(__m256i b, __m512 w[2]) {
+        w[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
+        w[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
+    }
+    AVX512_TARGET static __m512 dot(__m512 acc, __m512 w, const float* x) { return NibblesF32::dot(acc, w, x); }
+};
+
+// y[r] = scale * (q . x row r), x rows k_pad (k rounded up to 32, zero-padded) values apart.
+template <int R, typename Step>
+AVX512_TARGET void int8_row_avx512(const int8_t* q, float scale, const typename Step::X* x, int64_t k, int64_t k_pad,
+                                   float* y, int64_t n_total) {
     constexpr int A = R == 1 ? 4 : 2;  // steps an iteration, one accumulator each
     __m512 acc[R][A];
     for (int r = 0; r < R; ++r)
         for (int a = 0; a < A; ++a) acc[r][a] = _mm512_setzero_ps();
+    auto step = [&](__m256i bytes, int64_t at, int a) AVX512_TARGET {
+        typename Step::W w[Step::kVectors];
+        Step::decode(bytes, w);
+        for (int v = 0; v < Step::kVectors; ++v)
+            for (int r = 0; r < R; ++r) acc[r][a] = Step::dot(acc[r][a], w[v], x + r * k_pad + at + v * Step::kLanes);
+    };
     int64_t j = 0;
-    for (; j + 32 * A <= k; j += 32 * A) {
-        for (int s = 0; s < A; ++s) {
-            const __m512i w = int8_step_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + j + 32 * s)));
-            for (int r = 0; r < R; ++r) acc[r][s] = dot_bf16(acc[r][s], w, x + r * k_pad + j + 32 * s);
-        }
-    }
-    for (; j < k; j += 32) {  // the rest, the last step masked (x is zero-padded to k_pad)
+    for (; j + 32 * A <= k; j += 32 * A)
+        for (int a = 0; a < A; ++a) step(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + j + 32 * a)), j + 32 * a, a);
+    for (; j < k; j += 32) {  // the rest, the last step masked
         const __mmask32 mask = k - j >= 32 ? 0xFFFFFFFFu : (1u << (k - j)) - 1;
-        const __m512i w = int8_step_bf16(_mm256_maskz_loadu_epi8(mask, q + j));
-        for (int r = 0; r < R; ++r) acc[r][0] = dot_bf16(acc[r][0], w, x + r * k_pad + j);
+        step(_mm256_maskz_loadu_epi8(mask, q + j), j, 0);
     }
     for (int r = 0; r < R; ++r) {
         __m512 s = acc[r][0];
@@ -372,20 +458,32 @@ BF16_DOT void int8_row_bf16(const int8_t* q, float scale, const uint16_t* x, int
     }
 }
 
-// isa: the widest loop the caller allows (0 scalar, 1 AVX2, 2 AVX-512 BF16), where the host has it.
+template <typename Step>
+void int8_avx512(const typename Step::X* xs, const int8_t* q, const float* scale, float* y, int64_t m, int64_t n,
+                 int64_t k, int64_t k_pad) {
+    #pragma omp parallel for schedule(static) if (n * k >= kParallelMinValues)
+    for (int64_t col = 0; col < n; ++col) {
+        for_row_passes(m, [&](int64_t r0, auto rows) {
+            constexpr int R = decltype(rows)::value;
+            int8_row_avx512<R, Step>(q + col * k, scale[col], xs + r0 * k_pad, k, k_pad, y + r0 * n + col, n);
+        });
+    }
+}
+
+// isa: the widest loop the caller allows (0 scalar, 1 AVX2, 2 AVX-512), where the host has it.
 extern "C" void kernel(const void* x, const int8_t* q, const float* scale, void* out,
                        int64_t m, int64_t n, int64_t k, int64_t dtype, int64_t isa) {
     std::vector<float> y(m * n);
-    if (isa >= 2 && dtype == 1 && has_avx512bf16()) {
+    if (const int loop = avx512_loop(isa, dtype)) {
         const int64_t k_pad = (k + 31) / 32 * 32;
-        std::vector<uint16_t> xb(m * k_pad);
-        bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, nullptr, xb.data());
-        #pragma omp parallel for schedule(static) if (n * k >= kParallelMinValues)
-        for (int64_t col = 0; col < n; ++col) {
-            for_row_passes(m, [&](int64_t r0, auto rows) {
-                constexpr int R = decltype(rows)::value;
-                int8_row_bf16<R>(q + col * k, scale[col], xb.data() + r0 * k_pad, k, k_pad, y.data() + r0 * n + col, n);
-            });
+        if (loop == 2) {
+            AlignedRows<uint16_t> xb(m * k_pad);
+            bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, nullptr, xb.data());
+            int8_avx512<Int8Bf16>(xb.data(), q, scale, y.data(), m, n, k, k_pad);
+        } else {
+            AlignedRows<float> xf(m * k_pad);
+            convert_input(x, dtype, m, k, k_pad, nullptr, xf.data());
+            int8_avx512<Int8F32>(xf.data(), q, scale, y.data(), m, n, k, k_pad);
         }
         store_output(y.data(), out, dtype, m * n);
         return;
@@ -463,31 +561,32 @@ void group_sums(const T* xp, F to_float, int64_t m, int64_t k_pad, int64_t group
     }
 }
 
-// isa: the widest loop the caller allows (0 scalar, 1 AVX2, 2 AVX-512 BF16), where the host has it.
+// isa: the widest loop the caller allows (0 scalar, 1 AVX2, 2 AVX-512), where the host has it.
 extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, const float* zero, void* out,
                        int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t group_size, int64_t dtype, int64_t isa) {
     const int64_t half = k_pad / 2, groups = k_pad / group_size, group_bytes = group_size / 2;
     std::vector<float> xsum(m * groups), y(m * n);
-    if (isa >= 2 && dtype == 1 && group_size %% 64 == 0 && has_avx512bf16()) {
-        int order[64];
-        nibble_order(order);
-        std::vector<uint16_t> xb(m * k_pad);
-        bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, order, xb.data());
-        group_sums(xb.data(), bf16_bits_to_float, m, k_pad, group_size, xsum.data());
+    const int loop = group_size %% 64 == 0 ? avx512_loop(isa, dtype) : 0;
+    if (loop) {
         float codes[16];
         for (int e = 0; e < 16; ++e) codes[e] = static_cast<float>(e);
-        const __m512i table = bf16_table(codes);
-        #pragma omp parallel for schedule(static) if (n * k_pad >= kParallelMinValues)
-        for (int64_t col = 0; col < n; ++col) {
-            const float* s = scale + col * groups;
-            for_row_passes(m, [&](int64_t r0, auto rows) {
-                constexpr int R = decltype(rows)::value;
-                float sums[R], zero_terms[R];
-                grouped_row_bf16<R>(q + col * half, table, s, xb.data() + r0 * k_pad, k_pad, group_bytes, sums);
-                int4_zero_terms_avx2<R>(s, zero + col * groups, xsum.data() + r0 * groups, groups, zero_terms);
-                for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r] - zero_terms[r];
-            });
-        }
+        auto run = [&](const auto& step, const auto* xs) {
+            using Step = std::decay_t<decltype(step)>;
+            group_sums(xs, [](auto v) { return to_float(v); }, m, k_pad, group_size, xsum.data());
+            #pragma omp parallel for schedule(static) if (n * k_pad >= kParallelMinValues)
+            for (int64_t col = 0; col < n; ++col) {
+                const float* s = scale + col * groups;
+                for_row_passes(m, [&](int64_t r0, auto rows) {
+                    constexpr int R = decltype(rows)::value;
+                    float sums[R], zero_terms[R];
+                    grouped_row_avx512<R, Step>(step, q + col * half, s, xs + r0 * k_pad, k_pad, group_bytes, sums);
+                    int4_zero_terms_avx2<R>(s, zero + col * groups, xsum.data() + r0 * groups, groups, zero_terms);
+                    for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r] - zero_terms[r];
+                });
+            }
+        };
+        if (loop == 2) with_step_rows<NibblesBf16>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesBf16(codes), xs); });
+        else with_step_rows<NibblesF32>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesF32(codes), xs); });
         store_output(y.data(), out, dtype, m * n);
         return;
     }
@@ -592,33 +691,35 @@ inline void decode_absmax_row(const void* absmax, const float* absmax_scale, con
     }
 }
 
+// isa: the widest loop the caller allows (0 scalar, 1 AVX2, 2 AVX-512), where the host has it.
 extern "C" void kernel(const void* x, const uint8_t* q, const void* absmax, const float* levels,
                        const float* absmax_scale, const float* absmax_offset, void* out,
                        int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t block_size,
                        int64_t double_quant, int64_t dtype, int64_t isa) {
     const int64_t half = k_pad / 2, blocks = k_pad / block_size, block_bytes = block_size / 2;
     std::vector<float> y(m * n);
-    if (isa >= 2 && dtype == 1 && block_size %% 64 == 0 && has_avx512bf16()) {
-        int order[64];
-        nibble_order(order);
-        std::vector<uint16_t> xb(m * k_pad);
-        bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, order, xb.data());
-        const __m512i table = bf16_table(levels);
-        #pragma omp parallel if (n * k_pad >= kParallelMinValues)
-        {
-            std::vector<float> row_absmax(blocks);
-            #pragma omp for schedule(static)
-            for (int64_t col = 0; col < n; ++col) {
-                decode_absmax_row(absmax, absmax_scale, absmax_offset, double_quant, col, blocks, row_absmax.data());
-                for_row_passes(m, [&](int64_t r0, auto rows) {
-                    constexpr int R = decltype(rows)::value;
-                    float sums[R];
-                    grouped_row_bf16<R>(q + col * half, table, row_absmax.data(), xb.data() + r0 * k_pad, k_pad,
-                                        block_bytes, sums);
-                    for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r];
-                });
+    const int loop = block_size %% 64 == 0 ? avx512_loop(isa, dtype) : 0;
+    if (loop) {
+        auto run = [&](const auto& step, const auto* xs) {
+            using Step = std::decay_t<decltype(step)>;
+            #pragma omp parallel if (n * k_pad >= kParallelMinValues)
+            {
+                std::vector<float> row_absmax(blocks);
+                #pragma omp for schedule(static)
+                for (int64_t col = 0; col < n; ++col) {
+                    decode_absmax_row(absmax, absmax_scale, absmax_offset, double_quant, col, blocks, row_absmax.data());
+                    for_row_passes(m, [&](int64_t r0, auto rows) {
+                        constexpr int R = decltype(rows)::value;
+                        float sums[R];
+                        grouped_row_avx512<R, Step>(step, q + col * half, row_absmax.data(), xs + r0 * k_pad, k_pad,
+                                                    block_bytes, sums);
+                        for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r];
+                    });
+                }
             }
-        }
+        };
+        if (loop == 2) with_step_rows<NibblesBf16>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesBf16(levels), xs); });
+        else with_step_rows<NibblesF32>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesF32(levels), xs); });
         store_output(y.data(), out, dtype, m * n);
         return;
     }
@@ -701,8 +802,8 @@ def _torch_uses_avx512() -> bool:
 
 def _isa(vectorized: bool, avx512: Optional[bool]) -> int:
     """The widest loop a call may take (the kernel still checks the host): 0 scalar, 1 AVX2 +
-    FMA, 2 AVX-512 BF16 (bfloat16 x only). AVX-512 by default where torch's own CPU kernels
-    use it, so ``ATEN_CPU_CAPABILITY=avx2`` keeps ours on AVX2 as well."""
+    FMA, 2 AVX-512. AVX-512 by default where torch's own CPU kernels use it, so
+    ``ATEN_CPU_CAPABILITY=avx2`` keeps ours on AVX2 as well."""
     if not vectorized:
         return 0
     return 2 if (_torch_uses_avx512() if avx512 is None else avx512) else 1
@@ -713,7 +814,7 @@ def gemv_int8(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, *, ve
     """x (M, K), qweight (N, K) int8, scale (N,) float32 -> y (M, N) in x's dtype.
 
     ``vectorized=False`` takes the scalar loop (what a CPU without AVX2 + FMA runs);
-    ``avx512=False`` keeps a bfloat16 x off the AVX-512 BF16 loop (``_isa``)."""
+    ``avx512=False`` keeps the call off the AVX-512 loops (``_isa``)."""
     n, k = qweight.shape
     _check_x("gemv_int8", x, k)
     if x.shape[1] != k:

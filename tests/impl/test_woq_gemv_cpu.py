@@ -36,10 +36,11 @@ from impl.schemes import (
 # rounding and the output's (the kernels never round the weight to x's dtype).
 SQNR_FLOOR = {torch.float32: 120.0, torch.bfloat16: 40.0, torch.float16: 55.0}
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-# A kernel's loops, as its launcher's keywords. The AVX-512 BF16 loop takes bfloat16 x (and
-# int4 groups / nf4 blocks of a multiple of 64); any other call falls through to AVX2.
+# A kernel's loops, as its launcher's keywords. The AVX-512 loops (BF16 for bfloat16 x, F32
+# for float32 / float16 x; int4 groups and nf4 blocks a multiple of 64) need AVX512-BF16 on
+# the host; any other call falls through to AVX2.
 LOOPS = [
-    pytest.param({"avx512": True}, id="avx512bf16", marks=pytest.mark.skipif(
+    pytest.param({"avx512": True}, id="avx512", marks=pytest.mark.skipif(
         not torch.cpu._is_avx512_bf16_supported(), reason="this CPU has no AVX512-BF16: the call would run AVX2")),
     pytest.param({"avx512": False}, id="avx2"),
     pytest.param({"vectorized": False}, id="scalar"),

@@ -33,9 +33,10 @@ matter) and are chosen at run time by ``__builtin_cpu_supports``:
   relative 2^-9, as the decomposition's bfloat16 weight is);
   F32 for float32 / float16 x: the codes decoded to float32 (nf4's levels exactly), 16-lane FMAs.
   Taken where torch's own CPU kernels use AVX-512 (``torch.backends.cpu.get_cpu_capability()``):
-  ``ATEN_CPU_CAPABILITY=avx2`` keeps ours on AVX2 as well. On a 2-core Zen 5 host, one thread
-  (``benchmarks/cpu.md``): BF16 1.4-2.4x the AVX2 loop at M = 1, 1.3-3.4x at M = 4; F32
-  1.2-1.7x at M = 1, 0.9-1.3x at M = 4 (float32 x rows of K = 5632 overflow L1 either way).
+  ``ATEN_CPU_CAPABILITY=avx2`` keeps ours on AVX2 as well. Where a pass's x rows outgrow L1,
+  two weight rows share each x load (``pairs_of_rows``). On a 2-core Zen 5 host, one thread,
+  K x N 5632 x 2048 and 2048 x 5632 (``benchmarks/cpu.md``): BF16 1.2-2.5x the AVX2 loop at
+  M = 1, 1.5-3.0x at M = 4; F32 1.2-1.9x at M = 1, 1.0-1.6x at M = 4.
 - AVX2 + FMA: every other call on a host with them (x converted to float32 first).
 - scalar: the same sums on any other x86 CPU.
 """
@@ -211,7 +212,7 @@ inline void for_row_passes(int64_t m, F body) {
 
 // ---- The AVX-512 loops: a 32-byte step of the packed row a time (int8: 32 codes; int4 / nf4:
 // 64 nibbles), decoded in registers, against x rows in a 64-byte-aligned buffer. A step type
-// says how: decode(p, w) the step's kVectors weight vectors, dot(acc, w, x) one vector's
+// says how: decode(p, w) the step's kVectors weight vectors; fma(acc, w, load(x)) one vector's
 // products (kLanes x values) into acc.
 //   *Bf16 (bfloat16 x): codes decoded to bfloat16 (exact for int8 and int4 codes, integers of
 //     at most 8 bits; nf4's levels rounded to bfloat16 once), vdpbf16ps: 32 products an
@@ -274,8 +275,9 @@ struct NibblesBf16 {
         w[0] = _mm512_permutexvar_epi16(_mm512_and_si512(b, _mm512_set1_epi16(15)), table);
         w[1] = _mm512_permutexvar_epi16(_mm512_srli_epi16(b, 4), table);
     }
-    AVX512_TARGET static __m512 dot(__m512 acc, __m512i w, const uint16_t* x) {
-        return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_load_si512(x));
+    AVX512_TARGET static __m512i load(const uint16_t* x) { return _mm512_load_si512(x); }
+    AVX512_TARGET static __m512 fma(__m512 acc, __m512i w, __m512i x) {
+        return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x);
     }
 };
 
@@ -298,60 +300,88 @@ struct NibblesF32 {
             w[2 * h + 1] = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), table);
         }
     }
-    AVX512_TARGET static __m512 dot(__m512 acc, __m512 w, const float* x) {
-        return _mm512_fmadd_ps(w, _mm512_load_ps(x), acc);
-    }
+    AVX512_TARGET static __m512 load(const float* x) { return _mm512_load_ps(x); }
+    AVX512_TARGET static __m512 fma(__m512 acc, __m512 w, __m512 x) { return _mm512_fmadd_ps(w, x, acc); }
 };
 
-// One group of a packed row (`group_bytes` from byte j0, a multiple of 32) against R x rows
-// (x_stride values apart, the step's order within each step): acc[r] = the group's products.
-template <int R, typename Step>
-AVX512_TARGET inline void group_dot(const Step& step, const uint8_t* row, const typename Step::X* x,
-                                    int64_t x_stride, int64_t j0, int64_t group_bytes, __m512 acc[R]) {
-    __m512 a[R][2];
-    for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = _mm512_setzero_ps();
+// One group of C packed rows (`group_bytes` from byte j0, a multiple of 32) against R x rows
+// (x_stride values apart, the step's order within each step): acc[c][r] = the group's products.
+// Each x vector is loaded once for the C rows.
+template <int R, int C, typename Step>
+AVX512_TARGET inline void group_dot(const Step& step, const uint8_t* const rows[C], const typename Step::X* x,
+                                    int64_t x_stride, int64_t j0, int64_t group_bytes, __m512 acc[C][R]) {
+    constexpr int S = C == 1 ? 2 : 1;  // accumulators a (row, x row): chains to overlap
+    __m512 a[C][R][S];
+    for (int c = 0; c < C; ++c)
+        for (int r = 0; r < R; ++r)
+            for (int t = 0; t < S; ++t) a[c][r][t] = _mm512_setzero_ps();
     for (int64_t j = j0; j < j0 + group_bytes; j += 32) {
-        typename Step::W w[Step::kVectors];
-        step.decode(row + j, w);
-        for (int v = 0; v < Step::kVectors; ++v)
-            for (int r = 0; r < R; ++r)
-                a[r][v % 2] = Step::dot(a[r][v % 2], w[v], x + r * x_stride + 2 * j + v * Step::kLanes);
-    }
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_add_ps(a[r][0], a[r][1]);
-}
-
-// A packed row (k_pad values) against R x rows: each group's products multiplied by the
-// group's scale once, at the group's end, into one of U running totals in turn (a single
-// total would chain one FMA latency a group: at one row and block 64, half the call's time).
-template <int R, typename Step>
-AVX512_TARGET inline void grouped_row_avx512(const Step& step, const uint8_t* row, const float* group_scale,
-                                             const typename Step::X* x, int64_t k_pad, int64_t group_bytes,
-                                             float sums[R]) {
-    constexpr int U = R == 1 ? 4 : 2;
-    const int64_t groups = k_pad / 2 / group_bytes;
-    __m512 total[U][R];
-    for (int u = 0; u < U; ++u)
-        for (int r = 0; r < R; ++r) total[u][r] = _mm512_setzero_ps();
-    int64_t g = 0;
-    for (; g + U <= groups; g += U) {
-        for (int u = 0; u < U; ++u) {  // unrolled: the totals stay in registers
-            __m512 acc[R];
-            group_dot<R>(step, row, x, k_pad, (g + u) * group_bytes, group_bytes, acc);
-            const __m512 sv = _mm512_set1_ps(group_scale[g + u]);
-            for (int r = 0; r < R; ++r) total[u][r] = _mm512_fmadd_ps(acc[r], sv, total[u][r]);
+        typename Step::W w[C][Step::kVectors];
+        for (int c = 0; c < C; ++c) step.decode(rows[c] + j, w[c]);
+        for (int v = 0; v < Step::kVectors; ++v) {
+            for (int r = 0; r < R; ++r) {
+                const auto xv = Step::load(x + r * x_stride + 2 * j + v * Step::kLanes);
+                for (int c = 0; c < C; ++c) a[c][r][v % S] = Step::fma(a[c][r][v % S], w[c][v], xv);
+            }
         }
     }
-    for (; g < groups; ++g) {
-        __m512 acc[R];
-        group_dot<R>(step, row, x, k_pad, g * group_bytes, group_bytes, acc);
-        const __m512 sv = _mm512_set1_ps(group_scale[g]);
-        for (int r = 0; r < R; ++r) total[0][r] = _mm512_fmadd_ps(acc[r], sv, total[0][r]);
+    for (int c = 0; c < C; ++c)
+        for (int r = 0; r < R; ++r) acc[c][r] = S == 1 ? a[c][r][0] : _mm512_add_ps(a[c][r][0], a[c][r][S - 1]);
+}
+
+// C packed rows (k_pad values) against R x rows: each group's products multiplied by the
+// group's scale once, at the group's end, into one of U running totals in turn (a single
+// total would chain one FMA latency a group: at one row and block 64, half the call's time).
+template <int R, int C, typename Step>
+AVX512_TARGET inline void grouped_row_avx512(const Step& step, const uint8_t* const rows[C],
+                                             const float* const group_scale[C], const typename Step::X* x,
+                                             int64_t k_pad, int64_t group_bytes, float sums[C][R]) {
+    constexpr int U = R == 1 ? 4 : (C == 1 ? 2 : 1);
+    const int64_t groups = k_pad / 2 / group_bytes;
+    __m512 total[U][C][R];
+    for (int u = 0; u < U; ++u)
+        for (int c = 0; c < C; ++c)
+            for (int r = 0; r < R; ++r) total[u][c][r] = _mm512_setzero_ps();
+    auto group = [&](int64_t g, __m512 into[C][R]) AVX512_TARGET {
+        __m512 acc[C][R];
+        group_dot<R, C>(step, rows, x, k_pad, g * group_bytes, group_bytes, acc);
+        for (int c = 0; c < C; ++c) {
+            const __m512 sv = _mm512_set1_ps(group_scale[c][g]);
+            for (int r = 0; r < R; ++r) into[c][r] = _mm512_fmadd_ps(acc[c][r], sv, into[c][r]);
+        }
+    };
+    int64_t g = 0;
+    for (; g + U <= groups; g += U)
+        for (int u = 0; u < U; ++u) group(g + u, total[u]);  // unrolled: the totals stay in registers
+    for (; g < groups; ++g) group(g, total[0]);
+    for (int c = 0; c < C; ++c) {
+        for (int r = 0; r < R; ++r) {
+            __m512 t = total[0][c][r];
+            for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, total[u][c][r]);
+            sums[c][r] = _mm512_reduce_add_ps(t);
+        }
     }
-    for (int r = 0; r < R; ++r) {
-        __m512 t = total[0][r];
-        for (int u = 1; u < U; ++u) t = _mm512_add_ps(t, total[u][r]);
-        sums[r] = _mm512_reduce_add_ps(t);
-    }
+}
+
+// Whether a pass over the weight rows takes them in pairs (C = 2: each x load serves both):
+// where a pass's x rows (up to four) fill at least 32 KB, two thirds of a 48 KB L1. Below,
+// one row at a time keeps more independent accumulator chains: at M = 4 (Zen 5, one thread)
+// pairs measured 0.4-1.0x with bfloat16 x at K = 2048 (16 KB), 1.1-1.3x with float32 x there
+// (32 KB), 1.1-1.5x at K = 5632 (45 / 90 KB).
+template <typename X>
+inline bool pairs_of_rows(int64_t m, int64_t k_pad) {
+    return std::min<int64_t>(m, 4) * k_pad * static_cast<int64_t>(sizeof(X)) >= 32 * 1024;
+}
+
+// Calls body(col, C) for the weight rows of pair p (p < col_pairs(n): the unit the caller's
+// OpenMP loop splits), both at once where `pairs`, else one at a time.
+inline int64_t col_pairs(int64_t n) { return (n + 1) / 2; }
+template <typename F>
+inline void for_pair_cols(int64_t p, int64_t n, bool pairs, F body) {
+    const int64_t col = 2 * p;
+    if (pairs && col + 1 < n) { body(col, std::integral_constant<int, 2>()); return; }
+    body(col, std::integral_constant<int, 1>());
+    if (col + 1 < n) body(col + 1, std::integral_constant<int, 1>());
 }
 
 // x (M, K) -> the loop's x rows (k_pad values, each 64 permuted by Step::order), then
@@ -416,7 +446,8 @@ struct Int8Bf16 {
         const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
         w[0] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
     }
-    AVX512_TARGET static __m512 dot(__m512 acc, __m512i w, const uint16_t* x) { return NibblesBf16::dot(acc, w, x); }
+    AVX512_TARGET static __m512i load(const uint16_t* x) { return NibblesBf16::load(x); }
+    AVX512_TARGET static __m512 fma(__m512 acc, __m512i w, __m512i x) { return NibblesBf16::fma(acc, w, x); }
 };
 
 struct Int8F32 {
@@ -427,45 +458,67 @@ struct Int8F32 {
         w[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
         w[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
     }
-    AVX512_TARGET static __m512 dot(__m512 acc, __m512 w, const float* x) { return NibblesF32::dot(acc, w, x); }
+    AVX512_TARGET static __m512 load(const float* x) { return NibblesF32::load(x); }
+    AVX512_TARGET static __m512 fma(__m512 acc, __m512 w, __m512 x) { return NibblesF32::fma(acc, w, x); }
 };
 
-// y[r] = scale * (q . x row r), x rows k_pad (k rounded up to 32, zero-padded) values apart.
-template <int R, typename Step>
-AVX512_TARGET void int8_row_avx512(const int8_t* q, float scale, const typename Step::X* x, int64_t k, int64_t k_pad,
-                                   float* y, int64_t n_total) {
-    constexpr int A = R == 1 ? 4 : 2;  // steps an iteration, one accumulator each
-    __m512 acc[R][A];
-    for (int r = 0; r < R; ++r)
-        for (int a = 0; a < A; ++a) acc[r][a] = _mm512_setzero_ps();
-    auto step = [&](__m256i bytes, int64_t at, int a) AVX512_TARGET {
-        typename Step::W w[Step::kVectors];
-        Step::decode(bytes, w);
-        for (int v = 0; v < Step::kVectors; ++v)
-            for (int r = 0; r < R; ++r) acc[r][a] = Step::dot(acc[r][a], w[v], x + r * k_pad + at + v * Step::kLanes);
+// y[c][r] = scale[c] * (row c of q . x row r) for C rows of q (k codes each), x rows k_pad (k
+// rounded up to 32, zero-padded) values apart; each x vector loaded once for the C rows.
+template <int R, int C, typename Step>
+AVX512_TARGET void int8_rows_avx512(const int8_t* const q[C], const float scale[C], const typename Step::X* x,
+                                    int64_t k, int64_t k_pad, float* y, int64_t n_total) {
+    constexpr int A = R == 1 ? 4 : (C == 1 ? 2 : 1);  // steps an iteration, one accumulator each
+    __m512 acc[C][R][A];
+    for (int c = 0; c < C; ++c)
+        for (int r = 0; r < R; ++r)
+            for (int a = 0; a < A; ++a) acc[c][r][a] = _mm512_setzero_ps();
+    auto step = [&](const __m256i bytes[C], int64_t at, int a) AVX512_TARGET {
+        typename Step::W w[C][Step::kVectors];
+        for (int c = 0; c < C; ++c) Step::decode(bytes[c], w[c]);
+        for (int v = 0; v < Step::kVectors; ++v) {
+            for (int r = 0; r < R; ++r) {
+                const auto xv = Step::load(x + r * k_pad + at + v * Step::kLanes);
+                for (int c = 0; c < C; ++c) acc[c][r][a] = Step::fma(acc[c][r][a], w[c][v], xv);
+            }
+        }
     };
     int64_t j = 0;
-    for (; j + 32 * A <= k; j += 32 * A)
-        for (int a = 0; a < A; ++a) step(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + j + 32 * a)), j + 32 * a, a);
+    for (; j + 32 * A <= k; j += 32 * A) {
+        for (int a = 0; a < A; ++a) {
+            __m256i bytes[C];
+            for (int c = 0; c < C; ++c) bytes[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[c] + j + 32 * a));
+            step(bytes, j + 32 * a, a);
+        }
+    }
     for (; j < k; j += 32) {  // the rest, the last step masked
         const __mmask32 mask = k - j >= 32 ? 0xFFFFFFFFu : (1u << (k - j)) - 1;
-        step(_mm256_maskz_loadu_epi8(mask, q + j), j, 0);
+        __m256i bytes[C];
+        for (int c = 0; c < C; ++c) bytes[c] = _mm256_maskz_loadu_epi8(mask, q[c] + j);
+        step(bytes, j, 0);
     }
-    for (int r = 0; r < R; ++r) {
-        __m512 s = acc[r][0];
-        for (int a = 1; a < A; ++a) s = _mm512_add_ps(s, acc[r][a]);
-        y[r * n_total] = scale * _mm512_reduce_add_ps(s);
+    for (int c = 0; c < C; ++c) {
+        for (int r = 0; r < R; ++r) {
+            __m512 s = acc[c][r][0];
+            for (int a = 1; a < A; ++a) s = _mm512_add_ps(s, acc[c][r][a]);
+            y[r * n_total + c] = scale[c] * _mm512_reduce_add_ps(s);
+        }
     }
 }
 
 template <typename Step>
 void int8_avx512(const typename Step::X* xs, const int8_t* q, const float* scale, float* y, int64_t m, int64_t n,
                  int64_t k, int64_t k_pad) {
+    const bool pairs = pairs_of_rows<typename Step::X>(m, k_pad);
     #pragma omp parallel for schedule(static) if (n * k >= kParallelMinValues)
-    for (int64_t col = 0; col < n; ++col) {
-        for_row_passes(m, [&](int64_t r0, auto rows) {
-            constexpr int R = decltype(rows)::value;
-            int8_row_avx512<R, Step>(q + col * k, scale[col], xs + r0 * k_pad, k, k_pad, y + r0 * n + col, n);
+    for (int64_t p = 0; p < col_pairs(n); ++p) {
+        for_pair_cols(p, n, pairs, [&](int64_t col, auto cols) {
+            constexpr int C = decltype(cols)::value;
+            const int8_t* rows[C];
+            for (int c = 0; c < C; ++c) rows[c] = q + (col + c) * k;
+            for_row_passes(m, [&](int64_t r0, auto xrows) {
+                constexpr int R = decltype(xrows)::value;
+                int8_rows_avx512<R, C, Step>(rows, scale + col, xs + r0 * k_pad, k, k_pad, y + r0 * n + col, n);
+            });
         });
     }
 }
@@ -573,15 +626,24 @@ extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, cons
         auto run = [&](const auto& step, const auto* xs) {
             using Step = std::decay_t<decltype(step)>;
             group_sums(xs, [](auto v) { return to_float(v); }, m, k_pad, group_size, xsum.data());
+            const bool pairs = pairs_of_rows<typename Step::X>(m, k_pad);
             #pragma omp parallel for schedule(static) if (n * k_pad >= kParallelMinValues)
-            for (int64_t col = 0; col < n; ++col) {
-                const float* s = scale + col * groups;
-                for_row_passes(m, [&](int64_t r0, auto rows) {
-                    constexpr int R = decltype(rows)::value;
-                    float sums[R], zero_terms[R];
-                    grouped_row_avx512<R, Step>(step, q + col * half, s, xs + r0 * k_pad, k_pad, group_bytes, sums);
-                    int4_zero_terms_avx2<R>(s, zero + col * groups, xsum.data() + r0 * groups, groups, zero_terms);
-                    for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r] - zero_terms[r];
+            for (int64_t p = 0; p < col_pairs(n); ++p) {
+                for_pair_cols(p, n, pairs, [&](int64_t col, auto cols) {
+                    constexpr int C = decltype(cols)::value;
+                    const uint8_t* packed[C];
+                    const float* s[C];
+                    for (int c = 0; c < C; ++c) packed[c] = q + (col + c) * half, s[c] = scale + (col + c) * groups;
+                    for_row_passes(m, [&](int64_t r0, auto rows) {
+                        constexpr int R = decltype(rows)::value;
+                        float sums[C][R], zero_terms[R];
+                        grouped_row_avx512<R, C>(step, packed, s, xs + r0 * k_pad, k_pad, group_bytes, sums);
+                        for (int c = 0; c < C; ++c) {
+                            int4_zero_terms_avx2<R>(s[c], zero + (col + c) * groups, xsum.data() + r0 * groups, groups,
+                                                    zero_terms);
+                            for (int r = 0; r < R; ++r) y[(r0 + r) * n + col + c] = sums[c][r] - zero_terms[r];
+                        }
+                    });
                 });
             }
         };
@@ -702,18 +764,28 @@ extern "C" void kernel(const void* x, const uint8_t* q, const void* absmax, cons
     if (loop) {
         auto run = [&](const auto& step, const auto* xs) {
             using Step = std::decay_t<decltype(step)>;
+            const bool pairs = pairs_of_rows<typename Step::X>(m, k_pad);
             #pragma omp parallel if (n * k_pad >= kParallelMinValues)
             {
-                std::vector<float> row_absmax(blocks);
+                std::vector<float> row_absmax(2 * blocks);
                 #pragma omp for schedule(static)
-                for (int64_t col = 0; col < n; ++col) {
-                    decode_absmax_row(absmax, absmax_scale, absmax_offset, double_quant, col, blocks, row_absmax.data());
-                    for_row_passes(m, [&](int64_t r0, auto rows) {
-                        constexpr int R = decltype(rows)::value;
-                        float sums[R];
-                        grouped_row_avx512<R, Step>(step, q + col * half, row_absmax.data(), xs + r0 * k_pad, k_pad,
-                                                    block_bytes, sums);
-                        for (int r = 0; r < R; ++r) y[(r0 + r) * n + col] = sums[r];
+                for (int64_t p = 0; p < col_pairs(n); ++p) {
+                    for_pair_cols(p, n, pairs, [&](int64_t col, auto cols) {
+                        constexpr int C = decltype(cols)::value;
+                        const uint8_t* packed[C];
+                        const float* am[C];
+                        for (int c = 0; c < C; ++c) {
+                            decode_absmax_row(absmax, absmax_scale, absmax_offset, double_quant, col + c, blocks,
+                                              row_absmax.data() + c * blocks);
+                            packed[c] = q + (col + c) * half, am[c] = row_absmax.data() + c * blocks;
+                        }
+                        for_row_passes(m, [&](int64_t r0, auto rows) {
+                            constexpr int R = decltype(rows)::value;
+                            float sums[C][R];
+                            grouped_row_avx512<R, C>(step, packed, am, xs + r0 * k_pad, k_pad, block_bytes, sums);
+                            for (int c = 0; c < C; ++c)
+                                for (int r = 0; r < R; ++r) y[(r0 + r) * n + col + c] = sums[c][r];
+                        });
                     });
                 }
             }

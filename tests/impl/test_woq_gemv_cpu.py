@@ -136,6 +136,25 @@ def test_the_bf16_dot_loop_agrees_with_the_float32_one():
     assert not torch.equal(dot, fma)  # nf4's rounded levels: the bfloat16 loop did run
 
 
+@pytest.mark.skipif(not torch.cpu._is_avx512_bf16_supported(), reason="this CPU has no AVX512-BF16")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_long_rows_take_weight_rows_in_pairs(dtype):
+    """Past 32 KB of x a pass (four rows of K = 4100: 66 KB float32, 33 KB bfloat16) the AVX-512
+    loops take two weight rows at once, one x load for both: an odd N leaves one alone, M = 5 a
+    pass of one x row (one weight row at a time again), K's tail is masked / padded. The same
+    sums as the AVX2 loop (float32) and the float64 reference's."""
+    torch.manual_seed(5)
+    w = torch.randn(7, 4100) * 0.05
+    for m in (2, 4, 5):
+        x = torch.randn(m, 4100).to(dtype)
+        for scheme in ("int8", "int4", "nf4-dq"):
+            wide, w64 = _run(scheme, x, w, {"avx512": True})
+            assert compute_sqnr(x.double() @ w64.T, wide) > SQNR_FLOOR[dtype], (scheme, m)
+            if dtype == torch.float32:
+                narrow, _ = _run(scheme, x, w, {"avx512": False})
+                torch.testing.assert_close(wide, narrow, rtol=1e-5, atol=1e-4)
+
+
 def test_aten_cpu_capability_avx2_keeps_the_kernels_on_avx2():
     """The kernels take AVX-512 only where torch's own do: under ATEN_CPU_CAPABILITY=avx2 a
     default call asks for the AVX2 loop at most (isa 1), whatever the host."""

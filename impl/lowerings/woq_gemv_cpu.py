@@ -598,9 +598,6 @@ inline void int4_zero_terms(const float* s, const float* z, const float* xsum, i
     }
 }
 
-// Per group, (u - zero) * scale summed against x is scale * (x . u) - scale * zero * sum(x):
-// the loop multiplies x by the codes alone, and the zero term comes from xsum (x's group sums,
-// once a call) in a short loop over the groups.
 // xsum[r, g]: x's sums over each group (padded rows of k_pad values; any order within a group).
 template <typename T, typename F>
 void group_sums(const T* xp, F to_float, int64_t m, int64_t k_pad, int64_t group_size, float* xsum) {
@@ -614,6 +611,9 @@ void group_sums(const T* xp, F to_float, int64_t m, int64_t k_pad, int64_t group
     }
 }
 
+// Per group, (u - zero) * scale summed against x is scale * (x . u) - scale * zero * sum(x):
+// the loop multiplies x by the codes alone, and the zero term comes from xsum (x's group sums,
+// once a call) in a short loop over the groups.
 // isa: the widest loop the caller allows (0 scalar, 1 AVX2, 2 AVX-512), where the host has it.
 extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, const float* zero, void* out,
                        int64_t m, int64_t n, int64_t k, int64_t k_pad, int64_t group_size, int64_t dtype, int64_t isa) {

@@ -80,8 +80,8 @@ def main() -> None:
             (out / f"{name}_cprofile.txt").write_text(text.getvalue())
         rows.append((name, host_us, kernels))
         launchers = sum(1 for e in pstats.Stats(profiler).stats if "static_triton_launcher" in e[0])
-        print(f"{name:14s} host {host_us:8.1f} µs a call ({synced_us:.1f} synced), {kernels} GPU events, static launcher seen: "
-              f"{bool(launchers)}, max |logits - first compile's| {match:.3g}", flush=True)
+        print(f"{name:14s} host {host_us:8.1f} µs a call ({synced_us:.1f} synced), {kernels} GPU events, "
+              f"static launcher seen: {bool(launchers)}, max |logits - first compile's| {match:.3g}", flush=True)
         del model, compiled
         torch.cuda.empty_cache()
     dense = dict((v, h) for v, h, _ in rows).get("dense_static0")

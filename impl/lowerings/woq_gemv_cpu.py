@@ -486,7 +486,8 @@ AVX512_TARGET void int8_rows_avx512(const int8_t* const q[C], const float scale[
     for (; j + 32 * A <= k; j += 32 * A) {
         for (int a = 0; a < A; ++a) {
             __m256i bytes[C];
-            for (int c = 0; c < C; ++c) bytes[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[c] + j + 32 * a));
+            for (int c = 0; c < C; ++c)
+                bytes[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[c] + j + 32 * a));
             step(bytes, j + 32 * a, a);
         }
     }
@@ -647,8 +648,10 @@ extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, cons
                 });
             }
         };
-        if (loop == 2) with_step_rows<NibblesBf16>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesBf16(codes), xs); });
-        else with_step_rows<NibblesF32>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesF32(codes), xs); });
+        if (loop == 2)
+            with_step_rows<NibblesBf16>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesBf16(codes), xs); });
+        else
+            with_step_rows<NibblesF32>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesF32(codes), xs); });
         store_output(y.data(), out, dtype, m * n);
         return;
     }
@@ -790,8 +793,10 @@ extern "C" void kernel(const void* x, const uint8_t* q, const void* absmax, cons
                 }
             }
         };
-        if (loop == 2) with_step_rows<NibblesBf16>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesBf16(levels), xs); });
-        else with_step_rows<NibblesF32>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesF32(levels), xs); });
+        if (loop == 2)
+            with_step_rows<NibblesBf16>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesBf16(levels), xs); });
+        else
+            with_step_rows<NibblesF32>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesF32(levels), xs); });
         store_output(y.data(), out, dtype, m * n);
         return;
     }

@@ -1,11 +1,11 @@
 """The CPU decode kernels (impl/lowerings/woq_gemv_cpu.py) and the lowering's use of them.
 
 Kernels: every scheme, activation dtype, row count (passes of 4 rows with a ragged tail),
-K with padding / a non-multiple-of-16 tail, every loop (AVX-512 where the host has AVX512-BF16, AVX2, scalar), against the
-float64 reference. Compiled: a quantized model at decode sizes reads only the quantized
-bytes (the output code calls our kernel and allocates no (N, K) weight, no GEMM), freezing
-on and off; a symbolic row count picks its route per call (past 16 rows the prefill
-route, tests/impl/test_woq_panel_cpu.py).
+K with padding / a non-multiple-of-16 tail, every loop (AVX-512 where the host has
+AVX512-BF16, AVX2, scalar), against the float64 reference. Compiled: a quantized model at
+decode sizes reads only the quantized bytes (the output code calls our kernel and allocates
+no (N, K) weight, no GEMM), freezing on and off; a symbolic row count picks its route per
+call (past 16 rows the prefill route, tests/impl/test_woq_panel_cpu.py).
 """
 
 from __future__ import annotations

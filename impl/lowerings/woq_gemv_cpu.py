@@ -384,10 +384,10 @@ inline void for_pair_cols(int64_t p, int64_t n, bool pairs, F body) {
     if (col + 1 < n) body(col + 1, std::integral_constant<int, 1>());
 }
 
-// x (M, K) -> the loop's x rows (k_pad values, each 64 permuted by Step::order), then
-// body(rows): bfloat16 bits for NibblesBf16, float32 for NibblesF32.
-template <typename Step, typename F>
-void with_step_rows(const void* x, int64_t dtype, int64_t m, int64_t k, int64_t k_pad, F body) {
+// x (M, K) -> the step's x rows (k_pad values, each 64 permuted by Step::order: bfloat16 bits
+// or float32), then run(step, rows).
+template <typename Step, typename Run>
+void run_on_step_rows(const Step& step, const void* x, int64_t dtype, int64_t m, int64_t k, int64_t k_pad, Run run) {
     int order[64];
     Step::order(order);
     AlignedRows<typename Step::X> rows(m * k_pad);
@@ -396,7 +396,15 @@ void with_step_rows(const void* x, int64_t dtype, int64_t m, int64_t k, int64_t 
     } else {
         convert_input(x, dtype, m, k, k_pad, order, rows.data(), 64);
     }
-    body(static_cast<const typename Step::X*>(rows.data()));
+    run(step, static_cast<const typename Step::X*>(rows.data()));
+}
+
+// The AVX-512 loop avx512_loop() chose: 2 the bfloat16 step, 1 the float32 one.
+template <typename Bf16Step, typename F32Step, typename Run>
+void run_avx512_loop(int loop, const Bf16Step& bf16, const F32Step& f32, const void* x, int64_t dtype, int64_t m,
+                     int64_t k, int64_t k_pad, Run run) {
+    if (loop == 2) run_on_step_rows(bf16, x, dtype, m, k, k_pad, run);
+    else run_on_step_rows(f32, x, dtype, m, k, k_pad, run);
 }
 
 }  // namespace
@@ -436,11 +444,14 @@ __attribute__((target("avx2,fma"))) void int8_row_avx2(const int8_t* q, float sc
     }
 }
 
-// int8 steps: 32 codes in order, from a 32-byte load.
+// int8 steps: 32 codes in order (x unpermuted), from a 32-byte load.
+inline void identity_order(int out[64]) { for (int k = 0; k < 64; ++k) out[k] = k; }
+
 struct Int8Bf16 {
     using X = uint16_t;
     using W = __m512i;
     static constexpr int kVectors = 1, kLanes = 32;
+    static void order(int out[64]) { identity_order(out); }
     AVX512_TARGET static void decode(__m256i b, __m512i w[1]) {  // exact: |q| <= 128
         const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
         const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
@@ -454,6 +465,7 @@ struct Int8F32 {
     using X = float;
     using W = __m512;
     static constexpr int kVectors = 2, kLanes = 16;
+    static void order(int out[64]) { identity_order(out); }
     AVX512_TARGET static void decode(__m256i b, __m512 w[2]) {
         w[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b)));
         w[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1)));
@@ -530,15 +542,9 @@ extern "C" void kernel(const void* x, const int8_t* q, const float* scale, void*
     std::vector<float> y(m * n);
     if (const int loop = avx512_loop(isa, dtype)) {
         const int64_t k_pad = (k + 31) / 32 * 32;
-        if (loop == 2) {
-            AlignedRows<uint16_t> xb(m * k_pad);
-            bf16_rows(static_cast<const uint16_t*>(x), m, k, k_pad, nullptr, xb.data());
-            int8_avx512<Int8Bf16>(xb.data(), q, scale, y.data(), m, n, k, k_pad);
-        } else {
-            AlignedRows<float> xf(m * k_pad);
-            convert_input(x, dtype, m, k, k_pad, nullptr, xf.data());
-            int8_avx512<Int8F32>(xf.data(), q, scale, y.data(), m, n, k, k_pad);
-        }
+        run_avx512_loop(loop, Int8Bf16{}, Int8F32{}, x, dtype, m, k, k_pad, [&](const auto& step, const auto* xs) {
+            int8_avx512<std::decay_t<decltype(step)>>(xs, q, scale, y.data(), m, n, k, k_pad);
+        });
         store_output(y.data(), out, dtype, m * n);
         return;
     }
@@ -648,10 +654,7 @@ extern "C" void kernel(const void* x, const uint8_t* q, const float* scale, cons
                 });
             }
         };
-        if (loop == 2)
-            with_step_rows<NibblesBf16>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesBf16(codes), xs); });
-        else
-            with_step_rows<NibblesF32>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesF32(codes), xs); });
+        run_avx512_loop(loop, NibblesBf16(codes), NibblesF32(codes), x, dtype, m, k, k_pad, run);
         store_output(y.data(), out, dtype, m * n);
         return;
     }
@@ -793,10 +796,7 @@ extern "C" void kernel(const void* x, const uint8_t* q, const void* absmax, cons
                 }
             }
         };
-        if (loop == 2)
-            with_step_rows<NibblesBf16>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesBf16(levels), xs); });
-        else
-            with_step_rows<NibblesF32>(x, dtype, m, k, k_pad, [&](const auto* xs) { run(NibblesF32(levels), xs); });
+        run_avx512_loop(loop, NibblesBf16(levels), NibblesF32(levels), x, dtype, m, k, k_pad, run);
         store_output(y.data(), out, dtype, m * n);
         return;
     }
